@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""make-frame-corpus.py: writes the seed corpora for fuzz-frame and fuzz-hello (run once)."""
+import os
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PREFACE = b"\xf0GT\x01"
+
+HELLO, WELCOME, OPEN, DATA, SHUTDOWN, RESET, WINDOW, PING, GOAWAY, ERROR = range(1, 11)
+HTTP, HTTPS, TCP = 0, 1, 2
+
+
+def frame(ftype, stream, payload=b"", flags=0):
+    return struct.pack(">BBII", ftype, flags, stream, len(payload)) + payload
+
+
+def hello_payload(ident, secret, services):
+    out = bytes([len(ident)]) + ident + bytes([len(secret)]) + secret
+    out += struct.pack(">H", len(services))
+    for kind, flags, port, prefix in services:
+        out += struct.pack(">BBHB", kind, flags, port, len(prefix)) + prefix
+    return out
+
+
+def error_payload(code, msg):
+    raw = msg.encode("utf-8")
+    return struct.pack(">HH", code, len(raw)) + raw
+
+
+HELLOS = {
+    "http-one": hello_payload(b"client", b"secret", [(HTTP, 0, 0, b"www")]),
+    "mixed": hello_payload(b"id-2", b"pw", [(HTTP, 0, 0, b"web"), (HTTPS, 0, 0, b"secure-1"),
+                                           (TCP, 1, 0, b""), (TCP, 0, 2222, b"")]),
+    "tcp-only": hello_payload(b"t", b"s", [(TCP, 1, 8080, b"")]),
+    "long-id": hello_payload(b"i" * 200, b"s" * 200, [(HTTPS, 0, 0, b"p" * 200)]),
+    "many-tcp": hello_payload(b"many", b"x", [(TCP, 0, 10000 + i, b"") for i in range(64)]),
+}
+
+FRAMES = {
+    "handshake": PREFACE + frame(HELLO, 0, HELLOS["mixed"]),
+    "welcome": PREFACE + frame(WELCOME, 0, struct.pack(">HHHHH", 2, 2, 40000, 3, 40001)),
+    "stream": PREFACE
+    + frame(OPEN, 1, struct.pack(">H", 0) + b"GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
+    + frame(WINDOW, 1, struct.pack(">I", 131072))
+    + frame(DATA, 1, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    + frame(SHUTDOWN, 1)
+    + frame(OPEN, 2, struct.pack(">H", 1))
+    + frame(RESET, 2, struct.pack(">I", 1)),
+    "ping": PREFACE + frame(PING, 0, bytes(range(8))) + frame(PING, 0, bytes(range(8)), flags=1),
+    "goaway-error": PREFACE
+    + frame(GOAWAY, 0, error_payload(13, "server is shutting down"))
+    + frame(ERROR, 0, error_payload(1, "invalid id or secret ✗")),
+    "preface-only": PREFACE,
+}
+
+
+def write(folder, name, data):
+    path = os.path.join(HERE, "corpus", folder)
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, name), "wb") as f:
+        f.write(data)
+
+
+def main():
+    for name, data in FRAMES.items():
+        write("frame", name, data)
+    for name, data in HELLOS.items():
+        write("hello", name, data)
+        write("frame", "hello-" + name, PREFACE + frame(HELLO, 0, data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
