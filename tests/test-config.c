@@ -1,0 +1,1322 @@
+/* test-config.c: unit tests of the GT-compatible configuration model (YAML, command line). */
+#include "config.h"
+
+#include <string.h>
+
+#include "gt-config.h"
+
+/* The source directory of this file: tests/meson.build sets GT_TEST_FILES and GT_SOURCE_DIR;
+ * without them (running the binary by hand) __FILE__ is tried, relative to the current
+ * directory and to the build directory (the parent of the test binary's directory). */
+static char *
+source_tests_dir (void)
+{
+  g_autofree char *dir = g_path_get_dirname (__FILE__);
+  g_autofree char *from_build = NULL;
+
+  if (g_path_is_absolute (dir) || g_file_test (dir, G_FILE_TEST_IS_DIR))
+    return g_steal_pointer (&dir);
+  from_build = g_build_filename (g_test_get_dir (G_TEST_BUILT), "..", dir, NULL);
+  return g_steal_pointer (&from_build);
+}
+
+/* tests/files/config/NAME */
+static char *
+test_file (const char *name)
+{
+  const char *dir = g_getenv ("GT_TEST_FILES");
+  g_autofree char *src_dir = NULL;
+
+  if (dir != NULL)
+    return g_build_filename (dir, "config", name, NULL);
+  src_dir = source_tests_dir ();
+  return g_build_filename (src_dir, "files", "config", name, NULL);
+}
+
+/* data/NAME of the source tree. */
+static char *
+data_file (const char *name)
+{
+  const char *dir = g_getenv ("GT_SOURCE_DIR");
+  g_autofree char *src_dir = NULL;
+
+  if (dir != NULL)
+    return g_build_filename (dir, "data", name, NULL);
+  src_dir = source_tests_dir ();
+  return g_build_filename (src_dir, "..", "data", name, NULL);
+}
+
+static gboolean
+warnings_contain (GPtrArray *warnings, const char *text)
+{
+  for (guint i = 0; i < warnings->len; i++)
+    {
+      g_autofree char *s = gt_config_issue_to_string (g_ptr_array_index (warnings, i));
+      if (strcmp (s, text) == 0)
+        return TRUE;
+    }
+  return FALSE;
+}
+
+static void
+dump_warnings (GPtrArray *warnings)
+{
+  for (guint i = 0; i < warnings->len; i++)
+    {
+      g_autofree char *s = gt_config_issue_to_string (g_ptr_array_index (warnings, i));
+      g_test_message ("warning: %s", s);
+    }
+}
+
+static const GtRemote *
+remote_at (const GtClientConfig *config, guint i)
+{
+  g_assert_cmpuint (i, <, config->remotes->len);
+  return g_ptr_array_index (config->remotes, i);
+}
+
+static const GtServiceConfig *
+service_at (const GtClientConfig *config, guint i)
+{
+  g_assert_cmpuint (i, <, config->services->len);
+  return g_ptr_array_index (config->services, i);
+}
+
+static const GtPortRange *
+range_at (GArray *ranges, guint i)
+{
+  g_assert_nonnull (ranges);
+  g_assert_cmpuint (i, <, ranges->len);
+  return &g_array_index (ranges, GtPortRange, i);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void
+test_server_defaults (void)
+{
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = test_file ("empty.yaml");
+
+  g_assert_null (config->addr);
+  g_assert_null (config->config_path);
+  g_assert_cmpuint (config->timeout_ms, ==, 90000);
+  g_assert_cmpstr (config->log_level, ==, "info");
+  g_assert_cmpuint (config->users->len, ==, 0);
+  g_assert_cmpuint (config->tcp_ranges->len, ==, 0);
+  g_assert_cmpuint (config->tcp_number, ==, 0);
+  g_assert_cmpuint (config->connections, ==, 10);
+  g_assert_cmpuint (config->max_handshake_options, ==, 600);
+  g_assert_false (config->allow_any_client);
+  g_assert_cmpuint (config->warnings->len, ==, 0);
+
+  /* An empty file keeps every default. */
+  g_assert_true (gt_server_config_load_file (config, path, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (config->config_path, ==, path);
+  g_assert_cmpuint (config->timeout_ms, ==, 90000);
+  g_assert_cmpuint (config->connections, ==, 10);
+  g_assert_cmpuint (config->warnings->len, ==, 0);
+
+  /* Validation needs a listener. */
+  g_assert_false (gt_server_config_validate (config, NULL, &error));
+  g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID);
+  {
+    g_autofree char *expected = g_strdup_printf ("%s: no listener: set options.addr or --addr",
+                                                 path);
+    g_assert_cmpstr (error->message, ==, expected);
+  }
+}
+
+static void
+test_client_defaults (void)
+{
+  g_autoptr (GtClientConfig) config = gt_client_config_new ();
+  g_autoptr (GError) error = NULL;
+
+  g_assert_null (config->id);
+  g_assert_null (config->secret);
+  g_assert_cmpuint (config->remotes->len, ==, 0);
+  g_assert_cmpuint (config->remote_connections, ==, 3);
+  g_assert_cmpuint (config->remote_idle_connections, ==, 1);
+  g_assert_cmpuint (config->remote_timeout_ms, ==, 45000);
+  g_assert_cmpuint (config->reconnect_delay_ms, ==, 5000);
+  g_assert_cmpstr (config->log_level, ==, "info");
+  g_assert_cmpuint (config->services->len, ==, 0);
+
+  g_assert_true (gt_client_config_load_data (config, "", 0, NULL, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_client_config_load_data (config, "# only a comment\n", -1, NULL, NULL,
+                                             &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (config->remote_timeout_ms, ==, 45000);
+
+  /* Minimal client: only the service defaults are left to check. */
+  g_assert_true (gt_client_config_load_data (config,
+                                             "options: {id: x, secret: y, remote: h}\n"
+                                             "services: [{local: 'http://a'}, "
+                                             "{local: 'tcp://b:1', remoteTCPPort: 5}, "
+                                             "{local: 'tcp://b:2'}]\n",
+                                             -1, "min.yaml", NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_client_config_validate (config, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (remote_at (config, 0)->scheme, ==, "tcp");
+  g_assert_cmpstr (remote_at (config, 0)->host, ==, "h");
+  g_assert_cmpuint (remote_at (config, 0)->port, ==, 80);
+  g_assert_cmpint (service_at (config, 0)->kind, ==, GT_SERVICE_KIND_HTTP);
+  g_assert_cmpstr (service_at (config, 0)->local_host, ==, "a");
+  g_assert_cmpuint (service_at (config, 0)->local_port, ==, 80);
+  g_assert_cmpstr (service_at (config, 0)->host_prefix, ==, "x");
+  g_assert_false (service_at (config, 0)->use_local_as_http_host);
+  g_assert_cmpuint (service_at (config, 0)->local_timeout_ms, ==, 120000);
+  g_assert_false (service_at (config, 0)->remote_tcp_random);
+  g_assert_cmpuint (service_at (config, 1)->remote_tcp_port, ==, 5);
+  g_assert_false (service_at (config, 1)->remote_tcp_random);
+  g_assert_null (service_at (config, 1)->host_prefix);
+  g_assert_cmpuint (service_at (config, 2)->remote_tcp_port, ==, 0);
+  g_assert_true (service_at (config, 2)->remote_tcp_random);
+}
+
+static void
+test_server_gt_example (void)
+{
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = test_file ("server-gt.yaml");
+  const GtUserConfig *user;
+  g_autofree char *w1 = NULL, *w2 = NULL, *w3 = NULL, *w4 = NULL;
+
+  g_assert_true (gt_server_config_load_file (config, path, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_server_config_validate (config, NULL, &error));
+  g_assert_no_error (error);
+  dump_warnings (config->warnings);
+
+  g_assert_cmpstr (config->addr, ==, "0.0.0.0:80");
+  g_assert_cmpuint (config->timeout_ms, ==, 90000);
+  g_assert_cmpstr (config->log_level, ==, "debug");
+  g_assert_cmpuint (config->tcp_number, ==, 10);
+  g_assert_cmpuint (config->connections, ==, 20);
+  g_assert_cmpuint (config->max_handshake_options, ==, 100);
+  g_assert_true (config->allow_any_client);
+  g_assert_cmpuint (config->tcp_ranges->len, ==, 1);
+  g_assert_cmpuint (range_at (config->tcp_ranges, 0)->first, ==, 50000);
+  g_assert_cmpuint (range_at (config->tcp_ranges, 0)->last, ==, 65535);
+
+  g_assert_cmpuint (config->users->len, ==, 2);
+  user = g_ptr_array_index (config->users, 0);
+  g_assert_cmpstr (user->id, ==, "id1");
+  g_assert_cmpstr (user->secret, ==, "secret1");
+  g_assert_cmpuint (user->line, ==, 5);
+  g_assert_cmpuint (user->column, ==, 3);
+  g_assert_cmpint (user->tcp_number, ==, 3);
+  g_assert_cmpuint (user->tcp_ranges->len, ==, 2);
+  g_assert_cmpuint (range_at (user->tcp_ranges, 0)->first, ==, 10000);
+  g_assert_cmpuint (range_at (user->tcp_ranges, 0)->last, ==, 10100);
+  g_assert_cmpuint (range_at (user->tcp_ranges, 1)->first, ==, 10200);
+  g_assert_cmpuint (range_at (user->tcp_ranges, 1)->last, ==, 10200);
+  user = gt_server_config_find_user (config, "id2");
+  g_assert_nonnull (user);
+  g_assert_cmpstr (user->secret, ==, "secret2");
+  g_assert_null (user->tcp_ranges);
+  g_assert_cmpint (user->tcp_number, ==, -1);
+  g_assert_null (gt_server_config_find_user (config, "id3"));
+
+  /* GT keys we do not implement: warnings with their place, nothing else. */
+  g_assert_cmpuint (config->warnings->len, ==, 5);
+  w1 = g_strdup_printf ("%s:13:5: key 'users.id2.speed' is not supported by this version of gt "
+                        "and is ignored",
+                        path);
+  w2 = g_strdup_printf ("%s:24:3: key 'tlsAddr' is not supported by this version of gt and is "
+                        "ignored",
+                        path);
+  w3 = g_strdup_printf ("%s:27:3: key 'sentryLevel' is not supported by this version of gt and "
+                        "is ignored",
+                        path);
+  w4 = g_strdup_printf ("%s:26:3: key 'keyFile' is not supported by this version of gt and is "
+                        "ignored",
+                        path);
+  g_assert_true (warnings_contain (config->warnings, w1));
+  g_assert_true (warnings_contain (config->warnings, w2));
+  g_assert_true (warnings_contain (config->warnings, w3));
+  g_assert_true (warnings_contain (config->warnings, w4));
+}
+
+static void
+test_client_gt_example (void)
+{
+  g_autoptr (GtClientConfig) config = gt_client_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = test_file ("client-gt.yaml");
+  g_autofree char *warning = NULL;
+  const GtServiceConfig *s;
+
+  g_assert_true (gt_client_config_load_file (config, path, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_client_config_validate (config, NULL, &error));
+  g_assert_no_error (error);
+
+  g_assert_cmpstr (config->id, ==, "id1");
+  g_assert_cmpstr (config->secret, ==, "secret1");
+  g_assert_cmpuint (config->remotes->len, ==, 3);
+  g_assert_cmpstr (remote_at (config, 0)->host, ==, "1.1.1.1");
+  g_assert_cmpuint (remote_at (config, 0)->port, ==, 80);
+  g_assert_cmpstr (remote_at (config, 1)->host, ==, "example.com");
+  g_assert_cmpuint (remote_at (config, 1)->port, ==, 8080);
+  g_assert_cmpstr (remote_at (config, 1)->scheme, ==, "tcp");
+  g_assert_cmpstr (remote_at (config, 2)->host, ==, "example.org");
+  g_assert_cmpuint (remote_at (config, 2)->port, ==, 80);
+  g_assert_cmpuint (config->remote_connections, ==, 5);
+  g_assert_cmpuint (config->remote_idle_connections, ==, 2);
+  g_assert_cmpuint (config->remote_timeout_ms, ==, 30000);
+  g_assert_cmpuint (config->reconnect_delay_ms, ==, 2000); /* bare integer = seconds */
+  g_assert_cmpstr (config->log_level, ==, "warn");
+
+  g_assert_cmpuint (config->services->len, ==, 5);
+  s = service_at (config, 0);
+  g_assert_cmpint (s->kind, ==, GT_SERVICE_KIND_HTTP);
+  g_assert_cmpstr (s->local_url, ==, "http://127.0.0.1:80");
+  g_assert_cmpstr (s->local_host, ==, "127.0.0.1");
+  g_assert_cmpuint (s->local_port, ==, 80);
+  g_assert_cmpstr (s->host_prefix, ==, "blog"); /* stored lower-case */
+  g_assert_true (s->use_local_as_http_host);
+  g_assert_cmpuint (s->local_timeout_ms, ==, 60000);
+  g_assert_cmpuint (s->line, ==, 3);
+  g_assert_cmpuint (s->column, ==, 5);
+  s = service_at (config, 1);
+  g_assert_cmpint (s->kind, ==, GT_SERVICE_KIND_HTTPS);
+  g_assert_cmpuint (s->local_port, ==, 443);
+  g_assert_cmpstr (s->host_prefix, ==, "id1"); /* first prefix-less http/https service */
+  s = service_at (config, 2);
+  g_assert_cmpint (s->kind, ==, GT_SERVICE_KIND_TCP);
+  g_assert_cmpuint (s->local_port, ==, 22);
+  g_assert_cmpuint (s->remote_tcp_port, ==, 10022);
+  g_assert_false (s->remote_tcp_random);
+  g_assert_null (s->host_prefix);
+  s = service_at (config, 3);
+  g_assert_cmpuint (s->remote_tcp_port, ==, 0);
+  g_assert_true (s->remote_tcp_random);
+  s = service_at (config, 4);
+  g_assert_cmpstr (s->local_host, ==, "::1");
+  g_assert_cmpuint (s->local_port, ==, 8080);
+  g_assert_cmpstr (s->host_prefix, ==, "v6");
+
+  g_assert_cmpuint (config->warnings->len, ==, 1);
+  warning = g_strdup_printf ("%s:25:3: key 'remoteCert' is not supported by this version of gt "
+                             "and is ignored",
+                             path);
+  g_assert_true (warnings_contain (config->warnings, warning));
+}
+
+static void
+test_demo_files (void)
+{
+  g_autoptr (GtServerConfig) server = gt_server_config_new ();
+  g_autoptr (GtClientConfig) client = gt_client_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *server_path = data_file ("server.yaml");
+  g_autofree char *client_path = data_file ("client.yaml");
+  const GtUserConfig *user;
+
+  g_assert_cmpint (gt_config_detect_kind_file (server_path, &error), ==, GT_CONFIG_KIND_SERVER);
+  g_assert_no_error (error);
+  g_assert_cmpint (gt_config_detect_kind_file (client_path, &error), ==, GT_CONFIG_KIND_CLIENT);
+  g_assert_no_error (error);
+
+  g_assert_true (gt_server_config_load_file (server, server_path, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_server_config_validate (server, NULL, &error));
+  g_assert_no_error (error);
+  dump_warnings (server->warnings);
+  g_assert_cmpuint (server->warnings->len, ==, 0);
+  g_assert_cmpstr (server->addr, ==, "127.0.0.1:8080");
+  g_assert_cmpuint (server->timeout_ms, ==, 90000);
+  user = gt_server_config_find_user (server, "demo");
+  g_assert_nonnull (user);
+  g_assert_cmpstr (user->secret, ==, "demo-secret-change-me");
+  g_assert_cmpuint (range_at (user->tcp_ranges, 0)->first, ==, 20000);
+  g_assert_cmpuint (range_at (user->tcp_ranges, 0)->last, ==, 20100);
+
+  g_assert_true (gt_client_config_load_file (client, client_path, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_client_config_validate (client, NULL, &error));
+  g_assert_no_error (error);
+  dump_warnings (client->warnings);
+  g_assert_cmpuint (client->warnings->len, ==, 0);
+  g_assert_cmpstr (client->id, ==, "demo");
+  g_assert_cmpstr (client->secret, ==, user->secret);
+  g_assert_cmpstr (remote_at (client, 0)->host, ==, "127.0.0.1");
+  g_assert_cmpuint (remote_at (client, 0)->port, ==, 8080);
+  g_assert_cmpuint (client->services->len, ==, 2);
+  g_assert_cmpstr (service_at (client, 0)->host_prefix, ==, "demo");
+  g_assert_cmpuint (service_at (client, 0)->local_port, ==, 8081);
+  g_assert_cmpint (service_at (client, 1)->kind, ==, GT_SERVICE_KIND_TCP);
+  g_assert_cmpuint (service_at (client, 1)->remote_tcp_port, ==, 20001);
+  /* The demo's tcp port lies in the demo user's range. */
+  g_assert_cmpuint (service_at (client, 1)->remote_tcp_port, >=,
+                    range_at (user->tcp_ranges, 0)->first);
+  g_assert_cmpuint (service_at (client, 1)->remote_tcp_port, <=,
+                    range_at (user->tcp_ranges, 0)->last);
+}
+
+static void
+test_unknown_key (void)
+{
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = test_file ("server-unknown-key.yaml");
+  g_autofree char *w1 = NULL, *w2 = NULL;
+  const GtConfigIssue *issue;
+
+  g_assert_true (gt_server_config_load_file (config, path, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (config->addr, ==, "0.0.0.0:8080");
+  g_assert_cmpuint (config->warnings->len, ==, 2);
+  issue = g_ptr_array_index (config->warnings, 0);
+  g_assert_cmpstr (issue->file, ==, path);
+  g_assert_cmpuint (issue->line, ==, 4);
+  g_assert_cmpuint (issue->column, ==, 3);
+  g_assert_cmpstr (issue->message, ==, "unknown key 'frobnicate'");
+  w1 = g_strdup_printf ("%s:4:3: unknown key 'frobnicate'", path);
+  w2 = g_strdup_printf ("%s:8:5: unknown key 'colour'", path);
+  g_assert_true (warnings_contain (config->warnings, w1));
+  g_assert_true (warnings_contain (config->warnings, w2));
+  g_assert_true (gt_server_config_validate (config, NULL, &error));
+  g_assert_no_error (error);
+  /* The secret never appears in a warning. */
+  for (guint i = 0; i < config->warnings->len; i++)
+    {
+      g_autofree char *s = gt_config_issue_to_string (g_ptr_array_index (config->warnings, i));
+      g_assert_null (strstr (s, "alice-secret"));
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Bad files: the exact "FILE:LINE:COLUMN: message". */
+
+typedef struct
+{
+  const char *file;
+  GtConfigKind kind;
+  gboolean at_validate; /* the error comes from validate(), not load */
+  GtConfigErrorEnum code;
+  guint line, column;
+  const char *message;
+} BadFile;
+
+static const BadFile bad_files[] = {
+  { "bad-type.yaml", GT_CONFIG_KIND_SERVER, FALSE, GT_CONFIG_ERROR_TYPE, 5, 5,
+    "'timeout' must be a scalar, not a mapping" },
+  { "bad-port.yaml", GT_CONFIG_KIND_CLIENT, FALSE, GT_CONFIG_ERROR_VALUE, 3, 20,
+    "bad port '70000'" },
+  { "bad-range.yaml", GT_CONFIG_KIND_SERVER, FALSE, GT_CONFIG_ERROR_VALUE, 3, 12,
+    "bad port range '20000-10000': first port is greater than last" },
+  { "overlap.yaml", GT_CONFIG_KIND_SERVER, TRUE, GT_CONFIG_ERROR_INVALID, 13, 16,
+    "tcp range 10000-10010 of user 'b' overlaps the range of user 'a'" },
+  { "two-http.yaml", GT_CONFIG_KIND_CLIENT, TRUE, GT_CONFIG_ERROR_INVALID, 8, 5,
+    "two http services without hostPrefix: give each a hostPrefix" },
+  { "bad-duration.yaml", GT_CONFIG_KIND_CLIENT, FALSE, GT_CONFIG_ERROR_VALUE, 5, 18,
+    "bad duration 'abc' (examples: 90s, 1m30s, 250ms)" },
+  { "bad-scheme.yaml", GT_CONFIG_KIND_CLIENT, FALSE, GT_CONFIG_ERROR_VALUE, 7, 7,
+    "remote scheme 'tls' is not supported by this version" },
+  { "syntax.yaml", GT_CONFIG_KIND_SERVER, FALSE, GT_CONFIG_ERROR_SYNTAX, 4, 2,
+    "YAML syntax error: did not find expected key (while parsing a block mapping started at "
+    "line 1, column 1)" },
+  { "duplicate.yaml", GT_CONFIG_KIND_SERVER, FALSE, GT_CONFIG_ERROR_INVALID, 5, 3,
+    "duplicate key 'addr'" },
+};
+
+static void
+test_bad_file (gconstpointer data)
+{
+  const BadFile *bad = data;
+  g_autofree char *path = test_file (bad->file);
+  g_autofree char *expected = g_strdup_printf ("%s:%u:%u: %s", path, bad->line, bad->column,
+                                               bad->message);
+  g_autoptr (GError) error = NULL;
+  GtConfigIssue *issue = NULL;
+  gboolean ok;
+
+  if (bad->kind == GT_CONFIG_KIND_SERVER)
+    {
+      g_autoptr (GtServerConfig) config = gt_server_config_new ();
+      ok = gt_server_config_load_file (config, path, &issue, &error);
+      if (bad->at_validate)
+        {
+          g_assert_true (ok);
+          g_assert_no_error (error);
+          ok = gt_server_config_validate (config, &issue, &error);
+        }
+    }
+  else
+    {
+      g_autoptr (GtClientConfig) config = gt_client_config_new ();
+      ok = gt_client_config_load_file (config, path, &issue, &error);
+      if (bad->at_validate)
+        {
+          g_assert_true (ok);
+          g_assert_no_error (error);
+          ok = gt_client_config_validate (config, &issue, &error);
+        }
+    }
+  g_assert_false (ok);
+  g_assert_error (error, GT_CONFIG_ERROR, (gint) bad->code);
+  g_assert_cmpstr (error->message, ==, expected);
+  g_assert_nonnull (issue);
+  g_assert_cmpstr (issue->file, ==, path);
+  g_assert_cmpuint (issue->line, ==, bad->line);
+  g_assert_cmpuint (issue->column, ==, bad->column);
+  g_assert_cmpstr (issue->message, ==, bad->message);
+  gt_config_issue_free (issue);
+}
+
+/* Inline documents: each an error at a place. */
+typedef struct
+{
+  GtConfigKind kind;
+  const char *yaml;
+  const char *expected; /* with FILE = "t.yaml" */
+} BadData;
+
+static const BadData bad_data[] = {
+  { GT_CONFIG_KIND_SERVER, "options:\n  addr: 0\n  connections: -1\n",
+    "t.yaml:3:16: bad number '-1': must not be negative" },
+  { GT_CONFIG_KIND_SERVER, "options:\n  addr: 80\n  allowAnyClient: maybe\n",
+    "t.yaml:3:19: bad boolean 'maybe' (use true/false, yes/no or on/off)" },
+  { GT_CONFIG_KIND_SERVER, "options:\n  addr: 127.0.0.1:65536\n",
+    "t.yaml:2:9: bad listen address '127.0.0.1:65536': bad port '65536'" },
+  { GT_CONFIG_KIND_SERVER, "options:\n  addr: [80]\n",
+    "t.yaml:2:9: 'addr' must be a scalar, not a list" },
+  { GT_CONFIG_KIND_SERVER, "options:\n  maxHandShakeOptions: 65536\n",
+    "t.yaml:2:24: number '65536' is too large (at most 65535)" },
+  { GT_CONFIG_KIND_SERVER, "options:\n  logLevel: loud\n",
+    "t.yaml:2:13: bad log level 'loud' (use trace, debug, info, warn, error, fatal, panic or "
+    "disable)" },
+  { GT_CONFIG_KIND_SERVER, "users: [a, b]\n", "t.yaml:1:8: 'users' must be a mapping, not a list" },
+  { GT_CONFIG_KIND_SERVER, "tcp:\n  - range: 0-10\n", "t.yaml:2:12: bad port range '0-10'" },
+  { GT_CONFIG_KIND_SERVER, "tcp: {range: 1-2}\n",
+    "t.yaml:1:6: 'tcp' must be a list, not a mapping" },
+  { GT_CONFIG_KIND_SERVER, "type: client\n",
+    "t.yaml:1:7: type is 'client' but a server configuration was expected" },
+  { GT_CONFIG_KIND_SERVER, "type: proxy\n",
+    "t.yaml:1:7: unknown type 'proxy' (expected server or client)" },
+  { GT_CONFIG_KIND_SERVER, "- a\n- b\n",
+    "t.yaml:1:1: the top level must be a mapping, not a list" },
+  { GT_CONFIG_KIND_SERVER, "users:\n  a:\n    secret: {x: 1}\n",
+    "t.yaml:3:13: 'secret' must be a scalar, not a mapping" },
+  { GT_CONFIG_KIND_CLIENT, "services:\n  - local: ftp://x\n",
+    "t.yaml:2:12: bad local URL 'ftp://x': the scheme must be http://, https:// or tcp://" },
+  { GT_CONFIG_KIND_CLIENT, "services:\n  - local: tcp://127.0.0.1\n",
+    "t.yaml:2:12: bad local URL 'tcp://127.0.0.1': tcp needs a port" },
+  { GT_CONFIG_KIND_CLIENT, "services:\n  - local: http://h:0\n", "t.yaml:2:12: bad port '0'" },
+  { GT_CONFIG_KIND_CLIENT, "services:\n  - hostPrefix: a\n",
+    "t.yaml:2:5: service without 'local'" },
+  { GT_CONFIG_KIND_CLIENT, "services:\n  - local: http://h\n    hostPrefix: a.b\n",
+    "t.yaml:3:17: bad host prefix 'a.b': use 1 to 63 letters, digits or '-'" },
+  { GT_CONFIG_KIND_CLIENT, "services: http://h\n",
+    "t.yaml:1:11: 'services' must be a list, not a scalar" },
+  { GT_CONFIG_KIND_CLIENT, "options:\n  remote: tcp://h:0\n", "t.yaml:2:11: bad port '0'" },
+  { GT_CONFIG_KIND_CLIENT, "options:\n  remote: ws://h\n",
+    "t.yaml:2:11: remote scheme 'ws' is not supported by this version" },
+  { GT_CONFIG_KIND_CLIENT, "options:\n  remoteTimeout: -5s\n",
+    "t.yaml:2:18: bad duration '-5s' (examples: 90s, 1m30s, 250ms)" },
+  { GT_CONFIG_KIND_CLIENT, "options:\n  id: \"a\\0b\"\n", "t.yaml:2:7: 'id' contains a NUL byte" },
+  { GT_CONFIG_KIND_CLIENT, "options: {id: a, id: b}\n", "t.yaml:1:18: duplicate key 'id'" },
+  { GT_CONFIG_KIND_CLIENT, "options:\n  [a]: b\n",
+    "t.yaml:2:3: keys of 'options' must be scalars" },
+  { GT_CONFIG_KIND_CLIENT, "options: [\n", NULL }, /* syntax error, place checked loosely */
+};
+
+static void
+test_bad_data (void)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (bad_data); i++)
+    {
+      const BadData *bad = &bad_data[i];
+      g_autoptr (GError) error = NULL;
+      gboolean ok;
+
+      if (bad->kind == GT_CONFIG_KIND_SERVER)
+        {
+          g_autoptr (GtServerConfig) config = gt_server_config_new ();
+          ok = gt_server_config_load_data (config, bad->yaml, -1, "t.yaml", NULL, &error);
+        }
+      else
+        {
+          g_autoptr (GtClientConfig) config = gt_client_config_new ();
+          ok = gt_client_config_load_data (config, bad->yaml, -1, "t.yaml", NULL, &error);
+        }
+      g_test_message ("%s", bad->yaml);
+      g_assert_false (ok);
+      g_assert_nonnull (error);
+      g_assert_true (error->domain == GT_CONFIG_ERROR);
+      if (bad->expected != NULL)
+        g_assert_cmpstr (error->message, ==, bad->expected);
+      else
+        g_assert_true (g_str_has_prefix (error->message, "t.yaml:2:1: YAML syntax error: "));
+    }
+}
+
+static void
+test_missing_file (void)
+{
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+  GtConfigIssue *issue = NULL;
+
+  g_assert_false (gt_server_config_load_file (config, "/nonexistent/gt.yaml", &issue, &error));
+  g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_IO);
+  g_assert_true (g_str_has_prefix (error->message, "/nonexistent/gt.yaml: cannot read the file: "));
+  g_assert_nonnull (issue);
+  g_assert_cmpuint (issue->line, ==, 0);
+  gt_config_issue_free (issue);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Values */
+
+static void
+test_zero_means_default (void)
+{
+  g_autoptr (GtServerConfig) server = gt_server_config_new ();
+  g_autoptr (GtClientConfig) client = gt_client_config_new ();
+  g_autoptr (GError) error = NULL;
+
+  g_assert_true (gt_server_config_load_data (server,
+                                             "options:\n  timeout: 0\n  connections: 0\n"
+                                             "  maxHandShakeOptions: 0\n  logLevel: ''\n",
+                                             -1, NULL, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (server->timeout_ms, ==, 90000);
+  g_assert_cmpuint (server->connections, ==, 10);
+  g_assert_cmpuint (server->max_handshake_options, ==, 600);
+  g_assert_cmpstr (server->log_level, ==, "info");
+
+  g_assert_true (gt_client_config_load_data (client,
+                                             "options:\n  remoteConnections: 0\n"
+                                             "  remoteIdleConnections: 0\n  remoteTimeout: 0s\n"
+                                             "  reconnectDelay: 0\n",
+                                             -1, NULL, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (client->remote_connections, ==, 3);
+  g_assert_cmpuint (client->remote_idle_connections, ==, 1);
+  g_assert_cmpuint (client->remote_timeout_ms, ==, 45000);
+  g_assert_cmpuint (client->reconnect_delay_ms, ==, 5000);
+
+  /* Clamps: connections 1..10, idle 1..connections. */
+  g_assert_true (gt_client_config_load_data (client,
+                                             "options:\n  remoteConnections: 50\n"
+                                             "  remoteIdleConnections: 20\n",
+                                             -1, NULL, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (client->remote_connections, ==, 10);
+  g_assert_cmpuint (client->remote_idle_connections, ==, 10);
+  g_assert_true (gt_client_config_load_data (client, "options: {remoteConnections: 2}\n", -1,
+                                             NULL, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (client->remote_idle_connections, ==, 2);
+}
+
+static void
+test_booleans (void)
+{
+  const char *yes[] = { "true", "True", "yes", "YES", "on" };
+  const char *no[] = { "false", "FALSE", "no", "off", "Off" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (yes); i++)
+    {
+      g_autoptr (GtServerConfig) config = gt_server_config_new ();
+      g_autoptr (GError) error = NULL;
+      g_autofree char *yaml = g_strdup_printf ("options: {allowAnyClient: %s}", yes[i]);
+      g_assert_true (gt_server_config_load_data (config, yaml, -1, NULL, NULL, &error));
+      g_assert_no_error (error);
+      g_assert_true (config->allow_any_client);
+    }
+  for (guint i = 0; i < G_N_ELEMENTS (no); i++)
+    {
+      g_autoptr (GtServerConfig) config = gt_server_config_new ();
+      g_autoptr (GError) error = NULL;
+      g_autofree char *yaml = g_strdup_printf ("options: {allowAnyClient: %s}", no[i]);
+      config->allow_any_client = TRUE;
+      g_assert_true (gt_server_config_load_data (config, yaml, -1, NULL, NULL, &error));
+      g_assert_no_error (error);
+      g_assert_false (config->allow_any_client);
+    }
+}
+
+static void
+test_durations (void)
+{
+  static const struct
+  {
+    const char *text;
+    guint64 ms;
+  } good[] = {
+    { "90s", 90000 },   { "1m30s", 90000 }, { "250ms", 250 },    { "1h", 3600000 },
+    { "1.5s", 1500 },   { "90", 90000 },    { "0", 0 },          { "2h45m", 9900000 },
+    { "1500us", 1 },    { ".5s", 500 },     { "1.s", 1000 },     { "1000000ns", 1 },
+    { "+3s", 3000 },    { "1\xc2\xb5s", 0 }, { "1m0.5s", 60500 },
+  };
+  static const char *const bad[] = {
+    "", "abc", "-1s", "1", "s", "1x", "1.5", "1s 2s", " 1s", "1s-", ".s", "9999999999999h", "1e3s",
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (good); i++)
+    {
+      guint64 ms = G_MAXUINT64;
+      g_test_message ("duration '%s'", good[i].text);
+      g_assert_true (gt_parse_duration (good[i].text, &ms));
+      g_assert_cmpuint (ms, ==, good[i].ms);
+    }
+  for (guint i = 0; i < G_N_ELEMENTS (bad); i++)
+    {
+      guint64 ms = 0;
+      g_test_message ("duration '%s'", bad[i]);
+      /* "1" alone is a bare integer (seconds): it must parse. */
+      if (strcmp (bad[i], "1") == 0)
+        {
+          g_assert_true (gt_parse_duration (bad[i], &ms));
+          g_assert_cmpuint (ms, ==, 1000);
+          continue;
+        }
+      g_assert_false (gt_parse_duration (bad[i], &ms));
+    }
+}
+
+static void
+test_listen_addr (void)
+{
+  static const struct
+  {
+    const char *in, *out;
+  } cases[] = {
+    { "80", "0.0.0.0:80" },
+    { ":80", "0.0.0.0:80" },
+    { "0.0.0.0:80", "0.0.0.0:80" },
+    { "127.0.0.1:0", "127.0.0.1:0" },
+    { "[::1]:80", "[::1]:80" },
+    { "localhost:8080", "localhost:8080" },
+    { "", NULL },
+    { "localhost", NULL },
+    { "::1:80", NULL },
+    { "1.2.3.4:99999", NULL },
+    { "1.2.3.4:x", NULL },
+    { "[::1]", NULL },
+    { "a b:80", NULL },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GError) error = NULL;
+      g_autofree char *out = gt_normalize_listen_addr (cases[i].in, &error);
+      g_test_message ("addr '%s'", cases[i].in);
+      g_assert_cmpstr (out, ==, cases[i].out);
+      if (cases[i].out == NULL)
+        g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE);
+      else
+        g_assert_no_error (error);
+    }
+}
+
+static void
+test_port_range (void)
+{
+  static const struct
+  {
+    const char *text;
+    gboolean ok;
+    guint16 first, last;
+  } cases[] = {
+    { "10000-20000", TRUE, 10000, 20000 },
+    { "8080", TRUE, 8080, 8080 },
+    { "0", TRUE, 1, 65535 },
+    { " 1 - 2 ", TRUE, 1, 2 },
+    { "5-5", TRUE, 5, 5 },
+    { "20-10", FALSE, 0, 0 },
+    { "0-10", FALSE, 0, 0 },
+    { "1-65536", FALSE, 0, 0 },
+    { "a-b", FALSE, 0, 0 },
+    { "-5", FALSE, 0, 0 },
+    { "", FALSE, 0, 0 },
+    { "1-2-3", FALSE, 0, 0 },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GError) error = NULL;
+      GtPortRange range = { 0, 0 };
+      g_test_message ("range '%s'", cases[i].text);
+      g_assert_cmpint (gt_parse_port_range (cases[i].text, &range, &error), ==, cases[i].ok);
+      if (cases[i].ok)
+        {
+          g_assert_no_error (error);
+          g_assert_cmpuint (range.first, ==, cases[i].first);
+          g_assert_cmpuint (range.last, ==, cases[i].last);
+        }
+      else
+        g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Command line */
+
+static void
+test_server_cli (void)
+{
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = test_file ("server-gt.yaml");
+  char *argv[] = {
+    "--addr", "127.0.0.1:9000", "-timeout=2m", "--logLevel=ERROR", "-connections", "4",
+    "--id", "id1", "--secret", "cli-secret", "-id=id9", "-secret", "s9",
+    "--tcpRange", "40000-40010", "--tcpRange=0", "-allowAnyClient=false", "--tlsAddr", "443",
+    "--pprof", NULL,
+  };
+  const GtUserConfig *user;
+
+  g_assert_true (gt_server_config_load_file (config, path, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_server_config_apply_args (config, G_N_ELEMENTS (argv) - 1, argv, &error));
+  g_assert_no_error (error);
+
+  g_assert_cmpstr (config->addr, ==, "127.0.0.1:9000");
+  g_assert_cmpuint (config->timeout_ms, ==, 120000);
+  g_assert_cmpstr (config->log_level, ==, "error");
+  g_assert_cmpuint (config->connections, ==, 4);
+  g_assert_cmpuint (config->max_handshake_options, ==, 100); /* from the file */
+  g_assert_false (config->allow_any_client);
+  g_assert_cmpuint (config->tcp_ranges->len, ==, 3);
+  g_assert_cmpuint (range_at (config->tcp_ranges, 1)->first, ==, 40000);
+  g_assert_cmpuint (range_at (config->tcp_ranges, 2)->first, ==, 1);
+  g_assert_cmpuint (range_at (config->tcp_ranges, 2)->last, ==, 65535);
+
+  /* The CLI user replaces the file's id1 (secret only), in place; id9 is added. */
+  g_assert_cmpuint (config->users->len, ==, 3);
+  user = g_ptr_array_index (config->users, 0);
+  g_assert_cmpstr (user->id, ==, "id1");
+  g_assert_cmpstr (user->secret, ==, "cli-secret");
+  g_assert_null (user->tcp_ranges);
+  g_assert_cmpuint (user->line, ==, 0);
+  user = gt_server_config_find_user (config, "id9");
+  g_assert_nonnull (user);
+  g_assert_cmpstr (user->secret, ==, "s9");
+  g_assert_true (warnings_contain (config->warnings,
+                                   "command line: option '--tlsAddr' is not supported by this "
+                                   "version of gt and is ignored"));
+  g_assert_true (warnings_contain (config->warnings,
+                                   "command line: option '--pprof' is not supported by this "
+                                   "version of gt and is ignored"));
+
+  /* Bare boolean. */
+  {
+    char *argv2[] = { "-allowAnyClient", NULL };
+    g_assert_true (gt_server_config_apply_args (config, 1, argv2, &error));
+    g_assert_no_error (error);
+    g_assert_true (config->allow_any_client);
+  }
+}
+
+typedef struct
+{
+  gboolean client;
+  const char *args[8];
+  GtConfigErrorEnum code;
+  const char *message;
+} BadArgs;
+
+static const BadArgs bad_args[] = {
+  { FALSE, { "--foo", "1" }, GT_CONFIG_ERROR_USAGE, "command line: unknown option '--foo'" },
+  { TRUE, { "-foo=1" }, GT_CONFIG_ERROR_USAGE, "command line: unknown option '--foo'" },
+  { FALSE, { "--id", "a", "--id", "b", "--secret", "s" }, GT_CONFIG_ERROR_USAGE,
+    "command line: --id and --secret must be given the same number of times (2 --id, 1 "
+    "--secret)" },
+  { FALSE, { "--addr" }, GT_CONFIG_ERROR_USAGE, "command line: option '--addr' needs a value" },
+  { FALSE, { "--timeout", "abc" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --timeout: bad duration 'abc' (examples: 90s, 1m30s, 250ms)" },
+  { FALSE, { "--tcpRange", "9-1" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --tcpRange: bad port range '9-1': first port is greater than last" },
+  { FALSE, { "stray" }, GT_CONFIG_ERROR_USAGE, "command line: unexpected argument 'stray'" },
+  { FALSE, { "--allowAnyClient=perhaps" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --allowAnyClient: bad boolean 'perhaps' (use true/false, yes/no or on/off)" },
+  { TRUE, { "--local", "tcp://h:1", "--remoteTCPPort", "x" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --remoteTCPPort: bad port 'x'" },
+  { TRUE, { "--remote", "tls://h" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --remote: remote scheme 'tls' is not supported by this version" },
+  { TRUE, { "--hostPrefix", "a" }, GT_CONFIG_ERROR_USAGE,
+    "command line: --hostPrefix needs a --local service" },
+  { TRUE, { "--hostPrefix", "a", "--local", "http://a", "--local", "http://b" },
+    GT_CONFIG_ERROR_USAGE, "command line: --hostPrefix must follow the --local it applies to" },
+  { TRUE, { "--local", "udp://h:1" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --local: bad local URL 'udp://h:1': the scheme must be http://, https:// or "
+    "tcp://" },
+  { TRUE, { "--secret=" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --secret: secret must be 1 to 200 bytes" },
+  { FALSE, { "--id", "", "--secret", "s" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --id: id must be 1 to 200 bytes" },
+};
+
+static void
+test_bad_args (void)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (bad_args); i++)
+    {
+      const BadArgs *bad = &bad_args[i];
+      g_autoptr (GError) error = NULL;
+      int argc = 0;
+      gboolean ok;
+
+      while (argc < (int) G_N_ELEMENTS (bad->args) && bad->args[argc] != NULL)
+        argc++;
+      if (bad->client)
+        {
+          g_autoptr (GtClientConfig) config = gt_client_config_new ();
+          ok = gt_client_config_apply_args (config, argc, (char **) bad->args, &error);
+        }
+      else
+        {
+          g_autoptr (GtServerConfig) config = gt_server_config_new ();
+          ok = gt_server_config_apply_args (config, argc, (char **) bad->args, &error);
+        }
+      g_test_message ("%s", bad->message);
+      g_assert_false (ok);
+      g_assert_error (error, GT_CONFIG_ERROR, (gint) bad->code);
+      g_assert_cmpstr (error->message, ==, bad->message);
+    }
+}
+
+static void
+test_client_cli (void)
+{
+  g_autoptr (GtClientConfig) config = gt_client_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = test_file ("client-gt.yaml");
+  char *argv[] = {
+    "--id", "cli", "-secret=s3cret", "--remote", "10.0.0.1:9000", "-remote=tcp://10.0.0.2",
+    "--remoteConnections", "7", "--remoteIdleConnections=9", "--remoteTimeout", "1m",
+    "--reconnectDelay=500ms", "--logLevel", "trace",
+    "--local", "http://127.0.0.1:3000", "--hostPrefix", "Web", "--useLocalAsHTTPHost",
+    "--localTimeout=5s",
+    "-local", "tcp://127.0.0.1:5432", "-remoteTCPPort=15432", "--remoteTCPRandom",
+    "--local=tcp://127.0.0.1:6379",
+    "--local", "https://127.0.0.1:8443", "--remoteCertInsecure", NULL,
+  };
+  const GtServiceConfig *s;
+
+  g_assert_true (gt_client_config_load_file (config, path, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_client_config_apply_args (config, G_N_ELEMENTS (argv) - 1, argv, &error));
+  g_assert_no_error (error);
+
+  g_assert_cmpstr (config->id, ==, "cli");
+  g_assert_cmpstr (config->secret, ==, "s3cret");
+  /* CLI remotes replace the file's. */
+  g_assert_cmpuint (config->remotes->len, ==, 2);
+  g_assert_cmpstr (remote_at (config, 0)->host, ==, "10.0.0.1");
+  g_assert_cmpuint (remote_at (config, 0)->port, ==, 9000);
+  g_assert_cmpstr (remote_at (config, 1)->host, ==, "10.0.0.2");
+  g_assert_cmpuint (remote_at (config, 1)->port, ==, 80);
+  g_assert_cmpuint (config->remote_connections, ==, 7);
+  g_assert_cmpuint (config->remote_idle_connections, ==, 7); /* clamped */
+  g_assert_cmpuint (config->remote_timeout_ms, ==, 60000);
+  g_assert_cmpuint (config->reconnect_delay_ms, ==, 500);
+  g_assert_cmpstr (config->log_level, ==, "trace");
+
+  /* 4 CLI services first (GT's order), then the file's 5. */
+  g_assert_cmpuint (config->services->len, ==, 9);
+  s = service_at (config, 0);
+  g_assert_cmpstr (s->local_url, ==, "http://127.0.0.1:3000");
+  g_assert_cmpstr (s->host_prefix, ==, "web");
+  g_assert_true (s->use_local_as_http_host);
+  g_assert_cmpuint (s->local_timeout_ms, ==, 5000);
+  g_assert_cmpuint (s->line, ==, 0);
+  s = service_at (config, 1);
+  g_assert_cmpint (s->kind, ==, GT_SERVICE_KIND_TCP);
+  g_assert_cmpuint (s->remote_tcp_port, ==, 15432);
+  g_assert_true (s->remote_tcp_random);
+  g_assert_cmpuint (s->local_timeout_ms, ==, 120000);
+  s = service_at (config, 2);
+  g_assert_cmpuint (s->local_port, ==, 6379);
+  g_assert_cmpuint (s->remote_tcp_port, ==, 0);
+  g_assert_true (s->remote_tcp_random);
+  s = service_at (config, 3);
+  g_assert_cmpint (s->kind, ==, GT_SERVICE_KIND_HTTPS);
+  g_assert_null (s->host_prefix); /* resolved by validate() */
+  s = service_at (config, 4);
+  g_assert_cmpstr (s->local_url, ==, "http://127.0.0.1:80");
+  g_assert_cmpstr (s->host_prefix, ==, "blog");
+  g_assert_cmpuint (s->line, ==, 3);
+  g_assert_true (warnings_contain (config->warnings,
+                                   "command line: option '--remoteCertInsecure' is not "
+                                   "supported by this version of gt and is ignored"));
+
+
+  /* The CLI's prefix-less https service takes the id as prefix, so the file's own prefix-less
+   * https service (line 7) is now a second one: validate() must say so, at that service. */
+  g_assert_false (gt_client_config_validate (config, NULL, &error));
+  {
+    g_autofree char *expected = g_strdup_printf ("%s:7:5: two http services without "
+                                                 "hostPrefix: give each a hostPrefix",
+                                                 path);
+    g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID);
+    g_assert_cmpstr (error->message, ==, expected);
+  }
+  g_assert_cmpstr (service_at (config, 3)->host_prefix, ==, "cli");
+}
+
+static void
+test_client_cli_positions (void)
+{
+  g_autoptr (GError) error = NULL;
+
+  /* With a single --local, the service options may come before it (GT ignores positions). */
+  {
+    g_autoptr (GtClientConfig) config = gt_client_config_new ();
+    char *argv[] = { "--remoteTCPPort", "2222", "--remoteTCPRandom=false", "--id", "x",
+                     "--local", "tcp://127.0.0.1:22", "--localTimeout", "1s", NULL };
+    g_assert_true (gt_client_config_apply_args (config, G_N_ELEMENTS (argv) - 1, argv, &error));
+    g_assert_no_error (error);
+    g_assert_cmpuint (config->services->len, ==, 1);
+    g_assert_cmpuint (service_at (config, 0)->remote_tcp_port, ==, 2222);
+    g_assert_false (service_at (config, 0)->remote_tcp_random);
+    g_assert_cmpuint (service_at (config, 0)->local_timeout_ms, ==, 1000);
+    g_assert_cmpstr (config->id, ==, "x");
+  }
+  /* With several, each option belongs to the --local before it. */
+  {
+    g_autoptr (GtClientConfig) config = gt_client_config_new ();
+    char *argv[] = { "--local", "http://a:1", "--hostPrefix", "one", "--local", "http://b:2",
+                     "--hostPrefix", "two", "--useLocalAsHTTPHost=true", "--local",
+                     "tcp://c:3", "--remoteTCPRandom=off", "--remoteTCPPort", "3", NULL };
+    g_assert_true (gt_client_config_apply_args (config, G_N_ELEMENTS (argv) - 1, argv, &error));
+    g_assert_no_error (error);
+    g_assert_cmpuint (config->services->len, ==, 3);
+    g_assert_cmpstr (service_at (config, 0)->host_prefix, ==, "one");
+    g_assert_false (service_at (config, 0)->use_local_as_http_host);
+    g_assert_cmpstr (service_at (config, 1)->host_prefix, ==, "two");
+    g_assert_true (service_at (config, 1)->use_local_as_http_host);
+    g_assert_false (service_at (config, 2)->remote_tcp_random);
+    g_assert_cmpuint (service_at (config, 2)->remote_tcp_port, ==, 3);
+  }
+}
+
+static void
+test_extract_config_path (void)
+{
+  static const struct
+  {
+    const char *args[6];
+    const char *path;
+    const char *rest[6];
+  } cases[] = {
+    { { "-c", "a.yaml", "--addr", "80" }, "a.yaml", { "--addr", "80" } },
+    { { "--addr", "80", "--config", "b.yaml" }, "b.yaml", { "--addr", "80" } },
+    { { "-c=c.yaml" }, "c.yaml", { NULL } },
+    { { "--config=d.yaml", "--id", "x" }, "d.yaml", { "--id", "x" } },
+    { { "-config", "e.yaml" }, "e.yaml", { NULL } },
+    { { "--id", "x" }, NULL, { "--id", "x" } },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      char *argv[7] = { NULL };
+      int argc = 0;
+      g_autoptr (GError) error = NULL;
+      g_autofree char *path = NULL;
+      int expected_argc = 0;
+
+      while (argc < 6 && cases[i].args[argc] != NULL)
+        {
+          argv[argc] = (char *) cases[i].args[argc];
+          argc++;
+        }
+      while (expected_argc < 6 && cases[i].rest[expected_argc] != NULL)
+        expected_argc++;
+      path = gt_config_extract_config_path (&argc, argv, &error);
+      g_assert_no_error (error);
+      g_assert_cmpstr (path, ==, cases[i].path);
+      g_assert_cmpint (argc, ==, expected_argc);
+      for (int j = 0; j < argc; j++)
+        g_assert_cmpstr (argv[j], ==, cases[i].rest[j]);
+      g_assert_null (argv[argc]);
+    }
+
+  {
+    /* The last of several wins; a trailing one without a value is an error. */
+    char *argv[] = { "-c", "a", "--config=b", "--id", "x", NULL };
+    int argc = 5;
+    g_autoptr (GError) error = NULL;
+    g_autofree char *path = gt_config_extract_config_path (&argc, argv, &error);
+    g_assert_no_error (error);
+    g_assert_cmpstr (path, ==, "b");
+    g_assert_cmpint (argc, ==, 2);
+  }
+  {
+    char *argv[] = { "-c", "a", "--addr", "80", "-c", NULL };
+    int argc = 5;
+    g_autoptr (GError) error = NULL;
+    g_autofree char *path = gt_config_extract_config_path (&argc, argv, &error);
+    g_assert_null (path);
+    g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_USAGE);
+    g_assert_cmpstr (error->message, ==, "command line: option '--config' needs a value");
+  }
+  {
+    char *argv[] = { "--addr", "80", "-c", NULL };
+    int argc = 3;
+    g_autoptr (GError) error = NULL;
+    g_autofree char *path = gt_config_extract_config_path (&argc, argv, &error);
+    g_assert_null (path);
+    g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_USAGE);
+  }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Validation */
+
+static void
+test_client_validate (void)
+{
+  static const struct
+  {
+    const char *yaml;
+    const char *expected;
+  } cases[] = {
+    { "options: {secret: s, remote: h}\nservices: [{local: 'http://a'}]\n",
+      "v.yaml: options.id is required" },
+    { "options: {id: a, remote: h}\nservices: [{local: 'http://a'}]\n",
+      "v.yaml: options.secret is required" },
+    { "options: {id: a, secret: s}\nservices: [{local: 'http://a'}]\n",
+      "v.yaml: no remote: set options.remote or --remote" },
+    { "options: {id: a, secret: s, remote: h}\n",
+      "v.yaml: no service: add an entry to services: or use --local" },
+    { "options: {id: a, secret: s, remote: h}\nservices:\n  - local: http://a\n"
+      "    hostPrefix: X\n  - local: https://b\n    hostPrefix: x\n",
+      "v.yaml:5:5: host prefix 'x' is used by two services" },
+    { "options: {id: a, secret: s, remote: h}\nservices:\n  - local: http://a\n"
+      "  - local: https://b\n    hostPrefix: a\n",
+      "v.yaml:4:5: host prefix 'a' is used by two services" },
+    { "options: {id: a, secret: s, remote: h}\nservices:\n  - local: tcp://a:1\n"
+      "    remoteTCPRandom: false\n",
+      "v.yaml:3:5: tcp service 'tcp://a:1' needs remoteTCPPort or remoteTCPRandom: true" },
+    { "options: {id: a.b, secret: s, remote: h}\nservices:\n  - local: http://a\n",
+      "v.yaml:3:5: the id 'a.b' cannot be the host prefix of 'http://a': give the service a "
+      "hostPrefix" },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GtClientConfig) config = gt_client_config_new ();
+      g_autoptr (GError) error = NULL;
+      GtConfigIssue *issue = NULL;
+
+      g_test_message ("%s", cases[i].yaml);
+      g_assert_true (gt_client_config_load_data (config, cases[i].yaml, -1, "v.yaml", NULL,
+                                                 &error));
+      g_assert_no_error (error);
+      g_assert_false (gt_client_config_validate (config, &issue, &error));
+      g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID);
+      g_assert_cmpstr (error->message, ==, cases[i].expected);
+      g_assert_nonnull (issue);
+      gt_config_issue_free (issue);
+    }
+
+  /* Without a file the message is marked as coming from the command line. */
+  {
+    g_autoptr (GtClientConfig) config = gt_client_config_new ();
+    g_autoptr (GError) error = NULL;
+    char *argv[] = { "--id", "a", "--remote", "h", "--local", "http://x", NULL };
+    g_assert_true (gt_client_config_apply_args (config, 6, argv, &error));
+    g_assert_false (gt_client_config_validate (config, NULL, &error));
+    g_assert_cmpstr (error->message, ==, "command line: options.secret is required");
+  }
+}
+
+static void
+test_server_validate (void)
+{
+  static const struct
+  {
+    const char *yaml;
+    const char *expected;
+  } cases[] = {
+    { "options: {addr: 80}\ntcp: [{range: 100-200}]\nusers:\n  u:\n    secret: s\n"
+      "    tcp: [{range: 150-300}]\n",
+      "v.yaml:6:19: tcp range 150-300 of user 'u' overlaps the global tcp pool" },
+    { "options: {addr: 80}\nusers:\n  u:\n    tcp: [{range: 1-2}]\n",
+      "v.yaml:3:3: user 'u' needs a secret of 1 to 200 bytes" },
+    { "options: {addr: 80}\nusers:\n  u:\n",
+      "v.yaml:3:3: user 'u' needs a secret of 1 to 200 bytes" },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GtServerConfig) config = gt_server_config_new ();
+      g_autoptr (GError) error = NULL;
+
+      g_test_message ("%s", cases[i].yaml);
+      g_assert_true (gt_server_config_load_data (config, cases[i].yaml, -1, "v.yaml", NULL,
+                                                 &error));
+      g_assert_no_error (error);
+      g_assert_false (gt_server_config_validate (config, NULL, &error));
+      g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID);
+      g_assert_cmpstr (error->message, ==, cases[i].expected);
+    }
+
+  /* No users: GT's allow-any-client mode, with a warning. */
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_assert_true (gt_server_config_load_data (config, "options: {addr: 80}", -1, "v.yaml", NULL,
+                                               &error));
+    g_assert_false (config->allow_any_client);
+    g_assert_true (gt_server_config_validate (config, NULL, &error));
+    g_assert_no_error (error);
+    g_assert_true (config->allow_any_client);
+    g_assert_true (warnings_contain (config->warnings,
+                                     "v.yaml: no users are configured: any client id is "
+                                     "accepted (allowAnyClient)"));
+  }
+  /* Adjacent, non-overlapping user ranges are fine. */
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_assert_true (gt_server_config_load_data (config,
+                                               "options: {addr: 80}\ntcp: [{range: 1-99}]\n"
+                                               "users:\n  a: {secret: x, tcp: [{range: 100}]}\n"
+                                               "  b: {secret: y, tcp: [{range: 101-200}]}\n",
+                                               -1, NULL, NULL, &error));
+    g_assert_no_error (error);
+    g_assert_true (gt_server_config_validate (config, NULL, &error));
+    g_assert_no_error (error);
+  }
+}
+
+static void
+test_detect_kind (void)
+{
+  static const struct
+  {
+    const char *yaml;
+    GtConfigKind kind;
+  } cases[] = {
+    { "", GT_CONFIG_KIND_SERVER },
+    { "options: {addr: 80}\n", GT_CONFIG_KIND_SERVER },
+    { "services: []\n", GT_CONFIG_KIND_CLIENT },
+    { "type: client\n", GT_CONFIG_KIND_CLIENT },
+    { "type: server\nservices: []\n", GT_CONFIG_KIND_SERVER },
+    { "type: ~\nservices: []\n", GT_CONFIG_KIND_CLIENT },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GError) error = NULL;
+      g_assert_cmpint (gt_config_detect_kind_data (cases[i].yaml, -1, &error), ==, cases[i].kind);
+      g_assert_no_error (error);
+    }
+
+  {
+    g_autoptr (GError) error = NULL;
+    g_assert_cmpint (gt_config_detect_kind_data ("version: 1\ntype: connect\n", -1, &error), ==,
+                     GT_CONFIG_KIND_UNKNOWN);
+    g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE);
+    g_assert_cmpstr (error->message, ==,
+                     "<data>:2:7: unknown type 'connect' (expected server or client)");
+  }
+  {
+    g_autoptr (GError) error = NULL;
+    g_autofree char *path = test_file ("client-gt.yaml");
+    g_assert_cmpint (gt_config_detect_kind_file (path, &error), ==, GT_CONFIG_KIND_CLIENT);
+    g_assert_no_error (error);
+  }
+  {
+    g_autoptr (GError) error = NULL;
+    g_autofree char *path = test_file ("syntax.yaml");
+    g_assert_cmpint (gt_config_detect_kind_file (path, &error), ==, GT_CONFIG_KIND_UNKNOWN);
+    g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_SYNTAX);
+  }
+}
+
+static void
+test_secrets_not_printed (void)
+{
+  g_autofree char *long_secret = g_strnfill (201, 'Q');
+  g_autofree char *yaml = g_strdup_printf ("users:\n  u:\n    secret: %s\n", long_secret);
+  g_autoptr (GtServerConfig) server = gt_server_config_new ();
+  g_autoptr (GtClientConfig) client = gt_client_config_new ();
+  g_autoptr (GError) error = NULL;
+  char *argv[] = { "--secret", long_secret, NULL };
+
+  g_assert_false (gt_server_config_load_data (server, yaml, -1, "s.yaml", NULL, &error));
+  g_assert_cmpstr (error->message, ==, "s.yaml:3:13: secret of user 'u' must be 1 to 200 bytes");
+  g_clear_error (&error);
+
+  g_assert_false (gt_client_config_apply_args (client, 2, argv, &error));
+  g_assert_cmpstr (error->message, ==, "command line: --secret: secret must be 1 to 200 bytes");
+  g_clear_error (&error);
+
+  g_assert_false (gt_client_config_load_data (client, "options:\n  secret: [hunter2]\n", -1,
+                                              "c.yaml", NULL, &error));
+  g_assert_cmpstr (error->message, ==, "c.yaml:2:11: 'secret' must be a scalar, not a list");
+  g_assert_null (strstr (error->message, "hunter2"));
+}
+
+static void
+test_multiple_documents_and_aliases (void)
+{
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+
+  /* Aliases resolve; a cyclic alias must not hang or crash; a second document is ignored. */
+  g_assert_true (gt_server_config_load_data (config,
+                                             "options: &o {addr: 80}\n"
+                                             "users:\n  a: &u {secret: x}\n  b: *u\n"
+                                             "host: &h [*h]\n"
+                                             "---\noptions: {addr: 81}\n",
+                                             -1, "m.yaml", NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (config->addr, ==, "0.0.0.0:80");
+  g_assert_cmpuint (config->users->len, ==, 2);
+  g_assert_cmpstr (((GtUserConfig *) g_ptr_array_index (config->users, 1))->secret, ==, "x");
+  g_assert_true (warnings_contain (config->warnings,
+                                   "m.yaml:7:1: only the first YAML document is read; the rest "
+                                   "is ignored"));
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+
+  g_test_add_func ("/gt/core/config/server/defaults", test_server_defaults);
+  g_test_add_func ("/gt/core/config/client/defaults", test_client_defaults);
+  g_test_add_func ("/gt/core/config/server/gt-example", test_server_gt_example);
+  g_test_add_func ("/gt/core/config/client/gt-example", test_client_gt_example);
+  g_test_add_func ("/gt/core/config/demo-files", test_demo_files);
+  g_test_add_func ("/gt/core/config/unknown-key", test_unknown_key);
+  for (guint i = 0; i < G_N_ELEMENTS (bad_files); i++)
+    {
+      g_autofree char *name = g_strdup_printf ("/gt/core/config/bad-file/%s", bad_files[i].file);
+      g_test_add_data_func (name, &bad_files[i], test_bad_file);
+    }
+  g_test_add_func ("/gt/core/config/bad-data", test_bad_data);
+  g_test_add_func ("/gt/core/config/missing-file", test_missing_file);
+  g_test_add_func ("/gt/core/config/zero-means-default", test_zero_means_default);
+  g_test_add_func ("/gt/core/config/booleans", test_booleans);
+  g_test_add_func ("/gt/core/config/durations", test_durations);
+  g_test_add_func ("/gt/core/config/listen-addr", test_listen_addr);
+  g_test_add_func ("/gt/core/config/port-range", test_port_range);
+  g_test_add_func ("/gt/core/config/server/cli", test_server_cli);
+  g_test_add_func ("/gt/core/config/client/cli", test_client_cli);
+  g_test_add_func ("/gt/core/config/client/cli-positions", test_client_cli_positions);
+  g_test_add_func ("/gt/core/config/bad-args", test_bad_args);
+  g_test_add_func ("/gt/core/config/extract-config-path", test_extract_config_path);
+  g_test_add_func ("/gt/core/config/client/validate", test_client_validate);
+  g_test_add_func ("/gt/core/config/server/validate", test_server_validate);
+  g_test_add_func ("/gt/core/config/detect-kind", test_detect_kind);
+  g_test_add_func ("/gt/core/config/secrets-not-printed", test_secrets_not_printed);
+  g_test_add_func ("/gt/core/config/documents-and-aliases", test_multiple_documents_and_aliases);
+
+  return g_test_run ();
+}
