@@ -1,0 +1,1404 @@
+/* gt-mux.c: the tunnel multiplexer: frame I/O on the tunnel, per-stream credit, socket relay. */
+#include "config.h"
+
+#define G_LOG_DOMAIN "gt-mux"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gt-fd-source.h"
+#include "gt-mux.h"
+
+/* Read buffer: room for the largest frame plus one large read. */
+#define RBUF_READ (64 * 1024)
+#define RBUF_SIZE (GT_FRAME_HEADER_SIZE + GT_FRAME_MAX_PAYLOAD + RBUF_READ)
+/* Tunnel output back-pressure: streams stop reading their sockets above HIGH, resume below LOW. */
+#define OUT_HIGH (1024 * 1024)
+#define OUT_LOW (256 * 1024)
+/* Frames at least this large are written at once when nothing is queued (bulk: no copy). */
+#define DIRECT_WRITE_MIN (16 * 1024)
+/* Flush without waiting for the end of the loop iteration above this many queued bytes. */
+#define FLUSH_NOW (256 * 1024)
+#define OUT_MIN_CAP (16 * 1024)
+#define OUT_KEEP_CAP (64 * 1024)
+
+
+struct _GtMuxStream
+{
+  gint ref_count;
+  GtMux *mux; /* not owned; NULL once closed */
+  guint32 id;
+  guint16 service_index;
+  int fd;
+  GSource *source;
+  gint64 idle_timeout_us;
+  gint64 last_activity;
+
+  gint64 send_credit;  /* bytes we may still send */
+  gint64 recv_credit;  /* bytes the peer may still send */
+  gint64 unacked;      /* bytes delivered to the socket and not yet granted back */
+
+  GByteArray *pending; /* bytes waiting to be written to the socket */
+  GtHostRewriter *rewriter;
+  GBytes *connect_fail_response;
+
+  guint local_eof : 1;       /* socket read side ended, SHUTDOWN sent */
+  guint remote_shut : 1;     /* SHUTDOWN received */
+  guint wrote_shut : 1;      /* shutdown(SHUT_WR) done on the socket */
+  guint received_data : 1;   /* any DATA came from the peer */
+  guint closed : 1;
+  guint blocked : 1;         /* waiting for tunnel output to drain */
+};
+
+struct _GtMux
+{
+  GObject parent_instance;
+
+  GIOStream *io;
+  GPollableInputStream *in;
+  GPollableOutputStream *out;
+  gboolean is_server;
+  char *peer;
+
+  GHashTable *streams; /* id → GtMuxStream* (owned ref) */
+  guint32 next_stream_id;
+  GPtrArray *blocked;  /* GtMuxStream* waiting for output room (owned refs) */
+
+  guint8 *rbuf;
+  gsize rstart, rend;
+  GSource *in_source;
+
+  guint8 *out_buf;
+  gsize out_cap, out_start, out_end;
+  GSource *out_source;
+  gboolean flush_scheduled;
+
+  guint8 *scratch; /* header + one DATA payload */
+
+  guint timer_id;
+  gint64 idle_us, ping_us;
+  gint64 last_rx, last_ping;
+
+  guint64 bytes_in, bytes_out;
+  gboolean closed;
+  gboolean going_away;
+  gboolean in_dispatch;
+};
+
+enum
+{
+  PROP_0,
+  PROP_N_STREAMS,
+  PROP_PEER,
+  N_PROPS
+};
+
+enum
+{
+  SIGNAL_STREAM_OPENED,
+  SIGNAL_CLOSED,
+  SIGNAL_GOAWAY,
+  N_SIGNALS
+};
+
+static GParamSpec *properties[N_PROPS];
+static guint signals[N_SIGNALS];
+
+G_DEFINE_FINAL_TYPE (GtMux, gt_mux, G_TYPE_OBJECT)
+
+static void mux_fail (GtMux *mux, GError *error);
+static void stream_update_events (GtMuxStream *s);
+static void stream_finish (GtMuxStream *s);
+static void mux_arm_output (GtMux *mux);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Output: frames are appended to one contiguous buffer and written once per main-loop iteration
+ * (the flusher below), so many small frames from different streams share one send(). */
+
+typedef struct
+{
+  GSource source;
+  GPtrArray *muxes; /* GtMux* with unflushed output (owned refs) */
+} Flusher;
+
+static void mux_flush (GtMux *mux);
+
+static gboolean
+flusher_prepare (GSource *source, gint *timeout)
+{
+  Flusher *f = (Flusher *) source;
+
+  *timeout = -1;
+  return f->muxes->len > 0;
+}
+
+static gboolean
+flusher_check (GSource *source)
+{
+  return ((Flusher *) source)->muxes->len > 0;
+}
+
+static gboolean
+flusher_dispatch (GSource *source, GSourceFunc callback, gpointer user_data)
+{
+  Flusher *f = (Flusher *) source;
+  g_autoptr (GPtrArray) muxes = f->muxes;
+
+  f->muxes = g_ptr_array_new_with_free_func (g_object_unref);
+  for (guint i = 0; i < muxes->len; i++)
+    {
+      GtMux *mux = muxes->pdata[i];
+
+      mux->flush_scheduled = FALSE;
+      mux_flush (mux);
+    }
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+flusher_finalize (GSource *source)
+{
+  g_ptr_array_unref (((Flusher *) source)->muxes);
+}
+
+static GSourceFuncs flusher_funcs = {
+  flusher_prepare, flusher_check, flusher_dispatch, flusher_finalize, NULL, NULL,
+};
+
+static GPrivate flusher_key = G_PRIVATE_INIT ((GDestroyNotify) g_source_unref);
+
+static Flusher *
+flusher_get (void)
+{
+  Flusher *f = g_private_get (&flusher_key);
+
+  if (f == NULL)
+    {
+      f = (Flusher *) g_source_new (&flusher_funcs, sizeof (Flusher));
+      f->muxes = g_ptr_array_new_with_free_func (g_object_unref);
+      g_source_set_name ((GSource *) f, "gt-mux-flusher");
+      g_source_attach ((GSource *) f, g_main_context_get_thread_default ());
+      g_private_set (&flusher_key, f);
+    }
+  return f;
+}
+
+static void
+mux_schedule_flush (GtMux *mux)
+{
+  if (mux->flush_scheduled || mux->out_source != NULL)
+    return;
+  mux->flush_scheduled = TRUE;
+  g_ptr_array_add (flusher_get ()->muxes, g_object_ref (mux));
+}
+
+static void
+out_append (GtMux *mux, const guint8 *data, gsize len)
+{
+  gsize used = mux->out_end - mux->out_start;
+
+  if (mux->out_end + len > mux->out_cap)
+    {
+      if (mux->out_start > 0)
+        {
+          memmove (mux->out_buf, mux->out_buf + mux->out_start, used);
+          mux->out_start = 0;
+          mux->out_end = used;
+        }
+      if (used + len > mux->out_cap)
+        {
+          mux->out_cap = MAX (MAX (mux->out_cap * 2, used + len), (gsize) OUT_MIN_CAP);
+          mux->out_buf = g_realloc (mux->out_buf, mux->out_cap);
+        }
+    }
+  memcpy (mux->out_buf + mux->out_end, data, len);
+  mux->out_end += len;
+}
+
+/* Queues a frame. Large frames go straight to the socket when nothing is queued. */
+static void
+mux_send (GtMux *mux, const guint8 *data, gsize len)
+{
+  if (mux->closed)
+    return;
+  mux->bytes_out += len;
+
+  if (mux->out_end == mux->out_start && len >= DIRECT_WRITE_MIN)
+    {
+      GOutputVector v = { data, len };
+      gsize written = 0;
+      g_autoptr (GError) error = NULL;
+
+      if (g_pollable_output_stream_writev_nonblocking (mux->out, &v, 1, &written, NULL, &error)
+          == G_POLLABLE_RETURN_FAILED)
+        {
+          mux_fail (mux, g_steal_pointer (&error));
+          return;
+        }
+      if (written == len)
+        return;
+      out_append (mux, data + written, len - written);
+      mux_arm_output (mux);
+      return;
+    }
+  out_append (mux, data, len);
+  if (mux->out_end - mux->out_start >= FLUSH_NOW)
+    mux_flush (mux);
+  else
+    mux_schedule_flush (mux);
+}
+
+static gsize
+mux_out_bytes (GtMux *mux)
+{
+  return mux->out_end - mux->out_start;
+}
+
+static void
+mux_wake_blocked (GtMux *mux)
+{
+  g_autoptr (GPtrArray) woken = NULL;
+
+  if (mux->blocked->len == 0)
+    return;
+  woken = g_steal_pointer (&mux->blocked);
+  mux->blocked = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+  for (guint i = 0; i < woken->len; i++)
+    {
+      GtMuxStream *s = woken->pdata[i];
+
+      s->blocked = FALSE;
+      if (!s->closed)
+        stream_update_events (s);
+    }
+}
+
+/* Writes what the socket takes; arms the writable source for the rest. */
+static void
+mux_flush (GtMux *mux)
+{
+  g_autoptr (GObject) keep = g_object_ref (G_OBJECT (mux));
+
+  while (mux->out_end > mux->out_start && !mux->closed)
+    {
+      GOutputVector v = { mux->out_buf + mux->out_start, mux->out_end - mux->out_start };
+      gsize written = 0;
+      g_autoptr (GError) error = NULL;
+      GPollableReturn r;
+
+      r = g_pollable_output_stream_writev_nonblocking (mux->out, &v, 1, &written, NULL, &error);
+      if (r == G_POLLABLE_RETURN_FAILED)
+        {
+          mux_fail (mux, g_steal_pointer (&error));
+          return;
+        }
+      mux->out_start += written;
+      if (r == G_POLLABLE_RETURN_WOULD_BLOCK || written == 0)
+        break;
+    }
+  if (mux->closed)
+    return;
+  if (mux->out_end == mux->out_start)
+    {
+      mux->out_start = mux->out_end = 0;
+      /* An idle tunnel keeps no large buffer. */
+      if (mux->out_cap > OUT_KEEP_CAP)
+        {
+          g_clear_pointer (&mux->out_buf, g_free);
+          mux->out_cap = 0;
+        }
+      if (mux->out_source)
+        {
+          g_source_destroy (mux->out_source);
+          g_clear_pointer (&mux->out_source, g_source_unref);
+        }
+    }
+  else
+    mux_arm_output (mux);
+  if (mux_out_bytes (mux) < OUT_LOW)
+    mux_wake_blocked (mux);
+}
+
+static gboolean
+mux_output_ready_cb (GObject *stream, gpointer user_data)
+{
+  GtMux *mux = user_data;
+
+  mux_flush (mux);
+  return G_SOURCE_CONTINUE; /* mux_flush destroys the source once drained */
+}
+
+static void
+mux_arm_output (GtMux *mux)
+{
+  if (mux->out_source != NULL || mux->closed)
+    return;
+  mux->out_source = g_pollable_output_stream_create_source (mux->out, NULL);
+  g_source_set_callback (mux->out_source, (GSourceFunc) (void (*) (void)) mux_output_ready_cb,
+                         mux, NULL);
+  g_source_attach (mux->out_source, g_main_context_get_thread_default ());
+}
+
+static void
+mux_send_frame_small (GtMux *mux, GByteArray *frame)
+{
+  mux_send (mux, frame->data, frame->len);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Streams */
+
+GtMuxStream *
+gt_mux_stream_ref (GtMuxStream *s)
+{
+  g_return_val_if_fail (s != NULL, NULL);
+  g_atomic_int_inc (&s->ref_count);
+  return s;
+}
+
+void
+gt_mux_stream_unref (GtMuxStream *s)
+{
+  if (s == NULL || !g_atomic_int_dec_and_test (&s->ref_count))
+    return;
+  g_assert (s->source == NULL);
+  if (s->fd >= 0)
+    close (s->fd);
+  if (s->pending)
+    g_byte_array_unref (s->pending);
+  g_clear_pointer (&s->rewriter, gt_host_rewriter_free);
+  g_clear_pointer (&s->connect_fail_response, g_bytes_unref);
+  g_free (s);
+}
+
+static GtMuxStream *
+stream_new (GtMux *mux, guint32 id, guint16 service_index)
+{
+  GtMuxStream *s = g_new0 (GtMuxStream, 1);
+
+  s->ref_count = 1;
+  s->mux = mux;
+  s->id = id;
+  s->service_index = service_index;
+  s->fd = -1;
+  s->send_credit = GT_INITIAL_WINDOW;
+  s->recv_credit = GT_INITIAL_WINDOW;
+  s->last_activity = g_get_monotonic_time ();
+  g_hash_table_insert (mux->streams, GUINT_TO_POINTER (id), s);
+  g_object_notify_by_pspec (G_OBJECT (mux), properties[PROP_N_STREAMS]);
+  return s;
+}
+
+/* Removes the stream from its mux and releases its socket. */
+static void
+stream_close (GtMuxStream *s)
+{
+  GtMux *mux = s->mux;
+
+  if (s->closed)
+    return;
+  s->closed = TRUE;
+  g_clear_pointer (&s->source, gt_fd_source_free);
+  if (s->fd >= 0)
+    {
+      close (s->fd);
+      s->fd = -1;
+    }
+  if (s->pending)
+    g_byte_array_set_size (s->pending, 0);
+  s->mux = NULL;
+  if (mux != NULL)
+    {
+      g_hash_table_remove (mux->streams, GUINT_TO_POINTER (s->id)); /* may drop last ref */
+      g_object_notify_by_pspec (G_OBJECT (mux), properties[PROP_N_STREAMS]);
+      if (mux->going_away && !mux->is_server && g_hash_table_size (mux->streams) == 0)
+        gt_mux_close (mux, GT_ERROR_CODE_NONE, NULL);
+    }
+}
+
+static void
+stream_send_reset (GtMuxStream *s, GtResetCode code)
+{
+  g_autoptr (GByteArray) f = g_byte_array_sized_new (GT_FRAME_HEADER_SIZE + 4);
+
+  if (s->mux == NULL)
+    return;
+  gt_frame_append_reset (f, s->id, code);
+  mux_send_frame_small (s->mux, f);
+}
+
+void
+gt_mux_stream_reset (GtMuxStream *s, GtResetCode code)
+{
+  g_return_if_fail (s != NULL);
+  if (s->closed)
+    return;
+  stream_send_reset (s, code);
+  stream_close (s);
+}
+
+static void
+stream_grant (GtMuxStream *s)
+{
+  g_autoptr (GByteArray) f = NULL;
+
+  if (s->unacked < GT_INITIAL_WINDOW / 2 || s->remote_shut || s->mux == NULL)
+    return;
+  f = g_byte_array_sized_new (GT_FRAME_HEADER_SIZE + 4);
+  gt_frame_append_window (f, s->id, (guint32) s->unacked);
+  s->recv_credit += s->unacked;
+  s->unacked = 0;
+  mux_send_frame_small (s->mux, f);
+}
+
+static void
+stream_maybe_finish (GtMuxStream *s)
+{
+  if (s->closed)
+    return;
+  if (s->remote_shut && (s->pending == NULL || s->pending->len == 0) && !s->wrote_shut
+      && s->fd >= 0)
+    {
+      shutdown (s->fd, SHUT_WR);
+      s->wrote_shut = TRUE;
+    }
+  if (s->local_eof && s->wrote_shut)
+    stream_finish (s);
+}
+
+static void
+stream_finish (GtMuxStream *s)
+{
+  stream_close (s);
+}
+
+/* Writes pending bytes to the socket; returns FALSE if the stream died. */
+static gboolean
+stream_flush_pending (GtMuxStream *s)
+{
+  while (s->pending && s->pending->len > 0)
+    {
+      ssize_t n = send (s->fd, s->pending->data, s->pending->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+      if (n < 0)
+        {
+          if (errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+          if (errno == EINTR)
+            continue;
+          gt_mux_stream_reset (s, GT_RESET_CODE_CLOSED);
+          return FALSE;
+        }
+      g_byte_array_remove_range (s->pending, 0, n);
+      s->unacked += n;
+      s->last_activity = g_get_monotonic_time ();
+    }
+  if (s->pending && s->pending->len == 0 && s->pending->len < 1)
+    {
+      /* Idle streams hold no buffer. */
+      g_clear_pointer (&s->pending, g_byte_array_unref);
+    }
+  stream_grant (s);
+  return TRUE;
+}
+
+static void
+stream_read_socket (GtMuxStream *s)
+{
+  GtMux *mux = s->mux;
+  gsize want = MIN ((gint64) GT_MUX_MAX_DATA, s->send_credit);
+  ssize_t n;
+
+  if (want == 0)
+    return;
+  n = recv (s->fd, mux->scratch + GT_FRAME_HEADER_SIZE, want, MSG_DONTWAIT);
+  if (n < 0)
+    {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return;
+      g_debug ("stream %u: read error: %s", s->id, g_strerror (errno));
+      gt_mux_stream_reset (s, GT_RESET_CODE_CLOSED);
+      return;
+    }
+  s->last_activity = g_get_monotonic_time ();
+  if (n == 0)
+    {
+      g_autoptr (GByteArray) f = g_byte_array_sized_new (GT_FRAME_HEADER_SIZE);
+
+      s->local_eof = TRUE;
+      gt_frame_append_shutdown (f, s->id);
+      mux_send_frame_small (mux, f);
+      stream_update_events (s);
+      stream_maybe_finish (s);
+      return;
+    }
+  gt_frame_header_encode (mux->scratch, GT_FRAME_DATA, 0, s->id, (guint32) n);
+  s->send_credit -= n;
+  mux_send (mux, mux->scratch, GT_FRAME_HEADER_SIZE + n);
+  if (!s->closed)
+    stream_update_events (s);
+}
+
+static void
+stream_fd_cb (int fd, GIOCondition revents, gpointer user_data)
+{
+  GtMuxStream *s = user_data;
+  g_autoptr (GtMuxStream) keep = gt_mux_stream_ref (s);
+
+  if (revents & (G_IO_OUT | G_IO_ERR))
+    {
+      if (!stream_flush_pending (s))
+        return;
+      stream_maybe_finish (s);
+      if (s->closed)
+        return;
+    }
+  if (revents & (G_IO_IN | G_IO_HUP | G_IO_ERR))
+    {
+      if (!s->local_eof && !s->closed)
+        stream_read_socket (s);
+      else if ((revents & (G_IO_HUP | G_IO_ERR)) && !(revents & G_IO_IN) && !s->closed)
+        {
+          /* The socket is gone in both directions while we still had to write to it. */
+          if (!s->wrote_shut)
+            gt_mux_stream_reset (s, GT_RESET_CODE_CLOSED);
+        }
+    }
+  if (!s->closed)
+    stream_update_events (s);
+}
+
+static void
+stream_update_events (GtMuxStream *s)
+{
+  GIOCondition events = 0;
+  GtMux *mux = s->mux;
+
+  if (s->fd < 0 || s->closed || mux == NULL)
+    return;
+  if (!s->local_eof && s->send_credit > 0)
+    {
+      if (mux_out_bytes (mux) >= OUT_HIGH)
+        {
+          if (!s->blocked)
+            {
+              s->blocked = TRUE;
+              g_ptr_array_add (mux->blocked, gt_mux_stream_ref (s));
+            }
+        }
+      else
+        events |= G_IO_IN;
+    }
+  if (s->pending && s->pending->len > 0)
+    events |= G_IO_OUT;
+  if (s->source == NULL)
+    s->source = gt_fd_source_new (s->fd, events, stream_fd_cb, s);
+  else
+    gt_fd_source_set_events (s->source, events);
+}
+
+/* Delivers tunnel bytes to the socket (or buffers them). */
+static void
+stream_deliver (GtMuxStream *s, const guint8 *data, gsize len)
+{
+  g_autoptr (GByteArray) rewritten = NULL;
+
+  if (s->rewriter != NULL)
+    {
+      g_autoptr (GError) error = NULL;
+
+      rewritten = g_byte_array_sized_new (len + 64);
+      if (!gt_host_rewriter_feed (s->rewriter, data, len, rewritten, &error))
+        {
+          g_message ("stream %u: cannot rewrite Host: %s", s->id, error->message);
+          gt_mux_stream_reset (s, GT_RESET_CODE_CLOSED);
+          return;
+        }
+      s->unacked += (gint64) len - (gint64) rewritten->len;
+      if (gt_host_rewriter_is_done (s->rewriter))
+        g_clear_pointer (&s->rewriter, gt_host_rewriter_free);
+      data = rewritten->data;
+      len = rewritten->len;
+    }
+
+  if (s->fd >= 0 && (s->pending == NULL || s->pending->len == 0) && !s->wrote_shut)
+    {
+      while (len > 0)
+        {
+          ssize_t n = send (s->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+          if (n < 0)
+            {
+              if (errno == EINTR)
+                continue;
+              if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+              gt_mux_stream_reset (s, GT_RESET_CODE_CLOSED);
+              return;
+            }
+          data += n;
+          len -= n;
+          s->unacked += n;
+        }
+      s->last_activity = g_get_monotonic_time ();
+    }
+  if (len > 0)
+    {
+      if (s->pending == NULL)
+        s->pending = g_byte_array_sized_new (len);
+      g_byte_array_append (s->pending, data, len);
+      stream_update_events (s);
+    }
+  stream_grant (s);
+}
+
+static void
+stream_attach (GtMuxStream *s, int fd, guint64 idle_timeout_ms)
+{
+  s->fd = fd;
+  s->idle_timeout_us = (gint64) idle_timeout_ms * 1000;
+  s->last_activity = g_get_monotonic_time ();
+  gt_socket_set_nonblocking (fd);
+  gt_socket_set_nodelay (fd);
+  if (s->pending && s->pending->len > 0)
+    {
+      if (!stream_flush_pending (s))
+        return;
+    }
+  stream_update_events (s);
+  stream_maybe_finish (s);
+}
+
+void
+gt_mux_stream_attach_fd (GtMuxStream *s, int fd, guint64 idle_timeout_ms)
+{
+  g_return_if_fail (s != NULL);
+  g_return_if_fail (s->fd < 0);
+
+  if (s->closed)
+    {
+      close (fd);
+      return;
+    }
+  stream_attach (s, fd, idle_timeout_ms);
+}
+
+void
+gt_mux_stream_set_rewriter (GtMuxStream *s, GtHostRewriter *rewriter)
+{
+  g_return_if_fail (s != NULL);
+  g_clear_pointer (&s->rewriter, gt_host_rewriter_free);
+  s->rewriter = rewriter;
+}
+
+gboolean
+gt_mux_stream_is_closed (GtMuxStream *s)
+{
+  return s->closed;
+}
+
+guint32
+gt_mux_stream_get_id (GtMuxStream *s)
+{
+  return s->id;
+}
+
+guint16
+gt_mux_stream_get_service_index (GtMuxStream *s)
+{
+  return s->service_index;
+}
+
+GtMux *
+gt_mux_stream_get_mux (GtMuxStream *s)
+{
+  return s->mux;
+}
+
+gsize
+gt_mux_stream_get_buffered (GtMuxStream *s)
+{
+  return s->pending ? s->pending->len : 0;
+}
+
+GtMuxStream *
+gt_mux_open_stream (GtMux *mux, guint16 service_index, int fd, const guint8 *data, gsize len,
+                    GBytes *connect_fail_response, guint64 idle_timeout_ms)
+{
+  GtMuxStream *s;
+  g_autoptr (GByteArray) f = NULL;
+
+  g_return_val_if_fail (GT_IS_MUX (mux), NULL);
+  g_return_val_if_fail (mux->is_server, NULL);
+  g_return_val_if_fail (len <= GT_INITIAL_WINDOW && len <= GT_FRAME_MAX_PAYLOAD - 2, NULL);
+
+  if (mux->closed)
+    {
+      close (fd);
+      return NULL;
+    }
+  if (++mux->next_stream_id == 0)
+    mux->next_stream_id = 1;
+  s = stream_new (mux, mux->next_stream_id, service_index);
+  if (connect_fail_response)
+    s->connect_fail_response = g_bytes_ref (connect_fail_response);
+
+  f = g_byte_array_sized_new (GT_FRAME_HEADER_SIZE + GT_OPEN_PREFIX_SIZE + len);
+  gt_frame_append_open_header (f, s->id, service_index, len);
+  g_byte_array_append (f, data, len);
+  s->send_credit -= len;
+  mux_send (mux, f->data, f->len);
+  if (mux->closed)
+    {
+      close (fd);
+      return NULL;
+    }
+  stream_attach (s, fd, idle_timeout_ms);
+  return s;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Frame handling */
+
+static void
+handle_stream_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
+{
+  GtMuxStream *s = g_hash_table_lookup (mux->streams, GUINT_TO_POINTER (h->stream_id));
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GtMuxStream) keep = NULL;
+
+  if (s == NULL)
+    return; /* already finished here: late frames are dropped */
+  keep = gt_mux_stream_ref (s);
+
+  switch (h->type)
+    {
+    case GT_FRAME_DATA:
+      if (s->remote_shut)
+        {
+          gt_mux_stream_reset (s, GT_RESET_CODE_CLOSED);
+          return;
+        }
+      if ((gint64) h->length > s->recv_credit)
+        {
+          g_message ("%s: stream %u exceeded its window (%u > %" G_GINT64_FORMAT ")",
+                     mux->peer ? mux->peer : "tunnel", s->id, h->length, s->recv_credit);
+          gt_mux_stream_reset (s, GT_RESET_CODE_FLOW_CONTROL);
+          return;
+        }
+      s->recv_credit -= h->length;
+      s->received_data = TRUE;
+      stream_deliver (s, p, h->length);
+      break;
+
+    case GT_FRAME_SHUTDOWN:
+      s->remote_shut = TRUE;
+      stream_maybe_finish (s);
+      break;
+
+    case GT_FRAME_WINDOW:
+      {
+        guint32 inc;
+
+        if (!gt_window_decode (p, h->length, &inc, &error))
+          {
+            gt_mux_stream_reset (s, GT_RESET_CODE_FLOW_CONTROL);
+            return;
+          }
+        if (s->send_credit + inc > (gint64) G_MAXINT32)
+          {
+            gt_mux_stream_reset (s, GT_RESET_CODE_FLOW_CONTROL);
+            return;
+          }
+        s->send_credit += inc;
+        stream_update_events (s);
+      }
+      break;
+
+    case GT_FRAME_RESET:
+      {
+        guint32 code = 0;
+
+        (void) gt_reset_decode (p, h->length, &code, NULL);
+        if (code == GT_RESET_CODE_CONNECT_FAILED && !s->received_data
+            && s->connect_fail_response != NULL && s->fd >= 0)
+          {
+            gsize rlen;
+            const char *r = g_bytes_get_data (s->connect_fail_response, &rlen);
+            int fd = s->fd;
+
+            g_clear_pointer (&s->source, gt_fd_source_free);
+            s->fd = -1;
+            gt_socket_reply_and_close (fd, r, rlen);
+          }
+        stream_close (s);
+      }
+      break;
+
+    default:
+      g_assert_not_reached ();
+    }
+}
+
+static gboolean
+handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
+{
+  g_autoptr (GError) error = NULL;
+
+  switch (h->type)
+    {
+    case GT_FRAME_DATA:
+    case GT_FRAME_SHUTDOWN:
+    case GT_FRAME_WINDOW:
+    case GT_FRAME_RESET:
+      handle_stream_frame (mux, h, p);
+      return TRUE;
+
+    case GT_FRAME_OPEN:
+      {
+        guint16 service_index;
+        const guint8 *data;
+        gsize data_len;
+        GtMuxStream *s;
+        g_autoptr (GtMuxStream) keep = NULL;
+
+        if (mux->is_server)
+          {
+            mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                        "OPEN from a client"));
+            return FALSE;
+          }
+        if (!gt_open_decode (p, h->length, &service_index, &data, &data_len, &error))
+          {
+            mux_fail (mux, g_steal_pointer (&error));
+            return FALSE;
+          }
+        if (g_hash_table_contains (mux->streams, GUINT_TO_POINTER (h->stream_id)))
+          {
+            /* A reused id replaces the old stream (as GT does). */
+            gt_mux_stream_reset (g_hash_table_lookup (mux->streams,
+                                                      GUINT_TO_POINTER (h->stream_id)),
+                                 GT_RESET_CODE_CLOSED);
+          }
+        if (data_len > GT_INITIAL_WINDOW)
+          {
+            mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE,
+                                        "OPEN data exceeds the stream window"));
+            return FALSE;
+          }
+        s = stream_new (mux, h->stream_id, service_index);
+        keep = gt_mux_stream_ref (s);
+        s->recv_credit -= data_len;
+        if (data_len > 0)
+          {
+            s->received_data = TRUE;
+            stream_deliver (s, data, data_len);
+          }
+        if (mux->going_away)
+          {
+            gt_mux_stream_reset (s, GT_RESET_CODE_REFUSED);
+            return TRUE;
+          }
+        g_signal_emit (mux, signals[SIGNAL_STREAM_OPENED], 0, s, (guint) service_index);
+        return !mux->closed;
+      }
+
+    case GT_FRAME_PING:
+      if (!(h->flags & GT_FRAME_FLAG_ACK))
+        {
+          guint8 frame[GT_FRAME_HEADER_SIZE + 8];
+
+          gt_frame_header_encode (frame, GT_FRAME_PING, GT_FRAME_FLAG_ACK, 0, 8);
+          memcpy (frame + GT_FRAME_HEADER_SIZE, p, 8);
+          mux_send (mux, frame, sizeof frame);
+        }
+      return TRUE;
+
+    case GT_FRAME_GOAWAY:
+      {
+        guint16 code = 0;
+        g_autofree char *message = NULL;
+
+        (void) gt_error_decode (p, h->length, &code, &message, NULL);
+        mux->going_away = TRUE;
+        g_message ("%s: peer is going away: %s", mux->peer ? mux->peer : "tunnel",
+                   message && *message ? message : gt_error_code_to_string (code));
+        g_signal_emit (mux, signals[SIGNAL_GOAWAY], 0);
+        if (!mux->is_server && g_hash_table_size (mux->streams) == 0)
+          gt_mux_close (mux, GT_ERROR_CODE_NONE, NULL);
+        return !mux->closed;
+      }
+
+    case GT_FRAME_ERROR:
+      {
+        guint16 code = 0;
+        g_autofree char *message = NULL;
+
+        if (!gt_error_decode (p, h->length, &code, &message, &error))
+          {
+            mux_fail (mux, g_steal_pointer (&error));
+            return FALSE;
+          }
+        mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                    "peer error: %s (code %u)",
+                                    message && *message ? message : gt_error_code_to_string (code),
+                                    code));
+        return FALSE;
+      }
+
+    case GT_FRAME_HELLO:
+    case GT_FRAME_WELCOME:
+    default:
+      mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                  "unexpected %s frame", gt_frame_type_to_string (h->type)));
+      return FALSE;
+    }
+}
+
+/* Parses and handles every complete frame in the read buffer. */
+static void
+mux_process (GtMux *mux)
+{
+  while (!mux->closed && mux->rend - mux->rstart >= GT_FRAME_HEADER_SIZE)
+    {
+      GtFrameHeader h;
+      g_autoptr (GError) error = NULL;
+      const guint8 *base = mux->rbuf + mux->rstart;
+
+      if (gt_frame_header_decode (base, mux->rend - mux->rstart, &h, &error) == GT_DECODE_ERROR)
+        {
+          g_autoptr (GByteArray) f = g_byte_array_new ();
+
+          gt_frame_append_error (f, GT_FRAME_ERROR, GT_ERROR_CODE_PROTOCOL, error->message);
+          mux_send (mux, f->data, f->len);
+          mux_fail (mux, g_steal_pointer (&error));
+          return;
+        }
+      if (mux->rend - mux->rstart < GT_FRAME_HEADER_SIZE + (gsize) h.length)
+        break;
+      mux->rstart += GT_FRAME_HEADER_SIZE + h.length;
+      if (!handle_frame (mux, &h, base + GT_FRAME_HEADER_SIZE))
+        return;
+    }
+  if (mux->rstart == mux->rend)
+    mux->rstart = mux->rend = 0;
+}
+
+static gboolean
+mux_input_ready_cb (GObject *stream, gpointer user_data)
+{
+  GtMux *mux = user_data;
+  g_autoptr (GObject) keep = g_object_ref (G_OBJECT (mux));
+  g_autoptr (GError) error = NULL;
+  gssize n;
+
+  if (mux->closed)
+    return G_SOURCE_REMOVE;
+
+  if (RBUF_SIZE - mux->rend < RBUF_READ)
+    {
+      memmove (mux->rbuf, mux->rbuf + mux->rstart, mux->rend - mux->rstart);
+      mux->rend -= mux->rstart;
+      mux->rstart = 0;
+    }
+  n = g_pollable_input_stream_read_nonblocking (mux->in, mux->rbuf + mux->rend,
+                                                RBUF_SIZE - mux->rend, NULL, &error);
+  if (n < 0)
+    {
+      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        return G_SOURCE_CONTINUE;
+      mux_fail (mux, g_steal_pointer (&error));
+      return G_SOURCE_REMOVE;
+    }
+  if (n == 0)
+    {
+      mux_fail (mux, g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED,
+                                          "tunnel closed by peer"));
+      return G_SOURCE_REMOVE;
+    }
+  mux->bytes_in += n;
+  mux->rend += n;
+  mux->last_rx = g_get_monotonic_time ();
+  mux_process (mux);
+  return mux->closed ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Timers */
+
+static gboolean
+mux_timer_cb (gpointer user_data)
+{
+  GtMux *mux = user_data;
+  g_autoptr (GObject) keep = g_object_ref (G_OBJECT (mux));
+  gint64 now = g_get_monotonic_time ();
+  GHashTableIter iter;
+  gpointer value;
+  g_autoptr (GPtrArray) expired = NULL;
+
+  if (mux->closed)
+    {
+      mux->timer_id = 0;
+      return G_SOURCE_REMOVE;
+    }
+  if (mux->idle_us > 0 && now - mux->last_rx > mux->idle_us)
+    {
+      mux_fail (mux, g_error_new (G_IO_ERROR, G_IO_ERROR_TIMED_OUT,
+                                  "no data from the peer for %" G_GINT64_FORMAT " s",
+                                  mux->idle_us / G_USEC_PER_SEC));
+      mux->timer_id = 0;
+      return G_SOURCE_REMOVE;
+    }
+  if (mux->ping_us > 0 && now - mux->last_ping >= mux->ping_us)
+    {
+      guint8 frame[GT_FRAME_HEADER_SIZE + 8];
+      gint64 stamp = GINT64_TO_BE (now);
+
+      gt_frame_header_encode (frame, GT_FRAME_PING, 0, 0, 8);
+      memcpy (frame + GT_FRAME_HEADER_SIZE, &stamp, 8);
+      mux_send (mux, frame, sizeof frame);
+      mux->last_ping = now;
+    }
+
+  g_hash_table_iter_init (&iter, mux->streams);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      GtMuxStream *s = value;
+
+      if (s->idle_timeout_us > 0 && s->fd >= 0 && now - s->last_activity > s->idle_timeout_us)
+        {
+          if (expired == NULL)
+            expired = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+          g_ptr_array_add (expired, gt_mux_stream_ref (s));
+        }
+    }
+  for (guint i = 0; expired && i < expired->len; i++)
+    {
+      GtMuxStream *s = expired->pdata[i];
+
+      g_debug ("stream %u: idle timeout", s->id);
+      gt_mux_stream_reset (s, GT_RESET_CODE_TIMEOUT);
+    }
+  return G_SOURCE_CONTINUE;
+}
+
+void
+gt_mux_set_keepalive (GtMux *mux, guint64 idle_ms, guint64 ping_ms)
+{
+  g_return_if_fail (GT_IS_MUX (mux));
+  mux->idle_us = (gint64) idle_ms * 1000;
+  mux->ping_us = (gint64) ping_ms * 1000;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Lifecycle */
+
+static void
+mux_teardown (GtMux *mux)
+{
+  g_autoptr (GPtrArray) streams = NULL;
+  GHashTableIter iter;
+  gpointer value;
+
+  mux->closed = TRUE;
+  if (mux->in_source)
+    {
+      g_source_destroy (mux->in_source);
+      g_clear_pointer (&mux->in_source, g_source_unref);
+    }
+  if (mux->out_source)
+    {
+      g_source_destroy (mux->out_source);
+      g_clear_pointer (&mux->out_source, g_source_unref);
+    }
+  g_clear_handle_id (&mux->timer_id, g_source_remove);
+
+  streams = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+  g_hash_table_iter_init (&iter, mux->streams);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    g_ptr_array_add (streams, gt_mux_stream_ref (value));
+  for (guint i = 0; i < streams->len; i++)
+    stream_close (streams->pdata[i]);
+  g_ptr_array_set_size (mux->blocked, 0);
+
+  g_clear_pointer (&mux->out_buf, g_free);
+  mux->out_cap = mux->out_start = mux->out_end = 0;
+  if (mux->io)
+    g_io_stream_close (mux->io, NULL, NULL);
+}
+
+static void
+mux_fail (GtMux *mux, GError *error)
+{
+  g_autoptr (GError) owned = error;
+
+  if (mux->closed)
+    return;
+  g_object_ref (mux);
+  mux_teardown (mux);
+  g_signal_emit (mux, signals[SIGNAL_CLOSED], 0, owned);
+  g_object_unref (mux);
+}
+
+void
+gt_mux_close (GtMux *mux, GtErrorCode code, const char *message)
+{
+  g_return_if_fail (GT_IS_MUX (mux));
+  if (mux->closed)
+    return;
+  if (code != GT_ERROR_CODE_NONE)
+    {
+      g_autoptr (GByteArray) f = g_byte_array_new ();
+
+      gt_frame_append_error (f, GT_FRAME_ERROR, code, message);
+      /* Best effort: whatever is queued plus the error, without waiting. */
+      mux_send (mux, f->data, f->len);
+      mux_flush (mux);
+    }
+  mux_fail (mux, g_error_new (G_IO_ERROR, G_IO_ERROR_CLOSED, "%s",
+                              message ? message : "tunnel closed"));
+}
+
+void
+gt_mux_goaway (GtMux *mux, GtErrorCode code, const char *message)
+{
+  g_autoptr (GByteArray) f = g_byte_array_new ();
+
+  g_return_if_fail (GT_IS_MUX (mux));
+  if (mux->closed || mux->going_away)
+    return;
+  mux->going_away = TRUE;
+  gt_frame_append_error (f, GT_FRAME_GOAWAY, code, message);
+  mux_send (mux, f->data, f->len);
+}
+
+void
+gt_mux_send_raw (GtMux *mux, const guint8 *data, gsize len)
+{
+  g_return_if_fail (GT_IS_MUX (mux));
+  mux_send (mux, data, len);
+}
+
+gboolean
+gt_mux_is_closed (GtMux *mux)
+{
+  return mux->closed;
+}
+
+gboolean
+gt_mux_is_going_away (GtMux *mux)
+{
+  return mux->going_away;
+}
+
+guint
+gt_mux_get_n_streams (GtMux *mux)
+{
+  return g_hash_table_size (mux->streams);
+}
+
+guint64
+gt_mux_get_bytes_in (GtMux *mux)
+{
+  return mux->bytes_in;
+}
+
+guint64
+gt_mux_get_bytes_out (GtMux *mux)
+{
+  return mux->bytes_out;
+}
+
+const char *
+gt_mux_get_peer (GtMux *mux)
+{
+  return mux->peer;
+}
+
+void
+gt_mux_set_peer (GtMux *mux, const char *peer)
+{
+  g_free (mux->peer);
+  mux->peer = g_strdup (peer);
+  g_object_notify_by_pspec (G_OBJECT (mux), properties[PROP_PEER]);
+}
+
+void
+gt_mux_start (GtMux *mux)
+{
+  g_return_if_fail (GT_IS_MUX (mux));
+  g_return_if_fail (mux->in_source == NULL);
+
+  mux->last_rx = mux->last_ping = g_get_monotonic_time ();
+  mux->in_source = g_pollable_input_stream_create_source (mux->in, NULL);
+  g_source_set_callback (mux->in_source, (GSourceFunc) (void (*) (void)) mux_input_ready_cb, mux,
+                         NULL);
+  g_source_attach (mux->in_source, g_main_context_get_thread_default ());
+  mux->timer_id = g_timeout_add_seconds (1, mux_timer_cb, mux);
+  if (mux->rend > mux->rstart)
+    mux_process (mux);
+}
+
+GtMux *
+gt_mux_new (GIOStream *io, gboolean is_server, const guint8 *preread, gsize preread_len)
+{
+  GtMux *mux;
+
+  g_return_val_if_fail (G_IS_IO_STREAM (io), NULL);
+  g_return_val_if_fail (preread_len <= RBUF_SIZE, NULL);
+
+  mux = g_object_new (GT_TYPE_MUX, NULL);
+  mux->io = g_object_ref (io);
+  mux->in = G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (io));
+  mux->out = G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (io));
+  mux->is_server = is_server;
+  if (preread_len > 0)
+    {
+      memcpy (mux->rbuf, preread, preread_len);
+      mux->rend = preread_len;
+    }
+  return mux;
+}
+
+static void
+gt_mux_dispose (GObject *object)
+{
+  GtMux *mux = GT_MUX (object);
+
+  if (!mux->closed)
+    mux_teardown (mux);
+  g_clear_object (&mux->io);
+  G_OBJECT_CLASS (gt_mux_parent_class)->dispose (object);
+}
+
+static void
+gt_mux_finalize (GObject *object)
+{
+  GtMux *mux = GT_MUX (object);
+
+  g_hash_table_unref (mux->streams);
+  g_ptr_array_unref (mux->blocked);
+  g_free (mux->rbuf);
+  g_free (mux->scratch);
+  g_free (mux->peer);
+  G_OBJECT_CLASS (gt_mux_parent_class)->finalize (object);
+}
+
+static void
+gt_mux_get_property (GObject *object, guint prop_id, GValue *value, GParamSpec *pspec)
+{
+  GtMux *mux = GT_MUX (object);
+
+  switch (prop_id)
+    {
+    case PROP_N_STREAMS:
+      g_value_set_uint (value, g_hash_table_size (mux->streams));
+      break;
+    case PROP_PEER:
+      g_value_set_string (value, mux->peer);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
+}
+
+static void
+gt_mux_class_init (GtMuxClass *klass)
+{
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
+
+  object_class->dispose = gt_mux_dispose;
+  object_class->finalize = gt_mux_finalize;
+  object_class->get_property = gt_mux_get_property;
+
+  properties[PROP_N_STREAMS] =
+    g_param_spec_uint ("n-streams", NULL, NULL, 0, G_MAXUINT, 0,
+                       G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+  properties[PROP_PEER] =
+    g_param_spec_string ("peer", NULL, NULL, NULL,
+                         G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+  g_object_class_install_properties (object_class, N_PROPS, properties);
+
+  /* Client side: a stream was opened by the server for a service. */
+  signals[SIGNAL_STREAM_OPENED] =
+    g_signal_new ("stream-opened", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
+                  NULL, G_TYPE_NONE, 2, G_TYPE_POINTER, G_TYPE_UINT);
+  /* The tunnel is closed; the GError says why. */
+  signals[SIGNAL_CLOSED] =
+    g_signal_new ("closed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,
+                  G_TYPE_NONE, 1, G_TYPE_ERROR);
+  /* The peer sent GOAWAY. */
+  signals[SIGNAL_GOAWAY] =
+    g_signal_new ("goaway", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,
+                  G_TYPE_NONE, 0);
+}
+
+static void
+gt_mux_init (GtMux *mux)
+{
+  mux->streams = g_hash_table_new_full (NULL, NULL, NULL, (GDestroyNotify) gt_mux_stream_unref);
+  mux->blocked = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+  mux->rbuf = g_malloc (RBUF_SIZE);
+  mux->scratch = g_malloc (GT_FRAME_HEADER_SIZE + GT_MUX_MAX_DATA);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Short replies on user sockets (404, 400, 502) */
+
+typedef struct
+{
+  int fd;
+  GSource *source;
+  guint timeout_id;
+  gsize drained;
+} LingerClose;
+
+static void
+linger_free (LingerClose *l)
+{
+  gt_fd_source_free (l->source);
+  g_clear_handle_id (&l->timeout_id, g_source_remove);
+  close (l->fd);
+  g_free (l);
+}
+
+static void
+linger_fd_cb (int fd, GIOCondition revents, gpointer user_data)
+{
+  LingerClose *l = user_data;
+  guint8 buf[4096];
+  ssize_t n = recv (fd, buf, sizeof buf, MSG_DONTWAIT);
+
+  if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    return;
+  l->drained += n > 0 ? n : 0;
+  if (n <= 0 || l->drained > 1024 * 1024)
+    linger_free (l);
+}
+
+static gboolean
+linger_timeout_cb (gpointer user_data)
+{
+  LingerClose *l = user_data;
+
+  l->timeout_id = 0;
+  linger_free (l);
+  return G_SOURCE_REMOVE;
+}
+
+void
+gt_socket_reply_and_close (int fd, const char *reply, gsize len)
+{
+  LingerClose *l;
+
+  gt_socket_set_nonblocking (fd);
+  if (len > 0)
+    (void) send (fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+  shutdown (fd, SHUT_WR);
+  l = g_new0 (LingerClose, 1);
+  l->fd = fd;
+  l->source = gt_fd_source_new (fd, G_IO_IN, linger_fd_cb, l);
+  l->timeout_id = g_timeout_add_seconds (2, linger_timeout_cb, l);
+}

@@ -1,0 +1,66 @@
+/* gt-mux.h: one tunnel connection carrying many flow-controlled streams, each bound to a socket. */
+#pragma once
+
+#include <gio/gio.h>
+#include "gt-frame.h"
+#include "gt-http.h"
+
+G_BEGIN_DECLS
+
+/* Initial per-stream window, each direction (see docs/protocol.md). */
+#define GT_INITIAL_WINDOW (256 * 1024)
+/* Largest DATA payload this implementation sends. */
+#define GT_MUX_MAX_DATA (64 * 1024)
+
+typedef struct _GtMuxStream GtMuxStream;
+
+#define GT_TYPE_MUX (gt_mux_get_type ())
+G_DECLARE_FINAL_TYPE (GtMux, gt_mux, GT, MUX, GObject)
+
+/* io: the tunnel connection after the handshake (pollable streams). preread: bytes already read
+ * from io after the handshake frame (fed to the frame parser first). */
+GtMux *gt_mux_new (GIOStream *io, gboolean is_server, const guint8 *preread, gsize preread_len);
+void gt_mux_start (GtMux *mux);
+/* Close the tunnel if nothing arrives for idle_ms; send a PING every ping_ms (0 = never). */
+void gt_mux_set_keepalive (GtMux *mux, guint64 idle_ms, guint64 ping_ms);
+/* Send an ERROR frame (if code != NONE) and close. Emits "closed". */
+void gt_mux_close (GtMux *mux, GtErrorCode code, const char *message);
+/* Tell the peer to go elsewhere: no new streams; existing ones continue. */
+void gt_mux_goaway (GtMux *mux, GtErrorCode code, const char *message);
+gboolean gt_mux_is_closed (GtMux *mux);
+gboolean gt_mux_is_going_away (GtMux *mux);
+guint gt_mux_get_n_streams (GtMux *mux);
+guint64 gt_mux_get_bytes_in (GtMux *mux);
+guint64 gt_mux_get_bytes_out (GtMux *mux);
+/* Queue a complete encoded frame (used for WELCOME). */
+void gt_mux_send_raw (GtMux *mux, const guint8 *data, gsize len);
+const char *gt_mux_get_peer (GtMux *mux);
+void gt_mux_set_peer (GtMux *mux, const char *peer);
+
+/* Server: open a stream to the client's service, relaying the socket fd (ownership taken).
+ * data: bytes already read from fd (sent in OPEN). connect_fail_response: bytes written to fd when
+ * the client reports that its local service refused before any data came back (e.g. a 502). */
+GtMuxStream *gt_mux_open_stream (GtMux *mux, guint16 service_index, int fd, const guint8 *data,
+                                 gsize len, GBytes *connect_fail_response, guint64 idle_timeout_ms);
+
+/* Client: "stream-opened" (GtMuxStream *stream, guint service_index) is emitted for each OPEN. The
+ * handler takes a ref if it needs the stream later, then attaches a socket or resets it. */
+GtMuxStream *gt_mux_stream_ref (GtMuxStream *stream);
+void gt_mux_stream_unref (GtMuxStream *stream);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtMuxStream, gt_mux_stream_unref)
+void gt_mux_stream_attach_fd (GtMuxStream *stream, int fd, guint64 idle_timeout_ms);
+void gt_mux_stream_reset (GtMuxStream *stream, GtResetCode code);
+/* Rewrites the Host header of data going to the socket (useLocalAsHTTPHost); takes ownership. */
+void gt_mux_stream_set_rewriter (GtMuxStream *stream, GtHostRewriter *rewriter);
+gboolean gt_mux_stream_is_closed (GtMuxStream *stream);
+guint32 gt_mux_stream_get_id (GtMuxStream *stream);
+guint16 gt_mux_stream_get_service_index (GtMuxStream *stream);
+GtMux *gt_mux_stream_get_mux (GtMuxStream *stream);
+/* Bytes buffered for this stream in this process (pending to its socket). */
+gsize gt_mux_stream_get_buffered (GtMuxStream *stream);
+
+/* Close a socket after sending a short reply, reading what the peer still sends (bounded) so
+ * the reply is not lost to a TCP reset. Takes ownership of fd. */
+void gt_socket_reply_and_close (int fd, const char *reply, gsize len);
+
+G_END_DECLS

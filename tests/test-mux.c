@@ -1,0 +1,359 @@
+/* test-mux.c: the multiplexer over a socketpair: relay, half-close, flow control, bad frames. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gt-frame.h"
+#include "gt-mux.h"
+#include "gt-transport.h"
+
+typedef struct
+{
+  GtMux *server;
+  GtMux *client;
+  GPtrArray *local_ends;   /* int fds (as pointers+1) of the "local service" side, by open order */
+  GPtrArray *client_streams;
+  gboolean client_closed;
+  gboolean server_closed;
+} Fixture;
+
+static void
+set_nonblocking (int fd)
+{
+  fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) | O_NONBLOCK);
+}
+
+static void
+stream_opened_cb (GtMux *mux, GtMuxStream *stream, guint service_index, gpointer user_data)
+{
+  Fixture *f = user_data;
+  int sv[2];
+
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+  set_nonblocking (sv[1]);
+  gt_mux_stream_attach_fd (stream, sv[0], 0);
+  g_ptr_array_add (f->local_ends, GINT_TO_POINTER (sv[1] + 1));
+  g_ptr_array_add (f->client_streams, gt_mux_stream_ref (stream));
+}
+
+static void
+closed_cb (GtMux *mux, GError *error, gpointer user_data)
+{
+  *(gboolean *) user_data = TRUE;
+}
+
+static void
+fixture_setup (Fixture *f, gconstpointer data)
+{
+  int sv[2];
+  g_autoptr (GIOStream) a = NULL;
+  g_autoptr (GIOStream) b = NULL;
+
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+  a = gt_transport_wrap_fd (sv[0], NULL);
+  b = gt_transport_wrap_fd (sv[1], NULL);
+  g_assert_nonnull (a);
+  g_assert_nonnull (b);
+  f->server = gt_mux_new (a, TRUE, NULL, 0);
+  f->client = gt_mux_new (b, FALSE, NULL, 0);
+  f->local_ends = g_ptr_array_new ();
+  f->client_streams = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+  g_signal_connect (f->client, "stream-opened", G_CALLBACK (stream_opened_cb), f);
+  g_signal_connect (f->client, "closed", G_CALLBACK (closed_cb), &f->client_closed);
+  g_signal_connect (f->server, "closed", G_CALLBACK (closed_cb), &f->server_closed);
+  gt_mux_start (f->server);
+  gt_mux_start (f->client);
+}
+
+static void
+fixture_teardown (Fixture *f, gconstpointer data)
+{
+  for (guint i = 0; i < f->local_ends->len; i++)
+    close (GPOINTER_TO_INT (f->local_ends->pdata[i]) - 1);
+  g_ptr_array_unref (f->local_ends);
+  g_ptr_array_unref (f->client_streams);
+  g_clear_object (&f->server);
+  g_clear_object (&f->client);
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+}
+
+static int
+local_end (Fixture *f, guint i)
+{
+  return GPOINTER_TO_INT (f->local_ends->pdata[i]) - 1;
+}
+
+/* Runs the loop until cond(f) or the deadline; fails on timeout. */
+static void
+spin_until (gboolean (*cond) (Fixture *, gpointer), Fixture *f, gpointer data)
+{
+  gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+
+  while (!cond (f, data))
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_main_context_iteration (NULL, FALSE);
+      g_usleep (100);
+    }
+}
+
+static gboolean
+n_local_ends_is (Fixture *f, gpointer data)
+{
+  return f->local_ends->len == GPOINTER_TO_UINT (data);
+}
+
+typedef struct
+{
+  int fd;
+  GByteArray *got;
+  gsize want;
+  gboolean eof;
+} Reader;
+
+static gboolean
+reader_done (Fixture *f, gpointer data)
+{
+  Reader *r = data;
+  guint8 buf[65536];
+  ssize_t n;
+
+  while ((n = read (r->fd, buf, sizeof buf)) > 0)
+    g_byte_array_append (r->got, buf, n);
+  if (n == 0)
+    r->eof = TRUE;
+  return r->eof || (r->want > 0 && r->got->len >= r->want);
+}
+
+/* Writes all of data to a non-blocking fd while running the loop (and draining a reader). */
+static void
+write_all (Fixture *f, int fd, const guint8 *data, gsize len, Reader *drain)
+{
+  gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+
+  while (len > 0)
+    {
+      ssize_t n = write (fd, data, len);
+
+      if (n > 0)
+        {
+          data += n;
+          len -= n;
+          continue;
+        }
+      g_assert_true (n < 0 && errno == EAGAIN);
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_main_context_iteration (NULL, FALSE);
+      if (drain)
+        reader_done (f, drain);
+    }
+}
+
+static GByteArray *
+pattern (gsize len, guint seed)
+{
+  GByteArray *b = g_byte_array_sized_new (len);
+
+  g_byte_array_set_size (b, len);
+  for (gsize i = 0; i < len; i++)
+    b->data[i] = (guint8) ((i * 31 + seed) ^ (i >> 9));
+  return b;
+}
+
+static int
+open_user_stream (Fixture *f, const char *first, GtMuxStream **stream_out)
+{
+  int sv[2];
+  GtMuxStream *s;
+
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+  set_nonblocking (sv[1]);
+  s = gt_mux_open_stream (f->server, 0, sv[0], (const guint8 *) first, strlen (first), NULL, 0);
+  g_assert_nonnull (s);
+  if (stream_out)
+    *stream_out = s;
+  return sv[1];
+}
+
+static void
+test_relay_both_ways (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GByteArray) up = pattern (3 * 1024 * 1024 + 17, 1);
+  g_autoptr (GByteArray) down = pattern (2 * 1024 * 1024 + 5, 2);
+  Reader at_local = { 0 }, at_user = { 0 };
+  int user = open_user_stream (f, "HEAD", NULL);
+  int local;
+
+  spin_until (n_local_ends_is, f, GUINT_TO_POINTER (1));
+  local = local_end (f, 0);
+
+  /* The first bytes arrive before anything else. */
+  at_local.fd = local;
+  at_local.got = g_byte_array_new ();
+  at_local.want = 4;
+  spin_until (reader_done, f, &at_local);
+  g_assert_cmpmem (at_local.got->data, 4, "HEAD", 4);
+  g_byte_array_set_size (at_local.got, 0);
+
+  /* Upload with half-close: the local side sees EOF after exactly the bytes sent. */
+  at_local.want = 0;
+  write_all (f, user, up->data, up->len, &at_local);
+  shutdown (user, SHUT_WR);
+  spin_until (reader_done, f, &at_local);
+  g_assert_cmpmem (at_local.got->data, at_local.got->len, up->data, up->len);
+
+  /* The other direction still works after the half-close. */
+  at_user.fd = user;
+  at_user.got = g_byte_array_new ();
+  write_all (f, local, down->data, down->len, &at_user);
+  shutdown (local, SHUT_WR);
+  spin_until (reader_done, f, &at_user);
+  g_assert_cmpmem (at_user.got->data, at_user.got->len, down->data, down->len);
+
+  /* Both directions ended: the stream is gone on both sides. */
+  while (gt_mux_get_n_streams (f->server) > 0 || gt_mux_get_n_streams (f->client) > 0)
+    g_main_context_iteration (NULL, TRUE);
+  close (user);
+  g_byte_array_unref (at_local.got);
+  g_byte_array_unref (at_user.got);
+}
+
+static void
+test_stalled_stream (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GByteArray) big = pattern (8 * 1024 * 1024, 3);
+  g_autoptr (GByteArray) other = pattern (4 * 1024 * 1024, 4);
+  GtMuxStream *stalled_server = NULL;
+  int user_a = open_user_stream (f, "", &stalled_server);
+  int user_b;
+  gsize pushed = 0;
+  gint64 deadline;
+  Reader at_b = { 0 };
+  GtMuxStream *stalled_client;
+
+  spin_until (n_local_ends_is, f, GUINT_TO_POINTER (1));
+  /* Stream A: the user pushes as much as it can; the local side never reads. */
+  deadline = g_get_monotonic_time () + 2 * G_USEC_PER_SEC;
+  while (g_get_monotonic_time () < deadline && pushed < big->len)
+    {
+      ssize_t n = write (user_a, big->data + pushed, MIN (big->len - pushed, 65536));
+
+      if (n > 0)
+        pushed += n;
+      g_main_context_iteration (NULL, FALSE);
+    }
+  /* Back-pressure reached the user: far less than 8 MiB was accepted. */
+  g_assert_cmpuint (pushed, <, big->len);
+  stalled_client = f->client_streams->pdata[0];
+  g_assert_cmpuint (gt_mux_stream_get_buffered (stalled_client), <=, GT_INITIAL_WINDOW);
+
+  /* Stream B moves 4 MiB meanwhile. */
+  user_b = open_user_stream (f, "", NULL);
+  spin_until (n_local_ends_is, f, GUINT_TO_POINTER (2));
+  at_b.fd = local_end (f, 1);
+  at_b.got = g_byte_array_new ();
+  write_all (f, user_b, other->data, other->len, &at_b);
+  shutdown (user_b, SHUT_WR);
+  spin_until (reader_done, f, &at_b);
+  g_assert_cmpmem (at_b.got->data, at_b.got->len, other->data, other->len);
+  g_assert_cmpuint (gt_mux_stream_get_buffered (stalled_client), <=, GT_INITIAL_WINDOW);
+  g_assert_false (gt_mux_stream_is_closed (stalled_server));
+
+  /* Now A's reader wakes up and gets exactly what was pushed, in order. */
+  {
+    Reader at_a = { local_end (f, 0), g_byte_array_new (), pushed, FALSE };
+
+    spin_until (reader_done, f, &at_a);
+    g_assert_cmpmem (at_a.got->data, pushed, big->data, pushed);
+    g_byte_array_unref (at_a.got);
+  }
+  close (user_a);
+  close (user_b);
+  g_byte_array_unref (at_b.got);
+}
+
+static void
+test_reset_on_local_close (Fixture *f, gconstpointer data)
+{
+  int user = open_user_stream (f, "x", NULL);
+  Reader at_user = { 0 };
+
+  spin_until (n_local_ends_is, f, GUINT_TO_POINTER (1));
+  /* The local service closes both ways: the user sees EOF. */
+  close (local_end (f, 0));
+  f->local_ends->pdata[0] = GINT_TO_POINTER (open ("/dev/null", O_RDONLY) + 1);
+  at_user.fd = user;
+  at_user.got = g_byte_array_new ();
+  spin_until (reader_done, f, &at_user);
+  g_assert_true (at_user.eof);
+  g_assert_false (f->client_closed);
+  g_assert_false (f->server_closed);
+  close (user);
+  g_byte_array_unref (at_user.got);
+}
+
+static gboolean
+client_closed (Fixture *f, gpointer data)
+{
+  return f->client_closed;
+}
+
+static void
+test_window_violation (Fixture *f, gconstpointer data)
+{
+  /* A peer that sends more than the window gets the stream reset, the tunnel survives. */
+  int user = open_user_stream (f, "", NULL);
+  g_autoptr (GByteArray) frame = g_byte_array_new ();
+  guint8 hdr[GT_FRAME_HEADER_SIZE];
+  g_autofree guint8 *payload = g_malloc0 (GT_FRAME_MAX_PAYLOAD);
+
+  spin_until (n_local_ends_is, f, GUINT_TO_POINTER (1));
+  for (int i = 0; i < 2; i++)
+    {
+      gt_frame_header_encode (hdr, GT_FRAME_DATA, 0, 1, GT_FRAME_MAX_PAYLOAD);
+      gt_mux_send_raw (f->server, hdr, sizeof hdr);
+      gt_mux_send_raw (f->server, payload, GT_FRAME_MAX_PAYLOAD);
+    }
+  {
+    gint64 deadline = g_get_monotonic_time () + 2 * G_USEC_PER_SEC;
+
+    while (g_get_monotonic_time () < deadline
+           && !gt_mux_stream_is_closed (f->client_streams->pdata[0]))
+      g_main_context_iteration (NULL, FALSE);
+  }
+  g_assert_true (gt_mux_stream_is_closed (f->client_streams->pdata[0]));
+  g_assert_false (f->client_closed);
+  close (user);
+}
+
+static void
+test_garbage_closes_tunnel (Fixture *f, gconstpointer data)
+{
+  static const guint8 junk[GT_FRAME_HEADER_SIZE] = { 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+
+  gt_mux_send_raw (f->server, junk, sizeof junk);
+  spin_until (client_closed, f, NULL);
+  g_assert_true (gt_mux_is_closed (f->client));
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add ("/gt/protocol/mux/relay-both-ways", Fixture, NULL, fixture_setup,
+              test_relay_both_ways, fixture_teardown);
+  g_test_add ("/gt/protocol/mux/stalled-stream", Fixture, NULL, fixture_setup,
+              test_stalled_stream, fixture_teardown);
+  g_test_add ("/gt/protocol/mux/local-close", Fixture, NULL, fixture_setup,
+              test_reset_on_local_close, fixture_teardown);
+  g_test_add ("/gt/protocol/mux/window-violation", Fixture, NULL, fixture_setup,
+              test_window_violation, fixture_teardown);
+  g_test_add ("/gt/protocol/mux/garbage", Fixture, NULL, fixture_setup,
+              test_garbage_closes_tunnel, fixture_teardown);
+  return g_test_run ();
+}
