@@ -1,0 +1,245 @@
+/* main.c: the gt command line: `gt server`, `gt client`, `gt -c FILE`, `gt --version`. */
+#include "config.h"
+
+#define G_LOG_DOMAIN "gt"
+
+#include <glib-unix.h>
+#include <locale.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "gt-client.h"
+#include "gt-config.h"
+#include "gt-log.h"
+#include "gt-server.h"
+
+static const char usage_main[] =
+  "Usage: gt [-c FILE] [COMMAND] [OPTIONS]\n"
+  "\n"
+  "A fast reverse-tunnel relay proxy, compatible with GT's command line and YAML.\n"
+  "\n"
+  "Commands:\n"
+  "  server   run a relay server (public side)\n"
+  "  client   run a relay client (next to the local services)\n"
+  "\n"
+  "Options:\n"
+  "  -c, --config FILE   configuration file; without COMMAND its `type:` key (or a\n"
+  "                      `services:` key, meaning client) tells which to run\n"
+  "  -h, --help          show this help (also `gt server --help`, `gt client --help`)\n"
+  "  -V, --version       print the version\n";
+
+static const char usage_server[] =
+  "Usage: gt server [-c FILE] [OPTIONS]\n"
+  "\n"
+  "Options (GT's names; -name or --name, with a value as `--name value` or `--name=value`):\n"
+  "  -c, --config FILE        YAML configuration (GT schema: options:, users:, tcp:)\n"
+  "  --addr ADDR              listener for tunnels and HTTP users: 80, :80, 127.0.0.1:80\n"
+  "  --id ID --secret SECRET  a user (repeatable, paired in order)\n"
+  "  --tcpRange A-B           ports clients may open for tcp services (repeatable)\n"
+  "  --tcpNumber N            tcp ports per user (0 = unlimited)\n"
+  "  --connections N          tunnels per client (default 10)\n"
+  "  --timeout DURATION       read timeout for connections (default 90s)\n"
+  "  --allowAnyClient         accept unknown ids (the first secret wins while connected)\n"
+  "  --maxHandShakeOptions N  services per client (default 600)\n"
+  "  --logLevel LEVEL         trace, debug, info, warn, error, disable (default info)\n"
+  "See docs/configuration.md for every key.\n";
+
+static const char usage_client[] =
+  "Usage: gt client [-c FILE] [OPTIONS]\n"
+  "\n"
+  "Options (GT's names; -name or --name, with a value as `--name value` or `--name=value`):\n"
+  "  -c, --config FILE          YAML configuration (GT schema: options:, services:)\n"
+  "  --id ID --secret SECRET    identity on the server\n"
+  "  --remote URL               server: tcp://host:port (repeatable: tried in order)\n"
+  "  --remoteConnections N      tunnels kept open (default 3, 1..10)\n"
+  "  --remoteIdleConnections N  idle tunnels kept (default 1)\n"
+  "  --remoteTimeout DURATION   tunnel timeout; pings every half of it (default 45s)\n"
+  "  --reconnectDelay DURATION  first reconnect delay, then exponential backoff (default 5s)\n"
+  "  --logLevel LEVEL           trace, debug, info, warn, error, disable (default info)\n"
+  "Per service, applying to the most recent --local:\n"
+  "  --local URL                http://host[:port], https://host[:port], tcp://host:port\n"
+  "  --hostPrefix NAME          host prefix (default: the id, for one prefix-less service)\n"
+  "  --remoteTCPPort N          server port for a tcp service\n"
+  "  --remoteTCPRandom          accept a random server port from the pool\n"
+  "  --useLocalAsHTTPHost       rewrite the Host header to the local address\n"
+  "  --localTimeout DURATION    idle timeout of local connections (default 120s)\n"
+  "See docs/configuration.md for every key.\n";
+
+static GMainLoop *loop;
+
+static gboolean
+quit_cb (gpointer user_data)
+{
+  g_message ("stopping (%s)", (const char *) user_data);
+  g_main_loop_quit (loop);
+  return G_SOURCE_CONTINUE;
+}
+
+static gboolean
+has_flag (int argc, char **argv, const char *const *names)
+{
+  for (int i = 0; i < argc; i++)
+    for (guint j = 0; names[j] != NULL; j++)
+      if (strcmp (argv[i], names[j]) == 0)
+        return TRUE;
+  return FALSE;
+}
+
+static void
+print_warnings (GPtrArray *warnings)
+{
+  for (guint i = 0; warnings != NULL && i < warnings->len; i++)
+    {
+      g_autofree char *text = gt_config_issue_to_string (warnings->pdata[i]);
+
+      g_warning ("%s", text);
+    }
+}
+
+static void
+setup_signals (void)
+{
+  signal (SIGPIPE, SIG_IGN);
+  g_unix_signal_add (SIGINT, quit_cb, (gpointer) "SIGINT");
+  g_unix_signal_add (SIGTERM, quit_cb, (gpointer) "SIGTERM");
+}
+
+static int
+run_server (const char *config_path, int argc, char **argv)
+{
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GtServer) server = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (config_path && !gt_server_config_load_file (config, config_path, NULL, &error))
+    goto fail;
+  if (!gt_server_config_apply_args (config, argc, argv, &error))
+    goto fail;
+  if (!gt_server_config_validate (config, NULL, &error))
+    goto fail;
+  if (!gt_log_init (config->log_level, &error))
+    goto fail;
+  print_warnings (config->warnings);
+
+  server = gt_server_new (g_steal_pointer (&config));
+  if (!gt_server_start (server, &error))
+    goto fail;
+  setup_signals ();
+  g_main_loop_run (loop);
+  gt_server_stop (server);
+  return 0;
+
+fail:
+  fprintf (stderr, "gt server: %s\n", error->message);
+  return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
+}
+
+static int
+run_client (const char *config_path, int argc, char **argv)
+{
+  g_autoptr (GtClientConfig) config = gt_client_config_new ();
+  g_autoptr (GtClient) client = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (config_path && !gt_client_config_load_file (config, config_path, NULL, &error))
+    goto fail;
+  if (!gt_client_config_apply_args (config, argc, argv, &error))
+    goto fail;
+  if (!gt_client_config_validate (config, NULL, &error))
+    goto fail;
+  if (!gt_log_init (config->log_level, &error))
+    goto fail;
+  print_warnings (config->warnings);
+
+  client = gt_client_new (g_steal_pointer (&config));
+  if (!gt_client_start (client, &error))
+    goto fail;
+  setup_signals ();
+  g_main_loop_run (loop);
+  gt_client_stop (client);
+  return 0;
+
+fail:
+  fprintf (stderr, "gt client: %s\n", error->message);
+  return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
+}
+
+int
+main (int argc, char **argv)
+{
+  static const char *const help_names[] = { "-h", "--help", "-help", NULL };
+  static const char *const version_names[] = { "-V", "--version", "-version", NULL };
+  g_autoptr (GError) error = NULL;
+  g_autofree char *config_path = NULL;
+  const char *command = NULL;
+  int rc;
+
+  setlocale (LC_ALL, "");
+  gt_log_init ("info", NULL);
+
+  /* argv[0] and the subcommand (if any) go; what is left are options. */
+  if (argc > 1 && argv[1][0] != '-')
+    {
+      command = argv[1];
+      argv[1] = argv[0];
+      argv++;
+      argc--;
+    }
+  argv++;
+  argc--;
+
+  if (command == NULL && has_flag (argc, argv, version_names))
+    {
+      printf ("gt %s\n", PACKAGE_VERSION);
+      return 0;
+    }
+  if (has_flag (argc, argv, help_names))
+    {
+      if (g_strcmp0 (command, "server") == 0)
+        fputs (usage_server, stdout);
+      else if (g_strcmp0 (command, "client") == 0)
+        fputs (usage_client, stdout);
+      else
+        fputs (usage_main, stdout);
+      return 0;
+    }
+
+  config_path = gt_config_extract_config_path (&argc, argv, &error);
+  if (error != NULL)
+    {
+      fprintf (stderr, "gt: %s\n", error->message);
+      return 2;
+    }
+
+  if (command == NULL)
+    {
+      GtConfigKind kind;
+
+      if (config_path == NULL)
+        {
+          fputs (usage_main, stderr);
+          return 2;
+        }
+      kind = gt_config_detect_kind_file (config_path, &error);
+      if (kind == GT_CONFIG_KIND_UNKNOWN)
+        {
+          fprintf (stderr, "gt: %s\n", error ? error->message : "cannot tell the config kind");
+          return 1;
+        }
+      command = kind == GT_CONFIG_KIND_SERVER ? "server" : "client";
+    }
+
+  loop = g_main_loop_new (NULL, FALSE);
+  if (strcmp (command, "server") == 0)
+    rc = run_server (config_path, argc, argv);
+  else if (strcmp (command, "client") == 0)
+    rc = run_client (config_path, argc, argv);
+  else
+    {
+      fprintf (stderr, "gt: unknown command '%s' (server, client)\n\n%s", command, usage_main);
+      rc = 2;
+    }
+  g_main_loop_unref (loop);
+  return rc;
+}

@@ -1,0 +1,21 @@
+/* gt-client.h: the relay client: a pool of tunnels to the server, local dialing per stream. */
+#pragma once
+
+#include <gio/gio.h>
+#include "gt-config.h"
+
+G_BEGIN_DECLS
+
+#define GT_TYPE_CLIENT (gt_client_get_type ())
+G_DECLARE_FINAL_TYPE (GtClient, gt_client, GT, CLIENT, GObject)
+
+/* Takes ownership of config (validated). */
+GtClient *gt_client_new (GtClientConfig *config);
+gboolean gt_client_start (GtClient *client, GError **error);
+void gt_client_stop (GtClient *client);
+/* Number of tunnels that completed the handshake and are open. */
+guint gt_client_get_n_ready (GtClient *client);
+/* Port the server opened for a tcp service, 0 if unknown. */
+guint16 gt_client_get_tcp_port (GtClient *client, guint service_index);
+
+G_END_DECLS

@@ -1,0 +1,1024 @@
+/* gt-server.c: accepts tunnels and user traffic on one port, routes users to clients' services. */
+#include "config.h"
+
+#define G_LOG_DOMAIN "gt-server"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gt-fd-source.h"
+#include "gt-frame.h"
+#include "gt-http.h"
+#include "gt-mux.h"
+#include "gt-port-pool.h"
+#include "gt-server.h"
+#include "gt-transport.h"
+
+/* The handshake never needs more than this many bytes. */
+#define HANDSHAKE_MAX (GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE + GT_FRAME_MAX_CONTROL)
+#define SNIFF_CHUNK 4096
+/* A replaced client's service set is refused for this long so two clients sharing an id with
+ * different configs do not push each other out forever. */
+#define RETIRED_CONFIG_US (60 * G_USEC_PER_SEC)
+
+typedef struct _Client Client;
+
+typedef struct
+{
+  Client *client;
+  guint16 service_index;
+  guint16 port;
+  GtPortPool *pool; /* not owned */
+  int fd;
+  GSource *source;
+} TcpListener;
+
+typedef struct
+{
+  Client *client;
+  guint16 service_index;
+  GtServiceKind kind;
+} Route;
+
+struct _Client
+{
+  GtServer *server;
+  char *id;
+  char *secret;      /* allow-any mode only: the first secret wins while connected */
+  char *checksum;    /* identifies the service set */
+  GPtrArray *tunnels; /* GtMux* (owned) */
+  GPtrArray *routes;  /* Route* registered in http_routes (owned), keys in prefixes */
+  GPtrArray *prefixes;
+  GPtrArray *listeners; /* TcpListener* */
+  GArray *ports;        /* GtWelcomePort */
+};
+
+typedef struct
+{
+  GtServer *server;
+  int fd;
+  GSource *source;
+  guint timeout_id;
+  guint8 *buf;
+  gsize len;
+  gsize cap;
+  char *peer;
+} Pending;
+
+struct _GtServer
+{
+  GObject parent_instance;
+
+  GtServerConfig *config;
+  int listen_fd;
+  GSource *listen_source;
+  char *listen_address;
+  GInetAddress *listen_inet;
+
+  GHashTable *clients;     /* id → Client* */
+  GHashTable *http_routes; /* prefix → Route* (owned by the client) */
+  GHashTable *pending;     /* Pending* set */
+  GHashTable *retired;     /* "id\nchecksum" → expiry (gint64*) */
+  GtPortPool *global_pool;
+  GHashTable *user_pools;  /* id → GtPortPool* */
+  GBytes *bad_gateway;
+  gboolean stopped;
+};
+
+enum
+{
+  PROP_0,
+  PROP_LISTEN_ADDRESS,
+  PROP_N_CLIENTS,
+  PROP_N_TUNNELS,
+  N_PROPS
+};
+
+enum
+{
+  SIGNAL_CLIENT_CONNECTED,
+  SIGNAL_CLIENT_DISCONNECTED,
+  N_SIGNALS
+};
+
+static GParamSpec *properties[N_PROPS];
+static guint signals[N_SIGNALS];
+
+G_DEFINE_FINAL_TYPE (GtServer, gt_server, G_TYPE_OBJECT)
+
+/* ------------------------------------------------------------------------------------------ */
+/* Helpers */
+
+static gboolean
+secure_equal (const char *a, const char *b)
+{
+  gsize la = strlen (a), lb = strlen (b);
+  guint8 diff = la != lb;
+
+  /* Compare over the length of the expected secret regardless of where they differ. */
+  for (gsize i = 0; i < lb; i++)
+    diff |= (guint8) (b[i] ^ (i < la ? a[i] : 0));
+  return diff == 0;
+}
+
+static char *
+http_reply (guint status, const char *reason, const char *body)
+{
+  return g_strdup_printf ("HTTP/1.1 %u %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                          "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                          status, reason, strlen (body), body);
+}
+
+static void
+reply_and_close (int fd, const char *text)
+{
+  gt_socket_reply_and_close (fd, text, strlen (text));
+}
+
+static void
+send_handshake_error (int fd, GtErrorCode code, const char *message)
+{
+  g_autoptr (GByteArray) f = g_byte_array_new ();
+
+  gt_frame_append_error (f, GT_FRAME_ERROR, code, message);
+  gt_socket_reply_and_close (fd, (const char *) f->data, f->len);
+}
+
+static void
+notify_counts (GtServer *server)
+{
+  g_object_notify_by_pspec (G_OBJECT (server), properties[PROP_N_CLIENTS]);
+  g_object_notify_by_pspec (G_OBJECT (server), properties[PROP_N_TUNNELS]);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Clients */
+
+static void
+tcp_listener_free (TcpListener *l)
+{
+  gt_fd_source_free (l->source);
+  if (l->fd >= 0)
+    close (l->fd);
+  if (l->pool)
+    gt_port_pool_release (l->pool, l->port);
+  g_free (l);
+}
+
+static void client_tunnel_closed_cb (GtMux *mux, GError *error, gpointer user_data);
+
+static void
+client_free (Client *c)
+{
+  GtServer *server = c->server;
+
+  for (guint i = 0; i < c->prefixes->len; i++)
+    {
+      Route *r = g_hash_table_lookup (server->http_routes, c->prefixes->pdata[i]);
+
+      if (r != NULL && r->client == c)
+        g_hash_table_remove (server->http_routes, c->prefixes->pdata[i]);
+    }
+  for (guint i = 0; i < c->tunnels->len; i++)
+    g_signal_handlers_disconnect_by_func (c->tunnels->pdata[i], client_tunnel_closed_cb, c);
+  g_ptr_array_unref (c->tunnels);
+  g_ptr_array_unref (c->listeners);
+  g_ptr_array_unref (c->routes);
+  g_ptr_array_unref (c->prefixes);
+  g_array_unref (c->ports);
+  g_free (c->checksum);
+  if (c->secret)
+    {
+      memset (c->secret, 0, strlen (c->secret));
+      g_free (c->secret);
+    }
+  g_free (c->id);
+  g_free (c);
+}
+
+static void
+client_close_tunnels (Client *c, GtErrorCode code, const char *message)
+{
+  g_autoptr (GPtrArray) tunnels = g_ptr_array_new_with_free_func (g_object_unref);
+
+  for (guint i = 0; i < c->tunnels->len; i++)
+    g_ptr_array_add (tunnels, g_object_ref (c->tunnels->pdata[i]));
+  for (guint i = 0; i < tunnels->len; i++)
+    gt_mux_close (tunnels->pdata[i], code, message);
+}
+
+/* Removes a client and releases its hosts and ports at once. */
+static void
+server_remove_client (GtServer *server, Client *c)
+{
+  g_autofree char *id = g_strdup (c->id);
+
+  g_hash_table_remove (server->clients, c->id); /* frees c */
+  g_message ("client %s left; its hosts and ports are released", id);
+  g_signal_emit (server, signals[SIGNAL_CLIENT_DISCONNECTED], 0, id);
+  notify_counts (server);
+}
+
+static void
+client_tunnel_closed_cb (GtMux *mux, GError *error, gpointer user_data)
+{
+  Client *c = user_data;
+  GtServer *server = c->server;
+
+  g_message ("tunnel closed: client=%s remote=%s: %s", c->id,
+             gt_mux_get_peer (mux) ? gt_mux_get_peer (mux) : "?",
+             error ? error->message : "closed");
+  g_signal_handlers_disconnect_by_func (mux, client_tunnel_closed_cb, c);
+  g_ptr_array_remove (c->tunnels, mux);
+  notify_counts (server);
+  if (c->tunnels->len == 0)
+    server_remove_client (server, c);
+}
+
+static GtMux *
+client_pick_tunnel (Client *c)
+{
+  GtMux *best = NULL;
+  guint best_n = G_MAXUINT;
+
+  for (guint i = 0; i < c->tunnels->len; i++)
+    {
+      GtMux *m = c->tunnels->pdata[i];
+      guint n;
+
+      if (gt_mux_is_closed (m) || gt_mux_is_going_away (m))
+        continue;
+      n = gt_mux_get_n_streams (m);
+      if (n < best_n)
+        {
+          best = m;
+          best_n = n;
+          if (n == 0)
+            break;
+        }
+    }
+  return best;
+}
+
+static void
+tcp_listener_accept_cb (int fd, GIOCondition revents, gpointer user_data)
+{
+  TcpListener *l = user_data;
+  GtServer *server = l->client->server;
+
+  for (int k = 0; k < 64; k++)
+    {
+      int cfd = accept4 (fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      GtMux *mux;
+
+      if (cfd < 0)
+        {
+          if (errno != EAGAIN && errno != EINTR)
+            g_warning ("accept on tcp port %u: %s", l->port, g_strerror (errno));
+          return;
+        }
+      mux = client_pick_tunnel (l->client);
+      if (mux == NULL)
+        {
+          close (cfd);
+          continue;
+        }
+      gt_mux_open_stream (mux, l->service_index, cfd, NULL, 0, NULL, server->config->timeout_ms);
+    }
+}
+
+static char *
+services_checksum (const GtHello *hello)
+{
+  g_autoptr (GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
+
+  for (guint i = 0; i < hello->services->len; i++)
+    {
+      const GtHelloService *s = hello->services->pdata[i];
+      g_autofree char *line = g_strdup_printf ("%u|%d|%s|%u|%d\n", i, s->kind,
+                                               s->prefix ? s->prefix : "", s->remote_port,
+                                               s->remote_random);
+
+      g_checksum_update (sum, (const guchar *) line, -1);
+    }
+  return g_strdup (g_checksum_get_string (sum));
+}
+
+static GtPortPool *
+pool_for_user (GtServer *server, const char *id)
+{
+  GtPortPool *pool = g_hash_table_lookup (server->user_pools, id);
+
+  return pool ? pool : server->global_pool;
+}
+
+static guint
+tcp_number_for_user (GtServer *server, const char *id)
+{
+  const GtUserConfig *u = gt_server_config_find_user (server->config, id);
+
+  if (u != NULL && u->tcp_number >= 0)
+    return (guint) u->tcp_number;
+  return server->config->tcp_number;
+}
+
+/* Opens the tcp port of one service; GT_ERROR_CODE_NONE on success. */
+static GtErrorCode
+client_open_tcp (Client *c, guint16 index, const GtHelloService *svc, char **message)
+{
+  GtServer *server = c->server;
+  GtPortPool *pool = pool_for_user (server, c->id);
+  g_autoptr (GArray) tried = g_array_new (FALSE, FALSE, sizeof (guint16));
+  g_autoptr (GError) last_error = NULL;
+
+  for (int attempt = 0; attempt < 8; attempt++)
+    {
+      guint16 port = 0;
+      int fd;
+      TcpListener *l;
+      GtWelcomePort wp;
+
+      if (attempt == 0 && svc->remote_port != 0)
+        port = svc->remote_port;
+      else if (svc->remote_random)
+        port = gt_port_pool_pick_random (pool, tried);
+      if (port == 0)
+        break;
+      g_array_append_val (tried, port);
+      if (!gt_port_pool_take (pool, port))
+        continue;
+      fd = gt_tcp_listen_on (server->listen_inet, port, &last_error);
+      if (fd < 0)
+        {
+          gt_port_pool_release (pool, port);
+          continue;
+        }
+      l = g_new0 (TcpListener, 1);
+      l->client = c;
+      l->service_index = index;
+      l->port = port;
+      l->pool = pool;
+      l->fd = fd;
+      l->source = gt_fd_source_new (fd, G_IO_IN, tcp_listener_accept_cb, l);
+      g_ptr_array_add (c->listeners, l);
+      wp.service_index = index;
+      wp.port = port;
+      g_array_append_val (c->ports, wp);
+      g_message ("client %s: tcp port %u opened for service %u", c->id, port, index);
+      return GT_ERROR_CODE_NONE;
+    }
+  if (svc->remote_port != 0 && !gt_port_pool_contains (pool, svc->remote_port)
+      && !svc->remote_random)
+    *message = g_strdup_printf ("port %u is not in the server's tcp range for this user",
+                                svc->remote_port);
+  else if (svc->remote_port != 0 && !svc->remote_random)
+    *message = g_strdup_printf ("port %u is not available%s%s", svc->remote_port,
+                                last_error ? ": " : "", last_error ? last_error->message : "");
+  else
+    *message = g_strdup ("no free port in the server's tcp range for this user");
+  return GT_ERROR_CODE_PORT_UNAVAILABLE;
+}
+
+/* Registers the services of a new client; on error nothing stays registered. */
+static GtErrorCode
+client_register (Client *c, const GtHello *hello, char **message)
+{
+  GtServer *server = c->server;
+  guint n_tcp = 0;
+  guint tcp_limit = tcp_number_for_user (server, c->id);
+
+  if (hello->services->len > server->config->max_handshake_options)
+    {
+      *message = g_strdup_printf ("%u services exceed the limit of %u", hello->services->len,
+                                  server->config->max_handshake_options);
+      return GT_ERROR_CODE_TOO_MANY_OPTIONS;
+    }
+  for (guint i = 0; i < hello->services->len; i++)
+    if (((GtHelloService *) hello->services->pdata[i])->kind == GT_SERVICE_KIND_TCP)
+      n_tcp++;
+  if (tcp_limit > 0 && n_tcp > tcp_limit)
+    {
+      *message = g_strdup_printf ("%u tcp services exceed the limit of %u", n_tcp, tcp_limit);
+      return GT_ERROR_CODE_TCP_NUMBER;
+    }
+
+  for (guint i = 0; i < hello->services->len; i++)
+    {
+      const GtHelloService *s = hello->services->pdata[i];
+
+      if (s->kind == GT_SERVICE_KIND_HTTP || s->kind == GT_SERVICE_KIND_HTTPS)
+        {
+          Route *existing;
+          Route *r;
+
+          /* https (SNI) routes come with the secure listeners; keep the prefix reserved. */
+          existing = g_hash_table_lookup (server->http_routes, s->prefix);
+          if (existing != NULL && existing->client != c)
+            {
+              *message = g_strdup_printf ("host prefix '%s' is used by another client", s->prefix);
+              return GT_ERROR_CODE_HOST_CONFLICT;
+            }
+          if (existing != NULL)
+            {
+              *message = g_strdup_printf ("host prefix '%s' is given twice", s->prefix);
+              return GT_ERROR_CODE_HOST_CONFLICT;
+            }
+          r = g_new0 (Route, 1);
+          r->client = c;
+          r->service_index = (guint16) i;
+          r->kind = s->kind;
+          g_ptr_array_add (c->routes, r);
+          g_ptr_array_add (c->prefixes, g_strdup (s->prefix));
+          g_hash_table_insert (server->http_routes, g_strdup (s->prefix), r);
+        }
+      else
+        {
+          GtErrorCode code = client_open_tcp (c, (guint16) i, s, message);
+
+          if (code != GT_ERROR_CODE_NONE)
+            return code;
+        }
+    }
+  return GT_ERROR_CODE_NONE;
+}
+
+static gboolean
+retired_config (GtServer *server, const char *id, const char *checksum)
+{
+  g_autofree char *key = g_strdup_printf ("%s\n%s", id, checksum);
+  gint64 *expiry = g_hash_table_lookup (server->retired, key);
+
+  if (expiry == NULL)
+    return FALSE;
+  if (*expiry < g_get_monotonic_time ())
+    {
+      g_hash_table_remove (server->retired, key);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Authenticates a HELLO and attaches the tunnel; returns the client or NULL with code/message. */
+static Client *
+server_accept_hello (GtServer *server, const GtHello *hello, GtErrorCode *code, char **message)
+{
+  const GtUserConfig *user = gt_server_config_find_user (server->config, hello->id);
+  gboolean allow_any = server->config->users->len == 0 || server->config->allow_any_client;
+  g_autofree char *checksum = services_checksum (hello);
+  Client *c = g_hash_table_lookup (server->clients, hello->id);
+
+  if (user != NULL)
+    {
+      if (!secure_equal (hello->secret, user->secret))
+        {
+          *code = GT_ERROR_CODE_INVALID_AUTH;
+          return NULL;
+        }
+    }
+  else if (!allow_any)
+    {
+      *code = GT_ERROR_CODE_INVALID_AUTH;
+      return NULL;
+    }
+  else if (c != NULL && c->secret != NULL && !secure_equal (hello->secret, c->secret))
+    {
+      *code = GT_ERROR_CODE_INVALID_AUTH;
+      return NULL;
+    }
+
+  if (retired_config (server, hello->id, checksum))
+    {
+      *code = GT_ERROR_CODE_CONFIG_CONFLICT;
+      *message = g_strdup ("this service set was replaced by a newer client less than 60 s ago");
+      return NULL;
+    }
+
+  if (c != NULL && g_strcmp0 (c->checksum, checksum) != 0)
+    {
+      /* The newest config wins (a client restarted with new services). */
+      g_autofree char *key = g_strdup_printf ("%s\n%s", c->id, c->checksum);
+      gint64 *expiry = g_new (gint64, 1);
+
+      *expiry = g_get_monotonic_time () + RETIRED_CONFIG_US;
+      g_hash_table_replace (server->retired, g_steal_pointer (&key), expiry);
+      g_message ("client %s connected with a different service set; replacing the old one",
+                 hello->id);
+      client_close_tunnels (c, GT_ERROR_CODE_CONFIG_CONFLICT,
+                            "replaced by a client with a different config");
+      c = g_hash_table_lookup (server->clients, hello->id);
+      if (c != NULL)
+        server_remove_client (server, c);
+      c = NULL;
+    }
+
+  if (c != NULL)
+    {
+      if (c->tunnels->len >= server->config->connections)
+        {
+          *code = GT_ERROR_CODE_TOO_MANY_TUNNELS;
+          *message = g_strdup_printf ("client %s already has %u tunnels (limit %u)", c->id,
+                                      c->tunnels->len, server->config->connections);
+          return NULL;
+        }
+      return c;
+    }
+
+  c = g_new0 (Client, 1);
+  c->server = server;
+  c->id = g_strdup (hello->id);
+  c->checksum = g_steal_pointer (&checksum);
+  if (user == NULL)
+    c->secret = g_strdup (hello->secret);
+  c->tunnels = g_ptr_array_new_with_free_func (g_object_unref);
+  c->routes = g_ptr_array_new_with_free_func (g_free);
+  c->prefixes = g_ptr_array_new_with_free_func (g_free);
+  c->listeners = g_ptr_array_new_with_free_func ((GDestroyNotify) tcp_listener_free);
+  c->ports = g_array_new (FALSE, FALSE, sizeof (GtWelcomePort));
+  g_hash_table_insert (server->clients, c->id, c);
+  *code = client_register (c, hello, message);
+  if (*code != GT_ERROR_CODE_NONE)
+    {
+      g_hash_table_remove (server->clients, c->id);
+      return NULL;
+    }
+  g_signal_emit (server, signals[SIGNAL_CLIENT_CONNECTED], 0, c->id);
+  return c;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Pending connections: decide between tunnel and user traffic */
+
+static void
+pending_free (Pending *p)
+{
+  gt_fd_source_free (p->source);
+  g_clear_handle_id (&p->timeout_id, g_source_remove);
+  if (p->fd >= 0)
+    close (p->fd);
+  g_free (p->buf);
+  g_free (p->peer);
+  g_free (p);
+}
+
+/* Hands the fd over and forgets the pending connection. */
+static int
+pending_steal_fd (Pending *p)
+{
+  int fd = p->fd;
+
+  p->fd = -1;
+  g_hash_table_remove (p->server->pending, p);
+  return fd;
+}
+
+static void
+pending_handle_tunnel (Pending *p)
+{
+  GtServer *server = p->server;
+  GtFrameHeader h;
+  guint8 version;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GtHello) hello = NULL;
+  g_autofree char *message = NULL;
+  g_autofree char *peer = g_strdup (p->peer);
+  g_autoptr (GIOStream) io = NULL;
+  g_autoptr (GtMux) mux = NULL;
+  g_autoptr (GByteArray) welcome = NULL;
+  GtErrorCode code = GT_ERROR_CODE_NONE;
+  GtDecodeResult r;
+  gsize consumed;
+  Client *c;
+  int fd;
+
+  r = gt_preface_decode (p->buf, p->len, &version, &error);
+  if (r == GT_DECODE_NEED_MORE)
+    return;
+  if (r == GT_DECODE_ERROR)
+    {
+      g_message ("tunnel from %s refused: %s", peer, error->message);
+      fd = pending_steal_fd (p);
+      send_handshake_error (fd, g_error_matches (error, GT_FRAME_ERROR_DOMAIN,
+                                                 GT_FRAME_ERROR_VERSION)
+                                  ? GT_ERROR_CODE_UNSUPPORTED_VERSION
+                                  : GT_ERROR_CODE_PROTOCOL,
+                            error->message);
+      return;
+    }
+  r = gt_frame_header_decode (p->buf + GT_PREFACE_SIZE, p->len - GT_PREFACE_SIZE, &h, &error);
+  if (r == GT_DECODE_NEED_MORE)
+    return;
+  if (r == GT_DECODE_OK && h.type != GT_FRAME_HELLO)
+    {
+      r = GT_DECODE_ERROR;
+      error = g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                           "expected HELLO, got %s", gt_frame_type_to_string (h.type));
+    }
+  if (r == GT_DECODE_ERROR)
+    {
+      g_message ("tunnel from %s refused: %s", peer, error->message);
+      fd = pending_steal_fd (p);
+      send_handshake_error (fd, GT_ERROR_CODE_PROTOCOL, error->message);
+      return;
+    }
+  consumed = GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE + h.length;
+  if (p->len < consumed)
+    return;
+
+  hello = gt_hello_decode (p->buf + GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE, h.length, &error);
+  if (hello == NULL)
+    {
+      g_message ("tunnel from %s refused: bad HELLO: %s", peer, error->message);
+      fd = pending_steal_fd (p);
+      send_handshake_error (fd, GT_ERROR_CODE_PROTOCOL, error->message);
+      return;
+    }
+
+  c = server_accept_hello (server, hello, &code, &message);
+  if (c == NULL)
+    {
+      const char *text = message ? message : gt_error_code_to_string (code);
+
+      g_message ("tunnel from %s refused: client=%s: %s", peer, hello->id, text);
+      fd = pending_steal_fd (p);
+      send_handshake_error (fd, code, text);
+      return;
+    }
+
+  /* Keep bytes that followed the HELLO, then hand the socket to a mux. */
+  {
+    g_autofree guint8 *rest = g_memdup2 (p->buf + consumed, p->len - consumed);
+    gsize rest_len = p->len - consumed;
+
+    fd = pending_steal_fd (p);
+    io = gt_transport_wrap_fd (fd, &error);
+    if (io == NULL)
+      {
+        g_warning ("cannot wrap tunnel socket: %s", error->message);
+        if (c->tunnels->len == 0)
+          server_remove_client (server, c);
+        return;
+      }
+    mux = gt_mux_new (io, TRUE, rest, rest_len);
+  }
+  gt_mux_set_peer (mux, peer);
+  gt_mux_set_keepalive (mux, server->config->timeout_ms, 0);
+  g_ptr_array_add (c->tunnels, g_object_ref (mux));
+  g_signal_connect (mux, "closed", G_CALLBACK (client_tunnel_closed_cb), c);
+
+  welcome = g_byte_array_new ();
+  gt_frame_append_welcome (welcome, (const GtWelcomePort *) c->ports->data, c->ports->len);
+  gt_mux_send_raw (mux, welcome->data, welcome->len);
+  g_message ("tunnel accepted: client=%s remote=%s tunnels=%u", c->id, peer, c->tunnels->len);
+  notify_counts (server);
+  gt_mux_start (mux);
+}
+
+static void
+pending_handle_http (Pending *p)
+{
+  GtServer *server = p->server;
+  g_autofree char *host = NULL;
+  g_autofree char *prefix = NULL;
+  g_autoptr (GError) error = NULL;
+  GtDecodeResult r;
+  Route *route;
+  GtMux *mux;
+  int fd;
+
+  r = gt_http_sniff_host (p->buf, p->len, GT_HTTP_MAX_HEAD, &host, &error);
+  if (r == GT_DECODE_NEED_MORE)
+    return;
+  if (r == GT_DECODE_ERROR)
+    {
+      g_autofree char *body = g_strdup_printf ("bad request: %s\n", error->message);
+      g_autofree char *reply = http_reply (400, "Bad Request", body);
+
+      g_message ("bad request from %s: %s", p->peer, error->message);
+      fd = pending_steal_fd (p);
+      reply_and_close (fd, reply);
+      return;
+    }
+
+  prefix = gt_http_host_prefix (host);
+  route = prefix ? g_hash_table_lookup (server->http_routes, prefix) : NULL;
+  if (route != NULL && route->kind != GT_SERVICE_KIND_HTTP)
+    route = NULL;
+  mux = route ? client_pick_tunnel (route->client) : NULL;
+  if (mux == NULL)
+    {
+      g_autofree char *body = g_strdup_printf ("no gt client serves host \"%s\"\n", host);
+      g_autofree char *reply = http_reply (404, "Not Found", body);
+
+      g_debug ("no route for host %s from %s", host, p->peer);
+      fd = pending_steal_fd (p);
+      reply_and_close (fd, reply);
+      return;
+    }
+
+  {
+    g_autofree guint8 *data = p->buf;
+    gsize len = p->len;
+
+    p->buf = NULL;
+    fd = pending_steal_fd (p);
+    gt_mux_open_stream (mux, route->service_index, fd, data, len, server->bad_gateway,
+                        server->config->timeout_ms);
+  }
+}
+
+static void
+pending_fd_cb (int fd, GIOCondition revents, gpointer user_data)
+{
+  Pending *p = user_data;
+  gboolean tunnel;
+  gsize limit;
+  ssize_t n;
+
+  tunnel = p->len > 0 && p->buf[0] == GT_PROTOCOL_MAGIC0;
+  limit = tunnel ? HANDSHAKE_MAX : GT_HTTP_MAX_HEAD + 1;
+  if (p->cap - p->len < SNIFF_CHUNK && p->cap < limit)
+    {
+      p->cap = MIN (MAX (p->cap * 2, (gsize) SNIFF_CHUNK), limit);
+      p->buf = g_realloc (p->buf, p->cap);
+    }
+  n = recv (fd, p->buf + p->len, p->cap - p->len, MSG_DONTWAIT);
+  if (n < 0)
+    {
+      if (errno == EAGAIN || errno == EINTR)
+        return;
+      g_hash_table_remove (p->server->pending, p);
+      return;
+    }
+  if (n == 0)
+    {
+      g_debug ("%s closed before sending a request", p->peer);
+      g_hash_table_remove (p->server->pending, p);
+      return;
+    }
+  p->len += n;
+  tunnel = p->buf[0] == GT_PROTOCOL_MAGIC0;
+  if (tunnel)
+    {
+      if (p->len > HANDSHAKE_MAX)
+        p->len = HANDSHAKE_MAX;
+      pending_handle_tunnel (p);
+    }
+  else
+    pending_handle_http (p);
+}
+
+static gboolean
+pending_timeout_cb (gpointer user_data)
+{
+  Pending *p = user_data;
+
+  p->timeout_id = 0;
+  g_message ("%s sent no complete request within the timeout; closing", p->peer);
+  g_hash_table_remove (p->server->pending, p);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+listen_accept_cb (int fd, GIOCondition revents, gpointer user_data)
+{
+  GtServer *server = user_data;
+
+  for (int k = 0; k < 64; k++)
+    {
+      int cfd = accept4 (fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      Pending *p;
+
+      if (cfd < 0)
+        {
+          if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            g_warning ("accept: %s", g_strerror (errno));
+          return;
+        }
+      gt_socket_set_nodelay (cfd);
+      p = g_new0 (Pending, 1);
+      p->server = server;
+      p->fd = cfd;
+      p->peer = gt_fd_describe_peer (cfd);
+      p->source = gt_fd_source_new (cfd, G_IO_IN, pending_fd_cb, p);
+      p->timeout_id = g_timeout_add (MAX (server->config->timeout_ms, 1), pending_timeout_cb, p);
+      g_hash_table_add (server->pending, p);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Public API */
+
+gboolean
+gt_server_start (GtServer *server, GError **error)
+{
+  g_autoptr (GSocketConnectable) na = NULL;
+  g_autoptr (GSocketAddress) sa = NULL;
+
+  g_return_val_if_fail (GT_IS_SERVER (server), FALSE);
+
+  na = g_network_address_parse (server->config->addr, 0, error);
+  if (na == NULL)
+    return FALSE;
+  sa = gt_resolve_address (g_network_address_get_hostname (G_NETWORK_ADDRESS (na)),
+                           g_network_address_get_port (G_NETWORK_ADDRESS (na)), error);
+  if (sa == NULL)
+    return FALSE;
+  server->listen_inet = g_object_ref (g_inet_socket_address_get_address (G_INET_SOCKET_ADDRESS (sa)));
+  server->listen_fd = gt_tcp_listen_on (server->listen_inet,
+                                        g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (sa)),
+                                        error);
+  if (server->listen_fd < 0)
+    return FALSE;
+  server->listen_address = gt_fd_describe_local (server->listen_fd);
+  server->listen_source = gt_fd_source_new (server->listen_fd, G_IO_IN, listen_accept_cb, server);
+  g_object_notify_by_pspec (G_OBJECT (server), properties[PROP_LISTEN_ADDRESS]);
+  g_message ("listening on %s", server->listen_address);
+  if (server->config->users->len == 0)
+    g_warning ("no users configured: any client id is accepted (the first secret used for an id "
+               "holds while that client is connected)");
+  return TRUE;
+}
+
+void
+gt_server_stop (GtServer *server)
+{
+  GHashTableIter iter;
+  gpointer value;
+  g_autoptr (GPtrArray) clients = g_ptr_array_new ();
+
+  g_return_if_fail (GT_IS_SERVER (server));
+  if (server->stopped)
+    return;
+  server->stopped = TRUE;
+  g_clear_pointer (&server->listen_source, gt_fd_source_free);
+  if (server->listen_fd >= 0)
+    {
+      close (server->listen_fd);
+      server->listen_fd = -1;
+    }
+  g_hash_table_remove_all (server->pending);
+  g_hash_table_iter_init (&iter, server->clients);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    g_ptr_array_add (clients, value);
+  for (guint i = 0; i < clients->len; i++)
+    {
+      Client *c = clients->pdata[i];
+
+      for (guint j = 0; j < c->tunnels->len; j++)
+        gt_mux_goaway (c->tunnels->pdata[j], GT_ERROR_CODE_SHUTTING_DOWN,
+                       "server is shutting down");
+    }
+  while (g_hash_table_size (server->clients) > 0)
+    {
+      Client *c;
+
+      g_hash_table_iter_init (&iter, server->clients);
+      g_hash_table_iter_next (&iter, NULL, &value);
+      g_autofree char *id = NULL;
+
+      c = value;
+      id = g_strdup (c->id);
+      /* Closing the last tunnel may free c: look it up again by a copy of its id. */
+      client_close_tunnels (c, GT_ERROR_CODE_SHUTTING_DOWN, "server is shutting down");
+      c = g_hash_table_lookup (server->clients, id);
+      if (c != NULL)
+        server_remove_client (server, c);
+    }
+}
+
+const char *
+gt_server_get_listen_address (GtServer *server)
+{
+  return server->listen_address;
+}
+
+guint
+gt_server_get_n_clients (GtServer *server)
+{
+  return g_hash_table_size (server->clients);
+}
+
+guint
+gt_server_get_n_tunnels (GtServer *server)
+{
+  GHashTableIter iter;
+  gpointer value;
+  guint n = 0;
+
+  g_hash_table_iter_init (&iter, server->clients);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    n += ((Client *) value)->tunnels->len;
+  return n;
+}
+
+GtServer *
+gt_server_new (GtServerConfig *config)
+{
+  GtServer *server = g_object_new (GT_TYPE_SERVER, NULL);
+  g_autofree char *body = g_strdup ("the gt client could not reach its local service\n");
+  g_autofree char *reply = http_reply (502, "Bad Gateway", body);
+
+  server->config = config;
+  server->global_pool = gt_port_pool_new (config->tcp_ranges);
+  for (guint i = 0; i < config->users->len; i++)
+    {
+      GtUserConfig *u = config->users->pdata[i];
+
+      if (u->tcp_ranges != NULL && u->tcp_ranges->len > 0)
+        g_hash_table_insert (server->user_pools, g_strdup (u->id),
+                             gt_port_pool_new (u->tcp_ranges));
+    }
+  server->bad_gateway = g_bytes_new (reply, strlen (reply));
+  return server;
+}
+
+static void
+gt_server_dispose (GObject *object)
+{
+  GtServer *server = GT_SERVER (object);
+
+  gt_server_stop (server);
+  G_OBJECT_CLASS (gt_server_parent_class)->dispose (object);
+}
+
+static void
+gt_server_finalize (GObject *object)
+{
+  GtServer *server = GT_SERVER (object);
+
+  g_hash_table_unref (server->clients);
+  g_hash_table_unref (server->http_routes);
+  g_hash_table_unref (server->pending);
+  g_hash_table_unref (server->retired);
+  g_hash_table_unref (server->user_pools);
+  gt_port_pool_free (server->global_pool);
+  g_clear_pointer (&server->config, gt_server_config_free);
+  g_clear_pointer (&server->bad_gateway, g_bytes_unref);
+  g_clear_object (&server->listen_inet);
+  g_free (server->listen_address);
+  G_OBJECT_CLASS (gt_server_parent_class)->finalize (object);
+}
+
+static void
+gt_server_get_property (GObject *object, guint prop_id, GValue *value, GParamSpec *pspec)
+{
+  GtServer *server = GT_SERVER (object);
+
+  switch (prop_id)
+    {
+    case PROP_LISTEN_ADDRESS:
+      g_value_set_string (value, server->listen_address);
+      break;
+    case PROP_N_CLIENTS:
+      g_value_set_uint (value, gt_server_get_n_clients (server));
+      break;
+    case PROP_N_TUNNELS:
+      g_value_set_uint (value, gt_server_get_n_tunnels (server));
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
+}
+
+static void
+gt_server_class_init (GtServerClass *klass)
+{
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
+
+  object_class->dispose = gt_server_dispose;
+  object_class->finalize = gt_server_finalize;
+  object_class->get_property = gt_server_get_property;
+
+  properties[PROP_LISTEN_ADDRESS] =
+    g_param_spec_string ("listen-address", NULL, NULL, NULL,
+                         G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+  properties[PROP_N_CLIENTS] =
+    g_param_spec_uint ("n-clients", NULL, NULL, 0, G_MAXUINT, 0,
+                       G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+  properties[PROP_N_TUNNELS] =
+    g_param_spec_uint ("n-tunnels", NULL, NULL, 0, G_MAXUINT, 0,
+                       G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+  g_object_class_install_properties (object_class, N_PROPS, properties);
+
+  signals[SIGNAL_CLIENT_CONNECTED] =
+    g_signal_new ("client-connected", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL,
+                  NULL, NULL, G_TYPE_NONE, 1, G_TYPE_STRING);
+  signals[SIGNAL_CLIENT_DISCONNECTED] =
+    g_signal_new ("client-disconnected", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL,
+                  NULL, NULL, G_TYPE_NONE, 1, G_TYPE_STRING);
+}
+
+static void
+gt_server_init (GtServer *server)
+{
+  server->listen_fd = -1;
+  server->clients = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
+                                           (GDestroyNotify) client_free);
+  server->http_routes = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  server->pending = g_hash_table_new_full (NULL, NULL, (GDestroyNotify) pending_free, NULL);
+  server->retired = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  server->user_pools = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                              (GDestroyNotify) gt_port_pool_free);
+}

@@ -1,0 +1,22 @@
+/* gt-server.h: the public relay server: listeners, tunnel registry, routing by Host and port. */
+#pragma once
+
+#include <gio/gio.h>
+#include "gt-config.h"
+
+G_BEGIN_DECLS
+
+#define GT_TYPE_SERVER (gt_server_get_type ())
+G_DECLARE_FINAL_TYPE (GtServer, gt_server, GT, SERVER, GObject)
+
+/* Takes ownership of config (validated). */
+GtServer *gt_server_new (GtServerConfig *config);
+gboolean gt_server_start (GtServer *server, GError **error);
+/* Stops accepting, sends GOAWAY on every tunnel, closes everything. */
+void gt_server_stop (GtServer *server);
+/* "127.0.0.1:8080" as bound (real port when 0 was asked). */
+const char *gt_server_get_listen_address (GtServer *server);
+guint gt_server_get_n_clients (GtServer *server);
+guint gt_server_get_n_tunnels (GtServer *server);
+
+G_END_DECLS
