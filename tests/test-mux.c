@@ -165,6 +165,8 @@ pattern (gsize len, guint seed)
   return b;
 }
 
+static gboolean use_io_streams;
+
 static int
 open_user_stream (Fixture *f, const char *first, GtMuxStream **stream_out)
 {
@@ -173,7 +175,17 @@ open_user_stream (Fixture *f, const char *first, GtMuxStream **stream_out)
 
   g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
   set_nonblocking (sv[1]);
-  s = gt_mux_open_stream (f->server, 0, sv[0], (const guint8 *) first, strlen (first), NULL, 0);
+  if (use_io_streams)
+    {
+      /* The GIOStream path (used after TLS termination) instead of the raw fd fast path. */
+      g_autoptr (GIOStream) io = gt_transport_wrap_fd (sv[0], NULL);
+
+      s = gt_mux_open_stream_io (f->server, 0, io, (const guint8 *) first, strlen (first), NULL,
+                                 0);
+    }
+  else
+    s = gt_mux_open_stream (f->server, 0, sv[0], (const guint8 *) first, strlen (first), NULL,
+                            0);
   g_assert_nonnull (s);
   if (stream_out)
     *stream_out = s;
@@ -221,6 +233,14 @@ test_relay_both_ways (Fixture *f, gconstpointer data)
   close (user);
   g_byte_array_unref (at_local.got);
   g_byte_array_unref (at_user.got);
+}
+
+static void
+test_relay_io (Fixture *f, gconstpointer data)
+{
+  use_io_streams = TRUE;
+  test_relay_both_ways (f, data);
+  use_io_streams = FALSE;
 }
 
 static void
@@ -347,6 +367,8 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add ("/gt/protocol/mux/relay-both-ways", Fixture, NULL, fixture_setup,
               test_relay_both_ways, fixture_teardown);
+  g_test_add ("/gt/protocol/mux/relay-io-stream", Fixture, NULL, fixture_setup, test_relay_io,
+              fixture_teardown);
   g_test_add ("/gt/protocol/mux/stalled-stream", Fixture, NULL, fixture_setup,
               test_stalled_stream, fixture_teardown);
   g_test_add ("/gt/protocol/mux/local-close", Fixture, NULL, fixture_setup,

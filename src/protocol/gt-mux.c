@@ -31,8 +31,11 @@ struct _GtMuxStream
   GtMux *mux; /* not owned; NULL once closed */
   guint32 id;
   guint16 service_index;
-  int fd;
-  GSource *source;
+  int fd;             /* raw socket, or -1 */
+  GIOStream *io;      /* pollable stream (TLS, ...) when there is no raw socket */
+  GSource *source;    /* fd watch */
+  GSource *in_source, *out_source; /* io watches */
+  GIOCondition io_events;
   gint64 idle_timeout_us;
   gint64 last_activity;
 
@@ -64,6 +67,7 @@ struct _GtMux
 
   GHashTable *streams; /* id → GtMuxStream* (owned ref) */
   guint32 next_stream_id;
+  guint32 last_open_id; /* client: ids must increase */
   GPtrArray *blocked;  /* GtMuxStream* waiting for output room (owned refs) */
 
   guint8 *rbuf;
@@ -279,7 +283,7 @@ mux_wake_blocked (GtMux *mux)
 static void
 mux_flush (GtMux *mux)
 {
-  g_autoptr (GObject) keep = g_object_ref (G_OBJECT (mux));
+  G_GNUC_UNUSED g_autoptr (GObject) keep = g_object_ref (G_OBJECT (mux));
 
   while (mux->out_end > mux->out_start && !mux->closed)
     {
@@ -350,6 +354,168 @@ mux_send_frame_small (GtMux *mux, GByteArray *frame)
 /* ------------------------------------------------------------------------------------------ */
 /* Streams */
 
+/* The socket side of a stream: a raw fd (fast path) or a pollable GIOStream. */
+
+#define EP_WOULD_BLOCK (-1)
+#define EP_ERROR (-2)
+
+static void stream_fd_cb (int fd, GIOCondition revents, gpointer user_data);
+
+static gboolean
+stream_attached (GtMuxStream *s)
+{
+  return s->fd >= 0 || s->io != NULL;
+}
+
+static gssize
+ep_recv (GtMuxStream *s, guint8 *buf, gsize len)
+{
+  g_autoptr (GError) error = NULL;
+  gssize n;
+
+  if (s->fd >= 0)
+    {
+      do
+        n = recv (s->fd, buf, len, MSG_DONTWAIT);
+      while (n < 0 && errno == EINTR);
+      if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? EP_WOULD_BLOCK : EP_ERROR;
+      return n;
+    }
+  n = g_pollable_input_stream_read_nonblocking (
+    G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (s->io)), buf, len, NULL, &error);
+  if (n >= 0)
+    return n;
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+    return EP_WOULD_BLOCK;
+  if (g_error_matches (error, G_TLS_ERROR, G_TLS_ERROR_EOF))
+    return 0; /* peer closed without close_notify: a plain EOF for a relay */
+  g_debug ("stream %u: read error: %s", s->id, error->message);
+  return EP_ERROR;
+}
+
+static gssize
+ep_send (GtMuxStream *s, const guint8 *data, gsize len)
+{
+  GOutputVector v = { data, len };
+  gsize written = 0;
+  GPollableReturn r;
+  gssize n;
+
+  if (s->fd >= 0)
+    {
+      do
+        n = send (s->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+      while (n < 0 && errno == EINTR);
+      if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? EP_WOULD_BLOCK : EP_ERROR;
+      return n;
+    }
+  r = g_pollable_output_stream_writev_nonblocking (
+    G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (s->io)), &v, 1, &written, NULL, NULL);
+  if (r == G_POLLABLE_RETURN_FAILED)
+    return EP_ERROR;
+  if (r == G_POLLABLE_RETURN_WOULD_BLOCK && written == 0)
+    return EP_WOULD_BLOCK;
+  return written;
+}
+
+static void
+ep_shutdown_write (GtMuxStream *s)
+{
+  if (s->fd >= 0)
+    shutdown (s->fd, SHUT_WR);
+  else if (s->io != NULL)
+    (void) g_output_stream_close (g_io_stream_get_output_stream (s->io), NULL, NULL);
+}
+
+static void
+ep_unwatch (GtMuxStream *s)
+{
+  g_clear_pointer (&s->source, gt_fd_source_free);
+  if (s->in_source)
+    {
+      g_source_destroy (s->in_source);
+      g_clear_pointer (&s->in_source, g_source_unref);
+    }
+  if (s->out_source)
+    {
+      g_source_destroy (s->out_source);
+      g_clear_pointer (&s->out_source, g_source_unref);
+    }
+  s->io_events = 0;
+}
+
+static void
+ep_close (GtMuxStream *s)
+{
+  ep_unwatch (s);
+  if (s->fd >= 0)
+    {
+      close (s->fd);
+      s->fd = -1;
+    }
+  if (s->io != NULL)
+    {
+      g_io_stream_close (s->io, NULL, NULL);
+      g_clear_object (&s->io);
+    }
+}
+
+static gboolean
+ep_io_in_cb (GObject *stream, gpointer user_data)
+{
+  stream_fd_cb (-1, G_IO_IN, user_data);
+  return G_SOURCE_CONTINUE;
+}
+
+static gboolean
+ep_io_out_cb (GObject *stream, gpointer user_data)
+{
+  stream_fd_cb (-1, G_IO_OUT, user_data);
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+ep_set_events (GtMuxStream *s, GIOCondition events)
+{
+  if (s->fd >= 0)
+    {
+      if (s->source == NULL)
+        s->source = gt_fd_source_new (s->fd, events, stream_fd_cb, s);
+      else
+        gt_fd_source_set_events (s->source, events);
+      return;
+    }
+  if (s->io == NULL || s->io_events == events)
+    return;
+  if ((events & G_IO_IN) && s->in_source == NULL)
+    {
+      s->in_source = g_pollable_input_stream_create_source (
+        G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (s->io)), NULL);
+      g_source_set_callback (s->in_source, (GSourceFunc) (void (*) (void)) ep_io_in_cb, s, NULL);
+      g_source_attach (s->in_source, g_main_context_get_thread_default ());
+    }
+  else if (!(events & G_IO_IN) && s->in_source != NULL)
+    {
+      g_source_destroy (s->in_source);
+      g_clear_pointer (&s->in_source, g_source_unref);
+    }
+  if ((events & G_IO_OUT) && s->out_source == NULL)
+    {
+      s->out_source = g_pollable_output_stream_create_source (
+        G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (s->io)), NULL);
+      g_source_set_callback (s->out_source, (GSourceFunc) (void (*) (void)) ep_io_out_cb, s, NULL);
+      g_source_attach (s->out_source, g_main_context_get_thread_default ());
+    }
+  else if (!(events & G_IO_OUT) && s->out_source != NULL)
+    {
+      g_source_destroy (s->out_source);
+      g_clear_pointer (&s->out_source, g_source_unref);
+    }
+  s->io_events = events;
+}
+
 GtMuxStream *
 gt_mux_stream_ref (GtMuxStream *s)
 {
@@ -363,9 +529,8 @@ gt_mux_stream_unref (GtMuxStream *s)
 {
   if (s == NULL || !g_atomic_int_dec_and_test (&s->ref_count))
     return;
-  g_assert (s->source == NULL);
-  if (s->fd >= 0)
-    close (s->fd);
+  g_assert (s->source == NULL && s->in_source == NULL && s->out_source == NULL);
+  ep_close (s);
   if (s->pending)
     g_byte_array_unref (s->pending);
   g_clear_pointer (&s->rewriter, gt_host_rewriter_free);
@@ -400,12 +565,7 @@ stream_close (GtMuxStream *s)
   if (s->closed)
     return;
   s->closed = TRUE;
-  g_clear_pointer (&s->source, gt_fd_source_free);
-  if (s->fd >= 0)
-    {
-      close (s->fd);
-      s->fd = -1;
-    }
+  ep_close (s);
   if (s->pending)
     g_byte_array_set_size (s->pending, 0);
   s->mux = NULL;
@@ -459,9 +619,9 @@ stream_maybe_finish (GtMuxStream *s)
   if (s->closed)
     return;
   if (s->remote_shut && (s->pending == NULL || s->pending->len == 0) && !s->wrote_shut
-      && s->fd >= 0)
+      && stream_attached (s))
     {
-      shutdown (s->fd, SHUT_WR);
+      ep_shutdown_write (s);
       s->wrote_shut = TRUE;
     }
   if (s->local_eof && s->wrote_shut)
@@ -480,14 +640,12 @@ stream_flush_pending (GtMuxStream *s)
 {
   while (s->pending && s->pending->len > 0)
     {
-      ssize_t n = send (s->fd, s->pending->data, s->pending->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+      gssize n = ep_send (s, s->pending->data, s->pending->len);
 
+      if (n == EP_WOULD_BLOCK)
+        break;
       if (n < 0)
         {
-          if (errno == EAGAIN || errno == EWOULDBLOCK)
-            break;
-          if (errno == EINTR)
-            continue;
           gt_mux_stream_reset (s, GT_RESET_CODE_CLOSED);
           return FALSE;
         }
@@ -495,7 +653,7 @@ stream_flush_pending (GtMuxStream *s)
       s->unacked += n;
       s->last_activity = g_get_monotonic_time ();
     }
-  if (s->pending && s->pending->len == 0 && s->pending->len < 1)
+  if (s->pending && s->pending->len == 0)
     {
       /* Idle streams hold no buffer. */
       g_clear_pointer (&s->pending, g_byte_array_unref);
@@ -509,16 +667,15 @@ stream_read_socket (GtMuxStream *s)
 {
   GtMux *mux = s->mux;
   gsize want = MIN ((gint64) GT_MUX_MAX_DATA, s->send_credit);
-  ssize_t n;
+  gssize n;
 
   if (want == 0)
     return;
-  n = recv (s->fd, mux->scratch + GT_FRAME_HEADER_SIZE, want, MSG_DONTWAIT);
+  n = ep_recv (s, mux->scratch + GT_FRAME_HEADER_SIZE, want);
+  if (n == EP_WOULD_BLOCK)
+    return;
   if (n < 0)
     {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-        return;
-      g_debug ("stream %u: read error: %s", s->id, g_strerror (errno));
       gt_mux_stream_reset (s, GT_RESET_CODE_CLOSED);
       return;
     }
@@ -545,7 +702,7 @@ static void
 stream_fd_cb (int fd, GIOCondition revents, gpointer user_data)
 {
   GtMuxStream *s = user_data;
-  g_autoptr (GtMuxStream) keep = gt_mux_stream_ref (s);
+  G_GNUC_UNUSED g_autoptr (GtMuxStream) keep = gt_mux_stream_ref (s);
 
   if (revents & (G_IO_OUT | G_IO_ERR))
     {
@@ -576,7 +733,7 @@ stream_update_events (GtMuxStream *s)
   GIOCondition events = 0;
   GtMux *mux = s->mux;
 
-  if (s->fd < 0 || s->closed || mux == NULL)
+  if (!stream_attached (s) || s->closed || mux == NULL)
     return;
   if (!s->local_eof && s->send_credit > 0)
     {
@@ -593,10 +750,7 @@ stream_update_events (GtMuxStream *s)
     }
   if (s->pending && s->pending->len > 0)
     events |= G_IO_OUT;
-  if (s->source == NULL)
-    s->source = gt_fd_source_new (s->fd, events, stream_fd_cb, s);
-  else
-    gt_fd_source_set_events (s->source, events);
+  ep_set_events (s, events);
 }
 
 /* Delivers tunnel bytes to the socket (or buffers them). */
@@ -623,18 +777,16 @@ stream_deliver (GtMuxStream *s, const guint8 *data, gsize len)
       len = rewritten->len;
     }
 
-  if (s->fd >= 0 && (s->pending == NULL || s->pending->len == 0) && !s->wrote_shut)
+  if (stream_attached (s) && (s->pending == NULL || s->pending->len == 0) && !s->wrote_shut)
     {
       while (len > 0)
         {
-          ssize_t n = send (s->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+          gssize n = ep_send (s, data, len);
 
+          if (n == EP_WOULD_BLOCK)
+            break;
           if (n < 0)
             {
-              if (errno == EINTR)
-                continue;
-              if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
               gt_mux_stream_reset (s, GT_RESET_CODE_CLOSED);
               return;
             }
@@ -655,13 +807,18 @@ stream_deliver (GtMuxStream *s, const guint8 *data, gsize len)
 }
 
 static void
-stream_attach (GtMuxStream *s, int fd, guint64 idle_timeout_ms)
+stream_attach (GtMuxStream *s, int fd, GIOStream *io, guint64 idle_timeout_ms)
 {
-  s->fd = fd;
+  if (io != NULL)
+    s->io = g_object_ref (io);
+  else
+    {
+      s->fd = fd;
+      gt_socket_set_nonblocking (fd);
+      gt_socket_set_nodelay (fd);
+    }
   s->idle_timeout_us = (gint64) idle_timeout_ms * 1000;
   s->last_activity = g_get_monotonic_time ();
-  gt_socket_set_nonblocking (fd);
-  gt_socket_set_nodelay (fd);
   if (s->pending && s->pending->len > 0)
     {
       if (!stream_flush_pending (s))
@@ -675,14 +832,14 @@ void
 gt_mux_stream_attach_fd (GtMuxStream *s, int fd, guint64 idle_timeout_ms)
 {
   g_return_if_fail (s != NULL);
-  g_return_if_fail (s->fd < 0);
+  g_return_if_fail (!stream_attached (s));
 
   if (s->closed)
     {
       close (fd);
       return;
     }
-  stream_attach (s, fd, idle_timeout_ms);
+  stream_attach (s, fd, NULL, idle_timeout_ms);
 }
 
 void
@@ -723,9 +880,9 @@ gt_mux_stream_get_buffered (GtMuxStream *s)
   return s->pending ? s->pending->len : 0;
 }
 
-GtMuxStream *
-gt_mux_open_stream (GtMux *mux, guint16 service_index, int fd, const guint8 *data, gsize len,
-                    GBytes *connect_fail_response, guint64 idle_timeout_ms)
+static GtMuxStream *
+mux_open_stream (GtMux *mux, guint16 service_index, int fd, GIOStream *io, const guint8 *data,
+                 gsize len, GBytes *connect_fail_response, guint64 idle_timeout_ms)
 {
   GtMuxStream *s;
   g_autoptr (GByteArray) f = NULL;
@@ -736,11 +893,13 @@ gt_mux_open_stream (GtMux *mux, guint16 service_index, int fd, const guint8 *dat
 
   if (mux->closed)
     {
-      close (fd);
+      if (fd >= 0)
+        close (fd);
       return NULL;
     }
-  if (++mux->next_stream_id == 0)
-    mux->next_stream_id = 1;
+  if (mux->next_stream_id == G_MAXUINT32 - 1)
+    gt_mux_goaway (mux, GT_ERROR_CODE_NONE, "stream ids exhausted");
+  mux->next_stream_id++;
   s = stream_new (mux, mux->next_stream_id, service_index);
   if (connect_fail_response)
     s->connect_fail_response = g_bytes_ref (connect_fail_response);
@@ -752,11 +911,29 @@ gt_mux_open_stream (GtMux *mux, guint16 service_index, int fd, const guint8 *dat
   mux_send (mux, f->data, f->len);
   if (mux->closed)
     {
-      close (fd);
+      if (fd >= 0)
+        close (fd);
       return NULL;
     }
-  stream_attach (s, fd, idle_timeout_ms);
+  stream_attach (s, fd, io, idle_timeout_ms);
   return s;
+}
+
+GtMuxStream *
+gt_mux_open_stream (GtMux *mux, guint16 service_index, int fd, const guint8 *data, gsize len,
+                    GBytes *connect_fail_response, guint64 idle_timeout_ms)
+{
+  return mux_open_stream (mux, service_index, fd, NULL, data, len, connect_fail_response,
+                          idle_timeout_ms);
+}
+
+GtMuxStream *
+gt_mux_open_stream_io (GtMux *mux, guint16 service_index, GIOStream *io, const guint8 *data,
+                       gsize len, GBytes *connect_fail_response, guint64 idle_timeout_ms)
+{
+  g_return_val_if_fail (G_IS_IO_STREAM (io), NULL);
+  return mux_open_stream (mux, service_index, -1, io, data, len, connect_fail_response,
+                          idle_timeout_ms);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -767,7 +944,7 @@ handle_stream_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
 {
   GtMuxStream *s = g_hash_table_lookup (mux->streams, GUINT_TO_POINTER (h->stream_id));
   g_autoptr (GError) error = NULL;
-  g_autoptr (GtMuxStream) keep = NULL;
+  G_GNUC_UNUSED g_autoptr (GtMuxStream) keep = NULL;
 
   if (s == NULL)
     return; /* already finished here: late frames are dropped */
@@ -823,15 +1000,21 @@ handle_stream_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
 
         (void) gt_reset_decode (p, h->length, &code, NULL);
         if (code == GT_RESET_CODE_CONNECT_FAILED && !s->received_data
-            && s->connect_fail_response != NULL && s->fd >= 0)
+            && s->connect_fail_response != NULL && stream_attached (s))
           {
             gsize rlen;
             const char *r = g_bytes_get_data (s->connect_fail_response, &rlen);
-            int fd = s->fd;
 
-            g_clear_pointer (&s->source, gt_fd_source_free);
-            s->fd = -1;
-            gt_socket_reply_and_close (fd, r, rlen);
+            ep_unwatch (s);
+            if (s->fd >= 0)
+              {
+                int fd = s->fd;
+
+                s->fd = -1;
+                gt_socket_reply_and_close (fd, r, rlen);
+              }
+            else
+              (void) ep_send (s, (const guint8 *) r, rlen); /* small: fits the TLS buffer */
           }
         stream_close (s);
       }
@@ -862,7 +1045,7 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
         const guint8 *data;
         gsize data_len;
         GtMuxStream *s;
-        g_autoptr (GtMuxStream) keep = NULL;
+        G_GNUC_UNUSED g_autoptr (GtMuxStream) keep = NULL;
 
         if (mux->is_server)
           {
@@ -875,13 +1058,14 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
             mux_fail (mux, g_steal_pointer (&error));
             return FALSE;
           }
-        if (g_hash_table_contains (mux->streams, GUINT_TO_POINTER (h->stream_id)))
+        if (h->stream_id <= mux->last_open_id)
           {
-            /* A reused id replaces the old stream (as GT does). */
-            gt_mux_stream_reset (g_hash_table_lookup (mux->streams,
-                                                      GUINT_TO_POINTER (h->stream_id)),
-                                 GT_RESET_CODE_CLOSED);
+            mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                        "OPEN for stream %u after stream %u", h->stream_id,
+                                        mux->last_open_id));
+            return FALSE;
           }
+        mux->last_open_id = h->stream_id;
         if (data_len > GT_INITIAL_WINDOW)
           {
             mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE,
@@ -990,7 +1174,7 @@ static gboolean
 mux_input_ready_cb (GObject *stream, gpointer user_data)
 {
   GtMux *mux = user_data;
-  g_autoptr (GObject) keep = g_object_ref (G_OBJECT (mux));
+  G_GNUC_UNUSED g_autoptr (GObject) keep = g_object_ref (G_OBJECT (mux));
   g_autoptr (GError) error = NULL;
   gssize n;
 
@@ -1032,7 +1216,7 @@ static gboolean
 mux_timer_cb (gpointer user_data)
 {
   GtMux *mux = user_data;
-  g_autoptr (GObject) keep = g_object_ref (G_OBJECT (mux));
+  G_GNUC_UNUSED g_autoptr (GObject) keep = g_object_ref (G_OBJECT (mux));
   gint64 now = g_get_monotonic_time ();
   GHashTableIter iter;
   gpointer value;
@@ -1067,7 +1251,7 @@ mux_timer_cb (gpointer user_data)
     {
       GtMuxStream *s = value;
 
-      if (s->idle_timeout_us > 0 && s->fd >= 0 && now - s->last_activity > s->idle_timeout_us)
+      if (s->idle_timeout_us > 0 && stream_attached (s) && now - s->last_activity > s->idle_timeout_us)
         {
           if (expired == NULL)
             expired = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);

@@ -43,6 +43,11 @@ void gt_mux_set_peer (GtMux *mux, const char *peer);
 GtMuxStream *gt_mux_open_stream (GtMux *mux, guint16 service_index, int fd, const guint8 *data,
                                  gsize len, GBytes *connect_fail_response, guint64 idle_timeout_ms);
 
+/* Same for a user connection that is a pollable GIOStream (e.g. after TLS termination). */
+GtMuxStream *gt_mux_open_stream_io (GtMux *mux, guint16 service_index, GIOStream *io,
+                                    const guint8 *data, gsize len, GBytes *connect_fail_response,
+                                    guint64 idle_timeout_ms);
+
 /* Client: "stream-opened" (GtMuxStream *stream, guint service_index) is emitted for each OPEN. The
  * handler takes a ref if it needs the stream later, then attaches a socket or resets it. */
 GtMuxStream *gt_mux_stream_ref (GtMuxStream *stream);
