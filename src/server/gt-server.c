@@ -83,6 +83,7 @@ struct _GtServer
   GHashTable *retired;     /* "id\nchecksum" → expiry (gint64*) */
   GtPortPool *global_pool;
   GHashTable *user_pools;  /* id → GtPortPool* */
+  GHashTable *ephemeral;   /* id → secret */
   GBytes *bad_gateway;
   gboolean stopped;
 };
@@ -469,7 +470,17 @@ server_accept_hello (GtServer *server, const GtHello *hello, GtErrorCode *code, 
   g_autofree char *checksum = services_checksum (hello);
   Client *c = g_hash_table_lookup (server->clients, hello->id);
 
-  if (user != NULL)
+  const char *ephemeral = g_hash_table_lookup (server->ephemeral, hello->id);
+
+  if (ephemeral != NULL)
+    {
+      if (!secure_equal (hello->secret, ephemeral))
+        {
+          *code = GT_ERROR_CODE_INVALID_AUTH;
+          return NULL;
+        }
+    }
+  else if (user != NULL)
     {
       if (!secure_equal (hello->secret, user->secret))
         {
@@ -888,6 +899,25 @@ gt_server_stop (GtServer *server)
     }
 }
 
+void
+gt_server_add_ephemeral_user (GtServer *server, const char *id, const char *secret)
+{
+  g_return_if_fail (GT_IS_SERVER (server));
+  g_hash_table_replace (server->ephemeral, g_strdup (id), g_strdup (secret));
+}
+
+void
+gt_server_remove_ephemeral_user (GtServer *server, const char *id)
+{
+  Client *c;
+
+  g_return_if_fail (GT_IS_SERVER (server));
+  g_hash_table_remove (server->ephemeral, id);
+  c = g_hash_table_lookup (server->clients, id);
+  if (c != NULL)
+    client_close_tunnels (c, GT_ERROR_CODE_NONE, NULL);
+}
+
 const char *
 gt_server_get_listen_address (GtServer *server)
 {
@@ -953,6 +983,7 @@ gt_server_finalize (GObject *object)
   g_hash_table_unref (server->pending);
   g_hash_table_unref (server->retired);
   g_hash_table_unref (server->user_pools);
+  g_hash_table_unref (server->ephemeral);
   gt_port_pool_free (server->global_pool);
   g_clear_pointer (&server->config, gt_server_config_free);
   g_clear_pointer (&server->bad_gateway, g_bytes_unref);
@@ -1021,4 +1052,5 @@ gt_server_init (GtServer *server)
   server->retired = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   server->user_pools = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                               (GDestroyNotify) gt_port_pool_free);
+  server->ephemeral = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
 }
