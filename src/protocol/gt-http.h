@@ -37,7 +37,7 @@ typedef struct _GtHostRewriter GtHostRewriter;
 GtHostRewriter *gt_host_rewriter_new (const char *host);
 void gt_host_rewriter_free (GtHostRewriter *rw);
 /* Appends the output for these input bytes to out. Error (GT_HTTP_ERROR_TOO_LARGE) when the head
- * grows beyond GT_HTTP_MAX_HEAD without ending, MALFORMED for bytes that are not a head. */
+ * grows beyond GT_HTTP_MAX_HEAD without ending; bytes that are not HTTP pass through untouched. */
 gboolean gt_host_rewriter_feed (GtHostRewriter *rw, const guint8 *data, gsize len,
                                 GByteArray *out, GError **error);
 /* TRUE once the first head has passed: the caller may then bypass the rewriter. */
