@@ -844,7 +844,8 @@ test_unknown_flags (void)
           guint8 flags = (guint8) (1 << bit);
           GtDecodeResult r = decode_raw_header (t, flags, stream, valid_length (t), &error);
 
-          if (t == GT_FRAME_PING && flags == GT_FRAME_FLAG_ACK)
+          if ((t == GT_FRAME_PING && flags == GT_FRAME_FLAG_ACK)
+              || (t == GT_FRAME_OPEN && flags == GT_FRAME_FLAG_ADDR))
             {
               g_assert_cmpint (r, ==, GT_DECODE_OK);
               g_assert_no_error (error);
@@ -1213,6 +1214,50 @@ test_stream_of_frames (void)
   free_samples (samples);
 }
 
+static void
+test_open_addr (void)
+{
+  g_autoptr (GByteArray) out = g_byte_array_new ();
+  g_autoptr (GError) error = NULL;
+  GtOpenAddr a = { 6, { 0 }, 43210, { 0 }, 443 }, b;
+  GtFrameHeader h;
+  guint16 index = 0;
+  gboolean has_addr = FALSE;
+  const guint8 *data = NULL;
+  gsize data_len = 0;
+
+  a.src[15] = 1;
+  a.dst[0] = 0xfe;
+  gt_frame_append_open_header_addr (out, 7, 3, &a, 5);
+  g_byte_array_append (out, (const guint8 *) "hello", 5);
+  g_assert_cmpint (gt_frame_header_decode (out->data, out->len, &h, &error), ==, GT_DECODE_OK);
+  g_assert_cmpuint (h.flags, ==, GT_FRAME_FLAG_ADDR);
+  g_assert_cmpuint (h.length, ==, 2 + 37 + 5);
+  g_assert_true (gt_open_decode_addr (out->data + GT_FRAME_HEADER_SIZE, h.length, h.flags, &index,
+                                      &b, &has_addr, &data, &data_len, &error));
+  g_assert_true (has_addr);
+  g_assert_cmpuint (index, ==, 3);
+  g_assert_cmpuint (b.family, ==, 6);
+  g_assert_cmpmem (a.src, 16, b.src, 16);
+  g_assert_cmpmem (a.dst, 16, b.dst, 16);
+  g_assert_cmpuint (b.src_port, ==, 43210);
+  g_assert_cmpuint (b.dst_port, ==, 443);
+  g_assert_cmpmem (data, data_len, "hello", 5);
+
+  /* A truncated address block and a bad family are errors. */
+  for (gsize cut = 3; cut < 2 + 37; cut++)
+    {
+      g_assert_false (gt_open_decode_addr (out->data + GT_FRAME_HEADER_SIZE, cut,
+                                           GT_FRAME_FLAG_ADDR, NULL, &b, NULL, NULL, NULL, &error));
+      g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+      g_clear_error (&error);
+    }
+  out->data[GT_FRAME_HEADER_SIZE + 2] = 5;
+  g_assert_false (gt_open_decode_addr (out->data + GT_FRAME_HEADER_SIZE, h.length, h.flags, NULL,
+                                       &b, NULL, NULL, NULL, &error));
+  g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1244,5 +1289,6 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/protocol/frame/sequence", test_stream_of_frames);
   g_test_add_func ("/gt/protocol/frame/strings", test_strings);
 
+  g_test_add_func ("/gt/protocol/frame/open-addr", test_open_addr);
   return g_test_run ();
 }

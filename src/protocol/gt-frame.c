@@ -154,6 +154,8 @@ gt_frame_header_decode (const guint8 *buf, gsize len, GtFrameHeader *hdr, GError
 
   if (type == GT_FRAME_PING)
     allowed_flags = GT_FRAME_FLAG_ACK;
+  else if (type == GT_FRAME_OPEN)
+    allowed_flags = GT_FRAME_FLAG_ADDR;
   if ((flags & ~allowed_flags) != 0)
     {
       g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
@@ -555,6 +557,37 @@ gt_frame_append_open_header (GByteArray *out, guint32 stream_id, guint16 service
   append_u16 (out, service_index);
 }
 
+gsize
+gt_open_addr_size (const GtOpenAddr *addr)
+{
+  return addr == NULL ? 0 : addr->family == 6 ? 1 + 16 + 2 + 16 + 2 : 1 + 4 + 2 + 4 + 2;
+}
+
+void
+gt_frame_append_open_header_addr (GByteArray *out, guint32 stream_id, guint16 service_index,
+                                  const GtOpenAddr *addr, gsize data_len)
+{
+  gsize alen = gt_open_addr_size (addr);
+  guint n;
+
+  g_return_if_fail (out != NULL);
+  g_return_if_fail (stream_id != 0);
+  g_return_if_fail (addr == NULL || addr->family == 4 || addr->family == 6);
+  g_return_if_fail (data_len <= GT_FRAME_MAX_PAYLOAD - GT_OPEN_PREFIX_SIZE - alen);
+
+  gt_frame_append_header (out, GT_FRAME_OPEN, addr ? GT_FRAME_FLAG_ADDR : 0, stream_id,
+                          (guint32) (GT_OPEN_PREFIX_SIZE + alen + data_len));
+  append_u16 (out, service_index);
+  if (addr == NULL)
+    return;
+  n = addr->family == 6 ? 16 : 4;
+  g_byte_array_append (out, &addr->family, 1);
+  g_byte_array_append (out, addr->src, n);
+  append_u16 (out, addr->src_port);
+  g_byte_array_append (out, addr->dst, n);
+  append_u16 (out, addr->dst_port);
+}
+
 /* Decoders */
 
 static void
@@ -839,6 +872,53 @@ gt_reset_decode (const guint8 *buf, gsize len, guint32 *code, GError **error)
     return FALSE;
   if (code != NULL)
     *code = v;
+  return TRUE;
+}
+
+gboolean
+gt_open_decode_addr (const guint8 *buf, gsize len, guint8 flags, guint16 *service_index,
+                     GtOpenAddr *addr, gboolean *has_addr, const guint8 **data, gsize *data_len,
+                     GError **error)
+{
+  const guint8 *rest;
+  gsize rest_len;
+  GtOpenAddr a = { 0 };
+  guint n;
+
+  if (!gt_open_decode (buf, len, service_index, &rest, &rest_len, error))
+    return FALSE;
+  if (has_addr != NULL)
+    *has_addr = FALSE;
+  if (flags & GT_FRAME_FLAG_ADDR)
+    {
+      if (rest_len < 1 || (rest[0] != 4 && rest[0] != 6))
+        {
+          g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                       "OPEN address block with a bad family");
+          return FALSE;
+        }
+      a.family = rest[0];
+      if (rest_len < gt_open_addr_size (&a))
+        {
+          set_truncated (error, "OPEN address block");
+          return FALSE;
+        }
+      n = a.family == 6 ? 16 : 4;
+      memcpy (a.src, rest + 1, n);
+      a.src_port = get_u16 (rest + 1 + n);
+      memcpy (a.dst, rest + 3 + n, n);
+      a.dst_port = get_u16 (rest + 3 + 2 * n);
+      rest += gt_open_addr_size (&a);
+      rest_len -= gt_open_addr_size (&a);
+      if (addr != NULL)
+        *addr = a;
+      if (has_addr != NULL)
+        *has_addr = TRUE;
+    }
+  if (data != NULL)
+    *data = rest;
+  if (data_len != NULL)
+    *data_len = rest_len;
   return TRUE;
 }
 

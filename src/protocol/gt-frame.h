@@ -43,7 +43,8 @@ typedef enum
 
 #define GT_FRAME_TYPE_LAST GT_FRAME_ERROR
 
-#define GT_FRAME_FLAG_ACK 0x01 /* PING: this is the pong */
+#define GT_FRAME_FLAG_ACK 0x01  /* PING: this is the pong */
+#define GT_FRAME_FLAG_ADDR 0x02 /* OPEN: an address block follows the service index */
 
 /* Error codes carried by ERROR and GOAWAY frames (u16). */
 typedef enum
@@ -162,6 +163,29 @@ void gt_frame_append_error (GByteArray *out, GtFrameType type /* ERROR or GOAWAY
 void gt_frame_append_open_header (GByteArray *out, guint32 stream_id, guint16 service_index,
                                   gsize data_len);
 #define GT_OPEN_PREFIX_SIZE 2 /* service_index:u16 before the OPEN data */
+
+/* The user's connection as the server saw it, carried in OPEN with GT_FRAME_FLAG_ADDR so the
+ * client can pass it on (PROXY protocol) and log it: family:u8 (4 or 6), src addr (4|16 bytes),
+ * src port:u16, dst addr (4|16), dst port:u16. */
+typedef struct
+{
+  guint8 family; /* 4 or 6 */
+  guint8 src[16];
+  guint16 src_port;
+  guint8 dst[16];
+  guint16 dst_port;
+} GtOpenAddr;
+
+gsize gt_open_addr_size (const GtOpenAddr *addr);
+/* OPEN header (with GT_FRAME_FLAG_ADDR when addr is not NULL) + service index + address block;
+ * the caller appends data_len bytes of data. */
+void gt_frame_append_open_header_addr (GByteArray *out, guint32 stream_id, guint16 service_index,
+                                       const GtOpenAddr *addr, gsize data_len);
+/* Like gt_open_decode for a frame with the given header flags; *has_addr tells whether addr was
+ * filled. */
+gboolean gt_open_decode_addr (const guint8 *buf, gsize len, guint8 flags, guint16 *service_index,
+                              GtOpenAddr *addr, gboolean *has_addr, const guint8 **data,
+                              gsize *data_len, GError **error);
 
 /* Payload decoders: buf/len is exactly the payload of a frame whose header was decoded. */
 GtHello *gt_hello_decode (const guint8 *buf, gsize len, GError **error);

@@ -46,6 +46,7 @@ struct _GtMuxStream
   GByteArray *pending; /* bytes waiting to be written to the socket */
   GtHostRewriter *rewriter;
   GBytes *connect_fail_response;
+  GtOpenAddr *addr;    /* the user's addresses, when the server sent them */
 
   guint local_eof : 1;       /* socket read side ended, SHUTDOWN sent */
   guint remote_shut : 1;     /* SHUTDOWN received */
@@ -535,6 +536,7 @@ gt_mux_stream_unref (GtMuxStream *s)
     g_byte_array_unref (s->pending);
   g_clear_pointer (&s->rewriter, gt_host_rewriter_free);
   g_clear_pointer (&s->connect_fail_response, g_bytes_unref);
+  g_free (s->addr);
   g_free (s);
 }
 
@@ -874,15 +876,22 @@ gt_mux_stream_get_mux (GtMuxStream *s)
   return s->mux;
 }
 
+const GtOpenAddr *
+gt_mux_stream_get_addr (GtMuxStream *s)
+{
+  return s->addr;
+}
+
 gsize
 gt_mux_stream_get_buffered (GtMuxStream *s)
 {
   return s->pending ? s->pending->len : 0;
 }
 
-static GtMuxStream *
-mux_open_stream (GtMux *mux, guint16 service_index, int fd, GIOStream *io, const guint8 *data,
-                 gsize len, GBytes *connect_fail_response, guint64 idle_timeout_ms)
+GtMuxStream *
+gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd, GIOStream *io,
+                         const guint8 *data, gsize len, const GtOpenAddr *addr,
+                         GBytes *connect_fail_response, guint64 idle_timeout_ms)
 {
   GtMuxStream *s;
   g_autoptr (GByteArray) f = NULL;
@@ -905,7 +914,7 @@ mux_open_stream (GtMux *mux, guint16 service_index, int fd, GIOStream *io, const
     s->connect_fail_response = g_bytes_ref (connect_fail_response);
 
   f = g_byte_array_sized_new (GT_FRAME_HEADER_SIZE + GT_OPEN_PREFIX_SIZE + len);
-  gt_frame_append_open_header (f, s->id, service_index, len);
+  gt_frame_append_open_header_addr (f, s->id, service_index, addr, len);
   g_byte_array_append (f, data, len);
   s->send_credit -= len;
   mux_send (mux, f->data, f->len);
@@ -923,8 +932,8 @@ GtMuxStream *
 gt_mux_open_stream (GtMux *mux, guint16 service_index, int fd, const guint8 *data, gsize len,
                     GBytes *connect_fail_response, guint64 idle_timeout_ms)
 {
-  return mux_open_stream (mux, service_index, fd, NULL, data, len, connect_fail_response,
-                          idle_timeout_ms);
+  return gt_mux_open_stream_full (mux, service_index, fd, NULL, data, len, NULL,
+                                  connect_fail_response, idle_timeout_ms);
 }
 
 GtMuxStream *
@@ -932,8 +941,8 @@ gt_mux_open_stream_io (GtMux *mux, guint16 service_index, GIOStream *io, const g
                        gsize len, GBytes *connect_fail_response, guint64 idle_timeout_ms)
 {
   g_return_val_if_fail (G_IS_IO_STREAM (io), NULL);
-  return mux_open_stream (mux, service_index, -1, io, data, len, connect_fail_response,
-                          idle_timeout_ms);
+  return gt_mux_open_stream_full (mux, service_index, -1, io, data, len, NULL,
+                                  connect_fail_response, idle_timeout_ms);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1053,7 +1062,11 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
                                         "OPEN from a client"));
             return FALSE;
           }
-        if (!gt_open_decode (p, h->length, &service_index, &data, &data_len, &error))
+        GtOpenAddr addr;
+        gboolean has_addr = FALSE;
+
+        if (!gt_open_decode_addr (p, h->length, h->flags, &service_index, &addr, &has_addr, &data,
+                                  &data_len, &error))
           {
             mux_fail (mux, g_steal_pointer (&error));
             return FALSE;
@@ -1074,6 +1087,8 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
           }
         s = stream_new (mux, h->stream_id, service_index);
         keep = gt_mux_stream_ref (s);
+        if (has_addr)
+          s->addr = g_memdup2 (&addr, sizeof addr);
         s->recv_credit -= data_len;
         if (data_len > 0)
           {

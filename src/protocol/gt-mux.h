@@ -48,6 +48,11 @@ GtMuxStream *gt_mux_open_stream_io (GtMux *mux, guint16 service_index, GIOStream
                                     const guint8 *data, gsize len, GBytes *connect_fail_response,
                                     guint64 idle_timeout_ms);
 
+/* Either fd (>= 0) or io; addr (may be NULL) is sent to the client with OPEN. */
+GtMuxStream *gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd, GIOStream *io,
+                                      const guint8 *data, gsize len, const GtOpenAddr *addr,
+                                      GBytes *connect_fail_response, guint64 idle_timeout_ms);
+
 /* Client: "stream-opened" (GtMuxStream *stream, guint service_index) is emitted for each OPEN. The
  * handler takes a ref if it needs the stream later, then attaches a socket or resets it. */
 GtMuxStream *gt_mux_stream_ref (GtMuxStream *stream);
@@ -61,6 +66,8 @@ gboolean gt_mux_stream_is_closed (GtMuxStream *stream);
 guint32 gt_mux_stream_get_id (GtMuxStream *stream);
 guint16 gt_mux_stream_get_service_index (GtMuxStream *stream);
 GtMux *gt_mux_stream_get_mux (GtMuxStream *stream);
+/* The user's addresses as the server saw them, or NULL. */
+const GtOpenAddr *gt_mux_stream_get_addr (GtMuxStream *stream);
 /* Bytes buffered for this stream in this process (pending to its socket). */
 gsize gt_mux_stream_get_buffered (GtMuxStream *stream);
 
