@@ -13,6 +13,7 @@
 #include "gt-frame.h"
 #include "gt-http.h"
 #include "gt-mux.h"
+#include "gt-proxy-protocol.h"
 #include "gt-transport.h"
 
 #define HANDSHAKE_REPLY_MAX (GT_FRAME_HEADER_SIZE + GT_FRAME_MAX_CONTROL)
@@ -123,6 +124,46 @@ dial_free (Dial *d)
   g_free (d);
 }
 
+static GInetSocketAddress *
+open_addr_to_socket_address (guint8 family, const guint8 *bytes, guint16 port)
+{
+  g_autoptr (GInetAddress) ia = g_inet_address_new_from_bytes (
+    bytes, family == 6 ? G_SOCKET_FAMILY_IPV6 : G_SOCKET_FAMILY_IPV4);
+
+  return G_INET_SOCKET_ADDRESS (g_inet_socket_address_new (ia, port));
+}
+
+/* PROXY protocol out: tells the local service who the user really is. */
+static gboolean
+send_proxy_header (Dial *d)
+{
+  const GtOpenAddr *addr = gt_mux_stream_get_addr (d->stream);
+  g_autoptr (GBytes) header = NULL;
+  g_autoptr (GInetSocketAddress) src = NULL;
+  g_autoptr (GInetSocketAddress) dst = NULL;
+  const guint8 *data;
+  gsize len;
+  gssize n;
+
+  if (addr != NULL)
+    {
+      src = open_addr_to_socket_address (addr->family, addr->src, addr->src_port);
+      dst = open_addr_to_socket_address (addr->family, addr->dst, addr->dst_port);
+    }
+  header = d->service->proxy_protocol == 2 ? gt_proxy_header_encode_v2 (src, dst)
+                                           : gt_proxy_header_encode_v1 (src, dst);
+  data = g_bytes_get_data (header, &len);
+  /* A fresh connection's send buffer always takes a header this small. */
+  n = send (d->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n != (gssize) len)
+    {
+      g_message ("stream %u: cannot send the PROXY header to %s", gt_mux_stream_get_id (d->stream),
+                 d->service->local_url);
+      return FALSE;
+    }
+  return TRUE;
+}
+
 static void
 dial_finish (Dial *d, int error_code)
 {
@@ -151,6 +192,12 @@ dial_finish (Dial *d, int error_code)
       else
         host = g_strdup_printf ("%s:%u", d->service->local_host, d->service->local_port);
       gt_mux_stream_set_rewriter (stream, gt_host_rewriter_new (host));
+    }
+  if (d->service->proxy_protocol != 0 && !send_proxy_header (d))
+    {
+      gt_mux_stream_reset (stream, GT_RESET_CODE_CONNECT_FAILED);
+      g_hash_table_remove (client->dials, d);
+      return;
     }
   {
     int fd = d->fd;
@@ -527,7 +574,13 @@ slot_connect (Slot *slot)
   g_message ("connecting to %s (tunnel %u)", remote, slot->index + 1);
   slot->handshake_timeout_id = g_timeout_add (MAX (client->config->remote_timeout_ms, 1000),
                                               slot_handshake_timeout_cb, slot);
-  gt_transport_connect_async (slot_remote (slot), slot->cancellable, slot_connected_cb, slot);
+  {
+    GtTransportSecurity security = { client->config->remote_cert,
+                                     client->config->remote_cert_insecure };
+
+    gt_transport_connect_async (slot_remote (slot), &security, slot->cancellable,
+                                slot_connected_cb, slot);
+  }
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -12,13 +12,21 @@
 #include "gt-frame.h"
 #include "gt-http.h"
 #include "gt-mux.h"
+#include "gt-certificate.h"
 #include "gt-port-pool.h"
+#include "gt-proxy-protocol.h"
 #include "gt-server.h"
+#include "gt-systemd.h"
+#include "gt-tls-sniff.h"
 #include "gt-transport.h"
+#include "gt-ws-stream.h"
 
 /* The handshake never needs more than this many bytes. */
 #define HANDSHAKE_MAX (GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE + GT_FRAME_MAX_CONTROL)
 #define SNIFF_CHUNK 4096
+/* Largest ClientHello accepted on the SNI listener. */
+#define GT_SNIFF_TLS_MAX (16 * 1024)
+#define PROXY_HEADER_MAX 536
 /* A replaced client's service set is refused for this long so two clients sharing an id with
  * different configs do not push each other out forever. */
 #define RETIRED_CONFIG_US (60 * G_USEC_PER_SEC)
@@ -55,16 +63,40 @@ struct _Client
   GArray *ports;        /* GtWelcomePort */
 };
 
+typedef enum
+{
+  LISTENER_PLAIN, /* addr: tunnels, HTTP by Host, WebSocket tunnels */
+  LISTENER_TLS,   /* tlsAddr: the same after TLS termination */
+  LISTENER_SNI,   /* sniAddr: TLS pass-through routed by SNI */
+} ListenerKind;
+
 typedef struct
 {
   GtServer *server;
+  ListenerKind kind;
   int fd;
   GSource *source;
+  char *address;
+} Listener;
+
+typedef struct
+{
+  GtServer *server;
+  ListenerKind kind;
+  int fd;            /* raw socket until TLS or WebSocket wrap it */
+  GIOStream *io;     /* TLS connection or WebSocket tunnel stream */
+  GSource *source;   /* fd watch */
+  GSource *io_source;
+  GCancellable *cancellable;
   guint timeout_id;
   guint8 *buf;
   gsize len;
   gsize cap;
-  char *peer;
+  char *peer;        /* real user address (after a PROXY header) */
+  GInetSocketAddress *peer_addr;
+  GInetSocketAddress *local_addr;
+  gboolean trusted;  /* from a trusted proxy: a PROXY header comes first */
+  gboolean ws;       /* inside a WebSocket: only a tunnel handshake may follow */
 } Pending;
 
 struct _GtServer
@@ -72,18 +104,22 @@ struct _GtServer
   GObject parent_instance;
 
   GtServerConfig *config;
-  int listen_fd;
-  GSource *listen_source;
-  char *listen_address;
+  GPtrArray *listeners;    /* Listener* */
+  char *listen_address;    /* first plain or TLS listener */
   GInetAddress *listen_inet;
+  GTlsCertificate *certificate;
+  GtCidrList *trusted_proxies;
 
   GHashTable *clients;     /* id → Client* */
   GHashTable *http_routes; /* prefix → Route* (owned by the client) */
+  GHashTable *https_routes; /* prefix → Route* of https services (SNI) */
   GHashTable *pending;     /* Pending* set */
   GHashTable *retired;     /* "id\nchecksum" → expiry (gint64*) */
   GtPortPool *global_pool;
   GHashTable *user_pools;  /* id → GtPortPool* */
   GHashTable *ephemeral;   /* id → secret */
+  guint drain_id;
+  gint64 drain_deadline;
   GBytes *bad_gateway;
   gboolean stopped;
 };
@@ -101,6 +137,7 @@ enum
 {
   SIGNAL_CLIENT_CONNECTED,
   SIGNAL_CLIENT_DISCONNECTED,
+  SIGNAL_DRAINED,
   N_SIGNALS
 };
 
@@ -133,21 +170,6 @@ http_reply (guint status, const char *reason, const char *body)
 }
 
 static void
-reply_and_close (int fd, const char *text)
-{
-  gt_socket_reply_and_close (fd, text, strlen (text));
-}
-
-static void
-send_handshake_error (int fd, GtErrorCode code, const char *message)
-{
-  g_autoptr (GByteArray) f = g_byte_array_new ();
-
-  gt_frame_append_error (f, GT_FRAME_ERROR, code, message);
-  gt_socket_reply_and_close (fd, (const char *) f->data, f->len);
-}
-
-static void
 notify_counts (GtServer *server)
 {
   g_object_notify_by_pspec (G_OBJECT (server), properties[PROP_N_CLIENTS]);
@@ -175,12 +197,15 @@ client_free (Client *c)
 {
   GtServer *server = c->server;
 
-  for (guint i = 0; i < c->prefixes->len; i++)
+  for (guint i = 0; i < c->routes->len; i++)
     {
-      Route *r = g_hash_table_lookup (server->http_routes, c->prefixes->pdata[i]);
+      Route *route = c->routes->pdata[i];
+      GHashTable *table = route->kind == GT_SERVICE_KIND_HTTPS ? server->https_routes
+                                                                : server->http_routes;
+      Route *r = g_hash_table_lookup (table, c->prefixes->pdata[i]);
 
-      if (r != NULL && r->client == c)
-        g_hash_table_remove (server->http_routes, c->prefixes->pdata[i]);
+      if (r == route)
+        g_hash_table_remove (table, c->prefixes->pdata[i]);
     }
   for (guint i = 0; i < c->tunnels->len; i++)
     g_signal_handlers_disconnect_by_func (c->tunnels->pdata[i], client_tunnel_closed_cb, c);
@@ -411,11 +436,12 @@ client_register (Client *c, const GtHello *hello, char **message)
 
       if (s->kind == GT_SERVICE_KIND_HTTP || s->kind == GT_SERVICE_KIND_HTTPS)
         {
+          GHashTable *table = s->kind == GT_SERVICE_KIND_HTTPS ? server->https_routes
+                                                                : server->http_routes;
           Route *existing;
           Route *r;
 
-          /* https (SNI) routes come with the secure listeners; keep the prefix reserved. */
-          existing = g_hash_table_lookup (server->http_routes, s->prefix);
+          existing = g_hash_table_lookup (table, s->prefix);
           if (existing != NULL && existing->client != c)
             {
               *message = g_strdup_printf ("host prefix '%s' is used by another client", s->prefix);
@@ -432,7 +458,7 @@ client_register (Client *c, const GtHello *hello, char **message)
           r->kind = s->kind;
           g_ptr_array_add (c->routes, r);
           g_ptr_array_add (c->prefixes, g_strdup (s->prefix));
-          g_hash_table_insert (server->http_routes, g_strdup (s->prefix), r);
+          g_hash_table_insert (table, g_strdup (s->prefix), r);
         }
       else
         {
@@ -559,29 +585,110 @@ server_accept_hello (GtServer *server, const GtHello *hello, GtErrorCode *code, 
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Pending connections: decide between tunnel and user traffic */
+/* Pending connections: PROXY header, TLS handshake, then tunnel or user traffic */
 
 static void
 pending_free (Pending *p)
 {
   gt_fd_source_free (p->source);
+  if (p->io_source)
+    {
+      g_source_destroy (p->io_source);
+      g_source_unref (p->io_source);
+    }
   g_clear_handle_id (&p->timeout_id, g_source_remove);
+  if (p->cancellable)
+    {
+      g_cancellable_cancel (p->cancellable);
+      g_object_unref (p->cancellable);
+    }
   if (p->fd >= 0)
     close (p->fd);
+  if (p->io)
+    {
+      g_io_stream_close_async (p->io, G_PRIORITY_DEFAULT, NULL, NULL, NULL);
+      g_object_unref (p->io);
+    }
+  g_clear_object (&p->peer_addr);
+  g_clear_object (&p->local_addr);
   g_free (p->buf);
   g_free (p->peer);
   g_free (p);
 }
 
-/* Hands the fd over and forgets the pending connection. */
-static int
-pending_steal_fd (Pending *p)
+static void
+pending_drop (Pending *p)
 {
-  int fd = p->fd;
-
-  p->fd = -1;
   g_hash_table_remove (p->server->pending, p);
-  return fd;
+}
+
+/* Sends a short reply (HTTP error page, TLS alert, gt ERROR frame) and closes. */
+static void
+pending_reply_and_close (Pending *p, const guint8 *reply, gsize len)
+{
+  if (p->fd >= 0)
+    {
+      int fd = p->fd;
+
+      p->fd = -1;
+      gt_socket_reply_and_close (fd, (const char *) reply, len);
+    }
+  else if (p->io != NULL && len > 0)
+    {
+      GOutputStream *out = g_io_stream_get_output_stream (p->io);
+
+      if (G_IS_POLLABLE_OUTPUT_STREAM (out))
+        (void) g_pollable_output_stream_write_nonblocking (G_POLLABLE_OUTPUT_STREAM (out), reply,
+                                                           len, NULL, NULL);
+    }
+  pending_drop (p);
+}
+
+static void
+pending_reply_text (Pending *p, const char *text)
+{
+  pending_reply_and_close (p, (const guint8 *) text, strlen (text));
+}
+
+static void
+send_handshake_error (Pending *p, GtErrorCode code, const char *message)
+{
+  g_autoptr (GByteArray) f = g_byte_array_new ();
+
+  gt_frame_append_error (f, GT_FRAME_ERROR, code, message);
+  pending_reply_and_close (p, f->data, f->len);
+}
+
+/* The user's addresses for OPEN (PROXY protocol out, logs). */
+static gboolean
+pending_open_addr (Pending *p, GtOpenAddr *out)
+{
+  GInetAddress *src, *dst;
+
+  if (p->peer_addr == NULL || p->local_addr == NULL)
+    return FALSE;
+  src = g_inet_socket_address_get_address (p->peer_addr);
+  dst = g_inet_socket_address_get_address (p->local_addr);
+  if (g_inet_address_get_family (src) != g_inet_address_get_family (dst))
+    return FALSE;
+  memset (out, 0, sizeof *out);
+  out->family = g_inet_address_get_family (src) == G_SOCKET_FAMILY_IPV6 ? 6 : 4;
+  memcpy (out->src, g_inet_address_to_bytes (src), g_inet_address_get_native_size (src));
+  memcpy (out->dst, g_inet_address_to_bytes (dst), g_inet_address_get_native_size (dst));
+  out->src_port = g_inet_socket_address_get_port (p->peer_addr);
+  out->dst_port = g_inet_socket_address_get_port (p->local_addr);
+  return TRUE;
+}
+
+/* Takes the connection out of the pending set: its fd or io now belongs to the caller. */
+static void
+pending_release (Pending *p, int *fd_out, GIOStream **io_out)
+{
+  *fd_out = p->fd;
+  *io_out = p->io;
+  p->fd = -1;
+  p->io = NULL;
+  pending_drop (p);
 }
 
 static void
@@ -597,9 +704,10 @@ pending_handle_tunnel (Pending *p)
   g_autoptr (GIOStream) io = NULL;
   g_autoptr (GtMux) mux = NULL;
   g_autoptr (GByteArray) welcome = NULL;
+  g_autofree guint8 *rest = NULL;
   GtErrorCode code = GT_ERROR_CODE_NONE;
   GtDecodeResult r;
-  gsize consumed;
+  gsize consumed, rest_len;
   Client *c;
   int fd;
 
@@ -609,11 +717,10 @@ pending_handle_tunnel (Pending *p)
   if (r == GT_DECODE_ERROR)
     {
       g_message ("tunnel from %s refused: %s", peer, error->message);
-      fd = pending_steal_fd (p);
-      send_handshake_error (fd, g_error_matches (error, GT_FRAME_ERROR_DOMAIN,
-                                                 GT_FRAME_ERROR_VERSION)
-                                  ? GT_ERROR_CODE_UNSUPPORTED_VERSION
-                                  : GT_ERROR_CODE_PROTOCOL,
+      send_handshake_error (p,
+                            g_error_matches (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_VERSION)
+                              ? GT_ERROR_CODE_UNSUPPORTED_VERSION
+                              : GT_ERROR_CODE_PROTOCOL,
                             error->message);
       return;
     }
@@ -629,8 +736,7 @@ pending_handle_tunnel (Pending *p)
   if (r == GT_DECODE_ERROR)
     {
       g_message ("tunnel from %s refused: %s", peer, error->message);
-      fd = pending_steal_fd (p);
-      send_handshake_error (fd, GT_ERROR_CODE_PROTOCOL, error->message);
+      send_handshake_error (p, GT_ERROR_CODE_PROTOCOL, error->message);
       return;
     }
   consumed = GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE + h.length;
@@ -641,8 +747,7 @@ pending_handle_tunnel (Pending *p)
   if (hello == NULL)
     {
       g_message ("tunnel from %s refused: bad HELLO: %s", peer, error->message);
-      fd = pending_steal_fd (p);
-      send_handshake_error (fd, GT_ERROR_CODE_PROTOCOL, error->message);
+      send_handshake_error (p, GT_ERROR_CODE_PROTOCOL, error->message);
       return;
     }
 
@@ -652,27 +757,26 @@ pending_handle_tunnel (Pending *p)
       const char *text = message ? message : gt_error_code_to_string (code);
 
       g_message ("tunnel from %s refused: client=%s: %s", peer, hello->id, text);
-      fd = pending_steal_fd (p);
-      send_handshake_error (fd, code, text);
+      send_handshake_error (p, code, text);
       return;
     }
 
-  /* Keep bytes that followed the HELLO, then hand the socket to a mux. */
-  {
-    g_autofree guint8 *rest = g_memdup2 (p->buf + consumed, p->len - consumed);
-    gsize rest_len = p->len - consumed;
-
-    fd = pending_steal_fd (p);
-    io = gt_transport_wrap_fd (fd, &error);
-    if (io == NULL)
-      {
-        g_warning ("cannot wrap tunnel socket: %s", error->message);
-        if (c->tunnels->len == 0)
-          server_remove_client (server, c);
-        return;
-      }
-    mux = gt_mux_new (io, TRUE, rest, rest_len);
-  }
+  /* Keep bytes that followed the HELLO, then hand the connection to a mux. */
+  rest = g_memdup2 (p->buf + consumed, p->len - consumed);
+  rest_len = p->len - consumed;
+  pending_release (p, &fd, &io);
+  if (io == NULL)
+    {
+      io = gt_transport_wrap_fd (fd, &error);
+      if (io == NULL)
+        {
+          g_warning ("cannot wrap tunnel socket: %s", error->message);
+          if (c->tunnels->len == 0)
+            server_remove_client (server, c);
+          return;
+        }
+    }
+  mux = gt_mux_new (io, TRUE, rest, rest_len);
   gt_mux_set_peer (mux, peer);
   gt_mux_set_keepalive (mux, server->config->timeout_ms, 0);
   g_ptr_array_add (c->tunnels, g_object_ref (mux));
@@ -686,6 +790,50 @@ pending_handle_tunnel (Pending *p)
   gt_mux_start (mux);
 }
 
+static void pending_watch (Pending *p);
+
+/* A WebSocket upgrade on the tunnel path: answer it and read the tunnel handshake inside. */
+static void
+pending_handle_websocket (Pending *p)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) base = NULL;
+  GIOStream *ws;
+
+  if (p->io != NULL)
+    base = g_object_ref (p->io);
+  else
+    {
+      base = gt_transport_wrap_fd (p->fd, &error);
+      p->fd = -1;
+      if (base == NULL)
+        {
+          pending_drop (p);
+          return;
+        }
+    }
+  gt_fd_source_free (p->source);
+  p->source = NULL;
+  if (p->io_source)
+    {
+      g_source_destroy (p->io_source);
+      g_clear_pointer (&p->io_source, g_source_unref);
+    }
+  ws = gt_ws_server_accept (base, p->buf, p->len, &error);
+  if (ws == NULL)
+    {
+      g_message ("websocket upgrade from %s refused: %s", p->peer, error->message);
+      g_clear_object (&p->io);
+      pending_drop (p);
+      return;
+    }
+  g_clear_object (&p->io);
+  p->io = ws;
+  p->ws = TRUE;
+  p->len = 0;
+  pending_watch (p);
+}
+
 static void
 pending_handle_http (Pending *p)
 {
@@ -693,9 +841,14 @@ pending_handle_http (Pending *p)
   g_autofree char *host = NULL;
   g_autofree char *prefix = NULL;
   g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) io = NULL;
+  g_autofree guint8 *data = NULL;
+  GtOpenAddr addr;
+  gboolean has_addr;
   GtDecodeResult r;
   Route *route;
   GtMux *mux;
+  gsize len;
   int fd;
 
   r = gt_http_sniff_host (p->buf, p->len, GT_HTTP_MAX_HEAD, &host, &error);
@@ -707,15 +860,19 @@ pending_handle_http (Pending *p)
       g_autofree char *reply = http_reply (400, "Bad Request", body);
 
       g_message ("bad request from %s: %s", p->peer, error->message);
-      fd = pending_steal_fd (p);
-      reply_and_close (fd, reply);
+      pending_reply_text (p, reply);
+      return;
+    }
+
+  if (server->config->ws_path != NULL
+      && gt_ws_is_upgrade_request (p->buf, p->len, server->config->ws_path))
+    {
+      pending_handle_websocket (p);
       return;
     }
 
   prefix = gt_http_host_prefix (host);
   route = prefix ? g_hash_table_lookup (server->http_routes, prefix) : NULL;
-  if (route != NULL && route->kind != GT_SERVICE_KIND_HTTP)
-    route = NULL;
   mux = route ? client_pick_tunnel (route->client) : NULL;
   if (mux == NULL)
     {
@@ -723,61 +880,280 @@ pending_handle_http (Pending *p)
       g_autofree char *reply = http_reply (404, "Not Found", body);
 
       g_debug ("no route for host %s from %s", host, p->peer);
-      fd = pending_steal_fd (p);
-      reply_and_close (fd, reply);
+      pending_reply_text (p, reply);
       return;
     }
 
-  {
-    g_autofree guint8 *data = p->buf;
-    gsize len = p->len;
-
-    p->buf = NULL;
-    fd = pending_steal_fd (p);
-    gt_mux_open_stream (mux, route->service_index, fd, data, len, server->bad_gateway,
-                        server->config->timeout_ms);
-  }
+  has_addr = pending_open_addr (p, &addr);
+  data = g_steal_pointer (&p->buf);
+  len = p->len;
+  pending_release (p, &fd, &io);
+  gt_mux_open_stream_full (mux, route->service_index, fd, io, data, len, has_addr ? &addr : NULL,
+                           server->bad_gateway, server->config->timeout_ms);
 }
 
 static void
-pending_fd_cb (int fd, GIOCondition revents, gpointer user_data)
+pending_handle_sni (Pending *p)
 {
-  Pending *p = user_data;
-  gboolean tunnel;
-  gsize limit;
-  ssize_t n;
+  GtServer *server = p->server;
+  g_autofree char *sni = NULL;
+  g_autofree char *prefix = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) io = NULL;
+  g_autofree guint8 *data = NULL;
+  guint8 alert[GT_TLS_ALERT_SIZE];
+  GtOpenAddr addr;
+  gboolean has_addr;
+  GtDecodeResult r;
+  Route *route;
+  GtMux *mux;
+  gsize len;
+  int fd;
 
-  tunnel = p->len > 0 && p->buf[0] == GT_PROTOCOL_MAGIC0;
-  limit = tunnel ? HANDSHAKE_MAX : GT_HTTP_MAX_HEAD + 1;
+  r = gt_tls_sniff_sni (p->buf, p->len, GT_SNIFF_TLS_MAX, &sni, &error);
+  if (r == GT_DECODE_NEED_MORE)
+    return;
+  if (r == GT_DECODE_ERROR)
+    {
+      g_message ("bad TLS ClientHello from %s: %s", p->peer, error->message);
+      pending_reply_and_close (p, alert, gt_tls_alert (alert, GT_TLS_ALERT_DECODE_ERROR));
+      return;
+    }
+  prefix = sni ? gt_http_host_prefix (sni) : NULL;
+  route = prefix ? g_hash_table_lookup (server->https_routes, prefix) : NULL;
+  mux = route ? client_pick_tunnel (route->client) : NULL;
+  if (mux == NULL)
+    {
+      g_message ("no https service for server name \"%s\" from %s", sni ? sni : "(none)",
+                 p->peer);
+      pending_reply_and_close (p, alert, gt_tls_alert (alert, GT_TLS_ALERT_UNRECOGNIZED_NAME));
+      return;
+    }
+  has_addr = pending_open_addr (p, &addr);
+  data = g_steal_pointer (&p->buf);
+  len = p->len;
+  pending_release (p, &fd, &io);
+  gt_mux_open_stream_full (mux, route->service_index, fd, io, data, len, has_addr ? &addr : NULL,
+                           NULL, server->config->timeout_ms);
+}
+
+static gboolean
+looks_like_proxy_header (const guint8 *buf, gsize len)
+{
+  static const guint8 v2[12] = { 0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A };
+
+  return (len >= 6 && memcmp (buf, "PROXY ", 6) == 0) || (len >= 12 && memcmp (buf, v2, 12) == 0);
+}
+
+/* Looks at what arrived so far and moves the connection on when it can. */
+static void
+pending_dispatch (Pending *p)
+{
+  GtServer *server = p->server;
+
+  if (server->config->proxy_protocol && !p->trusted && !p->ws
+      && looks_like_proxy_header (p->buf, p->len))
+    {
+      g_message ("PROXY header from untrusted address %s refused", p->peer);
+      pending_drop (p);
+      return;
+    }
+  if (p->kind == LISTENER_SNI)
+    pending_handle_sni (p);
+  else if (p->buf[0] == GT_PROTOCOL_MAGIC0)
+    pending_handle_tunnel (p);
+  else if (p->ws)
+    {
+      g_message ("websocket tunnel from %s does not start with the gt preface", p->peer);
+      pending_drop (p);
+    }
+  else
+    pending_handle_http (p);
+}
+
+static gsize
+pending_limit (Pending *p)
+{
+  if (p->len > 0 && p->buf[0] == GT_PROTOCOL_MAGIC0)
+    return HANDSHAKE_MAX;
+  if (p->kind == LISTENER_SNI)
+    return GT_SNIFF_TLS_MAX + 1;
+  return GT_HTTP_MAX_HEAD + 1;
+}
+
+static void
+pending_read (Pending *p)
+{
+  gsize limit = pending_limit (p);
+  gssize n;
+
   if (p->cap - p->len < SNIFF_CHUNK && p->cap < limit)
     {
       p->cap = MIN (MAX (p->cap * 2, (gsize) SNIFF_CHUNK), limit);
       p->buf = g_realloc (p->buf, p->cap);
     }
-  n = recv (fd, p->buf + p->len, p->cap - p->len, MSG_DONTWAIT);
-  if (n < 0)
+  if (p->len >= p->cap)
     {
-      if (errno == EAGAIN || errno == EINTR)
-        return;
-      g_hash_table_remove (p->server->pending, p);
+      pending_dispatch (p); /* at the limit: the parsers report it */
       return;
     }
-  if (n == 0)
+  if (p->fd >= 0)
     {
-      g_debug ("%s closed before sending a request", p->peer);
-      g_hash_table_remove (p->server->pending, p);
+      n = recv (p->fd, p->buf + p->len, p->cap - p->len, MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    }
+  else
+    {
+      g_autoptr (GError) error = NULL;
+
+      n = g_pollable_input_stream_read_nonblocking (
+        G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (p->io)), p->buf + p->len,
+        p->cap - p->len, NULL, &error);
+      if (n < 0 && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        return;
+      if (n < 0)
+        g_debug ("%s: %s", p->peer, error->message);
+    }
+  if (n <= 0)
+    {
+      g_debug ("%s closed before sending a complete request", p->peer);
+      pending_drop (p);
       return;
     }
   p->len += n;
-  tunnel = p->buf[0] == GT_PROTOCOL_MAGIC0;
-  if (tunnel)
-    {
-      if (p->len > HANDSHAKE_MAX)
-        p->len = HANDSHAKE_MAX;
-      pending_handle_tunnel (p);
-    }
+  pending_dispatch (p);
+}
+
+static void
+pending_fd_cb (int fd, GIOCondition revents, gpointer user_data)
+{
+  pending_read (user_data);
+}
+
+static gboolean
+pending_io_cb (GObject *stream, gpointer user_data)
+{
+  pending_read (user_data);
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+pending_watch (Pending *p)
+{
+  if (p->fd >= 0)
+    p->source = gt_fd_source_new (p->fd, G_IO_IN, pending_fd_cb, p);
   else
-    pending_handle_http (p);
+    {
+      p->io_source = g_pollable_input_stream_create_source (
+        G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (p->io)), NULL);
+      g_source_set_callback (p->io_source, (GSourceFunc) (void (*) (void)) pending_io_cb, p, NULL);
+      g_source_attach (p->io_source, g_main_context_get_thread_default ());
+    }
+}
+
+static void
+pending_tls_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Pending *p = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!g_tls_connection_handshake_finish (G_TLS_CONNECTION (source), result, &error))
+    {
+      if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+        {
+          g_message ("TLS handshake with %s failed: %s", p->peer, error->message);
+          pending_drop (p);
+        }
+      return;
+    }
+  g_clear_object (&p->cancellable);
+  pending_watch (p);
+}
+
+static void
+pending_start_tls (Pending *p)
+{
+  GtServer *server = p->server;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) base = gt_transport_wrap_fd (p->fd, &error);
+  GIOStream *tls;
+
+  p->fd = -1;
+  if (base == NULL)
+    {
+      pending_drop (p);
+      return;
+    }
+  tls = g_tls_server_connection_new (base, server->certificate, &error);
+  if (tls == NULL)
+    {
+      g_warning ("cannot start TLS for %s: %s", p->peer, error->message);
+      pending_drop (p);
+      return;
+    }
+  g_tls_connection_set_require_close_notify (G_TLS_CONNECTION (tls), FALSE);
+  p->io = tls;
+  p->cancellable = g_cancellable_new ();
+  g_tls_connection_handshake_async (G_TLS_CONNECTION (tls), G_PRIORITY_DEFAULT, p->cancellable,
+                                    pending_tls_done_cb, p);
+}
+
+/* PROXY protocol from a trusted load balancer: read exactly the header, then carry on. */
+static void
+pending_proxy_cb (int fd, GIOCondition revents, gpointer user_data)
+{
+  Pending *p = user_data;
+  guint8 buf[PROXY_HEADER_MAX];
+  g_auto (GtProxyHeader) header = { 0 };
+  g_autoptr (GError) error = NULL;
+  gsize consumed = 0;
+  gssize n = recv (fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+  GtDecodeResult r;
+
+  if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    return;
+  if (n <= 0)
+    {
+      pending_drop (p);
+      return;
+    }
+  r = gt_proxy_header_parse (buf, n, &header, &consumed, &error);
+  if (r == GT_DECODE_NEED_MORE && (gsize) n < sizeof buf)
+    return;
+  if (r != GT_DECODE_OK)
+    {
+      g_message ("bad PROXY header from %s: %s", p->peer,
+                 error ? error->message : "header too long");
+      pending_drop (p);
+      return;
+    }
+  (void) recv (fd, buf, consumed, MSG_DONTWAIT); /* consume exactly the header */
+  if (!header.local && header.src_addr != NULL)
+    {
+      g_autoptr (GInetAddress) src = g_inet_address_new_from_string (header.src_addr);
+      g_autoptr (GInetAddress) dst = g_inet_address_new_from_string (header.dst_addr);
+
+      if (src != NULL && dst != NULL)
+        {
+          g_autofree char *via = g_steal_pointer (&p->peer);
+
+          g_clear_object (&p->peer_addr);
+          g_clear_object (&p->local_addr);
+          p->peer_addr = G_INET_SOCKET_ADDRESS (g_inet_socket_address_new (src, header.src_port));
+          p->local_addr = G_INET_SOCKET_ADDRESS (g_inet_socket_address_new (dst, header.dst_port));
+          p->peer = g_inet_address_get_family (src) == G_SOCKET_FAMILY_IPV6
+                      ? g_strdup_printf ("[%s]:%u", header.src_addr, header.src_port)
+                      : g_strdup_printf ("%s:%u", header.src_addr, header.src_port);
+          g_debug ("connection from %s via %s (PROXY protocol)", p->peer, via);
+        }
+    }
+  g_clear_pointer (&p->source, gt_fd_source_free);
+  if (p->kind == LISTENER_TLS)
+    pending_start_tls (p);
+  else
+    pending_watch (p);
 }
 
 static gboolean
@@ -787,14 +1163,31 @@ pending_timeout_cb (gpointer user_data)
 
   p->timeout_id = 0;
   g_message ("%s sent no complete request within the timeout; closing", p->peer);
-  g_hash_table_remove (p->server->pending, p);
+  pending_drop (p);
   return G_SOURCE_REMOVE;
 }
 
-static void
-listen_accept_cb (int fd, GIOCondition revents, gpointer user_data)
+static GInetSocketAddress *
+fd_address (int fd, gboolean peer)
 {
-  GtServer *server = user_data;
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  GSocketAddress *sa;
+
+  if ((peer ? getpeername (fd, (struct sockaddr *) &ss, &len)
+            : getsockname (fd, (struct sockaddr *) &ss, &len)) < 0)
+    return NULL;
+  sa = g_socket_address_new_from_native (&ss, len);
+  if (sa != NULL && !G_IS_INET_SOCKET_ADDRESS (sa))
+    g_clear_object (&sa);
+  return (GInetSocketAddress *) sa;
+}
+
+static void
+listener_accept_cb (int fd, GIOCondition revents, gpointer user_data)
+{
+  Listener *l = user_data;
+  GtServer *server = l->server;
 
   for (int k = 0; k < 64; k++)
     {
@@ -804,52 +1197,200 @@ listen_accept_cb (int fd, GIOCondition revents, gpointer user_data)
       if (cfd < 0)
         {
           if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-            g_warning ("accept: %s", g_strerror (errno));
+            g_warning ("accept on %s: %s", l->address, g_strerror (errno));
           return;
         }
       gt_socket_set_nodelay (cfd);
       p = g_new0 (Pending, 1);
       p->server = server;
+      p->kind = l->kind;
       p->fd = cfd;
       p->peer = gt_fd_describe_peer (cfd);
-      p->source = gt_fd_source_new (cfd, G_IO_IN, pending_fd_cb, p);
+      p->peer_addr = fd_address (cfd, TRUE);
+      p->local_addr = fd_address (cfd, FALSE);
       p->timeout_id = g_timeout_add (MAX (server->config->timeout_ms, 1), pending_timeout_cb, p);
       g_hash_table_add (server->pending, p);
+      if (server->trusted_proxies != NULL && p->peer_addr != NULL
+          && gt_cidr_list_contains (server->trusted_proxies,
+                                    g_inet_socket_address_get_address (p->peer_addr)))
+        {
+          p->trusted = TRUE;
+          p->source = gt_fd_source_new (cfd, G_IO_IN, pending_proxy_cb, p);
+        }
+      else if (l->kind == LISTENER_TLS)
+        pending_start_tls (p);
+      else
+        pending_watch (p);
     }
+}
+
+static void
+listener_free (Listener *l)
+{
+  gt_fd_source_free (l->source);
+  if (l->fd >= 0)
+    close (l->fd);
+  g_free (l->address);
+  g_free (l);
+}
+
+/* Opens (or takes over from systemd / the manager) the listener for one config key. */
+static gboolean
+server_add_listener (GtServer *server, const char *key, const char *addr, ListenerKind kind,
+                     GError **error)
+{
+  int fd = gt_listen_fds_take (key);
+  Listener *l;
+
+  if (fd < 0)
+    {
+      g_autoptr (GSocketConnectable) na = g_network_address_parse (addr, 0, error);
+      g_autoptr (GSocketAddress) sa = NULL;
+
+      if (na == NULL)
+        return FALSE;
+      sa = gt_resolve_address (g_network_address_get_hostname (G_NETWORK_ADDRESS (na)),
+                               g_network_address_get_port (G_NETWORK_ADDRESS (na)), error);
+      if (sa == NULL)
+        return FALSE;
+      fd = gt_tcp_listen_on (g_inet_socket_address_get_address (G_INET_SOCKET_ADDRESS (sa)),
+                             g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (sa)), error);
+      if (fd < 0)
+        return FALSE;
+    }
+  else
+    gt_socket_set_nonblocking (fd);
+
+  l = g_new0 (Listener, 1);
+  l->server = server;
+  l->kind = kind;
+  l->fd = fd;
+  l->address = gt_fd_describe_local (fd);
+  l->source = gt_fd_source_new (fd, G_IO_IN, listener_accept_cb, l);
+  g_ptr_array_add (server->listeners, l);
+  if (server->listen_address == NULL && kind != LISTENER_SNI)
+    {
+      g_autoptr (GInetSocketAddress) local = fd_address (fd, FALSE);
+
+      server->listen_address = g_strdup (l->address);
+      if (local != NULL)
+        server->listen_inet = g_object_ref (g_inet_socket_address_get_address (local));
+    }
+  g_message ("listening on %s%s", l->address,
+             kind == LISTENER_TLS ? " (TLS)" : kind == LISTENER_SNI ? " (TLS pass-through by SNI)"
+                                                                    : "");
+  return TRUE;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Public API */
 
+/* GIO has no per-connection minimum TLS version: GnuTLS's priority string does it, process-wide,
+ * before the TLS backend is first used. */
+static void
+set_tls_priority (const char *version)
+{
+  const char *priority = NULL;
+
+  if (g_getenv ("G_TLS_GNUTLS_PRIORITY") != NULL)
+    return;
+  if (g_strcmp0 (version, "tls1.3") == 0)
+    priority = "NORMAL:-VERS-ALL:+VERS-TLS1.3";
+  else if (g_strcmp0 (version, "tls1.1") == 0)
+    priority = "NORMAL:+VERS-TLS1.1";
+  else
+    priority = "NORMAL:-VERS-TLS1.1:-VERS-TLS1.0";
+  g_setenv ("G_TLS_GNUTLS_PRIORITY", priority, FALSE);
+}
+
+static gboolean
+server_load_certificate (GtServer *server, GError **error)
+{
+  GtServerConfig *config = server->config;
+  g_autofree char *cert_path = NULL;
+  g_autofree char *key_path = NULL;
+  g_autofree char *fingerprint = NULL;
+
+  if (!gt_tls_backend_check (error))
+    return FALSE;
+  if (config->cert_file != NULL && config->key_file != NULL)
+    {
+      cert_path = g_strdup (config->cert_file);
+      key_path = g_strdup (config->key_file);
+    }
+  else
+    {
+      /* Quick start without a CA: a self-signed certificate made once, kept next to the config. */
+      g_autofree char *dir = config->config_path ? g_path_get_dirname (config->config_path)
+                                                 : g_get_current_dir ();
+
+      cert_path = g_build_filename (dir, "gt-server-cert.pem", NULL);
+      key_path = g_build_filename (dir, "gt-server-key.pem", NULL);
+      if (!g_file_test (cert_path, G_FILE_TEST_EXISTS) || !g_file_test (key_path, G_FILE_TEST_EXISTS))
+        {
+          const char *names[] = { "localhost", "127.0.0.1", "::1", g_get_host_name (), NULL };
+
+          if (!gt_certificate_generate (cert_path, key_path, names, error))
+            return FALSE;
+          g_message ("generated a self-signed certificate: %s", cert_path);
+        }
+    }
+  server->certificate = g_tls_certificate_new_from_files (cert_path, key_path, error);
+  if (server->certificate == NULL)
+    return FALSE;
+  fingerprint = gt_certificate_fingerprint (server->certificate);
+  g_message ("TLS certificate %s, fingerprint %s (clients may pin it with remoteCert: %s)",
+             cert_path, fingerprint, fingerprint);
+  return TRUE;
+}
+
 gboolean
 gt_server_start (GtServer *server, GError **error)
 {
-  g_autoptr (GSocketConnectable) na = NULL;
-  g_autoptr (GSocketAddress) sa = NULL;
+  GtServerConfig *config;
 
   g_return_val_if_fail (GT_IS_SERVER (server), FALSE);
+  config = server->config;
 
-  na = g_network_address_parse (server->config->addr, 0, error);
-  if (na == NULL)
+  if (config->proxy_protocol && config->proxy_protocol_trusted_cidrs != NULL)
+    {
+      server->trusted_proxies
+        = gt_cidr_list_new ((const char *const *) config->proxy_protocol_trusted_cidrs, error);
+      if (server->trusted_proxies == NULL)
+        return FALSE;
+    }
+  if (config->tls_addr != NULL)
+    {
+      set_tls_priority (config->tls_version);
+      if (!server_load_certificate (server, error))
+        return FALSE;
+    }
+  if (config->addr != NULL && !server_add_listener (server, "addr", config->addr, LISTENER_PLAIN,
+                                                    error))
     return FALSE;
-  sa = gt_resolve_address (g_network_address_get_hostname (G_NETWORK_ADDRESS (na)),
-                           g_network_address_get_port (G_NETWORK_ADDRESS (na)), error);
-  if (sa == NULL)
+  if (config->tls_addr != NULL
+      && !server_add_listener (server, "tlsAddr", config->tls_addr, LISTENER_TLS, error))
     return FALSE;
-  server->listen_inet = g_object_ref (g_inet_socket_address_get_address (G_INET_SOCKET_ADDRESS (sa)));
-  server->listen_fd = gt_tcp_listen_on (server->listen_inet,
-                                        g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (sa)),
-                                        error);
-  if (server->listen_fd < 0)
+  if (config->sni_addr != NULL
+      && !server_add_listener (server, "sniAddr", config->sni_addr, LISTENER_SNI, error))
     return FALSE;
-  server->listen_address = gt_fd_describe_local (server->listen_fd);
-  server->listen_source = gt_fd_source_new (server->listen_fd, G_IO_IN, listen_accept_cb, server);
+  if (server->listen_inet == NULL)
+    {
+      /* Only an SNI listener: tcp services bind on its address. */
+      Listener *l = server->listeners->pdata[0];
+      g_autoptr (GInetSocketAddress) local = fd_address (l->fd, FALSE);
+
+      if (local != NULL)
+        server->listen_inet = g_object_ref (g_inet_socket_address_get_address (local));
+    }
   g_object_notify_by_pspec (G_OBJECT (server), properties[PROP_LISTEN_ADDRESS]);
-  g_message ("listening on %s", server->listen_address);
-  if (server->config->users->len == 0)
-    g_warning ("no users configured: any client id is accepted (the first secret used for an id "
-               "holds while that client is connected)");
   return TRUE;
+}
+
+static void
+server_close_listeners (GtServer *server)
+{
+  g_ptr_array_set_size (server->listeners, 0);
 }
 
 void
@@ -857,38 +1398,21 @@ gt_server_stop (GtServer *server)
 {
   GHashTableIter iter;
   gpointer value;
-  g_autoptr (GPtrArray) clients = g_ptr_array_new ();
 
   g_return_if_fail (GT_IS_SERVER (server));
   if (server->stopped)
     return;
   server->stopped = TRUE;
-  g_clear_pointer (&server->listen_source, gt_fd_source_free);
-  if (server->listen_fd >= 0)
-    {
-      close (server->listen_fd);
-      server->listen_fd = -1;
-    }
+  g_clear_handle_id (&server->drain_id, g_source_remove);
+  server_close_listeners (server);
   g_hash_table_remove_all (server->pending);
-  g_hash_table_iter_init (&iter, server->clients);
-  while (g_hash_table_iter_next (&iter, NULL, &value))
-    g_ptr_array_add (clients, value);
-  for (guint i = 0; i < clients->len; i++)
-    {
-      Client *c = clients->pdata[i];
-
-      for (guint j = 0; j < c->tunnels->len; j++)
-        gt_mux_goaway (c->tunnels->pdata[j], GT_ERROR_CODE_SHUTTING_DOWN,
-                       "server is shutting down");
-    }
   while (g_hash_table_size (server->clients) > 0)
     {
+      g_autofree char *id = NULL;
       Client *c;
 
       g_hash_table_iter_init (&iter, server->clients);
       g_hash_table_iter_next (&iter, NULL, &value);
-      g_autofree char *id = NULL;
-
       c = value;
       id = g_strdup (c->id);
       /* Closing the last tunnel may free c: look it up again by a copy of its id. */
@@ -897,6 +1421,74 @@ gt_server_stop (GtServer *server)
       if (c != NULL)
         server_remove_client (server, c);
     }
+}
+
+static guint
+server_count_streams (GtServer *server)
+{
+  GHashTableIter iter;
+  gpointer value;
+  guint n = 0;
+
+  g_hash_table_iter_init (&iter, server->clients);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      Client *c = value;
+
+      for (guint i = 0; i < c->tunnels->len; i++)
+        n += gt_mux_get_n_streams (c->tunnels->pdata[i]);
+    }
+  return n;
+}
+
+static gboolean
+drain_check_cb (gpointer user_data)
+{
+  GtServer *server = user_data;
+  guint n = server_count_streams (server);
+
+  if (n > 0 && g_get_monotonic_time () < server->drain_deadline)
+    return G_SOURCE_CONTINUE;
+  if (n > 0)
+    g_message ("drain time is over; closing %u streams", n);
+  else
+    g_message ("all streams finished");
+  server->drain_id = 0;
+  gt_server_stop (server);
+  g_signal_emit (server, signals[SIGNAL_DRAINED], 0);
+  return G_SOURCE_REMOVE;
+}
+
+void
+gt_server_drain (GtServer *server)
+{
+  GHashTableIter iter;
+  gpointer value;
+
+  g_return_if_fail (GT_IS_SERVER (server));
+  if (server->stopped || server->drain_id != 0)
+    return;
+  g_message ("draining: no new connections; clients are asked to move (up to %" G_GUINT64_FORMAT
+             " ms for streams to finish)",
+             server->config->drain_timeout_ms);
+  server_close_listeners (server);
+  g_hash_table_iter_init (&iter, server->clients);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      Client *c = value;
+
+      for (guint i = 0; i < c->tunnels->len; i++)
+        gt_mux_goaway (c->tunnels->pdata[i], GT_ERROR_CODE_SHUTTING_DOWN,
+                       "server is shutting down");
+      for (guint i = 0; i < c->listeners->len; i++)
+        {
+          TcpListener *l = c->listeners->pdata[i];
+
+          g_clear_pointer (&l->source, gt_fd_source_free);
+        }
+    }
+  server->drain_deadline = g_get_monotonic_time () + (gint64) server->config->drain_timeout_ms * 1000;
+  server->drain_id = g_timeout_add (100, drain_check_cb, server);
 }
 
 void
@@ -980,6 +1572,10 @@ gt_server_finalize (GObject *object)
 
   g_hash_table_unref (server->clients);
   g_hash_table_unref (server->http_routes);
+  g_hash_table_unref (server->https_routes);
+  g_ptr_array_unref (server->listeners);
+  g_clear_object (&server->certificate);
+  g_clear_pointer (&server->trusted_proxies, gt_cidr_list_free);
   g_hash_table_unref (server->pending);
   g_hash_table_unref (server->retired);
   g_hash_table_unref (server->user_pools);
@@ -1039,15 +1635,20 @@ gt_server_class_init (GtServerClass *klass)
   signals[SIGNAL_CLIENT_DISCONNECTED] =
     g_signal_new ("client-disconnected", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL,
                   NULL, NULL, G_TYPE_NONE, 1, G_TYPE_STRING);
+  /* gt_server_drain finished: every stream ended or the drain time ran out. */
+  signals[SIGNAL_DRAINED] =
+    g_signal_new ("drained", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,
+                  G_TYPE_NONE, 0);
 }
 
 static void
 gt_server_init (GtServer *server)
 {
-  server->listen_fd = -1;
+  server->listeners = g_ptr_array_new_with_free_func ((GDestroyNotify) listener_free);
   server->clients = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
                                            (GDestroyNotify) client_free);
   server->http_routes = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  server->https_routes = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   server->pending = g_hash_table_new_full (NULL, NULL, (GDestroyNotify) pending_free, NULL);
   server->retired = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   server->user_pools = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,

@@ -12,8 +12,11 @@ G_DECLARE_FINAL_TYPE (GtServer, gt_server, GT, SERVER, GObject)
 /* Takes ownership of config (validated). */
 GtServer *gt_server_new (GtServerConfig *config);
 gboolean gt_server_start (GtServer *server, GError **error);
-/* Stops accepting, sends GOAWAY on every tunnel, closes everything. */
+/* Closes everything now. */
 void gt_server_stop (GtServer *server);
+/* Graceful stop: closes the listeners, sends GOAWAY on every tunnel, lets streams finish for up
+ * to options.drainTimeout, then stops and emits "drained". */
+void gt_server_drain (GtServer *server);
 /* "127.0.0.1:8080" as bound (real port when 0 was asked). */
 const char *gt_server_get_listen_address (GtServer *server);
 guint gt_server_get_n_clients (GtServer *server);

@@ -9,46 +9,228 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gt-certificate.h"
 #include "gt-fd-source.h"
+#include "gt-http-proxy.h"
 #include "gt-transport.h"
+#include "gt-ws-stream.h"
+
+typedef struct
+{
+  char *host;
+  guint16 port;
+  char *remote_cert;
+  gboolean insecure;
+  gboolean tls;
+} ConnectData;
+
+static void
+connect_data_free (ConnectData *d)
+{
+  g_free (d->host);
+  g_free (d->remote_cert);
+  g_free (d);
+}
+
+static gboolean
+is_pin (const char *remote_cert)
+{
+  return remote_cert != NULL && g_str_has_prefix (remote_cert, "sha256:");
+}
+
+static gboolean
+accept_certificate_cb (GTlsConnection *conn, GTlsCertificate *peer, GTlsCertificateFlags errors,
+                       gpointer user_data)
+{
+  ConnectData *d = user_data;
+
+  if (d->insecure)
+    return TRUE;
+  if (is_pin (d->remote_cert))
+    return gt_certificate_pin_matches (peer, d->remote_cert);
+  return FALSE;
+}
+
+static void
+tls_handshake_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  GError *error = NULL;
+
+  ConnectData *d = g_task_get_task_data (task);
+
+  g_signal_handlers_disconnect_by_data (source, d);
+  if (!g_tls_connection_handshake_finish (G_TLS_CONNECTION (source), result, &error))
+    {
+      g_prefix_error (&error, "TLS with %s: %s", d->host,
+                      is_pin (d->remote_cert) ? "certificate does not match the pinned fingerprint; "
+                                              : "");
+      g_task_return_error (task, error);
+      return;
+    }
+  g_task_return_pointer (task, g_object_ref (source), g_object_unref);
+}
+
+/* Wraps a connected stream in TLS (tls://) or hands it back (tcp://). */
+static void
+connected (GTask *task, GIOStream *io)
+{
+  ConnectData *d = g_task_get_task_data (task);
+  g_autoptr (GSocketConnectable) identity = NULL;
+  GError *error = NULL;
+  GIOStream *tls;
+
+  if (!d->tls)
+    {
+      g_task_return_pointer (task, g_object_ref (io), g_object_unref);
+      g_object_unref (task);
+      return;
+    }
+  identity = g_network_address_new (d->host, d->port);
+  tls = g_tls_client_connection_new (io, identity, &error);
+  if (tls == NULL)
+    {
+      g_task_return_error (task, error);
+      g_object_unref (task);
+      return;
+    }
+  g_tls_connection_set_require_close_notify (G_TLS_CONNECTION (tls), FALSE);
+  if (d->remote_cert != NULL && !is_pin (d->remote_cert))
+    {
+      g_autoptr (GTlsDatabase) db = g_tls_file_database_new (d->remote_cert, &error);
+
+      if (db == NULL)
+        {
+          g_object_unref (tls);
+          g_task_return_error (task, error);
+          g_object_unref (task);
+          return;
+        }
+      g_tls_connection_set_database (G_TLS_CONNECTION (tls), db);
+    }
+  g_signal_connect (tls, "accept-certificate", G_CALLBACK (accept_certificate_cb), d);
+  g_tls_connection_handshake_async (G_TLS_CONNECTION (tls), G_PRIORITY_DEFAULT,
+                                    g_task_get_cancellable (task), tls_handshake_done_cb, task);
+  g_object_unref (tls); /* the handshake keeps it alive; the task returns a new ref */
+}
 
 static void
 connect_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  g_autoptr (GTask) task = user_data;
+  GTask *task = user_data;
   GError *error = NULL;
-  GSocketConnection *conn;
+  g_autoptr (GSocketConnection) conn = NULL;
 
   conn = g_socket_client_connect_to_host_finish (G_SOCKET_CLIENT (source), result, &error);
   if (conn == NULL)
     {
       g_task_return_error (task, error);
+      g_object_unref (task);
       return;
     }
   gt_socket_set_nodelay (g_socket_get_fd (g_socket_connection_get_socket (conn)));
-  g_task_return_pointer (task, conn, g_object_unref);
+  connected (task, G_IO_STREAM (conn));
+}
+
+static void
+proxy_connect_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  GTask *task = user_data;
+  GError *error = NULL;
+  g_autoptr (GIOStream) io = gt_http_connect_finish (result, &error);
+
+  if (io == NULL)
+    {
+      g_prefix_error (&error, "through the HTTP proxy: ");
+      g_task_return_error (task, error);
+      g_object_unref (task);
+      return;
+    }
+  connected (task, io);
+}
+
+static void
+ws_connect_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  GError *error = NULL;
+  GIOStream *io = gt_ws_connect_finish (result, &error);
+
+  if (io == NULL)
+    g_task_return_error (task, error);
+  else
+    g_task_return_pointer (task, io, g_object_unref);
 }
 
 void
-gt_transport_connect_async (const GtRemote *remote, GCancellable *cancellable,
-                            GAsyncReadyCallback callback, gpointer user_data)
+gt_transport_connect_async (const GtRemote *remote, const GtTransportSecurity *security,
+                            GCancellable *cancellable, GAsyncReadyCallback callback,
+                            gpointer user_data)
 {
-  g_autoptr (GSocketClient) client = NULL;
-  g_autoptr (GTask) task = g_task_new (NULL, cancellable, callback, user_data);
+  GTask *task = g_task_new (NULL, cancellable, callback, user_data);
+  ConnectData *d = g_new0 (ConnectData, 1);
 
   g_task_set_source_tag (task, gt_transport_connect_async);
-  if (g_strcmp0 (remote->scheme, "tcp") != 0)
+  d->host = g_strdup (remote->host);
+  d->port = remote->port;
+  d->remote_cert = g_strdup (security ? security->remote_cert : NULL);
+  d->insecure = security ? security->insecure : FALSE;
+  g_task_set_task_data (task, d, (GDestroyNotify) connect_data_free);
+
+  if (g_strcmp0 (remote->scheme, "ws") == 0 || g_strcmp0 (remote->scheme, "wss") == 0)
     {
-      g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                               "transport '%s' is not supported", remote->scheme);
+      g_autofree char *url = NULL;
+      g_autoptr (GTlsDatabase) db = NULL;
+      g_autoptr (GProxyResolver) proxy = gt_http_proxy_resolver_new_from_env ();
+      GError *error = NULL;
+
+      if (strchr (remote->host, ':') != NULL && remote->host[0] != '[')
+        url = g_strdup_printf ("%s://[%s]:%u%s", remote->scheme, remote->host, remote->port,
+                               remote->path ? remote->path : "/");
+      else
+        url = g_strdup_printf ("%s://%s:%u%s", remote->scheme, remote->host, remote->port,
+                               remote->path ? remote->path : "/");
+      if (d->remote_cert != NULL && !is_pin (d->remote_cert))
+        {
+          db = g_tls_file_database_new (d->remote_cert, &error);
+          if (db == NULL)
+            {
+              g_task_return_error (task, error);
+              g_object_unref (task);
+              return;
+            }
+        }
+      gt_ws_connect_async (url, db, is_pin (d->remote_cert) ? d->remote_cert : NULL, d->insecure,
+                           proxy, cancellable, ws_connect_done_cb, task);
       return;
     }
-  client = g_socket_client_new ();
-  g_socket_client_set_timeout (client, 0);
-  /* Proxies from the environment are handled by gt itself (no GIO proxy modules loaded). */
-  g_socket_client_set_enable_proxy (client, FALSE);
-  g_socket_client_connect_to_host_async (client, remote->host, remote->port, cancellable,
-                                         connect_done_cb, g_steal_pointer (&task));
+
+  if (g_strcmp0 (remote->scheme, "tcp") == 0 || g_strcmp0 (remote->scheme, "tls") == 0)
+    {
+      g_autofree char *proxy = NULL;
+      g_autoptr (GSocketClient) client = NULL;
+
+      d->tls = g_strcmp0 (remote->scheme, "tls") == 0;
+      if (d->tls)
+        proxy = gt_http_proxy_for ("tls", remote->host);
+      if (proxy != NULL)
+        {
+          gt_http_connect_async (proxy, remote->host, remote->port, cancellable,
+                                 proxy_connect_done_cb, task);
+          return;
+        }
+      client = g_socket_client_new ();
+      g_socket_client_set_timeout (client, 0);
+      /* Proxies from the environment are handled above (no GIO proxy modules loaded). */
+      g_socket_client_set_enable_proxy (client, FALSE);
+      g_socket_client_connect_to_host_async (client, remote->host, remote->port, cancellable,
+                                             connect_done_cb, task);
+      return;
+    }
+
+  g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                           "transport '%s' is not supported", remote->scheme);
+  g_object_unref (task);
 }
 
 GIOStream *

@@ -6,10 +6,19 @@
 
 G_BEGIN_DECLS
 
-/* Opens a tunnel connection to a remote; the result is a GIOStream with pollable streams.
- * Transports that add layers (TLS, WebSocket) plug in here by scheme. */
-void gt_transport_connect_async (const GtRemote *remote, GCancellable *cancellable,
-                                 GAsyncReadyCallback callback, gpointer user_data);
+/* How a tunnel's server is authenticated (tls://, wss://). */
+typedef struct
+{
+  const char *remote_cert; /* CA/certificate PEM file, or "sha256:<hex>" pin, or NULL (system CAs) */
+  gboolean insecure;       /* accept any certificate */
+} GtTransportSecurity;
+
+/* Opens a tunnel connection to a remote; the result is a GIOStream with pollable streams:
+ * tcp:// plain, tls:// TLS (through an HTTP CONNECT proxy from https_proxy/no_proxy), ws:// and
+ * wss:// a WebSocket (through http_proxy/https_proxy). */
+void gt_transport_connect_async (const GtRemote *remote, const GtTransportSecurity *security,
+                                 GCancellable *cancellable, GAsyncReadyCallback callback,
+                                 gpointer user_data);
 GIOStream *gt_transport_connect_finish (GAsyncResult *result, GError **error);
 
 /* Wraps an accepted socket fd (ownership taken) as a GIOStream with pollable streams. */
