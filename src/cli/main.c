@@ -12,10 +12,12 @@
 #include "gt-client.h"
 #include "gt-config.h"
 #include "gt-log.h"
+#include "gt-manager.h"
 #include "gt-server.h"
+#include "gt-systemd.h"
 
 static const char usage_main[] =
-  "Usage: gt [-c FILE] [COMMAND] [OPTIONS]\n"
+  "Usage: gt [-c FILE|DIR] [--depth N] [-s reload|restart|stop] [COMMAND] [OPTIONS]\n"
   "\n"
   "A fast reverse-tunnel relay proxy, compatible with GT's command line and YAML.\n"
   "\n"
@@ -24,8 +26,12 @@ static const char usage_main[] =
   "  client   run a relay client (next to the local services)\n"
   "\n"
   "Options:\n"
-  "  -c, --config FILE   configuration file; without COMMAND its `type:` key (or a\n"
-  "                      `services:` key, meaning client) tells which to run\n"
+  "  -c, --config PATH   configuration file; without COMMAND its `type:` key (or a\n"
+  "                      `services:` key, meaning client) tells which to run; a\n"
+  "                      directory starts a supervised worker per .yaml/.yml file\n"
+  "  --depth N           how deep to look in a config directory (default 3, 0 = any)\n"
+  "  --manager           supervise even a single config file (restarts, reload)\n"
+  "  -s, --signal NAME   tell the running manager to reload, restart or stop\n"
   "  -h, --help          show this help (also `gt server --help`, `gt client --help`)\n"
   "  -V, --version       print the version\n";
 
@@ -67,12 +73,32 @@ static const char usage_client[] =
   "See docs/configuration.md for every key.\n";
 
 static GMainLoop *loop;
+static GtServer *running_server;
 
 static gboolean
 quit_cb (gpointer user_data)
 {
   g_message ("stopping (%s)", (const char *) user_data);
+  gt_sd_notify ("STOPPING=1");
   g_main_loop_quit (loop);
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+drained_cb (GtServer *server, gpointer user_data)
+{
+  g_main_loop_quit (loop);
+}
+
+/* SIGTERM: a server drains (no new connections, GOAWAY, streams finish) before it exits. */
+static gboolean
+term_cb (gpointer user_data)
+{
+  if (running_server == NULL)
+    return quit_cb ((gpointer) "SIGTERM");
+  g_message ("stopping gracefully (SIGTERM)");
+  gt_sd_notify ("STOPPING=1");
+  gt_server_drain (running_server);
   return G_SOURCE_CONTINUE;
 }
 
@@ -102,7 +128,7 @@ setup_signals (void)
 {
   signal (SIGPIPE, SIG_IGN);
   g_unix_signal_add (SIGINT, quit_cb, (gpointer) "SIGINT");
-  g_unix_signal_add (SIGTERM, quit_cb, (gpointer) "SIGTERM");
+  g_unix_signal_add (SIGTERM, term_cb, NULL);
 }
 
 static int
@@ -125,14 +151,24 @@ run_server (const char *config_path, int argc, char **argv)
   server = gt_server_new (g_steal_pointer (&config));
   if (!gt_server_start (server, &error))
     goto fail;
+  running_server = server;
+  g_signal_connect (server, "drained", G_CALLBACK (drained_cb), NULL);
   setup_signals ();
+  gt_sd_notify ("READY=1\nSTATUS=listening on %s", gt_server_get_listen_address (server));
   g_main_loop_run (loop);
+  running_server = NULL;
   gt_server_stop (server);
   return 0;
 
 fail:
   fprintf (stderr, "gt server: %s\n", error->message);
   return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
+}
+
+static void
+client_ready_cb (GtClient *client, gpointer user_data)
+{
+  gt_sd_notify ("READY=1\nSTATUS=%u tunnels ready", gt_client_get_n_ready (client));
 }
 
 static int
@@ -153,6 +189,7 @@ run_client (const char *config_path, int argc, char **argv)
   print_warnings (config->warnings);
 
   client = gt_client_new (g_steal_pointer (&config));
+  g_signal_connect (client, "tunnel-ready", G_CALLBACK (client_ready_cb), NULL);
   if (!gt_client_start (client, &error))
     goto fail;
   setup_signals ();
@@ -215,11 +252,58 @@ main (int argc, char **argv)
   if (command == NULL)
     {
       GtConfigKind kind;
+      const char *signal_name = NULL;
+      gboolean manager = FALSE;
+      guint depth = GT_MANAGER_DEFAULT_DEPTH;
 
+      for (int i = 0; i < argc; i++)
+        {
+          const char *a = argv[i];
+
+          if ((strcmp (a, "-s") == 0 || strcmp (a, "--signal") == 0 || strcmp (a, "-signal") == 0)
+              && i + 1 < argc)
+            signal_name = argv[++i];
+          else if (g_str_has_prefix (a, "--signal="))
+            signal_name = a + strlen ("--signal=");
+          else if ((strcmp (a, "--depth") == 0 || strcmp (a, "-depth") == 0) && i + 1 < argc)
+            {
+              guint64 v;
+
+              if (!g_ascii_string_to_unsigned (argv[++i], 10, 0, 255, &v, &error))
+                {
+                  fprintf (stderr, "gt: --depth: %s\n", error->message);
+                  return 2;
+                }
+              depth = (guint) v;
+            }
+          else if (strcmp (a, "--manager") == 0)
+            manager = TRUE;
+          else
+            {
+              fprintf (stderr, "gt: unknown option '%s'\n\n%s", a, usage_main);
+              return 2;
+            }
+        }
+      if (signal_name != NULL)
+        {
+          int rc2 = gt_manager_send_signal (signal_name, &error);
+
+          if (error != NULL)
+            fprintf (stderr, "gt: %s\n", error->message);
+          return rc2;
+        }
       if (config_path == NULL)
         {
           fputs (usage_main, stderr);
           return 2;
+        }
+      if (manager || g_file_test (config_path, G_FILE_TEST_IS_DIR))
+        {
+          int rc2 = gt_manager_run (config_path, depth, &error);
+
+          if (error != NULL)
+            fprintf (stderr, "gt: %s\n", error->message);
+          return rc2;
         }
       kind = gt_config_detect_kind_file (config_path, &error);
       if (kind == GT_CONFIG_KIND_UNKNOWN)
