@@ -1,7 +1,9 @@
 /* test-config.c: unit tests of the GT-compatible configuration model (YAML, command line). */
 #include "config.h"
 
+#include <glib/gstdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gt-config.h"
 
@@ -123,7 +125,8 @@ test_server_defaults (void)
   g_assert_false (gt_server_config_validate (config, NULL, &error));
   g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID);
   {
-    g_autofree char *expected = g_strdup_printf ("%s: no listener: set options.addr or --addr",
+    g_autofree char *expected = g_strdup_printf ("%s: no listener: set options.addr, tlsAddr "
+                                                 "or sniAddr",
                                                  path);
     g_assert_cmpstr (error->message, ==, expected);
   }
@@ -186,7 +189,7 @@ test_server_gt_example (void)
   g_autoptr (GError) error = NULL;
   g_autofree char *path = test_file ("server-gt.yaml");
   const GtUserConfig *user;
-  g_autofree char *w1 = NULL, *w2 = NULL, *w3 = NULL, *w4 = NULL;
+  g_autofree char *w1 = NULL;
 
   g_assert_true (gt_server_config_load_file (config, path, NULL, &error));
   g_assert_no_error (error);
@@ -224,24 +227,19 @@ test_server_gt_example (void)
   g_assert_cmpint (user->tcp_number, ==, -1);
   g_assert_null (gt_server_config_find_user (config, "id3"));
 
+  g_assert_cmpuint (user->speed, ==, 1024);
+  g_assert_cmpint (user->connections, ==, -1);
+  g_assert_cmpstr (config->tls_addr, ==, "0.0.0.0:443");
+  g_assert_cmpstr (config->cert_file, ==, "/etc/gt/cert.pem");
+  g_assert_cmpstr (config->key_file, ==, "/etc/gt/key.pem");
+  g_assert_cmpstr (config->tls_version, ==, "tls1.2");
+
   /* GT keys we do not implement: warnings with their place, nothing else. */
-  g_assert_cmpuint (config->warnings->len, ==, 5);
-  w1 = g_strdup_printf ("%s:13:5: key 'users.id2.speed' is not supported by this version of gt "
-                        "and is ignored",
-                        path);
-  w2 = g_strdup_printf ("%s:24:3: key 'tlsAddr' is not supported by this version of gt and is "
-                        "ignored",
-                        path);
-  w3 = g_strdup_printf ("%s:27:3: key 'sentryLevel' is not supported by this version of gt and "
+  g_assert_cmpuint (config->warnings->len, ==, 1);
+  w1 = g_strdup_printf ("%s:27:3: key 'sentryLevel' is not supported by this version of gt and "
                         "is ignored",
                         path);
-  w4 = g_strdup_printf ("%s:26:3: key 'keyFile' is not supported by this version of gt and is "
-                        "ignored",
-                        path);
   g_assert_true (warnings_contain (config->warnings, w1));
-  g_assert_true (warnings_contain (config->warnings, w2));
-  g_assert_true (warnings_contain (config->warnings, w3));
-  g_assert_true (warnings_contain (config->warnings, w4));
 }
 
 static void
@@ -303,8 +301,14 @@ test_client_gt_example (void)
   g_assert_cmpuint (s->local_port, ==, 8080);
   g_assert_cmpstr (s->host_prefix, ==, "v6");
 
+  g_assert_cmpstr (config->remote_cert, ==,
+                   "sha256:abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789");
+  g_assert_false (config->remote_cert_insecure);
+  g_assert_cmpuint (service_at (config, 0)->proxy_protocol, ==, 0);
+  g_assert_null (remote_at (config, 0)->path);
+
   g_assert_cmpuint (config->warnings->len, ==, 1);
-  warning = g_strdup_printf ("%s:25:3: key 'remoteCert' is not supported by this version of gt "
+  warning = g_strdup_printf ("%s:26:3: key 'remoteSTUN' is not supported by this version of gt "
                              "and is ignored",
                              path);
   g_assert_true (warnings_contain (config->warnings, warning));
@@ -420,7 +424,7 @@ static const BadFile bad_files[] = {
   { "bad-duration.yaml", GT_CONFIG_KIND_CLIENT, FALSE, GT_CONFIG_ERROR_VALUE, 5, 18,
     "bad duration 'abc' (examples: 90s, 1m30s, 250ms)" },
   { "bad-scheme.yaml", GT_CONFIG_KIND_CLIENT, FALSE, GT_CONFIG_ERROR_VALUE, 7, 7,
-    "remote scheme 'tls' is not supported by this version" },
+    "remote scheme 'quic' is not supported by this version" },
   { "syntax.yaml", GT_CONFIG_KIND_SERVER, FALSE, GT_CONFIG_ERROR_SYNTAX, 4, 2,
     "YAML syntax error: did not find expected key (while parsing a block mapping started at "
     "line 1, column 1)" },
@@ -518,14 +522,49 @@ static const BadData bad_data[] = {
   { GT_CONFIG_KIND_CLIENT, "services: http://h\n",
     "t.yaml:1:11: 'services' must be a list, not a scalar" },
   { GT_CONFIG_KIND_CLIENT, "options:\n  remote: tcp://h:0\n", "t.yaml:2:11: bad port '0'" },
-  { GT_CONFIG_KIND_CLIENT, "options:\n  remote: ws://h\n",
-    "t.yaml:2:11: remote scheme 'ws' is not supported by this version" },
+  { GT_CONFIG_KIND_CLIENT, "options:\n  remote: quic://h\n",
+    "t.yaml:2:11: remote scheme 'quic' is not supported by this version" },
+  { GT_CONFIG_KIND_CLIENT, "options:\n  remote: tls://h/path\n",
+    "t.yaml:2:11: bad remote 'tls://h/path'" },
+  { GT_CONFIG_KIND_CLIENT, "options:\n  remote: 'ws://h/a b'\n",
+    "t.yaml:2:11: bad remote 'ws://h/a b': bad path" },
   { GT_CONFIG_KIND_CLIENT, "options:\n  remoteTimeout: -5s\n",
     "t.yaml:2:18: bad duration '-5s' (examples: 90s, 1m30s, 250ms)" },
   { GT_CONFIG_KIND_CLIENT, "options:\n  id: \"a\\0b\"\n", "t.yaml:2:7: 'id' contains a NUL byte" },
   { GT_CONFIG_KIND_CLIENT, "options: {id: a, id: b}\n", "t.yaml:1:18: duplicate key 'id'" },
   { GT_CONFIG_KIND_CLIENT, "options:\n  [a]: b\n",
     "t.yaml:2:3: keys of 'options' must be scalars" },
+  { GT_CONFIG_KIND_SERVER, "options:\n  proxyProtocolTrustedCIDRs: [10.0.0.0/8, 10.0.0.0/33]\n",
+    "t.yaml:2:43: bad CIDR or address '10.0.0.0/33' (examples: 10.0.0.0/8, 192.168.1.7, "
+    "fd00::/8)" },
+  { GT_CONFIG_KIND_SERVER, "options:\n  proxyProtocolTrustedCIDRs: example.org\n",
+    "t.yaml:2:30: bad CIDR or address 'example.org' (examples: 10.0.0.0/8, 192.168.1.7, "
+    "fd00::/8)" },
+  { GT_CONFIG_KIND_SERVER, "options:\n  authAPI: ftp://auth.example.org/\n",
+    "t.yaml:2:12: bad authAPI URL 'ftp://auth.example.org/': it must start with http:// or "
+    "https://" },
+  { GT_CONFIG_KIND_SERVER, "options:\n  authAPI: 'http:///check'\n",
+    "t.yaml:2:12: bad authAPI URL 'http:///check': it has no host" },
+  { GT_CONFIG_KIND_SERVER, "options:\n  wsPath: tunnel\n",
+    "t.yaml:2:11: bad wsPath 'tunnel': it must start with '/' and contain no space or '#'" },
+  { GT_CONFIG_KIND_SERVER, "options:\n  speed: 4294967296\n",
+    "t.yaml:2:10: number '4294967296' is too large (at most 4294967295)" },
+  { GT_CONFIG_KIND_SERVER, "options:\n  apiAddr: '127.0.0.1:x'\n",
+    "t.yaml:2:12: bad listen address '127.0.0.1:x': bad port 'x'" },
+  { GT_CONFIG_KIND_SERVER, "host:\n  number: -2\n",
+    "t.yaml:2:11: bad number '-2': must not be negative" },
+  { GT_CONFIG_KIND_SERVER, "host:\n  withID: sometimes\n",
+    "t.yaml:2:11: bad boolean 'sometimes' (use true/false, yes/no or on/off)" },
+  { GT_CONFIG_KIND_SERVER, "host: [a]\n", "t.yaml:1:7: 'host' must be a mapping, not a list" },
+  { GT_CONFIG_KIND_SERVER, "users:\n  u:\n    connections: many\n",
+    "t.yaml:3:18: bad number 'many'" },
+  { GT_CONFIG_KIND_CLIENT, "services:\n  - local: http://h\n    proxyProtocol: v3\n",
+    "t.yaml:3:20: bad proxyProtocol 'v3' (use v1 or v2)" },
+  { GT_CONFIG_KIND_CLIENT, "options:\n  remoteCert: sha256:abcd\n",
+    "t.yaml:2:15: bad remoteCert pin 'sha256:abcd': use sha256: followed by 64 hex digits "
+    "(colons allowed)" },
+  { GT_CONFIG_KIND_CLIENT, "options:\n  remoteCertInsecure: 2\n",
+    "t.yaml:2:23: bad boolean '2' (use true/false, yes/no or on/off)" },
   { GT_CONFIG_KIND_CLIENT, "options: [\n", NULL }, /* syntax error, place checked loosely */
 };
 
@@ -803,9 +842,7 @@ test_server_cli (void)
   user = gt_server_config_find_user (config, "id9");
   g_assert_nonnull (user);
   g_assert_cmpstr (user->secret, ==, "s9");
-  g_assert_true (warnings_contain (config->warnings,
-                                   "command line: option '--tlsAddr' is not supported by this "
-                                   "version of gt and is ignored"));
+  g_assert_cmpstr (config->tls_addr, ==, "0.0.0.0:443");
   g_assert_true (warnings_contain (config->warnings,
                                    "command line: option '--pprof' is not supported by this "
                                    "version of gt and is ignored"));
@@ -843,8 +880,8 @@ static const BadArgs bad_args[] = {
     "command line: --allowAnyClient: bad boolean 'perhaps' (use true/false, yes/no or on/off)" },
   { TRUE, { "--local", "tcp://h:1", "--remoteTCPPort", "x" }, GT_CONFIG_ERROR_VALUE,
     "command line: --remoteTCPPort: bad port 'x'" },
-  { TRUE, { "--remote", "tls://h" }, GT_CONFIG_ERROR_VALUE,
-    "command line: --remote: remote scheme 'tls' is not supported by this version" },
+  { TRUE, { "--remote", "quic://h" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --remote: remote scheme 'quic' is not supported by this version" },
   { TRUE, { "--hostPrefix", "a" }, GT_CONFIG_ERROR_USAGE,
     "command line: --hostPrefix needs a --local service" },
   { TRUE, { "--hostPrefix", "a", "--local", "http://a", "--local", "http://b" },
@@ -856,6 +893,26 @@ static const BadArgs bad_args[] = {
     "command line: --secret: secret must be 1 to 200 bytes" },
   { FALSE, { "--id", "", "--secret", "s" }, GT_CONFIG_ERROR_VALUE,
     "command line: --id: id must be 1 to 200 bytes" },
+  { FALSE, { "--proxyProtocolTrustedCIDRs", "10.0.0.0/8", "--proxyProtocolTrustedCIDRs", "x" },
+    GT_CONFIG_ERROR_VALUE,
+    "command line: --proxyProtocolTrustedCIDRs: bad CIDR or address 'x' (examples: 10.0.0.0/8, "
+    "192.168.1.7, fd00::/8)" },
+  { FALSE, { "--authAPI", "auth.example.org" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --authAPI: bad authAPI URL 'auth.example.org': it must start with http:// "
+    "or https://" },
+  { FALSE, { "--hostNumber", "x" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --hostNumber: bad number 'x'" },
+  { FALSE, { "--hostWithID=perhaps" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --hostWithID: bad boolean 'perhaps' (use true/false, yes/no or on/off)" },
+  { FALSE, { "--reconnectDuration", "soon" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --reconnectDuration: bad duration 'soon' (examples: 90s, 1m30s, 250ms)" },
+  { FALSE, { "--hostRegex" }, GT_CONFIG_ERROR_USAGE,
+    "command line: option '--hostRegex' needs a value" },
+  { TRUE, { "--local", "http://h", "--proxyProtocol", "v9" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --proxyProtocol: bad proxyProtocol 'v9' (use v1 or v2)" },
+  { TRUE, { "--remoteCert", "sha256:zz" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --remoteCert: bad remoteCert pin 'sha256:zz': use sha256: followed by 64 hex "
+    "digits (colons allowed)" },
 };
 
 static void
@@ -900,6 +957,7 @@ test_client_cli (void)
     "--local", "http://127.0.0.1:3000", "--hostPrefix", "Web", "--useLocalAsHTTPHost",
     "--localTimeout=5s",
     "-local", "tcp://127.0.0.1:5432", "-remoteTCPPort=15432", "--remoteTCPRandom",
+    "--proxyProtocol", "v2", "--remote", "wss://gt.example.org/tunnel?x=1",
     "--local=tcp://127.0.0.1:6379",
     "--local", "https://127.0.0.1:8443", "--remoteCertInsecure", NULL,
   };
@@ -913,11 +971,15 @@ test_client_cli (void)
   g_assert_cmpstr (config->id, ==, "cli");
   g_assert_cmpstr (config->secret, ==, "s3cret");
   /* CLI remotes replace the file's. */
-  g_assert_cmpuint (config->remotes->len, ==, 2);
+  g_assert_cmpuint (config->remotes->len, ==, 3);
   g_assert_cmpstr (remote_at (config, 0)->host, ==, "10.0.0.1");
   g_assert_cmpuint (remote_at (config, 0)->port, ==, 9000);
   g_assert_cmpstr (remote_at (config, 1)->host, ==, "10.0.0.2");
   g_assert_cmpuint (remote_at (config, 1)->port, ==, 80);
+  g_assert_cmpstr (remote_at (config, 2)->scheme, ==, "wss");
+  g_assert_cmpstr (remote_at (config, 2)->host, ==, "gt.example.org");
+  g_assert_cmpuint (remote_at (config, 2)->port, ==, 443);
+  g_assert_cmpstr (remote_at (config, 2)->path, ==, "/tunnel?x=1");
   g_assert_cmpuint (config->remote_connections, ==, 7);
   g_assert_cmpuint (config->remote_idle_connections, ==, 7); /* clamped */
   g_assert_cmpuint (config->remote_timeout_ms, ==, 60000);
@@ -937,7 +999,9 @@ test_client_cli (void)
   g_assert_cmpuint (s->remote_tcp_port, ==, 15432);
   g_assert_true (s->remote_tcp_random);
   g_assert_cmpuint (s->local_timeout_ms, ==, 120000);
+  g_assert_cmpuint (s->proxy_protocol, ==, 2);
   s = service_at (config, 2);
+  g_assert_cmpuint (s->proxy_protocol, ==, 0);
   g_assert_cmpuint (s->local_port, ==, 6379);
   g_assert_cmpuint (s->remote_tcp_port, ==, 0);
   g_assert_true (s->remote_tcp_random);
@@ -948,10 +1012,8 @@ test_client_cli (void)
   g_assert_cmpstr (s->local_url, ==, "http://127.0.0.1:80");
   g_assert_cmpstr (s->host_prefix, ==, "blog");
   g_assert_cmpuint (s->line, ==, 3);
-  g_assert_true (warnings_contain (config->warnings,
-                                   "command line: option '--remoteCertInsecure' is not "
-                                   "supported by this version of gt and is ignored"));
-
+  g_assert_true (config->remote_cert_insecure);
+  g_assert_cmpuint (config->warnings->len, ==, 1); /* remoteSTUN in the file */
 
   /* The CLI's prefix-less https service takes the id as prefix, so the file's own prefix-less
    * https service (line 7) is now a second one: validate() must say so, at that service. */
@@ -1272,7 +1334,7 @@ test_multiple_documents_and_aliases (void)
   g_assert_true (gt_server_config_load_data (config,
                                              "options: &o {addr: 80}\n"
                                              "users:\n  a: &u {secret: x}\n  b: *u\n"
-                                             "host: &h [*h]\n"
+                                             "extra: &h [*h]\n"
                                              "---\noptions: {addr: 81}\n",
                                              -1, "m.yaml", NULL, &error));
   g_assert_no_error (error);
@@ -1282,6 +1344,562 @@ test_multiple_documents_and_aliases (void)
   g_assert_true (warnings_contain (config->warnings,
                                    "m.yaml:7:1: only the first YAML document is read; the rest "
                                    "is ignored"));
+  /* A cycle inside a key that is read is an error, not a hang. */
+  g_assert_false (gt_server_config_load_data (config, "host: {regex: &h [*h]}\n", -1, "m.yaml",
+                                              NULL, &error));
+  g_assert_cmpstr (error->message, ==, "m.yaml:1:15: 'regex' must be a scalar, not a list");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Keys of the secure transports, multi-user and supervision work */
+
+static void
+test_server_new_defaults (void)
+{
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+
+  g_assert_null (config->tls_addr);
+  g_assert_null (config->cert_file);
+  g_assert_null (config->key_file);
+  g_assert_cmpstr (config->tls_version, ==, "tls1.2");
+  g_assert_null (config->sni_addr);
+  g_assert_cmpstr (config->ws_path, ==, "/gt-tunnel");
+  g_assert_false (config->proxy_protocol);
+  g_assert_null (config->proxy_protocol_trusted_cidrs);
+  g_assert_null (config->users_file);
+  g_assert_null (config->auth_api);
+  g_assert_cmpuint (config->reconnect_times, ==, 3);
+  g_assert_cmpuint (config->reconnect_duration_ms, ==, 5 * 60 * 1000);
+  g_assert_cmpuint (config->speed, ==, 0);
+  g_assert_cmpuint (config->host_number, ==, 0);
+  g_assert_null (config->host_regex);
+  g_assert_false (config->host_with_id);
+  g_assert_null (config->api_addr);
+  g_assert_null (config->api_cert_file);
+  g_assert_null (config->api_key_file);
+  g_assert_cmpstr (config->api_tls_version, ==, "tls1.2");
+  g_assert_cmpuint (config->drain_timeout_ms, ==, 30000);
+
+  /* Zero and empty values mean the default (GT's MergeConfig). */
+  g_assert_true (gt_server_config_load_data (config,
+                                             "options:\n  sniAddr: 443\n  reconnectTimes: 0\n"
+                                             "  reconnectDuration: 0\n  drainTimeout: 0s\n"
+                                             "  wsPath: ''\n  tlsVersion: ''\n",
+                                             -1, "d.yaml", NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (config->warnings->len, ==, 0);
+  g_assert_cmpuint (config->reconnect_times, ==, 3);
+  g_assert_cmpuint (config->reconnect_duration_ms, ==, 5 * 60 * 1000);
+  g_assert_cmpuint (config->drain_timeout_ms, ==, 30000);
+  g_assert_cmpstr (config->ws_path, ==, "/gt-tunnel");
+  g_assert_cmpstr (config->tls_version, ==, "tls1.2");
+
+  /* sniAddr alone is a listener. */
+  g_assert_true (gt_server_config_validate (config, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (config->sni_addr, ==, "0.0.0.0:443");
+  g_assert_null (config->addr);
+}
+
+static void
+test_user_new_defaults (void)
+{
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+  const GtUserConfig *user;
+
+  g_assert_true (gt_server_config_load_data (config,
+                                             "users:\n  u: {secret: s, speed: 0, "
+                                             "connections: 0, host: {}}\n",
+                                             -1, NULL, NULL, &error));
+  g_assert_no_error (error);
+  user = gt_server_config_find_user (config, "u");
+  g_assert_cmpuint (user->speed, ==, 0);
+  g_assert_cmpint (user->connections, ==, -1);
+  g_assert_cmpint (user->host_number, ==, -1);
+  g_assert_null (user->host_regex);
+  g_assert_cmpint (user->host_with_id, ==, -1);
+  g_assert_cmpint (user->tcp_number, ==, -1);
+}
+
+static void
+test_server_full (void)
+{
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = test_file ("server-full.yaml");
+  g_autofree char *dir = g_path_get_dirname (path);
+  g_autofree char *cert = g_build_filename (dir, "certs", "server.pem", NULL);
+  g_autofree char *users = g_build_filename (dir, "users.yaml", NULL);
+  g_autofree char *api_cert = g_build_filename (dir, "api.pem", NULL);
+  const GtUserConfig *user;
+
+  g_assert_true (gt_server_config_load_file (config, path, NULL, &error));
+  g_assert_no_error (error);
+  dump_warnings (config->warnings);
+  g_assert_cmpuint (config->warnings->len, ==, 0);
+
+  g_assert_cmpstr (config->addr, ==, "0.0.0.0:8080");
+  g_assert_cmpstr (config->tls_addr, ==, "0.0.0.0:8443");
+  g_assert_cmpstr (config->cert_file, ==, cert); /* relative to the file's folder */
+  g_assert_cmpstr (config->key_file, ==, "/etc/gt/server.key");
+  g_assert_cmpstr (config->tls_version, ==, "tls1.3");
+  g_assert_cmpstr (config->sni_addr, ==, "127.0.0.1:9443");
+  g_assert_cmpstr (config->ws_path, ==, "/tunnel");
+  g_assert_true (config->proxy_protocol);
+  g_assert_cmpuint (g_strv_length (config->proxy_protocol_trusted_cidrs), ==, 2);
+  g_assert_cmpstr (config->proxy_protocol_trusted_cidrs[0], ==, "10.0.0.0/8");
+  g_assert_cmpstr (config->proxy_protocol_trusted_cidrs[1], ==, "::1");
+  g_assert_cmpstr (config->users_file, ==, users);
+  g_assert_cmpstr (config->auth_api, ==, "https://auth.example.org/check");
+  g_assert_cmpuint (config->reconnect_times, ==, 5);
+  g_assert_cmpuint (config->reconnect_duration_ms, ==, 10 * 60 * 1000);
+  g_assert_cmpuint (config->speed, ==, 1048576);
+  g_assert_cmpstr (config->api_addr, ==, "127.0.0.1:8081");
+  g_assert_cmpstr (config->api_cert_file, ==, api_cert);
+  g_assert_cmpstr (config->api_tls_version, ==, "tls1.1");
+  g_assert_cmpuint (config->drain_timeout_ms, ==, 60000);
+  g_assert_cmpuint (config->host_number, ==, 5);
+  g_assert_false (config->host_with_id);
+  g_assert_cmpuint (g_strv_length (config->host_regex), ==, 2);
+  g_assert_cmpstr (config->host_regex[0], ==, "^web-[0-9]+$");
+  g_assert_cmpstr (config->host_regex[1], ==, "^api$");
+
+  user = gt_server_config_find_user (config, "alice");
+  g_assert_cmpuint (user->speed, ==, 2048);
+  g_assert_cmpint (user->connections, ==, 4);
+  g_assert_cmpint (user->host_number, ==, 2);
+  g_assert_cmpint (user->host_with_id, ==, 1);
+  g_assert_cmpuint (g_strv_length (user->host_regex), ==, 1);
+  g_assert_cmpstr (user->host_regex[0], ==, "^[a-z]+$");
+  user = gt_server_config_find_user (config, "bob");
+  g_assert_cmpint (user->connections, ==, -1); /* 0 = the global value */
+  g_assert_null (gt_server_config_find_user (config, "carol")); /* users file: at validate */
+
+  g_assert_true (gt_server_config_validate (config, NULL, &error));
+  g_assert_no_error (error);
+  /* The users file replaced bob's entry and added carol; no allow-any mode (authAPI). */
+  g_assert_cmpuint (config->users->len, ==, 3);
+  user = gt_server_config_find_user (config, "bob");
+  g_assert_cmpstr (user->secret, ==, "bob-file-secret");
+  g_assert_cmpint (user->tcp_number, ==, 2);
+  g_assert_cmpint (user->connections, ==, -1);
+  g_assert_cmpuint (user->line, ==, 2);
+  user = gt_server_config_find_user (config, "carol");
+  g_assert_cmpstr (user->secret, ==, "carol-file-secret");
+  g_assert_cmpuint (user->speed, ==, 100);
+  g_assert_cmpstr (user->host_regex[0], ==, "^c");
+  g_assert_null (user->host_regex[1]);
+  g_assert_cmpstr (gt_server_config_find_user (config, "alice")->secret, ==,
+                   "alice-config-secret");
+  g_assert_false (config->allow_any_client);
+
+  /* Validating again (reload) reads the users file again and changes nothing. */
+  g_assert_true (gt_server_config_validate (config, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (config->users->len, ==, 3);
+}
+
+static void
+test_server_new_cli (void)
+{
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = test_file ("server-full.yaml");
+  char *argv[] = {
+    "--tlsAddr", "127.0.0.1:10443", "--certFile", "c.pem", "--keyFile=k.pem",
+    "--tlsVersion", "tls1.0", "--sniAddr", "[::1]:9443", "--wsPath", "/ws",
+    "--proxyProtocol=false", "--proxyProtocolTrustedCIDRs", "192.168.0.0/16",
+    "-proxyProtocolTrustedCIDRs=fd00::/8", "--users", "u.yaml",
+    "--authAPI", "http://127.0.0.1:9/auth", "--reconnectTimes", "7",
+    "--reconnectDuration", "30s", "--speed", "4096", "--hostNumber", "9", "--hostRegex",
+    "^x$", "-hostRegex=^y$", "--hostWithID", "--apiAddr", ":9090", "--apiCertFile", "a.pem",
+    "--apiKeyFile", "a.key", "--apiTLSVersion", "tls1.3", "--drainTimeout", "5s",
+    "--id", "bob", "--secret", "bob-cli-secret", NULL,
+  };
+
+  g_assert_true (gt_server_config_load_file (config, path, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_server_config_apply_args (config, G_N_ELEMENTS (argv) - 1, argv, &error));
+  g_assert_no_error (error);
+  dump_warnings (config->warnings);
+
+  g_assert_cmpstr (config->tls_addr, ==, "127.0.0.1:10443");
+  g_assert_cmpstr (config->cert_file, ==, "c.pem"); /* the command line: as given */
+  g_assert_cmpstr (config->key_file, ==, "k.pem");
+  g_assert_cmpstr (config->tls_version, ==, "tls1.2");
+  g_assert_true (warnings_contain (config->warnings,
+                                   "command line: --tlsVersion: unknown tlsVersion 'tls1.0': "
+                                   "tls1.2 is used (use tls1.1, tls1.2 or tls1.3)"));
+  g_assert_cmpstr (config->sni_addr, ==, "[::1]:9443");
+  g_assert_cmpstr (config->ws_path, ==, "/ws");
+  g_assert_false (config->proxy_protocol);
+  /* The command line replaces the file's list. */
+  g_assert_cmpuint (g_strv_length (config->proxy_protocol_trusted_cidrs), ==, 2);
+  g_assert_cmpstr (config->proxy_protocol_trusted_cidrs[0], ==, "192.168.0.0/16");
+  g_assert_cmpstr (config->proxy_protocol_trusted_cidrs[1], ==, "fd00::/8");
+  g_assert_cmpstr (config->users_file, ==, "u.yaml");
+  g_assert_cmpstr (config->auth_api, ==, "http://127.0.0.1:9/auth");
+  g_assert_cmpuint (config->reconnect_times, ==, 7);
+  g_assert_cmpuint (config->reconnect_duration_ms, ==, 30000);
+  g_assert_cmpuint (config->speed, ==, 4096);
+  g_assert_cmpstr (config->api_addr, ==, "127.0.0.1:9090");
+  g_assert_cmpstr (config->api_cert_file, ==, "a.pem");
+  g_assert_cmpstr (config->api_key_file, ==, "a.key");
+  g_assert_cmpstr (config->api_tls_version, ==, "tls1.3");
+  g_assert_cmpuint (config->drain_timeout_ms, ==, 5000);
+
+  /* GT: host.number and host.withID of the file win; regexes are the union. */
+  g_assert_cmpuint (config->host_number, ==, 5);
+  g_assert_false (config->host_with_id);
+  g_assert_true (warnings_contain (config->warnings,
+                                   "command line: --hostNumber is ignored: host.number of the "
+                                   "file wins (as in GT)"));
+  g_assert_true (warnings_contain (config->warnings,
+                                   "command line: --hostWithID is ignored: host.withID of the "
+                                   "file wins (as in GT)"));
+  g_assert_cmpuint (g_strv_length (config->host_regex), ==, 4);
+  g_assert_cmpstr (config->host_regex[0], ==, "^web-[0-9]+$");
+  g_assert_cmpstr (config->host_regex[3], ==, "^y$");
+
+  /* Without a file, the host options apply. */
+  {
+    g_autoptr (GtServerConfig) bare = gt_server_config_new ();
+    char *argv2[] = { "--addr", "80", "--hostNumber", "3", "--hostWithID", "--hostRegex", "^a",
+                      "--proxyProtocol", "--proxyProtocolTrustedCIDRs", "127.0.0.1", NULL };
+    g_assert_true (gt_server_config_apply_args (bare, G_N_ELEMENTS (argv2) - 1, argv2, &error));
+    g_assert_no_error (error);
+    g_assert_cmpuint (bare->host_number, ==, 3);
+    g_assert_true (bare->host_with_id);
+    g_assert_cmpstr (bare->host_regex[0], ==, "^a");
+    g_assert_true (bare->proxy_protocol);
+    g_assert_true (gt_server_config_validate (bare, NULL, &error));
+    g_assert_no_error (error);
+  }
+}
+
+static void
+test_users_file_precedence (void)
+{
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = test_file ("server-full.yaml");
+  char *argv[] = { "--id", "bob", "--secret", "bob-cli-secret", "--id", "carol", "--secret",
+                   "carol-cli-secret", "--id", "erin", "--secret", "erin-cli-secret", NULL };
+  const GtUserConfig *user;
+
+  /* config users < users file (whole entry) < --id/--secret (the entry, secret only). */
+  g_assert_true (gt_server_config_load_file (config, path, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_server_config_apply_args (config, G_N_ELEMENTS (argv) - 1, argv, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_server_config_validate (config, NULL, &error));
+  g_assert_no_error (error);
+
+  g_assert_cmpuint (config->users->len, ==, 4);
+  user = gt_server_config_find_user (config, "alice");
+  g_assert_cmpstr (user->secret, ==, "alice-config-secret");
+  g_assert_cmpuint (user->speed, ==, 2048);
+  user = gt_server_config_find_user (config, "bob");
+  g_assert_cmpstr (user->secret, ==, "bob-cli-secret");
+  g_assert_cmpint (user->tcp_number, ==, -1); /* not the users file's 2 */
+  g_assert_cmpuint (user->line, ==, 0);
+  user = gt_server_config_find_user (config, "carol");
+  g_assert_cmpstr (user->secret, ==, "carol-cli-secret");
+  g_assert_cmpuint (user->speed, ==, 0);
+  g_assert_null (user->host_regex);
+  user = gt_server_config_find_user (config, "erin");
+  g_assert_cmpstr (user->secret, ==, "erin-cli-secret");
+}
+
+static void
+test_users_file_errors (void)
+{
+  g_autofree char *path = test_file ("server-users-bad.yaml");
+  g_autofree char *users = test_file ("users-bad.yaml");
+  g_autofree char *expected = g_strdup_printf ("%s:4:10: bad number 'fast'", users);
+
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    GtConfigIssue *issue = NULL;
+
+    g_assert_true (gt_server_config_load_file (config, path, NULL, &error));
+    g_assert_no_error (error);
+    g_assert_false (gt_server_config_validate (config, &issue, &error));
+    g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE);
+    g_assert_cmpstr (error->message, ==, expected);
+    g_assert_cmpstr (issue->file, ==, users);
+    g_assert_cmpuint (issue->line, ==, 4);
+    g_assert_cmpuint (issue->column, ==, 10);
+    g_assert_null (strstr (error->message, "dave-secret"));
+    gt_config_issue_free (issue);
+  }
+  /* A user of the users file without a secret: the place is in the users file. */
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_autofree char *tmp = NULL;
+    g_autofree char *yaml = NULL;
+    g_autofree char *message = NULL;
+    int fd = g_file_open_tmp ("gt-users-XXXXXX.yaml", &tmp, &error);
+
+    g_assert_no_error (error);
+    close (fd);
+    g_assert_true (g_file_set_contents (tmp, "# users\nfrank:\n  tcpNumber: 1\n", -1, &error));
+    yaml = g_strdup_printf ("options:\n  addr: 80\n  users: %s\n", tmp);
+    g_assert_true (gt_server_config_load_data (config, yaml, -1, "u.yaml", NULL, &error));
+    g_assert_no_error (error);
+    g_assert_false (gt_server_config_validate (config, NULL, &error));
+    message = g_strdup_printf ("%s:2:1: user 'frank' needs a secret of 1 to 200 bytes", tmp);
+    g_assert_cmpstr (error->message, ==, message);
+    g_unlink (tmp);
+  }
+  /* A missing users file. */
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+
+    g_assert_true (gt_server_config_load_data (config,
+                                               "options:\n  addr: 80\n"
+                                               "  users: /nonexistent/users.yaml\n",
+                                               -1, "u.yaml", NULL, &error));
+    g_assert_false (gt_server_config_validate (config, NULL, &error));
+    g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_IO);
+    g_assert_true (g_str_has_prefix (error->message,
+                                     "/nonexistent/users.yaml: cannot read the file: "));
+  }
+}
+
+static void
+test_host_regex (void)
+{
+  const char *prefix = "r.yaml:3:7: bad host regex '(a': ";
+
+  /* A regex that does not compile is an error at its place; GRegex says why. */
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_assert_false (gt_server_config_load_data (config, "host:\n  regex:\n    - '(a'\n", -1,
+                                                "r.yaml", NULL, &error));
+    g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE);
+    g_test_message ("%s", error->message);
+    g_assert_true (g_str_has_prefix (error->message, prefix));
+    g_assert_cmpuint (strlen (error->message), >, strlen (prefix));
+  }
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_assert_false (gt_server_config_load_data (config,
+                                                "users:\n  u:\n    host: {regex: '[z'}\n", -1,
+                                                "r.yaml", NULL, &error));
+    g_assert_true (g_str_has_prefix (error->message, "r.yaml:3:19: bad host regex '[z': "));
+  }
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    char *argv[] = { "--hostRegex", "a)", NULL };
+    g_assert_false (gt_server_config_apply_args (config, 2, argv, &error));
+    g_assert_true (g_str_has_prefix (error->message,
+                                     "command line: --hostRegex: bad host regex 'a)': "));
+  }
+  /* validate() compiles them again (values set by code, e.g. the web UI). */
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_assert_true (gt_server_config_load_data (config,
+                                               "options: {addr: 80}\nhost:\n  regex: [a, b]\n",
+                                               -1, "r.yaml", NULL, &error));
+    g_free (config->host_regex[1]);
+    config->host_regex[1] = g_strdup ("b(");
+    g_assert_false (gt_server_config_validate (config, NULL, &error));
+    g_assert_true (g_str_has_prefix (error->message, "r.yaml:3:14: bad host regex 'b(': "));
+  }
+}
+
+static void
+test_server_validate_new (void)
+{
+  static const struct
+  {
+    const char *yaml;
+    const char *expected;
+  } cases[] = {
+    { "options:\n  addr: 80\n  certFile: c.pem\n", "v.yaml:3:13: certFile is set without keyFile" },
+    { "options:\n  tlsAddr: 443\n  keyFile: k.pem\n",
+      "v.yaml:3:12: keyFile is set without certFile" },
+    { "options:\n  addr: 80\n  apiAddr: 81\n  apiKeyFile: k.pem\n",
+      "v.yaml:4:15: apiKeyFile is set without apiCertFile" },
+    { "options:\n  addr: 80\n  proxyProtocol: true\n",
+      "v.yaml:3:18: proxyProtocol needs proxyProtocolTrustedCIDRs" },
+    { "options:\n  addr: 80\n  proxyProtocol: true\n  proxyProtocolTrustedCIDRs: []\n",
+      "v.yaml:3:18: proxyProtocol needs proxyProtocolTrustedCIDRs" },
+    { "options:\n  tlsAddr: 443\n  sniAddr: ':443'\n",
+      "v.yaml:3:12: sniAddr 0.0.0.0:443 is also the address of tlsAddr" },
+    { "options:\n  apiAddr: 8081\n", "v.yaml: no listener: set options.addr, tlsAddr or sniAddr" },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GtServerConfig) config = gt_server_config_new ();
+      g_autoptr (GError) error = NULL;
+
+      g_test_message ("%s", cases[i].yaml);
+      g_assert_true (gt_server_config_load_data (config, cases[i].yaml, -1, "v.yaml", NULL,
+                                                 &error));
+      g_assert_no_error (error);
+      g_assert_false (gt_server_config_validate (config, NULL, &error));
+      g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID);
+      g_assert_cmpstr (error->message, ==, cases[i].expected);
+    }
+
+  /* Values from the command line are reported as such. */
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    char *argv[] = { "--addr", "80", "--apiCertFile", "a.pem", NULL };
+    g_assert_true (gt_server_config_apply_args (config, 4, argv, &error));
+    g_assert_false (gt_server_config_validate (config, NULL, &error));
+    g_assert_cmpstr (error->message, ==, "command line: apiCertFile is set without apiKeyFile");
+  }
+  /* Port 0 (any free port) may be shared; tlsAddr without cert and key is allowed (a
+   * certificate is generated at run time). */
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_assert_true (gt_server_config_load_data (config,
+                                               "options: {addr: 0, tlsAddr: 0, sniAddr: 0, "
+                                               "apiAddr: 0, tlsVersion: tls1.4}\n",
+                                               -1, "v.yaml", NULL, &error));
+    g_assert_true (warnings_contain (config->warnings,
+                                     "v.yaml:1:68: unknown tlsVersion 'tls1.4': tls1.2 is used "
+                                     "(use tls1.1, tls1.2 or tls1.3)"));
+    g_assert_true (gt_server_config_validate (config, NULL, &error));
+    g_assert_no_error (error);
+    g_assert_cmpstr (config->api_addr, ==, "127.0.0.1:0");
+    g_assert_cmpstr (config->tls_version, ==, "tls1.2");
+  }
+}
+
+static void
+test_api_addr (void)
+{
+  static const struct
+  {
+    const char *in, *out;
+  } cases[] = {
+    { "8081", "127.0.0.1:8081" },
+    { ":8081", "127.0.0.1:8081" },
+    { "0.0.0.0:8081", "0.0.0.0:8081" },
+    { "[::1]:8081", "[::1]:8081" },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GtServerConfig) config = gt_server_config_new ();
+      g_autoptr (GError) error = NULL;
+      char *argv[] = { "--apiAddr", (char *) cases[i].in, NULL };
+
+      g_assert_true (gt_server_config_apply_args (config, 2, argv, &error));
+      g_assert_no_error (error);
+      g_assert_cmpstr (config->api_addr, ==, cases[i].out);
+    }
+}
+
+static void
+test_remotes_and_cert (void)
+{
+  static const struct
+  {
+    const char *url, *scheme, *host;
+    guint16 port;
+    const char *path;
+  } cases[] = {
+    { "h", "tcp", "h", 80, NULL },
+    { "h:81", "tcp", "h", 81, NULL },
+    { "tcp://h/", "tcp", "h", 80, NULL },
+    { "tls://h", "tls", "h", 443, NULL },
+    { "TLS://h:8443", "tls", "h", 8443, NULL },
+    { "ws://h", "ws", "h", 80, "/gt-tunnel" },
+    { "ws://h:8080/", "ws", "h", 8080, "/" },
+    { "wss://[::1]/a/b", "wss", "::1", 443, "/a/b" },
+  };
+  g_autofree char *pem = test_file ("client-gt.yaml"); /* any existing file */
+  g_autofree char *yaml = NULL;
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GtClientConfig) config = gt_client_config_new ();
+      g_autoptr (GError) error = NULL;
+      char *argv[] = { "--remote", (char *) cases[i].url, NULL };
+
+      g_test_message ("%s", cases[i].url);
+      g_assert_true (gt_client_config_apply_args (config, 2, argv, &error));
+      g_assert_no_error (error);
+      g_assert_cmpstr (remote_at (config, 0)->scheme, ==, cases[i].scheme);
+      g_assert_cmpstr (remote_at (config, 0)->host, ==, cases[i].host);
+      g_assert_cmpuint (remote_at (config, 0)->port, ==, cases[i].port);
+      g_assert_cmpstr (remote_at (config, 0)->path, ==, cases[i].path);
+    }
+
+  /* remoteCert: a file that must exist at validate(), or a pin. */
+  {
+    g_autoptr (GtClientConfig) config = gt_client_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_assert_true (gt_client_config_load_data (config,
+                                               "options:\n  id: a\n  secret: s\n"
+                                               "  remote: tls://h\n"
+                                               "  remoteCert: /nonexistent/ca.pem\n"
+                                               "services: [{local: 'http://a'}]\n",
+                                               -1, "c.yaml", NULL, &error));
+    g_assert_no_error (error);
+    g_assert_false (gt_client_config_validate (config, NULL, &error));
+    g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID);
+    g_assert_cmpstr (error->message, ==,
+                     "c.yaml:5:15: remoteCert file '/nonexistent/ca.pem' does not exist (give a "
+                     "PEM file or a sha256: pin)");
+  }
+  yaml = g_strdup_printf ("options:\n  id: a\n  secret: s\n  remote: wss://h\n"
+                          "  remoteCert: %s\n  remoteCertInsecure: yes\n"
+                          "services: [{local: 'http://a', proxyProtocol: V1}]\n",
+                          pem);
+  {
+    g_autoptr (GtClientConfig) config = gt_client_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_assert_true (gt_client_config_load_data (config, yaml, -1, "c.yaml", NULL, &error));
+    g_assert_true (gt_client_config_validate (config, NULL, &error));
+    g_assert_no_error (error);
+    g_assert_cmpstr (config->remote_cert, ==, pem);
+    g_assert_true (config->remote_cert_insecure);
+    g_assert_cmpuint (service_at (config, 0)->proxy_protocol, ==, 1);
+  }
+  {
+    g_autoptr (GtClientConfig) config = gt_client_config_new ();
+    g_autoptr (GError) error = NULL;
+    char *argv[] = { "--id", "a", "--secret", "s", "--remote", "tls://h", "--local", "http://a",
+                     "--remoteCert",
+                     "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                     NULL };
+    g_assert_true (gt_client_config_apply_args (config, G_N_ELEMENTS (argv) - 1, argv, &error));
+    g_assert_true (gt_client_config_validate (config, NULL, &error));
+    g_assert_no_error (error);
+    g_assert_true (g_str_has_prefix (config->remote_cert, "sha256:0000"));
+    g_assert_false (config->remote_cert_insecure);
+  }
+}
+
+static void
+test_new_secrets_not_printed (void)
+{
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+
+  /* A user:password in the auth URL is refused without repeating it. */
+  g_assert_false (gt_server_config_load_data (
+    config, "options:\n  authAPI: https://op:hunter2@a.example/\n", -1, "s.yaml", NULL, &error));
+  g_assert_cmpstr (error->message, ==,
+                   "s.yaml:2:12: bad authAPI URL: user information in the URL is not supported");
 }
 
 int
@@ -1317,6 +1935,17 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/core/config/detect-kind", test_detect_kind);
   g_test_add_func ("/gt/core/config/secrets-not-printed", test_secrets_not_printed);
   g_test_add_func ("/gt/core/config/documents-and-aliases", test_multiple_documents_and_aliases);
+  g_test_add_func ("/gt/core/config/server/new-defaults", test_server_new_defaults);
+  g_test_add_func ("/gt/core/config/server/user-new-defaults", test_user_new_defaults);
+  g_test_add_func ("/gt/core/config/server/full", test_server_full);
+  g_test_add_func ("/gt/core/config/server/new-cli", test_server_new_cli);
+  g_test_add_func ("/gt/core/config/server/users-file-precedence", test_users_file_precedence);
+  g_test_add_func ("/gt/core/config/server/users-file-errors", test_users_file_errors);
+  g_test_add_func ("/gt/core/config/server/host-regex", test_host_regex);
+  g_test_add_func ("/gt/core/config/server/validate-new", test_server_validate_new);
+  g_test_add_func ("/gt/core/config/server/api-addr", test_api_addr);
+  g_test_add_func ("/gt/core/config/client/remotes-and-cert", test_remotes_and_cert);
+  g_test_add_func ("/gt/core/config/new-secrets-not-printed", test_new_secrets_not_printed);
 
   return g_test_run ();
 }

@@ -4,6 +4,7 @@
 #include "gt-config.h"
 
 #include <errno.h>
+#include <gio/gio.h>
 #include <stdarg.h>
 #include <string.h>
 #include <yaml.h>
@@ -20,6 +21,11 @@ G_DEFINE_QUARK (gt-config-error-quark, gt_config_error)
 #define DEFAULT_RECONNECT_DELAY_MS (5 * 1000)
 #define DEFAULT_LOCAL_TIMEOUT_MS (120 * 1000)
 #define DEFAULT_LOG_LEVEL "info"
+#define DEFAULT_TLS_VERSION "tls1.2"
+#define DEFAULT_WS_PATH "/gt-tunnel"
+#define DEFAULT_RECONNECT_TIMES 3
+#define DEFAULT_RECONNECT_DURATION_MS (5 * 60 * 1000)
+#define DEFAULT_DRAIN_TIMEOUT_MS (30 * 1000)
 #define MAX_ID_LEN 200
 #define MAX_SECRET_LEN 200
 #define MAX_PREFIX_LEN 63
@@ -390,8 +396,10 @@ gt_parse_duration (const char *text, guint64 *ms_out)
   return TRUE;
 }
 
-char *
-gt_normalize_listen_addr (const char *text, GError **error)
+/* default_host replaces a missing host: "0.0.0.0" for user-facing listeners, "127.0.0.1" for
+ * the internal API. */
+static char *
+normalize_addr (const char *text, const char *default_host, GError **error)
 {
   g_autofree char *host = NULL;
   g_autofree char *port_text = NULL;
@@ -417,7 +425,7 @@ gt_normalize_listen_addr (const char *text, GError **error)
                        "bad listen address '%s': %s", text, message);
           return NULL;
         }
-      return g_strdup_printf ("0.0.0.0:%u", port);
+      return g_strdup_printf ("%s:%u", default_host, port);
     }
   if (!split_host_port (text, &host, &port_text, &bracketed)
       || (*host != '\0' && !bracketed && !host_is_sane (host)))
@@ -440,10 +448,17 @@ gt_normalize_listen_addr (const char *text, GError **error)
       return NULL;
     }
   if (*host == '\0')
-    return g_strdup_printf ("0.0.0.0:%u", port);
+    return g_strdup_printf ("%s:%u", default_host, port);
   if (bracketed)
     return g_strdup_printf ("[%s]:%u", host, port);
   return g_strdup_printf ("%s:%u", host, port);
+}
+
+char *
+gt_normalize_listen_addr (const char *text, GError **error)
+{
+  g_return_val_if_fail (text != NULL, NULL);
+  return normalize_addr (text, "0.0.0.0", error);
 }
 
 gboolean
@@ -507,14 +522,143 @@ range_message (const char *text, GtPortRange *range)
 }
 
 static char *
-listen_addr_message (const char *text, char **out)
+listen_addr_message (const char *text, const char *default_host, char **out)
 {
   g_autoptr (GError) error = NULL;
 
-  *out = gt_normalize_listen_addr (text, &error);
+  *out = normalize_addr (text, default_host, &error);
   if (*out == NULL)
     return g_strdup (error->message);
   return NULL;
+}
+
+/* An address or a network: "10.0.0.0/8", "192.168.1.7", "fd00::/8", "::1". */
+static char *
+parse_cidr (const char *text)
+{
+  g_autoptr (GInetAddressMask) mask = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (*text != '\0' && strchr (text, ' ') == NULL)
+    mask = g_inet_address_mask_new_from_string (text, &error);
+  if (mask == NULL)
+    return g_strdup_printf ("bad CIDR or address '%s' (examples: 10.0.0.0/8, 192.168.1.7, "
+                            "fd00::/8)",
+                            text);
+  return NULL;
+}
+
+/* A host regex must compile (GRegex, PCRE syntax; GT uses Go's RE2, the common subset is the
+ * same). */
+static char *
+parse_regex (const char *text)
+{
+  g_autoptr (GRegex) regex = NULL;
+  g_autoptr (GError) error = NULL;
+
+  regex = g_regex_new (text, G_REGEX_DEFAULT, G_REGEX_MATCH_DEFAULT, &error);
+  if (regex == NULL)
+    {
+      /* GLib's message repeats the pattern: keep only "at char N: why" when it is there. */
+      const char *why = strlen (error->message) > strlen (text)
+                          ? strstr (error->message + strlen (text), " at char ")
+                          : NULL;
+      return g_strdup_printf ("bad host regex '%s': %s", text,
+                              why != NULL ? why + 1 : error->message);
+    }
+  return NULL;
+}
+
+/* http:// or https:// with a host (authAPI). */
+static char *
+parse_http_url (const char *name, const char *text)
+{
+  g_autoptr (GUri) uri = NULL;
+  const char *scheme;
+
+  uri = g_uri_parse (text, G_URI_FLAGS_NONE, NULL);
+  scheme = uri != NULL ? g_uri_get_scheme (uri) : NULL;
+  if (scheme == NULL
+      || (g_ascii_strcasecmp (scheme, "http") != 0 && g_ascii_strcasecmp (scheme, "https") != 0))
+    return g_strdup_printf ("bad %s URL '%s': it must start with http:// or https://", name,
+                            text);
+  if (g_uri_get_host (uri) == NULL || *g_uri_get_host (uri) == '\0')
+    return g_strdup_printf ("bad %s URL '%s': it has no host", name, text);
+  if (g_uri_get_userinfo (uri) != NULL)
+    return g_strdup_printf ("bad %s URL: user information in the URL is not supported", name);
+  return NULL;
+}
+
+/* A URL path for WebSocket tunnels: "/" followed by visible characters, no fragment. */
+static gboolean
+url_path_is_sane (const char *path)
+{
+  if (path[0] != '/')
+    return FALSE;
+  for (const char *p = path; *p != '\0'; p++)
+    if ((guchar) *p <= ' ' || (guchar) *p == 0x7f || *p == '#')
+      return FALSE;
+  return TRUE;
+}
+
+/* "sha256:" + 64 hex digits, colons allowed between them; normalized to lower case without
+ * colons. */
+static gboolean
+parse_pin (const char *text, char **out)
+{
+  GString *hex;
+
+  if (g_ascii_strncasecmp (text, "sha256:", 7) != 0)
+    return FALSE;
+  hex = g_string_new ("sha256:");
+  for (const char *p = text + 7; *p != '\0'; p++)
+    {
+      if (*p == ':')
+        continue;
+      if (!g_ascii_isxdigit (*p) || hex->len >= 7 + 64)
+        {
+          g_string_free (hex, TRUE);
+          return FALSE;
+        }
+      g_string_append_c (hex, g_ascii_tolower (*p));
+    }
+  if (hex->len != 7 + 64)
+    {
+      g_string_free (hex, TRUE);
+      return FALSE;
+    }
+  *out = g_string_free (hex, FALSE);
+  return TRUE;
+}
+
+static gboolean
+looks_like_pin (const char *text)
+{
+  return g_ascii_strncasecmp (text, "sha256:", 7) == 0;
+}
+
+static char *
+parse_proxy_protocol_version (const char *text, guint *out)
+{
+  if (g_ascii_strcasecmp (text, "v1") == 0 || strcmp (text, "1") == 0)
+    *out = 1;
+  else if (g_ascii_strcasecmp (text, "v2") == 0 || strcmp (text, "2") == 0)
+    *out = 2;
+  else if (*text == '\0')
+    *out = 0;
+  else
+    return g_strdup_printf ("bad proxyProtocol '%s' (use v1 or v2)", text);
+  return NULL;
+}
+
+static void
+strv_append (char ***strv, const char *text)
+{
+  guint n = *strv != NULL ? g_strv_length (*strv) : 0;
+
+  *strv = g_renew (char *, *strv, n + 2);
+  (*strv)[n] = g_strdup (text);
+  (*strv)[n + 1] = NULL;
 }
 
 static void
@@ -524,6 +668,7 @@ remote_free (GtRemote *remote)
     return;
   g_free (remote->host);
   g_free (remote->scheme);
+  g_free (remote->path);
   g_free (remote);
 }
 
@@ -573,18 +718,35 @@ parse_remote (const char *text, GtRemote **out)
   g_autofree char *host = NULL;
   g_autofree char *port_text = NULL;
   const char *rest = text;
-  gboolean bracketed, had_path;
-  guint16 port = 80;
+  g_autofree char *path = NULL;
+  gboolean bracketed, had_path, websocket;
+  guint16 port;
   GtRemote *remote;
 
   if (split_scheme (text, &scheme, &rest))
     {
       if (!scheme_is_sane (scheme))
         return g_strdup_printf ("bad remote '%s'", text);
-      if (strcmp (scheme, "tcp") != 0)
+      if (strcmp (scheme, "tcp") != 0 && strcmp (scheme, "tls") != 0
+          && strcmp (scheme, "ws") != 0 && strcmp (scheme, "wss") != 0)
         return g_strdup_printf ("remote scheme '%s' is not supported by this version", scheme);
     }
-  authority = strip_empty_path (rest, &had_path);
+  else
+    scheme = g_strdup ("tcp");
+  websocket = scheme[0] == 'w';
+  port = strcmp (scheme, "tls") == 0 || strcmp (scheme, "wss") == 0 ? 443 : 80;
+  if (websocket && strchr (rest, '/') != NULL)
+    {
+      /* ws/wss keep their path (the server's wsPath). */
+      const char *slash = strchr (rest, '/');
+      if (!url_path_is_sane (slash))
+        return g_strdup_printf ("bad remote '%s': bad path", text);
+      path = g_strdup (slash);
+      authority = g_strndup (rest, slash - rest);
+      had_path = FALSE;
+    }
+  else
+    authority = strip_empty_path (rest, &had_path);
   if (had_path || !split_host_port (authority, &host, &port_text, &bracketed)
       || (!bracketed && !host_is_sane (host)))
     return g_strdup_printf ("bad remote '%s'", text);
@@ -595,9 +757,11 @@ parse_remote (const char *text, GtRemote **out)
         return message;
     }
   remote = g_new0 (GtRemote, 1);
-  remote->scheme = g_strdup ("tcp");
+  remote->scheme = g_steal_pointer (&scheme);
   remote->host = g_steal_pointer (&host);
   remote->port = port;
+  if (websocket)
+    remote->path = path != NULL ? g_steal_pointer (&path) : g_strdup (DEFAULT_WS_PATH);
   *out = remote;
   return NULL;
 }
@@ -683,11 +847,60 @@ typedef struct
   guint line, column;
 } Place;
 
+/* Where a value came from, for errors found by validate(): file NULL = command line. */
+typedef struct
+{
+  char *file;
+  guint line, column;
+} KeyPlace;
+
+static void
+key_place_free (KeyPlace *place)
+{
+  g_free (place->file);
+  g_free (place);
+}
+
+static GHashTable *
+places_new (void)
+{
+  return g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                (GDestroyNotify) key_place_free);
+}
+
+static void
+places_set (GHashTable *places, const char *key, const char *file, guint line, guint column)
+{
+  KeyPlace *place = g_new0 (KeyPlace, 1);
+
+  place->file = line > 0 ? g_strdup (file) : NULL;
+  place->line = line;
+  place->column = column;
+  g_hash_table_replace (places, g_strdup (key), place);
+}
+
+/* The public structs with what only this file needs. Configs always come from *_new(). */
+typedef struct
+{
+  GtServerConfig pub;
+  GHashTable *places;             /* "certFile", "host.regex.0", "users.ID.host.regex.0" ... */
+  gboolean host_number_from_file; /* GT: YAML host.number/withID win over the command line */
+  gboolean host_with_id_from_file;
+} ServerPriv;
+
+typedef struct
+{
+  GtClientConfig pub;
+  GHashTable *places; /* "remoteCert" */
+} ClientPriv;
+
 /* A user with the places of its tcp ranges, for overlap messages. */
 typedef struct
 {
   GtUserConfig pub;
   GArray *range_places; /* Place, parallel to pub.tcp_ranges */
+  char *file;           /* file the user was defined in (config or users file) */
+  gboolean from_cli;    /* --id/--secret: a users file does not replace it */
 } UserEntry;
 
 static void
@@ -702,7 +915,9 @@ user_free (GtUserConfig *user)
     memset (user->secret, 0, strlen (user->secret));
   g_free (user->secret);
   g_clear_pointer (&user->tcp_ranges, g_array_unref);
+  g_strfreev (user->host_regex);
   g_clear_pointer (&entry->range_places, g_array_unref);
+  g_free (entry->file);
   g_free (entry);
 }
 
@@ -713,6 +928,9 @@ user_new (const char *id, guint line, guint column)
 
   entry->pub.id = g_strdup (id);
   entry->pub.tcp_number = -1;
+  entry->pub.connections = -1;
+  entry->pub.host_number = -1;
+  entry->pub.host_with_id = -1;
   entry->pub.line = line;
   entry->pub.column = column;
   return entry;
@@ -721,8 +939,10 @@ user_new (const char *id, guint line, guint column)
 GtServerConfig *
 gt_server_config_new (void)
 {
-  GtServerConfig *config = g_new0 (GtServerConfig, 1);
+  ServerPriv *priv = g_new0 (ServerPriv, 1);
+  GtServerConfig *config = &priv->pub;
 
+  priv->places = places_new ();
   config->timeout_ms = DEFAULT_SERVER_TIMEOUT_MS;
   config->log_level = g_strdup (DEFAULT_LOG_LEVEL);
   config->users = g_ptr_array_new_with_free_func ((GDestroyNotify) user_free);
@@ -731,6 +951,12 @@ gt_server_config_new (void)
   config->connections = DEFAULT_SERVER_CONNECTIONS;
   config->max_handshake_options = DEFAULT_MAX_HANDSHAKE_OPTIONS;
   config->warnings = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_config_issue_free);
+  config->tls_version = g_strdup (DEFAULT_TLS_VERSION);
+  config->ws_path = g_strdup (DEFAULT_WS_PATH);
+  config->reconnect_times = DEFAULT_RECONNECT_TIMES;
+  config->reconnect_duration_ms = DEFAULT_RECONNECT_DURATION_MS;
+  config->api_tls_version = g_strdup (DEFAULT_TLS_VERSION);
+  config->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
   return config;
 }
 
@@ -745,14 +971,31 @@ gt_server_config_free (GtServerConfig *config)
   g_ptr_array_unref (config->users);
   g_array_unref (config->tcp_ranges);
   g_ptr_array_unref (config->warnings);
+  g_free (config->tls_addr);
+  g_free (config->cert_file);
+  g_free (config->key_file);
+  g_free (config->tls_version);
+  g_free (config->sni_addr);
+  g_free (config->ws_path);
+  g_strfreev (config->proxy_protocol_trusted_cidrs);
+  g_free (config->users_file);
+  g_free (config->auth_api);
+  g_strfreev (config->host_regex);
+  g_free (config->api_addr);
+  g_free (config->api_cert_file);
+  g_free (config->api_key_file);
+  g_free (config->api_tls_version);
+  g_hash_table_unref (((ServerPriv *) config)->places);
   g_free (config);
 }
 
 GtClientConfig *
 gt_client_config_new (void)
 {
-  GtClientConfig *config = g_new0 (GtClientConfig, 1);
+  ClientPriv *priv = g_new0 (ClientPriv, 1);
+  GtClientConfig *config = &priv->pub;
 
+  priv->places = places_new ();
   config->remotes = g_ptr_array_new_with_free_func ((GDestroyNotify) remote_free);
   config->remote_connections = DEFAULT_REMOTE_CONNECTIONS;
   config->remote_idle_connections = DEFAULT_REMOTE_IDLE_CONNECTIONS;
@@ -778,6 +1021,8 @@ gt_client_config_free (GtClientConfig *config)
   g_free (config->log_level);
   g_ptr_array_unref (config->services);
   g_ptr_array_unref (config->warnings);
+  g_free (config->remote_cert);
+  g_hash_table_unref (((ClientPriv *) config)->places);
   g_free (config);
 }
 
@@ -836,6 +1081,15 @@ typedef enum
   OPT_ID,
   OPT_SECRET,
   OPT_REMOTES,
+  OPT_STRING,      /* "" = unset */
+  OPT_PATH,        /* a file; relative paths in a file are relative to that file's folder */
+  OPT_TLS_VERSION, /* unknown values: a warning and tls1.2, as GT */
+  OPT_API_ADDR,    /* listen address, host defaults to 127.0.0.1 */
+  OPT_WS_PATH,
+  OPT_HTTP_URL,
+  OPT_CIDRS,       /* list; the file replaces, the command line repeats */
+  OPT_SPEED,       /* bytes/s, guint64 field, GT's uint32 range */
+  OPT_REMOTE_CERT, /* a pin "sha256:..." or a path (OPT_PATH rules) */
 } OptType;
 
 typedef struct
@@ -851,6 +1105,25 @@ typedef struct
 
 static const OptDef server_opts[] = {
   SOPT ("addr", OPT_ADDR, addr, 0),
+  SOPT ("tlsAddr", OPT_ADDR, tls_addr, 0),
+  SOPT ("certFile", OPT_PATH, cert_file, 0),
+  SOPT ("keyFile", OPT_PATH, key_file, 0),
+  SOPT ("tlsVersion", OPT_TLS_VERSION, tls_version, 0),
+  SOPT ("sniAddr", OPT_ADDR, sni_addr, 0),
+  SOPT ("wsPath", OPT_WS_PATH, ws_path, 0),
+  SOPT ("proxyProtocol", OPT_BOOL, proxy_protocol, 0),
+  SOPT ("proxyProtocolTrustedCIDRs", OPT_CIDRS, proxy_protocol_trusted_cidrs, 0),
+  SOPT ("users", OPT_PATH, users_file, 0),
+  SOPT ("authAPI", OPT_HTTP_URL, auth_api, 0),
+  SOPT ("reconnectTimes", OPT_UINT32, reconnect_times, DEFAULT_RECONNECT_TIMES),
+  SOPT ("reconnectDuration", OPT_DURATION, reconnect_duration_ms,
+        DEFAULT_RECONNECT_DURATION_MS),
+  SOPT ("speed", OPT_SPEED, speed, 0),
+  SOPT ("apiAddr", OPT_API_ADDR, api_addr, 0),
+  SOPT ("apiCertFile", OPT_PATH, api_cert_file, 0),
+  SOPT ("apiKeyFile", OPT_PATH, api_key_file, 0),
+  SOPT ("apiTLSVersion", OPT_TLS_VERSION, api_tls_version, 0),
+  SOPT ("drainTimeout", OPT_DURATION, drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_MS),
   SOPT ("timeout", OPT_DURATION, timeout_ms, DEFAULT_SERVER_TIMEOUT_MS),
   SOPT ("logLevel", OPT_LOG_LEVEL, log_level, 0),
   SOPT ("tcpNumber", OPT_UINT16, tcp_number, 0),
@@ -870,6 +1143,8 @@ static const OptDef client_opts[] = {
   COPT ("remoteTimeout", OPT_DURATION, remote_timeout_ms, DEFAULT_REMOTE_TIMEOUT_MS),
   COPT ("reconnectDelay", OPT_DURATION, reconnect_delay_ms, DEFAULT_RECONNECT_DELAY_MS),
   COPT ("logLevel", OPT_LOG_LEVEL, log_level, 0),
+  COPT ("remoteCert", OPT_REMOTE_CERT, remote_cert, 0),
+  COPT ("remoteCertInsecure", OPT_BOOL, remote_cert_insecure, 0),
 };
 
 /* GT options accepted but not implemented: a warning, a loose shape check, no failure. */
@@ -898,40 +1173,17 @@ typedef struct
     { "admin", LOOSE_SCALAR }, { "password", LOOSE_SCALAR }, { "bbr", LOOSE_BOOL }
 
 static const LooseDef server_unsupported[] = {
-  { "tlsAddr", LOOSE_SCALAR },
-  { "tlsVersion", LOOSE_SCALAR },
-  { "certFile", LOOSE_SCALAR },
-  { "keyFile", LOOSE_SCALAR },
-  { "users", LOOSE_SCALAR },
-  { "authAPI", LOOSE_SCALAR },
-  { "speed", LOOSE_SCALAR },
-  { "reconnectTimes", LOOSE_SCALAR },
-  { "reconnectDuration", LOOSE_SCALAR },
   { "httpMUXHeader", LOOSE_SCALAR },
   { "timeoutOnUnidirectionalTraffic", LOOSE_BOOL },
-  { "apiAddr", LOOSE_SCALAR },
-  { "apiCertFile", LOOSE_SCALAR },
-  { "apiKeyFile", LOOSE_SCALAR },
-  { "apiTLSVersion", LOOSE_SCALAR },
   { "stunAddr", LOOSE_SCALAR },
   { "stunLogLevel", LOOSE_SCALAR },
-  { "sniAddr", LOOSE_SCALAR },
   { "quicAddr", LOOSE_SCALAR },
   COMMON_UNSUPPORTED,
-};
-
-/* Server options that GT has only on the command line (YAML: host.*). */
-static const LooseDef server_cli_unsupported[] = {
-  { "hostNumber", LOOSE_SCALAR },
-  { "hostRegex", LOOSE_LIST },
-  { "hostWithID", LOOSE_BOOL },
 };
 
 static const LooseDef client_unsupported[] = {
   { "remoteSTUN", LOOSE_LIST },
   { "remoteAPI", LOOSE_SCALAR },
-  { "remoteCert", LOOSE_SCALAR },
-  { "remoteCertInsecure", LOOSE_BOOL },
   { "webrtcConnectionIdleTimeout", LOOSE_SCALAR },
   { "webrtcConnections", LOOSE_SCALAR },
   { "webrtcLogLevel", LOOSE_SCALAR },
@@ -942,16 +1194,6 @@ static const LooseDef client_unsupported[] = {
   { "tcpForwardHostPrefix", LOOSE_SCALAR },
   { "tcpForwardConnections", LOOSE_SCALAR },
   COMMON_UNSUPPORTED,
-};
-
-static const LooseDef user_unsupported[] = {
-  { "speed", LOOSE_SCALAR },
-  { "connections", LOOSE_SCALAR },
-  { "host", LOOSE_MAP },
-};
-
-static const LooseDef server_top_unsupported[] = {
-  { "host", LOOSE_MAP },
 };
 
 static const LooseDef *
@@ -972,19 +1214,111 @@ find_opt (const OptDef *defs, gsize n, const char *name)
   return NULL;
 }
 
-/* Sets a scalar option from text; returns NULL or an error message. OPT_REMOTES appends. */
+static void
+set_string (char **field, const char *value)
+{
+  char *copy = g_strdup (value);
+
+  g_free (*field);
+  *field = copy;
+}
+
+/* Sets a scalar option from text; returns NULL or an error message. OPT_REMOTES and OPT_CIDRS
+ * append. *warning receives a message for values replaced by a default (tlsVersion). */
 static char *
-opt_set (void *config, const OptDef *def, const char *text)
+opt_set (void *config, const OptDef *def, const char *text, char **warning)
 {
   char *base = config;
   char *message = NULL;
+  char **string_field = (char **) (base + def->offset);
 
   switch (def->type)
     {
+    case OPT_STRING:
+    case OPT_PATH:
+      set_string (string_field, *text != '\0' ? text : NULL);
+      break;
+    case OPT_TLS_VERSION:
+      {
+        static const char *const versions[] = { "tls1.1", "tls1.2", "tls1.3" };
+        const char *chosen = NULL;
+
+        for (guint i = 0; i < G_N_ELEMENTS (versions); i++)
+          if (g_ascii_strcasecmp (text, versions[i]) == 0)
+            chosen = versions[i];
+        if (chosen == NULL)
+          {
+            if (*text != '\0')
+              *warning = g_strdup_printf ("unknown %s '%s': tls1.2 is used (use tls1.1, tls1.2 "
+                                          "or tls1.3)",
+                                          def->name, text);
+            chosen = DEFAULT_TLS_VERSION;
+          }
+        set_string (string_field, chosen);
+        break;
+      }
+    case OPT_API_ADDR:
+      {
+        char *addr = NULL;
+        message = listen_addr_message (text, "127.0.0.1", &addr);
+        if (message == NULL)
+          {
+            g_free (*string_field);
+            *string_field = addr;
+          }
+        break;
+      }
+    case OPT_WS_PATH:
+      if (*text == '\0')
+        set_string (string_field, DEFAULT_WS_PATH);
+      else if (!url_path_is_sane (text))
+        message = g_strdup_printf ("bad %s '%s': it must start with '/' and contain no space or "
+                                   "'#'",
+                                   def->name, text);
+      else
+        set_string (string_field, text);
+      break;
+    case OPT_HTTP_URL:
+      if (*text == '\0')
+        set_string (string_field, NULL);
+      else if ((message = parse_http_url (def->name, text)) == NULL)
+        set_string (string_field, text);
+      break;
+    case OPT_CIDRS:
+      if ((message = parse_cidr (text)) == NULL)
+        strv_append ((char ***) (base + def->offset), text);
+      break;
+    case OPT_SPEED:
+      {
+        guint64 value = 0;
+        message = parse_uint (text, G_MAXUINT32, &value);
+        if (message == NULL)
+          *(guint64 *) (base + def->offset) = value;
+        break;
+      }
+    case OPT_REMOTE_CERT:
+      if (*text == '\0')
+        set_string (string_field, NULL);
+      else if (looks_like_pin (text))
+        {
+          char *pin = NULL;
+          if (!parse_pin (text, &pin))
+            message = g_strdup_printf ("bad %s pin '%s': use sha256: followed by 64 hex digits "
+                                       "(colons allowed)",
+                                       def->name, text);
+          else
+            {
+              g_free (*string_field);
+              *string_field = pin;
+            }
+        }
+      else
+        set_string (string_field, text);
+      break;
     case OPT_ADDR:
       {
         char *addr = NULL;
-        message = listen_addr_message (text, &addr);
+        message = listen_addr_message (text, "0.0.0.0", &addr);
         if (message == NULL)
           {
             char **field = (char **) (base + def->offset);
@@ -1068,7 +1402,10 @@ typedef struct
   yaml_document_t doc;
   gboolean have_doc;
   const char *file;
+  char *base_dir;     /* folder of the file for relative paths; NULL = as given */
   GPtrArray *warnings;
+  GHashTable *places; /* KeyPlace of values that validate() checks */
+  gboolean users_file; /* loading options.users: command-line users are kept */
   GtConfigIssue **issue_out;
   GError **error;
 } Loader;
@@ -1079,6 +1416,7 @@ loader_clear (Loader *ld)
   if (ld->have_doc)
     yaml_document_delete (&ld->doc);
   ld->have_doc = FALSE;
+  g_clear_pointer (&ld->base_dir, g_free);
 }
 
 static guint
@@ -1281,22 +1619,50 @@ ld_warn_unsupported (Loader *ld, yaml_node_t *key_node, yaml_node_t *value,
                  display, expected, node_kind_name (value));
 }
 
+static void
+ld_place (Loader *ld, const char *key, yaml_node_t *node)
+{
+  if (ld->places != NULL)
+    places_set (ld->places, key, ld->file, node_line (node), node_column (node));
+}
+
+/* Sets one value of an option, with the file's rules for relative paths. */
+static gboolean
+ld_option_value (Loader *ld, void *config, const OptDef *def, yaml_node_t *node,
+                 const char *text)
+{
+  g_autofree char *resolved = NULL;
+  g_autofree char *warning = NULL;
+  char *message;
+
+  if ((def->type == OPT_PATH || (def->type == OPT_REMOTE_CERT && !looks_like_pin (text)))
+      && *text != '\0' && ld->base_dir != NULL && !g_path_is_absolute (text))
+    text = resolved = g_build_filename (ld->base_dir, text, NULL);
+  message = opt_set (config, def, text, &warning);
+  if (message != NULL)
+    return ld_fail_take (ld, node, GT_CONFIG_ERROR_VALUE, message);
+  if (warning != NULL)
+    add_warning (ld->warnings, ld->file, node_line (node), node_column (node), "%s", warning);
+  return TRUE;
+}
+
 /* An option of the `options:` mapping, from the tables above. */
 static gboolean
 ld_option (Loader *ld, void *config, const OptDef *def, yaml_node_t *value)
 {
   const char *text = NULL;
-  char *message;
 
-  if (def->type == OPT_REMOTES)
+  if (def->type == OPT_REMOTES || def->type == OPT_CIDRS)
     {
-      GPtrArray *remotes = *(GPtrArray **) ((char *) config + def->offset);
       gboolean is_list = FALSE;
 
       if (node_is_null (value))
         return TRUE;
       /* YAML replaces: a file loaded later wins over an earlier one. */
-      g_ptr_array_set_size (remotes, 0);
+      if (def->type == OPT_REMOTES)
+        g_ptr_array_set_size (*(GPtrArray **) ((char *) config + def->offset), 0);
+      else
+        g_clear_pointer ((char ***) ((char *) config + def->offset), g_strfreev);
       if (value != NULL && value->type == YAML_SEQUENCE_NODE)
         {
           if (!ld_sequence (ld, value, def->name, &is_list))
@@ -1309,9 +1675,8 @@ ld_option (Loader *ld, void *config, const OptDef *def, yaml_node_t *value)
               return FALSE;
             if (text == NULL)
               continue;
-            message = opt_set (config, def, text);
-            if (message != NULL)
-              return ld_fail_take (ld, item, GT_CONFIG_ERROR_VALUE, message);
+            if (!ld_option_value (ld, config, def, item, text))
+              return FALSE;
           }
           return TRUE;
         }
@@ -1321,10 +1686,8 @@ ld_option (Loader *ld, void *config, const OptDef *def, yaml_node_t *value)
     return FALSE;
   if (text == NULL)
     return TRUE; /* null: keep the current value */
-  message = opt_set (config, def, text);
-  if (message != NULL)
-    return ld_fail_take (ld, value, GT_CONFIG_ERROR_VALUE, message);
-  return TRUE;
+  ld_place (ld, def->name, value);
+  return ld_option_value (ld, config, def, value, text);
 }
 
 static gboolean
@@ -1409,36 +1772,116 @@ ld_tcp_ranges (Loader *ld, yaml_node_t *list, const char *key, GArray **ranges,
   return TRUE;
 }
 
-static gboolean
-ld_user (Loader *ld, GtServerConfig *config, yaml_node_t *key, yaml_node_t *value,
-         const char *id)
+/* A `host:` mapping (global or per user): GT's host-prefix rules. */
+typedef struct
 {
-  UserEntry *entry;
-  gboolean present;
-  gint index;
-  gsize id_len = strlen (id);
+  gboolean number_set;
+  guint64 number;
+  gboolean with_id_set;
+  gboolean with_id;
+  gboolean regex_set;
+  char **regex; /* NULL for an empty list */
+} HostRules;
 
-  if (id_len == 0 || id_len > MAX_ID_LEN)
-    return ld_fail (ld, key, GT_CONFIG_ERROR_VALUE, "user id must be 1 to %d bytes",
-                    MAX_ID_LEN);
-  if (!ld_mapping (ld, value, id, &present))
+static void
+host_rules_clear (HostRules *rules)
+{
+  g_clear_pointer (&rules->regex, g_strfreev);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (HostRules, host_rules_clear)
+
+static gboolean
+ld_host_regex_item (Loader *ld, yaml_node_t *node, const char *key_prefix, HostRules *rules)
+{
+  const char *text;
+  char *message;
+  g_autofree char *place_key = NULL;
+
+  if (!ld_scalar (ld, node, "regex", &text))
     return FALSE;
+  if (text == NULL)
+    return TRUE;
+  message = parse_regex (text);
+  if (message != NULL)
+    return ld_fail_take (ld, node, GT_CONFIG_ERROR_VALUE, message);
+  place_key = g_strdup_printf ("%s.regex.%u", key_prefix,
+                               rules->regex != NULL ? g_strv_length (rules->regex) : 0);
+  ld_place (ld, place_key, node);
+  strv_append (&rules->regex, text);
+  return TRUE;
+}
 
-  entry = user_new (id, node_line (key), node_column (key));
-  index = find_user_index (config, id);
-  if (index >= 0)
-    g_ptr_array_remove_index (config->users, index); /* loaded twice: the later file wins */
-  g_ptr_array_add (config->users, entry);
+static gboolean
+ld_host (Loader *ld, yaml_node_t *map, const char *key_prefix, HostRules *rules)
+{
+  gboolean present;
+
+  if (!ld_mapping (ld, map, "host", &present))
+    return FALSE;
   if (!present)
     return TRUE;
+  FOREACH_PAIR (ld, map, k, v, name)
+  {
+    const char *text;
+    char *message;
 
+    if (strcmp (name, "number") == 0)
+      {
+        if (!ld_scalar (ld, v, "number", &text))
+          return FALSE;
+        if (text == NULL)
+          continue;
+        message = parse_uint (text, G_MAXINT32, &rules->number);
+        if (message != NULL)
+          return ld_fail_take (ld, v, GT_CONFIG_ERROR_VALUE, message);
+        rules->number_set = TRUE;
+      }
+    else if (strcmp (name, "withID") == 0)
+      {
+        if (!ld_scalar (ld, v, "withID", &text))
+          return FALSE;
+        if (text == NULL)
+          continue;
+        message = parse_bool (text, &rules->with_id);
+        if (message != NULL)
+          return ld_fail_take (ld, v, GT_CONFIG_ERROR_VALUE, message);
+        rules->with_id_set = TRUE;
+      }
+    else if (strcmp (name, "regex") == 0)
+      {
+        if (node_is_null (v))
+          continue;
+        g_clear_pointer (&rules->regex, g_strfreev);
+        rules->regex_set = TRUE;
+        if (v->type == YAML_SEQUENCE_NODE)
+          {
+            FOREACH_ITEM (ld, v, item)
+            {
+              if (item != NULL && !ld_host_regex_item (ld, item, key_prefix, rules))
+                return FALSE;
+            }
+          }
+        else if (!ld_host_regex_item (ld, v, key_prefix, rules))
+          return FALSE;
+      }
+    else
+      ld_warn_unknown (ld, k, name);
+  }
+  return TRUE;
+}
+
+static gboolean
+ld_user_fields (Loader *ld, UserEntry *entry, yaml_node_t *value, const char *id)
+{
   FOREACH_PAIR (ld, value, k, v, name)
   {
-    const LooseDef *loose;
+    const char *text;
+    guint64 number;
+    char *message;
 
     if (strcmp (name, "secret") == 0)
       {
-        const char *text;
         gsize len;
 
         if (!ld_scalar (ld, v, "secret", &text))
@@ -1457,30 +1900,84 @@ ld_user (Loader *ld, GtServerConfig *config, yaml_node_t *key, yaml_node_t *valu
         if (!ld_tcp_ranges (ld, v, "tcp", &entry->pub.tcp_ranges, &entry->range_places))
           return FALSE;
       }
-    else if (strcmp (name, "tcpNumber") == 0)
+    else if (strcmp (name, "tcpNumber") == 0 || strcmp (name, "speed") == 0
+             || strcmp (name, "connections") == 0)
       {
-        const char *text;
-        guint64 number;
-        char *message;
+        guint64 max = name[0] == 't'   ? G_MAXUINT16
+                      : name[0] == 's' ? G_MAXUINT32
+                                       : (guint64) G_MAXINT32;
 
-        if (!ld_scalar (ld, v, "tcpNumber", &text))
+        if (!ld_scalar (ld, v, name, &text))
           return FALSE;
         if (text == NULL)
           continue;
-        message = parse_uint (text, G_MAXUINT16, &number);
+        message = parse_uint (text, max, &number);
         if (message != NULL)
           return ld_fail_take (ld, v, GT_CONFIG_ERROR_VALUE, message);
-        entry->pub.tcp_number = (gint) number;
+        if (name[0] == 't')
+          entry->pub.tcp_number = (gint) number;
+        else if (name[0] == 's')
+          entry->pub.speed = number; /* 0 = options.speed */
+        else
+          entry->pub.connections = number == 0 ? -1 : (gint) number; /* GT: 0 = global */
       }
-    else if ((loose = find_loose (user_unsupported, G_N_ELEMENTS (user_unsupported), name))
-             != NULL)
+    else if (strcmp (name, "host") == 0)
       {
-        g_autofree char *display = g_strdup_printf ("users.%s.%s", id, name);
-        ld_warn_unsupported (ld, k, v, display, loose->type);
+        g_auto (HostRules) rules = { 0 };
+        g_autofree char *key_prefix = g_strdup_printf ("users.%s.host", id);
+
+        if (!ld_host (ld, v, key_prefix, &rules))
+          return FALSE;
+        if (rules.number_set)
+          entry->pub.host_number = (gint) rules.number;
+        if (rules.with_id_set)
+          entry->pub.host_with_id = rules.with_id ? 1 : 0;
+        if (rules.regex_set)
+          {
+            g_strfreev (entry->pub.host_regex);
+            entry->pub.host_regex = g_steal_pointer (&rules.regex);
+          }
       }
     else
       ld_warn_unknown (ld, k, name);
   }
+  return TRUE;
+}
+
+static gboolean
+ld_user (Loader *ld, GtServerConfig *config, yaml_node_t *key, yaml_node_t *value,
+         const char *id)
+{
+  UserEntry *entry;
+  gboolean present;
+  gint index;
+  gsize id_len = strlen (id);
+
+  if (id_len == 0 || id_len > MAX_ID_LEN)
+    return ld_fail (ld, key, GT_CONFIG_ERROR_VALUE, "user id must be 1 to %d bytes",
+                    MAX_ID_LEN);
+  if (!ld_mapping (ld, value, id, &present))
+    return FALSE;
+
+  entry = user_new (id, node_line (key), node_column (key));
+  entry->file = g_strdup (ld->file);
+  if (present && !ld_user_fields (ld, entry, value, id))
+    {
+      user_free (&entry->pub);
+      return FALSE;
+    }
+
+  index = find_user_index (config, id);
+  if (index < 0)
+    g_ptr_array_add (config->users, entry);
+  else if (ld->users_file && ((UserEntry *) g_ptr_array_index (config->users, index))->from_cli)
+    user_free (&entry->pub); /* GT: --id/--secret win over the users file */
+  else
+    {
+      /* The users file replaces the config's entry; a file loaded twice: the later wins. */
+      user_free (g_ptr_array_index (config->users, index));
+      g_ptr_array_index (config->users, index) = entry;
+    }
   return TRUE;
 }
 
@@ -1617,6 +2114,16 @@ ld_service (Loader *ld, GtClientConfig *config, yaml_node_t *item)
         if (message != NULL)
           return ld_fail_take (ld, v, GT_CONFIG_ERROR_VALUE, message);
         service->local_timeout_ms = ms == 0 ? DEFAULT_LOCAL_TIMEOUT_MS : ms;
+      }
+    else if (strcmp (name, "proxyProtocol") == 0)
+      {
+        if (!ld_scalar (ld, v, name, &text))
+          return FALSE;
+        if (text == NULL)
+          continue;
+        message = parse_proxy_protocol_version (text, &service->proxy_protocol);
+        if (message != NULL)
+          return ld_fail_take (ld, v, GT_CONFIG_ERROR_VALUE, message);
       }
     else
       ld_warn_unknown (ld, k, name);
@@ -1765,8 +2272,6 @@ server_load (GtServerConfig *config, Loader *ld, const char *data, gssize len)
     return TRUE;
   FOREACH_PAIR (ld, root, key, value, name)
   {
-    const LooseDef *loose;
-
     if (strcmp (name, "version") == 0)
       ; /* ignored, as GT does */
     else if (strcmp (name, "type") == 0)
@@ -1790,10 +2295,30 @@ server_load (GtServerConfig *config, Loader *ld, const char *data, gssize len)
         if (!ld_tcp_ranges (ld, value, "tcp", &config->tcp_ranges, NULL))
           return FALSE;
       }
-    else if ((loose = find_loose (server_top_unsupported, G_N_ELEMENTS (server_top_unsupported),
-                                  name))
-             != NULL)
-      ld_warn_unsupported (ld, key, value, name, loose->type);
+    else if (strcmp (name, "host") == 0)
+      {
+        ServerPriv *priv = (ServerPriv *) config;
+        g_auto (HostRules) rules = { 0 };
+
+        if (!ld_host (ld, value, "host", &rules))
+          return FALSE;
+        if (rules.number_set)
+          {
+            config->host_number = (guint) rules.number;
+            priv->host_number_from_file = TRUE;
+          }
+        if (rules.with_id_set)
+          {
+            config->host_with_id = rules.with_id;
+            priv->host_with_id_from_file = TRUE;
+          }
+        if (rules.regex_set)
+          {
+            /* Replaces an earlier file's list; --hostRegex values are added after. */
+            g_strfreev (config->host_regex);
+            config->host_regex = g_steal_pointer (&rules.regex);
+          }
+      }
     else
       ld_warn_unknown (ld, key, name);
   }
@@ -1838,6 +2363,20 @@ client_load (GtClientConfig *config, Loader *ld, const char *data, gssize len)
   return TRUE;
 }
 
+/* Relative paths in a file are relative to the file's folder ("." means as given). */
+static char *
+base_dir_of (const char *filename)
+{
+  g_autofree char *dir = NULL;
+
+  if (filename == NULL)
+    return NULL;
+  dir = g_path_get_dirname (filename);
+  if (strcmp (dir, ".") == 0)
+    return NULL;
+  return g_steal_pointer (&dir);
+}
+
 static gboolean
 read_file (const char *path, char **data, gsize *len, GtConfigIssue **issue_out,
            GError **error)
@@ -1865,7 +2404,9 @@ gt_server_config_load_data (GtServerConfig *config, const char *data, gssize len
   if (data == NULL)
     data = "";
   ld.file = filename != NULL ? filename : "<data>";
+  ld.base_dir = base_dir_of (filename);
   ld.warnings = config->warnings;
+  ld.places = ((ServerPriv *) config)->places;
   ld.issue_out = issue_out;
   ld.error = error;
   if (filename != NULL)
@@ -1891,7 +2432,9 @@ gt_client_config_load_data (GtClientConfig *config, const char *data, gssize len
   if (data == NULL)
     data = "";
   ld.file = filename != NULL ? filename : "<data>";
+  ld.base_dir = base_dir_of (filename);
   ld.warnings = config->warnings;
+  ld.places = ((ClientPriv *) config)->places;
   ld.issue_out = issue_out;
   ld.error = error;
   if (filename != NULL)
@@ -2071,19 +2614,23 @@ cli_unsupported (GPtrArray *warnings, const LooseDef *loose, int argc, char **ar
 
 /* Applies a table option from the command line; value NULL means a bare boolean. */
 static gboolean
-cli_option (void *config, const OptDef *def, int argc, char **argv, int *i,
-            const char *inline_value, GError **error)
+cli_option (void *config, GPtrArray *warnings, GHashTable *places, const OptDef *def, int argc,
+            char **argv, int *i, const char *inline_value, GError **error)
 {
   const char *value = NULL;
   g_autofree char *message = NULL;
+  g_autofree char *warning = NULL;
 
   if (def->type == OPT_BOOL && inline_value == NULL)
     value = "true";
   else if (!cli_take_value (argc, argv, i, def->name, inline_value, &value, error))
     return FALSE;
-  message = opt_set (config, def, value);
+  message = opt_set (config, def, value, &warning);
   if (message != NULL)
     return cli_fail (error, GT_CONFIG_ERROR_VALUE, "--%s: %s", def->name, message);
+  if (warning != NULL)
+    add_warning (warnings, NULL, 0, 0, "--%s: %s", def->name, warning);
+  places_set (places, def->name, NULL, 0, 0);
   return TRUE;
 }
 
@@ -2092,6 +2639,8 @@ gt_server_config_apply_args (GtServerConfig *config, int argc, char **argv, GErr
 {
   g_autoptr (GPtrArray) ids = g_ptr_array_new ();
   g_autoptr (GPtrArray) secrets = g_ptr_array_new ();
+  ServerPriv *priv = (ServerPriv *) config;
+  gboolean cidrs_replaced = FALSE;
 
   g_return_val_if_fail (config != NULL, FALSE);
   g_return_val_if_fail (argc == 0 || argv != NULL, FALSE);
@@ -2108,8 +2657,57 @@ gt_server_config_apply_args (GtServerConfig *config, int argc, char **argv, GErr
 
       if ((def = find_opt (server_opts, G_N_ELEMENTS (server_opts), name)) != NULL)
         {
-          if (!cli_option (config, def, argc, argv, &i, inline_value, error))
+          if (def->type == OPT_CIDRS && !cidrs_replaced)
+            {
+              /* The command line replaces the file's list. */
+              g_clear_pointer (&config->proxy_protocol_trusted_cidrs, g_strfreev);
+              cidrs_replaced = TRUE;
+            }
+          if (!cli_option (config, config->warnings, priv->places, def, argc, argv, &i,
+                           inline_value, error))
             return FALSE;
+        }
+      else if (strcmp (name, "hostNumber") == 0)
+        {
+          guint64 number = 0;
+          g_autofree char *message = NULL;
+          if (!cli_take_value (argc, argv, &i, name, inline_value, &value, error))
+            return FALSE;
+          message = parse_uint (value, G_MAXINT32, &number);
+          if (message != NULL)
+            return cli_fail (error, GT_CONFIG_ERROR_VALUE, "--hostNumber: %s", message);
+          if (priv->host_number_from_file)
+            add_warning (config->warnings, NULL, 0, 0,
+                         "--hostNumber is ignored: host.number of the file wins (as in GT)");
+          else
+            config->host_number = (guint) number;
+        }
+      else if (strcmp (name, "hostWithID") == 0)
+        {
+          gboolean with_id = TRUE;
+          g_autofree char *message = NULL;
+          if (inline_value != NULL && (message = parse_bool (inline_value, &with_id)) != NULL)
+            return cli_fail (error, GT_CONFIG_ERROR_VALUE, "--hostWithID: %s", message);
+          if (priv->host_with_id_from_file)
+            add_warning (config->warnings, NULL, 0, 0,
+                         "--hostWithID is ignored: host.withID of the file wins (as in GT)");
+          else
+            config->host_with_id = with_id;
+        }
+      else if (strcmp (name, "hostRegex") == 0)
+        {
+          g_autofree char *message = NULL;
+          g_autofree char *place_key = NULL;
+          if (!cli_take_value (argc, argv, &i, name, inline_value, &value, error))
+            return FALSE;
+          message = parse_regex (value);
+          if (message != NULL)
+            return cli_fail (error, GT_CONFIG_ERROR_VALUE, "--hostRegex: %s", message);
+          /* GT: the union of host.regex and --hostRegex. */
+          place_key = g_strdup_printf (
+            "host.regex.%u", config->host_regex != NULL ? g_strv_length (config->host_regex) : 0);
+          places_set (priv->places, place_key, NULL, 0, 0);
+          strv_append (&config->host_regex, value);
         }
       else if (strcmp (name, "id") == 0 || strcmp (name, "secret") == 0)
         {
@@ -2134,10 +2732,7 @@ gt_server_config_apply_args (GtServerConfig *config, int argc, char **argv, GErr
           g_array_append_val (config->tcp_ranges, range);
         }
       else if ((loose = find_loose (server_unsupported, G_N_ELEMENTS (server_unsupported), name))
-                 != NULL
-               || (loose = find_loose (server_cli_unsupported,
-                                       G_N_ELEMENTS (server_cli_unsupported), name))
-                    != NULL)
+               != NULL)
         {
           if (!cli_unsupported (config->warnings, loose, argc, argv, &i, inline_value, error))
             return FALSE;
@@ -2157,6 +2752,7 @@ gt_server_config_apply_args (GtServerConfig *config, int argc, char **argv, GErr
       UserEntry *entry = user_new (id, 0, 0);
       gint index = find_user_index (config, id);
 
+      entry->from_cli = TRUE;
       entry->pub.secret = g_strdup (g_ptr_array_index (secrets, i));
       if (index >= 0)
         {
@@ -2175,7 +2771,7 @@ is_service_option (const char *name)
 {
   return strcmp (name, "hostPrefix") == 0 || strcmp (name, "remoteTCPPort") == 0
          || strcmp (name, "remoteTCPRandom") == 0 || strcmp (name, "useLocalAsHTTPHost") == 0
-         || strcmp (name, "localTimeout") == 0;
+         || strcmp (name, "localTimeout") == 0 || strcmp (name, "proxyProtocol") == 0;
 }
 
 static char *
@@ -2209,6 +2805,8 @@ service_set (GtServiceConfig *service, const char *name, const char *value, gboo
       if (message == NULL)
         service->local_timeout_ms = ms == 0 ? DEFAULT_LOCAL_TIMEOUT_MS : ms;
     }
+  else if (strcmp (name, "proxyProtocol") == 0)
+    message = parse_proxy_protocol_version (value, &service->proxy_protocol);
   else
     g_assert_not_reached ();
   return message;
@@ -2304,9 +2902,14 @@ gt_client_config_apply_args (GtClientConfig *config, int argc, char **argv, GErr
               g_ptr_array_set_size (config->remotes, 0);
               remotes_replaced = TRUE;
             }
-          message = opt_set (config, def, item->value != NULL ? item->value : "true");
+          g_autofree char *warning = NULL;
+
+          message = opt_set (config, def, item->value != NULL ? item->value : "true", &warning);
           if (message != NULL)
             return cli_fail (error, GT_CONFIG_ERROR_VALUE, "--%s: %s", def->name, message);
+          if (warning != NULL)
+            add_warning (config->warnings, NULL, 0, 0, "--%s: %s", def->name, warning);
+          places_set (((ClientPriv *) config)->places, def->name, NULL, 0, 0);
           continue;
         }
       if (strcmp (item->name, "local") == 0)
@@ -2441,6 +3044,99 @@ fail_global (const char *file, int code, GtConfigIssue **issue_out, GError **err
   return fail_with_issue (issue_new_take (file, 0, 0, message), code, issue_out, error);
 }
 
+/* For values whose place was recorded while loading (KeyPlace); the file when unknown. */
+static gboolean G_GNUC_PRINTF (7, 8)
+fail_key (GHashTable *places, const char *key, const char *file, int code,
+          GtConfigIssue **issue_out, GError **error, const char *format, ...)
+{
+  const KeyPlace *place = g_hash_table_lookup (places, key);
+  va_list args;
+  char *message;
+  GtConfigIssue *issue;
+
+  va_start (args, format);
+  message = g_strdup_vprintf (format, args);
+  va_end (args);
+  if (place == NULL)
+    issue = issue_new_take (file, 0, 0, message);
+  else
+    issue = issue_new_take (place->file, place->line, place->column, message);
+  return fail_with_issue (issue, code, issue_out, error);
+}
+
+static gboolean
+check_regexes (GHashTable *places, char **regex, const char *key_prefix, const char *file,
+               GtConfigIssue **issue_out, GError **error)
+{
+  for (guint i = 0; regex != NULL && regex[i] != NULL; i++)
+    {
+      g_autofree char *message = parse_regex (regex[i]);
+      g_autofree char *key = NULL;
+
+      if (message == NULL)
+        continue;
+      key = g_strdup_printf ("%s.regex.%u", key_prefix, i);
+      return fail_key (places, key, file, GT_CONFIG_ERROR_VALUE, issue_out, error, "%s",
+                       message);
+    }
+  return TRUE;
+}
+
+/* certFile/keyFile and apiCertFile/apiKeyFile go together. */
+static gboolean
+check_pair (GHashTable *places, const char *file, const char *a_name, const char *a,
+            const char *b_name, const char *b, GtConfigIssue **issue_out, GError **error)
+{
+  if (a != NULL && b == NULL)
+    return fail_key (places, a_name, file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                     "%s is set without %s", a_name, b_name);
+  if (a == NULL && b != NULL)
+    return fail_key (places, b_name, file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                     "%s is set without %s", b_name, a_name);
+  return TRUE;
+}
+
+static gboolean
+listen_port_is_zero (const char *addr)
+{
+  return g_str_has_suffix (addr, ":0");
+}
+
+gboolean
+gt_server_config_load_users_file (GtServerConfig *config, GtConfigIssue **issue_out,
+                                  GError **error)
+{
+  g_autofree char *data = NULL;
+  gsize len = 0;
+  Loader ld = { 0 };
+  yaml_node_t *root;
+  gboolean present = FALSE;
+  gboolean ok;
+
+  g_return_val_if_fail (config != NULL, FALSE);
+
+  if (config->users_file == NULL)
+    return TRUE;
+  /* Refuse devices and FIFOs (a typo must not hang or fill the memory). */
+  if (g_file_test (config->users_file, G_FILE_TEST_EXISTS)
+      && !g_file_test (config->users_file, G_FILE_TEST_IS_REGULAR))
+    return fail_with_issue (issue_new_take (config->users_file, 0, 0,
+                                            g_strdup ("the users file is not a regular file")),
+                            GT_CONFIG_ERROR_IO, issue_out, error);
+  if (!read_file (config->users_file, &data, &len, issue_out, error))
+    return FALSE;
+  ld.file = config->users_file;
+  ld.warnings = config->warnings;
+  ld.places = ((ServerPriv *) config)->places;
+  ld.users_file = TRUE;
+  ld.issue_out = issue_out;
+  ld.error = error;
+  ok = ld_parse (&ld, data, (gssize) len, &root) && ld_root_mapping (&ld, root, &present)
+       && (!present || ld_users (&ld, config, root));
+  loader_clear (&ld);
+  return ok;
+}
+
 static gboolean
 ranges_overlap (const GtPortRange *a, const GtPortRange *b)
 {
@@ -2450,14 +3146,83 @@ ranges_overlap (const GtPortRange *a, const GtPortRange *b)
 gboolean
 gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GError **error)
 {
+  ServerPriv *priv = (ServerPriv *) config;
   const char *file;
 
   g_return_val_if_fail (config != NULL, FALSE);
 
   file = config->config_path;
-  if (config->addr == NULL)
+  if (config->addr == NULL && config->tls_addr == NULL && config->sni_addr == NULL)
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
-                        "no listener: set options.addr or --addr");
+                        "no listener: set options.addr, tlsAddr or sniAddr");
+  if (config->users_file != NULL
+      && !gt_server_config_load_users_file (config, issue_out, error))
+    return FALSE;
+
+  {
+    const struct
+    {
+      const char *name;
+      const char *addr;
+    } listeners[] = {
+      { "addr", config->addr },
+      { "tlsAddr", config->tls_addr },
+      { "sniAddr", config->sni_addr },
+      { "apiAddr", config->api_addr },
+    };
+
+    for (guint a = 0; a < G_N_ELEMENTS (listeners); a++)
+      for (guint b = a + 1; b < G_N_ELEMENTS (listeners); b++)
+        if (listeners[a].addr != NULL && g_strcmp0 (listeners[a].addr, listeners[b].addr) == 0
+            && !listen_port_is_zero (listeners[a].addr))
+          return fail_key (priv->places, listeners[b].name, file, GT_CONFIG_ERROR_INVALID,
+                           issue_out, error, "%s %s is also the address of %s",
+                           listeners[b].name, listeners[b].addr, listeners[a].name);
+  }
+  if (!check_pair (priv->places, file, "certFile", config->cert_file, "keyFile",
+                   config->key_file, issue_out, error)
+      || !check_pair (priv->places, file, "apiCertFile", config->api_cert_file, "apiKeyFile",
+                      config->api_key_file, issue_out, error))
+    return FALSE;
+  if (config->proxy_protocol
+      && (config->proxy_protocol_trusted_cidrs == NULL
+          || config->proxy_protocol_trusted_cidrs[0] == NULL))
+    return fail_key (priv->places, "proxyProtocol", file, GT_CONFIG_ERROR_INVALID, issue_out,
+                     error, "proxyProtocol needs proxyProtocolTrustedCIDRs");
+  for (guint i = 0; config->proxy_protocol_trusted_cidrs != NULL
+                    && config->proxy_protocol_trusted_cidrs[i] != NULL;
+       i++)
+    {
+      g_autofree char *message = parse_cidr (config->proxy_protocol_trusted_cidrs[i]);
+      if (message != NULL)
+        return fail_global (file, GT_CONFIG_ERROR_VALUE, issue_out, error, "%s", message);
+    }
+  if (config->auth_api != NULL)
+    {
+      g_autofree char *message = parse_http_url ("authAPI", config->auth_api);
+      if (message != NULL)
+        return fail_key (priv->places, "authAPI", file, GT_CONFIG_ERROR_VALUE, issue_out, error,
+                         "%s", message);
+    }
+  if (config->ws_path == NULL)
+    config->ws_path = g_strdup (DEFAULT_WS_PATH);
+  else if (!url_path_is_sane (config->ws_path))
+    return fail_key (priv->places, "wsPath", file, GT_CONFIG_ERROR_VALUE, issue_out, error,
+                     "bad wsPath '%s': it must start with '/' and contain no space or '#'",
+                     config->ws_path);
+  if (config->tls_version == NULL)
+    config->tls_version = g_strdup (DEFAULT_TLS_VERSION);
+  if (config->api_tls_version == NULL)
+    config->api_tls_version = g_strdup (DEFAULT_TLS_VERSION);
+  if (config->reconnect_times == 0)
+    config->reconnect_times = DEFAULT_RECONNECT_TIMES;
+  if (config->reconnect_duration_ms == 0)
+    config->reconnect_duration_ms = DEFAULT_RECONNECT_DURATION_MS;
+  if (config->drain_timeout_ms == 0)
+    config->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
+  if (!check_regexes (priv->places, config->host_regex, "host", file, issue_out, error))
+    return FALSE;
+
   if (config->timeout_ms == 0)
     config->timeout_ms = DEFAULT_SERVER_TIMEOUT_MS;
   if (config->connections == 0)
@@ -2473,14 +3238,19 @@ gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GE
       GtUserConfig *user = &entry->pub;
       gsize id_len = user->id != NULL ? strlen (user->id) : 0;
       gsize secret_len = user->secret != NULL ? strlen (user->secret) : 0;
+      const char *user_file = entry->file != NULL ? entry->file : config->config_path;
+      g_autofree char *key_prefix = g_strdup_printf ("users.%s.host", user->id);
 
       if (id_len == 0 || id_len > MAX_ID_LEN)
-        return fail_at (file, user->line, user->column, GT_CONFIG_ERROR_INVALID, issue_out,
+        return fail_at (user_file, user->line, user->column, GT_CONFIG_ERROR_INVALID, issue_out,
                         error, "user id must be 1 to %d bytes", MAX_ID_LEN);
       if (secret_len == 0 || secret_len > MAX_SECRET_LEN)
-        return fail_at (file, user->line, user->column, GT_CONFIG_ERROR_INVALID, issue_out,
+        return fail_at (user_file, user->line, user->column, GT_CONFIG_ERROR_INVALID, issue_out,
                         error, "user '%s' needs a secret of 1 to %d bytes", user->id,
                         MAX_SECRET_LEN);
+      if (!check_regexes (priv->places, user->host_regex, key_prefix, user_file, issue_out,
+                          error))
+        return FALSE;
       if (user->tcp_ranges != NULL && user->tcp_ranges->len == 0)
         g_clear_pointer (&user->tcp_ranges, g_array_unref); /* `tcp: []` = the global pool */
       if (user->tcp_ranges == NULL)
@@ -2496,8 +3266,9 @@ gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GE
 
           for (guint g = 0; g < config->tcp_ranges->len; g++)
             if (ranges_overlap (range, &g_array_index (config->tcp_ranges, GtPortRange, g)))
-              return fail_at (file, place.line, place.column, GT_CONFIG_ERROR_INVALID, issue_out,
-                              error, "tcp range %u-%u of user '%s' overlaps the global tcp pool",
+              return fail_at (user_file, place.line, place.column, GT_CONFIG_ERROR_INVALID,
+                              issue_out, error,
+                              "tcp range %u-%u of user '%s' overlaps the global tcp pool",
                               range->first, range->last, user->id);
 
           for (guint j = 0; j < i; j++)
@@ -2507,7 +3278,7 @@ gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GE
                 continue;
               for (guint o = 0; o < other->tcp_ranges->len; o++)
                 if (ranges_overlap (range, &g_array_index (other->tcp_ranges, GtPortRange, o)))
-                  return fail_at (file, place.line, place.column, GT_CONFIG_ERROR_INVALID,
+                  return fail_at (user_file, place.line, place.column, GT_CONFIG_ERROR_INVALID,
                                   issue_out, error,
                                   "tcp range %u-%u of user '%s' overlaps the range of user '%s'",
                                   range->first, range->last, user->id, other->id);
@@ -2515,7 +3286,7 @@ gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GE
         }
     }
 
-  if (config->users->len == 0 && !config->allow_any_client)
+  if (config->users->len == 0 && config->auth_api == NULL && !config->allow_any_client)
     {
       /* GT: no users (and no auth API) means any client id is accepted. */
       config->allow_any_client = TRUE;
@@ -2553,6 +3324,16 @@ gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issue_out, GE
   if (config->services->len == 0)
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
                         "no service: add an entry to services: or use --local");
+  if (config->remote_cert != NULL && !looks_like_pin (config->remote_cert))
+    {
+      GHashTable *places = ((ClientPriv *) config)->places;
+
+      if (!g_file_test (config->remote_cert, G_FILE_TEST_IS_REGULAR))
+        return fail_key (places, "remoteCert", file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                         "remoteCert file '%s' does not exist (give a PEM file or a "
+                         "sha256: pin)",
+                         config->remote_cert);
+    }
 
   if (config->remote_timeout_ms == 0)
     config->remote_timeout_ms = DEFAULT_REMOTE_TIMEOUT_MS;

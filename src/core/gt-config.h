@@ -54,6 +54,11 @@ typedef struct
   GArray *tcp_ranges;    /* GtPortRange; NULL = use the global pool */
   gint tcp_number;       /* -1 = inherit options.tcpNumber */
   guint line, column;    /* where the user was defined (0 = command line) */
+  guint64 speed;         /* bytes/s per client; 0 = inherit options.speed */
+  gint connections;      /* -1 = inherit options.connections */
+  gint host_number;      /* -1 = inherit host.number */
+  char **host_regex;     /* NULL = inherit host.regex (compiled at validate) */
+  gint host_with_id;     /* -1 = inherit host.withID, else 0/1 */
 } GtUserConfig;
 
 typedef struct
@@ -69,6 +74,27 @@ typedef struct
   guint max_handshake_options; /* options.maxHandShakeOptions, default 600 */
   gboolean allow_any_client;   /* options.allowAnyClient */
   GPtrArray *warnings;     /* GtConfigIssue*: unknown keys, ignored keys */
+  char *tls_addr;          /* options.tlsAddr, normalized like addr; NULL = unset */
+  char *cert_file;         /* options.certFile (PEM); NULL with tls_addr = generated cert */
+  char *key_file;          /* options.keyFile (PEM) */
+  char *tls_version;       /* options.tlsVersion: "tls1.1", "tls1.2" (default), "tls1.3" */
+  char *sni_addr;          /* options.sniAddr: TLS pass-through routed by SNI; NULL = unset */
+  char *ws_path;           /* gt's options.wsPath: WebSocket tunnel path, default "/gt-tunnel" */
+  gboolean proxy_protocol; /* gt's options.proxyProtocol: accept PROXY v1/v2 headers */
+  char **proxy_protocol_trusted_cidrs; /* gt's options.proxyProtocolTrustedCIDRs; NULL = none */
+  char *users_file;        /* options.users: path of a users YAML file (read by validate) */
+  char *auth_api;          /* options.authAPI: http:// or https:// URL; NULL = unset */
+  guint reconnect_times;   /* options.reconnectTimes, default 3 */
+  guint64 reconnect_duration_ms; /* options.reconnectDuration, default 5 min */
+  guint64 speed;           /* options.speed: bytes/s per client, 0 = unlimited */
+  guint host_number;       /* host.number / --hostNumber, 0 = unlimited */
+  char **host_regex;       /* host.regex ∪ --hostRegex; NULL = any prefix */
+  gboolean host_with_id;   /* host.withID / --hostWithID */
+  char *api_addr;          /* options.apiAddr: "8081" → "127.0.0.1:8081"; NULL = unset */
+  char *api_cert_file;     /* options.apiCertFile */
+  char *api_key_file;      /* options.apiKeyFile */
+  char *api_tls_version;   /* options.apiTLSVersion, default "tls1.2" */
+  guint64 drain_timeout_ms; /* gt's options.drainTimeout, default 30 s */
 } GtServerConfig;
 
 typedef struct
@@ -84,13 +110,15 @@ typedef struct
   gboolean use_local_as_http_host;
   guint64 local_timeout_ms; /* default 120 s */
   guint line, column;       /* where the service was defined (0 = command line) */
+  guint proxy_protocol;     /* gt's service key proxyProtocol: 0 none, 1 = v1, 2 = v2 */
 } GtServiceConfig;
 
 typedef struct
 {
   char *host;
   guint16 port;
-  char *scheme;   /* "tcp" for now */
+  char *scheme;   /* "tcp", "tls", "ws" or "wss" */
+  char *path;     /* ws/wss: URL path, default "/gt-tunnel"; NULL for tcp/tls */
 } GtRemote;
 
 typedef struct
@@ -106,6 +134,8 @@ typedef struct
   char *log_level;           /* default "info" */
   GPtrArray *services;       /* GtServiceConfig* */
   GPtrArray *warnings;       /* GtConfigIssue* */
+  char *remote_cert;         /* options.remoteCert: PEM file path or "sha256:<hex>" pin */
+  gboolean remote_cert_insecure; /* options.remoteCertInsecure */
 } GtClientConfig;
 
 GtServerConfig *gt_server_config_new (void);  /* defaults */
@@ -161,6 +191,13 @@ gboolean gt_parse_duration (const char *text, guint64 *ms_out); /* Go syntax: 90
 /* "80" → "0.0.0.0:80", ":80" → "0.0.0.0:80", "127.0.0.1:80", "[::1]:80" */
 char *gt_normalize_listen_addr (const char *text, GError **error);
 gboolean gt_parse_port_range (const char *text, GtPortRange *range, GError **error);
+
+/* Reads config->users_file (map id → user, same schema as `users:`) and merges it: an entry
+ * replaces the config's entry of the same id, command-line users (--id/--secret, line 0) keep
+ * their secret over it. Called by gt_server_config_validate when users_file is set; errors
+ * carry the users file's own FILE:LINE:COLUMN. Loading twice is harmless. */
+gboolean gt_server_config_load_users_file (GtServerConfig *config, GtConfigIssue **issue_out,
+                                           GError **error);
 
 const GtUserConfig *gt_server_config_find_user (const GtServerConfig *config, const char *id);
 

@@ -34,9 +34,19 @@ check_client (const GtClientConfig *config)
       || config->remote_idle_connections < 1
       || config->remote_idle_connections > config->remote_connections)
     abort ();
+  for (guint i = 0; i < config->remotes->len; i++)
+    {
+      const GtRemote *remote = g_ptr_array_index (config->remotes, i);
+      gboolean websocket = remote->scheme[0] == 'w';
+      if (remote->port == 0 || websocket != (remote->path != NULL)
+          || (websocket && remote->path[0] != '/'))
+        abort ();
+    }
   for (guint i = 0; i < config->services->len; i++)
     {
       const GtServiceConfig *service = g_ptr_array_index (config->services, i);
+      if (service->proxy_protocol > 2)
+        abort ();
       if (service->kind == GT_SERVICE_KIND_TCP)
         {
           if (service->host_prefix != NULL || service->local_port == 0
@@ -50,6 +60,24 @@ check_client (const GtClientConfig *config)
 }
 
 static void
+check_server (const GtServerConfig *config)
+{
+  if (config->addr == NULL && config->tls_addr == NULL && config->sni_addr == NULL)
+    abort ();
+  if (config->ws_path == NULL || config->ws_path[0] != '/' || config->tls_version == NULL
+      || config->api_tls_version == NULL || config->reconnect_times == 0
+      || config->drain_timeout_ms == 0)
+    abort ();
+  if ((config->cert_file == NULL) != (config->key_file == NULL)
+      || (config->api_cert_file == NULL) != (config->api_key_file == NULL))
+    abort ();
+  if (config->proxy_protocol
+      && (config->proxy_protocol_trusted_cidrs == NULL
+          || config->proxy_protocol_trusted_cidrs[0] == NULL))
+    abort ();
+}
+
+static void
 fuzz_yaml (const char *text, gsize size)
 {
   {
@@ -59,11 +87,10 @@ fuzz_yaml (const char *text, gsize size)
 
     if (gt_server_config_load_data (config, text, (gssize) size, "fuzz.yaml", &issue, &error))
       {
+        /* The users file would be read from the disk: its parser is the `users:` one. */
+        g_clear_pointer (&config->users_file, g_free);
         if (gt_server_config_validate (config, &issue, &error))
-          {
-            if (config->addr == NULL)
-              abort ();
-          }
+          check_server (config);
         else
           check_failure (error, issue);
       }
@@ -118,8 +145,9 @@ fuzz_args (const char *text, gsize size)
     g_autoptr (GError) error = NULL;
     if (gt_server_config_apply_args (config, argc, argv, &error))
       {
-        if (gt_server_config_validate (config, NULL, &error) && config->addr == NULL)
-          abort ();
+        g_clear_pointer (&config->users_file, g_free);
+        if (gt_server_config_validate (config, NULL, &error))
+          check_server (config);
       }
     else if (error == NULL)
       abort ();
