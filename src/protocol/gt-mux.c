@@ -10,6 +10,7 @@
 
 #include "gt-fd-source.h"
 #include "gt-mux.h"
+#include "gt-token-bucket.h"
 
 /* Read buffer: room for the largest frame plus one large read. */
 #define RBUF_READ (64 * 1024)
@@ -54,6 +55,10 @@ struct _GtMuxStream
   guint received_data : 1;   /* any DATA came from the peer */
   guint closed : 1;
   guint blocked : 1;         /* waiting for tunnel output to drain */
+  guint throttled : 1;       /* waiting for the rate limit */
+
+  guint64 bytes_to_socket;   /* delivered to the socket */
+  guint64 bytes_from_socket; /* read from the socket */
 };
 
 struct _GtMux
@@ -87,6 +92,9 @@ struct _GtMux
   gint64 last_rx, last_ping;
 
   guint64 bytes_in, bytes_out;
+  GtMuxRate *rate;        /* shared with the other tunnels of the same client (rc box) */
+  GPtrArray *throttled;   /* GtMuxStream* waiting for the rate limit (owned refs) */
+  guint throttle_id;
   gboolean closed;
   gboolean going_away;
   gboolean in_dispatch;
@@ -105,6 +113,7 @@ enum
   SIGNAL_STREAM_OPENED,
   SIGNAL_CLOSED,
   SIGNAL_GOAWAY,
+  SIGNAL_STREAM_CLOSED,
   N_SIGNALS
 };
 
@@ -573,6 +582,7 @@ stream_close (GtMuxStream *s)
   s->mux = NULL;
   if (mux != NULL)
     {
+      g_signal_emit (mux, signals[SIGNAL_STREAM_CLOSED], 0, s);
       g_hash_table_remove (mux->streams, GUINT_TO_POINTER (s->id)); /* may drop last ref */
       g_object_notify_by_pspec (G_OBJECT (mux), properties[PROP_N_STREAMS]);
       if (mux->going_away && !mux->is_server && g_hash_table_size (mux->streams) == 0)
@@ -636,23 +646,104 @@ stream_finish (GtMuxStream *s)
   stream_close (s);
 }
 
+/* Rate limits (speed): a stream that runs out of tokens waits for the mux's throttle timer. */
+
+static gboolean
+mux_throttle_cb (gpointer user_data)
+{
+  GtMux *mux = user_data;
+  g_autoptr (GPtrArray) woken = g_steal_pointer (&mux->throttled);
+
+  mux->throttle_id = 0;
+  mux->throttled = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+  for (guint i = 0; i < woken->len; i++)
+    {
+      GtMuxStream *s = woken->pdata[i];
+
+      s->throttled = FALSE;
+      if (s->closed)
+        continue;
+      stream_fd_cb (-1, s->pending && s->pending->len > 0 ? G_IO_OUT : 0, s);
+      if (!s->closed)
+        stream_update_events (s);
+    }
+  return G_SOURCE_REMOVE;
+}
+
+static void
+stream_throttle (GtMuxStream *s, GtTokenBucket *b, gsize want)
+{
+  GtMux *mux = s->mux;
+  gint64 wait_us;
+
+  if (s->throttled)
+    return;
+  s->throttled = TRUE;
+  g_ptr_array_add (mux->throttled, gt_mux_stream_ref (s));
+  if (mux->throttle_id == 0)
+    {
+      wait_us = gt_token_bucket_wait_us (b, MIN (want, (gsize) 16 * 1024), g_get_monotonic_time ());
+      mux->throttle_id = g_timeout_add (MAX (1, (guint) ((wait_us + 999) / 1000)), mux_throttle_cb,
+                                        mux);
+    }
+}
+
+/* How many of len bytes may pass now in one direction. */
+static gsize
+stream_rate_take (GtMuxStream *s, gboolean to_socket, gsize len)
+{
+  GtTokenBucket *b;
+  gsize allowed;
+
+  if (s->mux == NULL || s->mux->rate == NULL)
+    return len;
+  b = to_socket ? &s->mux->rate->to_socket : &s->mux->rate->from_socket;
+  if (gt_token_bucket_is_unlimited (b))
+    return len;
+  allowed = gt_token_bucket_take (b, len, g_get_monotonic_time ());
+  if (allowed < len)
+    stream_throttle (s, b, len - allowed);
+  return allowed;
+}
+
+static void
+stream_rate_refund (GtMuxStream *s, gboolean to_socket, gsize unused)
+{
+  GtTokenBucket *b;
+
+  if (unused == 0 || s->mux == NULL || s->mux->rate == NULL)
+    return;
+  b = to_socket ? &s->mux->rate->to_socket : &s->mux->rate->from_socket;
+  if (!gt_token_bucket_is_unlimited (b))
+    b->tokens = MIN (b->tokens + unused, b->burst);
+}
+
 /* Writes pending bytes to the socket; returns FALSE if the stream died. */
 static gboolean
 stream_flush_pending (GtMuxStream *s)
 {
-  while (s->pending && s->pending->len > 0)
+  while (s->pending && s->pending->len > 0 && !s->throttled)
     {
-      gssize n = ep_send (s, s->pending->data, s->pending->len);
+      gsize allowed = stream_rate_take (s, TRUE, s->pending->len);
+      gssize n;
 
-      if (n == EP_WOULD_BLOCK)
+      if (allowed == 0)
         break;
+      n = ep_send (s, s->pending->data, allowed);
+      if (n == EP_WOULD_BLOCK)
+        {
+          stream_rate_refund (s, TRUE, allowed);
+          break;
+        }
       if (n < 0)
         {
           gt_mux_stream_reset (s, GT_RESET_CODE_CLOSED);
           return FALSE;
         }
+      stream_rate_refund (s, TRUE, allowed - n);
       g_byte_array_remove_range (s->pending, 0, n);
       s->unacked += n;
+      s->bytes_to_socket += n;
       s->last_activity = g_get_monotonic_time ();
     }
   if (s->pending && s->pending->len == 0)
@@ -669,11 +760,16 @@ stream_read_socket (GtMuxStream *s)
 {
   GtMux *mux = s->mux;
   gsize want = MIN ((gint64) GT_MUX_MAX_DATA, s->send_credit);
+  gsize allowed;
   gssize n;
 
-  if (want == 0)
+  if (want == 0 || s->throttled)
     return;
-  n = ep_recv (s, mux->scratch + GT_FRAME_HEADER_SIZE, want);
+  allowed = stream_rate_take (s, FALSE, want);
+  if (allowed == 0)
+    return;
+  n = ep_recv (s, mux->scratch + GT_FRAME_HEADER_SIZE, allowed);
+  stream_rate_refund (s, FALSE, n > 0 ? allowed - n : allowed);
   if (n == EP_WOULD_BLOCK)
     return;
   if (n < 0)
@@ -695,6 +791,7 @@ stream_read_socket (GtMuxStream *s)
     }
   gt_frame_header_encode (mux->scratch, GT_FRAME_DATA, 0, s->id, (guint32) n);
   s->send_credit -= n;
+  s->bytes_from_socket += n;
   mux_send (mux, mux->scratch, GT_FRAME_HEADER_SIZE + n);
   if (!s->closed)
     stream_update_events (s);
@@ -737,7 +834,7 @@ stream_update_events (GtMuxStream *s)
 
   if (!stream_attached (s) || s->closed || mux == NULL)
     return;
-  if (!s->local_eof && s->send_credit > 0)
+  if (!s->local_eof && s->send_credit > 0 && !s->throttled)
     {
       if (mux_out_bytes (mux) >= OUT_HIGH)
         {
@@ -750,7 +847,7 @@ stream_update_events (GtMuxStream *s)
       else
         events |= G_IO_IN;
     }
-  if (s->pending && s->pending->len > 0)
+  if (s->pending && s->pending->len > 0 && !s->throttled)
     events |= G_IO_OUT;
   ep_set_events (s, events);
 }
@@ -781,20 +878,29 @@ stream_deliver (GtMuxStream *s, const guint8 *data, gsize len)
 
   if (stream_attached (s) && (s->pending == NULL || s->pending->len == 0) && !s->wrote_shut)
     {
-      while (len > 0)
+      while (len > 0 && !s->throttled)
         {
-          gssize n = ep_send (s, data, len);
+          gsize allowed = stream_rate_take (s, TRUE, len);
+          gssize n;
 
-          if (n == EP_WOULD_BLOCK)
+          if (allowed == 0)
             break;
+          n = ep_send (s, data, allowed);
+          if (n == EP_WOULD_BLOCK)
+            {
+              stream_rate_refund (s, TRUE, allowed);
+              break;
+            }
           if (n < 0)
             {
               gt_mux_stream_reset (s, GT_RESET_CODE_CLOSED);
               return;
             }
+          stream_rate_refund (s, TRUE, allowed - n);
           data += n;
           len -= n;
           s->unacked += n;
+          s->bytes_to_socket += n;
         }
       s->last_activity = g_get_monotonic_time ();
     }
@@ -874,6 +980,37 @@ GtMux *
 gt_mux_stream_get_mux (GtMuxStream *s)
 {
   return s->mux;
+}
+
+guint64
+gt_mux_stream_get_bytes_to_socket (GtMuxStream *s)
+{
+  return s->bytes_to_socket;
+}
+
+guint64
+gt_mux_stream_get_bytes_from_socket (GtMuxStream *s)
+{
+  return s->bytes_from_socket;
+}
+
+void
+gt_mux_set_rate (GtMux *mux, GtMuxRate *rate)
+{
+  g_return_if_fail (GT_IS_MUX (mux));
+  g_clear_pointer (&mux->rate, g_rc_box_release);
+  mux->rate = rate ? g_rc_box_acquire (rate) : NULL;
+}
+
+void
+gt_mux_foreach_stream (GtMux *mux, GtMuxStreamFunc func, gpointer user_data)
+{
+  GHashTableIter iter;
+  gpointer value;
+
+  g_hash_table_iter_init (&iter, mux->streams);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    func (value, user_data);
 }
 
 const GtOpenAddr *
@@ -1313,6 +1450,7 @@ mux_teardown (GtMux *mux)
       g_clear_pointer (&mux->out_source, g_source_unref);
     }
   g_clear_handle_id (&mux->timer_id, g_source_remove);
+  g_clear_handle_id (&mux->throttle_id, g_source_remove);
 
   streams = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
   g_hash_table_iter_init (&iter, mux->streams);
@@ -1321,6 +1459,7 @@ mux_teardown (GtMux *mux)
   for (guint i = 0; i < streams->len; i++)
     stream_close (streams->pdata[i]);
   g_ptr_array_set_size (mux->blocked, 0);
+  g_ptr_array_set_size (mux->throttled, 0);
 
   g_clear_pointer (&mux->out_buf, g_free);
   mux->out_cap = mux->out_start = mux->out_end = 0;
@@ -1479,6 +1618,8 @@ gt_mux_finalize (GObject *object)
 
   g_hash_table_unref (mux->streams);
   g_ptr_array_unref (mux->blocked);
+  g_ptr_array_unref (mux->throttled);
+  g_clear_pointer (&mux->rate, g_rc_box_release);
   g_free (mux->rbuf);
   g_free (mux->scratch);
   g_free (mux->peer);
@@ -1528,6 +1669,10 @@ gt_mux_class_init (GtMuxClass *klass)
   signals[SIGNAL_CLOSED] =
     g_signal_new ("closed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,
                   G_TYPE_NONE, 1, G_TYPE_ERROR);
+  /* A stream ended (its byte counters are final). */
+  signals[SIGNAL_STREAM_CLOSED] =
+    g_signal_new ("stream-closed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
+                  NULL, G_TYPE_NONE, 1, G_TYPE_POINTER);
   /* The peer sent GOAWAY. */
   signals[SIGNAL_GOAWAY] =
     g_signal_new ("goaway", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,
@@ -1539,6 +1684,7 @@ gt_mux_init (GtMux *mux)
 {
   mux->streams = g_hash_table_new_full (NULL, NULL, NULL, (GDestroyNotify) gt_mux_stream_unref);
   mux->blocked = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+  mux->throttled = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
   mux->rbuf = g_malloc (RBUF_SIZE);
   mux->scratch = g_malloc (GT_FRAME_HEADER_SIZE + GT_MUX_MAX_DATA);
 }

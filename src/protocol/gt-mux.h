@@ -4,6 +4,7 @@
 #include <gio/gio.h>
 #include "gt-frame.h"
 #include "gt-http.h"
+#include "gt-token-bucket.h"
 
 G_BEGIN_DECLS
 
@@ -13,6 +14,17 @@ G_BEGIN_DECLS
 #define GT_MUX_MAX_DATA (64 * 1024)
 
 typedef struct _GtMuxStream GtMuxStream;
+
+/* Speed limit shared by the tunnels of one client: allocate with g_rc_box_new0 and set both
+ * buckets (gt_token_bucket_init). to_socket limits tunnel → socket bytes, from_socket the
+ * other direction. */
+typedef struct
+{
+  GtTokenBucket to_socket;
+  GtTokenBucket from_socket;
+} GtMuxRate;
+
+typedef void (*GtMuxStreamFunc) (GtMuxStream *stream, gpointer user_data);
 
 #define GT_TYPE_MUX (gt_mux_get_type ())
 G_DECLARE_FINAL_TYPE (GtMux, gt_mux, GT, MUX, GObject)
@@ -35,6 +47,9 @@ guint64 gt_mux_get_bytes_out (GtMux *mux);
 /* Queue a complete encoded frame (used for WELCOME). */
 void gt_mux_send_raw (GtMux *mux, const guint8 *data, gsize len);
 const char *gt_mux_get_peer (GtMux *mux);
+/* Takes a reference on rate (an rc box), NULL = unlimited. */
+void gt_mux_set_rate (GtMux *mux, GtMuxRate *rate);
+void gt_mux_foreach_stream (GtMux *mux, GtMuxStreamFunc func, gpointer user_data);
 void gt_mux_set_peer (GtMux *mux, const char *peer);
 
 /* Server: open a stream to the client's service, relaying the socket fd (ownership taken).
@@ -66,6 +81,8 @@ gboolean gt_mux_stream_is_closed (GtMuxStream *stream);
 guint32 gt_mux_stream_get_id (GtMuxStream *stream);
 guint16 gt_mux_stream_get_service_index (GtMuxStream *stream);
 GtMux *gt_mux_stream_get_mux (GtMuxStream *stream);
+guint64 gt_mux_stream_get_bytes_to_socket (GtMuxStream *stream);
+guint64 gt_mux_stream_get_bytes_from_socket (GtMuxStream *stream);
 /* The user's addresses as the server saw them, or NULL. */
 const GtOpenAddr *gt_mux_stream_get_addr (GtMuxStream *stream);
 /* Bytes buffered for this stream in this process (pending to its socket). */
