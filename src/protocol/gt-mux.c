@@ -982,6 +982,12 @@ gt_mux_stream_get_mux (GtMuxStream *s)
   return s->mux;
 }
 
+gint64
+gt_mux_stream_get_idle_us (GtMuxStream *s)
+{
+  return g_get_monotonic_time () - s->last_activity;
+}
+
 guint64
 gt_mux_stream_get_bytes_to_socket (GtMuxStream *s)
 {
@@ -1054,6 +1060,7 @@ gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd, GIOStream *i
   gt_frame_append_open_header_addr (f, s->id, service_index, addr, len);
   g_byte_array_append (f, data, len);
   s->send_credit -= len;
+  s->bytes_from_socket += len; /* read by the server before the stream existed */
   mux_send (mux, f->data, f->len);
   if (mux->closed)
     {

@@ -81,6 +81,8 @@ gboolean gt_mux_stream_is_closed (GtMuxStream *stream);
 guint32 gt_mux_stream_get_id (GtMuxStream *stream);
 guint16 gt_mux_stream_get_service_index (GtMuxStream *stream);
 GtMux *gt_mux_stream_get_mux (GtMuxStream *stream);
+/* Microseconds since bytes last moved on this stream. */
+gint64 gt_mux_stream_get_idle_us (GtMuxStream *stream);
 guint64 gt_mux_stream_get_bytes_to_socket (GtMuxStream *stream);
 guint64 gt_mux_stream_get_bytes_from_socket (GtMuxStream *stream);
 /* The user's addresses as the server saw them, or NULL. */

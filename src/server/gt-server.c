@@ -12,7 +12,11 @@
 #include "gt-frame.h"
 #include "gt-http.h"
 #include "gt-mux.h"
+#include "gt-api-server.h"
+#include "gt-auth-api.h"
 #include "gt-certificate.h"
+#include "gt-lockout.h"
+#include "gt-metrics.h"
 #include "gt-port-pool.h"
 #include "gt-proxy-protocol.h"
 #include "gt-server.h"
@@ -27,6 +31,8 @@
 /* Largest ClientHello accepted on the SNI listener. */
 #define GT_SNIFF_TLS_MAX (16 * 1024)
 #define PROXY_HEADER_MAX 536
+/* Draining closes HTTP streams idle for this long (keep-alive between requests). */
+#define DRAIN_IDLE_HTTP_US (1 * G_USEC_PER_SEC)
 /* A replaced client's service set is refused for this long so two clients sharing an id with
  * different configs do not push each other out forever. */
 #define RETIRED_CONFIG_US (60 * G_USEC_PER_SEC)
@@ -50,10 +56,33 @@ typedef struct
   GtServiceKind kind;
 } Route;
 
+/* Limits in force for one client: its user's values, else the global ones. */
+typedef struct
+{
+  guint connections;
+  guint tcp_number;
+  guint64 speed;
+  guint host_number;
+  char **host_regex; /* borrowed from the config */
+  gboolean host_with_id;
+} Limits;
+
+/* Traffic of finished streams, per user and per service (metrics). */
+typedef struct
+{
+  guint64 bytes_in;  /* from users toward the service */
+  guint64 bytes_out; /* from the service back to users */
+  guint64 streams;
+} Traffic;
+
 struct _Client
 {
   GtServer *server;
   char *id;
+  Limits limits;
+  GtMuxRate *rate;   /* speed limit shared by its tunnels, NULL = unlimited */
+  gboolean ephemeral; /* the status self-test: kept out of the metrics */
+  GPtrArray *service_labels; /* char* per service index, for metrics */
   char *secret;      /* allow-any mode only: the first secret wins while connected */
   char *checksum;    /* identifies the service set */
   GPtrArray *tunnels; /* GtMux* (owned) */
@@ -97,6 +126,8 @@ typedef struct
   GInetSocketAddress *local_addr;
   gboolean trusted;  /* from a trusted proxy: a PROXY header comes first */
   gboolean ws;       /* inside a WebSocket: only a tunnel handshake may follow */
+  GtHello *hello;    /* while the auth API answers */
+  gsize consumed;
 } Pending;
 
 struct _GtServer
@@ -118,6 +149,14 @@ struct _GtServer
   GtPortPool *global_pool;
   GHashTable *user_pools;  /* id → GtPortPool* */
   GHashTable *ephemeral;   /* id → secret */
+  GPtrArray *draining;     /* GtMux* of replaced clients finishing their streams */
+  GtLockout *lockout;
+  SoupSession *auth_session;
+  GtApiServer *api;
+  GHashTable *user_traffic;     /* id → Traffic* */
+  GHashTable *service_traffic;  /* "id\x1flabel" → Traffic* */
+  GHashTable *handshake_failures; /* "user\x1freason" → guint64* */
+  GHashTable *limit_rejections;   /* "user\x1fkind" → guint64* */
   guint drain_id;
   gint64 drain_deadline;
   GBytes *bad_gateway;
@@ -208,12 +247,14 @@ client_free (Client *c)
         g_hash_table_remove (table, c->prefixes->pdata[i]);
     }
   for (guint i = 0; i < c->tunnels->len; i++)
-    g_signal_handlers_disconnect_by_func (c->tunnels->pdata[i], client_tunnel_closed_cb, c);
+    g_signal_handlers_disconnect_by_data (c->tunnels->pdata[i], c);
   g_ptr_array_unref (c->tunnels);
   g_ptr_array_unref (c->listeners);
   g_ptr_array_unref (c->routes);
   g_ptr_array_unref (c->prefixes);
   g_array_unref (c->ports);
+  g_ptr_array_unref (c->service_labels);
+  g_clear_pointer (&c->rate, g_rc_box_release);
   g_free (c->checksum);
   if (c->secret)
     {
@@ -340,15 +381,6 @@ pool_for_user (GtServer *server, const char *id)
   return pool ? pool : server->global_pool;
 }
 
-static guint
-tcp_number_for_user (GtServer *server, const char *id)
-{
-  const GtUserConfig *u = gt_server_config_find_user (server->config, id);
-
-  if (u != NULL && u->tcp_number >= 0)
-    return (guint) u->tcp_number;
-  return server->config->tcp_number;
-}
 
 /* Opens the tcp port of one service; GT_ERROR_CODE_NONE on success. */
 static GtErrorCode
@@ -407,13 +439,126 @@ client_open_tcp (Client *c, guint16 index, const GtHelloService *svc, char **mes
   return GT_ERROR_CODE_PORT_UNAVAILABLE;
 }
 
+static void
+count_in (GHashTable *table, const char *user, const char *what)
+{
+  g_autofree char *key = g_strdup_printf ("%s\x1f%s", user, what);
+  guint64 *n = g_hash_table_lookup (table, key);
+
+  if (n == NULL)
+    {
+      n = g_new0 (guint64, 1);
+      g_hash_table_insert (table, g_steal_pointer (&key), n);
+    }
+  (*n)++;
+}
+
+/* Failures are labelled with the user only for configured users: client-chosen ids must not
+ * grow the metrics without bound. */
+static void
+count_handshake_failure (GtServer *server, const char *id, const char *reason)
+{
+  const char *user = id && gt_server_config_find_user (server->config, id) ? id : "";
+
+  count_in (server->handshake_failures, user, reason);
+}
+
+static void
+count_limit_rejection (GtServer *server, const char *id, const char *kind)
+{
+  const char *user = id && gt_server_config_find_user (server->config, id) ? id : "";
+
+  count_in (server->limit_rejections, user, kind);
+}
+
+static Traffic *
+traffic_get (GHashTable *table, const char *key)
+{
+  Traffic *t = g_hash_table_lookup (table, key);
+
+  if (t == NULL)
+    {
+      t = g_new0 (Traffic, 1);
+      g_hash_table_insert (table, g_strdup (key), t);
+    }
+  return t;
+}
+
+static void
+client_stream_closed_cb (GtMux *mux, GtMuxStream *stream, gpointer user_data)
+{
+  Client *c = user_data;
+  GtServer *server = c->server;
+  guint index = gt_mux_stream_get_service_index (stream);
+  guint64 in = gt_mux_stream_get_bytes_from_socket (stream);
+  guint64 out = gt_mux_stream_get_bytes_to_socket (stream);
+  Traffic *t;
+
+  if (c->ephemeral)
+    return;
+  t = traffic_get (server->user_traffic, c->id);
+
+  t->bytes_in += in;
+  t->bytes_out += out;
+  t->streams++;
+  if (index < c->service_labels->len)
+    {
+      g_autofree char *key = g_strdup_printf ("%s\x1f%s", c->id,
+                                              (char *) c->service_labels->pdata[index]);
+
+      t = traffic_get (server->service_traffic, key);
+      t->bytes_in += in;
+      t->bytes_out += out;
+      t->streams++;
+    }
+}
+
+static void
+limits_for_user (GtServer *server, const char *id, Limits *l)
+{
+  const GtServerConfig *config = server->config;
+  const GtUserConfig *u = gt_server_config_find_user (config, id);
+
+  l->connections = config->connections;
+  l->tcp_number = config->tcp_number;
+  l->speed = config->speed;
+  l->host_number = config->host_number;
+  l->host_regex = config->host_regex;
+  l->host_with_id = config->host_with_id;
+  if (u == NULL)
+    return;
+  if (u->connections > 0)
+    l->connections = (guint) u->connections;
+  if (u->tcp_number >= 0)
+    l->tcp_number = (guint) u->tcp_number;
+  if (u->speed > 0)
+    l->speed = u->speed;
+  if (u->host_number >= 0)
+    l->host_number = (guint) u->host_number;
+  if (u->host_regex != NULL)
+    l->host_regex = u->host_regex;
+  if (u->host_with_id >= 0)
+    l->host_with_id = u->host_with_id != 0;
+}
+
+static gboolean
+prefix_matches_regex (char **regex, const char *prefix)
+{
+  if (regex == NULL || regex[0] == NULL)
+    return TRUE;
+  for (guint i = 0; regex[i] != NULL; i++)
+    if (g_regex_match_simple (regex[i], prefix, 0, 0))
+      return TRUE;
+  return FALSE;
+}
+
 /* Registers the services of a new client; on error nothing stays registered. */
 static GtErrorCode
-client_register (Client *c, const GtHello *hello, char **message)
+client_register (Client *c, const GtHello *hello, char **allowed, char **message)
 {
   GtServer *server = c->server;
-  guint n_tcp = 0;
-  guint tcp_limit = tcp_number_for_user (server, c->id);
+  guint n_tcp = 0, n_hosts = 0;
+  guint tcp_limit = c->limits.tcp_number;
 
   if (hello->services->len > server->config->max_handshake_options)
     {
@@ -438,18 +583,53 @@ client_register (Client *c, const GtHello *hello, char **message)
         {
           GHashTable *table = s->kind == GT_SERVICE_KIND_HTTPS ? server->https_routes
                                                                 : server->http_routes;
+          gboolean own_id = g_ascii_strcasecmp (s->prefix, c->id) == 0;
+          g_autofree char *key = NULL;
           Route *existing;
           Route *r;
 
-          existing = g_hash_table_lookup (table, s->prefix);
+          if (allowed != NULL && !own_id && !g_strv_contains ((const char *const *) allowed,
+                                                              s->prefix))
+            {
+              g_message ("client %s: host prefix '%s' is not allowed by the auth API; ignored",
+                         c->id, s->prefix);
+              g_ptr_array_add (c->service_labels, g_strdup_printf ("%s (refused)", s->prefix));
+              continue;
+            }
+          if (!own_id && !prefix_matches_regex (c->limits.host_regex, s->prefix))
+            {
+              *message = g_strdup_printf ("host prefix '%s' does not match the allowed patterns",
+                                          s->prefix);
+              return GT_ERROR_CODE_HOST_REGEX;
+            }
+          if (c->limits.host_number > 0 && ++n_hosts > c->limits.host_number)
+            {
+              *message = g_strdup_printf ("more than %u host prefixes", c->limits.host_number);
+              return GT_ERROR_CODE_HOST_NUMBER;
+            }
+          key = c->limits.host_with_id && !own_id
+                  ? g_ascii_strdown (c->id, -1)
+                  : NULL;
+          if (key != NULL)
+            {
+              char *with_id = g_strdup_printf ("%s-%s", key, s->prefix);
+
+              g_free (key);
+              key = with_id;
+            }
+          else
+            key = g_strdup (s->prefix);
+          g_ptr_array_add (c->service_labels, g_strdup (key));
+
+          existing = g_hash_table_lookup (table, key);
           if (existing != NULL && existing->client != c)
             {
-              *message = g_strdup_printf ("host prefix '%s' is used by another client", s->prefix);
+              *message = g_strdup_printf ("host prefix '%s' is used by another client", key);
               return GT_ERROR_CODE_HOST_CONFLICT;
             }
           if (existing != NULL)
             {
-              *message = g_strdup_printf ("host prefix '%s' is given twice", s->prefix);
+              *message = g_strdup_printf ("host prefix '%s' is given twice", key);
               return GT_ERROR_CODE_HOST_CONFLICT;
             }
           r = g_new0 (Route, 1);
@@ -457,8 +637,8 @@ client_register (Client *c, const GtHello *hello, char **message)
           r->service_index = (guint16) i;
           r->kind = s->kind;
           g_ptr_array_add (c->routes, r);
-          g_ptr_array_add (c->prefixes, g_strdup (s->prefix));
-          g_hash_table_insert (table, g_strdup (s->prefix), r);
+          g_ptr_array_add (c->prefixes, g_strdup (key));
+          g_hash_table_insert (table, g_steal_pointer (&key), r);
         }
       else
         {
@@ -466,9 +646,48 @@ client_register (Client *c, const GtHello *hello, char **message)
 
           if (code != GT_ERROR_CODE_NONE)
             return code;
+          g_ptr_array_add (c->service_labels,
+                           g_strdup_printf ("tcp:%u", g_array_index (c->ports, GtWelcomePort,
+                                                                     c->ports->len - 1).port));
         }
     }
   return GT_ERROR_CODE_NONE;
+}
+
+static void
+draining_closed_cb (GtMux *mux, GError *error, gpointer user_data)
+{
+  GtServer *server = user_data;
+
+  g_signal_handlers_disconnect_by_data (mux, server);
+  g_ptr_array_remove (server->draining, mux);
+}
+
+/* A newer client took over this id: its routes and ports go at once, its tunnels get GOAWAY and
+ * finish the streams they carry. */
+static void
+client_retire (Client *c)
+{
+  GtServer *server = c->server;
+
+  for (guint i = 0; i < c->tunnels->len; i++)
+    {
+      GtMux *mux = c->tunnels->pdata[i];
+
+      g_signal_handlers_disconnect_by_data (mux, c);
+      if (gt_mux_is_closed (mux))
+        continue;
+      gt_mux_goaway (mux, GT_ERROR_CODE_CONFIG_CONFLICT,
+                     "replaced by a client with a different config");
+      if (gt_mux_get_n_streams (mux) == 0)
+        {
+          gt_mux_close (mux, GT_ERROR_CODE_NONE, NULL);
+          continue;
+        }
+      g_ptr_array_add (server->draining, g_object_ref (mux));
+      g_signal_connect (mux, "closed", G_CALLBACK (draining_closed_cb), server);
+    }
+  server_remove_client (server, c);
 }
 
 static gboolean
@@ -489,7 +708,8 @@ retired_config (GtServer *server, const char *id, const char *checksum)
 
 /* Authenticates a HELLO and attaches the tunnel; returns the client or NULL with code/message. */
 static Client *
-server_accept_hello (GtServer *server, const GtHello *hello, GtErrorCode *code, char **message)
+server_accept_hello (GtServer *server, const GtHello *hello, gboolean authenticated,
+                     char **allowed, GtErrorCode *code, char **message)
 {
   const GtUserConfig *user = gt_server_config_find_user (server->config, hello->id);
   gboolean allow_any = server->config->users->len == 0 || server->config->allow_any_client;
@@ -498,7 +718,9 @@ server_accept_hello (GtServer *server, const GtHello *hello, GtErrorCode *code, 
 
   const char *ephemeral = g_hash_table_lookup (server->ephemeral, hello->id);
 
-  if (ephemeral != NULL)
+  if (authenticated)
+    ; /* the auth API said yes */
+  else if (ephemeral != NULL)
     {
       if (!secure_equal (hello->secret, ephemeral))
         {
@@ -540,23 +762,20 @@ server_accept_hello (GtServer *server, const GtHello *hello, GtErrorCode *code, 
 
       *expiry = g_get_monotonic_time () + RETIRED_CONFIG_US;
       g_hash_table_replace (server->retired, g_steal_pointer (&key), expiry);
-      g_message ("client %s connected with a different service set; replacing the old one",
+      g_message ("client %s connected with a different service set; the old tunnels finish "
+                 "their streams and get no new ones",
                  hello->id);
-      client_close_tunnels (c, GT_ERROR_CODE_CONFIG_CONFLICT,
-                            "replaced by a client with a different config");
-      c = g_hash_table_lookup (server->clients, hello->id);
-      if (c != NULL)
-        server_remove_client (server, c);
+      client_retire (c);
       c = NULL;
     }
 
   if (c != NULL)
     {
-      if (c->tunnels->len >= server->config->connections)
+      if (c->tunnels->len >= c->limits.connections)
         {
           *code = GT_ERROR_CODE_TOO_MANY_TUNNELS;
           *message = g_strdup_printf ("client %s already has %u tunnels (limit %u)", c->id,
-                                      c->tunnels->len, server->config->connections);
+                                      c->tunnels->len, c->limits.connections);
           return NULL;
         }
       return c;
@@ -573,8 +792,19 @@ server_accept_hello (GtServer *server, const GtHello *hello, GtErrorCode *code, 
   c->prefixes = g_ptr_array_new_with_free_func (g_free);
   c->listeners = g_ptr_array_new_with_free_func ((GDestroyNotify) tcp_listener_free);
   c->ports = g_array_new (FALSE, FALSE, sizeof (GtWelcomePort));
+  c->service_labels = g_ptr_array_new_with_free_func (g_free);
+  c->ephemeral = ephemeral != NULL;
+  limits_for_user (server, c->id, &c->limits);
+  if (c->limits.speed > 0)
+    {
+      guint64 burst = GT_TOKEN_BUCKET_DEFAULT_BURST (c->limits.speed);
+
+      c->rate = g_rc_box_new0 (GtMuxRate);
+      gt_token_bucket_init (&c->rate->to_socket, c->limits.speed, burst);
+      gt_token_bucket_init (&c->rate->from_socket, c->limits.speed, burst);
+    }
   g_hash_table_insert (server->clients, c->id, c);
-  *code = client_register (c, hello, message);
+  *code = client_register (c, hello, allowed, message);
   if (*code != GT_ERROR_CODE_NONE)
     {
       g_hash_table_remove (server->clients, c->id);
@@ -611,6 +841,7 @@ pending_free (Pending *p)
     }
   g_clear_object (&p->peer_addr);
   g_clear_object (&p->local_addr);
+  g_clear_pointer (&p->hello, gt_hello_free);
   g_free (p->buf);
   g_free (p->peer);
   g_free (p);
@@ -691,79 +922,91 @@ pending_release (Pending *p, int *fd_out, GIOStream **io_out)
   pending_drop (p);
 }
 
+static const char *
+error_code_reason (GtErrorCode code)
+{
+  switch (code)
+    {
+    case GT_ERROR_CODE_INVALID_AUTH: return "invalid_auth";
+    case GT_ERROR_CODE_PORT_UNAVAILABLE: return "port_unavailable";
+    case GT_ERROR_CODE_TOO_MANY_TUNNELS: return "connections";
+    case GT_ERROR_CODE_HOST_NUMBER: return "host_number";
+    case GT_ERROR_CODE_HOST_CONFLICT: return "host_conflict";
+    case GT_ERROR_CODE_HOST_REGEX: return "host_regex";
+    case GT_ERROR_CODE_CONFIG_CONFLICT: return "config_conflict";
+    case GT_ERROR_CODE_TOO_MANY_OPTIONS: return "max_options";
+    case GT_ERROR_CODE_TCP_NUMBER: return "tcp_number";
+    case GT_ERROR_CODE_UNSUPPORTED_VERSION: return "version";
+    case GT_ERROR_CODE_PROTOCOL: return "protocol";
+    default: return "other";
+    }
+}
+
+static gboolean
+is_limit_code (GtErrorCode code)
+{
+  return code == GT_ERROR_CODE_TOO_MANY_TUNNELS || code == GT_ERROR_CODE_HOST_NUMBER
+         || code == GT_ERROR_CODE_HOST_REGEX || code == GT_ERROR_CODE_TOO_MANY_OPTIONS
+         || code == GT_ERROR_CODE_TCP_NUMBER || code == GT_ERROR_CODE_PORT_UNAVAILABLE;
+}
+
+static char *
+pending_ip (Pending *p)
+{
+  if (p->peer_addr == NULL)
+    return g_strdup ("?");
+  return g_inet_address_to_string (g_inet_socket_address_get_address (p->peer_addr));
+}
+
 static void
-pending_handle_tunnel (Pending *p)
+pending_refuse (Pending *p, const char *id, GtErrorCode code, const char *message)
 {
   GtServer *server = p->server;
-  GtFrameHeader h;
-  guint8 version;
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GtHello) hello = NULL;
+  const char *text = message ? message : gt_error_code_to_string (code);
+
+  g_message ("tunnel from %s refused: client=%s: %s", p->peer, id ? id : "?", text);
+  count_handshake_failure (server, id, error_code_reason (code));
+  if (is_limit_code (code))
+    count_limit_rejection (server, id, error_code_reason (code));
+  if (code == GT_ERROR_CODE_INVALID_AUTH)
+    {
+      g_autofree char *ip = pending_ip (p);
+
+      gt_lockout_record_failure (server->lockout, ip, g_get_monotonic_time ());
+    }
+  send_handshake_error (p, code, text);
+}
+
+/* Attaches an accepted handshake to its client and starts the tunnel. */
+static void
+pending_finish_tunnel (Pending *p, gboolean authenticated, char **allowed)
+{
+  GtServer *server = p->server;
+  g_autoptr (GtHello) hello = g_steal_pointer (&p->hello);
   g_autofree char *message = NULL;
   g_autofree char *peer = g_strdup (p->peer);
+  g_autofree char *ip = pending_ip (p);
+  g_autoptr (GError) error = NULL;
   g_autoptr (GIOStream) io = NULL;
   g_autoptr (GtMux) mux = NULL;
   g_autoptr (GByteArray) welcome = NULL;
   g_autofree guint8 *rest = NULL;
   GtErrorCode code = GT_ERROR_CODE_NONE;
-  GtDecodeResult r;
-  gsize consumed, rest_len;
+  gsize rest_len;
   Client *c;
   int fd;
 
-  r = gt_preface_decode (p->buf, p->len, &version, &error);
-  if (r == GT_DECODE_NEED_MORE)
-    return;
-  if (r == GT_DECODE_ERROR)
-    {
-      g_message ("tunnel from %s refused: %s", peer, error->message);
-      send_handshake_error (p,
-                            g_error_matches (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_VERSION)
-                              ? GT_ERROR_CODE_UNSUPPORTED_VERSION
-                              : GT_ERROR_CODE_PROTOCOL,
-                            error->message);
-      return;
-    }
-  r = gt_frame_header_decode (p->buf + GT_PREFACE_SIZE, p->len - GT_PREFACE_SIZE, &h, &error);
-  if (r == GT_DECODE_NEED_MORE)
-    return;
-  if (r == GT_DECODE_OK && h.type != GT_FRAME_HELLO)
-    {
-      r = GT_DECODE_ERROR;
-      error = g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
-                           "expected HELLO, got %s", gt_frame_type_to_string (h.type));
-    }
-  if (r == GT_DECODE_ERROR)
-    {
-      g_message ("tunnel from %s refused: %s", peer, error->message);
-      send_handshake_error (p, GT_ERROR_CODE_PROTOCOL, error->message);
-      return;
-    }
-  consumed = GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE + h.length;
-  if (p->len < consumed)
-    return;
-
-  hello = gt_hello_decode (p->buf + GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE, h.length, &error);
-  if (hello == NULL)
-    {
-      g_message ("tunnel from %s refused: bad HELLO: %s", peer, error->message);
-      send_handshake_error (p, GT_ERROR_CODE_PROTOCOL, error->message);
-      return;
-    }
-
-  c = server_accept_hello (server, hello, &code, &message);
+  c = server_accept_hello (server, hello, authenticated, allowed, &code, &message);
   if (c == NULL)
     {
-      const char *text = message ? message : gt_error_code_to_string (code);
-
-      g_message ("tunnel from %s refused: client=%s: %s", peer, hello->id, text);
-      send_handshake_error (p, code, text);
+      pending_refuse (p, hello->id, code, message);
       return;
     }
+  gt_lockout_record_success (server->lockout, ip);
 
   /* Keep bytes that followed the HELLO, then hand the connection to a mux. */
-  rest = g_memdup2 (p->buf + consumed, p->len - consumed);
-  rest_len = p->len - consumed;
+  rest = g_memdup2 (p->buf + p->consumed, p->len - p->consumed);
+  rest_len = p->len - p->consumed;
   pending_release (p, &fd, &io);
   if (io == NULL)
     {
@@ -779,8 +1022,10 @@ pending_handle_tunnel (Pending *p)
   mux = gt_mux_new (io, TRUE, rest, rest_len);
   gt_mux_set_peer (mux, peer);
   gt_mux_set_keepalive (mux, server->config->timeout_ms, 0);
+  gt_mux_set_rate (mux, c->rate);
   g_ptr_array_add (c->tunnels, g_object_ref (mux));
   g_signal_connect (mux, "closed", G_CALLBACK (client_tunnel_closed_cb), c);
+  g_signal_connect (mux, "stream-closed", G_CALLBACK (client_stream_closed_cb), c);
 
   welcome = g_byte_array_new ();
   gt_frame_append_welcome (welcome, (const GtWelcomePort *) c->ports->data, c->ports->len);
@@ -788,6 +1033,133 @@ pending_handle_tunnel (Pending *p)
   g_message ("tunnel accepted: client=%s remote=%s tunnels=%u", c->id, peer, c->tunnels->len);
   notify_counts (server);
   gt_mux_start (mux);
+}
+
+static void
+pending_auth_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Pending *p = user_data;
+  g_autoptr (GError) error = NULL;
+  g_auto (GStrv) allowed = gt_auth_api_request_finish (result, &error);
+
+  if (allowed == NULL && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return; /* the pending connection is gone */
+  if (allowed == NULL)
+    {
+      g_autofree char *text = NULL;
+      GtErrorCode code = GT_ERROR_CODE_INVALID_AUTH;
+
+      if (g_error_matches (error, GT_AUTH_ERROR, GT_AUTH_ERROR_DENIED))
+        text = g_strdup ("the auth API refused this id and secret");
+      else
+        {
+          text = g_strdup_printf ("the auth API failed: %s", error->message);
+          code = GT_ERROR_CODE_INTERNAL;
+        }
+      pending_refuse (p, p->hello->id, code, text);
+      return;
+    }
+  pending_finish_tunnel (p, TRUE, allowed);
+}
+
+static void
+pending_handle_tunnel (Pending *p)
+{
+  GtServer *server = p->server;
+  GtFrameHeader h;
+  guint8 version;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *ip = NULL;
+  GtDecodeResult r;
+  gsize consumed;
+
+  if (p->hello != NULL)
+    return; /* waiting for the auth API */
+  r = gt_preface_decode (p->buf, p->len, &version, &error);
+  if (r == GT_DECODE_NEED_MORE)
+    return;
+  if (r == GT_DECODE_ERROR)
+    {
+      pending_refuse (p, NULL,
+                      g_error_matches (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_VERSION)
+                        ? GT_ERROR_CODE_UNSUPPORTED_VERSION
+                        : GT_ERROR_CODE_PROTOCOL,
+                      error->message);
+      return;
+    }
+  r = gt_frame_header_decode (p->buf + GT_PREFACE_SIZE, p->len - GT_PREFACE_SIZE, &h, &error);
+  if (r == GT_DECODE_NEED_MORE)
+    return;
+  if (r == GT_DECODE_OK && h.type != GT_FRAME_HELLO)
+    {
+      r = GT_DECODE_ERROR;
+      error = g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                           "expected HELLO, got %s", gt_frame_type_to_string (h.type));
+    }
+  if (r == GT_DECODE_ERROR)
+    {
+      pending_refuse (p, NULL, GT_ERROR_CODE_PROTOCOL, error->message);
+      return;
+    }
+  consumed = GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE + h.length;
+  if (p->len < consumed)
+    return;
+
+  p->hello = gt_hello_decode (p->buf + GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE, h.length, &error);
+  if (p->hello == NULL)
+    {
+      g_autofree char *text = g_strdup_printf ("bad HELLO: %s", error->message);
+
+      pending_refuse (p, NULL, GT_ERROR_CODE_PROTOCOL, text);
+      return;
+    }
+  p->consumed = consumed;
+
+  /* Too many failed logins from this address: refused without looking at the secret. */
+  ip = pending_ip (p);
+  if (gt_lockout_is_blocked (server->lockout, ip, g_get_monotonic_time ()))
+    {
+      g_autofree char *text = g_strdup_printf (
+        "too many failed logins from %s; try again in %" G_GUINT64_FORMAT " s", ip,
+        server->config->reconnect_duration_ms / 1000);
+
+      g_message ("tunnel from %s refused: address is locked out", p->peer);
+      count_handshake_failure (server, p->hello->id, "locked_out");
+      send_handshake_error (p, GT_ERROR_CODE_INVALID_AUTH, text);
+      return;
+    }
+
+  if (server->config->auth_api != NULL
+      && !g_hash_table_contains (server->ephemeral, p->hello->id))
+    {
+      g_autoptr (GPtrArray) prefixes = g_ptr_array_new ();
+
+      /* Stop reading while the API answers; the pending timeout still bounds the wait. */
+      g_clear_pointer (&p->source, gt_fd_source_free);
+      if (p->io_source)
+        {
+          g_source_destroy (p->io_source);
+          g_clear_pointer (&p->io_source, g_source_unref);
+        }
+      for (guint i = 0; i < p->hello->services->len; i++)
+        {
+          GtHelloService *s = p->hello->services->pdata[i];
+
+          if (s->prefix != NULL && *s->prefix != '\0')
+            g_ptr_array_add (prefixes, s->prefix);
+        }
+      g_ptr_array_add (prefixes, NULL);
+      if (server->auth_session == NULL)
+        server->auth_session = soup_session_new ();
+      g_clear_object (&p->cancellable);
+      p->cancellable = g_cancellable_new ();
+      gt_auth_api_request_async (server->auth_session, server->config->auth_api, p->hello->id,
+                                 p->hello->secret, (const char *const *) prefixes->pdata,
+                                 (guint) MIN (server->config->timeout_ms, G_MAXUINT),
+                                 p->cancellable, pending_auth_done_cb, p);
+      return;
+    }
+  pending_finish_tunnel (p, FALSE, NULL);
 }
 
 static void pending_watch (Pending *p);
@@ -1303,6 +1675,8 @@ set_tls_priority (const char *version)
   g_setenv ("G_TLS_GNUTLS_PRIORITY", priority, FALSE);
 }
 
+static char *metrics_func (gpointer user_data);
+
 static gboolean
 server_load_certificate (GtServer *server, GError **error)
 {
@@ -1374,6 +1748,16 @@ gt_server_start (GtServer *server, GError **error)
   if (config->sni_addr != NULL
       && !server_add_listener (server, "sniAddr", config->sni_addr, LISTENER_SNI, error))
     return FALSE;
+  if (config->api_addr != NULL)
+    {
+      server->api = gt_api_server_new (server, config->api_addr, config->api_cert_file,
+                                       config->api_key_file, error);
+      if (server->api == NULL)
+        return FALSE;
+      gt_api_server_set_metrics_func (server->api, metrics_func, server, NULL);
+      g_message ("status API on %s%s", gt_api_server_get_address (server->api),
+                 config->api_cert_file ? " (TLS)" : "");
+    }
   if (server->listen_inet == NULL)
     {
       /* Only an SNI listener: tcp services bind on its address. */
@@ -1385,6 +1769,192 @@ gt_server_start (GtServer *server, GError **error)
     }
   g_object_notify_by_pspec (G_OBJECT (server), properties[PROP_LISTEN_ADDRESS]);
   return TRUE;
+}
+
+typedef struct
+{
+  GtServer *server;
+  GHashTable *user_live;    /* id → Traffic* of open streams */
+  GHashTable *service_live; /* "id\x1flabel" → Traffic* */
+  Client *client;
+} LiveScan;
+
+static void
+live_stream_cb (GtMuxStream *stream, gpointer user_data)
+{
+  LiveScan *scan = user_data;
+  Client *c = scan->client;
+  guint index = gt_mux_stream_get_service_index (stream);
+  Traffic *t;
+
+  if (c->ephemeral)
+    return;
+  t = traffic_get (scan->user_live, c->id);
+
+  t->bytes_in += gt_mux_stream_get_bytes_from_socket (stream);
+  t->bytes_out += gt_mux_stream_get_bytes_to_socket (stream);
+  t->streams++;
+  if (index < c->service_labels->len)
+    {
+      g_autofree char *key = g_strdup_printf ("%s\x1f%s", c->id,
+                                              (char *) c->service_labels->pdata[index]);
+
+      t = traffic_get (scan->service_live, key);
+      t->bytes_in += gt_mux_stream_get_bytes_from_socket (stream);
+      t->bytes_out += gt_mux_stream_get_bytes_to_socket (stream);
+      t->streams++;
+    }
+}
+
+static Traffic
+traffic_sum (GHashTable *done, GHashTable *live, const char *key)
+{
+  Traffic sum = { 0 };
+  Traffic *a = g_hash_table_lookup (done, key);
+  Traffic *b = g_hash_table_lookup (live, key);
+
+  if (a)
+    {
+      sum.bytes_in += a->bytes_in;
+      sum.bytes_out += a->bytes_out;
+      sum.streams += a->streams;
+    }
+  if (b)
+    {
+      sum.bytes_in += b->bytes_in;
+      sum.bytes_out += b->bytes_out;
+    }
+  return sum;
+}
+
+static void
+write_split_counter (GString *out, const char *name, GHashTable *table, const char *second)
+{
+  GHashTableIter iter;
+  gpointer key, value;
+
+  g_hash_table_iter_init (&iter, table);
+  while (g_hash_table_iter_next (&iter, &key, &value))
+    {
+      g_auto (GStrv) parts = g_strsplit (key, "\x1f", 2);
+      const char *labels[] = { "user", parts[0], second, parts[1] ? parts[1] : "", NULL };
+
+      gt_metrics_write_sample (out, name, labels, (double) *(guint64 *) value);
+    }
+}
+
+/* Prometheus text for GET /metrics. */
+char *
+gt_server_render_metrics (GtServer *server)
+{
+  GString *out = g_string_new (NULL);
+  g_autoptr (GHashTable) user_live = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  g_autoptr (GHashTable) service_live = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                                               g_free);
+  g_autoptr (GHashTable) users = g_hash_table_new (g_str_hash, g_str_equal);
+  g_autoptr (GHashTable) services = g_hash_table_new (g_str_hash, g_str_equal);
+  GHashTableIter iter;
+  gpointer key, value;
+
+  g_hash_table_iter_init (&iter, server->clients);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      LiveScan scan = { server, user_live, service_live, value };
+
+      for (guint i = 0; i < scan.client->tunnels->len; i++)
+        gt_mux_foreach_stream (scan.client->tunnels->pdata[i], live_stream_cb, &scan);
+    }
+  g_hash_table_iter_init (&iter, server->user_traffic);
+  while (g_hash_table_iter_next (&iter, &key, NULL))
+    g_hash_table_add (users, key);
+  g_hash_table_iter_init (&iter, user_live);
+  while (g_hash_table_iter_next (&iter, &key, NULL))
+    g_hash_table_add (users, key);
+  g_hash_table_iter_init (&iter, server->service_traffic);
+  while (g_hash_table_iter_next (&iter, &key, NULL))
+    g_hash_table_add (services, key);
+  g_hash_table_iter_init (&iter, service_live);
+  while (g_hash_table_iter_next (&iter, &key, NULL))
+    g_hash_table_add (services, key);
+
+  gt_metrics_write_family (out, "gt_clients", "gauge", "Clients connected.");
+  gt_metrics_write_sample (out, "gt_clients", NULL, g_hash_table_size (server->clients));
+
+  gt_metrics_write_family (out, "gt_tunnels", "gauge", "Open tunnels per user.");
+  gt_metrics_write_family (out, "gt_streams", "gauge", "Open streams per user.");
+  g_hash_table_iter_init (&iter, server->clients);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      Client *c = value;
+      const char *labels[] = { "user", c->id, NULL };
+      guint streams = 0;
+
+      if (c->ephemeral)
+        continue;
+      for (guint i = 0; i < c->tunnels->len; i++)
+        streams += gt_mux_get_n_streams (c->tunnels->pdata[i]);
+      gt_metrics_write_sample (out, "gt_tunnels", labels, c->tunnels->len);
+      gt_metrics_write_sample (out, "gt_streams", labels, streams);
+    }
+
+  gt_metrics_write_family (out, "gt_user_bytes_total", "counter",
+                           "Bytes relayed per user: in = from users to the service, out = back.");
+  gt_metrics_write_family (out, "gt_user_streams_total", "counter", "Streams finished per user.");
+  g_hash_table_iter_init (&iter, users);
+  while (g_hash_table_iter_next (&iter, &key, NULL))
+    {
+      Traffic t = traffic_sum (server->user_traffic, user_live, key);
+      const char *in[] = { "user", key, "direction", "in", NULL };
+      const char *outl[] = { "user", key, "direction", "out", NULL };
+      const char *plain[] = { "user", key, NULL };
+
+      gt_metrics_write_sample (out, "gt_user_bytes_total", in, (double) t.bytes_in);
+      gt_metrics_write_sample (out, "gt_user_bytes_total", outl, (double) t.bytes_out);
+      gt_metrics_write_sample (out, "gt_user_streams_total", plain, (double) t.streams);
+    }
+
+  gt_metrics_write_family (out, "gt_service_bytes_total", "counter",
+                           "Bytes relayed per service (host prefix or tcp:port).");
+  gt_metrics_write_family (out, "gt_service_streams_total", "counter",
+                           "Streams finished per service.");
+  g_hash_table_iter_init (&iter, services);
+  while (g_hash_table_iter_next (&iter, &key, NULL))
+    {
+      Traffic t = traffic_sum (server->service_traffic, service_live, key);
+      g_auto (GStrv) parts = g_strsplit (key, "\x1f", 2);
+      const char *in[] = { "user", parts[0], "service", parts[1], "direction", "in", NULL };
+      const char *outl[] = { "user", parts[0], "service", parts[1], "direction", "out", NULL };
+      const char *plain[] = { "user", parts[0], "service", parts[1], NULL };
+
+      gt_metrics_write_sample (out, "gt_service_bytes_total", in, (double) t.bytes_in);
+      gt_metrics_write_sample (out, "gt_service_bytes_total", outl, (double) t.bytes_out);
+      gt_metrics_write_sample (out, "gt_service_streams_total", plain, (double) t.streams);
+    }
+
+  gt_metrics_write_family (out, "gt_handshake_failures_total", "counter",
+                           "Refused tunnel handshakes by reason (user label only for configured "
+                           "users).");
+  write_split_counter (out, "gt_handshake_failures_total", server->handshake_failures, "reason");
+  gt_metrics_write_family (out, "gt_limit_rejections_total", "counter",
+                           "Tunnels refused by a limit, by kind.");
+  write_split_counter (out, "gt_limit_rejections_total", server->limit_rejections, "kind");
+
+  gt_metrics_write_family (out, "gt_lockout_blocked_addresses", "gauge",
+                           "Addresses refused after too many failed logins.");
+  gt_metrics_write_sample (out, "gt_lockout_blocked_addresses", NULL,
+                           gt_lockout_get_n_blocked (server->lockout, g_get_monotonic_time ()));
+  gt_metrics_write_family (out, "gt_process_open_fds", "gauge", "Open file descriptors.");
+  gt_metrics_write_sample (out, "gt_process_open_fds", NULL, gt_process_open_fds ());
+  gt_metrics_write_family (out, "gt_process_resident_memory_bytes", "gauge", "Resident memory.");
+  gt_metrics_write_sample (out, "gt_process_resident_memory_bytes", NULL,
+                           (double) gt_process_rss_bytes ());
+  return g_string_free (out, FALSE);
+}
+
+static char *
+metrics_func (gpointer user_data)
+{
+  return gt_server_render_metrics (user_data);
 }
 
 static void
@@ -1441,11 +2011,58 @@ server_count_streams (GtServer *server)
   return n;
 }
 
+typedef struct
+{
+  Client *client;
+  GPtrArray *idle;
+} IdleScan;
+
+static void
+collect_idle_http_cb (GtMuxStream *stream, gpointer user_data)
+{
+  IdleScan *scan = user_data;
+  guint index = gt_mux_stream_get_service_index (stream);
+  gboolean http = FALSE;
+
+  for (guint i = 0; i < scan->client->routes->len; i++)
+    {
+      Route *r = scan->client->routes->pdata[i];
+
+      if (r->service_index == index && r->kind == GT_SERVICE_KIND_HTTP)
+        http = TRUE;
+    }
+  if (http && gt_mux_stream_get_idle_us (stream) >= DRAIN_IDLE_HTTP_US)
+    g_ptr_array_add (scan->idle, gt_mux_stream_ref (stream));
+}
+
+/* While draining, an HTTP connection that sits idle between requests is not in flight. */
+static void
+close_idle_http_streams (GtServer *server)
+{
+  g_autoptr (GPtrArray) idle = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+  GHashTableIter iter;
+  gpointer value;
+
+  g_hash_table_iter_init (&iter, server->clients);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      IdleScan scan = { value, idle };
+
+      for (guint i = 0; i < scan.client->tunnels->len; i++)
+        gt_mux_foreach_stream (scan.client->tunnels->pdata[i], collect_idle_http_cb, &scan);
+    }
+  for (guint i = 0; i < idle->len; i++)
+    gt_mux_stream_reset (idle->pdata[i], GT_RESET_CODE_CLOSED);
+}
+
 static gboolean
 drain_check_cb (gpointer user_data)
 {
   GtServer *server = user_data;
-  guint n = server_count_streams (server);
+  guint n;
+
+  close_idle_http_streams (server);
+  n = server_count_streams (server);
 
   if (n > 0 && g_get_monotonic_time () < server->drain_deadline)
     return G_SOURCE_CONTINUE;
@@ -1553,6 +2170,7 @@ gt_server_new (GtServerConfig *config)
                              gt_port_pool_new (u->tcp_ranges));
     }
   server->bad_gateway = g_bytes_new (reply, strlen (reply));
+  server->lockout = gt_lockout_new (config->reconnect_times, config->reconnect_duration_ms);
   return server;
 }
 
@@ -1562,6 +2180,7 @@ gt_server_dispose (GObject *object)
   GtServer *server = GT_SERVER (object);
 
   gt_server_stop (server);
+  g_clear_object (&server->api);
   G_OBJECT_CLASS (gt_server_parent_class)->dispose (object);
 }
 
@@ -1580,6 +2199,13 @@ gt_server_finalize (GObject *object)
   g_hash_table_unref (server->retired);
   g_hash_table_unref (server->user_pools);
   g_hash_table_unref (server->ephemeral);
+  g_ptr_array_unref (server->draining);
+  g_hash_table_unref (server->user_traffic);
+  g_hash_table_unref (server->service_traffic);
+  g_hash_table_unref (server->handshake_failures);
+  g_hash_table_unref (server->limit_rejections);
+  g_clear_pointer (&server->lockout, gt_lockout_free);
+  g_clear_object (&server->auth_session);
   gt_port_pool_free (server->global_pool);
   g_clear_pointer (&server->config, gt_server_config_free);
   g_clear_pointer (&server->bad_gateway, g_bytes_unref);
@@ -1654,4 +2280,9 @@ gt_server_init (GtServer *server)
   server->user_pools = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                               (GDestroyNotify) gt_port_pool_free);
   server->ephemeral = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  server->draining = g_ptr_array_new_with_free_func (g_object_unref);
+  server->user_traffic = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  server->service_traffic = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  server->handshake_failures = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  server->limit_rejections = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
 }

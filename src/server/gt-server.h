@@ -21,6 +21,8 @@ void gt_server_drain (GtServer *server);
 const char *gt_server_get_listen_address (GtServer *server);
 guint gt_server_get_n_clients (GtServer *server);
 guint gt_server_get_n_tunnels (GtServer *server);
+/* The Prometheus text served on the status API's /metrics. */
+char *gt_server_render_metrics (GtServer *server);
 /* Credentials accepted in every auth mode until removed (the /status self-test uses them). */
 void gt_server_add_ephemeral_user (GtServer *server, const char *id, const char *secret);
 void gt_server_remove_ephemeral_user (GtServer *server, const char *id);
