@@ -1,0 +1,37 @@
+/* gt-token-bucket.h: a token bucket for per-client speed limits (smooth, no 1 s sleeps). */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+/* Tokens are bytes. The bucket refills continuously at `rate` bytes per second up to `burst`
+ * bytes; a sender takes what is there and waits gt_token_bucket_wait_us() for the rest.
+ *
+ * Burst guidance: burst_bytes 0 picks GT_TOKEN_BUCKET_DEFAULT_BURST (rate), i.e.
+ * max (rate / 10, 16 KiB): a tenth of a second of traffic smooths the flow into ~10 wakeups per
+ * second at most, while 16 KiB keeps small rates from degenerating into tiny writes. A burst
+ * smaller than the largest single read is fine: take() hands out partial amounts.
+ *
+ * The bucket starts full. Times are monotonic microseconds (g_get_monotonic_time(), or a fake
+ * clock in tests); a clock that goes backwards adds nothing. Not thread-safe. */
+typedef struct
+{
+  double rate;   /* bytes per second; 0 = unlimited */
+  double burst;  /* capacity in bytes */
+  double tokens; /* bytes available at last_us */
+  gint64 last_us; /* G_MININT64 until the first use */
+} GtTokenBucket;
+
+#define GT_TOKEN_BUCKET_MIN_BURST ((guint64) 16 * 1024)
+#define GT_TOKEN_BUCKET_DEFAULT_BURST(rate) MAX ((guint64) (rate) / 10, GT_TOKEN_BUCKET_MIN_BURST)
+
+/* rate 0 = unlimited; burst 0 = GT_TOKEN_BUCKET_DEFAULT_BURST (rate). */
+void gt_token_bucket_init (GtTokenBucket *b, guint64 rate_bytes_per_s, guint64 burst_bytes);
+/* Bytes allowed now (≤ want), consumed from the bucket. Unlimited: want. */
+gsize gt_token_bucket_take (GtTokenBucket *b, gsize want, gint64 now_us);
+/* µs until min (want, burst) bytes are available; 0 if they are now (or unlimited). */
+gint64 gt_token_bucket_wait_us (GtTokenBucket *b, gsize want, gint64 now_us);
+gboolean gt_token_bucket_is_unlimited (const GtTokenBucket *b);
+
+G_END_DECLS
