@@ -1,0 +1,84 @@
+/* gt-manager.h: the supervisor: one worker process per config file, restarts, reload/restart/stop. */
+#pragma once
+
+#include <gio/gio.h>
+#include "gt-config.h"
+
+G_BEGIN_DECLS
+
+#define GT_MANAGER_ERROR (gt_manager_error_quark ())
+GQuark gt_manager_error_quark (void);
+
+typedef enum
+{
+  GT_MANAGER_ERROR_NOT_RUNNING, /* no manager (pid file missing, stale or not a gt) */
+  GT_MANAGER_ERROR_RUNNING,     /* another manager already owns the runtime dir */
+  GT_MANAGER_ERROR_NO_CONFIG,   /* nothing valid to run */
+  GT_MANAGER_ERROR_TIMEOUT,     /* the manager did not answer in time */
+  GT_MANAGER_ERROR_FAILED,
+} GtManagerErrorEnum;
+
+/* Defaults; the environment variables GT_MANAGER_STOP_TIMEOUT and GT_MANAGER_READY_TIMEOUT (Go
+ * durations, "30s") override them in gt_manager_run. */
+#define GT_MANAGER_DEFAULT_DEPTH 3
+#define GT_MANAGER_DEFAULT_STOP_TIMEOUT_MS (30 * 1000)
+#define GT_MANAGER_DEFAULT_READY_TIMEOUT_MS (15 * 1000)
+#define GT_MANAGER_MAX_CONFIG_SIZE (10 * 1024 * 1024)
+
+/* One configuration file found by a scan. */
+typedef struct
+{
+  char *path;        /* as found (DIR/sub/x.yaml) */
+  GtConfigKind kind; /* UNKNOWN when it could not be classified */
+  char *checksum;    /* SHA-256 of the contents, NULL when unreadable */
+  GError *error;     /* why it cannot run ("FILE:LINE:COLUMN: ..."), NULL when valid */
+  /* Server listeners found in it: "addr", "tlsAddr", "sniAddr" → normalized "host:port". */
+  GHashTable *listen_addrs;
+} GtManagerEntry;
+
+void gt_manager_entry_free (GtManagerEntry *entry);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtManagerEntry, gt_manager_entry_free)
+
+/* Scans `path`: a file gives one entry; a directory gives one entry per *.yaml / *.yml file down
+ * to `depth` levels (the directory itself is level 1; 0 = unlimited), sorted by path. Files over
+ * GT_MANAGER_MAX_CONFIG_SIZE are skipped with a warning. Every entry is classified and validated
+ * with the config loader (entry->error set when invalid). Returns NULL with error only when
+ * `path` itself cannot be read. */
+GPtrArray *gt_manager_scan (const char *path, guint depth, GError **error);
+
+#define GT_TYPE_MANAGER (gt_manager_get_type ())
+G_DECLARE_FINAL_TYPE (GtManager, gt_manager, GT, MANAGER, GObject)
+
+GtManager *gt_manager_new (const char *path, guint depth);
+void gt_manager_set_stop_timeout (GtManager *self, guint64 ms);
+void gt_manager_set_ready_timeout (GtManager *self, guint64 ms);
+/* Writes the pid file, scans, starts the workers, handles signals. FALSE when another manager
+ * runs or nothing valid can be started. */
+gboolean gt_manager_start (GtManager *self, GError **error);
+/* Asynchronous commands (what SIGHUP / SIGUSR2 / SIGTERM do). */
+void gt_manager_reload (GtManager *self);
+void gt_manager_restart (GtManager *self);
+void gt_manager_stop (GtManager *self);
+/* TRUE once every worker has stopped after gt_manager_stop; emits "stopped" then. */
+gboolean gt_manager_is_stopped (GtManager *self);
+guint gt_manager_get_n_running (GtManager *self);
+
+/* `gt -c DIR [--depth N]`, `gt --manager -c FILE`: runs a manager until stopped; returns the exit
+ * code (0 after a stop by signal, 1 on startup failure with error set). */
+int gt_manager_run (const char *path, guint depth, GError **error);
+
+/* `gt -s reload|restart|stop`: signals the running manager and waits (bounded) for it to finish
+ * the command. Returns 0 on success, 1 with error set otherwise (message fit for the user). */
+int gt_manager_send_signal (const char *name, GError **error);
+
+/* Runtime directory: $GT_RUNTIME_DIR if set, else $XDG_RUNTIME_DIR/gt, else <tmp>/gt-<uid>;
+ * created 0700 when create. */
+char *gt_manager_runtime_dir (gboolean create, GError **error);
+
+/* pid file helpers (exposed for tests). The file holds "PID START_TIME\n" where START_TIME is
+ * field 22 of /proc/PID/stat, so a recycled pid is not mistaken for the manager. */
+gboolean gt_manager_pid_file_write (const char *path, GError **error);
+/* The pid of a live gt manager recorded in `path`, or 0 with error set. */
+GPid gt_manager_pid_file_read (const char *path, GError **error);
+
+G_END_DECLS
