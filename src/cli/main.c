@@ -72,8 +72,12 @@ static const char usage_client[] =
   "  --localTimeout DURATION    idle timeout of local connections (default 120s)\n"
   "See docs/configuration.md for every key.\n";
 
+/* A client stopped with SIGTERM lets open streams finish for this long. */
+#define CLIENT_DRAIN_MS (30 * 1000)
+
 static GMainLoop *loop;
 static GtServer *running_server;
+static GtClient *running_client;
 
 static gboolean
 quit_cb (gpointer user_data)
@@ -85,7 +89,7 @@ quit_cb (gpointer user_data)
 }
 
 static void
-drained_cb (GtServer *server, gpointer user_data)
+drained_cb (GObject *object, gpointer user_data)
 {
   g_main_loop_quit (loop);
 }
@@ -94,11 +98,14 @@ drained_cb (GtServer *server, gpointer user_data)
 static gboolean
 term_cb (gpointer user_data)
 {
-  if (running_server == NULL)
+  if (running_server == NULL && running_client == NULL)
     return quit_cb ((gpointer) "SIGTERM");
   g_message ("stopping gracefully (SIGTERM)");
   gt_sd_notify ("STOPPING=1");
-  gt_server_drain (running_server);
+  if (running_server != NULL)
+    gt_server_drain (running_server);
+  else
+    gt_client_drain (running_client, CLIENT_DRAIN_MS);
   return G_SOURCE_CONTINUE;
 }
 
@@ -192,8 +199,11 @@ run_client (const char *config_path, int argc, char **argv)
   g_signal_connect (client, "tunnel-ready", G_CALLBACK (client_ready_cb), NULL);
   if (!gt_client_start (client, &error))
     goto fail;
+  running_client = client;
+  g_signal_connect (client, "drained", G_CALLBACK (drained_cb), NULL);
   setup_signals ();
   g_main_loop_run (loop);
+  running_client = NULL;
   gt_client_stop (client);
   return 0;
 

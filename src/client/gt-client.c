@@ -18,6 +18,8 @@
 
 #define HANDSHAKE_REPLY_MAX (GT_FRAME_HEADER_SIZE + GT_FRAME_MAX_CONTROL)
 #define BACKOFF_CAP_MS 5000
+/* Draining closes HTTP streams idle for this long (keep-alive between requests). */
+#define DRAIN_IDLE_HTTP_US (1 * G_USEC_PER_SEC)
 
 typedef enum
 {
@@ -65,6 +67,8 @@ struct _GtClient
   GHashTable *dials;      /* Dial* in progress */
   GPtrArray *draining;    /* GtMux* that got GOAWAY and still carry streams */
   gboolean stopped;
+  guint drain_id;
+  gint64 drain_deadline;
 };
 
 enum
@@ -78,6 +82,7 @@ enum
 {
   SIGNAL_TUNNEL_READY,
   SIGNAL_TUNNEL_FAILED,
+  SIGNAL_DRAINED,
   N_SIGNALS
 };
 
@@ -352,7 +357,7 @@ slot_mux_closed_cb (GtMux *mux, GError *error, gpointer user_data)
       g_clear_object (&slot->mux);
       slot->state = SLOT_IDLE;
       g_object_notify_by_pspec (G_OBJECT (client), properties[PROP_N_READY]);
-      if (!client->stopped)
+      if (!client->stopped && client->drain_id == 0)
         slot_schedule_retry (slot);
     }
 }
@@ -386,7 +391,7 @@ slot_mux_goaway_cb (GtMux *mux, gpointer user_data)
   slot->state = SLOT_IDLE;
   slot->attempt = 0;
   g_object_notify_by_pspec (G_OBJECT (client), properties[PROP_N_READY]);
-  if (!client->stopped)
+  if (!client->stopped && client->drain_id == 0)
     slot_schedule_retry (slot);
 }
 
@@ -624,6 +629,96 @@ gt_client_start (GtClient *client, GError **error)
   return TRUE;
 }
 
+static guint
+client_count_streams (GtClient *client)
+{
+  guint n = 0;
+
+  for (guint i = 0; i < client->n_slots; i++)
+    if (client->slots[i].mux != NULL)
+      n += gt_mux_get_n_streams (client->slots[i].mux);
+  for (guint i = 0; i < client->draining->len; i++)
+    n += gt_mux_get_n_streams (client->draining->pdata[i]);
+  return n;
+}
+
+typedef struct
+{
+  GtClient *client;
+  GPtrArray *idle;
+} IdleScan;
+
+static void
+collect_idle_http_cb (GtMuxStream *stream, gpointer user_data)
+{
+  IdleScan *scan = user_data;
+  guint index = gt_mux_stream_get_service_index (stream);
+  GPtrArray *services = scan->client->config->services;
+
+  if (index < services->len
+      && ((GtServiceConfig *) services->pdata[index])->kind == GT_SERVICE_KIND_HTTP
+      && gt_mux_stream_get_idle_us (stream) >= DRAIN_IDLE_HTTP_US)
+    g_ptr_array_add (scan->idle, gt_mux_stream_ref (stream));
+}
+
+/* While draining, an HTTP connection idle between requests is not in flight: close it. */
+static void
+close_idle_http_streams (GtClient *client)
+{
+  g_autoptr (GPtrArray) idle = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+  IdleScan scan = { client, idle };
+
+  for (guint i = 0; i < client->n_slots; i++)
+    if (client->slots[i].mux != NULL)
+      gt_mux_foreach_stream (client->slots[i].mux, collect_idle_http_cb, &scan);
+  for (guint i = 0; i < client->draining->len; i++)
+    gt_mux_foreach_stream (client->draining->pdata[i], collect_idle_http_cb, &scan);
+  for (guint i = 0; i < idle->len; i++)
+    gt_mux_stream_reset (idle->pdata[i], GT_RESET_CODE_CLOSED);
+}
+
+static gboolean
+client_drain_check_cb (gpointer user_data)
+{
+  GtClient *client = user_data;
+  guint n;
+
+  close_idle_http_streams (client);
+  n = client_count_streams (client);
+
+  if (n > 0 && g_get_monotonic_time () < client->drain_deadline)
+    return G_SOURCE_CONTINUE;
+  if (n > 0)
+    g_message ("drain time is over; closing %u streams", n);
+  client->drain_id = 0;
+  gt_client_stop (client);
+  g_signal_emit (client, signals[SIGNAL_DRAINED], 0);
+  return G_SOURCE_REMOVE;
+}
+
+void
+gt_client_drain (GtClient *client, guint64 timeout_ms)
+{
+  g_return_if_fail (GT_IS_CLIENT (client));
+  if (client->stopped || client->drain_id != 0)
+    return;
+  g_message ("draining: no new tunnels; open streams may finish (up to %" G_GUINT64_FORMAT " ms)",
+             timeout_ms);
+  for (guint i = 0; i < client->n_slots; i++)
+    {
+      Slot *slot = &client->slots[i];
+
+      g_clear_handle_id (&slot->retry_id, g_source_remove);
+      if (slot->state == SLOT_CONNECTING)
+        {
+          slot_reset_handshake (slot);
+          slot->state = SLOT_IDLE;
+        }
+    }
+  client->drain_deadline = g_get_monotonic_time () + (gint64) timeout_ms * 1000;
+  client->drain_id = g_timeout_add (100, client_drain_check_cb, client);
+}
+
 void
 gt_client_stop (GtClient *client)
 {
@@ -631,6 +726,7 @@ gt_client_stop (GtClient *client)
   if (client->stopped)
     return;
   client->stopped = TRUE;
+  g_clear_handle_id (&client->drain_id, g_source_remove);
   for (guint i = 0; i < client->n_slots; i++)
     {
       Slot *slot = &client->slots[i];
@@ -745,6 +841,10 @@ gt_client_class_init (GtClientClass *klass)
   signals[SIGNAL_TUNNEL_FAILED] =
     g_signal_new ("tunnel-failed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
                   NULL, G_TYPE_NONE, 1, G_TYPE_STRING);
+  /* gt_client_drain finished. */
+  signals[SIGNAL_DRAINED] =
+    g_signal_new ("drained", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,
+                  G_TYPE_NONE, 0);
 }
 
 static void

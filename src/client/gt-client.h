@@ -13,6 +13,9 @@ G_DECLARE_FINAL_TYPE (GtClient, gt_client, GT, CLIENT, GObject)
 GtClient *gt_client_new (GtClientConfig *config);
 gboolean gt_client_start (GtClient *client, GError **error);
 void gt_client_stop (GtClient *client);
+/* Graceful stop: no new tunnels; waits up to timeout_ms for open streams, then stops and emits
+ * "drained". */
+void gt_client_drain (GtClient *client, guint64 timeout_ms);
 /* Number of tunnels that completed the handshake and are open. */
 guint gt_client_get_n_ready (GtClient *client);
 /* Port the server opened for a tcp service, 0 if unknown. */

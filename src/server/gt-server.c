@@ -795,6 +795,14 @@ server_accept_hello (GtServer *server, const GtHello *hello, gboolean authentica
   c->service_labels = g_ptr_array_new_with_free_func (g_free);
   c->ephemeral = ephemeral != NULL;
   limits_for_user (server, c->id, &c->limits);
+  if (c->ephemeral)
+    {
+      /* The status self-test is not a user: no host rules apply to it. */
+      c->limits.host_with_id = FALSE;
+      c->limits.host_regex = NULL;
+      c->limits.host_number = 0;
+      c->limits.speed = 0;
+    }
   if (c->limits.speed > 0)
     {
       guint64 burst = GT_TOKEN_BUCKET_DEFAULT_BURST (c->limits.speed);
