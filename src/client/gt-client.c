@@ -618,6 +618,9 @@ gt_client_start (GtClient *client, GError **error)
   if (!gt_frame_append_hello (client->hello, hello, error))
     return FALSE;
 
+  if (config->remote_cert_insecure)
+    g_warning ("remoteCertInsecure is set: the server's TLS certificate is NOT verified; anyone on "
+               "the path can read and change the tunnel (pin it with remoteCert: sha256:...)");
   client->n_slots = config->remote_connections;
   client->slots = g_new0 (Slot, client->n_slots);
   for (guint i = 0; i < client->n_slots; i++)
