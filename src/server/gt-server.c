@@ -2105,12 +2105,8 @@ gt_server_drain (GtServer *server)
       for (guint i = 0; i < c->tunnels->len; i++)
         gt_mux_goaway (c->tunnels->pdata[i], GT_ERROR_CODE_SHUTTING_DOWN,
                        "server is shutting down");
-      for (guint i = 0; i < c->listeners->len; i++)
-        {
-          TcpListener *l = c->listeners->pdata[i];
-
-          g_clear_pointer (&l->source, gt_fd_source_free);
-        }
+      /* Release the tcp ports now so a new server (restart, upgrade) can open them. */
+      g_ptr_array_set_size (c->listeners, 0);
     }
   server->drain_deadline = g_get_monotonic_time () + (gint64) server->config->drain_timeout_ms * 1000;
   server->drain_id = g_timeout_add (100, drain_check_cb, server);
