@@ -1,4 +1,4 @@
-/* test-http-proxy.c: proxy selection from the environment and HTTP CONNECT (fake proxy, tinyproxy). */
+/* test-http-proxy.c: proxies from the environment; HTTP CONNECT via a fake proxy and tinyproxy. */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -352,7 +352,7 @@ proxy_thread (gpointer data)
         send_all (fd, "HTTP/1.1 200 OK\r\nX: ", 20);
         send_all (fd, r, strlen (r));
         /* Keep the connection open: the client must stop on its own. */
-        read_head (fd);
+        g_free (read_head (fd));
       }
       break;
     case PROXY_CLOSE:

@@ -38,7 +38,6 @@ typedef struct _Peer
   gboolean eof;
   GError *error;
   guint would_block;
-  guint max_message_seen;
   gsize pause_at; /* stop reading for a while once this much arrived (0 = never) */
   gboolean paused;
   guint resume_id;
@@ -355,20 +354,49 @@ soup_ws_handler (SoupServer *server, SoupServerMessage *msg, const char *path,
   peer_start (f->peer, io);
 }
 
+/* Connections are accepted by a GSocketService and handed over with soup_server_accept_iostream:
+ * soup_server_listen_local in libsoup 3.2 leaks its local address and each accepted GSocket. */
+static gboolean
+soup_incoming_cb (GSocketService *service, GSocketConnection *conn, GObject *source,
+                  gpointer data)
+{
+  SoupServer *server = data;
+  g_autoptr (GSocketAddress) local = g_socket_connection_get_local_address (conn, NULL);
+  g_autoptr (GSocketAddress) remote = g_socket_connection_get_remote_address (conn, NULL);
+  g_autoptr (GError) error = NULL;
+
+  g_assert_true (soup_server_accept_iostream (server, G_IO_STREAM (conn), local, remote, &error));
+  g_assert_no_error (error);
+  return TRUE;
+}
+
 static SoupServer *
-soup_server_start (SoupFixture *f, guint16 *port)
+soup_server_start (SoupFixture *f, guint16 *port, GSocketService **service_out)
 {
   SoupServer *server = soup_server_new (NULL, NULL);
+  GSocketService *service = g_socket_service_new ();
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GSocketAddress) addr = g_inet_socket_address_new (lo, 0);
+  g_autoptr (GSocketAddress) effective = NULL;
   g_autoptr (GError) error = NULL;
-  GSList *uris;
 
   soup_server_add_websocket_handler (server, "/tunnel", NULL, NULL, soup_ws_handler, f, NULL);
-  g_assert_true (soup_server_listen_local (server, 0, SOUP_SERVER_LISTEN_IPV4_ONLY, &error));
+  g_socket_listener_add_address (G_SOCKET_LISTENER (service), addr, G_SOCKET_TYPE_STREAM,
+                                 G_SOCKET_PROTOCOL_TCP, NULL, &effective, &error);
   g_assert_no_error (error);
-  uris = soup_server_get_uris (server);
-  *port = g_uri_get_port (uris->data);
-  g_slist_free_full (uris, (GDestroyNotify) g_uri_unref);
+  *port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (effective));
+  g_signal_connect (service, "incoming", G_CALLBACK (soup_incoming_cb), server);
+  g_socket_service_start (service);
+  *service_out = service;
   return server;
+}
+
+static void
+soup_server_stop (GSocketService *service)
+{
+  g_socket_service_stop (service);
+  g_socket_listener_close (G_SOCKET_LISTENER (service));
+  g_object_unref (service);
 }
 
 static gboolean
@@ -404,6 +432,7 @@ test_soup_server (void)
   g_autoptr (SoupServer) server = NULL;
   g_autoptr (GError) error = NULL;
   g_autofree char *url = NULL;
+  GSocketService *service;
   GIOStream *io;
   Peer *client;
   Peer *peers[2];
@@ -411,7 +440,7 @@ test_soup_server (void)
 
   f.peer = peer_new ("server", down, len, up, len);
   client = peer_new ("client", up, len, down, len);
-  server = soup_server_start (&f, &port);
+  server = soup_server_start (&f, &port, &service);
   url = g_strdup_printf ("ws://127.0.0.1:%u/tunnel", port);
 
   io = ws_connect (url, NULL, NULL, FALSE, NULL, &error);
@@ -449,6 +478,7 @@ test_soup_server (void)
   peer_free (client);
   peer_free (f.peer);
   spin_for (100);
+  soup_server_stop (service);
 }
 
 static void
@@ -458,13 +488,14 @@ test_text_message (void)
   g_autoptr (SoupServer) server = NULL;
   g_autoptr (GError) error = NULL;
   g_autofree char *url = NULL;
+  GSocketService *service;
   GIOStream *io;
   Peer *client;
   guint16 port;
 
   f.send_text = TRUE;
   client = peer_new ("client", NULL, 0, NULL, 0);
-  server = soup_server_start (&f, &port);
+  server = soup_server_start (&f, &port, &service);
   url = g_strdup_printf ("ws://127.0.0.1:%u/tunnel", port);
   io = ws_connect (url, NULL, NULL, FALSE, NULL, &error);
   g_assert_no_error (error);
@@ -479,6 +510,7 @@ test_text_message (void)
   peer_free (client);
   g_clear_object (&f.raw);
   spin_for (100);
+  soup_server_stop (service);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -713,7 +745,8 @@ test_accept_valid (void)
   response = read_response (fd);
   g_assert_true (g_str_has_prefix (response, "HTTP/1.1 101 Switching Protocols\r\n"));
   /* RFC 6455 section 1.3's example. */
-  g_assert_nonnull (strstr (response, "\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+  g_assert_nonnull (
+    strstr (response, "\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
   g_assert_true (g_str_has_suffix (response, "\r\n\r\n"));
   close (fd);
   g_io_stream_close (ws, NULL, NULL);

@@ -12,6 +12,7 @@
 
 #include "gt-certificate.h"
 
+#define P256_BITS GNUTLS_CURVE_TO_BITS (GNUTLS_ECC_CURVE_SECP256R1)
 #define VALIDITY_SECONDS ((time_t) 10 * 365 * 24 * 3600)
 
 typedef struct gnutls_x509_privkey_int GtX509Privkey;
@@ -93,8 +94,7 @@ gt_certificate_generate (const char *cert_path, const char *key_path, const char
     names = default_names;
 
   if (!check_gnutls (gnutls_x509_privkey_init (&key), "key init", error)
-      || !check_gnutls (gnutls_x509_privkey_generate (
-                          key, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS (GNUTLS_ECC_CURVE_SECP256R1), 0),
+      || !check_gnutls (gnutls_x509_privkey_generate (key, GNUTLS_PK_ECDSA, P256_BITS, 0),
                         "key generation", error)
       || !check_gnutls (gnutls_x509_crt_init (&crt), "certificate init", error))
     return FALSE;
