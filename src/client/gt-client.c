@@ -645,39 +645,27 @@ client_count_streams (GtClient *client)
   return n;
 }
 
-typedef struct
+static gboolean
+is_http_service_cb (guint service_index, gpointer user_data)
 {
-  GtClient *client;
-  GPtrArray *idle;
-} IdleScan;
+  GtClient *client = user_data;
+  GPtrArray *services = client->config->services;
 
-static void
-collect_idle_http_cb (GtMuxStream *stream, gpointer user_data)
-{
-  IdleScan *scan = user_data;
-  guint index = gt_mux_stream_get_service_index (stream);
-  GPtrArray *services = scan->client->config->services;
-
-  if (index < services->len
-      && ((GtServiceConfig *) services->pdata[index])->kind == GT_SERVICE_KIND_HTTP
-      && gt_mux_stream_get_idle_us (stream) >= DRAIN_IDLE_HTTP_US)
-    g_ptr_array_add (scan->idle, gt_mux_stream_ref (stream));
+  return service_index < services->len
+         && ((GtServiceConfig *) services->pdata[service_index])->kind == GT_SERVICE_KIND_HTTP;
 }
 
 /* While draining, an HTTP connection idle between requests is not in flight: close it. */
 static void
 close_idle_http_streams (GtClient *client)
 {
-  g_autoptr (GPtrArray) idle = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
-  IdleScan scan = { client, idle };
-
   for (guint i = 0; i < client->n_slots; i++)
     if (client->slots[i].mux != NULL)
-      gt_mux_foreach_stream (client->slots[i].mux, collect_idle_http_cb, &scan);
+      gt_mux_reset_idle_streams (client->slots[i].mux, DRAIN_IDLE_HTTP_US, is_http_service_cb,
+                                 client);
   for (guint i = 0; i < client->draining->len; i++)
-    gt_mux_foreach_stream (client->draining->pdata[i], collect_idle_http_cb, &scan);
-  for (guint i = 0; i < idle->len; i++)
-    gt_mux_stream_reset (idle->pdata[i], GT_RESET_CODE_CLOSED);
+    gt_mux_reset_idle_streams (client->draining->pdata[i], DRAIN_IDLE_HTTP_US,
+                               is_http_service_cb, client);
 }
 
 static gboolean

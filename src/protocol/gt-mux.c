@@ -1019,6 +1019,30 @@ gt_mux_foreach_stream (GtMux *mux, GtMuxStreamFunc func, gpointer user_data)
     func (value, user_data);
 }
 
+/* Resets the streams idle for at least idle_us whose service index the filter accepts. Used by
+ * graceful stops: an HTTP connection idle between requests is not in flight. */
+void
+gt_mux_reset_idle_streams (GtMux *mux, gint64 idle_us, GtMuxServiceFilter filter,
+                           gpointer user_data)
+{
+  g_autoptr (GPtrArray) idle = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+  gint64 now = g_get_monotonic_time ();
+  GHashTableIter iter;
+  gpointer value;
+
+  g_return_if_fail (GT_IS_MUX (mux));
+  g_hash_table_iter_init (&iter, mux->streams);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      GtMuxStream *s = value;
+
+      if (now - s->last_activity >= idle_us && filter (s->service_index, user_data))
+        g_ptr_array_add (idle, gt_mux_stream_ref (s));
+    }
+  for (guint i = 0; i < idle->len; i++)
+    gt_mux_stream_reset (idle->pdata[i], GT_RESET_CODE_CLOSED);
+}
+
 const GtOpenAddr *
 gt_mux_stream_get_addr (GtMuxStream *s)
 {

@@ -50,6 +50,9 @@ const char *gt_mux_get_peer (GtMux *mux);
 /* Takes a reference on rate (an rc box), NULL = unlimited. */
 void gt_mux_set_rate (GtMux *mux, GtMuxRate *rate);
 void gt_mux_foreach_stream (GtMux *mux, GtMuxStreamFunc func, gpointer user_data);
+typedef gboolean (*GtMuxServiceFilter) (guint service_index, gpointer user_data);
+void gt_mux_reset_idle_streams (GtMux *mux, gint64 idle_us, GtMuxServiceFilter filter,
+                                gpointer user_data);
 void gt_mux_set_peer (GtMux *mux, const char *peer);
 
 /* Server: open a stream to the client's service, relaying the socket fd (ownership taken).

@@ -2019,48 +2019,36 @@ server_count_streams (GtServer *server)
   return n;
 }
 
-typedef struct
+static gboolean
+is_http_service_cb (guint service_index, gpointer user_data)
 {
-  Client *client;
-  GPtrArray *idle;
-} IdleScan;
+  Client *c = user_data;
 
-static void
-collect_idle_http_cb (GtMuxStream *stream, gpointer user_data)
-{
-  IdleScan *scan = user_data;
-  guint index = gt_mux_stream_get_service_index (stream);
-  gboolean http = FALSE;
-
-  for (guint i = 0; i < scan->client->routes->len; i++)
+  for (guint i = 0; i < c->routes->len; i++)
     {
-      Route *r = scan->client->routes->pdata[i];
+      Route *r = c->routes->pdata[i];
 
-      if (r->service_index == index && r->kind == GT_SERVICE_KIND_HTTP)
-        http = TRUE;
+      if (r->service_index == service_index)
+        return r->kind == GT_SERVICE_KIND_HTTP;
     }
-  if (http && gt_mux_stream_get_idle_us (stream) >= DRAIN_IDLE_HTTP_US)
-    g_ptr_array_add (scan->idle, gt_mux_stream_ref (stream));
+  return FALSE;
 }
 
-/* While draining, an HTTP connection that sits idle between requests is not in flight. */
 static void
 close_idle_http_streams (GtServer *server)
 {
-  g_autoptr (GPtrArray) idle = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
   GHashTableIter iter;
   gpointer value;
 
   g_hash_table_iter_init (&iter, server->clients);
   while (g_hash_table_iter_next (&iter, NULL, &value))
     {
-      IdleScan scan = { value, idle };
+      Client *c = value;
 
-      for (guint i = 0; i < scan.client->tunnels->len; i++)
-        gt_mux_foreach_stream (scan.client->tunnels->pdata[i], collect_idle_http_cb, &scan);
+      for (guint i = 0; i < c->tunnels->len; i++)
+        gt_mux_reset_idle_streams (c->tunnels->pdata[i], DRAIN_IDLE_HTTP_US, is_http_service_cb,
+                                   c);
     }
-  for (guint i = 0; i < idle->len; i++)
-    gt_mux_stream_reset (idle->pdata[i], GT_RESET_CODE_CLOSED);
 }
 
 static gboolean
