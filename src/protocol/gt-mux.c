@@ -1036,7 +1036,10 @@ gt_mux_reset_idle_streams (GtMux *mux, gint64 idle_us, GtMuxServiceFilter filter
     {
       GtMuxStream *s = value;
 
-      if (now - s->last_activity >= idle_us && filter (s->service_index, user_data))
+      /* Idle means nothing moves AND nothing waits: a stream held back by flow control or
+       * a slow reader (pending bytes, no credit) is still in flight. */
+      if (now - s->last_activity >= idle_us && (s->pending == NULL || s->pending->len == 0)
+          && s->send_credit > 0 && !s->throttled && filter (s->service_index, user_data))
         g_ptr_array_add (idle, gt_mux_stream_ref (s));
     }
   for (guint i = 0; i < idle->len; i++)

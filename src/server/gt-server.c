@@ -33,6 +33,9 @@
 #define PROXY_HEADER_MAX 536
 /* Draining closes HTTP streams idle for this long (keep-alive between requests). */
 #define DRAIN_IDLE_HTTP_US (1 * G_USEC_PER_SEC)
+/* Right after start (a restart or upgrade) clients are still moving their tunnels over: a request
+ * for an unknown host waits this long for its client before it gets a 404 / alert. */
+#define STARTUP_GRACE_US (5 * G_USEC_PER_SEC)
 /* A replaced client's service set is refused for this long so two clients sharing an id with
  * different configs do not push each other out forever. */
 #define RETIRED_CONFIG_US (60 * G_USEC_PER_SEC)
@@ -126,6 +129,7 @@ typedef struct
   GInetSocketAddress *local_addr;
   gboolean trusted;  /* from a trusted proxy: a PROXY header comes first */
   gboolean ws;       /* inside a WebSocket: only a tunnel handshake may follow */
+  gboolean waiting_route; /* no client for it yet, but the server just started */
   GtHello *hello;    /* while the auth API answers */
   gsize consumed;
 } Pending;
@@ -159,6 +163,9 @@ struct _GtServer
   GHashTable *limit_rejections;   /* "user\x1fkind" → guint64* */
   guint drain_id;
   gint64 drain_deadline;
+  gint64 started_at;
+  GPtrArray *route_waiters; /* Pending* waiting for a client to register (startup grace) */
+  guint route_wait_id;
   GBytes *bad_gateway;
   gboolean stopped;
 };
@@ -828,6 +835,8 @@ server_accept_hello (GtServer *server, const GtHello *hello, gboolean authentica
 static void
 pending_free (Pending *p)
 {
+  if (p->waiting_route)
+    g_ptr_array_remove (p->server->route_waiters, p);
   gt_fd_source_free (p->source);
   if (p->io_source)
     {
@@ -1214,6 +1223,50 @@ pending_handle_websocket (Pending *p)
   pending_watch (p);
 }
 
+static void pending_dispatch (Pending *p);
+
+static gboolean
+route_wait_cb (gpointer user_data)
+{
+  GtServer *server = user_data;
+  g_autoptr (GPtrArray) waiters = g_steal_pointer (&server->route_waiters);
+
+  server->route_wait_id = 0;
+  server->route_waiters = g_ptr_array_new ();
+  for (guint i = 0; i < waiters->len; i++)
+    {
+      Pending *p = waiters->pdata[i];
+
+      if (g_hash_table_contains (server->pending, p))
+        pending_dispatch (p); /* re-queues itself while the grace lasts */
+    }
+  return G_SOURCE_REMOVE;
+}
+
+/* TRUE when the connection was parked to wait for its client (startup grace). */
+static gboolean
+pending_wait_for_route (Pending *p)
+{
+  GtServer *server = p->server;
+
+  if (g_get_monotonic_time () - server->started_at >= STARTUP_GRACE_US)
+    return FALSE;
+  if (!p->waiting_route)
+    {
+      p->waiting_route = TRUE;
+      g_clear_pointer (&p->source, gt_fd_source_free);
+      if (p->io_source)
+        {
+          g_source_destroy (p->io_source);
+          g_clear_pointer (&p->io_source, g_source_unref);
+        }
+    }
+  g_ptr_array_add (server->route_waiters, p);
+  if (server->route_wait_id == 0)
+    server->route_wait_id = g_timeout_add (50, route_wait_cb, server);
+  return TRUE;
+}
+
 static void
 pending_handle_http (Pending *p)
 {
@@ -1254,6 +1307,8 @@ pending_handle_http (Pending *p)
   prefix = gt_http_host_prefix (host);
   route = prefix ? g_hash_table_lookup (server->http_routes, prefix) : NULL;
   mux = route ? client_pick_tunnel (route->client) : NULL;
+  if (mux == NULL && pending_wait_for_route (p))
+    return;
   if (mux == NULL)
     {
       g_autofree char *body = g_strdup_printf ("no gt client serves host \"%s\"\n", host);
@@ -1302,6 +1357,8 @@ pending_handle_sni (Pending *p)
   prefix = sni ? gt_http_host_prefix (sni) : NULL;
   route = prefix ? g_hash_table_lookup (server->https_routes, prefix) : NULL;
   mux = route ? client_pick_tunnel (route->client) : NULL;
+  if (mux == NULL && sni != NULL && pending_wait_for_route (p))
+    return;
   if (mux == NULL)
     {
       g_message ("no https service for server name \"%s\" from %s", sni ? sni : "(none)",
@@ -1733,6 +1790,7 @@ gt_server_start (GtServer *server, GError **error)
 
   g_return_val_if_fail (GT_IS_SERVER (server), FALSE);
   config = server->config;
+  server->started_at = g_get_monotonic_time ();
 
   if (config->proxy_protocol && config->proxy_protocol_trusted_cidrs != NULL)
     {
@@ -1982,6 +2040,7 @@ gt_server_stop (GtServer *server)
     return;
   server->stopped = TRUE;
   g_clear_handle_id (&server->drain_id, g_source_remove);
+  g_clear_handle_id (&server->route_wait_id, g_source_remove);
   server_close_listeners (server);
   g_hash_table_remove_all (server->pending);
   while (g_hash_table_size (server->clients) > 0)
@@ -2192,6 +2251,7 @@ gt_server_finalize (GObject *object)
   g_hash_table_unref (server->user_pools);
   g_hash_table_unref (server->ephemeral);
   g_ptr_array_unref (server->draining);
+  g_ptr_array_unref (server->route_waiters);
   g_hash_table_unref (server->user_traffic);
   g_hash_table_unref (server->service_traffic);
   g_hash_table_unref (server->handshake_failures);
@@ -2273,6 +2333,7 @@ gt_server_init (GtServer *server)
                                               (GDestroyNotify) gt_port_pool_free);
   server->ephemeral = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   server->draining = g_ptr_array_new_with_free_func (g_object_unref);
+  server->route_waiters = g_ptr_array_new ();
   server->user_traffic = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   server->service_traffic = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   server->handshake_failures = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
