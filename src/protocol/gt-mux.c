@@ -68,6 +68,7 @@ struct _GtMux
   GIOStream *io;
   GPollableInputStream *in;
   GPollableOutputStream *out;
+  gboolean in_is_socket;
   gboolean is_server;
   char *peer;
 
@@ -1361,37 +1362,45 @@ mux_input_ready_cb (GObject *stream, gpointer user_data)
 {
   GtMux *mux = user_data;
   G_GNUC_UNUSED g_autoptr (GObject) keep = g_object_ref (G_OBJECT (mux));
-  g_autoptr (GError) error = NULL;
-  gssize n;
+  /* A socket read that returns less than asked means it is drained; TLS and WebSocket streams
+   * return one record or message per read, so they are read a few times per wakeup. */
+  guint reads_left = mux->in_is_socket ? 4 : 16;
 
-  if (mux->closed)
-    return G_SOURCE_REMOVE;
+  while (!mux->closed && reads_left-- > 0)
+    {
+      g_autoptr (GError) error = NULL;
+      gsize room;
+      gssize n;
 
-  if (RBUF_SIZE - mux->rend < RBUF_READ)
-    {
-      memmove (mux->rbuf, mux->rbuf + mux->rstart, mux->rend - mux->rstart);
-      mux->rend -= mux->rstart;
-      mux->rstart = 0;
+      if (RBUF_SIZE - mux->rend < RBUF_READ)
+        {
+          memmove (mux->rbuf, mux->rbuf + mux->rstart, mux->rend - mux->rstart);
+          mux->rend -= mux->rstart;
+          mux->rstart = 0;
+        }
+      room = RBUF_SIZE - mux->rend;
+      n = g_pollable_input_stream_read_nonblocking (mux->in, mux->rbuf + mux->rend, room, NULL,
+                                                    &error);
+      if (n < 0)
+        {
+          if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+            break;
+          mux_fail (mux, g_steal_pointer (&error));
+          return G_SOURCE_REMOVE;
+        }
+      if (n == 0)
+        {
+          mux_fail (mux, g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED,
+                                              "tunnel closed by peer"));
+          return G_SOURCE_REMOVE;
+        }
+      mux->bytes_in += n;
+      mux->rend += n;
+      mux->last_rx = g_get_monotonic_time ();
+      mux_process (mux);
+      if (mux->in_is_socket && (gsize) n < room)
+        break;
     }
-  n = g_pollable_input_stream_read_nonblocking (mux->in, mux->rbuf + mux->rend,
-                                                RBUF_SIZE - mux->rend, NULL, &error);
-  if (n < 0)
-    {
-      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
-        return G_SOURCE_CONTINUE;
-      mux_fail (mux, g_steal_pointer (&error));
-      return G_SOURCE_REMOVE;
-    }
-  if (n == 0)
-    {
-      mux_fail (mux, g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED,
-                                          "tunnel closed by peer"));
-      return G_SOURCE_REMOVE;
-    }
-  mux->bytes_in += n;
-  mux->rend += n;
-  mux->last_rx = g_get_monotonic_time ();
-  mux_process (mux);
   return mux->closed ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
 }
 
@@ -1626,6 +1635,7 @@ gt_mux_new (GIOStream *io, gboolean is_server, const guint8 *preread, gsize prer
   mux->in = G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (io));
   mux->out = G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (io));
   mux->is_server = is_server;
+  mux->in_is_socket = G_IS_SOCKET_CONNECTION (io);
   if (preread_len > 0)
     {
       memcpy (mux->rbuf, preread, preread_len);

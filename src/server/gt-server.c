@@ -1531,6 +1531,8 @@ pending_start_tls (Pending *p)
       return;
     }
   g_tls_connection_set_require_close_notify (G_TLS_CONNECTION (tls), FALSE);
+  /* No client certificates are asked for: no CA store is needed (it is big once loaded). */
+  g_tls_connection_set_database (G_TLS_CONNECTION (tls), NULL);
   p->io = tls;
   p->cancellable = g_cancellable_new ();
   g_tls_connection_handshake_async (G_TLS_CONNECTION (tls), G_PRIORITY_DEFAULT, p->cancellable,

@@ -10,7 +10,99 @@
 #include <gnutls/crypto.h>
 #include <gnutls/x509.h>
 
+#include <gmodule.h>
+
 #include "gt-certificate.h"
+
+/* GnuTLS is loaded only when a certificate is generated: linking it would map and initialise it in
+ * every gt process (about 2 MiB of resident memory) for a one-time job. */
+#define GT_GNUTLS_SYMBOLS(X) \
+  X (gnutls_rnd) \
+  X (gnutls_x509_crt_deinit) \
+  X (gnutls_x509_privkey_deinit) \
+  X (gnutls_strerror) \
+  X (gnutls_x509_crt_export2) \
+  X (gnutls_x509_crt_get_key_id) \
+  X (gnutls_x509_crt_init) \
+  X (gnutls_x509_crt_set_activation_time) \
+  X (gnutls_x509_crt_set_basic_constraints) \
+  X (gnutls_x509_crt_set_dn_by_oid) \
+  X (gnutls_x509_crt_set_expiration_time) \
+  X (gnutls_x509_crt_set_key) \
+  X (gnutls_x509_crt_set_key_purpose_oid) \
+  X (gnutls_x509_crt_set_key_usage) \
+  X (gnutls_x509_crt_set_serial) \
+  X (gnutls_x509_crt_set_subject_alt_name) \
+  X (gnutls_x509_crt_set_subject_key_id) \
+  X (gnutls_x509_crt_set_version) \
+  X (gnutls_x509_crt_sign2) \
+  X (gnutls_x509_privkey_export2_pkcs8) \
+  X (gnutls_x509_privkey_generate) \
+  X (gnutls_x509_privkey_init)
+
+#define GT_GNUTLS_DECLARE(name) __typeof__ (name) *name;
+static struct
+{
+  GT_GNUTLS_SYMBOLS (GT_GNUTLS_DECLARE)
+  gnutls_free_function *free_var;
+  gboolean loaded;
+} gt_gnutls;
+
+static gboolean
+gt_gnutls_load (GError **error)
+{
+  GModule *module;
+
+  if (gt_gnutls.loaded)
+    return TRUE;
+  module = g_module_open ("libgnutls.so.30", G_MODULE_BIND_LAZY | G_MODULE_BIND_LOCAL);
+  if (module == NULL)
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                   "certificate generation needs GnuTLS (libgnutls.so.30): %s", g_module_error ());
+      return FALSE;
+    }
+#define GT_GNUTLS_LOAD(name) \
+  if (!g_module_symbol (module, #name, (gpointer *) &gt_gnutls.name)) \
+    goto missing;
+  GT_GNUTLS_SYMBOLS (GT_GNUTLS_LOAD)
+  if (!g_module_symbol (module, "gnutls_free", (gpointer *) &gt_gnutls.free_var))
+    goto missing;
+  g_module_make_resident (module);
+  gt_gnutls.loaded = TRUE;
+  return TRUE;
+
+missing:
+  g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+               "certificate generation: GnuTLS lacks a function: %s", g_module_error ());
+  g_module_close (module);
+  return FALSE;
+}
+
+/* From here on, gnutls_* calls go through the table loaded above. */
+#define gnutls_rnd gt_gnutls.gnutls_rnd
+#define gnutls_x509_crt_deinit gt_gnutls.gnutls_x509_crt_deinit
+#define gnutls_x509_privkey_deinit gt_gnutls.gnutls_x509_privkey_deinit
+#define gnutls_strerror gt_gnutls.gnutls_strerror
+#define gnutls_x509_crt_export2 gt_gnutls.gnutls_x509_crt_export2
+#define gnutls_x509_crt_get_key_id gt_gnutls.gnutls_x509_crt_get_key_id
+#define gnutls_x509_crt_init gt_gnutls.gnutls_x509_crt_init
+#define gnutls_x509_crt_set_activation_time gt_gnutls.gnutls_x509_crt_set_activation_time
+#define gnutls_x509_crt_set_basic_constraints gt_gnutls.gnutls_x509_crt_set_basic_constraints
+#define gnutls_x509_crt_set_dn_by_oid gt_gnutls.gnutls_x509_crt_set_dn_by_oid
+#define gnutls_x509_crt_set_expiration_time gt_gnutls.gnutls_x509_crt_set_expiration_time
+#define gnutls_x509_crt_set_key gt_gnutls.gnutls_x509_crt_set_key
+#define gnutls_x509_crt_set_key_purpose_oid gt_gnutls.gnutls_x509_crt_set_key_purpose_oid
+#define gnutls_x509_crt_set_key_usage gt_gnutls.gnutls_x509_crt_set_key_usage
+#define gnutls_x509_crt_set_serial gt_gnutls.gnutls_x509_crt_set_serial
+#define gnutls_x509_crt_set_subject_alt_name gt_gnutls.gnutls_x509_crt_set_subject_alt_name
+#define gnutls_x509_crt_set_subject_key_id gt_gnutls.gnutls_x509_crt_set_subject_key_id
+#define gnutls_x509_crt_set_version gt_gnutls.gnutls_x509_crt_set_version
+#define gnutls_x509_crt_sign2 gt_gnutls.gnutls_x509_crt_sign2
+#define gnutls_x509_privkey_export2_pkcs8 gt_gnutls.gnutls_x509_privkey_export2_pkcs8
+#define gnutls_x509_privkey_generate gt_gnutls.gnutls_x509_privkey_generate
+#define gnutls_x509_privkey_init gt_gnutls.gnutls_x509_privkey_init
+#define gnutls_free (*gt_gnutls.free_var)
 
 #define P256_BITS GNUTLS_CURVE_TO_BITS (GNUTLS_ECC_CURVE_SECP256R1)
 #define VALIDITY_SECONDS ((time_t) 10 * 365 * 24 * 3600)
@@ -92,6 +184,8 @@ gt_certificate_generate (const char *cert_path, const char *key_path, const char
 
   if (names == NULL || names[0] == NULL)
     names = default_names;
+  if (!gt_gnutls_load (error))
+    return FALSE;
 
   if (!check_gnutls (gnutls_x509_privkey_init (&key), "key init", error)
       || !check_gnutls (gnutls_x509_privkey_generate (key, GNUTLS_PK_ECDSA, P256_BITS, 0),

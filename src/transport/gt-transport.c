@@ -95,7 +95,11 @@ connected (GTask *task, GIOStream *io)
       return;
     }
   g_tls_connection_set_require_close_notify (G_TLS_CONNECTION (tls), FALSE);
-  if (d->remote_cert != NULL && !is_pin (d->remote_cert))
+  if (is_pin (d->remote_cert) || d->insecure)
+    /* Pinned or unverified: the system CA store is not needed, so it is never loaded (it costs
+     * tens of MiB once parsed); accept_certificate_cb decides. */
+    g_tls_connection_set_database (G_TLS_CONNECTION (tls), NULL);
+  else if (d->remote_cert != NULL)
     {
       g_autoptr (GTlsDatabase) db = g_tls_file_database_new (d->remote_cert, &error);
 

@@ -1523,6 +1523,10 @@ ws_connect_transport_ready (GTask *task, GIOStream *io)
   wc->io = tls;
   if (wc->database != NULL)
     g_tls_connection_set_database (G_TLS_CONNECTION (tls), wc->database);
+  else if (wc->pin != NULL || wc->insecure)
+    /* Pinned or unverified: the system CA store is not needed, so it is never loaded (it costs
+     * tens of MiB once parsed). */
+    g_tls_connection_set_database (G_TLS_CONNECTION (tls), NULL);
   wc->accept_id = g_signal_connect (tls, "accept-certificate",
                                     G_CALLBACK (ws_accept_certificate_cb), wc);
   g_tls_connection_handshake_async (G_TLS_CONNECTION (tls), G_PRIORITY_DEFAULT,
