@@ -501,8 +501,12 @@ gt_manager_pid_file_read (const char *path, GError **error)
 
   if (!g_file_get_contents (path, &text, NULL, &local_error))
     {
-      g_set_error (error, GT_MANAGER_ERROR, GT_MANAGER_ERROR_NOT_RUNNING,
-                   "no gt manager is running (%s)", local_error->message);
+      if (g_error_matches (local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+        g_set_error (error, GT_MANAGER_ERROR, GT_MANAGER_ERROR_NOT_RUNNING,
+                     "no gt manager is running (no %s)", path);
+      else
+        g_set_error (error, GT_MANAGER_ERROR, GT_MANAGER_ERROR_NOT_RUNNING,
+                     "no gt manager is running (%s)", local_error->message);
       return 0;
     }
   g_strstrip (text);
