@@ -628,7 +628,11 @@ test_scan_broken (void)
   write_file (dir, "e-client.yaml", "services:\n  - local: ftp://x\noptions:\n  id: a\n  secret: b\n"
                                     "  remote: tcp://127.0.0.1:1\n");
   write_server (dir, "f-same-addr.yaml", 9001);
-  g_assert_no_errno (symlink ("/nonexistent/x.yaml", g_build_filename (dir, "g-dangling.yaml", NULL)));
+  {
+    g_autofree char *dangling = g_build_filename (dir, "g-dangling.yaml", NULL);
+
+    g_assert_no_errno (symlink ("/nonexistent/x.yaml", dangling));
+  }
   write_file (dir, "h-good.yaml", client_yaml);
 
   entries = gt_manager_scan (dir, 0, &error);

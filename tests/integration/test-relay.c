@@ -1347,7 +1347,7 @@ start_relay (Fixture *f, const char *extra_client_option, ...)
 static void
 fixture_setup (Fixture *f, gconstpointer data)
 {
-  f->procs = g_ptr_array_new ();
+  f->procs = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_proc_unref);
   f->locals = g_ptr_array_new_with_free_func (local_http_free);
 }
 
