@@ -1052,15 +1052,27 @@ pending_finish_tunnel (Pending *p, gboolean authenticated, char **allowed)
   gt_mux_start (mux);
 }
 
+/* The auth request outlives its pending connection when that one is dropped: the cancellable
+ * (cancelled by pending_free) tells. */
+typedef struct
+{
+  Pending *p;
+  GCancellable *cancellable;
+} AuthWait;
+
 static void
 pending_auth_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  Pending *p = user_data;
+  AuthWait *wait = user_data;
+  Pending *p = wait->p;
   g_autoptr (GError) error = NULL;
   g_auto (GStrv) allowed = gt_auth_api_request_finish (result, &error);
+  gboolean gone = g_cancellable_is_cancelled (wait->cancellable);
 
-  if (allowed == NULL && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-    return; /* the pending connection is gone */
+  g_object_unref (wait->cancellable);
+  g_free (wait);
+  if (gone)
+    return;
   if (allowed == NULL)
     {
       g_autofree char *text = NULL;
@@ -1140,7 +1152,7 @@ pending_handle_tunnel (Pending *p)
         "too many failed logins from %s; try again in %" G_GUINT64_FORMAT " s", ip,
         server->config->reconnect_duration_ms / 1000);
 
-      g_message ("tunnel from %s refused: address is locked out", p->peer);
+      g_message ("tunnel from %s refused: client=%s: %s", p->peer, p->hello->id, text);
       count_handshake_failure (server, p->hello->id, "locked_out");
       send_handshake_error (p, GT_ERROR_CODE_INVALID_AUTH, text);
       return;
@@ -1170,10 +1182,19 @@ pending_handle_tunnel (Pending *p)
         server->auth_session = soup_session_new ();
       g_clear_object (&p->cancellable);
       p->cancellable = g_cancellable_new ();
-      gt_auth_api_request_async (server->auth_session, server->config->auth_api, p->hello->id,
-                                 p->hello->secret, (const char *const *) prefixes->pdata,
-                                 (guint) MIN (server->config->timeout_ms, G_MAXUINT),
-                                 p->cancellable, pending_auth_done_cb, p);
+      {
+        AuthWait *wait = g_new0 (AuthWait, 1);
+
+        wait->p = p;
+        wait->cancellable = g_object_ref (p->cancellable);
+        /* The request's own timeout (options.timeout) bounds the wait, and its failure is
+         * reported to the client: the connection's read timeout must not cut it short. */
+        g_clear_handle_id (&p->timeout_id, g_source_remove);
+        gt_auth_api_request_async (server->auth_session, server->config->auth_api, p->hello->id,
+                                   p->hello->secret, (const char *const *) prefixes->pdata,
+                                   (guint) MIN (server->config->timeout_ms, G_MAXUINT),
+                                   p->cancellable, pending_auth_done_cb, wait);
+      }
       return;
     }
   pending_finish_tunnel (p, FALSE, NULL);
@@ -1249,7 +1270,9 @@ pending_wait_for_route (Pending *p)
 {
   GtServer *server = p->server;
 
-  if (g_get_monotonic_time () - server->started_at >= STARTUP_GRACE_US)
+  /* Within the grace, and well before the connection's own timeout would drop it. */
+  if (g_get_monotonic_time () - server->started_at
+      >= MIN (STARTUP_GRACE_US, (gint64) server->config->timeout_ms * 1000 / 2))
     return FALSE;
   if (!p->waiting_route)
     {
