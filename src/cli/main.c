@@ -156,11 +156,12 @@ run_server (const char *config_path, int argc, char **argv)
   print_warnings (config->warnings);
 
   server = gt_server_new (g_steal_pointer (&config));
-  if (!gt_server_start (server, &error))
-    goto fail;
   running_server = server;
   g_signal_connect (server, "drained", G_CALLBACK (drained_cb), NULL);
+  /* Handlers first: a SIGTERM right after "listening on" must already drain. */
   setup_signals ();
+  if (!gt_server_start (server, &error))
+    goto fail;
   gt_sd_notify ("READY=1\nSTATUS=listening on %s", gt_server_get_listen_address (server));
   g_main_loop_run (loop);
   running_server = NULL;
@@ -197,11 +198,11 @@ run_client (const char *config_path, int argc, char **argv)
 
   client = gt_client_new (g_steal_pointer (&config));
   g_signal_connect (client, "tunnel-ready", G_CALLBACK (client_ready_cb), NULL);
-  if (!gt_client_start (client, &error))
-    goto fail;
   running_client = client;
   g_signal_connect (client, "drained", G_CALLBACK (drained_cb), NULL);
   setup_signals ();
+  if (!gt_client_start (client, &error))
+    goto fail;
   g_main_loop_run (loop);
   running_client = NULL;
   gt_client_stop (client);

@@ -4,6 +4,7 @@
 #define G_LOG_DOMAIN "gt-server"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -336,6 +337,45 @@ client_pick_tunnel (Client *c)
   return best;
 }
 
+/* The user's addresses of an accepted socket, for OPEN. */
+static gboolean
+fd_open_addr (int fd, GtOpenAddr *out)
+{
+  struct sockaddr_storage peer, local;
+  socklen_t plen = sizeof peer, llen = sizeof local;
+
+  if (getpeername (fd, (struct sockaddr *) &peer, &plen) < 0
+      || getsockname (fd, (struct sockaddr *) &local, &llen) < 0
+      || peer.ss_family != local.ss_family)
+    return FALSE;
+  memset (out, 0, sizeof *out);
+  if (peer.ss_family == AF_INET)
+    {
+      const struct sockaddr_in *p = (const struct sockaddr_in *) &peer;
+      const struct sockaddr_in *l = (const struct sockaddr_in *) &local;
+
+      out->family = 4;
+      memcpy (out->src, &p->sin_addr, 4);
+      memcpy (out->dst, &l->sin_addr, 4);
+      out->src_port = g_ntohs (p->sin_port);
+      out->dst_port = g_ntohs (l->sin_port);
+      return TRUE;
+    }
+  if (peer.ss_family == AF_INET6)
+    {
+      const struct sockaddr_in6 *p = (const struct sockaddr_in6 *) &peer;
+      const struct sockaddr_in6 *l = (const struct sockaddr_in6 *) &local;
+
+      out->family = 6;
+      memcpy (out->src, &p->sin6_addr, 16);
+      memcpy (out->dst, &l->sin6_addr, 16);
+      out->src_port = g_ntohs (p->sin6_port);
+      out->dst_port = g_ntohs (l->sin6_port);
+      return TRUE;
+    }
+  return FALSE;
+}
+
 static void
 tcp_listener_accept_cb (int fd, GIOCondition revents, gpointer user_data)
 {
@@ -345,6 +385,8 @@ tcp_listener_accept_cb (int fd, GIOCondition revents, gpointer user_data)
   for (int k = 0; k < 64; k++)
     {
       int cfd = accept4 (fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      GtOpenAddr addr;
+      gboolean has_addr;
       GtMux *mux;
 
       if (cfd < 0)
@@ -359,7 +401,9 @@ tcp_listener_accept_cb (int fd, GIOCondition revents, gpointer user_data)
           close (cfd);
           continue;
         }
-      gt_mux_open_stream (mux, l->service_index, cfd, NULL, 0, NULL, server->config->timeout_ms);
+      has_addr = fd_open_addr (cfd, &addr);
+      gt_mux_open_stream_full (mux, l->service_index, cfd, NULL, NULL, 0,
+                               has_addr ? &addr : NULL, NULL, server->config->timeout_ms);
     }
 }
 
