@@ -72,9 +72,6 @@ static const char usage_client[] =
   "  --localTimeout DURATION    idle timeout of local connections (default 120s)\n"
   "See docs/configuration.md for every key.\n";
 
-/* A client stopped with SIGTERM lets open streams finish for this long. */
-#define CLIENT_DRAIN_MS (30 * 1000)
-
 static GMainLoop *loop;
 static GtServer *running_server;
 static GtClient *running_client;
@@ -105,7 +102,7 @@ term_cb (gpointer user_data)
   if (running_server != NULL)
     gt_server_drain (running_server);
   else
-    gt_client_drain (running_client, CLIENT_DRAIN_MS);
+    gt_client_drain (running_client, gt_client_get_drain_timeout (running_client));
   return G_SOURCE_CONTINUE;
 }
 

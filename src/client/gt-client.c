@@ -752,6 +752,12 @@ gt_client_get_n_ready (GtClient *client)
   return n;
 }
 
+guint64
+gt_client_get_drain_timeout (GtClient *client)
+{
+  return client->config->drain_timeout_ms;
+}
+
 guint16
 gt_client_get_tcp_port (GtClient *client, guint service_index)
 {

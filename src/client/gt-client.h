@@ -18,6 +18,8 @@ void gt_client_stop (GtClient *client);
 void gt_client_drain (GtClient *client, guint64 timeout_ms);
 /* Number of tunnels that completed the handshake and are open. */
 guint gt_client_get_n_ready (GtClient *client);
+/* options.drainTimeout in ms. */
+guint64 gt_client_get_drain_timeout (GtClient *client);
 /* Port the server opened for a tcp service, 0 if unknown. */
 guint16 gt_client_get_tcp_port (GtClient *client, guint service_index);
 

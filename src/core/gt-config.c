@@ -1001,6 +1001,7 @@ gt_client_config_new (void)
   config->remote_idle_connections = DEFAULT_REMOTE_IDLE_CONNECTIONS;
   config->remote_timeout_ms = DEFAULT_REMOTE_TIMEOUT_MS;
   config->reconnect_delay_ms = DEFAULT_RECONNECT_DELAY_MS;
+  config->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
   config->log_level = g_strdup (DEFAULT_LOG_LEVEL);
   config->services = g_ptr_array_new_with_free_func ((GDestroyNotify) service_free);
   config->warnings = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_config_issue_free);
@@ -1142,6 +1143,7 @@ static const OptDef client_opts[] = {
         DEFAULT_REMOTE_IDLE_CONNECTIONS),
   COPT ("remoteTimeout", OPT_DURATION, remote_timeout_ms, DEFAULT_REMOTE_TIMEOUT_MS),
   COPT ("reconnectDelay", OPT_DURATION, reconnect_delay_ms, DEFAULT_RECONNECT_DELAY_MS),
+  COPT ("drainTimeout", OPT_DURATION, drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_MS),
   COPT ("logLevel", OPT_LOG_LEVEL, log_level, 0),
   COPT ("remoteCert", OPT_REMOTE_CERT, remote_cert, 0),
   COPT ("remoteCertInsecure", OPT_BOOL, remote_cert_insecure, 0),
@@ -3339,6 +3341,8 @@ gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issue_out, GE
     config->remote_timeout_ms = DEFAULT_REMOTE_TIMEOUT_MS;
   if (config->reconnect_delay_ms == 0)
     config->reconnect_delay_ms = DEFAULT_RECONNECT_DELAY_MS;
+  if (config->drain_timeout_ms == 0)
+    config->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
   if (config->log_level == NULL)
     config->log_level = g_strdup (DEFAULT_LOG_LEVEL);
   client_clamp (config);

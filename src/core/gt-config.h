@@ -131,6 +131,7 @@ typedef struct
   guint remote_idle_connections; /* default 1, clamped 1..remote_connections */
   guint64 remote_timeout_ms; /* default 45 s */
   guint64 reconnect_delay_ms; /* default 5 s */
+  guint64 drain_timeout_ms;  /* gt's options.drainTimeout: graceful stop waits this long, 30 s */
   char *log_level;           /* default "info" */
   GPtrArray *services;       /* GtServiceConfig* */
   GPtrArray *warnings;       /* GtConfigIssue* */

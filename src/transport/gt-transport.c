@@ -62,9 +62,21 @@ tls_handshake_done_cb (GObject *source, GAsyncResult *result, gpointer user_data
   g_signal_handlers_disconnect_by_data (source, d);
   if (!g_tls_connection_handshake_finish (G_TLS_CONNECTION (source), result, &error))
     {
-      g_prefix_error (&error, "TLS with %s: %s", d->host,
-                      is_pin (d->remote_cert) ? "certificate does not match the pinned fingerprint; "
-                                              : "");
+      g_autofree char *why = NULL;
+
+      if (g_error_matches (error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE))
+        {
+          if (is_pin (d->remote_cert))
+            why = g_strdup ("the certificate does not match the pinned fingerprint; ");
+          else if (d->remote_cert != NULL)
+            why = g_strdup_printf ("the certificate is not signed by the CA in %s (or names "
+                                   "another host); ",
+                                   d->remote_cert);
+          else
+            why = g_strdup ("the certificate is not trusted by the system CAs (set remoteCert "
+                            "to a CA file or a sha256: pin); ");
+        }
+      g_prefix_error (&error, "TLS with %s: %s", d->host, why ? why : "");
       g_task_return_error (task, error);
       return;
     }
