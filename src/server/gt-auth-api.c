@@ -77,7 +77,8 @@ gt_auth_api_parse_response (const char *body, gsize len, char ***prefixes_out, G
 
   /* json-glib wants a terminated buffer. */
   copy = g_malloc (len + 1);
-  memcpy (copy, body, len);
+  if (len > 0)
+    memcpy (copy, body, len);
   copy[len] = '\0';
   parser = json_parser_new_immutable ();
   if (!json_parser_load_from_data (parser, copy, len, NULL))

@@ -1290,6 +1290,23 @@ pending_handle_websocket (Pending *p)
 
 static void pending_dispatch (Pending *p);
 
+/* Hands the user connection and the bytes read so far to a new stream of the route's client. */
+static void
+pending_open_stream (Pending *p, GtMux *mux, Route *route, GBytes *connect_fail_response)
+{
+  guint64 timeout_ms = p->server->config->timeout_ms;
+  g_autoptr (GIOStream) io = NULL;
+  g_autofree guint8 *data = g_steal_pointer (&p->buf);
+  gsize len = p->len;
+  GtOpenAddr addr;
+  gboolean has_addr = pending_open_addr (p, &addr);
+  int fd;
+
+  pending_release (p, &fd, &io);
+  gt_mux_open_stream_full (mux, route->service_index, fd, io, data, len, has_addr ? &addr : NULL,
+                           connect_fail_response, timeout_ms);
+}
+
 static gboolean
 route_wait_cb (gpointer user_data)
 {
@@ -1341,15 +1358,9 @@ pending_handle_http (Pending *p)
   g_autofree char *host = NULL;
   g_autofree char *prefix = NULL;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GIOStream) io = NULL;
-  g_autofree guint8 *data = NULL;
-  GtOpenAddr addr;
-  gboolean has_addr;
   GtDecodeResult r;
   Route *route;
   GtMux *mux;
-  gsize len;
-  int fd;
 
   r = gt_http_sniff_host (p->buf, p->len, GT_HTTP_MAX_HEAD, &host, &error);
   if (r == GT_DECODE_NEED_MORE)
@@ -1386,12 +1397,7 @@ pending_handle_http (Pending *p)
       return;
     }
 
-  has_addr = pending_open_addr (p, &addr);
-  data = g_steal_pointer (&p->buf);
-  len = p->len;
-  pending_release (p, &fd, &io);
-  gt_mux_open_stream_full (mux, route->service_index, fd, io, data, len, has_addr ? &addr : NULL,
-                           server->bad_gateway, server->config->timeout_ms);
+  pending_open_stream (p, mux, route, server->bad_gateway);
 }
 
 static void
@@ -1401,16 +1407,10 @@ pending_handle_sni (Pending *p)
   g_autofree char *sni = NULL;
   g_autofree char *prefix = NULL;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GIOStream) io = NULL;
-  g_autofree guint8 *data = NULL;
   guint8 alert[GT_TLS_ALERT_SIZE];
-  GtOpenAddr addr;
-  gboolean has_addr;
   GtDecodeResult r;
   Route *route;
   GtMux *mux;
-  gsize len;
-  int fd;
 
   r = gt_tls_sniff_sni (p->buf, p->len, GT_SNIFF_TLS_MAX, &sni, &error);
   if (r == GT_DECODE_NEED_MORE)
@@ -1433,12 +1433,7 @@ pending_handle_sni (Pending *p)
       pending_reply_and_close (p, alert, gt_tls_alert (alert, GT_TLS_ALERT_UNRECOGNIZED_NAME));
       return;
     }
-  has_addr = pending_open_addr (p, &addr);
-  data = g_steal_pointer (&p->buf);
-  len = p->len;
-  pending_release (p, &fd, &io);
-  gt_mux_open_stream_full (mux, route->service_index, fd, io, data, len, has_addr ? &addr : NULL,
-                           NULL, server->config->timeout_ms);
+  pending_open_stream (p, mux, route, NULL);
 }
 
 static gboolean
