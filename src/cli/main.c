@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gt-api-server.h"
 #include "gt-client.h"
 #include "gt-config.h"
 #include "gt-log.h"
@@ -135,11 +136,38 @@ setup_signals (void)
   g_unix_signal_add (SIGTERM, term_cb, NULL);
 }
 
+static char *
+render_metrics_cb (gpointer user_data)
+{
+  return gt_server_render_metrics (user_data);
+}
+
+/* apiAddr: the status and metrics API, beside the relay (it does not own the server). */
+static gboolean
+start_api_server (GtServer *server, GtApiServer **api_out, GError **error)
+{
+  const GtServerConfig *config = gt_server_get_config (server);
+  GtApiServer *api;
+
+  if (config->api_addr == NULL)
+    return TRUE;
+  api = gt_api_server_new (server, config->api_addr, config->api_cert_file, config->api_key_file,
+                           error);
+  if (api == NULL)
+    return FALSE;
+  gt_api_server_set_metrics_func (api, render_metrics_cb, server, NULL);
+  g_message ("status API on %s%s", gt_api_server_get_address (api),
+             config->api_cert_file ? " (TLS)" : "");
+  *api_out = api;
+  return TRUE;
+}
+
 static int
 run_server (const char *config_path, int argc, char **argv)
 {
   g_autoptr (GtServerConfig) config = gt_server_config_new ();
   g_autoptr (GtServer) server = NULL;
+  g_autoptr (GtApiServer) api = NULL;
   g_autoptr (GError) error = NULL;
 
   if (config_path && !gt_server_config_load_file (config, config_path, NULL, &error))
@@ -159,9 +187,12 @@ run_server (const char *config_path, int argc, char **argv)
   setup_signals ();
   if (!gt_server_start (server, &error))
     goto fail;
+  if (!start_api_server (server, &api, &error))
+    goto fail;
   gt_sd_notify ("READY=1\nSTATUS=listening on %s", gt_server_get_listen_address (server));
   g_main_loop_run (loop);
   running_server = NULL;
+  g_clear_object (&api);
   gt_server_stop (server);
   return 0;
 

@@ -722,19 +722,20 @@ parse_remote (const char *text, GtRemote **out)
   gboolean bracketed, had_path, websocket;
   guint16 port;
   GtRemote *remote;
+  const GtSchemeInfo *info;
 
   if (split_scheme (text, &scheme, &rest))
     {
       if (!scheme_is_sane (scheme))
         return g_strdup_printf ("bad remote '%s'", text);
-      if (strcmp (scheme, "tcp") != 0 && strcmp (scheme, "tls") != 0
-          && strcmp (scheme, "ws") != 0 && strcmp (scheme, "wss") != 0)
+      if (gt_scheme_info_lookup (scheme) == NULL)
         return g_strdup_printf ("remote scheme '%s' is not supported by this version", scheme);
     }
   else
     scheme = g_strdup ("tcp");
-  websocket = scheme[0] == 'w';
-  port = strcmp (scheme, "tls") == 0 || strcmp (scheme, "wss") == 0 ? 443 : 80;
+  info = gt_scheme_info_lookup (scheme);
+  websocket = info->has_path;
+  port = info->default_port;
   if (websocket && strchr (rest, '/') != NULL)
     {
       /* ws/wss keep their path (the server's wsPath). */

@@ -2,7 +2,7 @@
 #pragma once
 
 #include <glib.h>
-#include "gt-frame.h"
+#include "gt-types.h"
 
 G_BEGIN_DECLS
 

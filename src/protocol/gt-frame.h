@@ -2,6 +2,7 @@
 #pragma once
 
 #include <glib.h>
+#include "gt-types.h"
 
 G_BEGIN_DECLS
 
@@ -77,13 +78,6 @@ typedef enum
   GT_RESET_CODE_FLOW_CONTROL = 4,
   GT_RESET_CODE_REFUSED = 5,        /* stream refused (shutting down, limits) */
 } GtResetCode;
-
-typedef enum
-{
-  GT_SERVICE_KIND_HTTP = 0,
-  GT_SERVICE_KIND_HTTPS = 1,
-  GT_SERVICE_KIND_TCP = 2,
-} GtServiceKind;
 
 typedef struct
 {

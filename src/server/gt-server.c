@@ -13,7 +13,6 @@
 #include "gt-frame.h"
 #include "gt-http.h"
 #include "gt-mux.h"
-#include "gt-api-server.h"
 #include "gt-auth-api.h"
 #include "gt-certificate.h"
 #include "gt-lockout.h"
@@ -157,7 +156,6 @@ struct _GtServer
   GPtrArray *draining;     /* GtMux* of replaced clients finishing their streams */
   GtLockout *lockout;
   SoupSession *auth_session;
-  GtApiServer *api;
   GHashTable *user_traffic;     /* id → Traffic* */
   GHashTable *service_traffic;  /* "id\x1flabel" → Traffic* */
   GHashTable *handshake_failures; /* "user\x1freason" → guint64* */
@@ -1804,7 +1802,6 @@ set_tls_priority (const char *version)
   g_setenv ("G_TLS_GNUTLS_PRIORITY", priority, FALSE);
 }
 
-static char *metrics_func (gpointer user_data);
 
 static gboolean
 server_load_certificate (GtServer *server, GError **error)
@@ -1878,16 +1875,6 @@ gt_server_start (GtServer *server, GError **error)
   if (config->sni_addr != NULL
       && !server_add_listener (server, "sniAddr", config->sni_addr, LISTENER_SNI, error))
     return FALSE;
-  if (config->api_addr != NULL)
-    {
-      server->api = gt_api_server_new (server, config->api_addr, config->api_cert_file,
-                                       config->api_key_file, error);
-      if (server->api == NULL)
-        return FALSE;
-      gt_api_server_set_metrics_func (server->api, metrics_func, server, NULL);
-      g_message ("status API on %s%s", gt_api_server_get_address (server->api),
-                 config->api_cert_file ? " (TLS)" : "");
-    }
   if (server->listen_inet == NULL)
     {
       /* Only an SNI listener: tcp services bind on its address. */
@@ -2081,12 +2068,6 @@ gt_server_render_metrics (GtServer *server)
   return g_string_free (out, FALSE);
 }
 
-static char *
-metrics_func (gpointer user_data)
-{
-  return gt_server_render_metrics (user_data);
-}
-
 static void
 server_close_listeners (GtServer *server)
 {
@@ -2248,6 +2229,13 @@ gt_server_get_listen_address (GtServer *server)
   return server->listen_address;
 }
 
+const GtServerConfig *
+gt_server_get_config (GtServer *server)
+{
+  g_return_val_if_fail (GT_IS_SERVER (server), NULL);
+  return server->config;
+}
+
 guint
 gt_server_get_n_clients (GtServer *server)
 {
@@ -2295,7 +2283,6 @@ gt_server_dispose (GObject *object)
   GtServer *server = GT_SERVER (object);
 
   gt_server_stop (server);
-  g_clear_object (&server->api);
   G_OBJECT_CLASS (gt_server_parent_class)->dispose (object);
 }
 

@@ -19,6 +19,8 @@ void gt_server_stop (GtServer *server);
 void gt_server_drain (GtServer *server);
 /* "127.0.0.1:8080" as bound (real port when 0 was asked). */
 const char *gt_server_get_listen_address (GtServer *server);
+/* The configuration the server runs with (owned by the server). */
+const GtServerConfig *gt_server_get_config (GtServer *server);
 guint gt_server_get_n_clients (GtServer *server);
 guint gt_server_get_n_tunnels (GtServer *server);
 /* The Prometheus text served on the status API's /metrics. */
