@@ -262,12 +262,85 @@ set_string (char **field, const char *value)
   *field = copy;
 }
 
+/* A secret's old value does not stay in freed memory. */
+static void
+set_secret (char **field, const char *value)
+{
+  if (*field != NULL)
+    memset (*field, 0, strlen (*field));
+  set_string (field, value);
+}
+
+static guint64
+number_max (GtConfigOptType type)
+{
+  switch (type)
+    {
+    case GT_OPT_UINT16:
+    case GT_OPT_INT16:
+      return G_MAXUINT16;
+    case GT_OPT_INT32:
+      return G_MAXINT32;
+    case GT_OPT_UINT32:
+    case GT_OPT_SPEED:
+    default:
+      return G_MAXUINT32;
+    }
+}
+
+/* A row's integer field: guint (UINT16/32), gint (INT16/32) or guint64 (SPEED); zero_default
+ * replaces 0 except for SPEED (0 = unlimited or inherit). */
+static char *
+set_number (char *base, const GtConfigOpt *def, const char *text)
+{
+  guint64 value = 0;
+  char *message = _gt_config_parse_uint (text, number_max (def->type), &value);
+  gint64 stored;
+
+  if (message != NULL)
+    return message;
+  stored = value == 0 ? def->zero_default : (gint64) value;
+  if (def->type == GT_OPT_SPEED)
+    *(guint64 *) (base + def->offset) = value;
+  else if (def->type == GT_OPT_INT16 || def->type == GT_OPT_INT32)
+    *(gint *) (base + def->offset) = (gint) stored;
+  else
+    *(guint *) (base + def->offset) = (guint) stored;
+  return NULL;
+}
+
+static const char *
+tls_version (const GtConfigOpt *def, const char *text, char **warning)
+{
+  static const char *const versions[] = { "tls1.1", "tls1.2", "tls1.3" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (versions); i++)
+    if (g_ascii_strcasecmp (text, versions[i]) == 0)
+      return versions[i];
+  if (*text != '\0')
+    *warning = g_strdup_printf ("unknown %s '%s': tls1.2 is used (use tls1.1, tls1.2 or "
+                                "tls1.3)",
+                                def->name, text);
+  return DEFAULT_TLS_VERSION;
+}
+
+static char *
+parse_pin_value (const GtConfigOpt *def, const char *text, char **out)
+{
+  if (!parse_pin (text, out))
+    return g_strdup_printf ("bad %s pin '%s': use sha256: followed by 64 hex digits (colons "
+                            "allowed)",
+                            def->name, text);
+  return NULL;
+}
+
 char *
 _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char **warning)
 {
   char *base = target;
   char *message = NULL;
   char **string_field = (char **) (base + def->offset);
+  char *parsed = NULL; /* a new value for string_field */
 
   switch (def->type)
     {
@@ -276,35 +349,14 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
       set_string (string_field, *text != '\0' ? text : NULL);
       break;
     case GT_OPT_TLS_VERSION:
-      {
-        static const char *const versions[] = { "tls1.1", "tls1.2", "tls1.3" };
-        const char *chosen = NULL;
-
-        for (guint i = 0; i < G_N_ELEMENTS (versions); i++)
-          if (g_ascii_strcasecmp (text, versions[i]) == 0)
-            chosen = versions[i];
-        if (chosen == NULL)
-          {
-            if (*text != '\0')
-              *warning = g_strdup_printf ("unknown %s '%s': tls1.2 is used (use tls1.1, tls1.2 "
-                                          "or tls1.3)",
-                                          def->name, text);
-            chosen = DEFAULT_TLS_VERSION;
-          }
-        set_string (string_field, chosen);
-        break;
-      }
+      set_string (string_field, tls_version (def, text, warning));
+      break;
+    case GT_OPT_ADDR:
     case GT_OPT_API_ADDR:
-      {
-        char *addr = NULL;
-        message = _gt_config_parse_listen_addr (text, "127.0.0.1", &addr);
-        if (message == NULL)
-          {
-            g_free (*string_field);
-            *string_field = addr;
-          }
-        break;
-      }
+      message = _gt_config_parse_listen_addr (text,
+                                              def->type == GT_OPT_ADDR ? "0.0.0.0" : "127.0.0.1",
+                                              &parsed);
+      break;
     case GT_OPT_WS_PATH:
       if (*text == '\0')
         set_string (string_field, DEFAULT_WS_PATH);
@@ -325,45 +377,14 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
       if ((message = _gt_config_parse_cidr (text)) == NULL)
         _gt_config_strv_append ((char ***) (base + def->offset), text);
       break;
-    case GT_OPT_SPEED:
-      {
-        guint64 value = 0;
-        message = _gt_config_parse_uint (text, G_MAXUINT32, &value);
-        if (message == NULL)
-          *(guint64 *) (base + def->offset) = value;
-        break;
-      }
     case GT_OPT_REMOTE_CERT:
       if (*text == '\0')
         set_string (string_field, NULL);
       else if (_gt_config_looks_like_pin (text))
-        {
-          char *pin = NULL;
-          if (!parse_pin (text, &pin))
-            message = g_strdup_printf ("bad %s pin '%s': use sha256: followed by 64 hex digits "
-                                       "(colons allowed)",
-                                       def->name, text);
-          else
-            {
-              g_free (*string_field);
-              *string_field = pin;
-            }
-        }
+        message = parse_pin_value (def, text, &parsed);
       else
         set_string (string_field, text);
       break;
-    case GT_OPT_ADDR:
-      {
-        char *addr = NULL;
-        message = _gt_config_parse_listen_addr (text, "0.0.0.0", &addr);
-        if (message == NULL)
-          {
-            char **field = (char **) (base + def->offset);
-            g_free (*field);
-            *field = addr;
-          }
-        break;
-      }
     case GT_OPT_DURATION:
       {
         guint64 ms = 0;
@@ -373,88 +394,33 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
         break;
       }
     case GT_OPT_LOG_LEVEL:
-      {
-        char *level = NULL;
-        message = _gt_config_parse_log_level (text, &level);
-        if (message == NULL)
-          {
-            char **field = (char **) (base + def->offset);
-            g_free (*field);
-            *field = level;
-          }
-        break;
-      }
+      message = _gt_config_parse_log_level (text, &parsed);
+      break;
     case GT_OPT_UINT16:
     case GT_OPT_UINT32:
-      {
-        guint64 value = 0;
-        message = _gt_config_parse_uint (text, def->type == GT_OPT_UINT16 ? G_MAXUINT16
-                                                                          : G_MAXUINT32,
-                                         &value);
-        if (message == NULL)
-          *(guint *) (base + def->offset) = value == 0 ? (guint) def->zero_default
-                                                       : (guint) value;
-        break;
-      }
-    case GT_OPT_BOOL:
-      {
-        gboolean value = FALSE;
-        message = _gt_config_parse_bool (text, &value);
-        if (message == NULL)
-          *(gboolean *) (base + def->offset) = value;
-        break;
-      }
-    case GT_OPT_ID:
-    case GT_OPT_SECRET:
-      {
-        gsize len = strlen (text);
-        if (len == 0 || len > MAX_ID_LEN)
-          message = g_strdup_printf ("%s must be 1 to %d bytes", def->name, MAX_ID_LEN);
-        else
-          {
-            char **field = (char **) (base + def->offset);
-            if (*field != NULL && def->type == GT_OPT_SECRET)
-              memset (*field, 0, strlen (*field));
-            g_free (*field);
-            *field = g_strdup (text);
-          }
-        break;
-      }
-    case GT_OPT_USER_SECRET:
-      {
-        gsize len = strlen (text);
-        if (len == 0 || len > MAX_SECRET_LEN)
-          message = g_strdup_printf ("secret of user '%s' must be 1 to %d bytes",
-                                     ((GtUserConfig *) base)->id, MAX_SECRET_LEN);
-        else
-          {
-            if (*string_field != NULL)
-              memset (*string_field, 0, strlen (*string_field));
-            set_string (string_field, text);
-          }
-        break;
-      }
     case GT_OPT_INT16:
     case GT_OPT_INT32:
-      {
-        guint64 value = 0;
-        message = _gt_config_parse_uint (text, def->type == GT_OPT_INT16 ? G_MAXUINT16 : G_MAXINT32,
-                                         &value);
-        if (message == NULL)
-          *(gint *) (base + def->offset) = value == 0 ? (gint) def->zero_default : (gint) value;
-        break;
-      }
+    case GT_OPT_SPEED:
+      message = set_number (base, def, text);
+      break;
+    case GT_OPT_BOOL:
+      message = _gt_config_parse_bool (text, (gboolean *) (base + def->offset));
+      break;
+    case GT_OPT_ID:
+    case GT_OPT_SECRET:
+    case GT_OPT_USER_SECRET:
+      if (*text == '\0' || strlen (text) > (def->type == GT_OPT_ID ? MAX_ID_LEN : MAX_SECRET_LEN))
+        message = def->type == GT_OPT_USER_SECRET
+                    ? g_strdup_printf ("secret of user '%s' must be 1 to %d bytes",
+                                       ((GtUserConfig *) base)->id, MAX_SECRET_LEN)
+                    : g_strdup_printf ("%s must be 1 to %d bytes", def->name,
+                                       def->type == GT_OPT_ID ? MAX_ID_LEN : MAX_SECRET_LEN);
+      else
+        set_secret (string_field, text);
+      break;
     case GT_OPT_HOST_PREFIX:
-      {
-        char *prefix = NULL;
-        message = _gt_config_parse_host_prefix (text, &prefix);
-        if (message == NULL)
-          {
-            g_free (*string_field);
-            *string_field = prefix;
-          }
-        break;
-      }
+      message = _gt_config_parse_host_prefix (text, &parsed);
+      break;
     case GT_OPT_PORT:
       message = _gt_config_parse_port (text, TRUE, (guint16 *) (base + def->offset));
       break;
@@ -474,8 +440,12 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
     default:
       g_assert_not_reached ();
     }
+  if (parsed != NULL)
+    {
+      g_free (*string_field);
+      *string_field = parsed;
+    }
   if (message == NULL && def->set_offset != 0)
     *(gboolean *) (base + def->set_offset) = TRUE;
   return message;
 }
-

@@ -78,6 +78,12 @@ GtConfigIssue *_gt_config_issue_new_take (const char *file, guint line, guint co
 /* Turns an issue into a GError (and hands it to the caller if asked); always returns FALSE. */
 gboolean _gt_config_fail_with_issue (GtConfigIssue *issue, int code, GtConfigIssue **issue_out,
                                      GError **error);
+/* The same for an issue at file:line:column with a message (taken, or formatted). */
+gboolean _gt_config_fail_take (GtConfigIssue **issue_out, GError **error, const char *file,
+                               guint line, guint column, int code, char *message);
+gboolean _gt_config_fail_printf (GtConfigIssue **issue_out, GError **error, const char *file,
+                                 guint line, guint column, int code, const char *format, ...)
+  G_GNUC_PRINTF (7, 8);
 void _gt_config_add_warning (GPtrArray *warnings, const char *file, guint line, guint column,
                              const char *format, ...) G_GNUC_PRINTF (5, 6);
 gboolean _gt_config_read_file (const char *path, char **data, gsize *len,
@@ -108,7 +114,7 @@ void _gt_config_places_set (GHashTable *places, const char *key, const char *fil
                             guint column);
 GtUserEntry *_gt_config_user_new (const char *id, guint line, guint column);
 void _gt_config_user_free (GtUserConfig *user);
-gint _gt_config_find_user_index (GtServerConfig *config, const char *id);
+gint _gt_config_find_user_index (const GtServerConfig *config, const char *id);
 void _gt_config_service_free (GtServiceConfig *service);
 /* GT's default: a tcp service without remoteTCPPort takes a random port unless told not to. */
 void _gt_config_service_finish (GtServiceConfig *service);

@@ -7,36 +7,14 @@
 #include <stdarg.h>
 #include <string.h>
 
-static gboolean G_GNUC_PRINTF (7, 8)
-fail_at (const char *file, guint line, guint column, int code, GtConfigIssue **issue_out,
-         GError **error, const char *format, ...)
-{
-  va_list args;
-  char *message;
-
-  va_start (args, format);
-  message = g_strdup_vprintf (format, args);
-  va_end (args);
-  /* A place from the command line has no file. */
-  return _gt_config_fail_with_issue (
-      _gt_config_issue_new_take (line > 0 ? file : NULL, line, column, message), code, issue_out,
-      error);
-}
-
+/* fail_at (file, line, column, code, issue_out, error, format, ...): an entry's place; a place
+ * from the command line (line 0) has no file. */
+#define fail_at(file, line, column, code, issue_out, error, ...)                               \
+  _gt_config_fail_printf (issue_out, error, (line) > 0 ? (file) : NULL, line, column, code,     \
+                          __VA_ARGS__)
 /* For errors that belong to no single entry: the file when there is one. */
-static gboolean G_GNUC_PRINTF (5, 6)
-fail_global (const char *file, int code, GtConfigIssue **issue_out, GError **error,
-             const char *format, ...)
-{
-  va_list args;
-  char *message;
-
-  va_start (args, format);
-  message = g_strdup_vprintf (format, args);
-  va_end (args);
-  return _gt_config_fail_with_issue (_gt_config_issue_new_take (file, 0, 0, message), code,
-                                     issue_out, error);
-}
+#define fail_global(file, code, issue_out, error, ...)                                          \
+  _gt_config_fail_printf (issue_out, error, file, 0, 0, code, __VA_ARGS__)
 
 /* For values whose place was recorded while loading (GtConfigKeyPlace); the file when unknown. */
 static gboolean G_GNUC_PRINTF (7, 8)
@@ -46,16 +24,14 @@ fail_key (GHashTable *places, const char *key, const char *file, int code,
   const GtConfigKeyPlace *place = g_hash_table_lookup (places, key);
   va_list args;
   char *message;
-  GtConfigIssue *issue;
 
   va_start (args, format);
   message = g_strdup_vprintf (format, args);
   va_end (args);
   if (place == NULL)
-    issue = _gt_config_issue_new_take (file, 0, 0, message);
-  else
-    issue = _gt_config_issue_new_take (place->file, place->line, place->column, message);
-  return _gt_config_fail_with_issue (issue, code, issue_out, error);
+    return _gt_config_fail_take (issue_out, error, file, 0, 0, code, message);
+  return _gt_config_fail_take (issue_out, error, place->file, place->line, place->column, code,
+                               message);
 }
 
 static gboolean
@@ -110,10 +86,8 @@ gt_server_config_load_users_file (GtServerConfig *config, GtConfigIssue **issue_
   /* Refuse devices and FIFOs (a typo must not hang or fill the memory). */
   if (g_file_test (config->users_file, G_FILE_TEST_EXISTS)
       && !g_file_test (config->users_file, G_FILE_TEST_IS_REGULAR))
-    return _gt_config_fail_with_issue (
-      _gt_config_issue_new_take (config->users_file, 0, 0,
-                                 g_strdup ("the users file is not a regular file")),
-      GT_CONFIG_ERROR_IO, issue_out, error);
+    return _gt_config_fail_printf (issue_out, error, config->users_file, 0, 0, GT_CONFIG_ERROR_IO,
+                                   "the users file is not a regular file");
   if (!_gt_config_read_file (config->users_file, &data, &len, issue_out, error))
     return FALSE;
   return _gt_config_yaml_load_users (config, data, len, config->users_file, issue_out, error);

@@ -4,7 +4,6 @@
 
 #include "gt-config-private.h"
 
-#include <stdarg.h>
 #include <string.h>
 #include <yaml.h>
 
@@ -42,27 +41,13 @@ node_column (yaml_node_t *node)
   return node != NULL ? (guint) node->start_mark.column + 1 : 0;
 }
 
-static gboolean G_GNUC_PRINTF (4, 5)
-ld_fail (Loader *ld, yaml_node_t *node, int code, const char *format, ...)
-{
-  va_list args;
-  char *message;
-
-  va_start (args, format);
-  message = g_strdup_vprintf (format, args);
-  va_end (args);
-  return _gt_config_fail_with_issue (
-      _gt_config_issue_new_take (ld->file, node_line (node), node_column (node), message), code,
-      ld->issue_out, ld->error);
-}
-
-static gboolean
-ld_fail_take (Loader *ld, yaml_node_t *node, int code, char *message)
-{
-  return _gt_config_fail_with_issue (
-      _gt_config_issue_new_take (ld->file, node_line (node), node_column (node), message), code,
-      ld->issue_out, ld->error);
-}
+/* Errors at a node: ld_fail (ld, node, code, format, ...), ld_fail_take (ld, node, code, msg) */
+#define ld_fail(ld, node, ...)                                                                  \
+  _gt_config_fail_printf ((ld)->issue_out, (ld)->error, (ld)->file, node_line (node),           \
+                          node_column (node), __VA_ARGS__)
+#define ld_fail_take(ld, node, code, message)                                                   \
+  _gt_config_fail_take ((ld)->issue_out, (ld)->error, (ld)->file, node_line (node),             \
+                        node_column (node), code, message)
 
 static const char *
 node_kind_name (yaml_node_t *node)
@@ -728,8 +713,8 @@ ld_parser_error (Loader *ld, yaml_parser_t *parser, const char *data, gsize len)
         message = g_strdup_printf ("YAML syntax error: %s",
                                    parser->problem != NULL ? parser->problem : "unknown");
     }
-  return _gt_config_fail_with_issue (_gt_config_issue_new_take (ld->file, line, column, message),
-                                     GT_CONFIG_ERROR_SYNTAX, ld->issue_out, ld->error);
+  return _gt_config_fail_take (ld->issue_out, ld->error, ld->file, line, column,
+                               GT_CONFIG_ERROR_SYNTAX, message);
 }
 
 /* Parses the first document; *root_out is NULL for an empty file. A later document is a
@@ -745,9 +730,8 @@ ld_parse (Loader *ld, const char *data, gssize len, yaml_node_t **root_out)
 
   *root_out = NULL;
   if (!yaml_parser_initialize (&parser))
-    return _gt_config_fail_with_issue (
-        _gt_config_issue_new_take (ld->file, 0, 0, g_strdup ("YAML error: out of memory")),
-        GT_CONFIG_ERROR_SYNTAX, ld->issue_out, ld->error);
+    return _gt_config_fail_printf (ld->issue_out, ld->error, ld->file, 0, 0,
+                                   GT_CONFIG_ERROR_SYNTAX, "YAML error: out of memory");
   yaml_parser_set_input_string (&parser, (const unsigned char *) data, size);
   if (!yaml_parser_load (&parser, &ld->doc))
     {
@@ -904,6 +888,24 @@ base_dir_of (const char *filename)
   return g_steal_pointer (&dir);
 }
 
+/* Sets a loader up for data from filename (NULL: "<data>"), which becomes *config_path. */
+static void
+loader_init (Loader *ld, const char *filename, GPtrArray *warnings, GHashTable *places,
+             char **config_path, GtConfigIssue **issue_out, GError **error)
+{
+  ld->file = filename != NULL ? filename : "<data>";
+  ld->base_dir = base_dir_of (filename);
+  ld->warnings = warnings;
+  ld->places = places;
+  ld->issue_out = issue_out;
+  ld->error = error;
+  if (filename != NULL)
+    {
+      g_free (*config_path);
+      *config_path = g_strdup (filename);
+    }
+}
+
 gboolean
 gt_server_config_load_data (GtServerConfig *config, const char *data, gssize len,
                             const char *filename, GtConfigIssue **issue_out, GError **error)
@@ -914,20 +916,9 @@ gt_server_config_load_data (GtServerConfig *config, const char *data, gssize len
   g_return_val_if_fail (config != NULL, FALSE);
   g_return_val_if_fail (data != NULL || len == 0, FALSE);
 
-  if (data == NULL)
-    data = "";
-  ld.file = filename != NULL ? filename : "<data>";
-  ld.base_dir = base_dir_of (filename);
-  ld.warnings = config->warnings;
-  ld.places = ((GtServerConfigPriv *) config)->places;
-  ld.issue_out = issue_out;
-  ld.error = error;
-  if (filename != NULL)
-    {
-      g_free (config->config_path);
-      config->config_path = g_strdup (filename);
-    }
-  ok = server_load (config, &ld, data, len);
+  loader_init (&ld, filename, config->warnings, ((GtServerConfigPriv *) config)->places,
+               &config->config_path, issue_out, error);
+  ok = server_load (config, &ld, data != NULL ? data : "", len);
   loader_clear (&ld);
   return ok;
 }
@@ -942,20 +933,9 @@ gt_client_config_load_data (GtClientConfig *config, const char *data, gssize len
   g_return_val_if_fail (config != NULL, FALSE);
   g_return_val_if_fail (data != NULL || len == 0, FALSE);
 
-  if (data == NULL)
-    data = "";
-  ld.file = filename != NULL ? filename : "<data>";
-  ld.base_dir = base_dir_of (filename);
-  ld.warnings = config->warnings;
-  ld.places = ((GtClientConfigPriv *) config)->places;
-  ld.issue_out = issue_out;
-  ld.error = error;
-  if (filename != NULL)
-    {
-      g_free (config->config_path);
-      config->config_path = g_strdup (filename);
-    }
-  ok = client_load (config, &ld, data, len);
+  loader_init (&ld, filename, config->warnings, ((GtClientConfigPriv *) config)->places,
+               &config->config_path, issue_out, error);
+  ok = client_load (config, &ld, data != NULL ? data : "", len);
   loader_clear (&ld);
   return ok;
 }
@@ -967,12 +947,9 @@ gt_server_config_load_file (GtServerConfig *config, const char *path,
   g_autofree char *data = NULL;
   gsize len = 0;
 
-  g_return_val_if_fail (config != NULL, FALSE);
-  g_return_val_if_fail (path != NULL, FALSE);
-
-  if (!_gt_config_read_file (path, &data, &len, issue_out, error))
-    return FALSE;
-  return gt_server_config_load_data (config, data, (gssize) len, path, issue_out, error);
+  g_return_val_if_fail (config != NULL && path != NULL, FALSE);
+  return _gt_config_read_file (path, &data, &len, issue_out, error)
+         && gt_server_config_load_data (config, data, (gssize) len, path, issue_out, error);
 }
 
 gboolean
@@ -982,12 +959,9 @@ gt_client_config_load_file (GtClientConfig *config, const char *path,
   g_autofree char *data = NULL;
   gsize len = 0;
 
-  g_return_val_if_fail (config != NULL, FALSE);
-  g_return_val_if_fail (path != NULL, FALSE);
-
-  if (!_gt_config_read_file (path, &data, &len, issue_out, error))
-    return FALSE;
-  return gt_client_config_load_data (config, data, (gssize) len, path, issue_out, error);
+  g_return_val_if_fail (config != NULL && path != NULL, FALSE);
+  return _gt_config_read_file (path, &data, &len, issue_out, error)
+         && gt_client_config_load_data (config, data, (gssize) len, path, issue_out, error);
 }
 
 static GtConfigKind

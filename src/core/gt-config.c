@@ -67,6 +67,27 @@ _gt_config_fail_with_issue (GtConfigIssue *issue, int code, GtConfigIssue **issu
   return FALSE;
 }
 
+gboolean
+_gt_config_fail_take (GtConfigIssue **issue_out, GError **error, const char *file, guint line,
+                      guint column, int code, char *message)
+{
+  return _gt_config_fail_with_issue (_gt_config_issue_new_take (file, line, column, message),
+                                     code, issue_out, error);
+}
+
+gboolean
+_gt_config_fail_printf (GtConfigIssue **issue_out, GError **error, const char *file, guint line,
+                        guint column, int code, const char *format, ...)
+{
+  va_list args;
+  char *message;
+
+  va_start (args, format);
+  message = g_strdup_vprintf (format, args);
+  va_end (args);
+  return _gt_config_fail_take (issue_out, error, file, line, column, code, message);
+}
+
 void
 _gt_config_add_warning (GPtrArray *warnings, const char *file, guint line, guint column,
                         const char *format, ...)
@@ -940,20 +961,17 @@ gt_client_config_free (GtClientConfig *config)
 const GtUserConfig *
 gt_server_config_find_user (const GtServerConfig *config, const char *id)
 {
+  gint index;
+
   g_return_val_if_fail (config != NULL, NULL);
   g_return_val_if_fail (id != NULL, NULL);
 
-  for (guint i = 0; i < config->users->len; i++)
-    {
-      const GtUserConfig *user = g_ptr_array_index (config->users, i);
-      if (g_strcmp0 (user->id, id) == 0)
-        return user;
-    }
-  return NULL;
+  index = _gt_config_find_user_index (config, id);
+  return index >= 0 ? g_ptr_array_index (config->users, index) : NULL;
 }
 
 gint
-_gt_config_find_user_index (GtServerConfig *config, const char *id)
+_gt_config_find_user_index (const GtServerConfig *config, const char *id)
 {
   for (guint i = 0; i < config->users->len; i++)
     {
@@ -985,9 +1003,7 @@ _gt_config_read_file (const char *path, char **data, gsize *len, GtConfigIssue *
   g_autoptr (GError) local_error = NULL;
 
   if (!g_file_get_contents (path, data, len, &local_error))
-    return _gt_config_fail_with_issue (
-        _gt_config_issue_new_take (
-            path, 0, 0, g_strdup_printf ("cannot read the file: %s", local_error->message)),
-        GT_CONFIG_ERROR_IO, issue_out, error);
+    return _gt_config_fail_printf (issue_out, error, path, 0, 0, GT_CONFIG_ERROR_IO,
+                                   "cannot read the file: %s", local_error->message);
   return TRUE;
 }
