@@ -86,26 +86,38 @@ cli_unsupported (GPtrArray *warnings, const GtConfigLoose *loose, int argc, char
   return TRUE;
 }
 
-/* Applies a table option from the command line; value NULL means a bare boolean. */
+/* Sets a table row of target (a config, or a service) from the command line; value NULL is a
+ * bare boolean. places (NULL for a service) records that the value came from here. */
 static gboolean
-cli_option (void *config, GPtrArray *warnings, GHashTable *places, const GtConfigOpt *def, int argc,
-            char **argv, int *i, const char *inline_value, GError **error)
+cli_set (void *target, const GtConfigOpt *def, const char *value, GPtrArray *warnings,
+         GHashTable *places, GError **error)
 {
-  const char *value = NULL;
   g_autofree char *message = NULL;
   g_autofree char *warning = NULL;
 
-  if (def->type == GT_OPT_BOOL && inline_value == NULL)
-    value = "true";
-  else if (!cli_take_value (argc, argv, i, def->name, inline_value, &value, error))
-    return FALSE;
-  message = _gt_config_opt_set (config, def, value, &warning);
+  message = _gt_config_opt_set (target, def, value != NULL ? value : "true", &warning);
   if (message != NULL)
     return cli_fail (error, GT_CONFIG_ERROR_VALUE, "--%s: %s", def->name, message);
   if (warning != NULL)
     _gt_config_add_warning (warnings, NULL, 0, 0, "--%s: %s", def->name, warning);
-  _gt_config_places_set (places, def->name, NULL, 0, 0);
+  if (places != NULL)
+    _gt_config_places_set (places, def->name, NULL, 0, 0);
   return TRUE;
+}
+
+/* Applies a table option of the server's command line, taking its value. */
+static gboolean
+cli_option (void *config, GPtrArray *warnings, GHashTable *places, const GtConfigOpt *def,
+            int argc, char **argv, int *i, const char *inline_value, GError **error)
+{
+  const char *value = NULL;
+
+  if (def->type != GT_OPT_BOOL || inline_value != NULL)
+    {
+      if (!cli_take_value (argc, argv, i, def->name, inline_value, &value, error))
+        return FALSE;
+    }
+  return cli_set (config, def, value, warnings, places, error);
 }
 
 gboolean
@@ -316,7 +328,6 @@ gt_client_config_apply_args (GtClientConfig *config, int argc, char **argv, GErr
       const GtConfigOpt *def = _gt_config_opt_find (GT_CONFIG_KEYS_CLIENT, item->name);
       const GtConfigLoose *loose;
       g_autofree char *message = NULL;
-      g_autofree char *warning = NULL;
       GtServiceConfig *service;
       gint target;
 
@@ -328,13 +339,9 @@ gt_client_config_apply_args (GtClientConfig *config, int argc, char **argv, GErr
               g_ptr_array_set_size (config->remotes, 0);
               remotes_replaced = TRUE;
             }
-          message = _gt_config_opt_set (config, def, item->value != NULL ? item->value : "true",
-                                       &warning);
-          if (message != NULL)
-            return cli_fail (error, GT_CONFIG_ERROR_VALUE, "--%s: %s", def->name, message);
-          if (warning != NULL)
-            _gt_config_add_warning (config->warnings, NULL, 0, 0, "--%s: %s", def->name, warning);
-          _gt_config_places_set (((GtClientConfigPriv *) config)->places, def->name, NULL, 0, 0);
+          if (!cli_set (config, def, item->value, config->warnings,
+                        ((GtClientConfigPriv *) config)->places, error))
+            return FALSE;
           continue;
         }
       if (strcmp (item->name, "local") == 0)
@@ -365,11 +372,9 @@ gt_client_config_apply_args (GtClientConfig *config, int argc, char **argv, GErr
         return cli_fail (error, GT_CONFIG_ERROR_USAGE,
                          "--%s must follow the --local it applies to", item->name);
       service = g_ptr_array_index (services, target);
-      message = _gt_config_opt_set (service, _gt_config_opt_find (GT_CONFIG_KEYS_SERVICE,
-                                                                  item->name),
-                                   item->value != NULL ? item->value : "true", &warning);
-      if (message != NULL)
-        return cli_fail (error, GT_CONFIG_ERROR_VALUE, "--%s: %s", item->name, message);
+      if (!cli_set (service, _gt_config_opt_find (GT_CONFIG_KEYS_SERVICE, item->name),
+                    item->value, config->warnings, NULL, error))
+        return FALSE;
     }
 
   for (guint i = 0; i < services->len; i++)

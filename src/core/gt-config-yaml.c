@@ -246,7 +246,7 @@ ld_option_value (Loader *ld, void *config, const GtConfigOpt *def, yaml_node_t *
   return TRUE;
 }
 
-/* An option of the `options:` mapping, from the tables above. */
+/* An option of the `options:` mapping, from the key tables (gt-config-keys.c). */
 static gboolean
 ld_option (Loader *ld, void *config, const GtConfigOpt *def, yaml_node_t *value)
 {
