@@ -896,17 +896,16 @@ gt_server_config_free (GtServerConfig *config)
 {
   if (config == NULL)
     return;
+  for (GtListenerKind kind = 0; kind < GT_N_LISTENERS; kind++)
+    g_free (G_STRUCT_MEMBER (char *, config, gt_listener_info (kind)->config_offset));
   g_free (config->config_path);
-  g_free (config->addr);
   g_free (config->log_level);
   g_ptr_array_unref (config->users);
   g_array_unref (config->tcp_ranges);
   g_ptr_array_unref (config->warnings);
-  g_free (config->tls_addr);
   g_free (config->cert_file);
   g_free (config->key_file);
   g_free (config->tls_version);
-  g_free (config->sni_addr);
   g_free (config->ws_path);
   g_strfreev (config->proxy_protocol_trusted_cidrs);
   g_free (config->users_file);
