@@ -2344,6 +2344,37 @@ test_listener_keys (void)
     }
 }
 
+/* The command-line help comes from the same rows: every key, with its kind of value. */
+static void
+test_describe_options (void)
+{
+  g_autofree char *server = gt_config_describe_options (GT_CONFIG_KIND_SERVER);
+  g_autofree char *client = gt_config_describe_options (GT_CONFIG_KIND_CLIENT);
+  static const char *const server_lines[] = {
+    "  --addr ADDR ", "  --tlsAddr ADDR ", "  --sniAddr ADDR ", "  --timeout DURATION ",
+    "  --allowAnyClient ", "  --proxyProtocolTrustedCIDRs CIDR ", "  --users FILE ",
+  };
+  static const char *const client_lines[] = {
+    "  --remote URL ", "  --remoteCert FILE|PIN ", "  --remoteCertInsecure ", "  --local URL ",
+    "  --hostPrefix NAME ", "  --remoteTCPPort PORT ", "  --remoteTCPRandom ",
+    "  --useLocalAsHTTPHost ", "  --localTimeout DURATION ", "  --proxyProtocol v1|v2 ",
+  };
+  const char *local_at;
+
+  g_test_message ("server:\n%s", server);
+  g_test_message ("client:\n%s", client);
+  for (guint i = 0; i < G_N_ELEMENTS (server_lines); i++)
+    g_assert_nonnull (strstr (server, server_lines[i]));
+  for (guint i = 0; i < G_N_ELEMENTS (client_lines); i++)
+    g_assert_nonnull (strstr (client, client_lines[i]));
+  /* Service options come after --local, client options before it. */
+  local_at = strstr (client, "  --local URL ");
+  g_assert_true (strstr (client, "  --hostPrefix ") > local_at);
+  g_assert_true (strstr (client, "  --remote URL ") < local_at);
+  g_assert_null (strstr (server, "--hostPrefix"));
+  g_assert_null (strstr (client, "--tlsAddr"));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -2396,6 +2427,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/core/config/server/user-keys-bad", test_user_keys_bad);
   g_test_add_func ("/gt/core/config/key-tables-covered", test_key_tables_covered);
   g_test_add_func ("/gt/core/config/server/listener-keys", test_listener_keys);
+  g_test_add_func ("/gt/core/config/describe-options", test_describe_options);
 
   return g_test_run ();
 }

@@ -134,6 +134,13 @@ static const GtConfigLoose client_unsupported[] = {
   COMMON_UNSUPPORTED,
 };
 
+/* Help of the listener rows; a listener without one gets a generic line. */
+static const char *const listener_help[GT_N_LISTENERS] = {
+  [GT_LISTENER_PLAIN] = "tunnels and HTTP users: 80, :80, 127.0.0.1:80, [::1]:80",
+  [GT_LISTENER_TLS] = "the same behind TLS (certFile/keyFile, else a generated cert)",
+  [GT_LISTENER_SNI] = "TLS pass-through to https services, routed by SNI",
+};
+
 /* The listener rows, made from gt_listener_info(): a new listener is one row there. */
 static const GtConfigOpt *
 listener_opts (void)
@@ -150,7 +157,7 @@ listener_opts (void)
           opts[i].name = info->key;
           opts[i].type = GT_OPT_ADDR;
           opts[i].offset = info->config_offset;
-          opts[i].help = "listen address: 80, :80, 127.0.0.1:80, [::1]:80";
+          opts[i].help = listener_help[i] != NULL ? listener_help[i] : "listen address";
         }
       g_once_init_leave (&initialized, 1);
     }
@@ -448,4 +455,98 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
   if (message == NULL && def->set_offset != 0)
     *(gboolean *) (base + def->set_offset) = TRUE;
   return message;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Help text from the tables */
+
+static const char *
+metavar (GtConfigOptType type)
+{
+  switch (type)
+    {
+    case GT_OPT_ADDR:
+    case GT_OPT_API_ADDR:
+      return "ADDR";
+    case GT_OPT_DURATION:
+      return "DURATION";
+    case GT_OPT_LOG_LEVEL:
+      return "LEVEL";
+    case GT_OPT_UINT16:
+    case GT_OPT_UINT32:
+    case GT_OPT_INT16:
+    case GT_OPT_INT32:
+    case GT_OPT_SPEED:
+      return "N";
+    case GT_OPT_PORT:
+      return "PORT";
+    case GT_OPT_ID:
+      return "ID";
+    case GT_OPT_SECRET:
+    case GT_OPT_USER_SECRET:
+      return "SECRET";
+    case GT_OPT_REMOTES:
+    case GT_OPT_HTTP_URL:
+      return "URL";
+    case GT_OPT_STRING:
+      return "TEXT";
+    case GT_OPT_PATH:
+      return "FILE";
+    case GT_OPT_TLS_VERSION:
+      return "VERSION";
+    case GT_OPT_WS_PATH:
+      return "PATH";
+    case GT_OPT_CIDRS:
+      return "CIDR";
+    case GT_OPT_REMOTE_CERT:
+      return "FILE|PIN";
+    case GT_OPT_HOST_PREFIX:
+      return "NAME";
+    case GT_OPT_PROXY_PROTOCOL_VERSION:
+      return "v1|v2";
+    case GT_OPT_BOOL:
+    case GT_OPT_TCP_RANGES:
+    case GT_OPT_HOST_RULES:
+    default:
+      return NULL;
+    }
+}
+
+static void
+describe_rows (GString *out, const GtConfigOpt *rows, gsize n)
+{
+  for (gsize i = 0; i < n; i++)
+    {
+      const char *value = metavar (rows[i].type);
+      g_autofree char *left = g_strdup_printf ("--%s%s%s", rows[i].name, value != NULL ? " " : "",
+                                               value != NULL ? value : "");
+
+      g_string_append_printf (out, "  %-34s %s\n", left, rows[i].help);
+    }
+}
+
+char *
+gt_config_describe_options (GtConfigKind kind)
+{
+  GString *out = g_string_new (NULL);
+  const GtConfigOpt *rows;
+  gsize n = 0;
+
+  g_return_val_if_fail (kind == GT_CONFIG_KIND_SERVER || kind == GT_CONFIG_KIND_CLIENT, NULL);
+
+  if (kind == GT_CONFIG_KIND_SERVER)
+    {
+      describe_rows (out, listener_opts (), GT_N_LISTENERS);
+      rows = _gt_config_opts (GT_CONFIG_KEYS_SERVER, &n);
+      describe_rows (out, rows, n);
+      return g_string_free (out, FALSE);
+    }
+  rows = _gt_config_opts (GT_CONFIG_KEYS_CLIENT, &n);
+  describe_rows (out, rows, n);
+  g_string_append (out, "Per service, applying to the most recent --local:\n");
+  g_string_append_printf (out, "  %-34s %s\n", "--local URL",
+                          "http://host[:port], https://host[:port], tcp://host:port");
+  rows = _gt_config_opts (GT_CONFIG_KEYS_SERVICE, &n);
+  describe_rows (out, rows, n);
+  return g_string_free (out, FALSE);
 }
