@@ -73,12 +73,8 @@ typedef struct
   gboolean random_set; /* remoteTCPRandom was given (else it follows remoteTCPPort) */
 } GtServiceEntry;
 
-GtConfigIssue *_gt_config_issue_new_take (const char *file, guint line, guint column,
-                                          char *message);
-/* Turns an issue into a GError (and hands it to the caller if asked); always returns FALSE. */
-gboolean _gt_config_fail_with_issue (GtConfigIssue *issue, int code, GtConfigIssue **issue_out,
-                                     GError **error);
-/* The same for an issue at file:line:column with a message (taken, or formatted). */
+/* Turns an issue at file:line:column with a message (taken, or formatted) into a GError, and
+ * hands it to the caller if asked (issue_out); always returns FALSE. */
 gboolean _gt_config_fail_take (GtConfigIssue **issue_out, GError **error, const char *file,
                                guint line, guint column, int code, char *message);
 gboolean _gt_config_fail_printf (GtConfigIssue **issue_out, GError **error, const char *file,

@@ -37,8 +37,8 @@ gt_config_issue_to_string (const GtConfigIssue *issue)
                           issue->message);
 }
 
-GtConfigIssue *
-_gt_config_issue_new_take (const char *file, guint line, guint column, char *message)
+static GtConfigIssue *
+issue_new_take (const char *file, guint line, guint column, char *message)
 {
   GtConfigIssue *issue = g_new0 (GtConfigIssue, 1);
 
@@ -49,11 +49,11 @@ _gt_config_issue_new_take (const char *file, guint line, guint column, char *mes
   return issue;
 }
 
-/* Turns an issue into a GError (and hands it to the caller if asked); always returns FALSE. */
 gboolean
-_gt_config_fail_with_issue (GtConfigIssue *issue, int code, GtConfigIssue **issue_out,
-                            GError **error)
+_gt_config_fail_take (GtConfigIssue **issue_out, GError **error, const char *file, guint line,
+                      guint column, int code, char *message)
 {
+  GtConfigIssue *issue = issue_new_take (file, line, column, message);
   g_autofree char *text = gt_config_issue_to_string (issue);
 
   g_set_error_literal (error, GT_CONFIG_ERROR, code, text);
@@ -65,14 +65,6 @@ _gt_config_fail_with_issue (GtConfigIssue *issue, int code, GtConfigIssue **issu
   else
     gt_config_issue_free (issue);
   return FALSE;
-}
-
-gboolean
-_gt_config_fail_take (GtConfigIssue **issue_out, GError **error, const char *file, guint line,
-                      guint column, int code, char *message)
-{
-  return _gt_config_fail_with_issue (_gt_config_issue_new_take (file, line, column, message),
-                                     code, issue_out, error);
 }
 
 gboolean
@@ -98,7 +90,7 @@ _gt_config_add_warning (GPtrArray *warnings, const char *file, guint line, guint
   va_start (args, format);
   message = g_strdup_vprintf (format, args);
   va_end (args);
-  g_ptr_array_add (warnings, _gt_config_issue_new_take (file, line, column, message));
+  g_ptr_array_add (warnings, issue_new_take (file, line, column, message));
 }
 
 /* ------------------------------------------------------------------------------------------ */
