@@ -260,6 +260,51 @@ parse_pin (const char *text, char **out)
   return TRUE;
 }
 
+/* The value an empty string and an unset key of a string type stand for (NULL: none). */
+static const char *
+string_default (GtConfigOptType type)
+{
+  switch (type)
+    {
+    case GT_OPT_LOG_LEVEL:
+      return DEFAULT_LOG_LEVEL;
+    case GT_OPT_TLS_VERSION:
+      return DEFAULT_TLS_VERSION;
+    case GT_OPT_WS_PATH:
+      return DEFAULT_WS_PATH;
+    default:
+      return NULL;
+    }
+}
+
+void
+_gt_config_opts_set_defaults (void *config, GtConfigKeys keys)
+{
+  char *base = config;
+  const GtConfigOpt *rows;
+  gsize n = 0;
+
+  g_assert (keys == GT_CONFIG_KEYS_SERVER || keys == GT_CONFIG_KEYS_CLIENT);
+
+  rows = _gt_config_opts (keys, &n);
+  for (gsize i = 0; i < n; i++)
+    {
+      const GtConfigOpt *def = &rows[i];
+      const char *text = string_default (def->type);
+      char **string_field = (char **) (base + def->offset);
+
+      if (text != NULL && *string_field == NULL)
+        *string_field = g_strdup (text);
+      if (def->zero_default == 0)
+        continue;
+      if (def->type == GT_OPT_DURATION && *(guint64 *) (base + def->offset) == 0)
+        *(guint64 *) (base + def->offset) = (guint64) def->zero_default;
+      else if ((def->type == GT_OPT_UINT16 || def->type == GT_OPT_UINT32)
+               && *(guint *) (base + def->offset) == 0)
+        *(guint *) (base + def->offset) = (guint) def->zero_default;
+    }
+}
+
 static void
 set_string (char **field, const char *value)
 {
@@ -328,7 +373,7 @@ tls_version (const GtConfigOpt *def, const char *text, char **warning)
     *warning = g_strdup_printf ("unknown %s '%s': tls1.2 is used (use tls1.1, tls1.2 or "
                                 "tls1.3)",
                                 def->name, text);
-  return DEFAULT_TLS_VERSION;
+  return string_default (def->type);
 }
 
 static char *
@@ -366,7 +411,7 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
       break;
     case GT_OPT_WS_PATH:
       if (*text == '\0')
-        set_string (string_field, DEFAULT_WS_PATH);
+        set_string (string_field, string_default (def->type));
       else if (!_gt_config_url_path_is_sane (text))
         message = g_strdup_printf ("bad %s '%s': it must start with '/' and contain no space or "
                                    "'#'",

@@ -188,6 +188,9 @@ typedef enum
 const GtConfigOpt *_gt_config_opt_find (GtConfigKeys keys, const char *name);
 /* The rows of a table in order (for the server without the listener rows), *n_out the count. */
 const GtConfigOpt *_gt_config_opts (GtConfigKeys keys, gsize *n_out);
+/* Gives every row of a server or client table that is 0 or NULL its default (zero_default, or
+ * the default of its type: log level, TLS version, WebSocket path), as GT's MergeConfig. */
+void _gt_config_opts_set_defaults (void *config, GtConfigKeys keys);
 /* GT keys accepted but ignored, for server and client options only. */
 const GtConfigLoose *_gt_config_loose_find (GtConfigKeys keys, const char *name);
 /* Sets a scalar key from text in target (the struct the row's offsets are relative to);

@@ -189,33 +189,13 @@ gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GE
         return fail_key (priv->places, "authAPI", file, GT_CONFIG_ERROR_VALUE, issue_out, error,
                          "%s", message);
     }
-  if (config->ws_path == NULL)
-    config->ws_path = g_strdup (DEFAULT_WS_PATH);
-  else if (!_gt_config_url_path_is_sane (config->ws_path))
+  if (config->ws_path != NULL && !_gt_config_url_path_is_sane (config->ws_path))
     return fail_key (priv->places, "wsPath", file, GT_CONFIG_ERROR_VALUE, issue_out, error,
                      "bad wsPath '%s': it must start with '/' and contain no space or '#'",
                      config->ws_path);
-  if (config->tls_version == NULL)
-    config->tls_version = g_strdup (DEFAULT_TLS_VERSION);
-  if (config->api_tls_version == NULL)
-    config->api_tls_version = g_strdup (DEFAULT_TLS_VERSION);
-  if (config->reconnect_times == 0)
-    config->reconnect_times = DEFAULT_RECONNECT_TIMES;
-  if (config->reconnect_duration_ms == 0)
-    config->reconnect_duration_ms = DEFAULT_RECONNECT_DURATION_MS;
-  if (config->drain_timeout_ms == 0)
-    config->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
+  _gt_config_opts_set_defaults (config, GT_CONFIG_KEYS_SERVER);
   if (!check_regexes (priv->places, config->host_regex, "host", file, issue_out, error))
     return FALSE;
-
-  if (config->timeout_ms == 0)
-    config->timeout_ms = DEFAULT_SERVER_TIMEOUT_MS;
-  if (config->connections == 0)
-    config->connections = DEFAULT_SERVER_CONNECTIONS;
-  if (config->max_handshake_options == 0)
-    config->max_handshake_options = DEFAULT_MAX_HANDSHAKE_OPTIONS;
-  if (config->log_level == NULL)
-    config->log_level = g_strdup (DEFAULT_LOG_LEVEL);
 
   for (guint i = 0; i < config->users->len; i++)
     {
@@ -321,14 +301,7 @@ gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issue_out, GE
                          config->remote_cert);
     }
 
-  if (config->remote_timeout_ms == 0)
-    config->remote_timeout_ms = DEFAULT_REMOTE_TIMEOUT_MS;
-  if (config->reconnect_delay_ms == 0)
-    config->reconnect_delay_ms = DEFAULT_RECONNECT_DELAY_MS;
-  if (config->drain_timeout_ms == 0)
-    config->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
-  if (config->log_level == NULL)
-    config->log_level = g_strdup (DEFAULT_LOG_LEVEL);
+  _gt_config_opts_set_defaults (config, GT_CONFIG_KEYS_CLIENT);
   _gt_config_client_clamp (config);
 
   prefixes = g_hash_table_new (g_str_hash, g_str_equal);
