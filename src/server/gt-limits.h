@@ -1,4 +1,4 @@
-/* gt-limits.h: what one user may hold on the server, resolved from its values and the global ones. */
+/* gt-limits.h: what one user may hold on the server, from its own values and the global ones. */
 #pragma once
 
 #include <glib.h>

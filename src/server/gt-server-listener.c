@@ -1,5 +1,5 @@
-/* gt-server-listener.c: listening sockets and the sniffing of each new connection (PROXY header,
- * TLS, WebSocket upgrade, tunnel HELLO, HTTP Host, SNI) up to a tunnel or a user stream hand-off. */
+/* gt-server-listener.c: listening sockets and the sniffing of new connections up to a hand-off.
+ * PROXY header, TLS, WebSocket upgrade, tunnel HELLO, HTTP Host, SNI: then a tunnel or a stream. */
 #include "config.h"
 
 #define G_LOG_DOMAIN "gt-server"
@@ -503,12 +503,24 @@ pending_wait_for_route (Pending *p)
   return TRUE;
 }
 
+/* The route of a host name (HTTP Host or SNI) and the tunnel of its client for a new stream. */
+static GtMux *
+server_find_tunnel (GtServer *server, GtServiceKind kind, const char *host,
+                    GtServerRoute **route_out)
+{
+  g_autofree char *prefix = host ? gt_http_host_prefix (host) : NULL;
+  GtServerRoute *route = prefix ? gt_server_registry_lookup_route (server->registry, kind, prefix)
+                                : NULL;
+
+  *route_out = route;
+  return route ? gt_server_session_pick_tunnel (route->session) : NULL;
+}
+
 static void
 pending_handle_http (Pending *p)
 {
   GtServer *server = p->server;
   g_autofree char *host = NULL;
-  g_autofree char *prefix = NULL;
   g_autoptr (GError) error = NULL;
   GtDecodeResult r;
   GtServerRoute *route;
@@ -534,9 +546,7 @@ pending_handle_http (Pending *p)
       return;
     }
 
-  prefix = gt_http_host_prefix (host);
-  route = prefix ? gt_server_registry_lookup_route (server->registry, GT_SERVICE_KIND_HTTP, prefix) : NULL;
-  mux = route ? gt_server_session_pick_tunnel (route->session) : NULL;
+  mux = server_find_tunnel (server, GT_SERVICE_KIND_HTTP, host, &route);
   if (mux == NULL && pending_wait_for_route (p))
     return;
   if (mux == NULL)
@@ -557,7 +567,6 @@ pending_handle_sni (Pending *p)
 {
   GtServer *server = p->server;
   g_autofree char *sni = NULL;
-  g_autofree char *prefix = NULL;
   g_autoptr (GError) error = NULL;
   guint8 alert[GT_TLS_ALERT_SIZE];
   GtDecodeResult r;
@@ -573,10 +582,7 @@ pending_handle_sni (Pending *p)
       pending_reply_and_close (p, alert, gt_tls_alert (alert, GT_TLS_ALERT_DECODE_ERROR));
       return;
     }
-  prefix = sni ? gt_http_host_prefix (sni) : NULL;
-  route = prefix ? gt_server_registry_lookup_route (server->registry, GT_SERVICE_KIND_HTTPS,
-                                                     prefix) : NULL;
-  mux = route ? gt_server_session_pick_tunnel (route->session) : NULL;
+  mux = server_find_tunnel (server, GT_SERVICE_KIND_HTTPS, sni, &route);
   if (mux == NULL && sni != NULL && pending_wait_for_route (p))
     return;
   if (mux == NULL)
@@ -1029,7 +1035,8 @@ server_load_certificate (GtServer *server, GError **error)
 
       cert_path = g_build_filename (dir, "gt-server-cert.pem", NULL);
       key_path = g_build_filename (dir, "gt-server-key.pem", NULL);
-      if (!g_file_test (cert_path, G_FILE_TEST_EXISTS) || !g_file_test (key_path, G_FILE_TEST_EXISTS))
+      if (!g_file_test (cert_path, G_FILE_TEST_EXISTS)
+          || !g_file_test (key_path, G_FILE_TEST_EXISTS))
         {
           const char *names[] = { "localhost", "127.0.0.1", "::1", g_get_host_name (), NULL };
 

@@ -1,4 +1,4 @@
-/* gt-server-metrics.c: the server's Prometheus text and the traffic and refusal counts behind it. */
+/* gt-server-metrics.c: the server's Prometheus text and the traffic and refusal counts behind it */
 #include "config.h"
 
 #define G_LOG_DOMAIN "gt-server"

@@ -92,6 +92,18 @@ gt_server_registry_get_sessions (GtServerRegistry *registry)
   return registry->sessions;
 }
 
+void
+gt_server_registry_foreach (GtServerRegistry *registry, GtServerSessionFunc func,
+                            gpointer user_data)
+{
+  GHashTableIter iter;
+  gpointer value;
+
+  g_hash_table_iter_init (&iter, registry->sessions);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    func (value, user_data);
+}
+
 GtServerSession *
 gt_server_registry_get_any (GtServerRegistry *registry)
 {

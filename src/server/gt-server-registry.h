@@ -20,6 +20,10 @@ void gt_server_registry_remove (GtServerRegistry *registry, GtServerSession *ses
 guint gt_server_registry_get_n_sessions (GtServerRegistry *registry);
 /* id → GtServerSession*, for iterating; do not change it. */
 GHashTable *gt_server_registry_get_sessions (GtServerRegistry *registry);
+typedef void (*GtServerSessionFunc) (GtServerSession *session, gpointer user_data);
+/* Calls func on every session; func must not add or remove sessions. */
+void gt_server_registry_foreach (GtServerRegistry *registry, GtServerSessionFunc func,
+                                 gpointer user_data);
 /* Any session, NULL when empty. */
 GtServerSession *gt_server_registry_get_any (GtServerRegistry *registry);
 

@@ -1,4 +1,4 @@
-/* gt-server-session.h: one connected client on the server: its tunnels, routes, tcp ports, limits. */
+/* gt-server-session.h: one connected client: its tunnels, routes, tcp ports and limits. */
 #pragma once
 
 #include <gio/gio.h>

@@ -298,31 +298,40 @@ gt_server_stop (GtServer *server)
     }
 }
 
-static guint
-server_count_streams (GtServer *server)
+static void
+add_streams_cb (GtServerSession *session, gpointer user_data)
 {
-  GHashTableIter iter;
-  gpointer value;
-  guint n = 0;
+  *(guint *) user_data += gt_server_session_get_n_streams (session);
+}
 
-  g_hash_table_iter_init (&iter, gt_server_registry_get_sessions (server->registry));
-  while (g_hash_table_iter_next (&iter, NULL, &value))
-    n += gt_server_session_get_n_streams (value);
-  return n;
+static void
+add_tunnels_cb (GtServerSession *session, gpointer user_data)
+{
+  *(guint *) user_data += gt_server_session_get_n_tunnels (session);
+}
+
+static void
+reset_idle_http_cb (GtServerSession *session, gpointer user_data)
+{
+  gt_server_session_reset_idle_http_streams (session, DRAIN_IDLE_HTTP_US);
+}
+
+static void
+drain_session_cb (GtServerSession *session, gpointer user_data)
+{
+  gt_server_session_goaway (session, GT_ERROR_CODE_SHUTTING_DOWN, "server is shutting down");
+  /* Release the tcp ports now so a new server (restart, upgrade) can open them. */
+  gt_server_session_close_ports (session);
 }
 
 static gboolean
 drain_check_cb (gpointer user_data)
 {
   GtServer *server = user_data;
-  GHashTableIter iter;
-  gpointer value;
-  guint n;
+  guint n = 0;
 
-  g_hash_table_iter_init (&iter, gt_server_registry_get_sessions (server->registry));
-  while (g_hash_table_iter_next (&iter, NULL, &value))
-    gt_server_session_reset_idle_http_streams (value, DRAIN_IDLE_HTTP_US);
-  n = server_count_streams (server);
+  gt_server_registry_foreach (server->registry, reset_idle_http_cb, NULL);
+  gt_server_registry_foreach (server->registry, add_streams_cb, &n);
 
   if (n > 0 && g_get_monotonic_time () < server->drain_deadline)
     return G_SOURCE_CONTINUE;
@@ -339,9 +348,6 @@ drain_check_cb (gpointer user_data)
 void
 gt_server_drain (GtServer *server)
 {
-  GHashTableIter iter;
-  gpointer value;
-
   g_return_if_fail (GT_IS_SERVER (server));
   if (server->stopped || server->drain_id != 0)
     return;
@@ -349,14 +355,9 @@ gt_server_drain (GtServer *server)
              " ms for streams to finish)",
              server->config->drain_timeout_ms);
   server_close_listeners (server);
-  g_hash_table_iter_init (&iter, gt_server_registry_get_sessions (server->registry));
-  while (g_hash_table_iter_next (&iter, NULL, &value))
-    {
-      gt_server_session_goaway (value, GT_ERROR_CODE_SHUTTING_DOWN, "server is shutting down");
-      /* Release the tcp ports now so a new server (restart, upgrade) can open them. */
-      gt_server_session_close_ports (value);
-    }
-  server->drain_deadline = g_get_monotonic_time () + (gint64) server->config->drain_timeout_ms * 1000;
+  gt_server_registry_foreach (server->registry, drain_session_cb, NULL);
+  server->drain_deadline
+    = g_get_monotonic_time () + (gint64) server->config->drain_timeout_ms * 1000;
   server->drain_id = g_timeout_add (100, drain_check_cb, server);
 }
 
@@ -404,13 +405,9 @@ gt_server_get_n_clients (GtServer *server)
 guint
 gt_server_get_n_tunnels (GtServer *server)
 {
-  GHashTableIter iter;
-  gpointer value;
   guint n = 0;
 
-  g_hash_table_iter_init (&iter, gt_server_registry_get_sessions (server->registry));
-  while (g_hash_table_iter_next (&iter, NULL, &value))
-    n += gt_server_session_get_n_tunnels (value);
+  gt_server_registry_foreach (server->registry, add_tunnels_cb, &n);
   return n;
 }
 
