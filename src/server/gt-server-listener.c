@@ -894,10 +894,8 @@ listener_free (Listener *l)
   g_free (l);
 }
 
-/* A listen address after config normalisation: an IP literal (IPv6 in brackets) or "localhost",
- * and a port. Resolved without DNS: the server must not block its main loop at start. */
-static GInetSocketAddress *
-parse_listen_address (const char *addr, GError **error)
+GInetSocketAddress *
+_gt_server_parse_listen_address (const char *addr, GError **error)
 {
   g_autoptr (GSocketConnectable) na = g_network_address_parse (addr, 0, error);
   g_autoptr (GInetAddress) ia = NULL;
@@ -947,7 +945,7 @@ server_add_listener (GtServer *server, const GtListenerInfo *info, const char *a
 
   if (fd < 0)
     {
-      g_autoptr (GInetSocketAddress) sa = parse_listen_address (addr, error);
+      g_autoptr (GInetSocketAddress) sa = _gt_server_parse_listen_address (addr, error);
 
       if (sa == NULL)
         return FALSE;
