@@ -24,17 +24,13 @@
 #define BIG_CHUNK (256 * 1024)
 
 /* ------------------------------------------------------------------------------------------ */
-/* Local HTTP services: one thread, one GThreadedSocketService; each answers "/" with its name,
- * "/big" with BIG_SIZE pattern bytes paced over ~3 s, "/slow" with 1 MiB over ~2 s. */
+/* Local HTTP services, TCP services of the harness: each answers "/" with its name, "/big" with
+ * BIG_SIZE pattern bytes paced over ~3 s, "/slow" with 1 MiB over ~2 s. */
 
 typedef struct
 {
   char *name;
   guint16 port;
-  GThread *thread;
-  GMainContext *context;
-  GMainLoop *loop;
-  GSocketService *service;
 } Service;
 
 static void
@@ -104,63 +100,20 @@ service_run_cb (GThreadedSocketService *service, GSocketConnection *conn, GObjec
   return TRUE;
 }
 
-static gpointer
-service_thread (gpointer data)
-{
-  Service *svc = data;
-
-  g_main_context_push_thread_default (svc->context);
-  g_main_loop_run (svc->loop);
-  g_main_context_pop_thread_default (svc->context);
-  return NULL;
-}
-
+/* The harness stops the service at the end of the test, before the fixture frees svc. */
 static Service *
 service_start (const char *name)
 {
   Service *svc = g_new0 (Service, 1);
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
-  g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (lo, 0);
-  g_autoptr (GSocketAddress) bound = NULL;
 
   svc->name = g_strdup (name);
-  svc->context = g_main_context_new ();
-  svc->loop = g_main_loop_new (svc->context, FALSE);
-  g_main_context_push_thread_default (svc->context);
-  svc->service = g_threaded_socket_service_new (16);
-  g_socket_listener_add_address (G_SOCKET_LISTENER (svc->service), sa, G_SOCKET_TYPE_STREAM,
-                                 G_SOCKET_PROTOCOL_TCP, NULL, &bound, &error);
-  g_assert_no_error (error);
-  svc->port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound));
-  g_signal_connect (svc->service, "run", G_CALLBACK (service_run_cb), svc);
-  g_socket_service_start (svc->service);
-  g_main_context_pop_thread_default (svc->context);
-  svc->thread = g_thread_new ("service", service_thread, svc);
+  svc->port = gt_test_tcp_service_start (G_CALLBACK (service_run_cb), svc)->port;
   return svc;
-}
-
-static gboolean
-quit_idle_cb (gpointer data)
-{
-  g_main_loop_quit (data);
-  return G_SOURCE_REMOVE;
 }
 
 static void
 service_free (Service *svc)
 {
-  GSource *idle = g_idle_source_new ();
-
-  g_source_set_callback (idle, quit_idle_cb, svc->loop, NULL);
-  g_source_attach (idle, svc->context);
-  g_source_unref (idle);
-  g_thread_join (svc->thread);
-  g_socket_service_stop (svc->service);
-  g_socket_listener_close (G_SOCKET_LISTENER (svc->service));
-  g_object_unref (svc->service);
-  g_main_loop_unref (svc->loop);
-  g_main_context_unref (svc->context);
   g_free (svc->name);
   g_free (svc);
 }
@@ -510,13 +463,13 @@ fixture_teardown (Fixture *f, gconstpointer data)
         }
       g_clear_object (&f->manager);
     }
-  for (guint i = 0; i < G_N_ELEMENTS (f->svc); i++)
-    g_clear_pointer (&f->svc[i], service_free);
   g_free (f->dir);
   g_free (f->cfg);
   g_free (f->run);
   g_free (f->log);
-  gt_test_teardown (); /* removes the temp dir */
+  gt_test_teardown (); /* stops the services, removes the temp dir */
+  for (guint i = 0; i < G_N_ELEMENTS (f->svc); i++)
+    g_clear_pointer (&f->svc[i], service_free);
 }
 
 /* 2 servers + 2 clients (alpha, beta on server 0; gamma on server 1) + a broken file. */
