@@ -26,7 +26,7 @@ void gt_test_setup (void);
 /* Stops every child still running, newest first (clients before their servers); gt must exit 0
  * on SIGTERM, other programs just go. Idempotent: gt_test_teardown() calls it too. */
 void gt_test_stop_all (void);
-/* Stops the children, the local services and the TCP echo, removes the temp dir (kept when
+/* Stops the children, then the local HTTP and TCP services; removes the temp dir (kept when
  * GT_TEST_KEEP_TMP is set). */
 void gt_test_teardown (void);
 
