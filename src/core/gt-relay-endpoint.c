@@ -187,11 +187,29 @@ gt_relay_endpoint_reply_and_close (GtRelayEndpoint *ep, const guint8 *reply, gsi
   gt_relay_endpoint_close (ep);
 }
 
+static void
+close_io_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (!g_io_stream_close_finish (G_IO_STREAM (source), result, &error))
+    g_debug ("close: %s", error->message);
+  g_object_unref (source);
+}
+
 void
 gt_relay_endpoint_close_io (GIOStream *io)
 {
   g_return_if_fail (G_IS_IO_STREAM (io));
-  (void) g_io_stream_close (io, NULL, NULL);
+  if (g_io_stream_is_closed (io) || g_io_stream_has_pending (io))
+    return;
+  /* Closing a socket never blocks; doing it now keeps the fd count exact. */
+  if (G_IS_SOCKET_CONNECTION (io))
+    {
+      (void) g_io_stream_close (io, NULL, NULL);
+      return;
+    }
+  g_io_stream_close_async (io, G_PRIORITY_DEFAULT, NULL, close_io_done_cb, g_object_ref (io));
 }
 
 /* ------------------------------------------------------------------------------------------ */

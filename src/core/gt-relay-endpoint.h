@@ -37,12 +37,13 @@ void gt_relay_endpoint_attach_io (GtRelayEndpoint *ep, GIOStream *io);
 void gt_relay_endpoint_unwatch (GtRelayEndpoint *ep);
 /* Half-close: no more bytes to the socket. */
 void gt_relay_endpoint_shutdown_write (GtRelayEndpoint *ep);
-/* Closes the socket; the endpoint is detached after. */
+/* Closes a raw fd at once and a GIOStream in the background; the endpoint is detached after. */
 void gt_relay_endpoint_close (GtRelayEndpoint *ep);
 /* Sends a short reply (e.g. a 502) and closes: a raw fd lingers (gt_socket_reply_and_close). */
 void gt_relay_endpoint_reply_and_close (GtRelayEndpoint *ep, const guint8 *reply, gsize len);
 
-/* Closes io (the tunnel's or a stream's). */
+/* Closes io without blocking the caller: TLS and WebSocket streams finish their close handshake
+ * asynchronously (a reference is kept until then); socket connections close at once. */
 void gt_relay_endpoint_close_io (GIOStream *io);
 
 /* Close a socket after sending a short reply, reading what the peer still sends (bounded) so
