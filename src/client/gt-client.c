@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "gt-client.h"
+#include "gt-client-backoff.h"
 #include "gt-fd-source.h"
 #include "gt-frame.h"
 #include "gt-http.h"
@@ -17,7 +18,6 @@
 #include "gt-transport.h"
 
 #define HANDSHAKE_REPLY_MAX (GT_FRAME_HEADER_SIZE + GT_FRAME_MAX_CONTROL)
-#define BACKOFF_CAP_MS 5000
 /* Draining closes HTTP streams idle for this long (keep-alive between requests). */
 #define DRAIN_IDLE_HTTP_US (1 * G_USEC_PER_SEC)
 
@@ -42,7 +42,7 @@ typedef struct
   guint handshake_timeout_id;
   GtMux *mux;
   guint retry_id;
-  guint attempt;
+  GtClientBackoff backoff;
 } Slot;
 
 typedef struct
@@ -285,20 +285,6 @@ stream_opened_cb (GtMux *mux, GtMuxStream *stream, guint service_index, gpointer
 /* ------------------------------------------------------------------------------------------ */
 /* Tunnel slots */
 
-static guint
-backoff_ms (Slot *slot)
-{
-  guint64 base = MAX (slot->client->config->reconnect_delay_ms, 100);
-  guint64 cap = MAX (base, BACKOFF_CAP_MS);
-  guint64 delay = base;
-
-  for (guint i = 0; i < slot->attempt && delay < cap; i++)
-    delay *= 2;
-  delay = MIN (delay, cap);
-  /* ±20 % jitter so a server restart is not met by every client at the same instant. */
-  return (guint) (delay * g_random_double_range (0.8, 1.2));
-}
-
 static gboolean
 slot_retry_cb (gpointer user_data)
 {
@@ -334,8 +320,7 @@ slot_schedule_retry (Slot *slot)
   slot_reset_handshake (slot);
   if (slot->client->stopped)
     return;
-  delay = backoff_ms (slot);
-  slot->attempt++;
+  delay = gt_client_backoff_next (&slot->backoff);
   slot->state = SLOT_WAITING;
   /* Try the next remote in the list next time (fallback). */
   slot->remote_index++;
@@ -389,7 +374,7 @@ slot_mux_goaway_cb (GtMux *mux, gpointer user_data)
     }
   g_clear_object (&slot->mux);
   slot->state = SLOT_IDLE;
-  slot->attempt = 0;
+  gt_client_backoff_reset (&slot->backoff);
   g_object_notify_by_pspec (G_OBJECT (client), properties[PROP_N_READY]);
   if (!client->stopped && client->drain_id == 0)
     slot_schedule_retry (slot);
@@ -444,7 +429,7 @@ slot_welcome (Slot *slot, const guint8 *payload, gsize len, gsize consumed)
   g_clear_object (&slot->cancellable);
   slot->len = 0;
   slot->state = SLOT_READY;
-  slot->attempt = 0;
+  gt_client_backoff_reset (&slot->backoff);
   for (guint i = 0; i < client->n_slots; i++)
     if (client->slots[i].state == SLOT_READY)
       n_ready++;
@@ -627,6 +612,7 @@ gt_client_start (GtClient *client, GError **error)
     {
       client->slots[i].client = client;
       client->slots[i].index = i;
+      gt_client_backoff_init (&client->slots[i].backoff, config->reconnect_delay_ms);
       slot_connect (&client->slots[i]);
     }
   return TRUE;
