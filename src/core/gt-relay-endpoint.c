@@ -1,4 +1,4 @@
-/* gt-relay-endpoint.c: the socket side of a relayed stream, and lingering closes of user sockets. */
+/* gt-relay-endpoint.c: the socket side of a relayed stream; lingering closes of user sockets. */
 #include "config.h"
 
 #define G_LOG_DOMAIN "gt-relay"

@@ -17,11 +17,11 @@ G_BEGIN_DECLS
  * G_IO_HUP, G_IO_ERR); fd is -1 for a GIOStream endpoint. */
 typedef struct
 {
-  int fd;                     /* raw socket (fast path), or -1 */
-  GIOStream *io;              /* pollable stream (TLS, ...) when there is no raw socket */
-  GPollableInputStream *in;   /* io's streams (not owned) */
+  int fd;                   /* raw socket (fast path), or -1 */
+  GIOStream *io;            /* pollable stream (TLS, ...) when there is no raw socket */
+  GPollableInputStream *in; /* io's streams (not owned) */
   GPollableOutputStream *out;
-  GSource *source;            /* fd watch */
+  GSource *source;                 /* fd watch */
   GSource *in_source, *out_source; /* io watches */
   GIOCondition io_events;
   GtFdFunc func;
