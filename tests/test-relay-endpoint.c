@@ -39,6 +39,17 @@ socket_pair (int sv[2])
   g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), ==, 0);
 }
 
+/* The GIOStream a TLS-terminated user connection would be, minus the TLS. */
+static GIOStream *
+socket_connection_new (int fd)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GSocket) socket = g_socket_new_from_fd (fd, &error);
+
+  g_assert_no_error (error);
+  return G_IO_STREAM (g_socket_connection_factory_create_connection (socket));
+}
+
 static void
 check_endpoint (GtRelayEndpoint *ep, int peer, Events *e)
 {
@@ -117,15 +128,11 @@ test_io_stream (void)
 {
   GtRelayEndpoint ep;
   Events e = { 0 };
-  g_autoptr (GSocket) socket = NULL;
   g_autoptr (GIOStream) io = NULL;
-  g_autoptr (GError) error = NULL;
   int sv[2];
 
   socket_pair (sv);
-  socket = g_socket_new_from_fd (sv[0], &error);
-  g_assert_no_error (error);
-  io = G_IO_STREAM (g_socket_connection_factory_create_connection (socket));
+  io = socket_connection_new (sv[0]);
   gt_relay_endpoint_init (&ep, events_cb, &e);
   gt_relay_endpoint_attach_io (&ep, io);
   g_assert_true (gt_relay_endpoint_is_attached (&ep));
@@ -209,18 +216,14 @@ test_reply_and_close_io (void)
   static const char reply[] = "HTTP/1.1 502 Bad Gateway\r\n\r\n";
   GtRelayEndpoint ep;
   Events e = { 0 };
-  g_autoptr (GSocket) socket = NULL;
   g_autoptr (GIOStream) io = NULL;
-  g_autoptr (GError) error = NULL;
   char buf[256];
   gsize got = 0;
   ssize_t n;
   int sv[2];
 
   socket_pair (sv);
-  socket = g_socket_new_from_fd (sv[0], &error);
-  g_assert_no_error (error);
-  io = G_IO_STREAM (g_socket_connection_factory_create_connection (socket));
+  io = socket_connection_new (sv[0]);
   gt_relay_endpoint_init (&ep, events_cb, &e);
   gt_relay_endpoint_attach_io (&ep, io);
   gt_relay_endpoint_reply_and_close (&ep, (const guint8 *) reply, strlen (reply));
