@@ -17,22 +17,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 BODY = b"hello from the origin\n"
 
 
-class Origin(BaseHTTPRequestHandler):
+class Quiet(BaseHTTPRequestHandler):
+    """HTTP/1.1 (keep-alive) handler that logs nothing and answers 200 with a body."""
+
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self):
+    def reply(self, content_type, body):
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(BODY)))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(BODY)
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
 
 
-class AuthApi(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Origin(Quiet):
+    def do_GET(self):
+        self.reply("text/plain", BODY)
+
+
+class AuthApi(Quiet):
     delay = 0.0
     pairs = set()
 
@@ -47,15 +53,7 @@ class AuthApi(BaseHTTPRequestHandler):
         except (ValueError, AttributeError):
             ok, tokens = False, []
         answer = {"result": True, "appletTokens": tokens} if ok else {"result": False}
-        body = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.reply("application/json", json.dumps(answer).encode())
 
 
 def main():

@@ -3,23 +3,24 @@
 /*
  * Built by bench/abuse with `cc -O2 -o BUILD/abusetool bench/abuse.d/abusetool.c`; plain POSIX, no
  * GLib, speaks just enough of docs/protocol.md to hurt.  Every command is bounded in time; every
- * address is 127.x.y.z (SRC picks the local source address, so that one attacker address can be told
- * from the legitimate user's 127.0.0.1).  Output: one "key=value ..." summary line on stdout.
+ * address is 127.x.y.z (SRC picks the local source address, so that an attacker's address can be
+ * told from the legitimate user's 127.0.0.1).  Output: one "key=value ..." summary line on stdout.
  *
  *   abusetool legit PORT HOST SECONDS INTERVAL_MS [keepalive]
- *       a GET / with Host HOST every INTERVAL_MS, on a new connection each time (or on one kept-alive
- *       connection, reopened after an error); per request a 5 s timeout; print
+ *       a GET / with Host HOST every INTERVAL_MS, on a new connection each time (or on one
+ *       kept-alive connection, reopened after an error); per request a 5 s timeout; print
  *       "n= ok= err= p50_ms= p99_ms= max_ms="
  *   abusetool hello PORT SRC ID SECRET COUNT INTERVAL_MS SVC...
  *       COUNT handshakes (preface + HELLO), one every INTERVAL_MS; SVC is http:PREFIX or tcp:PORT;
- *       print "n= welcome= error= closed= codes=C,C.. p50_ms= max_ms=" (time to WELCOME or ERROR)
+ *       print "n= welcome= error= closed= codes=CODExCOUNT,.. p50_ms= max_ms=" (time to the answer)
  *   abusetool badlogins PORT SRC ID N SECONDS
  *       N handshakes at once with a wrong secret; wait up to SECONDS for the answers; print counts
  *   abusetool pingflood PORT SRC ID SECRET PREFIX SECONDS MAXMB
- *       log in, then write PING frames (never reading) until MAXMB are sent or SECONDS pass; hold the
- *       connection until SECONDS pass
+ *       log in, then write PING frames (never reading) until MAXMB are sent or SECONDS pass; hold
+ *       the connection until SECONDS pass
  *   abusetool hostile PORT SECONDS MAXMB
- *       a fake server on 127.0.0.1:PORT: welcome the first tunnel, then flood it with PINGs as above
+ *       a fake server on 127.0.0.1:PORT: welcome every tunnel a client opens within a second of
+ *       its first, then flood them all with PINGs as above
  *   abusetool preauth PORT NSRC N BYTES SECONDS
  *       N connections from 127.0.0.2 .. 127.0.0.(1+NSRC); each sends the preface and a HELLO header
  *       announcing a 65536-byte payload followed by BYTES payload bytes (BYTES = 0: connect only,
@@ -429,7 +430,8 @@ cmd_hello (int argc, char **argv)
   int port, count, welcome = 0, error = 0, closed = 0, done = 0;
   double interval, next;
   double lat[1024];
-  char codes[4096] = "";
+  int per_code[17] = { 0 }; /* ERROR codes 0..15, and 16 for any other */
+  char codes[256] = "";
   size_t len;
 
   if (argc < 9)
@@ -452,8 +454,7 @@ cmd_hello (int argc, char **argv)
       else if (type == FRAME_ERROR)
         {
           error++;
-          if (strlen (codes) < sizeof codes - 16)
-            snprintf (codes + strlen (codes), 16, "%s%d", codes[0] ? "," : "", code);
+          per_code[code >= 0 && code < 16 ? code : 16]++;
         }
       else
         closed++;
@@ -462,6 +463,17 @@ cmd_hello (int argc, char **argv)
       next += interval;
       while (i + 1 < count && mono_ms () < next)
         usleep ((useconds_t) ((next - mono_ms ()) * 1000) + 1);
+    }
+  for (int c = 0; c < 17; c++)
+    {
+      size_t at = strlen (codes);
+
+      if (per_code[c] == 0)
+        continue;
+      if (c < 16)
+        snprintf (codes + at, sizeof codes - at, "%s%dx%d", at ? "," : "", c, per_code[c]);
+      else
+        snprintf (codes + at, sizeof codes - at, "%sotherx%d", at ? "," : "", per_code[c]);
     }
   qsort (lat, done, sizeof *lat, cmp_double);
   printf ("n=%d welcome=%d error=%d closed=%d codes=%s p50_ms=%.1f max_ms=%.1f\n", done, welcome,
@@ -527,8 +539,8 @@ cmd_badlogins (int argc, char **argv)
 /* pingflood / hostile: write PINGs, never read */
 
 /* Write PING frames to every fd of FDS (N of them) as fast as each peer takes them, never reading,
- * until MAX_MB are sent in total or DEADLINE passes; then hold the connections until DEADLINE so that
- * whatever the peers queued stays queued. */
+ * until MAX_MB are sent in total or DEADLINE passes; then hold the connections until DEADLINE so
+ * that whatever the peers queued stays queued. */
 static void
 flood_pings (int *fds, int n, double deadline, long max_mb)
 {
