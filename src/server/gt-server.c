@@ -112,7 +112,9 @@ server_retire_session (GtServer *server, GtServerSession *session)
       g_ptr_array_add (server->draining, g_object_ref (busy->pdata[i]));
       g_signal_connect (busy->pdata[i], "closed", G_CALLBACK (draining_closed_cb), server);
     }
-  gt_server_registry_retire (server->registry, session,
+  /* Its ports go now, before the session itself is released, so the new client can take them. */
+  gt_server_session_close_ports (session);
+  gt_server_registry_retire (server->registry, session, g_get_monotonic_time (),
                              g_get_monotonic_time () + RETIRED_CONFIG_US);
   server_remove_session (server, session);
 }
@@ -191,17 +193,7 @@ _gt_server_accept_hello (GtServer *server, const GtHello *hello, gboolean authen
       return NULL;
     }
 
-  if (s != NULL && g_strcmp0 (s->checksum, checksum) != 0)
-    {
-      /* The newest config wins (a client restarted with new services). */
-      g_message ("client %s connected with a different service set; the old tunnels finish "
-                 "their streams and get no new ones",
-                 hello->id);
-      server_retire_session (server, s);
-      s = NULL;
-    }
-
-  if (s != NULL)
+  if (s != NULL && g_strcmp0 (s->checksum, checksum) == 0)
     {
       *code = gt_limits_check_tunnels (&s->limits, s->id, s->tunnels->len, message);
       return *code == GT_ERROR_CODE_NONE ? s : NULL;
@@ -209,6 +201,19 @@ _gt_server_accept_hello (GtServer *server, const GtHello *hello, gboolean authen
 
   gt_limits_resolve (&limits, server->config, user, ephemeral != NULL);
   fresh = gt_server_session_new (hello->id, checksum, &limits, ephemeral != NULL);
+  if (s != NULL)
+    {
+      /* The newest config wins (a client restarted with new services), but only once it is
+       * known to be acceptable: a refused HELLO must not cut off the connected client. */
+      *code = gt_server_session_check (fresh, server->registry, hello, allowed,
+                                       pool_for_user (server, hello->id), s, message);
+      if (*code != GT_ERROR_CODE_NONE)
+        return NULL;
+      g_message ("client %s connected with a different service set; the old tunnels finish "
+                 "their streams and get no new ones",
+                 hello->id);
+      server_retire_session (server, s);
+    }
   if (user == NULL)
     gt_server_session_set_secret (fresh, hello->secret);
   gt_server_session_set_counters (fresh, &server->counters, server->config->timeout_ms);
@@ -424,9 +429,21 @@ gt_server_new (GtServerConfig *config)
     {
       GtUserConfig *u = config->users->pdata[i];
 
-      if (u->tcp_ranges != NULL && u->tcp_ranges->len > 0)
-        g_hash_table_insert (server->user_pools, g_strdup (u->id),
-                             gt_port_pool_new (u->tcp_ranges));
+      /* What a user owns in the config is never first-come: its id as a host prefix, and
+       * its own tcp ports, which the shared pool then never hands to anyone else. */
+      gt_server_registry_set_owner (server->registry, u->id, u->id);
+      if (u->tcp_ranges == NULL || u->tcp_ranges->len == 0)
+        continue;
+      g_hash_table_insert (server->user_pools, g_strdup (u->id),
+                           gt_port_pool_new (u->tcp_ranges));
+      for (guint r = 0; r < u->tcp_ranges->len; r++)
+        {
+          const GtPortRange *range = &g_array_index (u->tcp_ranges, GtPortRange, r);
+
+          for (guint port = range->first; port <= range->last; port++)
+            if (gt_port_pool_contains (server->global_pool, (guint16) port))
+              gt_port_pool_take (server->global_pool, (guint16) port);
+        }
     }
   server->bad_gateway = g_bytes_new (reply, strlen (reply));
   server->lockout = gt_lockout_new (config->reconnect_times, config->reconnect_duration_ms);
