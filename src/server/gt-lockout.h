@@ -28,7 +28,8 @@ void gt_lockout_record_failure (GtLockout *l, const char *ip, gint64 now_us);
 void gt_lockout_record_success (GtLockout *l, const char *ip);
 /* A login whose answer takes time (an auth API) counts toward the block while it is in flight, so
  * that a burst cannot start more attempts than failures would be allowed: FALSE (refuse it, it is
- * not a failure) when ip is blocked or failures + attempts in flight already reach max_failures + 1.
+ * not a failure) when ip is blocked or failures + attempts in flight already exceed
+ * max_failures.
  * Each TRUE is paired with gt_lockout_end_attempt(), before its failure or success is recorded. */
 gboolean gt_lockout_begin_attempt (GtLockout *l, const char *ip, gint64 now_us);
 void gt_lockout_end_attempt (GtLockout *l, const char *ip);

@@ -232,6 +232,14 @@ _gt_server_accept_hello (GtServer *server, const GtHello *hello, gboolean authen
   return fresh; /* the registry holds it */
 }
 
+gboolean
+_gt_server_is_ephemeral_login (GtServer *server, const GtHello *hello)
+{
+  const char *secret = g_hash_table_lookup (server->ephemeral, hello->id);
+
+  return secret != NULL && secure_equal (hello->secret, secret);
+}
+
 void
 _gt_server_attach_tunnel (GtServer *server, GtServerSession *session, GtMux *mux)
 {
@@ -447,6 +455,11 @@ gt_server_new (GtServerConfig *config)
     }
   server->bad_gateway = g_bytes_new (reply, strlen (reply));
   server->lockout = gt_lockout_new (config->reconnect_times, config->reconnect_duration_ms);
+  if (config->auth_api != NULL)
+    server->auth_api
+      = gt_auth_api_new (config->auth_api, (guint) MIN (config->timeout_ms, G_MAXUINT),
+                         GT_AUTH_API_MAX_REQUESTS, GT_AUTH_API_MAX_PER_ADDRESS,
+                         GT_AUTH_API_CACHE_MS);
   return server;
 }
 
@@ -475,7 +488,7 @@ gt_server_finalize (GObject *object)
   g_ptr_array_unref (server->route_waiters);
   _gt_server_counters_clear (&server->counters);
   g_clear_pointer (&server->lockout, gt_lockout_free);
-  g_clear_object (&server->auth_session);
+  g_clear_pointer (&server->auth_api, gt_auth_api_free);
   gt_port_pool_free (server->global_pool);
   g_clear_pointer (&server->config, gt_server_config_free);
   g_clear_pointer (&server->bad_gateway, g_bytes_unref);
