@@ -437,21 +437,12 @@ gt_server_new (GtServerConfig *config)
     {
       GtUserConfig *u = config->users->pdata[i];
 
-      /* What a user owns in the config is never first-come: its id as a host prefix, and
-       * its own tcp ports, which the shared pool then never hands to anyone else. */
+      /* What a user owns in the config is never first-come: its id as a host prefix, and its
+       * own tcp ports (validation keeps them out of the shared pool and other users' pools). */
       gt_server_registry_set_owner (server->registry, u->id, u->id);
-      if (u->tcp_ranges == NULL || u->tcp_ranges->len == 0)
-        continue;
-      g_hash_table_insert (server->user_pools, g_strdup (u->id),
-                           gt_port_pool_new (u->tcp_ranges));
-      for (guint r = 0; r < u->tcp_ranges->len; r++)
-        {
-          const GtPortRange *range = &g_array_index (u->tcp_ranges, GtPortRange, r);
-
-          for (guint port = range->first; port <= range->last; port++)
-            if (gt_port_pool_contains (server->global_pool, (guint16) port))
-              gt_port_pool_take (server->global_pool, (guint16) port);
-        }
+      if (u->tcp_ranges != NULL && u->tcp_ranges->len > 0)
+        g_hash_table_insert (server->user_pools, g_strdup (u->id),
+                             gt_port_pool_new (u->tcp_ranges));
     }
   server->bad_gateway = g_bytes_new (reply, strlen (reply));
   server->lockout = gt_lockout_new (config->reconnect_times, config->reconnect_duration_ms);
