@@ -443,6 +443,7 @@ struct _GtAuthApi
 static void
 address_free (GtAuthApiAddress *a)
 {
+  g_queue_clear (&a->waiting);
   g_free (a->address);
   g_free (a);
 }
