@@ -478,8 +478,9 @@ gt_server_finalize (GObject *object)
   g_ptr_array_unref (server->draining);
   g_ptr_array_unref (server->route_waiters);
   _gt_server_counters_clear (&server->counters);
-  g_clear_pointer (&server->lockout, gt_lockout_free);
+  /* Logins still waiting for the auth API are answered (and dropped) before the lockout goes. */
   g_clear_pointer (&server->auth_api, gt_auth_api_free);
+  g_clear_pointer (&server->lockout, gt_lockout_free);
   gt_port_pool_free (server->global_pool);
   g_clear_pointer (&server->config, gt_server_config_free);
   g_clear_pointer (&server->bad_gateway, g_bytes_unref);
