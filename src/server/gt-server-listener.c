@@ -361,8 +361,8 @@ pending_ask_auth_api (Pending *p, const char *ip)
   g_weak_ref_init (&wait->server, server);
   wait->ip = g_strdup (ip);
   wait->counted = counted;
-  /* The client's own timeout (options.timeout, queueing included) bounds the wait, and its
-   * failure is reported to the client: the connection's read timeout must not cut it short. */
+  /* options.timeout bounds the wait (queueing included), and its failure is reported to the
+   * client: the connection's read timeout must not cut it short. */
   g_clear_handle_id (&p->timeout_id, g_source_remove);
   gt_auth_api_check_async (server->auth_api, ip, p->hello->id, p->hello->secret,
                            (const char *const *) prefixes->pdata, p->cancellable,
