@@ -651,6 +651,50 @@ test_client_queue_timeout (Fixture *f, gconstpointer data)
   g_assert_cmpuint (t.n_cancelled, ==, 2);
 }
 
+static void
+answer_one (Fixture *f, const char *needle)
+{
+  for (guint i = 0; i < f->paused->len; i++)
+    {
+      g_autofree char *b = paused_body (f, i);
+
+      if (strstr (b, needle) != NULL)
+        {
+          SoupServerMessage *msg = f->paused->pdata[i];
+
+          respond (msg, 200, "{\"result\": false}");
+          soup_server_message_unpause (msg);
+          g_ptr_array_remove_index (f->paused, i);
+          return;
+        }
+    }
+  g_assert_not_reached ();
+}
+
+/* A queued question that times out while its address still has one running must leave the
+ * ready queue: the next free slot would otherwise start an empty queue (a crash). */
+static void
+test_client_timeout_while_ready (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GtAuthApi) api = client_new (f, "/slow", 400, 3, 5000);
+  Tally t = { 0 };
+
+  gt_auth_api_check_async (api, "10.0.0.2", "bob1", SECRET, NULL, NULL, tally_cb, &t);
+  gt_auth_api_check_async (api, "10.0.0.1", "amy1", SECRET, NULL, NULL, tally_cb, &t);
+  gt_auth_api_check_async (api, "10.0.0.1", "amy2", SECRET, NULL, NULL, tally_cb, &t);
+  gt_auth_api_check_async (api, "10.0.0.2", "bob2", SECRET, NULL, NULL, tally_cb, &t);
+  gt_auth_api_check_async (api, "10.0.0.1", "amy3", SECRET, NULL, NULL, tally_cb, &t);
+  iterate_until (&f->paused->len, 3);
+  answer_one (f, "amy1");
+  iterate_until (&t.n_done, 1);
+  iterate_until (&f->paused->len, 3); /* bob2 started */
+  /* A busy main loop: every timer is due in one iteration. */
+  g_usleep (600 * 1000);
+  iterate_until (&t.n_done, 5);
+  /* amy2 and bob1 ran past their deadline, amy3 timed out waiting; bob2 is still answered. */
+  g_assert_cmpuint (t.n_timeout, >=, 1);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -669,6 +713,7 @@ main (int argc, char **argv)
   ADD ("client-cache", test_client_cache);
   ADD ("client-fair", test_client_fair);
   ADD ("client-queue-timeout", test_client_queue_timeout);
+  ADD ("client-timeout-while-ready", test_client_timeout_while_ready);
 #undef ADD
   g_test_add_func ("/gt/auth-api/parse", test_parse);
   return g_test_run ();

@@ -697,6 +697,11 @@ flight_timeout_cb (gpointer user_data)
 
   f->timer_id = 0;
   g_queue_remove (&f->address->waiting, f);
+  if (f->address->ready && f->address->waiting.length == 0)
+    {
+      g_queue_remove (&api->ready, f->address);
+      f->address->ready = FALSE;
+    }
   g_hash_table_remove (api->flights, f->key);
   address_release (api, f->address);
   error = g_error_new (GT_AUTH_ERROR, GT_AUTH_ERROR_TIMEOUT,
