@@ -23,6 +23,10 @@
 #define FLUSH_NOW (256 * 1024)
 #define OUT_MIN_CAP (16 * 1024)
 #define OUT_KEEP_CAP (64 * 1024)
+/* Tunnel input stops being read above GT_MUX_OUT_PAUSE_INPUT queued bytes and resumes below this.
+ * DATA stops at OUT_HIGH (plus one frame), so only what the peer makes us write (PONG, WINDOW,
+ * RESET, ...) can reach the pause: a peer that sends without reading cannot grow our queue. */
+#define OUT_RESUME_INPUT OUT_HIGH
 
 
 struct _GtMuxStream
@@ -75,6 +79,8 @@ struct _GtMux
   guint8 *rbuf;
   gsize rstart, rend;
   GSource *in_source;
+  gboolean input_paused; /* output backed up: the input is not read (in_source is NULL) */
+  GSource *resume_source; /* idle source resuming the input */
 
   guint8 *out_buf;
   gsize out_cap, out_start, out_end;
@@ -88,6 +94,7 @@ struct _GtMux
   gint64 last_rx, last_ping;
 
   guint64 bytes_in, bytes_out;
+  guint64 pong_mark; /* bytes_out just after the last PONG was queued */
   GtMuxRate *rate;        /* shared with the other tunnels of the same client (rc box) */
   GPtrArray *throttled;   /* GtMuxStream* waiting for the rate limit (owned refs) */
   guint throttle_id;
@@ -122,6 +129,7 @@ static void mux_fail (GtMux *mux, GError *error);
 static void stream_update_events (GtMuxStream *s);
 static void stream_finish (GtMuxStream *s);
 static void mux_arm_output (GtMux *mux);
+static void mux_schedule_resume (GtMux *mux);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Output: frames are appended to one contiguous buffer and written once per main-loop iteration
@@ -327,6 +335,8 @@ mux_flush (GtMux *mux)
     }
   else
     mux_arm_output (mux);
+  if (G_UNLIKELY (mux->input_paused) && mux_out_bytes (mux) < OUT_RESUME_INPUT)
+    mux_schedule_resume (mux);
   if (mux_out_bytes (mux) < OUT_LOW)
     mux_wake_blocked (mux);
 }
@@ -607,6 +617,12 @@ stream_read_socket (GtMuxStream *s)
 
   if (want == 0 || s->throttled)
     return;
+  /* Streams woken together must not each add a frame past the bound. */
+  if (mux_out_bytes (mux) >= OUT_HIGH)
+    {
+      stream_update_events (s);
+      return;
+    }
   allowed = stream_rate_take (s, FALSE, want);
   if (allowed == 0)
     return;
@@ -1105,13 +1121,17 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
       }
 
     case GT_FRAME_PING:
-      if (!(h->flags & GT_FRAME_FLAG_ACK))
+      /* At most one PONG waits in the queue: a PING that comes while one is still unsent is
+       * answered by it (the bytes queued after the last PONG are all that is queued otherwise). */
+      if (!(h->flags & GT_FRAME_FLAG_ACK)
+          && mux_out_bytes (mux) <= mux->bytes_out - mux->pong_mark)
         {
           guint8 frame[GT_FRAME_HEADER_SIZE + 8];
 
           gt_frame_header_encode (frame, GT_FRAME_PING, GT_FRAME_FLAG_ACK, 0, 8);
           memcpy (frame + GT_FRAME_HEADER_SIZE, p, 8);
           mux_send (mux, frame, sizeof frame);
+          mux->pong_mark = mux->bytes_out;
         }
       return TRUE;
 
@@ -1156,6 +1176,65 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
     }
 }
 
+/* Stops reading the tunnel until its output drains (mux_flush schedules the resume). */
+static void
+mux_pause_input (GtMux *mux)
+{
+  if (mux->input_paused)
+    return;
+  mux->input_paused = TRUE;
+  g_debug ("%s: output backed up (%zu bytes): input paused", mux->peer ? mux->peer : "tunnel",
+           mux_out_bytes (mux));
+  if (mux->in_source)
+    {
+      g_source_destroy (mux->in_source);
+      g_clear_pointer (&mux->in_source, g_source_unref);
+    }
+}
+
+static gboolean mux_input_ready_cb (GObject *stream, gpointer user_data);
+
+static void
+mux_watch_input (GtMux *mux)
+{
+  mux->in_source = g_pollable_input_stream_create_source (mux->in, NULL);
+  g_source_set_callback (mux->in_source, (GSourceFunc) (void (*) (void)) mux_input_ready_cb, mux,
+                         NULL);
+  g_source_attach (mux->in_source, g_main_context_get_thread_default ());
+}
+
+static void mux_process (GtMux *mux);
+
+/* From an idle source, not from mux_flush: mux_flush runs inside frame handling. */
+static gboolean
+mux_resume_cb (gpointer user_data)
+{
+  GtMux *mux = user_data;
+  G_GNUC_UNUSED g_autoptr (GObject) keep = g_object_ref (G_OBJECT (mux));
+
+  g_clear_pointer (&mux->resume_source, g_source_unref);
+  if (mux->closed || !mux->input_paused)
+    return G_SOURCE_REMOVE;
+  mux->input_paused = FALSE;
+  g_debug ("%s: input resumed", mux->peer ? mux->peer : "tunnel");
+  /* The frames already read come first; they may pause the input again. */
+  mux_process (mux);
+  if (!mux->closed && !mux->input_paused && mux->in_source == NULL)
+    mux_watch_input (mux);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+mux_schedule_resume (GtMux *mux)
+{
+  if (mux->resume_source != NULL || mux->closed)
+    return;
+  mux->resume_source = g_idle_source_new ();
+  g_source_set_priority (mux->resume_source, G_PRIORITY_DEFAULT);
+  g_source_set_callback (mux->resume_source, mux_resume_cb, mux, NULL);
+  g_source_attach (mux->resume_source, g_main_context_get_thread_default ());
+}
+
 /* Parses and handles every complete frame in the read buffer. */
 static void
 mux_process (GtMux *mux)
@@ -1166,6 +1245,11 @@ mux_process (GtMux *mux)
       g_autoptr (GError) error = NULL;
       const guint8 *base = mux->rbuf + mux->rstart;
 
+      if (G_UNLIKELY (mux_out_bytes (mux) >= GT_MUX_OUT_PAUSE_INPUT))
+        {
+          mux_pause_input (mux);
+          break;
+        }
       if (gt_frame_header_decode (base, mux->rend - mux->rstart, &h, &error) == GT_DECODE_ERROR)
         {
           g_autoptr (GByteArray) f = g_byte_array_new ();
@@ -1226,6 +1310,8 @@ mux_input_ready_cb (GObject *stream, gpointer user_data)
       mux->rend += n;
       mux->last_rx = g_get_monotonic_time ();
       mux_process (mux);
+      if (G_UNLIKELY (mux->input_paused))
+        return G_SOURCE_REMOVE; /* mux_pause_input destroyed this source */
       if (mux->in_is_socket && (gsize) n < room)
         break;
     }
@@ -1322,6 +1408,11 @@ mux_teardown (GtMux *mux)
     }
   g_clear_handle_id (&mux->timer_id, g_source_remove);
   g_clear_handle_id (&mux->throttle_id, g_source_remove);
+  if (mux->resume_source)
+    {
+      g_source_destroy (mux->resume_source);
+      g_clear_pointer (&mux->resume_source, g_source_unref);
+    }
 
   streams = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
   g_hash_table_iter_init (&iter, mux->streams);
@@ -1396,6 +1487,18 @@ gt_mux_is_closed (GtMux *mux)
   return mux->closed;
 }
 
+gsize
+gt_mux_get_queued_out (GtMux *mux)
+{
+  return mux_out_bytes (mux);
+}
+
+gboolean
+gt_mux_is_input_paused (GtMux *mux)
+{
+  return mux->input_paused;
+}
+
 gboolean
 gt_mux_is_going_away (GtMux *mux)
 {
@@ -1441,10 +1544,7 @@ gt_mux_start (GtMux *mux)
   g_return_if_fail (mux->in_source == NULL);
 
   mux->last_rx = mux->last_ping = g_get_monotonic_time ();
-  mux->in_source = g_pollable_input_stream_create_source (mux->in, NULL);
-  g_source_set_callback (mux->in_source, (GSourceFunc) (void (*) (void)) mux_input_ready_cb, mux,
-                         NULL);
-  g_source_attach (mux->in_source, g_main_context_get_thread_default ());
+  mux_watch_input (mux);
   mux->timer_id = g_timeout_add_seconds (1, mux_timer_cb, mux);
   if (mux->rend > mux->rstart)
     mux_process (mux);
