@@ -483,6 +483,15 @@ peer_send (Peer *p, GtFrameType type, guint8 flags, guint32 stream_id, const voi
     peer_write_all (p, payload, len);
 }
 
+static void
+peer_send_open (Peer *p, guint32 stream_id)
+{
+  g_autoptr (GByteArray) f = g_byte_array_new ();
+
+  gt_frame_append_open_header (f, stream_id, 7, 0);
+  peer_write_all (p, f->data, f->len);
+}
+
 /* Runs the loop (reading from the mux) until cond(p) or 10 s pass (a failure). */
 static void
 peer_spin_until (Peer *p, gboolean (*cond) (Peer *, gpointer), gpointer data)
@@ -495,6 +504,12 @@ peer_spin_until (Peer *p, gboolean (*cond) (Peer *, gpointer), gpointer data)
       g_main_context_iteration (NULL, FALSE);
       g_usleep (100);
     }
+}
+
+static gboolean
+peer_got_error_and_eof (Peer *p, gpointer data)
+{
+  return p->n_errors > 0 && p->eof && p->closed;
 }
 
 static gboolean
@@ -617,6 +632,68 @@ test_reset_flood_pauses_input (void)
   peer_teardown (&p);
 }
 
+/* DATA (or any stream frame) for an id that was never opened: ERROR PROTOCOL, tunnel closed. */
+static void
+test_never_opened_stream (gconstpointer data)
+{
+  gboolean mux_is_server = GPOINTER_TO_INT (data);
+  Peer p = { 0 };
+
+  peer_setup (&p, mux_is_server);
+  if (!mux_is_server)
+    peer_send_open (&p, 1);
+  peer_send (&p, GT_FRAME_DATA, 0, 5, "x", 1);
+  peer_spin_until (&p, peer_got_error_and_eof, NULL);
+  g_assert_cmpuint (p.error_code, ==, GT_ERROR_CODE_PROTOCOL);
+  peer_teardown (&p);
+}
+
+/* Frames for a stream we reset ourselves may have been in flight: they are ignored. */
+static void
+test_late_frames_ignored (void)
+{
+  Peer p = { 0 };
+  static const guint8 opaque[8] = "alive??";
+  guint8 inc[4] = { 0, 0, 0, 1 };
+
+  peer_setup (&p, FALSE);
+  peer_send_open (&p, 1); /* refused by the client: RESET */
+  peer_send (&p, GT_FRAME_DATA, 0, 1, "late", 4);
+  peer_send (&p, GT_FRAME_WINDOW, 0, 1, inc, 4);
+  peer_send (&p, GT_FRAME_SHUTDOWN, 0, 1, NULL, 0);
+  peer_send (&p, GT_FRAME_PING, 0, 0, opaque, 8);
+  peer_spin_until (&p, peer_got_pong, (gpointer) opaque);
+  g_assert_cmpuint (p.n_resets, ==, 1);
+  g_assert_cmpuint (p.n_errors, ==, 0);
+  g_assert_false (p.closed);
+  peer_teardown (&p);
+}
+
+/* A bad OPEN is answered with ERROR PROTOCOL: a reused id, an OPEN sent to the server, a
+ * truncated OPEN. */
+static void
+test_bad_open (void)
+{
+  for (guint i = 0; i < 3; i++)
+    {
+      Peer p = { 0 };
+
+      peer_setup (&p, i == 1);
+      if (i == 0)
+        {
+          peer_send_open (&p, 2);
+          peer_send_open (&p, 2);
+        }
+      else if (i == 1)
+        peer_send_open (&p, 1);
+      else
+        peer_send (&p, GT_FRAME_OPEN, 0, 1, "\x00", 1);
+      peer_spin_until (&p, peer_got_error_and_eof, NULL);
+      g_assert_cmpuint (p.error_code, ==, GT_ERROR_CODE_PROTOCOL);
+      peer_teardown (&p);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -635,5 +712,11 @@ main (int argc, char **argv)
               test_garbage_closes_tunnel, fixture_teardown);
   g_test_add_func ("/gt/protocol/mux/ping-flood", test_ping_flood);
   g_test_add_func ("/gt/protocol/mux/reset-flood-pauses-input", test_reset_flood_pauses_input);
+  g_test_add_data_func ("/gt/protocol/mux/never-opened/server", GINT_TO_POINTER (TRUE),
+                        test_never_opened_stream);
+  g_test_add_data_func ("/gt/protocol/mux/never-opened/client", GINT_TO_POINTER (FALSE),
+                        test_never_opened_stream);
+  g_test_add_func ("/gt/protocol/mux/late-frames-ignored", test_late_frames_ignored);
+  g_test_add_func ("/gt/protocol/mux/bad-open", test_bad_open);
   return g_test_run ();
 }

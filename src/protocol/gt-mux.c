@@ -367,6 +367,23 @@ mux_send_frame_small (GtMux *mux, GByteArray *frame)
   mux_send (mux, frame->data, frame->len);
 }
 
+/* The peer broke the protocol: tell it (ERROR with code and reason, best effort) and close. */
+static void
+mux_protocol_error (GtMux *mux, GtErrorCode code, GError *error)
+{
+  g_autoptr (GByteArray) f = g_byte_array_new ();
+
+  if (mux->closed)
+    {
+      g_error_free (error);
+      return;
+    }
+  gt_frame_append_error (f, GT_FRAME_ERROR, code, error->message);
+  mux_send (mux, f->data, f->len);
+  mux_flush (mux);
+  mux_fail (mux, error);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Streams */
 
@@ -981,7 +998,16 @@ handle_stream_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
   G_GNUC_UNUSED g_autoptr (GtMuxStream) keep = NULL;
 
   if (s == NULL)
-    return; /* already finished here: late frames are dropped */
+    {
+      /* Ids up to the last one opened are streams that ended here: their late frames (in flight
+       * when we reset) are dropped. A higher id was never opened. */
+      if (h->stream_id > (mux->is_server ? mux->next_stream_id : mux->last_open_id))
+        mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
+                            g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                         "%s for stream %u, which was never opened",
+                                         gt_frame_type_to_string (h->type), h->stream_id));
+      return;
+    }
   keep = gt_mux_stream_ref (s);
 
   switch (h->type)
@@ -1062,7 +1088,7 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
     case GT_FRAME_WINDOW:
     case GT_FRAME_RESET:
       handle_stream_frame (mux, h, p);
-      return TRUE;
+      return !mux->closed;
 
     case GT_FRAME_OPEN:
       {
@@ -1074,8 +1100,9 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
 
         if (mux->is_server)
           {
-            mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
-                                        "OPEN from a client"));
+            mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
+                                g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                             "OPEN from a client"));
             return FALSE;
           }
         GtOpenAddr addr;
@@ -1084,21 +1111,23 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
         if (!gt_open_decode_addr (p, h->length, h->flags, &service_index, &addr, &has_addr, &data,
                                   &data_len, &error))
           {
-            mux_fail (mux, g_steal_pointer (&error));
+            mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL, g_steal_pointer (&error));
             return FALSE;
           }
         if (h->stream_id <= mux->last_open_id)
           {
-            mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
-                                        "OPEN for stream %u after stream %u", h->stream_id,
-                                        mux->last_open_id));
+            mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
+                                g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                             "OPEN for stream %u after stream %u", h->stream_id,
+                                             mux->last_open_id));
             return FALSE;
           }
         mux->last_open_id = h->stream_id;
         if (data_len > GT_INITIAL_WINDOW)
           {
-            mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE,
-                                        "OPEN data exceeds the stream window"));
+            mux_protocol_error (mux, GT_ERROR_CODE_FLOW_CONTROL,
+                                g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE,
+                                             "OPEN data exceeds the stream window"));
             return FALSE;
           }
         s = stream_new (mux, h->stream_id, service_index);
@@ -1170,8 +1199,9 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
     case GT_FRAME_HELLO:
     case GT_FRAME_WELCOME:
     default:
-      mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
-                                  "unexpected %s frame", gt_frame_type_to_string (h->type)));
+      mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
+                          g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                       "unexpected %s frame", gt_frame_type_to_string (h->type)));
       return FALSE;
     }
 }
@@ -1252,11 +1282,7 @@ mux_process (GtMux *mux)
         }
       if (gt_frame_header_decode (base, mux->rend - mux->rstart, &h, &error) == GT_DECODE_ERROR)
         {
-          g_autoptr (GByteArray) f = g_byte_array_new ();
-
-          gt_frame_append_error (f, GT_FRAME_ERROR, GT_ERROR_CODE_PROTOCOL, error->message);
-          mux_send (mux, f->data, f->len);
-          mux_fail (mux, g_steal_pointer (&error));
+          mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL, g_steal_pointer (&error));
           return;
         }
       if (mux->rend - mux->rstart < GT_FRAME_HEADER_SIZE + (gsize) h.length)
