@@ -287,7 +287,8 @@ test_server_ping_flood (Fixture *f, gconstpointer data)
 
 typedef enum
 {
-  HOSTILE_FLOOD, /* WELCOME, then PINGs without reading */
+  HOSTILE_FLOOD,    /* WELCOME, then PINGs without reading */
+  HOSTILE_OVERSIZE, /* a DATA frame of 200000 bytes instead of WELCOME */
 } HostileMode;
 
 typedef struct
@@ -326,11 +327,35 @@ hostile_worker (gpointer data)
     {
       g_autoptr (GByteArray) out = g_byte_array_new ();
 
-      gt_frame_append_welcome (out, NULL, 0);
-      hs->welcomed = send_all (fd, out->data, out->len, deadline);
-      hs->flood.fd = fd;
-      if (hs->welcomed)
-        flood_worker (&hs->flood);
+      if (hs->mode == HOSTILE_FLOOD)
+        {
+          gt_frame_append_welcome (out, NULL, 0);
+          hs->welcomed = send_all (fd, out->data, out->len, deadline);
+          hs->flood.fd = fd;
+          if (hs->welcomed)
+            flood_worker (&hs->flood);
+        }
+      else
+        {
+          gt_frame_append_header (out, GT_FRAME_DATA, 0, 1, 200000);
+          g_byte_array_set_size (out, GT_FRAME_HEADER_SIZE + 200000);
+          memset (out->data + GT_FRAME_HEADER_SIZE, 'x', 200000);
+          /* The client may stop reading early: a short write is fine. */
+          (void)send_all (fd, out->data, out->len, gt_test_deadline_in (3000));
+          /* Keep the connection open a while: the client must not see a close. */
+          {
+            guint8 sink[4096];
+            gint64 until = gt_test_deadline_in (3000);
+
+            while (g_get_monotonic_time () < until)
+              {
+                ssize_t n = recv (fd, sink, sizeof sink, 0);
+
+                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+                  break;
+              }
+          }
+        }
     }
   close (fd);
   return NULL;
@@ -381,6 +406,29 @@ test_client_ping_flood (Fixture *f, gconstpointer data)
   close (hs.listen_fd);
 }
 
+/* A server whose answer to HELLO is larger than the client accepts before WELCOME: the client
+ * says so, not that the server closed the connection. */
+static void
+test_client_handshake_oversize (Fixture *f, gconstpointer data)
+{
+  GtTestHttp *local;
+  GtTestProc *client;
+  Hostile hs = { 0 };
+  g_autoptr (GThread) thread = NULL;
+
+  GT_TEST_REQUIRE_GT ();
+  local = gt_test_http_start ("web", 0, NULL);
+  thread = hostile_start (&hs, HOSTILE_OVERSIZE);
+  client = start_client (hs.port, local);
+  g_free (gt_test_proc_expect_line (
+      client, "tunnel 1 to .* failed: .*DATA frame of 200000 bytes.* accepted before WELCOME",
+      NULL, GT_TEST_WAIT_MS));
+  g_thread_join (g_steal_pointer (&thread));
+  g_assert_cmpuint (gt_test_proc_count_matches (client, "closed by the server"), ==, 0);
+  gt_test_proc_stop_cleanly (client);
+  close (hs.listen_fd);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -391,6 +439,7 @@ main (int argc, char **argv)
               fixture_teardown)
   ADD ("server-ping-flood", test_server_ping_flood);
   ADD ("client-ping-flood", test_client_ping_flood);
+  ADD ("client-handshake-oversize", test_client_handshake_oversize);
 #undef ADD
   return gt_test_run ();
 }
