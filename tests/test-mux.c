@@ -452,22 +452,7 @@ peer_read (Peer *p)
 static void
 peer_write_all (Peer *p, const guint8 *data, gsize len)
 {
-  gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
-
-  while (len > 0)
-    {
-      ssize_t n = write (p->fd, data, len);
-
-      if (n > 0)
-        {
-          data += n;
-          len -= n;
-          continue;
-        }
-      g_assert_true (n < 0 && errno == EAGAIN);
-      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
-      g_main_context_iteration (NULL, FALSE);
-    }
+  write_all (NULL, p->fd, data, len, NULL);
 }
 
 /* Writes one frame with the given payload. */

@@ -166,21 +166,46 @@ flood_worker (gpointer data)
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* Every test has the legitimate client's local HTTP service. */
 typedef struct
 {
-  int unused;
+  GtTestHttp *local;
 } Fixture;
 
 static void
 fixture_setup (Fixture *f, gconstpointer data)
 {
   gt_test_setup ();
+  f->local = gt_test_http_start ("web", 0, NULL);
 }
 
 static void
 fixture_teardown (Fixture *f, gconstpointer data)
 {
+  gt_test_stop_all ();
+  /* No secret in any line gt wrote. */
+  for (guint i = 0; i < gt_test_procs ()->len; i++)
+    {
+      GtTestProc *p = gt_test_procs ()->pdata[i];
+
+      g_assert_cmpuint (gt_test_proc_count_matches (p, SECRET_WEB), ==, 0);
+      g_assert_cmpuint (gt_test_proc_count_matches (p, SECRET_FLOOD), ==, 0);
+    }
   gt_test_teardown ();
+}
+
+/* The flood is over: p's peak RSS stayed under the limit and p still runs. */
+static void
+check_peak_rss (GtTestProc *p, const Flood *fl)
+{
+  guint64 peak = peak_rss_kb (p->pid);
+
+  g_test_message ("flood: %" G_GUINT64_FORMAT " MB of PINGs in %" G_GINT64_FORMAT
+                  " ms; %s peak RSS %" G_GUINT64_FORMAT " kB", fl->written / GT_TEST_MIB,
+                  fl->elapsed_ms, p->name, peak);
+  g_assert_cmpuint (peak, >, 0);
+  g_assert_cmpuint (peak, <, RSS_LIMIT_KB);
+  g_assert_false (gt_test_proc_has_exited (p));
 }
 
 static GtTestProc *
@@ -227,7 +252,6 @@ expect_request_ok (guint16 port)
 static void
 test_server_ping_flood (Fixture *f, gconstpointer data)
 {
-  GtTestHttp *local;
   GtTestProc *server, *client;
   guint16 port;
   g_autoptr (GtHello) hello = gt_hello_new ("flood", SECRET_FLOOD);
@@ -238,12 +262,10 @@ test_server_ping_flood (Fixture *f, gconstpointer data)
   Flood fl = { 0 };
   guint n_requests = 0;
   gint64 max_latency_us = 0;
-  guint64 peak;
 
   GT_TEST_REQUIRE_GT ();
-  local = gt_test_http_start ("web", 0, NULL);
   server = start_server (&port);
-  client = start_client (port, local);
+  client = start_client (port, f->local);
   g_free (gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS));
   expect_request_ok (port);
 
@@ -270,14 +292,9 @@ test_server_ping_flood (Fixture *f, gconstpointer data)
       g_usleep (10 * 1000);
     }
   g_thread_join (g_steal_pointer (&thread));
-  peak = peak_rss_kb (server->pid);
-  g_test_message ("flood: %" G_GUINT64_FORMAT " MB of PINGs in %" G_GINT64_FORMAT
-                  " ms; server peak RSS %" G_GUINT64_FORMAT " kB; %u requests, slowest %"
-                  G_GINT64_FORMAT " ms", fl.written / GT_TEST_MIB, fl.elapsed_ms, peak, n_requests,
+  g_test_message ("%u requests during the flood, slowest %" G_GINT64_FORMAT " ms", n_requests,
                   max_latency_us / 1000);
-  g_assert_cmpuint (peak, >, 0);
-  g_assert_cmpuint (peak, <, RSS_LIMIT_KB);
-  g_assert_false (gt_test_proc_has_exited (server));
+  check_peak_rss (server, &fl);
   expect_request_ok (port);
   close (fl.fd);
 }
@@ -298,6 +315,7 @@ typedef struct
   guint16 port;
   gboolean welcomed;
   Flood flood;
+  GThread *thread;
 } Hostile;
 
 static gpointer
@@ -361,8 +379,9 @@ hostile_worker (gpointer data)
   return NULL;
 }
 
-static GThread *
-hostile_start (Hostile *hs, HostileMode mode)
+/* Starts the hostile server and a gt client (one tunnel) that connects to it. */
+static GtTestProc *
+hostile_start (Fixture *f, Hostile *hs, HostileMode mode)
 {
   struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
   socklen_t len = sizeof sa;
@@ -374,7 +393,16 @@ hostile_start (Hostile *hs, HostileMode mode)
   g_assert_cmpint (listen (hs->listen_fd, 16), ==, 0);
   g_assert_cmpint (getsockname (hs->listen_fd, (struct sockaddr *)&sa, &len), ==, 0);
   hs->port = ntohs (sa.sin_port);
-  return g_thread_new ("hostile", hostile_worker, hs);
+  hs->thread = g_thread_new ("hostile", hostile_worker, hs);
+  return start_client (hs->port, f->local);
+}
+
+/* Waits for the hostile server to finish (bounded by its own timeouts) and closes it. */
+static void
+hostile_join (Hostile *hs)
+{
+  g_thread_join (g_steal_pointer (&hs->thread));
+  close (hs->listen_fd);
 }
 
 /* A hostile server answers WELCOME then floods PINGs and reads nothing: the client's memory
@@ -382,28 +410,16 @@ hostile_start (Hostile *hs, HostileMode mode)
 static void
 test_client_ping_flood (Fixture *f, gconstpointer data)
 {
-  GtTestHttp *local;
-  GtTestProc *client;
   Hostile hs = { 0 };
-  g_autoptr (GThread) thread = NULL;
-  guint64 peak;
+  GtTestProc *client;
 
   GT_TEST_REQUIRE_GT ();
-  local = gt_test_http_start ("web", 0, NULL);
-  thread = hostile_start (&hs, HOSTILE_FLOOD);
-  client = start_client (hs.port, local);
+  client = hostile_start (f, &hs, HOSTILE_FLOOD);
   g_free (gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS));
-  g_thread_join (g_steal_pointer (&thread));
+  hostile_join (&hs);
   g_assert_true (hs.welcomed);
-  peak = peak_rss_kb (client->pid);
-  g_test_message ("flood: %" G_GUINT64_FORMAT " MB of PINGs in %" G_GINT64_FORMAT
-                  " ms; client peak RSS %" G_GUINT64_FORMAT " kB",
-                  hs.flood.written / GT_TEST_MIB, hs.flood.elapsed_ms, peak);
-  g_assert_cmpuint (peak, >, 0);
-  g_assert_cmpuint (peak, <, RSS_LIMIT_KB);
-  g_assert_false (gt_test_proc_has_exited (client));
+  check_peak_rss (client, &hs.flood);
   gt_test_proc_stop_cleanly (client);
-  close (hs.listen_fd);
 }
 
 /* A server whose answer to HELLO is larger than the client accepts before WELCOME: the client
@@ -411,22 +427,17 @@ test_client_ping_flood (Fixture *f, gconstpointer data)
 static void
 test_client_handshake_oversize (Fixture *f, gconstpointer data)
 {
-  GtTestHttp *local;
-  GtTestProc *client;
   Hostile hs = { 0 };
-  g_autoptr (GThread) thread = NULL;
+  GtTestProc *client;
 
   GT_TEST_REQUIRE_GT ();
-  local = gt_test_http_start ("web", 0, NULL);
-  thread = hostile_start (&hs, HOSTILE_OVERSIZE);
-  client = start_client (hs.port, local);
+  client = hostile_start (f, &hs, HOSTILE_OVERSIZE);
   g_free (gt_test_proc_expect_line (
       client, "tunnel 1 to .* failed: .*DATA frame of 200000 bytes.* accepted before WELCOME",
       NULL, GT_TEST_WAIT_MS));
-  g_thread_join (g_steal_pointer (&thread));
+  hostile_join (&hs);
   g_assert_cmpuint (gt_test_proc_count_matches (client, "closed by the server"), ==, 0);
   gt_test_proc_stop_cleanly (client);
-  close (hs.listen_fd);
 }
 
 int
