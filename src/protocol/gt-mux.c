@@ -1213,8 +1213,8 @@ mux_pause_input (GtMux *mux)
   if (mux->input_paused)
     return;
   mux->input_paused = TRUE;
-  g_debug ("%s: output backed up (%zu bytes): input paused", mux->peer ? mux->peer : "tunnel",
-           mux_out_bytes (mux));
+  g_debug ("%s: output backed up (%" G_GSIZE_FORMAT " bytes): input paused",
+           mux->peer ? mux->peer : "tunnel", mux_out_bytes (mux));
   if (mux->in_source)
     {
       g_source_destroy (mux->in_source);
