@@ -8,6 +8,7 @@
 #include <glib/gstdio.h>
 
 #include "gt-mux.h"
+#include "gt-mux-private.h"
 #include "gt-relay-endpoint.h"
 #include "gt-token-bucket.h"
 
@@ -79,6 +80,7 @@ struct _GtMux
   guint8 *rbuf;
   gsize rstart, rend;
   GSource *in_source;
+  gsize pause_input_at, resume_input_at; /* GT_MUX_OUT_PAUSE_INPUT, OUT_RESUME_INPUT */
   gboolean input_paused; /* output backed up: the input is not read (in_source is NULL) */
   GSource *resume_source; /* idle source resuming the input */
 
@@ -335,7 +337,7 @@ mux_flush (GtMux *mux)
     }
   else
     mux_arm_output (mux);
-  if (G_UNLIKELY (mux->input_paused) && mux_out_bytes (mux) < OUT_RESUME_INPUT)
+  if (G_UNLIKELY (mux->input_paused) && mux_out_bytes (mux) < mux->resume_input_at)
     mux_schedule_resume (mux);
   if (mux_out_bytes (mux) < OUT_LOW)
     mux_wake_blocked (mux);
@@ -1275,7 +1277,7 @@ mux_process (GtMux *mux)
       g_autoptr (GError) error = NULL;
       const guint8 *base = mux->rbuf + mux->rstart;
 
-      if (G_UNLIKELY (mux_out_bytes (mux) >= GT_MUX_OUT_PAUSE_INPUT))
+      if (G_UNLIKELY (mux_out_bytes (mux) >= mux->pause_input_at))
         {
           mux_pause_input (mux);
           break;
@@ -1525,6 +1527,15 @@ gt_mux_is_input_paused (GtMux *mux)
   return mux->input_paused;
 }
 
+void
+_gt_mux_set_input_pause (GtMux *mux, gsize pause_input)
+{
+  g_return_if_fail (GT_IS_MUX (mux));
+  g_return_if_fail (pause_input >= 4);
+  mux->pause_input_at = pause_input;
+  mux->resume_input_at = pause_input / 4;
+}
+
 gboolean
 gt_mux_is_going_away (GtMux *mux)
 {
@@ -1683,6 +1694,8 @@ gt_mux_init (GtMux *mux)
   mux->streams = g_hash_table_new_full (NULL, NULL, NULL, (GDestroyNotify) gt_mux_stream_unref);
   mux->blocked = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
   mux->throttled = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+  mux->pause_input_at = GT_MUX_OUT_PAUSE_INPUT;
+  mux->resume_input_at = OUT_RESUME_INPUT;
   mux->rbuf = g_malloc (RBUF_SIZE);
   mux->scratch = g_malloc (GT_FRAME_HEADER_SIZE + GT_MUX_MAX_DATA);
 }
