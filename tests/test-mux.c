@@ -1,4 +1,5 @@
-/* test-mux.c: the multiplexer over a socketpair: relay, half-close, flow control, bad frames. */
+/* test-mux.c: the multiplexer over a socketpair: relay, half-close, flow control, bad frames,
+ * hostile peers. */
 #include "config.h"
 
 #include <errno.h>
@@ -9,6 +10,7 @@
 
 #include "gt-frame.h"
 #include "gt-mux.h"
+#include "gt-mux-private.h"
 #include "gt-transport.h"
 
 typedef struct
@@ -361,6 +363,327 @@ test_garbage_closes_tunnel (Fixture *f, gconstpointer data)
   g_assert_true (gt_mux_is_closed (f->client));
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* A raw peer: the test writes frames to one mux by hand and reads what it answers. */
+
+typedef struct
+{
+  GtMux *mux;
+  int fd;              /* the peer's end (non-blocking) */
+  GByteArray *in;      /* bytes read from the mux, not yet parsed */
+  gboolean closed;     /* the mux emitted "closed" */
+  gboolean eof;
+  guint n_pongs, n_resets, n_errors;
+  guint16 error_code;
+  guint8 last_pong[8];
+} Peer;
+
+static void
+peer_reset_stream_cb (GtMux *mux, GtMuxStream *stream, guint service_index, gpointer user_data)
+{
+  gt_mux_stream_reset (stream, GT_RESET_CODE_NO_SERVICE);
+}
+
+static void
+peer_setup (Peer *p, gboolean mux_is_server)
+{
+  int sv[2];
+  g_autoptr (GIOStream) io = NULL;
+
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+  io = gt_transport_wrap_fd (sv[0], NULL);
+  set_nonblocking (sv[1]);
+  p->fd = sv[1];
+  p->in = g_byte_array_new ();
+  p->mux = gt_mux_new (io, mux_is_server, NULL, 0);
+  g_signal_connect (p->mux, "closed", G_CALLBACK (closed_cb), &p->closed);
+  if (!mux_is_server)
+    g_signal_connect (p->mux, "stream-opened", G_CALLBACK (peer_reset_stream_cb), NULL);
+  gt_mux_start (p->mux);
+}
+
+static void
+peer_teardown (Peer *p)
+{
+  g_clear_object (&p->mux);
+  close (p->fd);
+  g_byte_array_unref (p->in);
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+}
+
+/* Reads what is there and counts the frames in it; returns the bytes read. */
+static gsize
+peer_read (Peer *p)
+{
+  guint8 buf[65536];
+  gsize total = 0;
+  ssize_t n;
+  GtFrameHeader h;
+
+  while ((n = read (p->fd, buf, sizeof buf)) > 0)
+    {
+      g_byte_array_append (p->in, buf, n);
+      total += n;
+    }
+  if (n == 0)
+    p->eof = TRUE;
+  while (gt_frame_header_decode (p->in->data, p->in->len, &h, NULL) == GT_DECODE_OK
+         && p->in->len >= GT_FRAME_HEADER_SIZE + h.length)
+    {
+      const guint8 *payload = p->in->data + GT_FRAME_HEADER_SIZE;
+
+      if (h.type == GT_FRAME_PING && (h.flags & GT_FRAME_FLAG_ACK))
+        {
+          p->n_pongs++;
+          memcpy (p->last_pong, payload, 8);
+        }
+      else if (h.type == GT_FRAME_RESET)
+        p->n_resets++;
+      else if (h.type == GT_FRAME_ERROR)
+        {
+          p->n_errors++;
+          g_assert_true (gt_error_decode (payload, h.length, &p->error_code, NULL, NULL));
+        }
+      g_byte_array_remove_range (p->in, 0, GT_FRAME_HEADER_SIZE + h.length);
+    }
+  return total;
+}
+
+static void
+peer_write_all (Peer *p, const guint8 *data, gsize len)
+{
+  write_all (NULL, p->fd, data, len, NULL);
+}
+
+/* Writes one frame with the given payload. */
+static void
+peer_send (Peer *p, GtFrameType type, guint8 flags, guint32 stream_id, const void *payload,
+           gsize len)
+{
+  guint8 hdr[GT_FRAME_HEADER_SIZE];
+
+  gt_frame_header_encode (hdr, type, flags, stream_id, (guint32) len);
+  peer_write_all (p, hdr, sizeof hdr);
+  if (len > 0)
+    peer_write_all (p, payload, len);
+}
+
+static void
+peer_send_open (Peer *p, guint32 stream_id)
+{
+  g_autoptr (GByteArray) f = g_byte_array_new ();
+
+  gt_frame_append_open_header (f, stream_id, 7, 0);
+  peer_write_all (p, f->data, f->len);
+}
+
+/* Runs the loop (reading from the mux) until cond(p) or 60 s pass (a failure; the floods take
+ * a few seconds under sanitizers). */
+static void
+peer_spin_until (Peer *p, gboolean (*cond) (Peer *, gpointer), gpointer data)
+{
+  gint64 deadline = g_get_monotonic_time () + 60 * G_USEC_PER_SEC;
+
+  while (peer_read (p), !cond (p, data))
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_main_context_iteration (NULL, FALSE);
+      g_usleep (100);
+    }
+}
+
+static gboolean
+peer_got_error_and_eof (Peer *p, gpointer data)
+{
+  return p->n_errors > 0 && p->eof && p->closed;
+}
+
+static gboolean
+peer_got_pong (Peer *p, gpointer data)
+{
+  return p->n_pongs > 0 && memcmp (p->last_pong, data, 8) == 0;
+}
+
+/* The peer floods PINGs and reads nothing: PONGs are coalesced, the queue stays tiny (the
+ * defect: one PONG queued per PING, 18 bytes per 18, without limit). Once the peer reads, a
+ * fresh PING gets its own PONG. */
+static void
+test_ping_flood (void)
+{
+  Peer p = { 0 };
+  g_autoptr (GByteArray) block = g_byte_array_new ();
+  static const guint8 opaque[8] = "floodin";
+  static const guint8 fresh[8] = "fresh!!";
+  gsize written = 0, off = 0, max_queued = 0;
+  gint64 deadline = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+
+  peer_setup (&p, TRUE);
+  while (block->len + 18 <= 65536)
+    gt_frame_append_ping (block, FALSE, opaque);
+  /* 32 MiB of PINGs (~1.9 million), whole blocks, bounded in time. */
+  while (written < 32 * 1024 * 1024)
+    {
+      ssize_t n = write (p.fd, block->data + off, block->len - off);
+
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      if (n > 0)
+        {
+          off = (off + n) % block->len;
+          written += n;
+        }
+      g_main_context_iteration (NULL, FALSE);
+      max_queued = MAX (max_queued, gt_mux_get_queued_out (p.mux));
+    }
+  peer_write_all (&p, block->data + off, off > 0 ? block->len - off : 0);
+  g_assert_cmpuint (max_queued, <, 4096);
+  g_assert_false (p.closed);
+
+  /* The peer reads now: everything queued drains, a new PING is answered with its own bytes. */
+  {
+    gint64 quiet_until = g_get_monotonic_time () + 200 * 1000;
+
+    while (g_get_monotonic_time () < quiet_until)
+      {
+        if (peer_read (&p) > 0 || g_main_context_iteration (NULL, FALSE))
+          quiet_until = g_get_monotonic_time () + 200 * 1000;
+        g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      }
+  }
+  g_assert_cmpuint (p.n_pongs, >, 0);
+  g_assert_cmpuint (p.n_pongs, <, written / 18 / 10);
+  peer_send (&p, GT_FRAME_PING, 0, 0, fresh, 8);
+  peer_spin_until (&p, peer_got_pong, (gpointer) fresh);
+  g_assert_cmpuint (gt_mux_get_queued_out (p.mux), ==, 0);
+  peer_teardown (&p);
+}
+
+static gboolean
+peer_resets_are (Peer *p, gpointer data)
+{
+  return p->n_resets == GPOINTER_TO_UINT (data) && !gt_mux_is_input_paused (p->mux);
+}
+
+/* A hostile server floods OPENs the client refuses and reads nothing: each would queue a RESET.
+ * The client stops reading the tunnel at the bound, resumes when the peer reads, and answers
+ * every OPEN in the end. The bound is lowered to 256 KiB so that the flood stays short (under
+ * sanitizers too); the default one is the same code with another number. */
+#define TEST_PAUSE (256 * 1024)
+static void
+test_reset_flood_pauses_input (void)
+{
+  Peer p = { 0 };
+  g_autoptr (GByteArray) block = g_byte_array_new ();
+  guint32 next_id = 1;
+  gsize off = 0, written = 0, max_queued = 0;
+  gint64 deadline = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  gint64 stuck_since = 0;
+  guint n_opens;
+
+  peer_setup (&p, FALSE);
+  _gt_mux_set_input_pause (p.mux, TEST_PAUSE);
+  /* Write OPENs until the client has not read anything for 300 ms (at most 200000). */
+  while (next_id < 200000)
+    {
+      ssize_t n;
+
+      if (off == block->len)
+        {
+          g_byte_array_set_size (block, 0);
+          off = 0;
+          for (guint i = 0; i < 4096; i++)
+            gt_frame_append_open_header (block, next_id++, 7, 0);
+        }
+      n = write (p.fd, block->data + off, block->len - off);
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      if (n > 0)
+        {
+          off += n;
+          written += n;
+          stuck_since = 0;
+        }
+      else if (stuck_since == 0)
+        stuck_since = g_get_monotonic_time ();
+      else if (g_get_monotonic_time () - stuck_since > 300 * 1000)
+        break;
+      g_main_context_iteration (NULL, FALSE);
+      max_queued = MAX (max_queued, gt_mux_get_queued_out (p.mux));
+    }
+  g_assert_cmpuint (max_queued, <=, TEST_PAUSE + 4096);
+  g_assert_cmpuint (max_queued, >=, TEST_PAUSE);
+  g_assert_true (gt_mux_is_input_paused (p.mux));
+  g_assert_false (p.closed);
+
+  /* The peer reads: the input resumes and every complete OPEN gets its RESET. */
+  n_opens = written / (GT_FRAME_HEADER_SIZE + GT_OPEN_PREFIX_SIZE);
+  peer_spin_until (&p, peer_resets_are, GUINT_TO_POINTER (n_opens));
+  g_assert_false (p.closed);
+  g_assert_cmpuint (gt_mux_get_n_streams (p.mux), ==, 0);
+  peer_teardown (&p);
+}
+
+/* DATA (or any stream frame) for an id that was never opened: ERROR PROTOCOL, tunnel closed. */
+static void
+test_never_opened_stream (gconstpointer data)
+{
+  gboolean mux_is_server = GPOINTER_TO_INT (data);
+  Peer p = { 0 };
+
+  peer_setup (&p, mux_is_server);
+  if (!mux_is_server)
+    peer_send_open (&p, 1);
+  peer_send (&p, GT_FRAME_DATA, 0, 5, "x", 1);
+  peer_spin_until (&p, peer_got_error_and_eof, NULL);
+  g_assert_cmpuint (p.error_code, ==, GT_ERROR_CODE_PROTOCOL);
+  peer_teardown (&p);
+}
+
+/* Frames for a stream we reset ourselves may have been in flight: they are ignored. */
+static void
+test_late_frames_ignored (void)
+{
+  Peer p = { 0 };
+  static const guint8 opaque[8] = "alive??";
+  guint8 inc[4] = { 0, 0, 0, 1 };
+
+  peer_setup (&p, FALSE);
+  peer_send_open (&p, 1); /* refused by the client: RESET */
+  peer_send (&p, GT_FRAME_DATA, 0, 1, "late", 4);
+  peer_send (&p, GT_FRAME_WINDOW, 0, 1, inc, 4);
+  peer_send (&p, GT_FRAME_SHUTDOWN, 0, 1, NULL, 0);
+  peer_send (&p, GT_FRAME_PING, 0, 0, opaque, 8);
+  peer_spin_until (&p, peer_got_pong, (gpointer) opaque);
+  g_assert_cmpuint (p.n_resets, ==, 1);
+  g_assert_cmpuint (p.n_errors, ==, 0);
+  g_assert_false (p.closed);
+  peer_teardown (&p);
+}
+
+/* A bad OPEN is answered with ERROR PROTOCOL: a reused id, an OPEN sent to the server, a
+ * truncated OPEN. */
+static void
+test_bad_open (void)
+{
+  for (guint i = 0; i < 3; i++)
+    {
+      Peer p = { 0 };
+
+      peer_setup (&p, i == 1);
+      if (i == 0)
+        {
+          peer_send_open (&p, 2);
+          peer_send_open (&p, 2);
+        }
+      else if (i == 1)
+        peer_send_open (&p, 1);
+      else
+        peer_send (&p, GT_FRAME_OPEN, 0, 1, "\x00", 1);
+      peer_spin_until (&p, peer_got_error_and_eof, NULL);
+      g_assert_cmpuint (p.error_code, ==, GT_ERROR_CODE_PROTOCOL);
+      peer_teardown (&p);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -377,5 +700,13 @@ main (int argc, char **argv)
               test_window_violation, fixture_teardown);
   g_test_add ("/gt/protocol/mux/garbage", Fixture, NULL, fixture_setup,
               test_garbage_closes_tunnel, fixture_teardown);
+  g_test_add_func ("/gt/protocol/mux/ping-flood", test_ping_flood);
+  g_test_add_func ("/gt/protocol/mux/reset-flood-pauses-input", test_reset_flood_pauses_input);
+  g_test_add_data_func ("/gt/protocol/mux/never-opened/server", GINT_TO_POINTER (TRUE),
+                        test_never_opened_stream);
+  g_test_add_data_func ("/gt/protocol/mux/never-opened/client", GINT_TO_POINTER (FALSE),
+                        test_never_opened_stream);
+  g_test_add_func ("/gt/protocol/mux/late-frames-ignored", test_late_frames_ignored);
+  g_test_add_func ("/gt/protocol/mux/bad-open", test_bad_open);
   return g_test_run ();
 }

@@ -19,6 +19,8 @@
 #include "gt-transport.h"
 
 #define HANDSHAKE_REPLY_MAX (GT_FRAME_HEADER_SIZE + GT_FRAME_MAX_CONTROL)
+/* The handshake buffer: the reply plus what may follow it in the same reads. */
+#define HANDSHAKE_BUF_SIZE (HANDSHAKE_REPLY_MAX + 64 * 1024)
 /* Draining closes HTTP streams idle for this long (keep-alive between requests). */
 #define DRAIN_IDLE_HTTP_US (1 * G_USEC_PER_SEC)
 
@@ -576,6 +578,22 @@ slot_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
       slot_handshake_failed (slot, error->message);
       return;
     }
+  if (r == GT_DECODE_OK && (h.type != GT_FRAME_WELCOME && h.type != GT_FRAME_ERROR))
+    {
+      g_autofree char *what = NULL;
+
+      /* Say what came instead of waiting for a payload the client would not accept. */
+      if (GT_FRAME_HEADER_SIZE + (gsize) h.length > HANDSHAKE_REPLY_MAX)
+        what = g_strdup_printf ("the server's reply to the handshake (a %s frame of %u bytes) "
+                                "exceeds the %u bytes accepted before WELCOME",
+                                gt_frame_type_to_string (h.type), h.length,
+                                (guint) HANDSHAKE_REPLY_MAX);
+      else
+        what = g_strdup_printf ("unexpected %s frame from the server before WELCOME",
+                                gt_frame_type_to_string (h.type));
+      slot_handshake_failed (slot, what);
+      return;
+    }
   if (r == GT_DECODE_NEED_MORE || slot->len < GT_FRAME_HEADER_SIZE + h.length)
     {
       slot_read_reply (slot);
@@ -604,7 +622,7 @@ slot_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
       slot_schedule_retry (slot);
       return;
     }
-  slot_handshake_failed (slot, "unexpected reply to the handshake");
+  g_assert_not_reached ();
 }
 
 static void
@@ -613,8 +631,18 @@ slot_read_reply (Slot *slot)
   GInputStream *in = g_io_stream_get_input_stream (slot->io);
 
   if (slot->buf == NULL)
-    slot->buf = g_malloc (HANDSHAKE_REPLY_MAX + 64 * 1024);
-  g_input_stream_read_async (in, slot->buf + slot->len, HANDSHAKE_REPLY_MAX + 64 * 1024 - slot->len,
+    slot->buf = g_malloc (HANDSHAKE_BUF_SIZE);
+  /* A full buffer would read 0 bytes, which looks like the server closing. */
+  if (slot->len >= HANDSHAKE_BUF_SIZE)
+    {
+      g_autofree char *what
+          = g_strdup_printf ("the server's reply to the handshake exceeds the %u bytes accepted "
+                             "before WELCOME", (guint) HANDSHAKE_BUF_SIZE);
+
+      slot_handshake_failed (slot, what);
+      return;
+    }
+  g_input_stream_read_async (in, slot->buf + slot->len, HANDSHAKE_BUF_SIZE - slot->len,
                              G_PRIORITY_DEFAULT, slot->cancellable, slot_read_cb, slot);
 }
 

@@ -8,6 +8,7 @@
 #include <glib/gstdio.h>
 
 #include "gt-mux.h"
+#include "gt-mux-private.h"
 #include "gt-relay-endpoint.h"
 #include "gt-token-bucket.h"
 
@@ -23,6 +24,10 @@
 #define FLUSH_NOW (256 * 1024)
 #define OUT_MIN_CAP (16 * 1024)
 #define OUT_KEEP_CAP (64 * 1024)
+/* Tunnel input stops being read above GT_MUX_OUT_PAUSE_INPUT queued bytes and resumes below this.
+ * DATA stops at OUT_HIGH (plus one frame), so only what the peer makes us write (PONG, WINDOW,
+ * RESET, ...) can reach the pause: a peer that sends without reading cannot grow our queue. */
+#define OUT_RESUME_INPUT OUT_HIGH
 
 
 struct _GtMuxStream
@@ -75,6 +80,9 @@ struct _GtMux
   guint8 *rbuf;
   gsize rstart, rend;
   GSource *in_source;
+  gsize pause_input_at, resume_input_at; /* GT_MUX_OUT_PAUSE_INPUT, OUT_RESUME_INPUT */
+  gboolean input_paused; /* output backed up: the input is not read (in_source is NULL) */
+  GSource *resume_source; /* idle source resuming the input */
 
   guint8 *out_buf;
   gsize out_cap, out_start, out_end;
@@ -88,6 +96,7 @@ struct _GtMux
   gint64 last_rx, last_ping;
 
   guint64 bytes_in, bytes_out;
+  guint64 pong_mark; /* bytes_out just after the last PONG was queued */
   GtMuxRate *rate;        /* shared with the other tunnels of the same client (rc box) */
   GPtrArray *throttled;   /* GtMuxStream* waiting for the rate limit (owned refs) */
   guint throttle_id;
@@ -122,6 +131,7 @@ static void mux_fail (GtMux *mux, GError *error);
 static void stream_update_events (GtMuxStream *s);
 static void stream_finish (GtMuxStream *s);
 static void mux_arm_output (GtMux *mux);
+static void mux_schedule_resume (GtMux *mux);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Output: frames are appended to one contiguous buffer and written once per main-loop iteration
@@ -327,6 +337,8 @@ mux_flush (GtMux *mux)
     }
   else
     mux_arm_output (mux);
+  if (G_UNLIKELY (mux->input_paused) && mux_out_bytes (mux) < mux->resume_input_at)
+    mux_schedule_resume (mux);
   if (mux_out_bytes (mux) < OUT_LOW)
     mux_wake_blocked (mux);
 }
@@ -355,6 +367,23 @@ static void
 mux_send_frame_small (GtMux *mux, GByteArray *frame)
 {
   mux_send (mux, frame->data, frame->len);
+}
+
+/* The peer broke the protocol: tell it (ERROR with code and reason, best effort) and close. */
+static void
+mux_protocol_error (GtMux *mux, GtErrorCode code, GError *error)
+{
+  g_autoptr (GByteArray) f = g_byte_array_new ();
+
+  if (mux->closed)
+    {
+      g_error_free (error);
+      return;
+    }
+  gt_frame_append_error (f, GT_FRAME_ERROR, code, error->message);
+  mux_send (mux, f->data, f->len);
+  mux_flush (mux);
+  mux_fail (mux, error);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -607,6 +636,12 @@ stream_read_socket (GtMuxStream *s)
 
   if (want == 0 || s->throttled)
     return;
+  /* Streams woken together must not each add a frame past the bound. */
+  if (mux_out_bytes (mux) >= OUT_HIGH)
+    {
+      stream_update_events (s);
+      return;
+    }
   allowed = stream_rate_take (s, FALSE, want);
   if (allowed == 0)
     return;
@@ -965,7 +1000,16 @@ handle_stream_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
   G_GNUC_UNUSED g_autoptr (GtMuxStream) keep = NULL;
 
   if (s == NULL)
-    return; /* already finished here: late frames are dropped */
+    {
+      /* Ids up to the last one opened are streams that ended here: their late frames (in flight
+       * when we reset) are dropped. A higher id was never opened. */
+      if (h->stream_id > (mux->is_server ? mux->next_stream_id : mux->last_open_id))
+        mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
+                            g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                         "%s for stream %u, which was never opened",
+                                         gt_frame_type_to_string (h->type), h->stream_id));
+      return;
+    }
   keep = gt_mux_stream_ref (s);
 
   switch (h->type)
@@ -1046,7 +1090,7 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
     case GT_FRAME_WINDOW:
     case GT_FRAME_RESET:
       handle_stream_frame (mux, h, p);
-      return TRUE;
+      return !mux->closed;
 
     case GT_FRAME_OPEN:
       {
@@ -1058,8 +1102,9 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
 
         if (mux->is_server)
           {
-            mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
-                                        "OPEN from a client"));
+            mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
+                                g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                             "OPEN from a client"));
             return FALSE;
           }
         GtOpenAddr addr;
@@ -1068,21 +1113,23 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
         if (!gt_open_decode_addr (p, h->length, h->flags, &service_index, &addr, &has_addr, &data,
                                   &data_len, &error))
           {
-            mux_fail (mux, g_steal_pointer (&error));
+            mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL, g_steal_pointer (&error));
             return FALSE;
           }
         if (h->stream_id <= mux->last_open_id)
           {
-            mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
-                                        "OPEN for stream %u after stream %u", h->stream_id,
-                                        mux->last_open_id));
+            mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
+                                g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                             "OPEN for stream %u after stream %u", h->stream_id,
+                                             mux->last_open_id));
             return FALSE;
           }
         mux->last_open_id = h->stream_id;
         if (data_len > GT_INITIAL_WINDOW)
           {
-            mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE,
-                                        "OPEN data exceeds the stream window"));
+            mux_protocol_error (mux, GT_ERROR_CODE_FLOW_CONTROL,
+                                g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE,
+                                             "OPEN data exceeds the stream window"));
             return FALSE;
           }
         s = stream_new (mux, h->stream_id, service_index);
@@ -1105,13 +1152,17 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
       }
 
     case GT_FRAME_PING:
-      if (!(h->flags & GT_FRAME_FLAG_ACK))
+      /* At most one PONG waits in the queue: a PING that comes while one is still unsent is
+       * answered by it (the bytes queued after the last PONG are all that is queued otherwise). */
+      if (!(h->flags & GT_FRAME_FLAG_ACK)
+          && mux_out_bytes (mux) <= mux->bytes_out - mux->pong_mark)
         {
           guint8 frame[GT_FRAME_HEADER_SIZE + 8];
 
           gt_frame_header_encode (frame, GT_FRAME_PING, GT_FRAME_FLAG_ACK, 0, 8);
           memcpy (frame + GT_FRAME_HEADER_SIZE, p, 8);
           mux_send (mux, frame, sizeof frame);
+          mux->pong_mark = mux->bytes_out;
         }
       return TRUE;
 
@@ -1150,10 +1201,70 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
     case GT_FRAME_HELLO:
     case GT_FRAME_WELCOME:
     default:
-      mux_fail (mux, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
-                                  "unexpected %s frame", gt_frame_type_to_string (h->type)));
+      mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
+                          g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                       "unexpected %s frame", gt_frame_type_to_string (h->type)));
       return FALSE;
     }
+}
+
+/* Stops reading the tunnel until its output drains (mux_flush schedules the resume). */
+static void
+mux_pause_input (GtMux *mux)
+{
+  if (mux->input_paused)
+    return;
+  mux->input_paused = TRUE;
+  g_debug ("%s: output backed up (%" G_GSIZE_FORMAT " bytes): input paused",
+           mux->peer ? mux->peer : "tunnel", mux_out_bytes (mux));
+  if (mux->in_source)
+    {
+      g_source_destroy (mux->in_source);
+      g_clear_pointer (&mux->in_source, g_source_unref);
+    }
+}
+
+static gboolean mux_input_ready_cb (GObject *stream, gpointer user_data);
+
+static void
+mux_watch_input (GtMux *mux)
+{
+  mux->in_source = g_pollable_input_stream_create_source (mux->in, NULL);
+  g_source_set_callback (mux->in_source, (GSourceFunc) (void (*) (void)) mux_input_ready_cb, mux,
+                         NULL);
+  g_source_attach (mux->in_source, g_main_context_get_thread_default ());
+}
+
+static void mux_process (GtMux *mux);
+
+/* From an idle source, not from mux_flush: mux_flush runs inside frame handling. */
+static gboolean
+mux_resume_cb (gpointer user_data)
+{
+  GtMux *mux = user_data;
+  G_GNUC_UNUSED g_autoptr (GObject) keep = g_object_ref (G_OBJECT (mux));
+
+  g_clear_pointer (&mux->resume_source, g_source_unref);
+  if (mux->closed || !mux->input_paused)
+    return G_SOURCE_REMOVE;
+  mux->input_paused = FALSE;
+  g_debug ("%s: input resumed", mux->peer ? mux->peer : "tunnel");
+  /* The frames already read come first; they may pause the input again. */
+  mux_process (mux);
+  if (!mux->closed && !mux->input_paused && mux->in_source == NULL)
+    mux_watch_input (mux);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+mux_schedule_resume (GtMux *mux)
+{
+  if (mux->resume_source != NULL || mux->closed)
+    return;
+  mux->resume_source = g_idle_source_new ();
+  g_source_set_priority (mux->resume_source, G_PRIORITY_DEFAULT);
+  g_source_set_callback (mux->resume_source, mux_resume_cb, mux, NULL);
+  g_source_attach (mux->resume_source, g_main_context_get_thread_default ());
 }
 
 /* Parses and handles every complete frame in the read buffer. */
@@ -1166,13 +1277,14 @@ mux_process (GtMux *mux)
       g_autoptr (GError) error = NULL;
       const guint8 *base = mux->rbuf + mux->rstart;
 
+      if (G_UNLIKELY (mux_out_bytes (mux) >= mux->pause_input_at))
+        {
+          mux_pause_input (mux);
+          break;
+        }
       if (gt_frame_header_decode (base, mux->rend - mux->rstart, &h, &error) == GT_DECODE_ERROR)
         {
-          g_autoptr (GByteArray) f = g_byte_array_new ();
-
-          gt_frame_append_error (f, GT_FRAME_ERROR, GT_ERROR_CODE_PROTOCOL, error->message);
-          mux_send (mux, f->data, f->len);
-          mux_fail (mux, g_steal_pointer (&error));
+          mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL, g_steal_pointer (&error));
           return;
         }
       if (mux->rend - mux->rstart < GT_FRAME_HEADER_SIZE + (gsize) h.length)
@@ -1226,6 +1338,8 @@ mux_input_ready_cb (GObject *stream, gpointer user_data)
       mux->rend += n;
       mux->last_rx = g_get_monotonic_time ();
       mux_process (mux);
+      if (G_UNLIKELY (mux->input_paused))
+        return G_SOURCE_REMOVE; /* mux_pause_input destroyed this source */
       if (mux->in_is_socket && (gsize) n < room)
         break;
     }
@@ -1322,6 +1436,11 @@ mux_teardown (GtMux *mux)
     }
   g_clear_handle_id (&mux->timer_id, g_source_remove);
   g_clear_handle_id (&mux->throttle_id, g_source_remove);
+  if (mux->resume_source)
+    {
+      g_source_destroy (mux->resume_source);
+      g_clear_pointer (&mux->resume_source, g_source_unref);
+    }
 
   streams = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
   g_hash_table_iter_init (&iter, mux->streams);
@@ -1396,6 +1515,27 @@ gt_mux_is_closed (GtMux *mux)
   return mux->closed;
 }
 
+gsize
+gt_mux_get_queued_out (GtMux *mux)
+{
+  return mux_out_bytes (mux);
+}
+
+gboolean
+gt_mux_is_input_paused (GtMux *mux)
+{
+  return mux->input_paused;
+}
+
+void
+_gt_mux_set_input_pause (GtMux *mux, gsize pause_input)
+{
+  g_return_if_fail (GT_IS_MUX (mux));
+  g_return_if_fail (pause_input >= 4);
+  mux->pause_input_at = pause_input;
+  mux->resume_input_at = pause_input / 4;
+}
+
 gboolean
 gt_mux_is_going_away (GtMux *mux)
 {
@@ -1441,10 +1581,7 @@ gt_mux_start (GtMux *mux)
   g_return_if_fail (mux->in_source == NULL);
 
   mux->last_rx = mux->last_ping = g_get_monotonic_time ();
-  mux->in_source = g_pollable_input_stream_create_source (mux->in, NULL);
-  g_source_set_callback (mux->in_source, (GSourceFunc) (void (*) (void)) mux_input_ready_cb, mux,
-                         NULL);
-  g_source_attach (mux->in_source, g_main_context_get_thread_default ());
+  mux_watch_input (mux);
   mux->timer_id = g_timeout_add_seconds (1, mux_timer_cb, mux);
   if (mux->rend > mux->rstart)
     mux_process (mux);
@@ -1557,6 +1694,8 @@ gt_mux_init (GtMux *mux)
   mux->streams = g_hash_table_new_full (NULL, NULL, NULL, (GDestroyNotify) gt_mux_stream_unref);
   mux->blocked = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
   mux->throttled = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+  mux->pause_input_at = GT_MUX_OUT_PAUSE_INPUT;
+  mux->resume_input_at = OUT_RESUME_INPUT;
   mux->rbuf = g_malloc (RBUF_SIZE);
   mux->scratch = g_malloc (GT_FRAME_HEADER_SIZE + GT_MUX_MAX_DATA);
 }

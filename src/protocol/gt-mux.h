@@ -13,6 +13,9 @@ G_BEGIN_DECLS
 #define GT_INITIAL_WINDOW (256 * 1024)
 /* Largest DATA payload this implementation sends. */
 #define GT_MUX_MAX_DATA (64 * 1024)
+/* A tunnel whose queued output reaches this stops reading its input until the output drains
+ * below 1 MiB (docs/protocol.md §6.7). */
+#define GT_MUX_OUT_PAUSE_INPUT (4 * 1024 * 1024)
 
 typedef struct _GtMuxStream GtMuxStream;
 
@@ -45,6 +48,10 @@ gboolean gt_mux_is_going_away (GtMux *mux);
 guint gt_mux_get_n_streams (GtMux *mux);
 guint64 gt_mux_get_bytes_in (GtMux *mux);
 guint64 gt_mux_get_bytes_out (GtMux *mux);
+/* Bytes queued for the tunnel and not yet written. */
+gsize gt_mux_get_queued_out (GtMux *mux);
+/* Whether the input is not being read because the output is backed up. */
+gboolean gt_mux_is_input_paused (GtMux *mux);
 /* Queue a complete encoded frame (used for WELCOME). */
 void gt_mux_send_raw (GtMux *mux, const guint8 *data, gsize len);
 const char *gt_mux_get_peer (GtMux *mux);
