@@ -1,0 +1,43 @@
+/* gt-transport-private.h: the transport seam's leaf table and helpers shared between leaves. */
+#pragma once
+
+#include "gt-transport.h"
+
+G_BEGIN_DECLS
+
+/* One tunnel transport. Both operations complete `task` (owned by the leaf from then on) with a
+ * GIOStream whose streams are pollable, or an error. */
+typedef struct
+{
+  const char *scheme; /* a row of the scheme table in gt-types.c */
+  /* Client: opens a tunnel connection to remote. */
+  void (*dial) (const GtRemote *remote, const GtTransportSecurity *security, GTask *task);
+  /* Server: turns io, accepted on the scheme's listener (after that listener's own TLS, for
+   * tlsAddr), into the tunnel stream; head: the bytes already sniffed from io. */
+  void (*accept) (GIOStream *io, const guint8 *head, gsize head_len,
+                  GTlsCertificate *certificate, GTask *task);
+} GtTransportLeaf;
+
+extern const GtTransportLeaf _gt_transport_tcp;
+extern const GtTransportLeaf _gt_transport_tls;
+extern const GtTransportLeaf _gt_transport_ws;
+extern const GtTransportLeaf _gt_transport_wss;
+
+/* A TCP connection (TCP_NODELAY set) to host:port, through the HTTP CONNECT proxy proxy_url
+ * ("http://[user:pass@]host[:port]") or directly when it is NULL. Completes task. */
+void _gt_transport_tcp_dial (const char *host, guint16 port, const char *proxy_url, GTask *task);
+
+/* The one TLS client of tls:// and wss://: wraps io in TLS to host:port and runs the handshake.
+ * The server is verified against database (a CA file's, or NULL for the system CAs), or by its
+ * certificate's SHA-256 pin (the CA store is then never loaded), or not at all when insecure.
+ * ca_file only names the file in messages. Completes task with the GTlsConnection. */
+void _gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port,
+                               GTlsDatabase *database, const char *ca_file, const char *pin,
+                               gboolean insecure, GTask *task);
+
+/* The database and pin a GtTransportSecurity asks for (a remote_cert that is not a pin is a CA
+ * file, loaded here). FALSE with an error for a malformed pin or an unreadable file. */
+gboolean _gt_tls_security_resolve (const GtTransportSecurity *security, GTlsDatabase **database,
+                                   const char **pin, GError **error);
+
+G_END_DECLS
