@@ -45,6 +45,7 @@ typedef struct
   gsize tx_end;
   gsize tx_cap;
   gboolean close_sent;
+  gboolean user_closed;
   gboolean closing; /* closed by the user: holds a ref until base is closed */
   gboolean base_closed;
   GSource *flush_source;
@@ -298,7 +299,10 @@ close_timeout_cb (gpointer user_data)
 static void
 conn_close (WsConn *c)
 {
-  if (c->closing || c->base_closed)
+  if (c->user_closed)
+    return;
+  c->user_closed = TRUE;
+  if (c->base_closed)
     return;
   c->closing = TRUE;
   conn_ref (c);
@@ -566,12 +570,12 @@ conn_out_check (WsConn *c, GError **error)
       g_propagate_error (error, g_error_copy (c->error));
       return FALSE;
     }
-  if (c->closing || c->base_closed)
+  if (c->user_closed)
     {
       g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_CLOSED, "WebSocket tunnel is closed");
       return FALSE;
     }
-  if (c->close_sent || c->eof)
+  if (c->close_sent || c->eof || c->base_closed)
     {
       g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED,
                            "WebSocket tunnel closed by peer");
