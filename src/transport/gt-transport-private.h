@@ -35,6 +35,10 @@ void _gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port,
                                GTlsDatabase *database, const char *ca_file, const char *pin,
                                gboolean insecure, GTask *task);
 
+/* A TLS server connection on io with certificate that never loads the system CA store. */
+GIOStream *_gt_tls_server_connection_new (GIOStream *io, GTlsCertificate *certificate,
+                                          GError **error);
+
 /* The database and pin a GtTransportSecurity asks for (a remote_cert that is not a pin is a CA
  * file, loaded here). FALSE with an error for a malformed pin or an unreadable file. */
 gboolean _gt_tls_security_resolve (const GtTransportSecurity *security, GTlsDatabase **database,

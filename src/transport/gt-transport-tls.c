@@ -207,22 +207,25 @@ _gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port, GTlsDat
   tc->pin = g_strdup (pin);
   tc->insecure = insecure;
   g_task_set_task_data (task, tc, (GDestroyNotify) tls_client_free);
-  tc->tls = g_tls_client_connection_new (io, identity, &error);
+  /* Tunnels end with their own close (gt's GOAWAY, WebSocket close): a missing TLS close_notify
+   * is no truncation attack here. The database is given at construction: glib-networking asks
+   * for the connection's database while it initialises, and an unset one means the system CA
+   * store, parsed then and kept for the life of the process (several MiB). Pinned or unverified
+   * tunnels never need it; accept_certificate_cb decides for them. */
+  if (database != NULL || pin != NULL || insecure)
+    tc->tls = g_initable_new (g_tls_backend_get_client_connection_type (g_tls_backend_get_default ()),
+                              NULL, &error, "base-io-stream", io, "server-identity", identity,
+                              "require-close-notify", FALSE, "database", database, NULL);
+  else
+    tc->tls = g_initable_new (g_tls_backend_get_client_connection_type (g_tls_backend_get_default ()),
+                              NULL, &error, "base-io-stream", io, "server-identity", identity,
+                              "require-close-notify", FALSE, NULL);
   if (tc->tls == NULL)
     {
       g_task_return_error (task, error);
       g_object_unref (task);
       return;
     }
-  /* Tunnels end with their own close (gt's GOAWAY, WebSocket close): a missing TLS close_notify
-   * is no truncation attack here. */
-  g_tls_connection_set_require_close_notify (G_TLS_CONNECTION (tc->tls), FALSE);
-  if (database != NULL)
-    g_tls_connection_set_database (G_TLS_CONNECTION (tc->tls), database);
-  else if (pin != NULL || insecure)
-    /* Pinned or unverified: the system CA store is not needed, so it is never loaded (it costs
-     * tens of MiB once parsed); accept_certificate_cb decides. */
-    g_tls_connection_set_database (G_TLS_CONNECTION (tc->tls), NULL);
   tc->accept_id = g_signal_connect (tc->tls, "accept-certificate",
                                     G_CALLBACK (accept_certificate_cb), tc);
   g_tls_connection_handshake_async (G_TLS_CONNECTION (tc->tls), G_PRIORITY_DEFAULT,
@@ -342,6 +345,16 @@ tls_accept_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     g_task_return_pointer (task, g_object_ref (source), g_object_unref);
 }
 
+GIOStream *
+_gt_tls_server_connection_new (GIOStream *io, GTlsCertificate *certificate, GError **error)
+{
+  /* No client certificates are asked for: a database given at construction keeps glib-networking
+   * from loading the system CA store (see _gt_tls_client_handshake). */
+  return g_initable_new (g_tls_backend_get_server_connection_type (g_tls_backend_get_default ()),
+                         NULL, error, "base-io-stream", io, "certificate", certificate,
+                         "require-close-notify", FALSE, "database", NULL, NULL);
+}
+
 /* Server side of tlsAddr: the TLS handshake with the server certificate. */
 static void
 tls_accept (GIOStream *io, const guint8 *head, gsize head_len, GTlsCertificate *certificate,
@@ -357,16 +370,13 @@ tls_accept (GIOStream *io, const guint8 *head, gsize head_len, GTlsCertificate *
       g_object_unref (task);
       return;
     }
-  tls = g_tls_server_connection_new (io, certificate, &error);
+  tls = _gt_tls_server_connection_new (io, certificate, &error);
   if (tls == NULL)
     {
       g_task_return_error (task, error);
       g_object_unref (task);
       return;
     }
-  g_tls_connection_set_require_close_notify (G_TLS_CONNECTION (tls), FALSE);
-  /* No client certificates are asked for: the CA store is never needed. */
-  g_tls_connection_set_database (G_TLS_CONNECTION (tls), NULL);
   g_tls_connection_handshake_async (G_TLS_CONNECTION (tls), G_PRIORITY_DEFAULT,
                                     g_task_get_cancellable (task), tls_accept_done_cb, task);
 }
