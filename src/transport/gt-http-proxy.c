@@ -346,8 +346,8 @@ gt_http_status_line (const guint8 *head, gsize len)
  * GIO has an HTTP CONNECT GProxy ("http" extension, used by GSocketClient), but it is not used
  * here: it reports a refusal only as "HTTP proxy connection failed" / "authentication required"
  * without the proxy's status line, which is what a user needs to see to fix a proxy setup
- * (tests/test-http-proxy.c checks it), and it gives no way to bound the answer's head. So the
- * request and the head reading stay gt's own; the choice of proxy is GIO's resolver above. */
+ * (tests/test-http-proxy.c checks it). So the request and the head reading stay gt's own; the
+ * choice of proxy is GIO's resolver above. */
 
 typedef struct
 {
