@@ -27,21 +27,31 @@ extern const GtTransportLeaf _gt_transport_wss;
  * ("http://[user:pass@]host[:port]") or directly when it is NULL. Completes task. */
 void _gt_transport_tcp_dial (const char *host, guint16 port, const char *proxy_url, GTask *task);
 
-/* The one TLS client of tls:// and wss://: wraps io in TLS to host:port and runs the handshake.
- * The server is verified against database (a CA file's, or NULL for the system CAs), or by its
- * certificate's SHA-256 pin (the CA store is then never loaded), or not at all when insecure.
- * ca_file only names the file in messages. Completes task with the GTlsConnection. */
+/* How a TLS client verifies its server: against database (a CA file's, named ca_file in messages),
+ * or the system CAs when it is NULL; or by the certificate's SHA-256 pin (the CA store is then
+ * never loaded); or not at all when insecure. */
+typedef struct
+{
+  GTlsDatabase *database;
+  char *ca_file;
+  char *pin;
+  gboolean insecure;
+} GtTlsVerify;
+
+void _gt_tls_verify_clear (GtTlsVerify *verify);
+
+/* Fills verify from a GtTransportSecurity (a remote_cert that is not a pin is a CA file, loaded
+ * here). FALSE with an error for an unreadable file. */
+gboolean _gt_tls_verify_init (GtTlsVerify *verify, const GtTransportSecurity *security,
+                              GError **error);
+
+/* The one TLS client of tls:// and wss://: wraps io in TLS to host:port and runs the handshake,
+ * verifying the server as verify says. Completes task with the GTlsConnection. */
 void _gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port,
-                               GTlsDatabase *database, const char *ca_file, const char *pin,
-                               gboolean insecure, GTask *task);
+                               const GtTlsVerify *verify, GTask *task);
 
 /* A TLS server connection on io with certificate that never loads the system CA store. */
 GIOStream *_gt_tls_server_connection_new (GIOStream *io, GTlsCertificate *certificate,
                                           GError **error);
-
-/* The database and pin a GtTransportSecurity asks for (a remote_cert that is not a pin is a CA
- * file, loaded here). FALSE with an error for a malformed pin or an unreadable file. */
-gboolean _gt_tls_security_resolve (const GtTransportSecurity *security, GTlsDatabase **database,
-                                   const char **pin, GError **error);
 
 G_END_DECLS

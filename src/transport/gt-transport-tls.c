@@ -180,9 +180,12 @@ tls_client_handshake_cb (GObject *source, GAsyncResult *result, gpointer user_da
 }
 
 void
-_gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port, GTlsDatabase *database,
-                          const char *ca_file, const char *pin, gboolean insecure, GTask *task)
+_gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port, const GtTlsVerify *verify,
+                          GTask *task)
 {
+  GTlsDatabase *database = verify->database;
+  const char *pin = verify->pin;
+  gboolean insecure = verify->insecure;
   g_autoptr (GSocketConnectable) identity = NULL;
   TlsClient *tc;
   GError *error = NULL;
@@ -203,7 +206,7 @@ _gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port, GTlsDat
   identity = g_network_address_new (host, port);
   tc = g_new0 (TlsClient, 1);
   tc->host = g_strdup (host);
-  tc->ca_file = g_strdup (ca_file);
+  tc->ca_file = g_strdup (verify->ca_file);
   tc->pin = g_strdup (pin);
   tc->insecure = insecure;
   g_task_set_task_data (task, tc, (GDestroyNotify) tls_client_free);
@@ -232,23 +235,31 @@ _gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port, GTlsDat
                                     g_task_get_cancellable (task), tls_client_handshake_cb, task);
 }
 
+void
+_gt_tls_verify_clear (GtTlsVerify *verify)
+{
+  g_clear_object (&verify->database);
+  g_clear_pointer (&verify->ca_file, g_free);
+  g_clear_pointer (&verify->pin, g_free);
+}
+
 gboolean
-_gt_tls_security_resolve (const GtTransportSecurity *security, GTlsDatabase **database,
-                          const char **pin, GError **error)
+_gt_tls_verify_init (GtTlsVerify *verify, const GtTransportSecurity *security, GError **error)
 {
   const char *cert = security != NULL ? security->remote_cert : NULL;
 
-  *database = NULL;
-  *pin = NULL;
+  memset (verify, 0, sizeof *verify);
+  verify->insecure = security != NULL && security->insecure;
   if (cert == NULL)
     return TRUE;
   if (g_ascii_strncasecmp (cert, "sha256:", 7) == 0)
     {
-      *pin = cert;
+      verify->pin = g_strdup (cert);
       return TRUE;
     }
-  *database = g_tls_file_database_new (cert, error);
-  return *database != NULL;
+  verify->database = g_tls_file_database_new (cert, error);
+  verify->ca_file = g_strdup (cert);
+  return verify->database != NULL;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -258,19 +269,14 @@ typedef struct
 {
   char *host;
   guint16 port;
-  GTlsDatabase *database;
-  char *ca_file;
-  char *pin;
-  gboolean insecure;
+  GtTlsVerify verify;
 } TlsDial;
 
 static void
 tls_dial_free (TlsDial *d)
 {
   g_free (d->host);
-  g_clear_object (&d->database);
-  g_free (d->ca_file);
-  g_free (d->pin);
+  _gt_tls_verify_clear (&d->verify);
   g_free (d);
 }
 
@@ -303,8 +309,7 @@ tls_tcp_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
       return;
     }
   handshake = g_task_new (NULL, g_task_get_cancellable (task), tls_handshake_done_cb, task);
-  _gt_tls_client_handshake (io, d->host, d->port, d->database, d->ca_file, d->pin, d->insecure,
-                            handshake);
+  _gt_tls_client_handshake (io, d->host, d->port, &d->verify, handshake);
 }
 
 static void
@@ -312,12 +317,11 @@ tls_dial (const GtRemote *remote, const GtTransportSecurity *security, GTask *ta
 {
   TlsDial *d = g_new0 (TlsDial, 1);
   g_autofree char *proxy = NULL;
-  const char *pin = NULL;
   GError *error = NULL;
   GTask *tcp;
 
   g_task_set_task_data (task, d, (GDestroyNotify) tls_dial_free);
-  if (!_gt_tls_security_resolve (security, &d->database, &pin, &error))
+  if (!_gt_tls_verify_init (&d->verify, security, &error))
     {
       g_task_return_error (task, error);
       g_object_unref (task);
@@ -325,9 +329,6 @@ tls_dial (const GtRemote *remote, const GtTransportSecurity *security, GTask *ta
     }
   d->host = g_strdup (remote->host);
   d->port = remote->port;
-  d->pin = g_strdup (pin);
-  d->ca_file = d->database != NULL ? g_strdup (security->remote_cert) : NULL;
-  d->insecure = security != NULL && security->insecure;
   proxy = gt_http_proxy_for ("tls", remote->host);
   tcp = g_task_new (NULL, g_task_get_cancellable (task), tls_tcp_done_cb, task);
   _gt_transport_tcp_dial (remote->host, remote->port, proxy, tcp);

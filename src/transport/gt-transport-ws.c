@@ -296,10 +296,7 @@ typedef struct
   char *host;
   guint16 port;
   gboolean tls;
-  GTlsDatabase *database;
-  char *ca_file;
-  char *pin;
-  gboolean insecure;
+  GtTlsVerify verify;
   GIOStream *io;
   char *key;
   char *request;
@@ -311,9 +308,7 @@ ws_connect_free (WsConnect *wc)
   g_clear_pointer (&wc->uri, g_uri_unref);
   g_free (wc->url);
   g_free (wc->host);
-  g_clear_object (&wc->database);
-  g_free (wc->ca_file);
-  g_free (wc->pin);
+  _gt_tls_verify_clear (&wc->verify);
   g_clear_object (&wc->io);
   g_free (wc->key);
   g_free (wc->request);
@@ -465,8 +460,7 @@ ws_connect_tcp_cb (GObject *source, GAsyncResult *result, gpointer user_data)
       return;
     }
   handshake = g_task_new (NULL, g_task_get_cancellable (task), ws_connect_tls_cb, task);
-  _gt_tls_client_handshake (wc->io, wc->host, wc->port, wc->database, wc->ca_file, wc->pin,
-                            wc->insecure, handshake);
+  _gt_tls_client_handshake (wc->io, wc->host, wc->port, &wc->verify, handshake);
 }
 
 /* Opens the TCP connection, directly or through the proxy the resolver names. */
@@ -514,8 +508,7 @@ ws_connect_lookup_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 
 /* Takes ownership of task. */
 static void
-ws_connect (const char *url, GTlsDatabase *tls_database, const char *ca_file, const char *pin,
-            gboolean insecure, GProxyResolver *proxy, GTask *task)
+ws_connect (const char *url, GtTlsVerify *verify, GProxyResolver *proxy, GTask *task)
 {
   g_autoptr (GError) error = NULL;
   WsConnect *wc;
@@ -524,6 +517,8 @@ ws_connect (const char *url, GTlsDatabase *tls_database, const char *ca_file, co
 
   wc = g_new0 (WsConnect, 1);
   g_task_set_task_data (task, wc, (GDestroyNotify) ws_connect_free);
+  wc->verify = *verify; /* taken */
+  memset (verify, 0, sizeof *verify);
 
   wc->uri = g_uri_parse (url, G_URI_FLAGS_ENCODED, &error);
   if (wc->uri == NULL)
@@ -550,7 +545,7 @@ ws_connect (const char *url, GTlsDatabase *tls_database, const char *ca_file, co
       g_object_unref (task);
       return;
     }
-  if (pin != NULL && !gt_certificate_pin_is_valid (pin))
+  if (wc->verify.pin != NULL && !gt_certificate_pin_is_valid (wc->verify.pin))
     {
       g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                                "invalid certificate pin (expected sha256:<64 hex digits>)");
@@ -560,10 +555,6 @@ ws_connect (const char *url, GTlsDatabase *tls_database, const char *ca_file, co
   wc->host = g_strdup (g_uri_get_host (wc->uri));
   port = g_uri_get_port (wc->uri);
   wc->port = port > 0 ? port : (wc->tls ? 443 : 80);
-  wc->database = tls_database != NULL ? g_object_ref (tls_database) : NULL;
-  wc->ca_file = g_strdup (ca_file);
-  wc->pin = g_strdup (pin);
-  wc->insecure = insecure;
   wc->url = g_uri_to_string_partial (wc->uri, G_URI_HIDE_USERINFO);
 
   if (proxy != NULL)
@@ -580,6 +571,7 @@ gt_ws_connect_async (const char *url, GTlsDatabase *tls_database, const char *pi
                      gboolean insecure, GProxyResolver *proxy, GCancellable *cancellable,
                      GAsyncReadyCallback callback, gpointer user_data)
 {
+  GtTlsVerify verify = { NULL };
   GTask *task;
 
   g_return_if_fail (url != NULL);
@@ -587,7 +579,10 @@ gt_ws_connect_async (const char *url, GTlsDatabase *tls_database, const char *pi
 
   task = g_task_new (NULL, cancellable, callback, user_data);
   g_task_set_source_tag (task, gt_ws_connect_async);
-  ws_connect (url, tls_database, NULL, pin, insecure, proxy, task);
+  verify.database = tls_database != NULL ? g_object_ref (tls_database) : NULL;
+  verify.pin = g_strdup (pin);
+  verify.insecure = insecure;
+  ws_connect (url, &verify, proxy, task);
 }
 
 GIOStream *
@@ -603,25 +598,24 @@ gt_ws_connect_finish (GAsyncResult *result, GError **error)
 static void
 ws_dial (const GtRemote *remote, const GtTransportSecurity *security, GTask *task)
 {
-  g_autoptr (GTlsDatabase) db = NULL;
   g_autoptr (GProxyResolver) proxy = gt_http_proxy_resolver_new_from_env ();
   g_autofree char *url = NULL;
-  const char *pin = NULL;
   const char *path = remote->path ? remote->path : "/";
+  GtTlsVerify verify;
   GError *error = NULL;
 
   if (strchr (remote->host, ':') != NULL && remote->host[0] != '[')
     url = g_strdup_printf ("%s://[%s]:%u%s", remote->scheme, remote->host, remote->port, path);
   else
     url = g_strdup_printf ("%s://%s:%u%s", remote->scheme, remote->host, remote->port, path);
-  if (!_gt_tls_security_resolve (security, &db, &pin, &error))
+  if (!_gt_tls_verify_init (&verify, security, &error))
     {
+      _gt_tls_verify_clear (&verify);
       g_task_return_error (task, error);
       g_object_unref (task);
       return;
     }
-  ws_connect (url, db, db != NULL ? security->remote_cert : NULL, pin,
-              security != NULL && security->insecure, proxy, task);
+  ws_connect (url, &verify, proxy, task);
 }
 
 static void

@@ -400,6 +400,18 @@ conn_fail_read (WsConn *c, GError *error, guint16 close_code, GError **out)
   return -1;
 }
 
+/* A failed read of the connection: would-block passes through, anything else ends the tunnel. */
+static gssize
+read_failed (WsConn *c, GError *local, GError **error)
+{
+  if (g_error_matches (local, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+    {
+      g_propagate_error (error, local);
+      return -1;
+    }
+  return conn_fail_read (c, local, 0, error);
+}
+
 /* Handles a complete control frame at rx_start (header already parsed). */
 static gboolean
 handle_control (WsConn *c, const GtWsFrameHeader *hdr, GError **error)
@@ -487,13 +499,8 @@ conn_read (WsConn *c, guint8 *buffer, gsize count, GError **error)
             }
           else
             n = rx_fill (c, &local);
-          if (n < 0 && g_error_matches (local, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
-            {
-              g_propagate_error (error, local);
-              return -1;
-            }
           if (n < 0)
-            return conn_fail_read (c, local, 0, error);
+            return read_failed (c, local, error);
           if (n == 0)
             return conn_fail_read (c,
                                    g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED,
@@ -511,13 +518,8 @@ conn_read (WsConn *c, guint8 *buffer, gsize count, GError **error)
           || ((hdr.opcode & 0x8) != 0 && rx_avail (c) < hdr.header_len + hdr.length))
         {
           n = rx_fill (c, &local);
-          if (n < 0 && g_error_matches (local, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
-            {
-              g_propagate_error (error, local);
-              return -1;
-            }
           if (n < 0)
-            return conn_fail_read (c, local, 0, error);
+            return read_failed (c, local, error);
           if (n == 0)
             {
               /* The peer went away without a close frame: the end of the tunnel all the same. */
