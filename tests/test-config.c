@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "gt-config.h"
+#include "gt-config-private.h" /* the key tables, to check each row has a test */
 
 /* The source directory of this file: tests/meson.build sets GT_TEST_FILES and GT_SOURCE_DIR;
  * without them (running the binary by hand) __FILE__ is tried, relative to the current
@@ -1902,6 +1903,478 @@ test_new_secrets_not_printed (void)
                    "s.yaml:2:12: bad authAPI URL: user information in the URL is not supported");
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Table-driven keys: every per-service and per-user key, from YAML and the command line */
+
+typedef struct
+{
+  const char *key;
+  const char *local; /* the service's local URL */
+  const char *value; /* YAML scalar and command-line value */
+  void (*check) (const GtServiceConfig *service);
+} ServiceKeyCase;
+
+static void
+check_host_prefix (const GtServiceConfig *s)
+{
+  g_assert_cmpstr (s->host_prefix, ==, "web-1");
+}
+
+static void
+check_remote_tcp_port (const GtServiceConfig *s)
+{
+  g_assert_cmpuint (s->remote_tcp_port, ==, 15432);
+  g_assert_false (s->remote_tcp_random); /* a port given: random only when asked */
+}
+
+static void
+check_remote_tcp_port_zero (const GtServiceConfig *s)
+{
+  g_assert_cmpuint (s->remote_tcp_port, ==, 0);
+  g_assert_true (s->remote_tcp_random);
+}
+
+static void
+check_remote_tcp_random_off (const GtServiceConfig *s)
+{
+  g_assert_cmpuint (s->remote_tcp_port, ==, 0);
+  g_assert_false (s->remote_tcp_random);
+}
+
+static void
+check_use_local_as_http_host (const GtServiceConfig *s)
+{
+  g_assert_true (s->use_local_as_http_host);
+}
+
+static void
+check_local_timeout (const GtServiceConfig *s)
+{
+  g_assert_cmpuint (s->local_timeout_ms, ==, 1500);
+}
+
+static void
+check_local_timeout_zero (const GtServiceConfig *s)
+{
+  g_assert_cmpuint (s->local_timeout_ms, ==, 120000);
+}
+
+static void
+check_proxy_protocol_v1 (const GtServiceConfig *s)
+{
+  g_assert_cmpuint (s->proxy_protocol, ==, 1);
+}
+
+static void
+check_proxy_protocol_v2 (const GtServiceConfig *s)
+{
+  g_assert_cmpuint (s->proxy_protocol, ==, 2);
+}
+
+static const ServiceKeyCase service_key_cases[] = {
+  { "hostPrefix", "http://127.0.0.1:3000", "Web-1", check_host_prefix },
+  { "remoteTCPPort", "tcp://127.0.0.1:5432", "15432", check_remote_tcp_port },
+  { "remoteTCPPort", "tcp://127.0.0.1:5432", "0", check_remote_tcp_port_zero },
+  { "remoteTCPRandom", "tcp://127.0.0.1:5432", "false", check_remote_tcp_random_off },
+  { "remoteTCPRandom", "tcp://127.0.0.1:5432", "yes", check_remote_tcp_port_zero },
+  { "useLocalAsHTTPHost", "http://127.0.0.1:3000", "on", check_use_local_as_http_host },
+  { "localTimeout", "http://127.0.0.1:3000", "1.5s", check_local_timeout },
+  { "localTimeout", "http://127.0.0.1:3000", "0", check_local_timeout_zero },
+  { "proxyProtocol", "tcp://127.0.0.1:5432", "v1", check_proxy_protocol_v1 },
+  { "proxyProtocol", "http://127.0.0.1:3000", "2", check_proxy_protocol_v2 },
+};
+
+static void
+assert_services_equal (const GtServiceConfig *a, const GtServiceConfig *b)
+{
+  g_assert_cmpint (a->kind, ==, b->kind);
+  g_assert_cmpstr (a->local_url, ==, b->local_url);
+  g_assert_cmpstr (a->host_prefix, ==, b->host_prefix);
+  g_assert_cmpuint (a->remote_tcp_port, ==, b->remote_tcp_port);
+  g_assert_cmpint (a->remote_tcp_random, ==, b->remote_tcp_random);
+  g_assert_cmpint (a->use_local_as_http_host, ==, b->use_local_as_http_host);
+  g_assert_cmpuint (a->local_timeout_ms, ==, b->local_timeout_ms);
+  g_assert_cmpuint (a->proxy_protocol, ==, b->proxy_protocol);
+}
+
+static void
+test_service_keys (void)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (service_key_cases); i++)
+    {
+      const ServiceKeyCase *c = &service_key_cases[i];
+      g_autoptr (GtClientConfig) from_yaml = gt_client_config_new ();
+      g_autoptr (GtClientConfig) from_args = gt_client_config_new ();
+      g_autoptr (GtClientConfig) from_inline = gt_client_config_new ();
+      g_autoptr (GError) error = NULL;
+      g_autofree char *yaml = g_strdup_printf ("services:\n  - local: %s\n    %s: %s\n",
+                                               c->local, c->key, c->value);
+      g_autofree char *option = g_strdup_printf ("-%s", c->key);
+      g_autofree char *inline_option = g_strdup_printf ("--%s=%s", c->key, c->value);
+      gboolean flag = _gt_config_opt_find (GT_CONFIG_KEYS_SERVICE, c->key)->type == GT_OPT_BOOL;
+      /* A boolean's value must be inline (`--key value` would be a bare flag and an argument). */
+      char *argv[] = { "-local", (char *) c->local, option, (char *) c->value, NULL };
+      char *inline_argv[] = { inline_option, "--local", (char *) c->local, NULL };
+
+      g_test_message ("%s: %s", c->key, c->value);
+      g_assert_true (gt_client_config_load_data (from_yaml, yaml, -1, "c.yaml", NULL, &error));
+      g_assert_no_error (error);
+      dump_warnings (from_yaml->warnings);
+      g_assert_cmpuint (from_yaml->warnings->len, ==, 0);
+      g_assert_cmpuint (from_yaml->services->len, ==, 1);
+      c->check (service_at (from_yaml, 0));
+
+      if (!flag)
+        {
+          g_assert_true (gt_client_config_apply_args (from_args, G_N_ELEMENTS (argv) - 1, argv,
+                                                      &error));
+          g_assert_no_error (error);
+          g_assert_cmpuint (from_args->warnings->len, ==, 0);
+          g_assert_cmpuint (from_args->services->len, ==, 1);
+          c->check (service_at (from_args, 0));
+          assert_services_equal (service_at (from_yaml, 0), service_at (from_args, 0));
+        }
+
+      /* With a single --local, its options may come before it. */
+      g_assert_true (gt_client_config_apply_args (from_inline, G_N_ELEMENTS (inline_argv) - 1,
+                                                  inline_argv, &error));
+      g_assert_no_error (error);
+      g_assert_cmpuint (from_inline->warnings->len, ==, 0);
+      g_assert_cmpuint (from_inline->services->len, ==, 1);
+      c->check (service_at (from_inline, 0));
+      assert_services_equal (service_at (from_yaml, 0), service_at (from_inline, 0));
+    }
+}
+
+/* The boolean service keys are bare flags on the command line. */
+static void
+test_service_keys_bare (void)
+{
+  g_autoptr (GtClientConfig) config = gt_client_config_new ();
+  g_autoptr (GError) error = NULL;
+  char *argv[] = { "--local", "tcp://127.0.0.1:5432", "--remoteTCPPort", "7000",
+                   "--remoteTCPRandom", "--local", "http://127.0.0.1:80", "--useLocalAsHTTPHost",
+                   NULL };
+
+  g_assert_true (gt_client_config_apply_args (config, G_N_ELEMENTS (argv) - 1, argv, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (service_at (config, 0)->remote_tcp_port, ==, 7000);
+  g_assert_true (service_at (config, 0)->remote_tcp_random);
+  g_assert_false (service_at (config, 0)->use_local_as_http_host);
+  g_assert_true (service_at (config, 1)->use_local_as_http_host);
+  g_assert_false (service_at (config, 1)->remote_tcp_random);
+}
+
+typedef struct
+{
+  const char *key;
+  const char *value;
+  const char *message;
+} BadKeyCase;
+
+static const BadKeyCase bad_service_keys[] = {
+  { "hostPrefix", "a_b", "bad host prefix 'a_b': use 1 to 63 letters, digits or '-'" },
+  { "remoteTCPPort", "70000", "bad port '70000'" },
+  { "remoteTCPRandom", "maybe", "bad boolean 'maybe' (use true/false, yes/no or on/off)" },
+  { "useLocalAsHTTPHost", "2", "bad boolean '2' (use true/false, yes/no or on/off)" },
+  { "localTimeout", "5 parsecs", "bad duration '5 parsecs' (examples: 90s, 1m30s, 250ms)" },
+  { "proxyProtocol", "v3", "bad proxyProtocol 'v3' (use v1 or v2)" },
+};
+
+static void
+test_service_keys_bad (void)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (bad_service_keys); i++)
+    {
+      const BadKeyCase *c = &bad_service_keys[i];
+      g_autoptr (GtClientConfig) from_yaml = gt_client_config_new ();
+      g_autoptr (GtClientConfig) from_args = gt_client_config_new ();
+      g_autoptr (GError) error = NULL;
+      g_autofree char *yaml = g_strdup_printf ("services:\n  - local: tcp://h:1\n    %s: %s\n",
+                                               c->key, c->value);
+      g_autofree char *yaml_message = g_strdup_printf ("c.yaml:3:%u: %s",
+                                                       (guint) strlen (c->key) + 7, c->message);
+      g_autofree char *option = g_strdup_printf ("--%s=%s", c->key, c->value);
+      g_autofree char *args_message = g_strdup_printf ("command line: --%s: %s", c->key,
+                                                       c->message);
+      char *argv[] = { "--local", "tcp://h:1", option, NULL };
+
+      g_assert_false (gt_client_config_load_data (from_yaml, yaml, -1, "c.yaml", NULL, &error));
+      g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE);
+      g_assert_cmpstr (error->message, ==, yaml_message);
+      g_clear_error (&error);
+
+      g_assert_false (gt_client_config_apply_args (from_args, G_N_ELEMENTS (argv) - 1, argv,
+                                                   &error));
+      g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE);
+      g_assert_cmpstr (error->message, ==, args_message);
+    }
+}
+
+typedef struct
+{
+  const char *key;
+  const char *value; /* YAML, may be a flow collection */
+  void (*check) (const GtUserConfig *user);
+} UserKeyCase;
+
+static void
+check_user_secret (const GtUserConfig *u)
+{
+  g_assert_cmpstr (u->secret, ==, "s3cret");
+}
+
+static void
+check_user_tcp (const GtUserConfig *u)
+{
+  g_assert_nonnull (u->tcp_ranges);
+  g_assert_cmpuint (u->tcp_ranges->len, ==, 2);
+  g_assert_cmpuint (g_array_index (u->tcp_ranges, GtPortRange, 0).first, ==, 2000);
+  g_assert_cmpuint (g_array_index (u->tcp_ranges, GtPortRange, 0).last, ==, 2010);
+  g_assert_cmpuint (g_array_index (u->tcp_ranges, GtPortRange, 1).first, ==, 3000);
+  g_assert_cmpuint (g_array_index (u->tcp_ranges, GtPortRange, 1).last, ==, 3000);
+}
+
+static void
+check_user_tcp_number (const GtUserConfig *u)
+{
+  g_assert_cmpint (u->tcp_number, ==, 65535);
+}
+
+static void
+check_user_tcp_number_zero (const GtUserConfig *u)
+{
+  g_assert_cmpint (u->tcp_number, ==, 0);
+}
+
+static void
+check_user_speed (const GtUserConfig *u)
+{
+  g_assert_cmpuint (u->speed, ==, G_MAXUINT32);
+}
+
+static void
+check_user_connections (const GtUserConfig *u)
+{
+  g_assert_cmpint (u->connections, ==, 4);
+}
+
+static void
+check_user_connections_zero (const GtUserConfig *u)
+{
+  g_assert_cmpint (u->connections, ==, -1); /* GT: 0 = options.connections */
+}
+
+static void
+check_user_host (const GtUserConfig *u)
+{
+  g_assert_cmpint (u->host_number, ==, 2);
+  g_assert_cmpint (u->host_with_id, ==, 1);
+  g_assert_nonnull (u->host_regex);
+  g_assert_cmpstr (u->host_regex[0], ==, "^a");
+  g_assert_null (u->host_regex[1]);
+}
+
+static const UserKeyCase user_key_cases[] = {
+  { "secret", "s3cret", check_user_secret },
+  { "tcp", "[{range: 2000-2010}, {range: '3000'}]", check_user_tcp },
+  { "tcpNumber", "65535", check_user_tcp_number },
+  { "tcpNumber", "0", check_user_tcp_number_zero },
+  { "speed", "4294967295", check_user_speed },
+  { "connections", "4", check_user_connections },
+  { "connections", "0", check_user_connections_zero },
+  { "host", "{number: 2, withID: true, regex: ['^a']}", check_user_host },
+};
+
+static void
+test_user_keys (void)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (user_key_cases); i++)
+    {
+      const UserKeyCase *c = &user_key_cases[i];
+      g_autoptr (GtServerConfig) config = gt_server_config_new ();
+      g_autoptr (GError) error = NULL;
+      g_autofree char *yaml = g_strdup_printf ("users:\n  u:\n    %s: %s\n", c->key, c->value);
+      const GtUserConfig *user;
+
+      g_test_message ("%s: %s", c->key, c->value);
+      g_assert_true (gt_server_config_load_data (config, yaml, -1, "s.yaml", NULL, &error));
+      g_assert_no_error (error);
+      dump_warnings (config->warnings);
+      g_assert_cmpuint (config->warnings->len, ==, 0);
+      user = gt_server_config_find_user (config, "u");
+      g_assert_nonnull (user);
+      c->check (user);
+    }
+}
+
+/* GT's command line has the users' id and secret; they give the same user as the file. */
+static void
+test_user_keys_cli (void)
+{
+  g_autoptr (GtServerConfig) from_yaml = gt_server_config_new ();
+  g_autoptr (GtServerConfig) from_args = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+  char *argv[] = { "--id", "u", "-secret=s3cret", NULL };
+  const GtUserConfig *a, *b;
+
+  g_assert_true (gt_server_config_load_data (from_yaml, "users:\n  u:\n    secret: s3cret\n",
+                                             -1, "s.yaml", NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_server_config_apply_args (from_args, G_N_ELEMENTS (argv) - 1, argv, &error));
+  g_assert_no_error (error);
+  a = gt_server_config_find_user (from_yaml, "u");
+  b = gt_server_config_find_user (from_args, "u");
+  g_assert_nonnull (a);
+  g_assert_nonnull (b);
+  g_assert_cmpstr (a->secret, ==, b->secret);
+  g_assert_cmpint (a->tcp_number, ==, b->tcp_number);
+  g_assert_cmpint (a->connections, ==, b->connections);
+  g_assert_cmpuint (a->speed, ==, b->speed);
+  g_assert_cmpint (a->host_number, ==, b->host_number);
+  g_assert_cmpint (a->host_with_id, ==, b->host_with_id);
+  g_assert_null (b->tcp_ranges);
+}
+
+static const BadKeyCase bad_user_keys[] = {
+  { "secret", "''", "secret of user 'u' must be 1 to 200 bytes" },
+  { "tcpNumber", "65536", "number '65536' is too large (at most 65535)" },
+  { "speed", "-1", "bad number '-1': must not be negative" },
+  { "connections", "x", "bad number 'x'" },
+  { "connections", "2147483648", "number '2147483648' is too large (at most 2147483647)" },
+};
+
+static void
+test_user_keys_bad (void)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (bad_user_keys); i++)
+    {
+      const BadKeyCase *c = &bad_user_keys[i];
+      g_autoptr (GtServerConfig) config = gt_server_config_new ();
+      g_autoptr (GError) error = NULL;
+      g_autofree char *yaml = g_strdup_printf ("users:\n  u:\n    %s: %s\n", c->key, c->value);
+      g_autofree char *message = g_strdup_printf ("s.yaml:3:%u: %s", (guint) strlen (c->key) + 7,
+                                                  c->message);
+
+      g_assert_false (gt_server_config_load_data (config, yaml, -1, "s.yaml", NULL, &error));
+      g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE);
+      g_assert_cmpstr (error->message, ==, message);
+    }
+}
+
+/* Every row of the key tables has a case above: a new key comes with its test. */
+static void
+test_key_tables_covered (void)
+{
+  const GtConfigOpt *rows;
+  gsize n = 0;
+
+  rows = _gt_config_opts (GT_CONFIG_KEYS_SERVICE, &n);
+  g_assert_cmpuint (n, >, 0);
+  for (gsize i = 0; i < n; i++)
+    {
+      gboolean good = FALSE, bad = FALSE;
+
+      for (guint j = 0; j < G_N_ELEMENTS (service_key_cases); j++)
+        good |= strcmp (service_key_cases[j].key, rows[i].name) == 0;
+      for (guint j = 0; j < G_N_ELEMENTS (bad_service_keys); j++)
+        bad |= strcmp (bad_service_keys[j].key, rows[i].name) == 0;
+      g_test_message ("service key %s", rows[i].name);
+      g_assert_true (good && bad);
+      g_assert_nonnull (rows[i].help);
+      g_assert_true (_gt_config_opt_find (GT_CONFIG_KEYS_SERVICE, rows[i].name) == &rows[i]);
+    }
+  rows = _gt_config_opts (GT_CONFIG_KEYS_USER, &n);
+  g_assert_cmpuint (n, >, 0);
+  for (gsize i = 0; i < n; i++)
+    {
+      gboolean good = FALSE;
+
+      for (guint j = 0; j < G_N_ELEMENTS (user_key_cases); j++)
+        good |= strcmp (user_key_cases[j].key, rows[i].name) == 0;
+      g_test_message ("user key %s", rows[i].name);
+      g_assert_true (good);
+      g_assert_nonnull (rows[i].help);
+    }
+}
+
+/* The listener keys are the rows of gt_listener_info(), in YAML, on the command line and in
+ * validation. */
+static void
+test_listener_keys (void)
+{
+  for (guint kind = 0; kind < GT_N_LISTENERS; kind++)
+    {
+      const char *key = gt_listener_info (kind)->key;
+      g_autoptr (GtServerConfig) from_yaml = gt_server_config_new ();
+      g_autoptr (GtServerConfig) from_args = gt_server_config_new ();
+      g_autoptr (GtServerConfig) both = gt_server_config_new ();
+      g_autoptr (GError) error = NULL;
+      g_autofree char *yaml = g_strdup_printf ("options:\n  %s: 127.0.0.1:%u\n", key,
+                                               9000 + kind);
+      g_autofree char *option = g_strdup_printf ("--%s=%u", key, 9100 + kind);
+      g_autofree char *expected = g_strdup_printf ("0.0.0.0:%u", 9100 + kind);
+      g_autofree char *in_yaml = g_strdup_printf ("127.0.0.1:%u", 9000 + kind);
+      g_autofree char *clash = NULL;
+      char *argv[] = { option, NULL };
+
+      g_assert_true (gt_server_config_load_data (from_yaml, yaml, -1, "s.yaml", NULL, &error));
+      g_assert_no_error (error);
+      g_assert_cmpuint (from_yaml->warnings->len, ==, 0);
+      for (guint other = 0; other < GT_N_LISTENERS; other++)
+        g_assert_cmpstr (gt_listener_get_addr (from_yaml, other), ==,
+                         other == kind ? in_yaml : NULL);
+      g_assert_true (gt_server_config_validate (from_yaml, NULL, &error));
+      g_assert_no_error (error);
+
+      g_assert_true (gt_server_config_apply_args (from_args, 1, argv, &error));
+      g_assert_no_error (error);
+      g_assert_cmpstr (gt_listener_get_addr (from_args, kind), ==, expected);
+
+      /* Two listeners on one address: the later key is named, at its place. */
+      if (kind == 0)
+        continue;
+      clash = g_strdup_printf ("options:\n  %s: 127.0.0.1:9000\n  %s: 127.0.0.1:9000\n",
+                               gt_listener_info (0)->key, key);
+      g_assert_true (gt_server_config_load_data (both, clash, -1, "s.yaml", NULL, &error));
+      g_assert_false (gt_server_config_validate (both, NULL, &error));
+      g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID);
+      g_assert_true (g_str_has_prefix (error->message, "s.yaml:3:"));
+      g_assert_nonnull (strstr (error->message, key));
+    }
+}
+
+/* The command-line help comes from the same rows: every key, with its kind of value. */
+static void
+test_describe_options (void)
+{
+  g_autofree char *server = gt_config_describe_options (GT_CONFIG_KIND_SERVER);
+  g_autofree char *client = gt_config_describe_options (GT_CONFIG_KIND_CLIENT);
+  static const char *const server_lines[] = {
+    "  --addr ADDR ", "  --tlsAddr ADDR ", "  --sniAddr ADDR ", "  --timeout DURATION ",
+    "  --allowAnyClient ", "  --proxyProtocolTrustedCIDRs CIDR ", "  --users FILE ",
+  };
+  static const char *const client_lines[] = {
+    "  --remote URL ", "  --remoteCert FILE|PIN ", "  --remoteCertInsecure ", "  --local URL ",
+    "  --hostPrefix NAME ", "  --remoteTCPPort PORT ", "  --remoteTCPRandom ",
+    "  --useLocalAsHTTPHost ", "  --localTimeout DURATION ", "  --proxyProtocol v1|v2 ",
+  };
+  const char *local_at;
+
+  g_test_message ("server:\n%s", server);
+  g_test_message ("client:\n%s", client);
+  for (guint i = 0; i < G_N_ELEMENTS (server_lines); i++)
+    g_assert_nonnull (strstr (server, server_lines[i]));
+  for (guint i = 0; i < G_N_ELEMENTS (client_lines); i++)
+    g_assert_nonnull (strstr (client, client_lines[i]));
+  /* Service options come after --local, client options before it. */
+  local_at = strstr (client, "  --local URL ");
+  g_assert_true (strstr (client, "  --hostPrefix ") > local_at);
+  g_assert_true (strstr (client, "  --remote URL ") < local_at);
+  g_assert_null (strstr (server, "--hostPrefix"));
+  g_assert_null (strstr (client, "--tlsAddr"));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1946,6 +2419,15 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/core/config/server/api-addr", test_api_addr);
   g_test_add_func ("/gt/core/config/client/remotes-and-cert", test_remotes_and_cert);
   g_test_add_func ("/gt/core/config/new-secrets-not-printed", test_new_secrets_not_printed);
+  g_test_add_func ("/gt/core/config/client/service-keys", test_service_keys);
+  g_test_add_func ("/gt/core/config/client/service-keys-bare", test_service_keys_bare);
+  g_test_add_func ("/gt/core/config/client/service-keys-bad", test_service_keys_bad);
+  g_test_add_func ("/gt/core/config/server/user-keys", test_user_keys);
+  g_test_add_func ("/gt/core/config/server/user-keys-cli", test_user_keys_cli);
+  g_test_add_func ("/gt/core/config/server/user-keys-bad", test_user_keys_bad);
+  g_test_add_func ("/gt/core/config/key-tables-covered", test_key_tables_covered);
+  g_test_add_func ("/gt/core/config/server/listener-keys", test_listener_keys);
+  g_test_add_func ("/gt/core/config/describe-options", test_describe_options);
 
   return g_test_run ();
 }

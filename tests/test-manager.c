@@ -603,6 +603,75 @@ test_scan_classify (void)
   rm_rf (dir);
 }
 
+/* The manager learns the sockets to own from the config model: every key of the listener table,
+ * normalized like the server does, whatever YAML spelling gave it; the command line of a worker
+ * is not involved. */
+static void
+test_scan_listener_keys (void)
+{
+  g_autofree char *dir = g_dir_make_tmp ("gt-test-scan-XXXXXX", NULL);
+
+  for (GtListenerKind kind = 0; kind < GT_N_LISTENERS; kind++)
+    {
+      const char *key = gt_listener_info (kind)->key;
+      g_autofree char *name = g_strdup_printf ("%u-%s.yaml", kind, key);
+      g_autofree char *path = g_build_filename (dir, name, NULL);
+      /* Flow style, an anchor and an alias: the real loader reads them all. */
+      g_autofree char *yaml = g_strdup_printf ("type: server\n"
+                                               "port: &p '95%02u'\n"
+                                               "options: {%s: *p, timeout: 5s}\n",
+                                               kind, key);
+      g_autofree char *expected = g_strdup_printf ("0.0.0.0:95%02u", kind);
+      g_autoptr (GtServerConfig) config = gt_server_config_new ();
+      g_autoptr (GPtrArray) entries = NULL;
+      g_autoptr (GError) error = NULL;
+      GtManagerEntry *e;
+
+      write_file (dir, name, yaml);
+      entries = gt_manager_scan (path, 0, &error);
+      g_assert_no_error (error);
+      g_assert_cmpuint (entries->len, ==, 1);
+      e = entries->pdata[0];
+      g_assert_no_error (e->error);
+      g_assert_cmpint (e->kind, ==, GT_CONFIG_KIND_SERVER);
+      g_assert_cmpuint (g_hash_table_size (e->listen_addrs), ==, 1);
+      g_assert_cmpstr (g_hash_table_lookup (e->listen_addrs, key), ==, expected);
+
+      /* The same address the server itself would listen on. */
+      g_assert_true (gt_server_config_load_file (config, path, NULL, &error));
+      g_assert_no_error (error);
+      g_assert_cmpstr (gt_listener_get_addr (config, kind), ==, expected);
+    }
+  rm_rf (dir);
+}
+
+/* Two server configs may not own the same socket, whichever listener keys name it. */
+static void
+test_scan_listener_conflict (void)
+{
+  g_autofree char *dir = g_dir_make_tmp ("gt-test-scan-XXXXXX", NULL);
+  g_autoptr (GPtrArray) entries = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *expected = NULL;
+  GtManagerEntry *e;
+
+  write_file (dir, "a.yaml", "type: server\noptions:\n  sniAddr: 127.0.0.1:9601\n");
+  write_file (dir, "b.yaml", "type: server\noptions:\n  addr: 127.0.0.1:9602\n"
+                             "  tlsAddr: 127.0.0.1:9601\n");
+  entries = gt_manager_scan (dir, 0, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (entries->len, ==, 2);
+  e = entries->pdata[0];
+  g_assert_no_error (e->error);
+  e = entries->pdata[1];
+  g_assert_nonnull (e->error);
+  expected = g_strdup_printf ("%s/b.yaml: options.tlsAddr 127.0.0.1:9601 is already used by "
+                              "%s/a.yaml",
+                              dir, dir);
+  g_assert_cmpstr (e->error->message, ==, expected);
+  rm_rf (dir);
+}
+
 static void
 assert_place (const GtManagerEntry *e, const char *dir, const char *name, const char *place)
 {
@@ -712,6 +781,8 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/manager/scan/size-limit", test_scan_size_limit);
   g_test_add_func ("/gt/manager/scan/classify", test_scan_classify);
   g_test_add_func ("/gt/manager/scan/broken", test_scan_broken);
+  g_test_add_func ("/gt/manager/scan/listener-keys", test_scan_listener_keys);
+  g_test_add_func ("/gt/manager/scan/listener-conflict", test_scan_listener_conflict);
   g_test_add_func ("/gt/manager/run/no-config", test_manager_no_config);
   return g_test_run ();
 }

@@ -37,42 +37,34 @@ static const char usage_main[] =
   "  -h, --help          show this help (also `gt server --help`, `gt client --help`)\n"
   "  -V, --version       print the version\n";
 
-static const char usage_server[] =
-  "Usage: gt server [-c FILE] [OPTIONS]\n"
-  "\n"
-  "Options (GT's names; -name or --name, with a value as `--name value` or `--name=value`):\n"
-  "  -c, --config FILE        YAML configuration (GT schema: options:, users:, tcp:)\n"
-  "  --addr ADDR              listener for tunnels and HTTP users: 80, :80, 127.0.0.1:80\n"
-  "  --id ID --secret SECRET  a user (repeatable, paired in order)\n"
-  "  --tcpRange A-B           ports clients may open for tcp services (repeatable)\n"
-  "  --tcpNumber N            tcp ports per user (0 = unlimited)\n"
-  "  --connections N          tunnels per client (default 10)\n"
-  "  --timeout DURATION       read timeout for connections (default 90s)\n"
-  "  --allowAnyClient         accept unknown ids (the first secret wins while connected)\n"
-  "  --maxHandShakeOptions N  services per client (default 600)\n"
-  "  --logLevel LEVEL         trace, debug, info, warn, error, disable (default info)\n"
-  "See docs/configuration.md for every key.\n";
+/* The option lines come from the configuration's key tables (gt_config_describe_options); these
+ * are the lines of options the tables do not describe. */
+static const char usage_options_intro[] =
+  "Options (GT's names; -name or --name, with a value as `--name value` or `--name=value`):\n";
 
-static const char usage_client[] =
-  "Usage: gt client [-c FILE] [OPTIONS]\n"
-  "\n"
-  "Options (GT's names; -name or --name, with a value as `--name value` or `--name=value`):\n"
-  "  -c, --config FILE          YAML configuration (GT schema: options:, services:)\n"
-  "  --id ID --secret SECRET    identity on the server\n"
-  "  --remote URL               server: tcp://host:port (repeatable: tried in order)\n"
-  "  --remoteConnections N      tunnels kept open (default 3, 1..10)\n"
-  "  --remoteIdleConnections N  idle tunnels kept (default 1)\n"
-  "  --remoteTimeout DURATION   tunnel timeout; pings every half of it (default 45s)\n"
-  "  --reconnectDelay DURATION  first reconnect delay, then exponential backoff (default 5s)\n"
-  "  --logLevel LEVEL           trace, debug, info, warn, error, disable (default info)\n"
-  "Per service, applying to the most recent --local:\n"
-  "  --local URL                http://host[:port], https://host[:port], tcp://host:port\n"
-  "  --hostPrefix NAME          host prefix (default: the id, for one prefix-less service)\n"
-  "  --remoteTCPPort N          server port for a tcp service\n"
-  "  --remoteTCPRandom          accept a random server port from the pool\n"
-  "  --useLocalAsHTTPHost       rewrite the Host header to the local address\n"
-  "  --localTimeout DURATION    idle timeout of local connections (default 120s)\n"
-  "See docs/configuration.md for every key.\n";
+static const char usage_server_extra[] =
+  "  --id ID --secret SECRET            a user (repeatable, paired in order)\n"
+  "  --tcpRange A-B                     ports clients may open for tcp services (repeatable)\n"
+  "  --hostNumber N                     host prefixes per client (0 = unlimited)\n"
+  "  --hostRegex REGEX                  host prefixes clients may use (repeatable)\n"
+  "  --hostWithID                       host prefixes must start with the client id\n";
+
+static void
+print_usage (GtConfigKind kind)
+{
+  g_autofree char *options = gt_config_describe_options (kind);
+
+  if (kind == GT_CONFIG_KIND_SERVER)
+    fputs ("Usage: gt server [-c FILE] [OPTIONS]\n\n", stdout);
+  else
+    fputs ("Usage: gt client [-c FILE] [OPTIONS]\n\n", stdout);
+  fputs (usage_options_intro, stdout);
+  fputs ("  -c, --config FILE                  YAML configuration (GT schema)\n", stdout);
+  if (kind == GT_CONFIG_KIND_SERVER)
+    fputs (usage_server_extra, stdout);
+  fputs (options, stdout);
+  fputs ("See docs/configuration.md for every key and its default.\n", stdout);
+}
 
 static GMainLoop *loop;
 static GtServer *running_server;
@@ -279,9 +271,9 @@ main (int argc, char **argv)
   if (has_flag (argc, argv, help_names))
     {
       if (g_strcmp0 (command, "server") == 0)
-        fputs (usage_server, stdout);
+        print_usage (GT_CONFIG_KIND_SERVER);
       else if (g_strcmp0 (command, "client") == 0)
-        fputs (usage_client, stdout);
+        print_usage (GT_CONFIG_KIND_CLIENT);
       else
         fputs (usage_main, stdout);
       return 0;

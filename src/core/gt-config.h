@@ -175,6 +175,12 @@ gboolean gt_server_config_apply_args (GtServerConfig *config, int argc, char **a
 gboolean gt_client_config_apply_args (GtClientConfig *config, int argc, char **argv,
                                       GError **error);
 
+/* Help for the command line made from the key tables: one "  --name VALUE  what" line per
+ * option of a server or client (the client's per-service options after the others). The
+ * options with their own rules (--id/--secret of the server, --tcpRange, --host*) are not in
+ * it. Free with g_free(). */
+char *gt_config_describe_options (GtConfigKind kind);
+
 /* Pulls `-c FILE`, `--config FILE`, `-c=FILE`, `--config=FILE`, `-config FILE` out of argv
  * (argv is modified in place, *argc updated). Returns the path (or NULL). */
 char *gt_config_extract_config_path (int *argc, char **argv, GError **error);

@@ -19,7 +19,6 @@
 #include <gio/gio.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
-#include <yaml.h>
 
 #include "gt-manager.h"
 #include "gt-systemd.h"
@@ -31,9 +30,6 @@ G_DEFINE_QUARK (gt-manager-error-quark, gt_manager_error)
 #define BACKOFF_MAX_S 60
 /* A worker that ran long enough is restarted after this delay. */
 #define RESTART_DELAY_MS 100
-
-/* Keys of a server config whose listeners the manager owns, in LISTEN_FDS order. */
-static const char *const listen_keys[] = { "addr", "tlsAddr", "sniAddr" };
 
 typedef enum
 {
@@ -160,57 +156,18 @@ gt_manager_entry_free (GtManagerEntry *entry)
   g_free (entry);
 }
 
-/* Finds options.tlsAddr / options.sniAddr (keys the config model does not have yet). */
+/* The listeners of a loaded server config, by key (gt_listener_info): the sockets to own. */
 static void
-peek_listen_keys (const char *data, gsize len, GHashTable *out)
+entry_take_listeners (GtManagerEntry *entry, const GtServerConfig *config)
 {
-  yaml_parser_t parser;
-  yaml_document_t doc;
-  yaml_node_t *root;
-
-  if (!yaml_parser_initialize (&parser))
-    return;
-  yaml_parser_set_input_string (&parser, (const unsigned char *) data, len);
-  if (!yaml_parser_load (&parser, &doc))
+  for (GtListenerKind kind = 0; kind < GT_N_LISTENERS; kind++)
     {
-      yaml_parser_delete (&parser);
-      return;
-    }
-  root = yaml_document_get_root_node (&doc);
-  if (root != NULL && root->type == YAML_MAPPING_NODE)
-    {
-      for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
-           p++)
-        {
-          yaml_node_t *k = yaml_document_get_node (&doc, p->key);
-          yaml_node_t *v = yaml_document_get_node (&doc, p->value);
+      const char *addr = gt_listener_get_addr (config, kind);
 
-          if (k == NULL || v == NULL || k->type != YAML_SCALAR_NODE
-              || strcmp ((const char *) k->data.scalar.value, "options") != 0
-              || v->type != YAML_MAPPING_NODE)
-            continue;
-          for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top;
-               q++)
-            {
-              yaml_node_t *ok = yaml_document_get_node (&doc, q->key);
-              yaml_node_t *ov = yaml_document_get_node (&doc, q->value);
-              const char *key;
-              g_autofree char *norm = NULL;
-
-              if (ok == NULL || ov == NULL || ok->type != YAML_SCALAR_NODE
-                  || ov->type != YAML_SCALAR_NODE || ov->data.scalar.length == 0)
-                continue;
-              key = (const char *) ok->data.scalar.value;
-              if (strcmp (key, "tlsAddr") != 0 && strcmp (key, "sniAddr") != 0)
-                continue;
-              norm = gt_normalize_listen_addr ((const char *) ov->data.scalar.value, NULL);
-              if (norm != NULL)
-                g_hash_table_replace (out, g_strdup (key), g_steal_pointer (&norm));
-            }
-        }
+      if (addr != NULL)
+        g_hash_table_replace (entry->listen_addrs, g_strdup (gt_listener_info (kind)->key),
+                              g_strdup (addr));
     }
-  yaml_document_delete (&doc);
-  yaml_parser_delete (&parser);
 }
 
 static void
@@ -246,9 +203,7 @@ entry_check (GtManagerEntry *entry)
           entry->error = g_steal_pointer (&error);
           return;
         }
-      if (config->addr != NULL)
-        g_hash_table_replace (entry->listen_addrs, g_strdup ("addr"), g_strdup (config->addr));
-      peek_listen_keys (data, len, entry->listen_addrs);
+      entry_take_listeners (entry, config);
     }
   else
     {
@@ -357,28 +312,26 @@ gt_manager_scan (const char *path, guint depth, GError **error)
     {
       GtManagerEntry *entry = entries->pdata[i];
       GHashTableIter iter;
-      gpointer key, value;
+      gpointer value;
 
       entry_check (entry);
       if (entry->error != NULL)
         continue;
-      g_hash_table_iter_init (&iter, entry->listen_addrs);
-      while (g_hash_table_iter_next (&iter, &key, &value))
+      for (GtListenerKind kind = 0; kind < GT_N_LISTENERS && entry->error == NULL; kind++)
         {
-          const char *owner = g_hash_table_lookup (addr_owner, value);
+          const char *key = gt_listener_info (kind)->key;
+          const char *addr = g_hash_table_lookup (entry->listen_addrs, key);
+          const char *owner = addr != NULL ? g_hash_table_lookup (addr_owner, addr) : NULL;
 
           if (owner != NULL)
-            {
-              entry->error = g_error_new (GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID,
-                                          "%s: options.%s %s is already used by %s", entry->path,
-                                          (const char *) key, (const char *) value, owner);
-              break;
-            }
+            entry->error = g_error_new (GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID,
+                                        "%s: options.%s %s is already used by %s", entry->path,
+                                        key, addr, owner);
         }
       if (entry->error != NULL)
         continue;
       g_hash_table_iter_init (&iter, entry->listen_addrs);
-      while (g_hash_table_iter_next (&iter, &key, &value))
+      while (g_hash_table_iter_next (&iter, NULL, &value))
         g_hash_table_insert (addr_owner, value, entry->path);
     }
   return g_steal_pointer (&entries);
@@ -614,7 +567,7 @@ fd_matches (int fd, GSocketAddress *sa)
 }
 
 static int
-inherited_take (GtManager *self, const char *key, GSocketAddress *sa)
+inherited_take (GtManager *self, GtListenerKind kind, GSocketAddress *sa)
 {
   guint n_servers = 0;
   GHashTableIter iter;
@@ -643,8 +596,8 @@ inherited_take (GtManager *self, const char *key, GSocketAddress *sa)
     {
       GtListenFd *lfd = self->inherited->pdata[i];
 
-      if (strcmp (lfd->name, key) == 0
-          || (strcmp (key, "addr") == 0
+      if (strcmp (lfd->name, gt_listener_info (kind)->key) == 0
+          || (kind == GT_LISTENER_PLAIN
               && (strcmp (lfd->name, "unknown") == 0 || g_str_has_suffix (lfd->name, ".socket"))))
         {
           int fd = lfd->fd;
@@ -657,7 +610,7 @@ inherited_take (GtManager *self, const char *key, GSocketAddress *sa)
 }
 
 static Listener *
-listener_get (GtManager *self, const char *key, const char *addr, GError **error)
+listener_get (GtManager *self, GtListenerKind kind, const char *addr, GError **error)
 {
   Listener *l = g_hash_table_lookup (self->listeners, addr);
   g_autoptr (GSocketAddress) sa = NULL;
@@ -671,14 +624,15 @@ listener_get (GtManager *self, const char *key, const char *addr, GError **error
   if (sa == NULL)
     return NULL;
 
-  fd = inherited_take (self, key, sa);
+  fd = inherited_take (self, kind, sa);
   if (fd >= 0)
     {
       l = g_new0 (Listener, 1);
       l->addr = g_strdup (addr);
       l->fd = fd;
       l->inherited = TRUE;
-      g_message ("using the socket-activated fd %d for %s (%s)", fd, key, addr);
+      g_message ("using the socket-activated fd %d for %s (%s)", fd, gt_listener_info (kind)->key,
+                 addr);
       g_hash_table_insert (self->listeners, l->addr, l);
       return l;
     }
@@ -711,7 +665,8 @@ listener_get (GtManager *self, const char *key, const char *addr, GError **error
         text = g_strdup_printf ("%s:%u", ip,
                                 g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (local)));
       }
-    g_message ("manager listening socket for %s on %s", key, text ? text : addr);
+    g_message ("manager listening socket for %s on %s", gt_listener_info (kind)->key,
+               text ? text : addr);
   }
   g_hash_table_insert (self->listeners, l->addr, l);
   return l;
@@ -1057,15 +1012,17 @@ unit_spawn (GtManager *self, Unit *u)
 
   if (u->kind == GT_CONFIG_KIND_SERVER)
     {
-      for (guint i = 0; i < G_N_ELEMENTS (listen_keys); i++)
+      /* In the order of the listener table: the worker finds them by name (LISTEN_FDNAMES). */
+      for (GtListenerKind kind = 0; kind < GT_N_LISTENERS; kind++)
         {
-          const char *addr = g_hash_table_lookup (u->listen_addrs, listen_keys[i]);
+          const char *key = gt_listener_info (kind)->key;
+          const char *addr = g_hash_table_lookup (u->listen_addrs, key);
           Listener *l;
           int copy;
 
           if (addr == NULL)
             continue;
-          l = listener_get (self, listen_keys[i], addr, &error);
+          l = listener_get (self, kind, addr, &error);
           if (l == NULL)
             {
               g_warning ("cannot start worker %s: %s", u->name, error->message);
@@ -1075,7 +1032,7 @@ unit_spawn (GtManager *self, Unit *u)
             }
           copy = fcntl (l->fd, F_DUPFD_CLOEXEC, 3);
           g_subprocess_launcher_take_fd (launcher, copy, GT_LISTEN_FDS_START + (int) n_fds);
-          g_string_append_printf (names, "%s%s", n_fds ? ":" : "", listen_keys[i]);
+          g_string_append_printf (names, "%s%s", n_fds ? ":" : "", key);
           n_fds++;
         }
       if (n_fds > 0)

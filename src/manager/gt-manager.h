@@ -32,7 +32,8 @@ typedef struct
   GtConfigKind kind; /* UNKNOWN when it could not be classified */
   char *checksum;    /* SHA-256 of the contents, NULL when unreadable */
   GError *error;     /* why it cannot run ("FILE:LINE:COLUMN: ..."), NULL when valid */
-  /* Server listeners found in it: "addr", "tlsAddr", "sniAddr" → normalized "host:port". */
+  /* Server listeners of its config model: gt_listener_info()->key ("addr", "tlsAddr",
+   * "sniAddr") → normalized "host:port" (gt_listener_get_addr). */
   GHashTable *listen_addrs;
 } GtManagerEntry;
 

@@ -17,22 +17,20 @@
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 
+#include "gt-test-utils.h"
+
 #define SECRET "manager-test-secret"
 #define BIG_SIZE (50 * 1024 * 1024)
 #define BIG_CHUNK (256 * 1024)
 
 /* ------------------------------------------------------------------------------------------ */
-/* Local HTTP services: one thread, one GThreadedSocketService; each answers "/" with its name,
- * "/big" with BIG_SIZE pattern bytes paced over ~3 s, "/slow" with 1 MiB over ~2 s. */
+/* Local HTTP services, TCP services of the harness: each answers "/" with its name, "/big" with
+ * BIG_SIZE pattern bytes paced over ~3 s, "/slow" with 1 MiB over ~2 s. */
 
 typedef struct
 {
   char *name;
   guint16 port;
-  GThread *thread;
-  GMainContext *context;
-  GMainLoop *loop;
-  GSocketService *service;
 } Service;
 
 static void
@@ -76,8 +74,9 @@ service_run_cb (GThreadedSocketService *service, GSocketConnection *conn, GObjec
     {
       g_autofree char *body = g_strdup_printf ("service %s\n", svc->name);
 
-      header = g_strdup_printf ("HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                                strlen (body), body);
+      header = g_strdup_printf (
+          "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s", strlen (body),
+          body);
       g_output_stream_write_all (out, header, strlen (header), NULL, NULL, NULL);
       return TRUE;
     }
@@ -101,63 +100,20 @@ service_run_cb (GThreadedSocketService *service, GSocketConnection *conn, GObjec
   return TRUE;
 }
 
-static gpointer
-service_thread (gpointer data)
-{
-  Service *svc = data;
-
-  g_main_context_push_thread_default (svc->context);
-  g_main_loop_run (svc->loop);
-  g_main_context_pop_thread_default (svc->context);
-  return NULL;
-}
-
+/* The harness stops the service at the end of the test, before the fixture frees svc. */
 static Service *
 service_start (const char *name)
 {
   Service *svc = g_new0 (Service, 1);
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
-  g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (lo, 0);
-  g_autoptr (GSocketAddress) bound = NULL;
 
   svc->name = g_strdup (name);
-  svc->context = g_main_context_new ();
-  svc->loop = g_main_loop_new (svc->context, FALSE);
-  g_main_context_push_thread_default (svc->context);
-  svc->service = g_threaded_socket_service_new (16);
-  g_socket_listener_add_address (G_SOCKET_LISTENER (svc->service), sa, G_SOCKET_TYPE_STREAM,
-                                 G_SOCKET_PROTOCOL_TCP, NULL, &bound, &error);
-  g_assert_no_error (error);
-  svc->port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound));
-  g_signal_connect (svc->service, "run", G_CALLBACK (service_run_cb), svc);
-  g_socket_service_start (svc->service);
-  g_main_context_pop_thread_default (svc->context);
-  svc->thread = g_thread_new ("service", service_thread, svc);
+  svc->port = gt_test_tcp_service_start (G_CALLBACK (service_run_cb), svc)->port;
   return svc;
-}
-
-static gboolean
-quit_idle_cb (gpointer data)
-{
-  g_main_loop_quit (data);
-  return G_SOURCE_REMOVE;
 }
 
 static void
 service_free (Service *svc)
 {
-  GSource *idle = g_idle_source_new ();
-
-  g_source_set_callback (idle, quit_idle_cb, svc->loop, NULL);
-  g_source_attach (idle, svc->context);
-  g_source_unref (idle);
-  g_thread_join (svc->thread);
-  g_socket_service_stop (svc->service);
-  g_socket_listener_close (G_SOCKET_LISTENER (svc->service));
-  g_object_unref (svc->service);
-  g_main_loop_unref (svc->loop);
-  g_main_context_unref (svc->context);
   g_free (svc->name);
   g_free (svc);
 }
@@ -271,7 +227,7 @@ route_status (guint16 port, const char *host)
   return r->status;
 }
 
-/* Waits up to timeout_ms for GET / on host to answer `want`; returns the ms it took, -1 if never. */
+/* Waits up to timeout_ms for GET / on host to answer `want`; returns the ms it took, or -1. */
 static gint64
 wait_route (guint16 port, const char *host, int want, guint timeout_ms)
 {
@@ -303,24 +259,7 @@ typedef struct
 static const char *
 gt_binary (void)
 {
-  const char *bin = g_getenv ("GT_BINARY");
-
-  return bin != NULL ? bin : "gt";
-}
-
-static guint16
-free_port (void)
-{
-  struct sockaddr_in sin = { 0 };
-  socklen_t len = sizeof sin;
-  int fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-  g_assert_no_errno (bind (fd, (struct sockaddr *) &sin, sizeof sin));
-  g_assert_no_errno (getsockname (fd, (struct sockaddr *) &sin, &len));
-  close (fd);
-  return ntohs (sin.sin_port);
+  return gt_test_binary () != NULL ? gt_test_binary () : "gt";
 }
 
 static void
@@ -426,7 +365,8 @@ gt_signal (Fixture *f, const char *name, char **err_out)
   g_autoptr (GError) error = NULL;
   g_autofree char *out = NULL, *err = NULL;
 
-  g_subprocess_launcher_set_flags (l, G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
+  g_subprocess_launcher_set_flags (l,
+                                   G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
   sp = g_subprocess_launcher_spawn (l, &error, gt_binary (), "-s", name, NULL);
   g_assert_no_error (error);
   g_subprocess_communicate_utf8 (sp, NULL, NULL, &out, &err, &error);
@@ -460,7 +400,8 @@ worker_pid (Fixture *f, const char *name)
 static void
 fixture_setup (Fixture *f, gconstpointer data)
 {
-  f->dir = g_dir_make_tmp ("gt-itest-mgr-XXXXXX", NULL);
+  gt_test_setup ();
+  f->dir = g_strdup (gt_test_tmpdir ());
   f->cfg = g_build_filename (f->dir, "cfg", NULL);
   f->run = g_build_filename (f->dir, "run", NULL);
   f->log = g_build_filename (f->dir, "manager.log", NULL);
@@ -469,26 +410,8 @@ fixture_setup (Fixture *f, gconstpointer data)
   f->svc[0] = service_start ("alpha");
   f->svc[1] = service_start ("beta");
   f->svc[2] = service_start ("gamma");
-  f->server_port[0] = free_port ();
-  f->server_port[1] = free_port ();
-}
-
-static void
-rm_rf (const char *path)
-{
-  g_autoptr (GDir) d = g_dir_open (path, 0, NULL);
-  const char *name;
-
-  while (d != NULL && (name = g_dir_read_name (d)) != NULL)
-    {
-      g_autofree char *child = g_build_filename (path, name, NULL);
-
-      if (g_file_test (child, G_FILE_TEST_IS_DIR))
-        rm_rf (child);
-      else
-        g_unlink (child);
-    }
-  g_rmdir (path);
+  f->server_port[0] = gt_test_free_port ();
+  f->server_port[1] = gt_test_free_port ();
 }
 
 static void
@@ -540,13 +463,13 @@ fixture_teardown (Fixture *f, gconstpointer data)
         }
       g_clear_object (&f->manager);
     }
-  for (guint i = 0; i < G_N_ELEMENTS (f->svc); i++)
-    g_clear_pointer (&f->svc[i], service_free);
-  rm_rf (f->dir);
   g_free (f->dir);
   g_free (f->cfg);
   g_free (f->run);
   g_free (f->log);
+  gt_test_teardown (); /* stops the services, removes the temp dir */
+  for (guint i = 0; i < G_N_ELEMENTS (f->svc); i++)
+    g_clear_pointer (&f->svc[i], service_free);
 }
 
 /* 2 servers + 2 clients (alpha, beta on server 0; gamma on server 1) + a broken file. */
@@ -878,11 +801,10 @@ test_socket_activation (Fixture *f, gconstpointer data)
 int
 main (int argc, char **argv)
 {
-  g_test_init (&argc, &argv, NULL);
-  signal (SIGPIPE, SIG_IGN);
+  gt_test_init (&argc, &argv, 0);
 
-#define ADD(path, fn) g_test_add ("/gt/manager/integration/" path, Fixture, NULL, fixture_setup, fn, \
-                                  fixture_teardown)
+#define ADD(path, fn)                                                                              \
+  g_test_add ("/gt/manager/integration/" path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   ADD ("dir-with-broken-file", test_dir);
   ADD ("kill-worker", test_kill_worker);
   ADD ("reload", test_reload);
@@ -892,5 +814,5 @@ main (int argc, char **argv)
   ADD ("sd-notify", test_sd_notify);
   ADD ("socket-activation", test_socket_activation);
 #undef ADD
-  return g_test_run ();
+  return gt_test_run ();
 }

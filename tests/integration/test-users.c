@@ -21,13 +21,10 @@
 
 #include "gt-frame.h"
 #include "gt-metrics.h"
+#include "gt-test-utils.h"
 
-/* Every wait in this file is bounded by this (or a shorter explicit) timeout. */
-#define WAIT_MS 20000
-#define MIB (1024 * 1024)
-#define PATTERN_SIZE (4 * MIB)
-
-#define TCP_BANNER "SSH-2.0-test\r\n"
+/* Every wait is bounded by GT_TEST_WAIT_MS (or a shorter explicit) timeout. */
+#define PATTERN_SIZE (4 * GT_TEST_MIB)
 
 /* Every secret used below; none may appear in a gt log line or an API response. */
 #define SECRET_ALICE "alice-pw-7Qx2Lr9"
@@ -48,547 +45,17 @@ static const char *const all_secrets[] = {
 };
 
 /* ------------------------------------------------------------------------------------------ */
-/* Shared state: one lock and one condition for everything the service thread updates. */
+/* Fixture: the harness keeps the children, services and files; this file adds the auth API. */
 
-static GMutex state_lock;
-static GCond state_cond;
-static GMainContext *service_ctx;
-static GMainLoop *service_loop;
-static GThread *service_thread;
-static GPtrArray *live_procs; /* GtProc *, under state_lock; read by the abort handler */
-static guint8 *pattern;       /* deterministic bytes served by /bytes and used as bodies */
-static const char *gt_binary;
-static gboolean verbose_logs;
-static const char *current_tmpdir; /* the running test's folder, removed by the abort handler */
-static GPtrArray *current_files;   /* char *, files in it */
-
-static gint64
-deadline_in (guint ms)
-{
-  return g_get_monotonic_time () + (gint64)ms * 1000;
-}
-
-#define test_fail(...)                                                                             \
-  G_STMT_START                                                                                     \
-  {                                                                                                \
-    g_autofree char *msg_ = g_strdup_printf (__VA_ARGS__);                                         \
-    g_assertion_message (G_LOG_DOMAIN, __FILE__, __LINE__, G_STRFUNC, msg_);                       \
-  }                                                                                                \
-  G_STMT_END
-
-static void
-fill_pattern (void)
-{
-  guint32 x = 0x9e3779b9u;
-
-  pattern = g_malloc (PATTERN_SIZE);
-  for (gsize i = 0; i < PATTERN_SIZE; i += 4)
-    {
-      x ^= x << 13;
-      x ^= x >> 17;
-      x ^= x << 5;
-      memcpy (pattern + i, &x, 4);
-    }
-}
-
-/* Compares received bytes with the expected ones, failing with the first differing offset. */
-static void
-check_bytes (const char *what, const guint8 *got, gsize got_len, const guint8 *want, gsize want_len)
-{
-  gsize n = MIN (got_len, want_len);
-
-  for (gsize i = 0; i < n; i++)
-    if (got[i] != want[i])
-      test_fail ("%s: byte %" G_GSIZE_FORMAT
-                 " differs (got 0x%02x, want 0x%02x; lengths %" G_GSIZE_FORMAT "/%" G_GSIZE_FORMAT
-                 ")",
-                 what, i, got[i], want[i], got_len, want_len);
-  if (got_len != want_len)
-    test_fail ("%s: got %" G_GSIZE_FORMAT " bytes, want %" G_GSIZE_FORMAT, what, got_len, want_len);
-}
-
-/* Runs func(data) in the service thread and waits for it. */
-typedef struct
-{
-  GFunc func;
-  gpointer data;
-  gboolean done;
-} ServiceCall;
-
-static gboolean
-service_call_cb (gpointer user_data)
-{
-  ServiceCall *call = user_data;
-
-  call->func (call->data, NULL);
-  g_mutex_lock (&state_lock);
-  call->done = TRUE;
-  g_cond_broadcast (&state_cond);
-  g_mutex_unlock (&state_lock);
-  return G_SOURCE_REMOVE;
-}
-
-static void
-service_call (GFunc func, gpointer data)
-{
-  ServiceCall call = { func, data, FALSE };
-
-  g_main_context_invoke (service_ctx, service_call_cb, &call);
-  g_mutex_lock (&state_lock);
-  while (!call.done)
-    g_cond_wait (&state_cond, &state_lock);
-  g_mutex_unlock (&state_lock);
-}
-
-static gpointer
-service_thread_main (gpointer data)
-{
-  g_main_context_push_thread_default (service_ctx);
-  g_main_loop_run (service_loop);
-  g_main_context_pop_thread_default (service_ctx);
-  return NULL;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* gt child processes: output read line by line in the service thread into a log buffer. */
-
-typedef struct
-{
-  char *name;
-  GSubprocess *proc;
-  int pid;
-  GDataInputStream *log_in;
-  GCancellable *cancellable;
-  GPtrArray *lines; /* char *, under state_lock */
-  gboolean eof;     /* under state_lock */
-  gboolean exited;  /* under state_lock */
-} GtProc;
-
-static void
-gt_proc_clear (gpointer data)
-{
-  GtProc *p = data;
-
-  g_free (p->name);
-  g_clear_object (&p->proc);
-  g_clear_object (&p->log_in);
-  g_clear_object (&p->cancellable);
-  g_clear_pointer (&p->lines, g_ptr_array_unref);
-}
-
-static void
-gt_proc_unref (GtProc *p)
-{
-  g_atomic_rc_box_release_full (p, gt_proc_clear);
-}
-
-static void proc_line_cb (GObject *source, GAsyncResult *result, gpointer user_data);
-
-static void
-proc_read_next (GtProc *p)
-{
-  g_data_input_stream_read_line_async (p->log_in, G_PRIORITY_DEFAULT, p->cancellable, proc_line_cb,
-                                       p);
-}
-
-static void
-proc_line_cb (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-  GtProc *p = user_data;
-  gsize len = 0;
-  char *line
-      = g_data_input_stream_read_line_finish (G_DATA_INPUT_STREAM (source), result, &len, NULL);
-
-  if (line == NULL)
-    {
-      g_mutex_lock (&state_lock);
-      p->eof = TRUE;
-      g_cond_broadcast (&state_cond);
-      g_mutex_unlock (&state_lock);
-      gt_proc_unref (p);
-      return;
-    }
-  if (len > 0 && line[len - 1] == '\r')
-    line[len - 1] = '\0';
-  if (verbose_logs)
-    g_printerr ("# [%s] %s\n", p->name, line);
-  g_mutex_lock (&state_lock);
-  g_ptr_array_add (p->lines, line);
-  g_cond_broadcast (&state_cond);
-  g_mutex_unlock (&state_lock);
-  proc_read_next (p);
-}
-
-static void
-proc_exited_cb (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-  GtProc *p = user_data;
-
-  g_subprocess_wait_finish (G_SUBPROCESS (source), result, NULL);
-  g_mutex_lock (&state_lock);
-  p->exited = TRUE;
-  g_cond_broadcast (&state_cond);
-  g_mutex_unlock (&state_lock);
-  gt_proc_unref (p);
-}
-
-static void
-proc_start_io_in_service (gpointer data, gpointer unused)
-{
-  GtProc *p = data;
-
-  g_subprocess_wait_async (p->proc, NULL, proc_exited_cb, g_atomic_rc_box_acquire (p));
-  proc_read_next (g_atomic_rc_box_acquire (p));
-}
-
-static void
-proc_cancel_in_service (gpointer data, gpointer unused)
-{
-  g_cancellable_cancel (((GtProc *)data)->cancellable);
-}
-
-static void
-child_setup_cb (gpointer data)
-{
-  /* A test that aborts must not leave gt processes behind. */
-  prctl (PR_SET_PDEATHSIG, SIGKILL);
-}
-
-typedef struct _LocalHttp LocalHttp;
-typedef struct _TcpEcho TcpEcho;
 typedef struct _AuthApi AuthApi;
 
 typedef struct
 {
-  GPtrArray *procs;  /* GtProc * */
-  GPtrArray *locals; /* LocalHttp * */
-  TcpEcho *tcp_echo;
   AuthApi *auth;
-  char *tmpdir;     /* YAML files of the test */
-  GPtrArray *files; /* char *, paths to remove */
 } Fixture;
 
-static GPtrArray *
-args_new (void)
-{
-  return g_ptr_array_new_with_free_func (g_free);
-}
-
-G_GNUC_PRINTF (2, 3) static void args_add (GPtrArray *args, const char *fmt, ...)
-{
-  va_list ap;
-
-  va_start (ap, fmt);
-  g_ptr_array_add (args, g_strdup_vprintf (fmt, ap));
-  va_end (ap);
-}
-
-G_GNUC_NULL_TERMINATED static void
-args_addv (GPtrArray *args, ...)
-{
-  va_list ap;
-  const char *a;
-
-  va_start (ap, args);
-  while ((a = va_arg (ap, const char *)) != NULL)
-    g_ptr_array_add (args, g_strdup (a));
-  va_end (ap);
-}
-
-static GtProc *
-spawn_gt (Fixture *f, const char *name, GPtrArray *args)
-{
-  g_autoptr (GSubprocessLauncher) launcher = NULL;
-  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
-  g_autoptr (GError) error = NULL;
-  g_autofree char *cmdline = NULL;
-  GtProc *p;
-
-  g_ptr_array_add (argv, (gpointer)gt_binary);
-  for (guint i = 0; args != NULL && i < args->len; i++)
-    g_ptr_array_add (argv, args->pdata[i]);
-  if (g_getenv ("GT_TEST_LOG_LEVEL") != NULL)
-    {
-      g_ptr_array_add (argv, (gpointer) "--logLevel");
-      g_ptr_array_add (argv, (gpointer)g_getenv ("GT_TEST_LOG_LEVEL"));
-    }
-  g_ptr_array_add (argv, NULL);
-  cmdline = g_strjoinv (" ", (char **)argv->pdata);
-  g_test_message ("spawn %s: %s", name, cmdline);
-
-  launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDOUT_PIPE
-                                        | G_SUBPROCESS_FLAGS_STDERR_MERGE);
-  g_subprocess_launcher_set_child_setup (launcher, child_setup_cb, NULL, NULL);
-
-  p = g_atomic_rc_box_new0 (GtProc);
-  p->name = g_strdup (name);
-  p->lines = g_ptr_array_new_with_free_func (g_free);
-  p->cancellable = g_cancellable_new ();
-  p->proc = g_subprocess_launcher_spawnv (launcher, (const char *const *)argv->pdata, &error);
-  g_assert_no_error (error);
-  p->pid = atoi (g_subprocess_get_identifier (p->proc));
-  p->log_in = g_data_input_stream_new (g_subprocess_get_stdout_pipe (p->proc));
-  g_data_input_stream_set_newline_type (p->log_in, G_DATA_STREAM_NEWLINE_TYPE_LF);
-
-  g_mutex_lock (&state_lock);
-  g_ptr_array_add (live_procs, p);
-  g_mutex_unlock (&state_lock);
-  g_ptr_array_add (f->procs, g_atomic_rc_box_acquire (p));
-  service_call (proc_start_io_in_service, p);
-  return p;
-}
-
-static gboolean
-proc_has_exited (GtProc *p)
-{
-  gboolean exited;
-
-  g_mutex_lock (&state_lock);
-  exited = p->exited;
-  g_mutex_unlock (&state_lock);
-  return exited;
-}
-
-static gboolean
-proc_wait_exit (GtProc *p, guint timeout_ms)
-{
-  gint64 end = deadline_in (timeout_ms);
-  gboolean exited;
-
-  g_mutex_lock (&state_lock);
-  while (!p->exited && g_cond_wait_until (&state_cond, &state_lock, end))
-    ;
-  exited = p->exited;
-  g_mutex_unlock (&state_lock);
-  return exited;
-}
-
-/* Sends sig and waits for the exit; escalates to SIGKILL when the process does not go. */
-static void
-proc_stop (GtProc *p, int sig)
-{
-  if (proc_has_exited (p))
-    return;
-  g_subprocess_send_signal (p->proc, sig);
-  if (proc_wait_exit (p, 10000))
-    return;
-  g_printerr ("# %s did not exit within 10 s of signal %d, killing it\n", p->name, sig);
-  g_subprocess_force_exit (p->proc);
-  proc_wait_exit (p, 10000);
-}
-
-/* Stops p with SIGTERM and checks that it exits with status 0, as the CLI promises. */
-static void
-proc_stop_cleanly (GtProc *p)
-{
-  proc_stop (p, SIGTERM);
-  if (!proc_has_exited (p))
-    test_fail ("%s did not exit after SIGTERM and SIGKILL", p->name);
-  if (g_subprocess_get_if_signaled (p->proc))
-    test_fail ("%s was terminated by signal %d (%s) after SIGTERM instead of exiting with 0",
-               p->name, g_subprocess_get_term_sig (p->proc),
-               g_strsignal (g_subprocess_get_term_sig (p->proc)));
-  if (g_subprocess_get_exit_status (p->proc) != 0)
-    test_fail ("%s exited with status %d after SIGTERM", p->name,
-               g_subprocess_get_exit_status (p->proc));
-}
-
-static guint
-proc_line_count (GtProc *p)
-{
-  guint n;
-
-  g_mutex_lock (&state_lock);
-  n = p->lines->len;
-  g_mutex_unlock (&state_lock);
-  return n;
-}
-
-static guint
-proc_count_matches (GtProc *p, const char *regex)
-{
-  g_autoptr (GRegex) re = g_regex_new (regex, 0, 0, NULL);
-  guint n = 0;
-
-  g_assert_nonnull (re);
-  g_mutex_lock (&state_lock);
-  for (guint i = 0; i < p->lines->len; i++)
-    if (g_regex_match (re, p->lines->pdata[i], 0, NULL))
-      n++;
-  g_mutex_unlock (&state_lock);
-  return n;
-}
-
-/* Waits for a log line at index >= *from matching regex; returns a copy of it (and moves
- * *from past it), or NULL when the timeout passes or the output ends first. */
-static char *
-proc_wait_line (GtProc *p, const char *regex, guint *from, guint timeout_ms)
-{
-  g_autoptr (GRegex) re = g_regex_new (regex, 0, 0, NULL);
-  gint64 end = deadline_in (timeout_ms);
-  guint i = from != NULL ? *from : 0;
-  char *found = NULL;
-
-  g_assert_nonnull (re);
-  g_mutex_lock (&state_lock);
-  for (;;)
-    {
-      for (; i < p->lines->len; i++)
-        if (g_regex_match (re, p->lines->pdata[i], 0, NULL))
-          {
-            found = g_strdup (p->lines->pdata[i]);
-            if (from != NULL)
-              *from = i + 1;
-            break;
-          }
-      if (found != NULL || p->eof || g_get_monotonic_time () >= end)
-        break;
-      g_cond_wait_until (&state_cond, &state_lock, end);
-    }
-  g_mutex_unlock (&state_lock);
-  return found;
-}
-
-#define proc_expect_line(p, regex, from, timeout_ms)                                               \
-  ({                                                                                               \
-    char *line_ = proc_wait_line ((p), (regex), (from), (timeout_ms));                             \
-    if (line_ == NULL)                                                                             \
-      test_fail ("no line matching /%s/ from %s within %u ms%s", (regex), (p)->name,               \
-                 (guint)(timeout_ms), proc_has_exited (p) ? " (process exited)" : "");             \
-    line_;                                                                                         \
-  })
-
-/* First capture group of regex in line. */
-static guint
-capture_uint (const char *line, const char *regex)
-{
-  g_autoptr (GRegex) re = g_regex_new (regex, 0, 0, NULL);
-  g_autoptr (GMatchInfo) mi = NULL;
-  g_autofree char *s = NULL;
-
-  if (!g_regex_match (re, line, 0, &mi))
-    test_fail ("line '%s' does not match /%s/", line, regex);
-  s = g_match_info_fetch (mi, 1);
-  return (guint)g_ascii_strtoull (s, NULL, 10);
-}
-
-static void
-proc_finalize (GtProc *p)
-{
-  gint64 end;
-
-  proc_stop (p, SIGTERM);
-  /* The log pipe normally ends with the process; cancel the reader if it does not. */
-  end = deadline_in (5000);
-  g_mutex_lock (&state_lock);
-  while (!p->eof && g_cond_wait_until (&state_cond, &state_lock, end))
-    ;
-  g_mutex_unlock (&state_lock);
-  service_call (proc_cancel_in_service, p);
-  g_mutex_lock (&state_lock);
-  while (!p->eof)
-    g_cond_wait (&state_cond, &state_lock);
-  g_ptr_array_remove (live_procs, p);
-  g_mutex_unlock (&state_lock);
-  gt_proc_unref (p);
-}
-
-/* On abort (failed assertion) or a harness timeout: print the logs, kill the children. */
-static void
-fatal_signal_handler (int sig)
-{
-  gboolean locked = FALSE;
-
-  for (int i = 0; i < 200 && !(locked = g_mutex_trylock (&state_lock)); i++)
-    g_usleep (1000);
-  for (guint i = 0; live_procs != NULL && i < live_procs->len; i++)
-    {
-      GtProc *p = live_procs->pdata[i];
-      guint first = p->lines->len > 300 ? p->lines->len - 300 : 0;
-
-      fprintf (stderr, "# ---- output of %s (pid %d), %u lines%s ----\n", p->name, p->pid,
-               p->lines->len, first > 0 ? ", last 300 shown" : "");
-      for (guint j = first; j < p->lines->len; j++)
-        fprintf (stderr, "# [%s] %s\n", p->name, (const char *)p->lines->pdata[j]);
-      kill (p->pid, SIGKILL);
-    }
-  fflush (stderr);
-  for (guint i = 0; current_files != NULL && i < current_files->len; i++)
-    unlink (current_files->pdata[i]);
-  if (current_tmpdir != NULL)
-    rmdir (current_tmpdir);
-  if (locked)
-    g_mutex_unlock (&state_lock);
-  signal (sig, SIG_DFL);
-  raise (sig);
-}
-
 /* ------------------------------------------------------------------------------------------ */
-/* Local HTTP services: SoupServers living in the service thread. */
-
-struct _LocalHttp
-{
-  SoupServer *server;
-  GSocketService *service;
-  char *name;
-  guint16 port;
-};
-
-static void
-echo_cb (SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
-         gpointer user_data)
-{
-  g_autoptr (GBytes) body = soup_message_body_flatten (soup_server_message_get_request_body (msg));
-
-  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
-  soup_server_message_set_response (msg, "application/octet-stream", SOUP_MEMORY_COPY,
-                                    g_bytes_get_data (body, NULL), g_bytes_get_size (body));
-}
-
-static gsize
-query_size (GHashTable *query, const char *key, gsize dflt)
-{
-  const char *v = query != NULL ? g_hash_table_lookup (query, key) : NULL;
-
-  return v != NULL ? MIN (g_ascii_strtoull (v, NULL, 10), (guint64)PATTERN_SIZE) : dflt;
-}
-
-static void
-bytes_cb (SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
-          gpointer user_data)
-{
-  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
-  soup_server_message_set_response (msg, "application/octet-stream", SOUP_MEMORY_STATIC,
-                                    (const char *)pattern, query_size (query, "n", 0));
-}
-
-/* /sink: answers with the decimal size of the request body (upload measurements). */
-static void
-sink_cb (SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
-         gpointer user_data)
-{
-  g_autoptr (GBytes) body = soup_message_body_flatten (soup_server_message_get_request_body (msg));
-  g_autofree char *text = g_strdup_printf ("%" G_GSIZE_FORMAT, g_bytes_get_size (body));
-
-  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
-  soup_server_message_set_response (msg, "text/plain", SOUP_MEMORY_COPY, text, strlen (text));
-}
-
-static void
-whoami_cb (SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
-           gpointer user_data)
-{
-  LocalHttp *h = user_data;
-
-  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
-  soup_server_message_set_response (msg, "text/plain", SOUP_MEMORY_COPY, h->name, strlen (h->name));
-}
-
-typedef struct
-{
-  LocalHttp *h;
-  GError *error;
-} LocalHttpStart;
+/* Local services of our own: GSocketService listeners handing connections to a SoupServer. */
 
 /* Connections to a SoupServer come from our own GSocketService (backlog 1024, unlike
  * soup_server_listen_local) and are handed over with soup_server_accept_iostream(): libsoup
@@ -631,55 +98,6 @@ soup_listen_stop (GSocketService **service)
   g_socket_service_stop (*service);
   g_socket_listener_close (G_SOCKET_LISTENER (*service));
   g_clear_object (service);
-}
-
-static void
-local_http_start_in_service (gpointer data, gpointer unused)
-{
-  LocalHttpStart *st = data;
-  LocalHttp *h = st->h;
-
-  h->server = soup_server_new ("server-header", "gt-test-service ", NULL);
-  soup_server_add_handler (h->server, "/echo", echo_cb, h, NULL);
-  soup_server_add_handler (h->server, "/bytes", bytes_cb, h, NULL);
-  soup_server_add_handler (h->server, "/sink", sink_cb, h, NULL);
-  soup_server_add_handler (h->server, "/whoami", whoami_cb, h, NULL);
-  h->service = soup_listen_loopback (h->server, &h->port, &st->error);
-}
-
-static void
-local_http_stop_in_service (gpointer data, gpointer unused)
-{
-  LocalHttp *h = data;
-
-  soup_listen_stop (&h->service);
-  if (h->server != NULL)
-    soup_server_disconnect (h->server);
-  g_clear_object (&h->server);
-}
-
-/* Starts a local service on any free port; /whoami answers name. */
-static LocalHttp *
-local_http_start (Fixture *f, const char *name)
-{
-  LocalHttpStart st = { NULL, NULL };
-
-  st.h = g_new0 (LocalHttp, 1);
-  st.h->name = g_strdup (name);
-  service_call (local_http_start_in_service, &st);
-  g_assert_no_error (st.error);
-  g_ptr_array_add (f->locals, st.h);
-  return st.h;
-}
-
-static void
-local_http_free (gpointer data)
-{
-  LocalHttp *h = data;
-
-  service_call (local_http_stop_in_service, h);
-  g_free (h->name);
-  g_free (h);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -759,10 +177,10 @@ auth_cb (SoupServer *server, SoupServerMessage *msg, const char *path, GHashTabl
         g_ptr_array_add (r->tokens, g_strdup (json_array_get_string_element (tokens, i)));
     }
   id = r->id != NULL ? r->id : "";
-  g_mutex_lock (&state_lock);
+  g_mutex_lock (gt_test_lock ());
   g_ptr_array_add (a->requests, r);
-  g_cond_broadcast (&state_cond);
-  g_mutex_unlock (&state_lock);
+  g_cond_broadcast (gt_test_cond ());
+  g_mutex_unlock (gt_test_lock ());
 
   if (strcmp (id, "slow") == 0)
     {
@@ -841,7 +259,7 @@ auth_api_start (Fixture *f)
   f->auth = g_new0 (AuthApi, 1);
   f->auth->requests = g_ptr_array_new_with_free_func (auth_request_free);
   f->auth->hung = g_ptr_array_new ();
-  service_call (auth_api_start_in_service, f->auth);
+  gt_test_service_call (auth_api_start_in_service, f->auth);
   g_assert_no_error (f->auth->error);
   return f->auth;
 }
@@ -849,7 +267,7 @@ auth_api_start (Fixture *f)
 static void
 auth_api_free (AuthApi *a)
 {
-  service_call (auth_api_stop_in_service, a);
+  gt_test_service_call (auth_api_stop_in_service, a);
   g_ptr_array_unref (a->requests);
   g_ptr_array_unref (a->hung);
   g_free (a);
@@ -860,10 +278,10 @@ auth_api_free (AuthApi *a)
 static gint64
 auth_api_wait_request (AuthApi *a, const char *id, guint timeout_ms)
 {
-  gint64 end = deadline_in (timeout_ms);
+  gint64 end = gt_test_deadline_in (timeout_ms);
   gint64 at = 0;
 
-  g_mutex_lock (&state_lock);
+  g_mutex_lock (gt_test_lock ());
   for (;;)
     {
       for (guint i = 0; i < a->requests->len && at == 0; i++)
@@ -873,632 +291,52 @@ auth_api_wait_request (AuthApi *a, const char *id, guint timeout_ms)
           if (g_strcmp0 (r->id, id) == 0)
             at = r->at_us;
         }
-      if (at != 0 || !g_cond_wait_until (&state_cond, &state_lock, end))
+      if (at != 0 || !g_cond_wait_until (gt_test_cond (), gt_test_lock (), end))
         break;
     }
-  g_mutex_unlock (&state_lock);
+  g_mutex_unlock (gt_test_lock ());
   return at;
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* A server-speaks-first TCP service: banner on accept, then echo, close after the peer's EOF. */
-
-struct _TcpEcho
-{
-  GSocketService *service;
-  guint16 port;
-};
-
-static gboolean
-tcp_echo_run_cb (GThreadedSocketService *service, GSocketConnection *conn, GObject *source,
-                 gpointer user_data)
-{
-  GInputStream *in = g_io_stream_get_input_stream (G_IO_STREAM (conn));
-  GOutputStream *out = g_io_stream_get_output_stream (G_IO_STREAM (conn));
-  g_autofree guint8 *buf = g_malloc (65536);
-
-  g_socket_set_timeout (g_socket_connection_get_socket (conn), 60);
-  if (!g_output_stream_write_all (out, TCP_BANNER, strlen (TCP_BANNER), NULL, NULL, NULL))
-    return TRUE;
-  for (;;)
-    {
-      gssize n = g_input_stream_read (in, buf, 65536, NULL, NULL);
-
-      if (n <= 0)
-        break;
-      if (!g_output_stream_write_all (out, buf, n, NULL, NULL, NULL))
-        break;
-    }
-  g_io_stream_close (G_IO_STREAM (conn), NULL, NULL);
-  return TRUE;
-}
-
-static void
-tcp_echo_start_in_service (gpointer data, gpointer unused)
-{
-  TcpEcho *t = data;
-  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
-  g_autoptr (GSocketAddress) addr = g_inet_socket_address_new (lo, 0);
-  g_autoptr (GSocketAddress) bound = NULL;
-  g_autoptr (GError) error = NULL;
-
-  t->service = g_threaded_socket_service_new (16);
-  g_signal_connect (t->service, "run", G_CALLBACK (tcp_echo_run_cb), NULL);
-  g_socket_listener_add_address (G_SOCKET_LISTENER (t->service), addr, G_SOCKET_TYPE_STREAM,
-                                 G_SOCKET_PROTOCOL_TCP, NULL, &bound, &error);
-  g_assert_no_error (error);
-  t->port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound));
-  g_socket_service_start (t->service);
-}
-
-static void
-tcp_echo_stop_in_service (gpointer data, gpointer unused)
-{
-  TcpEcho *t = data;
-
-  g_socket_service_stop (t->service);
-  g_socket_listener_close (G_SOCKET_LISTENER (t->service));
-  g_clear_object (&t->service);
-}
-
-static TcpEcho *
-tcp_echo_start (Fixture *f)
-{
-  g_assert_null (f->tcp_echo);
-  f->tcp_echo = g_new0 (TcpEcho, 1);
-  service_call (tcp_echo_start_in_service, f->tcp_echo);
-  return f->tcp_echo;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Raw client sockets and an HTTP/1.1 response parser (Content-Length, chunked, until-close). */
-
-typedef struct
-{
-  int fd;
-  GByteArray *in; /* received, not yet consumed */
-  gboolean eof;
-} Conn;
-
-static void
-conn_free (Conn *c)
-{
-  if (c->fd >= 0)
-    close (c->fd);
-  g_byte_array_unref (c->in);
-  g_free (c);
-}
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (Conn, conn_free)
-
-static gboolean
-fd_poll (int fd, short events, gint64 deadline, GError **error)
-{
-  for (;;)
-    {
-      struct pollfd pfd = { fd, events, 0 };
-      gint64 left = deadline - g_get_monotonic_time ();
-      int r;
-
-      if (left <= 0)
-        {
-          g_set_error (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT, "timed out waiting on socket");
-          return FALSE;
-        }
-      r = poll (&pfd, 1, (int)MAX (1, left / 1000));
-      if (r > 0)
-        return TRUE;
-      if (r < 0 && errno != EINTR)
-        {
-          g_set_error (error, G_IO_ERROR, g_io_error_from_errno (errno), "poll: %s",
-                       g_strerror (errno));
-          return FALSE;
-        }
-    }
-}
-
-/* Starts a non-blocking connect to 127.0.0.1:port; completion shows as POLLOUT. */
-static Conn *
-conn_connect_start (guint16 port, GError **error)
-{
-  struct sockaddr_in sa = { 0 };
-  Conn *c;
-
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons (port);
-  sa.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-  c = g_new0 (Conn, 1);
-  c->in = g_byte_array_new ();
-  c->fd = socket (AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  g_assert_cmpint (c->fd, >=, 0);
-  if (connect (c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)
-    {
-      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (errno), "connect to %u: %s", port,
-                   g_strerror (errno));
-      conn_free (c);
-      return NULL;
-    }
-  return c;
-}
-
-static gboolean
-conn_check_connected (Conn *c, GError **error)
-{
-  int err = 0;
-  socklen_t len = sizeof err;
-
-  getsockopt (c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err != 0)
-    {
-      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (err), "connect: %s", g_strerror (err));
-      return FALSE;
-    }
-  return TRUE;
-}
-
-static Conn *
-conn_connect (guint16 port, GError **error)
-{
-  g_autoptr (Conn) c = conn_connect_start (port, error);
-
-  if (c == NULL || !fd_poll (c->fd, POLLOUT, deadline_in (10000), error)
-      || !conn_check_connected (c, error))
-    return NULL;
-  return g_steal_pointer (&c);
-}
-
-static gboolean
-conn_write_all (Conn *c, const void *data, gsize len, gint64 deadline, GError **error)
-{
-  const guint8 *p = data;
-
-  while (len > 0)
-    {
-      gssize n = send (c->fd, p, len, MSG_NOSIGNAL);
-
-      if (n > 0)
-        {
-          p += n;
-          len -= n;
-        }
-      else if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        {
-          if (!fd_poll (c->fd, POLLOUT, deadline, error))
-            return FALSE;
-        }
-      else
-        {
-          g_set_error (error, G_IO_ERROR, g_io_error_from_errno (errno), "send: %s",
-                       g_strerror (errno));
-          return FALSE;
-        }
-    }
-  return TRUE;
-}
-
-/* Non-blocking read of what is available: >0 bytes appended, 0 EOF, -1 error, -2 nothing yet. */
-static gssize
-conn_read_now (Conn *c, GError **error)
-{
-  guint8 buf[256 * 1024];
-  gssize n = recv (c->fd, buf, sizeof buf, 0);
-
-  if (n > 0)
-    {
-      g_byte_array_append (c->in, buf, n);
-      return n;
-    }
-  if (n == 0)
-    {
-      c->eof = TRUE;
-      return 0;
-    }
-  if (errno == EAGAIN || errno == EINTR)
-    return -2;
-  g_set_error (error, G_IO_ERROR, g_io_error_from_errno (errno), "recv: %s", g_strerror (errno));
-  return -1;
-}
-
-/* Reads more bytes (waiting until the deadline): >0 appended, 0 EOF, -1 error or timeout. */
-static gssize
-conn_fill (Conn *c, gint64 deadline, GError **error)
-{
-  for (;;)
-    {
-      gssize n = conn_read_now (c, error);
-
-      if (n != -2)
-        return n;
-      if (!fd_poll (c->fd, POLLIN, deadline, error))
-        return -1;
-    }
-}
-
-/* Reads until EOF (a reset also counts as the end when allow_reset). */
-static gboolean
-conn_read_to_eof (Conn *c, gboolean allow_reset, gint64 deadline, GError **error)
-{
-  g_autoptr (GError) local_error = NULL;
-
-  while (!c->eof)
-    {
-      gssize n = conn_fill (c, deadline, &local_error);
-
-      if (n < 0)
-        {
-          if (allow_reset
-              && g_error_matches (local_error, G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED))
-            return TRUE;
-          g_propagate_error (error, g_steal_pointer (&local_error));
-          return FALSE;
-        }
-    }
-  return TRUE;
-}
-
-typedef struct
-{
-  guint status;
-  char *reason;
-  GPtrArray *header_names;  /* char * */
-  GPtrArray *header_values; /* char * */
-  GByteArray *body;
-} HttpResponse;
-
-static void
-http_response_free (HttpResponse *r)
-{
-  g_free (r->reason);
-  g_ptr_array_unref (r->header_names);
-  g_ptr_array_unref (r->header_values);
-  g_byte_array_unref (r->body);
-  g_free (r);
-}
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (HttpResponse, http_response_free)
-
-static const char *
-http_response_header (HttpResponse *r, const char *name)
-{
-  for (guint i = 0; i < r->header_names->len; i++)
-    if (g_ascii_strcasecmp (r->header_names->pdata[i], name) == 0)
-      return r->header_values->pdata[i];
-  return NULL;
-}
-
-static const guint8 *
-find_crlf (const guint8 *p, const guint8 *end)
-{
-  for (; p + 1 < end; p++)
-    if (p[0] == '\r' && p[1] == '\n')
-      return p;
-  return NULL;
-}
-
-/* Parses one response at the start of data: 1 complete (*consumed set), 0 needs more bytes,
- * -1 malformed. eof says no more bytes will come (ends an until-close body). */
-static int
-http_parse_response (const guint8 *data, gsize len, gboolean eof, gsize *consumed,
-                     HttpResponse **out, GError **error)
-{
-  const guint8 *end = data + len;
-  const guint8 *head_end = len >= 4 ? memmem (data, len, "\r\n\r\n", 4) : NULL;
-  g_autoptr (HttpResponse) r = NULL;
-  g_autofree char *head = NULL;
-  g_auto (GStrv) lines = NULL;
-  const char *te, *cl;
-  const guint8 *p;
-  char *sp;
-
-  if (head_end == NULL)
-    {
-      if (len > 65536 || eof)
-        {
-          g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                       "%s before the end of the response head (%" G_GSIZE_FORMAT " bytes: "
-                       "'%.*s')",
-                       eof ? "EOF" : "too many bytes", len, (int)MIN (len, 200),
-                       (const char *)data);
-          return -1;
-        }
-      return 0;
-    }
-  head = g_strndup ((const char *)data, head_end - data);
-  lines = g_strsplit (head, "\r\n", -1);
-  r = g_new0 (HttpResponse, 1);
-  r->header_names = g_ptr_array_new_with_free_func (g_free);
-  r->header_values = g_ptr_array_new_with_free_func (g_free);
-  r->body = g_byte_array_new ();
-  if (!g_str_has_prefix (lines[0], "HTTP/1.") || strlen (lines[0]) < 12 || lines[0][8] != ' '
-      || !g_ascii_isdigit (lines[0][9]) || !g_ascii_isdigit (lines[0][10])
-      || !g_ascii_isdigit (lines[0][11]))
-    {
-      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "bad status line '%s'", lines[0]);
-      return -1;
-    }
-  r->status = (guint)g_ascii_strtoull (lines[0] + 9, NULL, 10);
-  r->reason = g_strdup (lines[0][12] == ' ' ? lines[0] + 13 : "");
-  for (guint i = 1; lines[i] != NULL; i++)
-    {
-      char *colon = strchr (lines[i], ':');
-
-      if (colon == NULL)
-        {
-          g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "bad header line '%s'",
-                       lines[i]);
-          return -1;
-        }
-      g_ptr_array_add (r->header_names, g_strstrip (g_strndup (lines[i], colon - lines[i])));
-      g_ptr_array_add (r->header_values, g_strstrip (g_strdup (colon + 1)));
-    }
-
-  p = head_end + 4;
-  te = http_response_header (r, "Transfer-Encoding");
-  cl = http_response_header (r, "Content-Length");
-  if (r->status / 100 == 1 || r->status == 204 || r->status == 304)
-    ;
-  else if (te != NULL && g_ascii_strcasecmp (te, "chunked") == 0)
-    {
-      for (;;)
-        {
-          const guint8 *eol = find_crlf (p, end);
-          g_autofree char *size_line = NULL;
-          guint64 size;
-
-          if (eol == NULL)
-            goto need_more;
-          size_line = g_strndup ((const char *)p, eol - p);
-          if ((sp = strchr (size_line, ';')) != NULL)
-            *sp = '\0';
-          if (!g_ascii_isxdigit (size_line[0]))
-            {
-              g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "bad chunk size '%s'",
-                           size_line);
-              return -1;
-            }
-          size = g_ascii_strtoull (size_line, NULL, 16);
-          p = eol + 2;
-          if (size == 0)
-            {
-              /* trailers, then an empty line */
-              for (;;)
-                {
-                  eol = find_crlf (p, end);
-                  if (eol == NULL)
-                    goto need_more;
-                  if (eol == p)
-                    {
-                      p += 2;
-                      break;
-                    }
-                  p = eol + 2;
-                }
-              break;
-            }
-          if ((gsize)(end - p) < size + 2)
-            goto need_more;
-          if (p[size] != '\r' || p[size + 1] != '\n')
-            {
-              g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "chunk without CRLF");
-              return -1;
-            }
-          g_byte_array_append (r->body, p, size);
-          p += size + 2;
-        }
-    }
-  else if (cl != NULL)
-    {
-      guint64 n = g_ascii_strtoull (cl, NULL, 10);
-
-      if ((guint64)(end - p) < n)
-        goto need_more;
-      g_byte_array_append (r->body, p, n);
-      p += n;
-    }
-  else
-    {
-      if (!eof)
-        return 0;
-      g_byte_array_append (r->body, p, end - p);
-      p = end;
-    }
-  *consumed = p - data;
-  *out = g_steal_pointer (&r);
-  return 1;
-
-need_more:
-  if (eof)
-    {
-      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                   "EOF in the response body (status %u, %" G_GSIZE_FORMAT " bytes buffered)",
-                   r->status, len);
-      return -1;
-    }
-  return 0;
-}
-
-static HttpResponse *
-conn_read_response (Conn *c, gint64 deadline, GError **error)
-{
-  for (;;)
-    {
-      HttpResponse *r = NULL;
-      gsize consumed = 0;
-      int res = http_parse_response (c->in->data, c->in->len, c->eof, &consumed, &r, error);
-
-      if (res < 0)
-        return NULL;
-      if (res > 0)
-        {
-          g_byte_array_remove_range (c->in, 0, consumed);
-          return r;
-        }
-      if (conn_fill (c, deadline, error) < 0)
-        return NULL;
-    }
-}
-
-static GByteArray *
-http_build_request (const char *method, const char *path, const char *host, const void *body,
-                    gsize body_len, const char *extra_headers)
-{
-  GByteArray *req = g_byte_array_new ();
-  g_autoptr (GString) head = g_string_new (NULL);
-
-  g_string_append_printf (head, "%s %s HTTP/1.1\r\n", method, path);
-  if (host != NULL)
-    g_string_append_printf (head, "Host: %s\r\n", host);
-  if (body != NULL)
-    g_string_append_printf (head, "Content-Length: %" G_GSIZE_FORMAT "\r\n", body_len);
-  if (extra_headers != NULL)
-    g_string_append (head, extra_headers);
-  g_string_append (head, "\r\n");
-  g_byte_array_append (req, (const guint8 *)head->str, head->len);
-  if (body != NULL)
-    g_byte_array_append (req, body, body_len);
-  return req;
-}
-
-/* One request on an open connection (keep-alive); body NULL means none. */
-static HttpResponse *
-conn_request (Conn *c, const char *method, const char *path, const char *host, const void *body,
-              gsize body_len, guint timeout_ms, GError **error)
-{
-  g_autoptr (GByteArray) req = http_build_request (method, path, host, body, body_len, NULL);
-  gint64 deadline = deadline_in (timeout_ms);
-
-  if (!conn_write_all (c, req->data, req->len, deadline, error))
-    return NULL;
-  return conn_read_response (c, deadline, error);
-}
-
-/* One request on a fresh connection to the relay port with the given Host; returns status and
- * body (NULL and error on transport or parse failures). */
-static HttpResponse *
-http_request (guint16 port, const char *method, const char *path, const char *host,
-              const void *body, gsize body_len, GError **error)
-{
-  g_autoptr (Conn) c = conn_connect (port, error);
-
-  if (c == NULL)
-    return NULL;
-  return conn_request (c, method, path, host, body, body_len, WAIT_MS, error);
-}
-
-#define expect_response(resp, error, want_status)                                                  \
-  G_STMT_START                                                                                     \
-  {                                                                                                \
-    if ((resp) == NULL)                                                                            \
-      test_fail ("request failed: %s", (error) != NULL ? (error)->message : "?");                  \
-    if ((resp)->status != (want_status))                                                           \
-      test_fail ("status %u '%s' (want %u), body '%.*s'", (resp)->status, (resp)->reason,          \
-                 (guint)(want_status), (int)MIN ((resp)->body->len, 300),                          \
-                 (const char *)(resp)->body->data);                                                \
-  }                                                                                                \
-  G_STMT_END
-
-/* ------------------------------------------------------------------------------------------ */
-/* Free ports. */
-
-static guint16
-free_port (void)
-{
-  struct sockaddr_in sa = { 0 };
-  socklen_t len = sizeof sa;
-  int fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-  g_assert_cmpint (bind (fd, (struct sockaddr *)&sa, sizeof sa), ==, 0);
-  g_assert_cmpint (getsockname (fd, (struct sockaddr *)&sa, &len), ==, 0);
-  close (fd);
-  return ntohs (sa.sin_port);
-}
-
-static gboolean
-port_is_free (guint16 port)
-{
-  struct sockaddr_in sa = { 0 };
-  int fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  gboolean ok;
-
-  setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons (port);
-  sa.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-  ok = bind (fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-  close (fd);
-  return ok;
-}
-
-static void
-free_port_range (guint n, guint16 *first, guint16 *last)
-{
-  for (int attempt = 0; attempt < 100; attempt++)
-    {
-      guint16 a = (guint16)g_random_int_range (20000, 60000);
-      guint i;
-
-      for (i = 0; i < n && port_is_free (a + i); i++)
-        ;
-      if (i == n)
-        {
-          *first = a;
-          *last = a + n - 1;
-          return;
-        }
-    }
-  test_fail ("no free range of %u ports found", n);
-}
-/* ------------------------------------------------------------------------------------------ */
 /* Starting gt. */
-
-static char *
-write_file (Fixture *f, const char *name, const char *text)
-{
-  char *path = g_build_filename (f->tmpdir, name, NULL);
-  g_autoptr (GError) error = NULL;
-
-  g_file_set_contents (path, text, -1, &error);
-  g_assert_no_error (error);
-  g_ptr_array_add (f->files, g_strdup (path));
-  return path;
-}
 
 /* `gt server --addr 127.0.0.1:0 ARGS...`; waits for the listener (and the API when --apiAddr
  * is among the arguments). api_port may be NULL. */
-static GtProc *
+static GtTestProc *
 start_server_v (Fixture *f, const char *name, guint16 *port, guint16 *api_port, GPtrArray *extra)
 {
-  g_autoptr (GPtrArray) args = args_new ();
+  g_autoptr (GPtrArray) args = gt_test_args_new ();
   g_autofree char *line = NULL;
   gboolean api = FALSE;
-  GtProc *p;
+  GtTestProc *p;
 
-  args_addv (args, "server", "--addr", "127.0.0.1:0", NULL);
+  gt_test_args_addv (args, "server", "--addr", "127.0.0.1:0", NULL);
   for (guint i = 0; extra != NULL && i < extra->len; i++)
     {
-      args_add (args, "%s", (const char *)extra->pdata[i]);
+      gt_test_args_add (args, "%s", (const char *)extra->pdata[i]);
       if (strcmp (extra->pdata[i], "--apiAddr") == 0)
         api = TRUE;
     }
-  p = spawn_gt (f, name, args);
-  line = proc_expect_line (p, "listening on 127\\.0\\.0\\.1:[0-9]+", NULL, WAIT_MS);
-  *port = (guint16)capture_uint (line, "listening on 127\\.0\\.0\\.1:([0-9]+)");
+  p = gt_test_spawn_gt (name, args);
+  line = gt_test_proc_expect_line (p, "listening on 127\\.0\\.0\\.1:[0-9]+", NULL, GT_TEST_WAIT_MS);
+  *port = (guint16)gt_test_capture_uint (line, "listening on 127\\.0\\.0\\.1:([0-9]+)");
   g_assert_cmpuint (*port, >, 0);
   if (api)
     {
-      g_autofree char *api_line
-          = proc_expect_line (p, "status API on 127\\.0\\.0\\.1:[0-9]+", NULL, WAIT_MS);
+      g_autofree char *api_line = gt_test_proc_expect_line (
+          p, "status API on 127\\.0\\.0\\.1:[0-9]+", NULL, GT_TEST_WAIT_MS);
       g_assert_nonnull (api_port);
-      *api_port = (guint16)capture_uint (api_line, "status API on 127\\.0\\.0\\.1:([0-9]+)");
+      *api_port
+          = (guint16)gt_test_capture_uint (api_line, "status API on 127\\.0\\.0\\.1:([0-9]+)");
     }
   return p;
 }
 
-G_GNUC_NULL_TERMINATED static GtProc *
+G_GNUC_NULL_TERMINATED static GtTestProc *
 start_server (Fixture *f, const char *name, guint16 *port, guint16 *api_port, ...)
 {
-  g_autoptr (GPtrArray) extra = args_new ();
+  g_autoptr (GPtrArray) extra = gt_test_args_new ();
   va_list ap;
   const char *a;
 
@@ -1511,39 +349,40 @@ start_server (Fixture *f, const char *name, guint16 *port, guint16 *api_port, ..
 
 /* `gt client --id ID --secret S --reconnectDelay 200ms --remote tcp://127.0.0.1:PORT ARGS...`;
  * does not wait for anything. */
-G_GNUC_NULL_TERMINATED static GtProc *
+G_GNUC_NULL_TERMINATED static GtTestProc *
 start_client (Fixture *f, const char *name, guint16 port, const char *id, const char *secret, ...)
 {
-  g_autoptr (GPtrArray) args = args_new ();
+  g_autoptr (GPtrArray) args = gt_test_args_new ();
   va_list ap;
   const char *a;
 
-  args_addv (args, "client", "--id", id, "--secret", secret, "--reconnectDelay", "200ms",
+  gt_test_args_addv (args, "client", "--id", id, "--secret", secret, "--reconnectDelay", "200ms",
              "--remote", NULL);
-  args_add (args, "tcp://127.0.0.1:%u", port);
+  gt_test_args_add (args, "tcp://127.0.0.1:%u", port);
   va_start (ap, secret);
   while ((a = va_arg (ap, const char *)) != NULL)
     g_ptr_array_add (args, g_strdup (a));
   va_end (ap);
-  return spawn_gt (f, name, args);
+  return gt_test_spawn_gt (name, args);
 }
 
 static char *
-local_url (LocalHttp *h)
+local_url (GtTestHttp *h)
 {
   return g_strdup_printf ("http://127.0.0.1:%u", h->port);
 }
 
 static void
-wait_started (GtProc *client)
+wait_started (GtTestProc *client)
 {
-  g_autofree char *line = proc_expect_line (client, "tunnel started", NULL, WAIT_MS);
+  g_autofree char *line
+      = gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS);
 }
 
 /* The client logs `server refused: MESSAGE (code CODE)` then `retrying in N ms`; the server
  * logs `tunnel from 127.0.0.1:P refused: client=ID: MESSAGE`. message_re is a regex. */
 static void
-expect_refusal_re (GtProc *client, GtProc *server, const char *id, guint code,
+expect_refusal_re (GtTestProc *client, GtTestProc *server, const char *id, guint code,
                    const char *message_re)
 {
   g_autofree char *re = g_strdup_printf ("server refused: %s \\(code %u\\)$", message_re, code);
@@ -1553,14 +392,15 @@ expect_refusal_re (GtProc *client, GtProc *server, const char *id, guint code,
   g_autofree char *l1 = NULL, *l2 = NULL, *l3 = NULL;
   guint from = 0;
 
-  l1 = proc_expect_line (client, re, &from, WAIT_MS);
-  l2 = proc_expect_line (client, "retrying in [0-9]+ ms", &from, WAIT_MS);
+  l1 = gt_test_proc_expect_line (client, re, &from, GT_TEST_WAIT_MS);
+  l2 = gt_test_proc_expect_line (client, "retrying in [0-9]+ ms", &from, GT_TEST_WAIT_MS);
   if (server != NULL)
-    l3 = proc_expect_line (server, sre, NULL, WAIT_MS);
+    l3 = gt_test_proc_expect_line (server, sre, NULL, GT_TEST_WAIT_MS);
 }
 
 static void
-expect_refusal (GtProc *client, GtProc *server, const char *id, guint code, const char *message)
+expect_refusal (GtTestProc *client, GtTestProc *server, const char *id, guint code,
+                const char *message)
 {
   g_autofree char *esc = g_regex_escape_string (message, -1);
 
@@ -1569,23 +409,23 @@ expect_refusal (GtProc *client, GtProc *server, const char *id, guint code, cons
 
 /* A refused client keeps running, never gets a tunnel and backs off. */
 static void
-expect_still_refused (GtProc *client)
+expect_still_refused (GtTestProc *client)
 {
-  g_assert_false (proc_has_exited (client));
-  g_assert_cmpuint (proc_count_matches (client, "tunnel started"), ==, 0);
+  g_assert_false (gt_test_proc_has_exited (client));
+  g_assert_cmpuint (gt_test_proc_count_matches (client, "tunnel started"), ==, 0);
 }
 
 static guint
-count_lines_since (GtProc *p, guint from, const char *regex)
+count_lines_since (GtTestProc *p, guint from, const char *regex)
 {
   g_autoptr (GRegex) re = g_regex_new (regex, 0, 0, NULL);
   guint n = 0;
 
-  g_mutex_lock (&state_lock);
+  g_mutex_lock (gt_test_lock ());
   for (guint i = from; i < p->lines->len; i++)
     if (g_regex_match (re, p->lines->pdata[i], 0, NULL))
       n++;
-  g_mutex_unlock (&state_lock);
+  g_mutex_unlock (gt_test_lock ());
   return n;
 }
 
@@ -1594,24 +434,24 @@ check_no_secret (const char *what, const char *text)
 {
   for (guint i = 0; i < G_N_ELEMENTS (all_secrets); i++)
     if (strstr (text, all_secrets[i]) != NULL)
-      test_fail ("%s contains the secret '%s': %s", what, all_secrets[i], text);
+      gt_test_fail ("%s contains the secret '%s': %s", what, all_secrets[i], text);
 }
 
 static void
-check_logs_for_secrets (GtProc *p)
+check_logs_for_secrets (GtTestProc *p)
 {
-  g_mutex_lock (&state_lock);
+  g_mutex_lock (gt_test_lock ());
   for (guint i = 0; i < p->lines->len; i++)
     for (guint j = 0; j < G_N_ELEMENTS (all_secrets); j++)
       if (strstr (p->lines->pdata[i], all_secrets[j]) != NULL)
         {
           g_autofree char *line = g_strdup (p->lines->pdata[i]);
 
-          g_mutex_unlock (&state_lock);
-          test_fail ("log line %u of %s contains the secret '%s': %s", i + 1, p->name,
+          g_mutex_unlock (gt_test_lock ());
+          gt_test_fail ("log line %u of %s contains the secret '%s': %s", i + 1, p->name,
                      all_secrets[j], line);
         }
-  g_mutex_unlock (&state_lock);
+  g_mutex_unlock (gt_test_lock ());
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1653,7 +493,7 @@ recv_exact (int fd, guint8 *buf, gsize len, gint64 deadline, GError **error)
         }
       else if (errno == EAGAIN || errno == EINTR)
         {
-          if (!fd_poll (fd, POLLIN, deadline, error))
+          if (!gt_test_fd_poll (fd, POLLIN, deadline, error))
             return FALSE;
         }
       else
@@ -1674,14 +514,14 @@ raw_handshake (guint16 port, const char *src_ip, const char *id, const char *sec
 {
   g_autoptr (GtHello) hello = gt_hello_new (id, secret);
   g_autoptr (GByteArray) out = g_byte_array_new ();
-  g_autoptr (Conn) c = g_new0 (Conn, 1);
+  g_autoptr (GtTestConn) c = g_new0 (GtTestConn, 1);
   g_autoptr (HandshakeReply) reply = g_new0 (HandshakeReply, 1);
   g_autofree guint8 *payload = NULL;
   struct sockaddr_in src = { 0 }, dst = { 0 };
   guint8 preface[GT_PREFACE_SIZE];
   guint8 head[GT_FRAME_HEADER_SIZE];
   GtFrameHeader h;
-  gint64 deadline = deadline_in (WAIT_MS);
+  gint64 deadline = gt_test_deadline_in (GT_TEST_WAIT_MS);
 
   if (prefix != NULL)
     gt_hello_add_service (hello, GT_SERVICE_KIND_HTTP, prefix, 0, FALSE);
@@ -1710,8 +550,8 @@ raw_handshake (guint16 port, const char *src_ip, const char *id, const char *sec
                    g_strerror (errno));
       return NULL;
     }
-  if (!fd_poll (c->fd, POLLOUT, deadline, error) || !conn_check_connected (c, error)
-      || !conn_write_all (c, out->data, out->len, deadline, error)
+  if (!gt_test_fd_poll (c->fd, POLLOUT, deadline, error) || !gt_test_conn_check_connected (c, error)
+      || !gt_test_conn_write_all (c, out->data, out->len, deadline, error)
       || !recv_exact (c->fd, head, sizeof head, deadline, error))
     return NULL;
   if (gt_frame_header_decode (head, sizeof head, &h, error) != GT_DECODE_OK)
@@ -1747,20 +587,20 @@ raw_handshake (guint16 port, const char *src_ip, const char *id, const char *sec
     g_autoptr (HandshakeReply) hs_                                                                 \
         = raw_handshake ((port), (src), (id), (secret), (prefix), &hs_error_);                     \
     if (hs_ == NULL)                                                                               \
-      test_fail ("handshake of %s from %s failed: %s", (id), (src), hs_error_->message);           \
+      gt_test_fail ("handshake of %s from %s failed: %s", (id), (src), hs_error_->message);        \
     if ((want_code) == 0 && !hs_->welcome)                                                         \
-      test_fail ("handshake of %s from %s: refused with code %u '%s', want WELCOME", (id), (src),  \
-                 hs_->code, hs_->message);                                                         \
+      gt_test_fail ("handshake of %s from %s: refused with code %u '%s', want WELCOME", (id),      \
+                    (src), hs_->code, hs_->message);                                               \
     if ((want_code) != 0 && hs_->welcome)                                                          \
-      test_fail ("handshake of %s from %s: WELCOME, want refusal code %u", (id), (src),            \
-                 (guint)(want_code));                                                              \
+      gt_test_fail ("handshake of %s from %s: WELCOME, want refusal code %u", (id), (src),         \
+                    (guint)(want_code));                                                           \
     if ((want_code) != 0 && hs_->code != (want_code))                                              \
-      test_fail ("handshake of %s from %s: code %u '%s', want code %u", (id), (src), hs_->code,    \
-                 hs_->message, (guint)(want_code));                                                \
+      gt_test_fail ("handshake of %s from %s: code %u '%s', want code %u", (id), (src), hs_->code, \
+                    hs_->message, (guint)(want_code));                                             \
     if ((want_code) != 0 && (want_message) != NULL                                                 \
         && g_strcmp0 (hs_->message, (want_message)) != 0)                                          \
-      test_fail ("handshake of %s from %s: message '%s', want '%s'", (id), (src), hs_->message,    \
-                 (const char *)(want_message));                                                    \
+      gt_test_fail ("handshake of %s from %s: message '%s', want '%s'", (id), (src), hs_->message, \
+                    (const char *)(want_message));                                                 \
     if (!hs_->welcome)                                                                             \
       check_no_secret ("ERROR message", hs_->message);                                             \
   }                                                                                                \
@@ -1769,24 +609,24 @@ raw_handshake (guint16 port, const char *src_ip, const char *id, const char *sec
 /* ------------------------------------------------------------------------------------------ */
 /* The status API. */
 
-static HttpResponse *
+static GtTestHttpResponse *
 api_get (guint16 api_port, const char *path, guint timeout_ms)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (Conn) c = conn_connect (api_port, &error);
+  g_autoptr (GtTestConn) c = gt_test_conn_connect (api_port, &error);
   g_autoptr (GByteArray) req = NULL;
   g_autofree char *host = g_strdup_printf ("127.0.0.1:%u", api_port);
   g_autofree char *body = NULL;
-  HttpResponse *r;
+  GtTestHttpResponse *r;
 
   if (c == NULL)
-    test_fail ("connect to the API: %s", error->message);
-  req = http_build_request ("GET", path, host, NULL, 0, "Connection: close\r\n");
-  if (!conn_write_all (c, req->data, req->len, deadline_in (5000), &error))
-    test_fail ("GET %s: %s", path, error->message);
-  r = conn_read_response (c, deadline_in (timeout_ms), &error);
+    gt_test_fail ("connect to the API: %s", error->message);
+  req = gt_test_http_build_request ("GET", path, host, NULL, 0, "Connection: close\r\n");
+  if (!gt_test_conn_write_all (c, req->data, req->len, gt_test_deadline_in (5000), &error))
+    gt_test_fail ("GET %s: %s", path, error->message);
+  r = gt_test_conn_read_response (c, gt_test_deadline_in (timeout_ms), &error);
   if (r == NULL)
-    test_fail ("GET %s: no response: %s", path, error->message);
+    gt_test_fail ("GET %s: no response: %s", path, error->message);
   body = g_strndup ((const char *)r->body->data, r->body->len);
   check_no_secret ("API response", body);
   return r;
@@ -1795,13 +635,13 @@ api_get (guint16 api_port, const char *path, guint timeout_ms)
 static char *
 api_metrics (guint16 api_port)
 {
-  g_autoptr (HttpResponse) r = api_get (api_port, "/metrics", WAIT_MS);
-  const char *ct = http_response_header (r, "Content-Type");
+  g_autoptr (GtTestHttpResponse) r = api_get (api_port, "/metrics", GT_TEST_WAIT_MS);
+  const char *ct = gt_test_http_response_header (r, "Content-Type");
 
   if (r->status != 200)
-    test_fail ("GET /metrics: status %u", r->status);
+    gt_test_fail ("GET /metrics: status %u", r->status);
   if (ct == NULL || !g_str_has_prefix (ct, "text/plain"))
-    test_fail ("GET /metrics: Content-Type '%s'", ct ? ct : "(none)");
+    gt_test_fail ("GET /metrics: Content-Type '%s'", ct ? ct : "(none)");
   return g_strndup ((const char *)r->body->data, r->body->len);
 }
 
@@ -1822,7 +662,7 @@ metric (const char *text, const char *name, ...)
     {
       g_autofree char *desc = g_strjoinv (",", (char **)labels->pdata);
 
-      test_fail ("no sample %s{%s} in the metrics:\n%s", name, desc, text);
+      gt_test_fail ("no sample %s{%s} in the metrics:\n%s", name, desc, text);
     }
   return v;
 }
@@ -1832,7 +672,7 @@ G_GNUC_NULL_TERMINATED static char *
 metrics_wait (guint16 api_port, double want, const char *name, ...)
 {
   g_autoptr (GPtrArray) labels = g_ptr_array_new ();
-  gint64 end = deadline_in (10000);
+  gint64 end = gt_test_deadline_in (10000);
   va_list ap;
   const char *a;
 
@@ -1852,24 +692,25 @@ metrics_wait (guint16 api_port, double want, const char *name, ...)
         {
           g_autofree char *desc = g_strjoinv (",", (char **)labels->pdata);
 
-          test_fail ("%s{%s} is %g, want %g, after 10 s; metrics:\n%s", name, desc, v, want, text);
+          gt_test_fail ("%s{%s} is %g, want %g, after 10 s; metrics:\n%s", name, desc, v, want,
+                        text);
         }
       g_usleep (100 * 1000);
     }
 }
 
 static JsonObject *
-parse_json_object (const char *what, HttpResponse *r, JsonParser *parser)
+parse_json_object (const char *what, GtTestHttpResponse *r, JsonParser *parser)
 {
   g_autoptr (GError) error = NULL;
   JsonNode *root;
 
   if (!json_parser_load_from_data (parser, (const char *)r->body->data, r->body->len, &error))
-    test_fail ("%s: body is not JSON (%s): '%.*s'", what, error->message, (int)r->body->len,
+    gt_test_fail ("%s: body is not JSON (%s): '%.*s'", what, error->message, (int)r->body->len,
                (const char *)r->body->data);
   root = json_parser_get_root (parser);
   if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))
-    test_fail ("%s: body is not a JSON object: '%.*s'", what, (int)r->body->len,
+    gt_test_fail ("%s: body is not a JSON object: '%.*s'", what, (int)r->body->len,
                (const char *)r->body->data);
   return json_node_get_object (root);
 }
@@ -1880,72 +721,32 @@ parse_json_object (const char *what, HttpResponse *r, JsonParser *parser)
 static void
 fixture_setup (Fixture *f, gconstpointer data)
 {
-  g_autoptr (GError) error = NULL;
-
-  f->procs = g_ptr_array_new_with_free_func ((GDestroyNotify)gt_proc_unref);
-  f->locals = g_ptr_array_new_with_free_func (local_http_free);
-  f->files = g_ptr_array_new_with_free_func (g_free);
-  f->tmpdir = g_dir_make_tmp ("gt-users-test-XXXXXX", &error);
-  g_assert_no_error (error);
-  current_tmpdir = f->tmpdir;
-  current_files = f->files;
+  gt_test_setup ();
 }
 
 static void
 fixture_teardown (Fixture *f, gconstpointer data)
 {
-  /* gt processes first (newest first, so clients go before their server): their connections
-   * to the local services then end. Each must stop cleanly on SIGTERM. */
-  for (guint i = f->procs->len; i > 0; i--)
-    {
-      GtProc *p = f->procs->pdata[i - 1];
-
-      if (!proc_has_exited (p))
-        proc_stop_cleanly (p);
-    }
+  /* gt processes first: each must stop cleanly on SIGTERM. */
+  gt_test_stop_all ();
   /* Then every line each of them wrote is searched for the secrets. */
-  for (guint i = 0; i < f->procs->len; i++)
-    check_logs_for_secrets (f->procs->pdata[i]);
-  for (guint i = f->procs->len; i > 0; i--)
-    proc_finalize (f->procs->pdata[i - 1]);
-  g_ptr_array_unref (f->procs);
-  g_ptr_array_unref (f->locals);
-  if (f->tcp_echo != NULL)
-    {
-      service_call (tcp_echo_stop_in_service, f->tcp_echo);
-      g_free (f->tcp_echo);
-    }
+  for (guint i = 0; i < gt_test_procs ()->len; i++)
+    check_logs_for_secrets (gt_test_procs ()->pdata[i]);
   if (f->auth != NULL)
     auth_api_free (f->auth);
-  current_tmpdir = NULL;
-  current_files = NULL;
-  for (guint i = 0; i < f->files->len; i++)
-    g_unlink (f->files->pdata[i]);
-  g_ptr_array_unref (f->files);
-  g_rmdir (f->tmpdir);
-  g_free (f->tmpdir);
+  gt_test_teardown ();
 }
-
-#define REQUIRE_GT()                                                                               \
-  G_STMT_START                                                                                     \
-  {                                                                                                \
-    if (gt_binary == NULL)                                                                         \
-      {                                                                                            \
-        g_test_skip ("GT_BINARY is not set");                                                      \
-        return;                                                                                    \
-      }                                                                                            \
-  }                                                                                                \
-  G_STMT_END
 
 /* A GET of /whoami with this Host on a fresh connection: the status, and the body in *who. */
 static guint
 whoami (guint16 port, const char *host, char **who)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (HttpResponse) r = http_request (port, "GET", "/whoami", host, NULL, 0, &error);
+  g_autoptr (GtTestHttpResponse) r
+      = gt_test_http_request (port, "GET", "/whoami", host, NULL, 0, &error);
 
   if (r == NULL)
-    test_fail ("GET /whoami for %s: %s", host, error->message);
+    gt_test_fail ("GET /whoami for %s: %s", host, error->message);
   if (who != NULL)
     *who = g_strndup ((const char *)r->body->data, r->body->len);
   return r->status;
@@ -1957,7 +758,8 @@ whoami (guint16 port, const char *host, char **who)
     g_autofree char *who_ = NULL;                                                                  \
     guint st_ = whoami ((port), (host), &who_);                                                    \
     if (st_ != 200 || g_strcmp0 (who_, (want_name)) != 0)                                          \
-      test_fail ("Host %s: status %u body '%s', want 200 '%s'", (host), st_, who_, (want_name));   \
+      gt_test_fail ("Host %s: status %u body '%s', want 200 '%s'", (host), st_, who_,              \
+                    (want_name));                                                                  \
   }                                                                                                \
   G_STMT_END
 
@@ -1967,7 +769,7 @@ whoami (guint16 port, const char *host, char **who)
     g_autofree char *who_ = NULL;                                                                  \
     guint st_ = whoami ((port), (host), &who_);                                                    \
     if (st_ != 404)                                                                                \
-      test_fail ("Host %s: status %u body '%s', want 404", (host), st_, who_);                     \
+      gt_test_fail ("Host %s: status %u body '%s', want 404", (host), st_, who_);                  \
   }                                                                                                \
   G_STMT_END
 
@@ -1976,15 +778,15 @@ whoami (guint16 port, const char *host, char **who)
  * and does not hammer the server. */
 
 static void
-check_backoff (GtProc *client, const char *refusal_re, guint window_ms)
+check_backoff (GtTestProc *client, const char *refusal_re, guint window_ms)
 {
-  guint from = proc_line_count (client);
+  guint from = gt_test_proc_line_count (client);
   g_autoptr (GRegex) re = g_regex_new ("retrying in ([0-9]+) ms", 0, 0, NULL);
   guint min_ms = G_MAXUINT, max_ms = 0, n_retry = 0, n_refused;
 
   g_usleep ((gulong)window_ms * 1000);
   n_refused = count_lines_since (client, from, refusal_re);
-  g_mutex_lock (&state_lock);
+  g_mutex_lock (gt_test_lock ());
   for (guint i = 0; i < client->lines->len; i++)
     {
       g_autoptr (GMatchInfo) mi = NULL;
@@ -1999,22 +801,22 @@ check_backoff (GtProc *client, const char *refusal_re, guint window_ms)
           n_retry++;
         }
     }
-  g_mutex_unlock (&state_lock);
+  g_mutex_unlock (gt_test_lock ());
   g_test_message ("%s: %u refusals in %u ms; retry delays %u..%u ms over %u retries", client->name,
                   n_refused, window_ms, min_ms, max_ms, n_retry);
   if (n_retry < 2)
-    test_fail ("%s: only %u 'retrying in' lines", client->name, n_retry);
+    gt_test_fail ("%s: only %u 'retrying in' lines", client->name, n_retry);
   /* reconnectDelay is 200 ms (±20 % jitter allowed) */
   if (min_ms < 100)
-    test_fail ("%s: a retry after %u ms, below reconnectDelay 200 ms", client->name, min_ms);
+    gt_test_fail ("%s: a retry after %u ms, below reconnectDelay 200 ms", client->name, min_ms);
   if (max_ms < 600)
-    test_fail ("%s: retry delays stay at %u..%u ms: no backoff", client->name, min_ms, max_ms);
+    gt_test_fail ("%s: retry delays stay at %u..%u ms: no backoff", client->name, min_ms, max_ms);
   if (max_ms > 10000)
-    test_fail ("%s: retry delay %u ms is not capped at a few seconds", client->name, max_ms);
+    gt_test_fail ("%s: retry delay %u ms is not capped at a few seconds", client->name, max_ms);
   /* 3 tunnels retrying every 200 ms would be 15 attempts per second */
   if (n_refused > 8 * window_ms / 1000)
-    test_fail ("%s: %u refusals in %u ms: the client hammers the server", client->name, n_refused,
-               window_ms);
+    gt_test_fail ("%s: %u refusals in %u ms: the client hammers the server", client->name,
+                  n_refused, window_ms);
 }
 
 /* 1. An unknown id is refused (code 1), the client backs off, known users still work. */
@@ -2022,13 +824,13 @@ check_backoff (GtProc *client, const char *refusal_re, guint window_ms)
 static void
 test_invalid_id (Fixture *f, gconstpointer data)
 {
-  LocalHttp *h;
+  GtTestHttp *h;
   g_autofree char *url = NULL;
-  GtProc *server, *bad, *good;
+  GtTestProc *server, *bad, *good;
   guint16 port;
 
-  REQUIRE_GT ();
-  h = local_http_start (f, "alice-svc");
+  GT_TEST_REQUIRE_GT ();
+  h = gt_test_http_start ("alice-svc", 0, NULL);
   url = local_url (h);
   server = start_server (f, "server", &port, NULL, "--id", "alice", "--secret", SECRET_ALICE,
                          "--id", "bob", "--secret", SECRET_BOB, "--reconnectTimes", "1000", NULL);
@@ -2052,14 +854,14 @@ test_invalid_id (Fixture *f, gconstpointer data)
 static void
 test_invalid_secret (Fixture *f, gconstpointer data)
 {
-  LocalHttp *h;
+  GtTestHttp *h;
   g_autofree char *url = NULL;
-  GtProc *server, *bad, *good;
+  GtTestProc *server, *bad, *good;
   guint16 port;
   guint from;
 
-  REQUIRE_GT ();
-  h = local_http_start (f, "alice-svc");
+  GT_TEST_REQUIRE_GT ();
+  h = gt_test_http_start ("alice-svc", 0, NULL);
   url = local_url (h);
   server = start_server (f, "server", &port, NULL, "--id", "alice", "--secret", SECRET_ALICE,
                          "--id", "bob", "--secret", SECRET_BOB, "--reconnectTimes", "1000", NULL);
@@ -2074,14 +876,14 @@ test_invalid_secret (Fixture *f, gconstpointer data)
   wait_started (good);
   expect_whoami (port, "web.example.com", "alice-svc");
   /* The wrong secret stays wrong while the right one is connected; the good tunnels live on. */
-  from = proc_line_count (bad);
+  from = gt_test_proc_line_count (bad);
   {
-    g_autofree char *l = proc_expect_line (bad, "server refused: invalid id or secret \\(code 1\\)",
-                                           &from, WAIT_MS);
+    g_autofree char *l = gt_test_proc_expect_line (
+        bad, "server refused: invalid id or secret \\(code 1\\)", &from, GT_TEST_WAIT_MS);
   }
   expect_still_refused (bad);
   expect_whoami (port, "web.example.com", "alice-svc");
-  g_assert_cmpuint (proc_count_matches (server, "tunnel closed: client=alice"), ==, 0);
+  g_assert_cmpuint (gt_test_proc_count_matches (server, "tunnel closed: client=alice"), ==, 0);
 }
 
 /* 3. Users from the config, the users file and the command line: CLI > file > config. */
@@ -2092,13 +894,13 @@ test_precedence (Fixture *f, gconstpointer data)
   g_autofree char *users = NULL, *config = NULL;
   guint16 port;
 
-  REQUIRE_GT ();
-  users = write_file (f, "users.yaml",
+  GT_TEST_REQUIRE_GT ();
+  users = gt_test_write_file ("users.yaml",
                       "alice:\n"
                       "  secret: " SECRET_ALICE_FILE "\n"
                       "carol:\n"
                       "  secret: " SECRET_CAROL_FILE "\n");
-  config = write_file (f, "server.yaml",
+  config = gt_test_write_file ("server.yaml",
                        "type: server\n"
                        "users:\n"
                        "  alice:\n"
@@ -2129,18 +931,18 @@ test_precedence (Fixture *f, gconstpointer data)
 static void
 test_allow_any (Fixture *f, gconstpointer data)
 {
-  LocalHttp *h1, *h2;
+  GtTestHttp *h1, *h2;
   g_autofree char *url1 = NULL, *url2 = NULL, *warning = NULL;
-  GtProc *server, *first, *second;
+  GtTestProc *server, *first, *second;
   guint16 port;
 
-  REQUIRE_GT ();
-  h1 = local_http_start (f, "first-svc");
-  h2 = local_http_start (f, "second-svc");
+  GT_TEST_REQUIRE_GT ();
+  h1 = gt_test_http_start ("first-svc", 0, NULL);
+  h2 = gt_test_http_start ("second-svc", 0, NULL);
   url1 = local_url (h1);
   url2 = local_url (h2);
   server = start_server (f, "server", &port, NULL, "--reconnectTimes", "1000", NULL);
-  warning = proc_expect_line (server, "WARN.*any client id is accepted", NULL, 5000);
+  warning = gt_test_proc_expect_line (server, "WARN.*any client id is accepted", NULL, 5000);
 
   first = start_client (f, "first", port, "anyone", SECRET_ANY1, "--local", url1, "--hostPrefix",
                         "any", NULL);
@@ -2157,7 +959,7 @@ test_allow_any (Fixture *f, gconstpointer data)
   expect_handshake (port, "127.0.0.1", "someone-else", SECRET_DAVE, "else", 0, NULL);
 
   /* Once the first client is gone its secret is forgotten: the second one gets in. */
-  proc_stop_cleanly (first);
+  gt_test_proc_stop_cleanly (first);
   wait_started (second);
   expect_whoami (port, "any.example.com", "second-svc");
 }
@@ -2169,7 +971,7 @@ test_allow_any_with_users (Fixture *f, gconstpointer data)
 {
   guint16 port;
 
-  REQUIRE_GT ();
+  GT_TEST_REQUIRE_GT ();
   start_server (f, "server", &port, NULL, "--id", "alice", "--secret", SECRET_ALICE,
                 "--allowAnyClient", "--reconnectTimes", "1000", NULL);
   expect_handshake (port, "127.0.0.1", "alice", SECRET_WRONG, "alice", 1, "invalid id or secret");
@@ -2199,12 +1001,12 @@ load_thread (gpointer data)
   for (guint i = 0; g_get_monotonic_time () < l->until; i++)
     {
       g_autoptr (GError) error = NULL;
-      g_autoptr (HttpResponse) r = NULL;
+      g_autoptr (GtTestHttpResponse) r = NULL;
       gsize n = 1 + ((l->index * 7919 + i * 104729) % (200 * 1024));
-      const guint8 *body = pattern + (i * 13 + l->index) % 1000;
+      const guint8 *body = gt_test_pattern () + (i * 13 + l->index) % 1000;
       const char *host = (i % 2 == 0 || l->host2 == NULL) ? l->host : l->host2;
 
-      r = http_request (l->port, "POST", "/echo", host, body, n, &error);
+      r = gt_test_http_request (l->port, "POST", "/echo", host, body, n, &error);
       if (r == NULL)
         l->error = g_strdup_printf ("request %u to %s: %s", i, host, error->message);
       else if (r->status != 200)
@@ -2233,7 +1035,7 @@ run_load (guint16 port, const char *host, const char *host2, guint n_threads, gu
       loads[i].host = host;
       loads[i].host2 = host2;
       loads[i].index = i;
-      loads[i].until = deadline_in (ms);
+      loads[i].until = gt_test_deadline_in (ms);
       threads[i] = g_thread_new ("load", load_thread, &loads[i]);
     }
   for (guint i = 0; i < n_threads; i++)
@@ -2241,7 +1043,7 @@ run_load (guint16 port, const char *host, const char *host2, guint n_threads, gu
   for (guint i = 0; i < n_threads; i++)
     {
       if (loads[i].error != NULL)
-        test_fail ("load thread %u after %u good requests: %s", i, loads[i].ok, loads[i].error);
+        gt_test_fail ("load thread %u after %u good requests: %s", i, loads[i].ok, loads[i].error);
       total += loads[i].ok;
     }
   g_test_message ("load: %u requests in %u ms", total, ms);
@@ -2254,18 +1056,18 @@ run_load (guint16 port, const char *host, const char *host2, guint n_threads, gu
 static void
 test_connections (Fixture *f, gconstpointer data)
 {
-  LocalHttp *ha, *hb;
+  GtTestHttp *ha, *hb;
   g_autofree char *url_a = NULL, *url_b = NULL, *config = NULL, *l = NULL;
-  GtProc *server, *alice, *bob;
+  GtTestProc *server, *alice, *bob;
   guint16 port;
   guint from_alice, from_bob;
 
-  REQUIRE_GT ();
-  ha = local_http_start (f, "alice-svc");
-  hb = local_http_start (f, "bob-svc");
+  GT_TEST_REQUIRE_GT ();
+  ha = gt_test_http_start ("alice-svc", 0, NULL);
+  hb = gt_test_http_start ("bob-svc", 0, NULL);
   url_a = local_url (ha);
   url_b = local_url (hb);
-  config = write_file (f, "server.yaml",
+  config = gt_test_write_file ("server.yaml",
                        "users:\n"
                        "  alice:\n"
                        "    secret: " SECRET_ALICE "\n"
@@ -2281,78 +1083,78 @@ test_connections (Fixture *f, gconstpointer data)
   bob = start_client (f, "bob", port, "bob", SECRET_BOB, "--remoteConnections", "3",
                       "--remoteIdleConnections", "3", "--local", url_b, "--hostPrefix", "bobweb",
                       NULL);
-  l = proc_expect_line (server,
+  l = gt_test_proc_expect_line (server,
                         "tunnel accepted: client=alice remote=127\\.0\\.0\\.1:[0-9]+ tunnels=2",
-                        NULL, WAIT_MS);
+                        NULL, GT_TEST_WAIT_MS);
   expect_refusal (alice, server, "alice", 3, "client alice already has 2 tunnels (limit 2)");
   expect_refusal (bob, server, "bob", 3, "client bob already has 1 tunnels (limit 1)");
   expect_whoami (port, "web.example.com", "alice-svc");
   expect_whoami (port, "bobweb.example.com", "bob-svc");
 
   /* Traffic on both users while the refused tunnels keep retrying. */
-  from_alice = proc_line_count (alice);
-  from_bob = proc_line_count (bob);
+  from_alice = gt_test_proc_line_count (alice);
+  from_bob = gt_test_proc_line_count (bob);
   run_load (port, "web.example.com", "bobweb.example.com", 6, 7000);
   if (count_lines_since (alice, from_alice, "server refused: client alice already has 2 tunnels")
       == 0)
-    test_fail ("alice's extra tunnels were not retried during the load");
+    gt_test_fail ("alice's extra tunnels were not retried during the load");
   if (count_lines_since (bob, from_bob, "server refused: client bob already has 1 tunnels") == 0)
-    test_fail ("bob's extra tunnels were not retried during the load");
+    gt_test_fail ("bob's extra tunnels were not retried during the load");
 
   /* The accepted tunnels were never replaced or closed, and no more were accepted. */
-  g_assert_cmpuint (proc_count_matches (server, "tunnel accepted: client=alice "), ==, 2);
-  g_assert_cmpuint (proc_count_matches (server, "tunnel accepted: client=bob "), ==, 1);
-  g_assert_cmpuint (proc_count_matches (server, "tunnel closed"), ==, 0);
-  g_assert_cmpuint (proc_count_matches (alice, "tunnel started"), ==, 2);
-  g_assert_cmpuint (proc_count_matches (bob, "tunnel started"), ==, 1);
-  g_assert_cmpuint (proc_count_matches (alice, "tunnels=[3-9]"), ==, 0);
-  g_assert_cmpuint (proc_count_matches (bob, "tunnels=[2-9]"), ==, 0);
+  g_assert_cmpuint (gt_test_proc_count_matches (server, "tunnel accepted: client=alice "), ==, 2);
+  g_assert_cmpuint (gt_test_proc_count_matches (server, "tunnel accepted: client=bob "), ==, 1);
+  g_assert_cmpuint (gt_test_proc_count_matches (server, "tunnel closed"), ==, 0);
+  g_assert_cmpuint (gt_test_proc_count_matches (alice, "tunnel started"), ==, 2);
+  g_assert_cmpuint (gt_test_proc_count_matches (bob, "tunnel started"), ==, 1);
+  g_assert_cmpuint (gt_test_proc_count_matches (alice, "tunnels=[3-9]"), ==, 0);
+  g_assert_cmpuint (gt_test_proc_count_matches (bob, "tunnels=[2-9]"), ==, 0);
 }
 
 /* 7. Host rules: number, regex and withID, global and per user; maxHandShakeOptions. */
 
-static GtProc *
-refused_client (Fixture *f, GtProc *server, guint16 port, const char *id, const char *secret,
+static GtTestProc *
+refused_client (Fixture *f, GtTestProc *server, guint16 port, const char *id, const char *secret,
                 guint code, const char *message, ...)
 {
-  g_autoptr (GPtrArray) args = args_new ();
-  g_autofree char *name = g_strdup_printf ("%s-refused-%u", id, f->procs->len);
+  g_autoptr (GPtrArray) args = gt_test_args_new ();
+  g_autofree char *name = g_strdup_printf ("%s-refused-%u", id, gt_test_procs ()->len);
   va_list ap;
   const char *a;
-  GtProc *p;
+  GtTestProc *p;
 
-  args_addv (args, "client", "--id", id, "--secret", secret, "--reconnectDelay", "200ms",
+  gt_test_args_addv (args, "client", "--id", id, "--secret", secret, "--reconnectDelay", "200ms",
              "--remoteConnections", "1", "--remote", NULL);
-  args_add (args, "tcp://127.0.0.1:%u", port);
+  gt_test_args_add (args, "tcp://127.0.0.1:%u", port);
   va_start (ap, message);
   while ((a = va_arg (ap, const char *)) != NULL)
     g_ptr_array_add (args, g_strdup (a));
   va_end (ap);
-  p = spawn_gt (f, name, args);
+  p = gt_test_spawn_gt (name, args);
   expect_refusal (p, server, id, code, message);
   expect_still_refused (p);
-  proc_stop_cleanly (p);
+  gt_test_proc_stop_cleanly (p);
   return p;
 }
 
 static void
 test_host_rules (Fixture *f, gconstpointer data)
 {
-  LocalHttp *ha, *hb, *hc, *he;
+  GtTestHttp *ha, *hb, *hc, *he;
   g_autofree char *ua = NULL, *ub = NULL, *uc = NULL, *ue = NULL, *config = NULL;
-  GtProc *server, *alice, *bob, *carol, *eve;
+  GtTestProc *server, *alice, *bob, *carol, *eve;
   guint16 port;
 
-  REQUIRE_GT ();
-  ha = local_http_start (f, "alice-svc");
-  hb = local_http_start (f, "bob-svc");
-  hc = local_http_start (f, "carol-svc");
-  he = local_http_start (f, "eve-svc");
+  GT_TEST_REQUIRE_GT ();
+  ha = gt_test_http_start ("alice-svc", 0, NULL);
+  hb = gt_test_http_start ("bob-svc", 0, NULL);
+  hc = gt_test_http_start ("carol-svc", 0, NULL);
+  he = gt_test_http_start ("eve-svc", 0, NULL);
   ua = local_url (ha);
   ub = local_url (hb);
   uc = local_url (hc);
   ue = local_url (he);
-  config = write_file (f, "server.yaml",
+  config = gt_test_write_file ("server.yaml",
                        "users:\n"
                        "  alice:\n"
                        "    secret: " SECRET_ALICE "\n"
@@ -2423,17 +1225,17 @@ test_host_rules (Fixture *f, gconstpointer data)
 static void
 test_host_global_with_id (Fixture *f, gconstpointer data)
 {
-  LocalHttp *hd, *hb;
+  GtTestHttp *hd, *hb;
   g_autofree char *ud = NULL, *ub = NULL, *config = NULL;
-  GtProc *dave, *bob;
+  GtTestProc *dave, *bob;
   guint16 port;
 
-  REQUIRE_GT ();
-  hd = local_http_start (f, "dave-svc");
-  hb = local_http_start (f, "bob-svc");
+  GT_TEST_REQUIRE_GT ();
+  hd = gt_test_http_start ("dave-svc", 0, NULL);
+  hb = gt_test_http_start ("bob-svc", 0, NULL);
   ud = local_url (hd);
   ub = local_url (hb);
-  config = write_file (f, "server.yaml",
+  config = gt_test_write_file ("server.yaml",
                        "users:\n"
                        "  dave:\n"
                        "    secret: " SECRET_DAVE "\n"
@@ -2456,12 +1258,12 @@ test_host_global_with_id (Fixture *f, gconstpointer data)
 /* 9. TCP ports: tcpNumber, the global pool, a user's own pool. */
 
 static guint
-tcp_port_of (GtProc *client, guint service)
+tcp_port_of (GtTestProc *client, guint service)
 {
   g_autofree char *re = g_strdup_printf ("tcp port=([0-9]+) service=%u", service);
-  g_autofree char *line = proc_expect_line (client, re, NULL, WAIT_MS);
+  g_autofree char *line = gt_test_proc_expect_line (client, re, NULL, GT_TEST_WAIT_MS);
 
-  return capture_uint (line, re);
+  return gt_test_capture_uint (line, re);
 }
 
 /* Banner, then an echo of n bytes, through 127.0.0.1:port. */
@@ -2469,21 +1271,21 @@ static void
 check_tcp_echo (guint16 port, gsize n)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (Conn) c = conn_connect (port, &error);
+  g_autoptr (GtTestConn) c = gt_test_conn_connect (port, &error);
   g_autoptr (GByteArray) want = g_byte_array_new ();
-  gint64 deadline = deadline_in (WAIT_MS);
+  gint64 deadline = gt_test_deadline_in (GT_TEST_WAIT_MS);
 
   if (c == NULL)
-    test_fail ("connect to tcp port %u: %s", port, error->message);
-  g_byte_array_append (want, (const guint8 *)TCP_BANNER, strlen (TCP_BANNER));
-  g_byte_array_append (want, pattern, n);
-  if (!conn_write_all (c, pattern, n, deadline, &error))
-    test_fail ("tcp port %u: %s", port, error->message);
+    gt_test_fail ("connect to tcp port %u: %s", port, error->message);
+  g_byte_array_append (want, (const guint8 *)GT_TEST_TCP_BANNER, strlen (GT_TEST_TCP_BANNER));
+  g_byte_array_append (want, gt_test_pattern (), n);
+  if (!gt_test_conn_write_all (c, gt_test_pattern (), n, deadline, &error))
+    gt_test_fail ("tcp port %u: %s", port, error->message);
   while (c->in->len < want->len)
-    if (conn_fill (c, deadline, &error) <= 0)
-      test_fail ("tcp port %u: %s after %u bytes", port, error ? error->message : "EOF",
+    if (gt_test_conn_fill (c, deadline, &error) <= 0)
+      gt_test_fail ("tcp port %u: %s after %u bytes", port, error ? error->message : "EOF",
                  c->in->len);
-  check_bytes ("tcp echo", c->in->data, c->in->len, want->data, want->len);
+  gt_test_check_bytes ("tcp echo", c->in->data, c->in->len, want->data, want->len);
 }
 
 static void
@@ -2491,16 +1293,16 @@ test_tcp (Fixture *f, gconstpointer data)
 {
   g_autofree char *config = NULL, *echo = NULL, *p_out = NULL, *p_g1 = NULL, *p_g2 = NULL;
   g_autofree char *p_b1 = NULL, *msg = NULL;
-  GtProc *server, *alice, *carol, *bob;
+  GtTestProc *server, *alice, *carol, *bob;
   guint16 port, first, last, out;
   guint p;
 
-  REQUIRE_GT ();
-  tcp_echo_start (f);
-  echo = g_strdup_printf ("tcp://127.0.0.1:%u", f->tcp_echo->port);
-  free_port_range (6, &first, &last);
+  GT_TEST_REQUIRE_GT ();
+  gt_test_tcp_echo_start ();
+  echo = g_strdup_printf ("tcp://127.0.0.1:%u", gt_test_tcp_echo ()->port);
+  gt_test_free_port_range (6, &first, &last);
   do
-    out = free_port ();
+    out = gt_test_free_port ();
   while (out >= first && out <= last);
   config = g_strdup_printf ("tcp:\n"
                             "  - range: %u-%u\n"
@@ -2519,7 +1321,7 @@ test_tcp (Fixture *f, gconstpointer data)
                             "  reconnectTimes: 1000\n",
                             first, first + 2, first + 3, last);
   {
-    g_autofree char *path = write_file (f, "server.yaml", config);
+    g_autofree char *path = gt_test_write_file ("server.yaml", config);
 
     server = start_server (f, "server", &port, NULL, "-c", path, NULL);
   }
@@ -2547,21 +1349,22 @@ test_tcp (Fixture *f, gconstpointer data)
                   "--remoteTCPPort", p_b1, NULL);
   g_free (msg);
   {
-    GtProc *c = start_client (f, "carol-taken", port, "carol", SECRET_CAROL, "--remoteConnections",
-                              "1", "--local", echo, "--remoteTCPPort", p_g1, NULL);
+    GtTestProc *c
+        = start_client (f, "carol-taken", port, "carol", SECRET_CAROL, "--remoteConnections", "1",
+                        "--local", echo, "--remoteTCPPort", p_g1, NULL);
     g_autofree char *re = g_strdup_printf ("port %u is not available.*", first);
 
     expect_refusal_re (c, server, "carol", 2, re);
     expect_still_refused (c);
-    proc_stop_cleanly (c);
+    gt_test_proc_stop_cleanly (c);
   }
   carol = start_client (f, "carol", port, "carol", SECRET_CAROL, "--local", echo,
                         "--remoteTCPRandom", NULL);
   wait_started (carol);
   p = tcp_port_of (carol, 0);
   if (p != first + 1u && p != first + 2u)
-    test_fail ("carol got port %u, want %u or %u (the free ports of the global pool)", p, first + 1,
-               first + 2);
+    gt_test_fail ("carol got port %u, want %u or %u (the free ports of the global pool)", p,
+                  first + 1, first + 2);
   check_tcp_echo (p, 5000);
 
   /* bob: his own pool only, two ports */
@@ -2576,7 +1379,7 @@ test_tcp (Fixture *f, gconstpointer data)
   wait_started (bob);
   p = tcp_port_of (bob, 0);
   if (p < first + 4u || p > last)
-    test_fail ("bob's random port %u is not in his free ports %u-%u", p, first + 4, last);
+    gt_test_fail ("bob's random port %u is not in his free ports %u-%u", p, first + 4, last);
   g_assert_cmpuint (tcp_port_of (bob, 1), ==, first + 3);
   check_tcp_echo (p, 3000);
   check_tcp_echo (first + 3, 3000);
@@ -2589,14 +1392,14 @@ test_tcp (Fixture *f, gconstpointer data)
 static void
 test_host_conflict (Fixture *f, gconstpointer data)
 {
-  LocalHttp *ha, *hb;
+  GtTestHttp *ha, *hb;
   g_autofree char *ua = NULL, *ub = NULL;
-  GtProc *server, *alice, *bob;
+  GtTestProc *server, *alice, *bob;
   guint16 port;
 
-  REQUIRE_GT ();
-  ha = local_http_start (f, "alice-svc");
-  hb = local_http_start (f, "bob-svc");
+  GT_TEST_REQUIRE_GT ();
+  ha = gt_test_http_start ("alice-svc", 0, NULL);
+  hb = gt_test_http_start ("bob-svc", 0, NULL);
   ua = local_url (ha);
   ub = local_url (hb);
   server = start_server (f, "server", &port, NULL, "--id", "alice", "--secret", SECRET_ALICE,
@@ -2612,7 +1415,7 @@ test_host_conflict (Fixture *f, gconstpointer data)
   expect_still_refused (bob);
 
   /* When alice leaves, bob (still retrying) gets the prefix. */
-  proc_stop_cleanly (alice);
+  gt_test_proc_stop_cleanly (alice);
   wait_started (bob);
   expect_whoami (port, "shared.example.com", "bob-svc");
 }
@@ -2626,16 +1429,16 @@ test_host_conflict (Fixture *f, gconstpointer data)
 static void
 test_lockout (Fixture *f, gconstpointer data)
 {
-  LocalHttp *h;
+  GtTestHttp *h;
   g_autofree char *url = NULL, *metrics = NULL;
   g_autoptr (GError) error = NULL;
   g_autoptr (GRegex) lockout_re = g_regex_new (LOCKOUT_MESSAGE_RE, 0, 0, NULL);
-  GtProc *server, *client;
+  GtTestProc *server, *client;
   guint16 port, api_port;
   gint64 blocked_at, started_at;
 
-  REQUIRE_GT ();
-  h = local_http_start (f, "alice-svc");
+  GT_TEST_REQUIRE_GT ();
+  h = gt_test_http_start ("alice-svc", 0, NULL);
   url = local_url (h);
   server = start_server (f, "server", &port, &api_port, "--id", "alice", "--secret", SECRET_ALICE,
                          "--reconnectTimes", "3", "--reconnectDuration", "3s", "--apiAddr",
@@ -2652,7 +1455,7 @@ test_lockout (Fixture *f, gconstpointer data)
 
     g_assert_no_error (error);
     if (r->welcome || r->code != 1 || !g_regex_match (lockout_re, r->message, 0, NULL))
-      test_fail ("after 4 failed logins from 127.0.0.1: %s code %u '%s', want code 1 matching "
+      gt_test_fail ("after 4 failed logins from 127.0.0.1: %s code %u '%s', want code 1 matching "
                  "/%s/",
                  r->welcome ? "WELCOME" : "ERROR", r->code, r->message, LOCKOUT_MESSAGE_RE);
   }
@@ -2671,25 +1474,26 @@ test_lockout (Fixture *f, gconstpointer data)
                          "--local", url, "--hostPrefix", "web", NULL);
   {
     guint from = 0;
-    g_autofree char *l1 = proc_expect_line (
-        client, "server refused: " LOCKOUT_MESSAGE_RE " \\(code 1\\)$", &from, WAIT_MS);
-    g_autofree char *l2 = proc_expect_line (client, "retrying in [0-9]+ ms", &from, WAIT_MS);
+    g_autofree char *l1 = gt_test_proc_expect_line (
+        client, "server refused: " LOCKOUT_MESSAGE_RE " \\(code 1\\)$", &from, GT_TEST_WAIT_MS);
+    g_autofree char *l2
+        = gt_test_proc_expect_line (client, "retrying in [0-9]+ ms", &from, GT_TEST_WAIT_MS);
   }
   /* ...and gets in by itself once the 3 s are over. */
   wait_started (client);
   started_at = g_get_monotonic_time ();
   if (started_at - blocked_at < 2500 * 1000)
-    test_fail ("the client got in %.1f s after the lockout began, before reconnectDuration 3s",
+    gt_test_fail ("the client got in %.1f s after the lockout began, before reconnectDuration 3s",
                (started_at - blocked_at) / 1e6);
   expect_whoami (port, "web.example.com", "alice-svc");
   g_free (metrics);
   metrics = api_metrics (api_port);
   g_assert_cmpfloat (metric (metrics, "gt_lockout_blocked_addresses", NULL), ==, 0);
-  g_assert_cmpuint (proc_count_matches (server, "tunnel from 127\\.0\\.0\\.1:[0-9]+ refused"), >=,
-                    5);
+  g_assert_cmpuint (
+      gt_test_proc_count_matches (server, "tunnel from 127\\.0\\.0\\.1:[0-9]+ refused"), >=, 5);
   /* Like every refusal, the lockout names the client and the address in the server log. */
   {
-    g_autofree char *l = proc_expect_line (
+    g_autofree char *l = gt_test_proc_expect_line (
         server, "tunnel from 127\\.0\\.0\\.1:[0-9]+ refused: client=alice: " LOCKOUT_MESSAGE_RE "$",
         NULL, 1000);
   }
@@ -2703,7 +1507,7 @@ check_auth_request (AuthApi *a, const char *id, const char *secret, const char *
 {
   gboolean found = FALSE;
 
-  g_mutex_lock (&state_lock);
+  g_mutex_lock (gt_test_lock ());
   for (guint i = 0; i < a->requests->len && !found; i++)
     {
       AuthRequest *r = a->requests->pdata[i];
@@ -2713,7 +1517,7 @@ check_auth_request (AuthApi *a, const char *id, const char *secret, const char *
       found = TRUE;
       g_assert_cmpstr (r->method, ==, "POST");
       if (r->content_type == NULL || !g_str_has_prefix (r->content_type, "application/json"))
-        test_fail ("auth request Content-Type '%s'", r->content_type);
+        gt_test_fail ("auth request Content-Type '%s'", r->content_type);
       g_assert_cmpstr (r->secret, ==, secret);
       for (guint j = 0; tokens[j] != NULL; j++)
         {
@@ -2722,35 +1526,35 @@ check_auth_request (AuthApi *a, const char *id, const char *secret, const char *
           for (guint k = 0; k < r->tokens->len; k++)
             has = has || strcmp (r->tokens->pdata[k], tokens[j]) == 0;
           if (!has)
-            test_fail ("auth request for %s lacks appletToken '%s'", id, tokens[j]);
+            gt_test_fail ("auth request for %s lacks appletToken '%s'", id, tokens[j]);
         }
     }
-  g_mutex_unlock (&state_lock);
+  g_mutex_unlock (gt_test_lock ());
   if (!found)
-    test_fail ("the auth API was never asked about %s", id);
+    gt_test_fail ("the auth API was never asked about %s", id);
 }
 
 static void
 test_auth_api (Fixture *f, gconstpointer data)
 {
-  LocalHttp *h, *hb;
+  GtTestHttp *h, *hb;
   AuthApi *a;
   g_autofree char *url = NULL, *url_b = NULL, *auth_url = NULL, *l = NULL;
-  GtProc *server, *slow, *alice, *bob, *denied, *garbage, *broken;
+  GtTestProc *server, *slow, *alice, *bob, *denied, *garbage, *broken;
   guint16 port;
   gint64 asked_at, refused_at;
   static const char *const alice_tokens[] = { "web", "other", NULL };
 
-  REQUIRE_GT ();
-  h = local_http_start (f, "alice-svc");
-  hb = local_http_start (f, "bob-svc");
+  GT_TEST_REQUIRE_GT ();
+  h = gt_test_http_start ("alice-svc", 0, NULL);
+  hb = gt_test_http_start ("bob-svc", 0, NULL);
   url = local_url (h);
   url_b = local_url (hb);
   a = auth_api_start (f);
   auth_url = g_strdup_printf ("http://127.0.0.1:%u/auth", a->port);
   server = start_server (f, "server", &port, NULL, "--authAPI", auth_url, "--timeout", "6s",
                          "--reconnectTimes", "1000", NULL);
-  g_assert_cmpuint (proc_count_matches (server, "any client id is accepted"), ==, 0);
+  g_assert_cmpuint (gt_test_proc_count_matches (server, "any client id is accepted"), ==, 0);
 
   /* allowed: the prefixes the API returned plus the id itself; the others are dropped. Pings
    * every 2 s keep the tunnel within the server's 6 s timeout. */
@@ -2758,7 +1562,7 @@ test_auth_api (Fixture *f, gconstpointer data)
                         "--remoteTimeout", "4s", "--local", url, "--hostPrefix", "web", "--local",
                         url, "--hostPrefix", "other", "--local", url, NULL);
   wait_started (alice);
-  l = proc_expect_line (server,
+  l = gt_test_proc_expect_line (server,
                         "client alice: host prefix 'other' is not allowed by the auth API; "
                         "ignored",
                         NULL, 5000);
@@ -2788,22 +1592,22 @@ test_auth_api (Fixture *f, gconstpointer data)
    * longer than the server's 6 s)... */
   slow = start_client (f, "slow", port, "slow", SECRET_DAVE, "--remoteConnections", "1",
                        "--remoteTimeout", "15s", "--local", url, "--hostPrefix", "slowweb", NULL);
-  asked_at = auth_api_wait_request (a, "slow", WAIT_MS);
+  asked_at = auth_api_wait_request (a, "slow", GT_TEST_WAIT_MS);
   if (asked_at == 0)
-    test_fail ("the auth API was not asked about 'slow'");
+    gt_test_fail ("the auth API was not asked about 'slow'");
   /* ...while another client is served. */
   bob = start_client (f, "bob", port, "bob", SECRET_BOB, "--remoteConnections", "1",
                       "--remoteTimeout", "4s", "--local", url_b, NULL);
   wait_started (bob);
-  if (proc_count_matches (slow, "server refused|failed") != 0)
-    test_fail ("bob was only served after the slow auth request ended");
+  if (gt_test_proc_count_matches (slow, "server refused|failed") != 0)
+    gt_test_fail ("bob was only served after the slow auth request ended");
   expect_whoami (port, "bob.example.com", "bob-svc");
 
   /* The hanging request times out after `timeout` (6 s): code 15. */
   expect_refusal_re (slow, server, "slow", 15, "the auth API failed: .+");
   refused_at = g_get_monotonic_time ();
   if (refused_at - asked_at < 5000 * 1000)
-    test_fail ("'slow' was refused %.1f s after the auth request, before the 6 s timeout",
+    gt_test_fail ("'slow' was refused %.1f s after the auth request, before the 6 s timeout",
                (refused_at - asked_at) / 1e6);
   expect_still_refused (slow);
   expect_404 (port, "slowweb.example.com");
@@ -2821,16 +1625,16 @@ static double
 timed_download (guint16 port, const char *host, gsize n)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (Conn) c = conn_connect (port, &error);
-  g_autoptr (HttpResponse) r = NULL;
+  g_autoptr (GtTestConn) c = gt_test_conn_connect (port, &error);
+  g_autoptr (GtTestHttpResponse) r = NULL;
   g_autofree char *path = g_strdup_printf ("/bytes?n=%" G_GSIZE_FORMAT, n);
   gint64 t0;
 
   g_assert_no_error (error);
   t0 = g_get_monotonic_time ();
-  r = conn_request (c, "GET", path, host, NULL, 0, 60000, &error);
-  expect_response (r, error, 200);
-  check_bytes ("download", r->body->data, r->body->len, pattern, n);
+  r = gt_test_conn_request (c, "GET", path, host, NULL, 0, 60000, &error);
+  gt_test_expect_response (r, error, 200);
+  gt_test_check_bytes ("download", r->body->data, r->body->len, gt_test_pattern (), n);
   return (g_get_monotonic_time () - t0) / 1e6;
 }
 
@@ -2838,16 +1642,17 @@ static double
 timed_upload (guint16 port, const char *host, gsize n)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (Conn) c = conn_connect (port, &error);
-  g_autoptr (HttpResponse) r = NULL;
+  g_autoptr (GtTestConn) c = gt_test_conn_connect (port, &error);
+  g_autoptr (GtTestHttpResponse) r = NULL;
   g_autofree char *want = g_strdup_printf ("%" G_GSIZE_FORMAT, n);
   gint64 t0;
 
   g_assert_no_error (error);
   t0 = g_get_monotonic_time ();
-  r = conn_request (c, "POST", "/sink", host, pattern, n, 60000, &error);
-  expect_response (r, error, 200);
-  check_bytes ("upload size", r->body->data, r->body->len, (const guint8 *)want, strlen (want));
+  r = gt_test_conn_request (c, "POST", "/sink", host, gt_test_pattern (), n, 60000, &error);
+  gt_test_expect_response (r, error, 200);
+  gt_test_check_bytes ("upload size", r->body->data, r->body->len, (const guint8 *)want,
+                       strlen (want));
   return (g_get_monotonic_time () - t0) / 1e6;
 }
 
@@ -2859,28 +1664,28 @@ check_rate (const char *what, double seconds, gsize bytes)
   g_test_message ("%s: %" G_GSIZE_FORMAT " bytes in %.2f s = %.0f B/s (limit %d)", what, bytes,
                   seconds, rate, SPEED);
   if (seconds < 4.0)
-    test_fail ("%s: %" G_GSIZE_FORMAT " bytes took only %.2f s at a limit of %d B/s", what, bytes,
-               seconds, SPEED);
+    gt_test_fail ("%s: %" G_GSIZE_FORMAT " bytes took only %.2f s at a limit of %d B/s", what,
+                  bytes, seconds, SPEED);
   if (rate < SPEED * 0.85 || rate > SPEED * 1.15)
-    test_fail ("%s: %.0f B/s is not within 15 %% of the limit %d B/s (%.2f s)", what, rate, SPEED,
-               seconds);
+    gt_test_fail ("%s: %.0f B/s is not within 15 %% of the limit %d B/s (%.2f s)", what, rate,
+                  SPEED, seconds);
 }
 
 static void
 test_speed (Fixture *f, gconstpointer data)
 {
-  LocalHttp *ha, *hb;
+  GtTestHttp *ha, *hb;
   g_autofree char *ua = NULL, *ub = NULL, *config = NULL;
-  GtProc *alice, *bob;
+  GtTestProc *alice, *bob;
   guint16 port;
   double t;
 
-  REQUIRE_GT ();
-  ha = local_http_start (f, "alice-svc");
-  hb = local_http_start (f, "bob-svc");
+  GT_TEST_REQUIRE_GT ();
+  ha = gt_test_http_start ("alice-svc", 0, NULL);
+  hb = gt_test_http_start ("bob-svc", 0, NULL);
   ua = local_url (ha);
   ub = local_url (hb);
-  config = write_file (f, "server.yaml",
+  config = gt_test_write_file ("server.yaml",
                        "users:\n"
                        "  alice:\n"
                        "    secret: " SECRET_ALICE "\n"
@@ -2901,11 +1706,11 @@ test_speed (Fixture *f, gconstpointer data)
   t = timed_download (port, "bob.example.com", SPEED_BYTES);
   g_test_message ("bob download: %.2f s", t);
   if (t > 2.5)
-    test_fail ("bob (no speed limit) needed %.2f s for %d bytes", t, SPEED_BYTES);
+    gt_test_fail ("bob (no speed limit) needed %.2f s for %d bytes", t, SPEED_BYTES);
   t = timed_upload (port, "bob.example.com", SPEED_BYTES);
   g_test_message ("bob upload: %.2f s", t);
   if (t > 2.5)
-    test_fail ("bob (no speed limit) needed %.2f s to upload %d bytes", t, SPEED_BYTES);
+    gt_test_fail ("bob (no speed limit) needed %.2f s to upload %d bytes", t, SPEED_BYTES);
 }
 
 /* 14. /status: the self-test through the server's own listener. It fails while 127.0.0.1 (where
@@ -2927,23 +1732,23 @@ lock_out_loopback (guint16 port)
       if (g_regex_match (lockout_re, r->message, 0, NULL))
         return g_get_monotonic_time ();
     }
-  test_fail ("127.0.0.1 was not locked out after 10 failed logins");
+  gt_test_fail ("127.0.0.1 was not locked out after 10 failed logins");
   return 0;
 }
 
 static void
 expect_status (guint16 api_port, guint want_status, const char *want_value, char **body_out)
 {
-  g_autoptr (HttpResponse) r = api_get (api_port, "/status", 60000);
+  g_autoptr (GtTestHttpResponse) r = api_get (api_port, "/status", 60000);
   g_autoptr (JsonParser) parser = json_parser_new ();
-  const char *ct = http_response_header (r, "Content-Type");
+  const char *ct = gt_test_http_response_header (r, "Content-Type");
   JsonObject *o;
 
   if (r->status != want_status)
-    test_fail ("GET /status: %u, want %u; body '%.*s'", r->status, want_status, (int)r->body->len,
-               (const char *)r->body->data);
+    gt_test_fail ("GET /status: %u, want %u; body '%.*s'", r->status, want_status,
+                  (int)r->body->len, (const char *)r->body->data);
   if (ct == NULL || !g_str_has_prefix (ct, "application/json"))
-    test_fail ("GET /status: Content-Type '%s'", ct ? ct : "(none)");
+    gt_test_fail ("GET /status: Content-Type '%s'", ct ? ct : "(none)");
   o = parse_json_object ("GET /status", r, parser);
   g_assert_cmpstr (json_object_get_string_member_with_default (o, "status", "(none)"), ==,
                    want_value);
@@ -2952,7 +1757,7 @@ expect_status (guint16 api_port, guint want_status, const char *want_value, char
       const char *version = json_object_get_string_member_with_default (o, "version", "");
 
       if (*version == '\0')
-        test_fail ("GET /status: no version in '%.*s'", (int)r->body->len,
+        gt_test_fail ("GET /status: no version in '%.*s'", (int)r->body->len,
                    (const char *)r->body->data);
     }
   if (body_out != NULL)
@@ -2963,11 +1768,11 @@ static void
 test_status (Fixture *f, gconstpointer data)
 {
   g_autofree char *ok1 = NULL, *ok2 = NULL;
-  GtProc *server;
+  GtTestProc *server;
   guint16 port, api_port;
   gint64 blocked_at, wait_us;
 
-  REQUIRE_GT ();
+  GT_TEST_REQUIRE_GT ();
   server = start_server (f, "server", &port, &api_port, "--id", "alice", "--secret", SECRET_ALICE,
                          "--reconnectTimes", "2", "--reconnectDuration", "4s", "--apiAddr",
                          "127.0.0.1:0", NULL);
@@ -2975,7 +1780,7 @@ test_status (Fixture *f, gconstpointer data)
   blocked_at = lock_out_loopback (port);
   expect_status (api_port, 503, "failed", NULL);
   if (g_get_monotonic_time () - blocked_at > 4000 * 1000)
-    test_fail ("the failed /status took longer than the lockout; the test proves nothing");
+    gt_test_fail ("the failed /status took longer than the lockout; the test proves nothing");
 
   /* ok once the address is free again */
   wait_us = blocked_at + 4500 * 1000 - g_get_monotonic_time ();
@@ -2987,7 +1792,7 @@ test_status (Fixture *f, gconstpointer data)
   lock_out_loopback (port);
   expect_status (api_port, 200, "ok", &ok2);
   g_assert_cmpstr (ok1, ==, ok2);
-  g_assert_false (proc_has_exited (server));
+  g_assert_false (gt_test_proc_has_exited (server));
 
   /* the self-test's temporary client does not stay connected */
   {
@@ -3000,21 +1805,21 @@ test_status (Fixture *f, gconstpointer data)
 static void
 test_metrics (Fixture *f, gconstpointer data)
 {
-  LocalHttp *h;
+  GtTestHttp *h;
   g_autofree char *url = NULL, *echo = NULL, *range = NULL, *tcp_port = NULL, *tcp_label = NULL;
   g_autofree char *text = NULL;
   g_autoptr (GError) error = NULL;
   g_autoptr (GByteArray) req = NULL;
-  GtProc *server, *alice;
+  GtTestProc *server, *alice;
   guint16 port, api_port, first, last;
-  gsize req_len, resp_len = 0, tcp_in = 1000, tcp_out = strlen (TCP_BANNER) + 1000;
+  gsize req_len, resp_len = 0, tcp_in = 1000, tcp_out = strlen (GT_TEST_TCP_BANNER) + 1000;
 
-  REQUIRE_GT ();
-  h = local_http_start (f, "alice-svc");
+  GT_TEST_REQUIRE_GT ();
+  h = gt_test_http_start ("alice-svc", 0, NULL);
   url = local_url (h);
-  tcp_echo_start (f);
-  echo = g_strdup_printf ("tcp://127.0.0.1:%u", f->tcp_echo->port);
-  free_port_range (3, &first, &last);
+  gt_test_tcp_echo_start ();
+  echo = g_strdup_printf ("tcp://127.0.0.1:%u", gt_test_tcp_echo ()->port);
+  gt_test_free_port_range (3, &first, &last);
   range = g_strdup_printf ("%u-%u", first, last);
   tcp_port = g_strdup_printf ("%u", first);
   tcp_label = g_strdup_printf ("tcp:%u", first);
@@ -3028,7 +1833,7 @@ test_metrics (Fixture *f, gconstpointer data)
   g_assert_cmpfloat (metric (text, "gt_lockout_blocked_addresses", NULL), ==, 0);
   if (strstr (text, "# TYPE gt_user_bytes_total counter\n") == NULL
       || strstr (text, "# TYPE gt_clients gauge\n") == NULL)
-    test_fail ("metrics without the expected TYPE lines:\n%s", text);
+    gt_test_fail ("metrics without the expected TYPE lines:\n%s", text);
 
   /* one tunnel accepted, the second refused by connections: 1 */
   alice = start_client (f, "alice", port, "alice", SECRET_ALICE, "--remoteConnections", "2",
@@ -3041,33 +1846,36 @@ test_metrics (Fixture *f, gconstpointer data)
   expect_handshake (port, "127.0.0.1", "nobody", SECRET_WRONG, "nobody", 1, "invalid id or secret");
 
   /* An HTTP exchange whose sizes are known exactly: the request we send, the bytes we get. */
-  req = http_build_request ("GET", "/whoami", "web.example.com", NULL, 0, "Connection: close\r\n");
+  req = gt_test_http_build_request ("GET", "/whoami", "web.example.com", NULL, 0,
+                                    "Connection: close\r\n");
   req_len = req->len;
   {
-    g_autoptr (Conn) c = conn_connect (port, &error);
+    g_autoptr (GtTestConn) c = gt_test_conn_connect (port, &error);
 
     g_assert_no_error (error);
-    g_assert_true (conn_write_all (c, req->data, req->len, deadline_in (5000), &error));
-    if (!conn_read_to_eof (c, FALSE, deadline_in (WAIT_MS), &error))
-      test_fail ("HTTP exchange: %s", error->message);
+    g_assert_true (
+        gt_test_conn_write_all (c, req->data, req->len, gt_test_deadline_in (5000), &error));
+    if (!gt_test_conn_read_to_eof (c, FALSE, gt_test_deadline_in (GT_TEST_WAIT_MS), &error))
+      gt_test_fail ("HTTP exchange: %s", error->message);
     resp_len = c->in->len;
     if (!g_str_has_prefix ((const char *)c->in->data, "HTTP/1.1 200")
         || memmem (c->in->data, c->in->len, "alice-svc", 9) == NULL)
-      test_fail ("unexpected response: '%.*s'", (int)c->in->len, (const char *)c->in->data);
+      gt_test_fail ("unexpected response: '%.*s'", (int)c->in->len, (const char *)c->in->data);
   }
   /* A tcp exchange: banner, 1000 bytes echoed, then both sides close. */
   {
-    g_autoptr (Conn) c = conn_connect (first, &error);
-    gint64 deadline = deadline_in (WAIT_MS);
+    g_autoptr (GtTestConn) c = gt_test_conn_connect (first, &error);
+    gint64 deadline = gt_test_deadline_in (GT_TEST_WAIT_MS);
 
     g_assert_no_error (error);
-    g_assert_true (conn_write_all (c, pattern, tcp_in, deadline, &error));
+    g_assert_true (gt_test_conn_write_all (c, gt_test_pattern (), tcp_in, deadline, &error));
     while (c->in->len < tcp_out)
-      if (conn_fill (c, deadline, &error) <= 0)
-        test_fail ("tcp exchange: %s after %u bytes", error ? error->message : "EOF", c->in->len);
+      if (gt_test_conn_fill (c, deadline, &error) <= 0)
+        gt_test_fail ("tcp exchange: %s after %u bytes", error ? error->message : "EOF",
+                      c->in->len);
     shutdown (c->fd, SHUT_WR);
-    if (!conn_read_to_eof (c, FALSE, deadline, &error))
-      test_fail ("tcp exchange: no EOF: %s", error->message);
+    if (!gt_test_conn_read_to_eof (c, FALSE, deadline, &error))
+      gt_test_fail ("tcp exchange: no EOF: %s", error->message);
     g_assert_cmpuint (c->in->len, ==, tcp_out);
   }
 
@@ -3113,41 +1921,16 @@ test_metrics (Fixture *f, gconstpointer data)
   g_assert_cmpfloat (metric (text, "gt_process_resident_memory_bytes", NULL), >, 0);
   /* the unknown id is not a label */
   if (strstr (text, "\"nobody\"") != NULL)
-    test_fail ("the unknown id 'nobody' appears as a label:\n%s", text);
-  g_assert_false (proc_has_exited (alice));
+    gt_test_fail ("the unknown id 'nobody' appears as a label:\n%s", text);
+  g_assert_false (gt_test_proc_has_exited (alice));
 }
 
 /* ------------------------------------------------------------------------------------------ */
 
-static void
-drop_log_cb (const char *domain, GLogLevelFlags level, const char *message, gpointer data)
-{
-}
-
 int
 main (int argc, char **argv)
 {
-  int ret;
-
-  g_test_init (&argc, &argv, NULL);
-
-  signal (SIGPIPE, SIG_IGN);
-  signal (SIGABRT, fatal_signal_handler);
-  signal (SIGTERM, fatal_signal_handler);
-  gt_binary = g_getenv ("GT_BINARY");
-  if (gt_binary != NULL && *gt_binary == '\0')
-    gt_binary = NULL;
-  verbose_logs = g_getenv ("GT_TEST_VERBOSE") != NULL;
-  if (!verbose_logs)
-    {
-      g_log_set_handler ("libsoup", G_LOG_LEVEL_DEBUG | G_LOG_LEVEL_INFO, drop_log_cb, NULL);
-      g_log_set_handler ("GLib-GIO", G_LOG_LEVEL_DEBUG | G_LOG_LEVEL_INFO, drop_log_cb, NULL);
-    }
-  fill_pattern ();
-  live_procs = g_ptr_array_new ();
-  service_ctx = g_main_context_new ();
-  service_loop = g_main_loop_new (service_ctx, FALSE);
-  service_thread = g_thread_new ("services", service_thread_main, NULL);
+  gt_test_init (&argc, &argv, PATTERN_SIZE);
 
 #define ADD(path, func)                                                                            \
   g_test_add ("/gt/integration/users/" path, Fixture, NULL, fixture_setup, func, fixture_teardown)
@@ -3168,13 +1951,5 @@ main (int argc, char **argv)
   ADD ("api/metrics", test_metrics);
 #undef ADD
 
-  ret = g_test_run ();
-
-  g_main_loop_quit (service_loop);
-  g_thread_join (service_thread);
-  g_main_loop_unref (service_loop);
-  g_main_context_unref (service_ctx);
-  g_ptr_array_unref (live_procs);
-  g_free (pattern);
-  return ret;
+  return gt_test_run ();
 }

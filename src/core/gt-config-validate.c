@@ -1,0 +1,354 @@
+/* gt-config-validate.c: checks after file and command line (required keys, overlaps,
+ * defaults that depend on other keys), and the server's users file. */
+#include "config.h"
+
+#include "gt-config-private.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+/* fail_at (file, line, column, code, issue_out, error, format, ...): an entry's place; a place
+ * from the command line (line 0) has no file. */
+#define fail_at(file, line, column, code, issue_out, error, ...)                               \
+  _gt_config_fail_printf (issue_out, error, (line) > 0 ? (file) : NULL, line, column, code,     \
+                          __VA_ARGS__)
+/* For errors that belong to no single entry: the file when there is one. */
+#define fail_global(file, code, issue_out, error, ...)                                          \
+  _gt_config_fail_printf (issue_out, error, file, 0, 0, code, __VA_ARGS__)
+
+/* For values whose place was recorded while loading (GtConfigKeyPlace); the file when unknown. */
+static gboolean G_GNUC_PRINTF (7, 8)
+fail_key (GHashTable *places, const char *key, const char *file, int code,
+          GtConfigIssue **issue_out, GError **error, const char *format, ...)
+{
+  const GtConfigKeyPlace *place = g_hash_table_lookup (places, key);
+  va_list args;
+  char *message;
+
+  va_start (args, format);
+  message = g_strdup_vprintf (format, args);
+  va_end (args);
+  if (place == NULL)
+    return _gt_config_fail_take (issue_out, error, file, 0, 0, code, message);
+  return _gt_config_fail_take (issue_out, error, place->file, place->line, place->column, code,
+                               message);
+}
+
+static gboolean
+check_regexes (GHashTable *places, char **regex, const char *key_prefix, const char *file,
+               GtConfigIssue **issue_out, GError **error)
+{
+  for (guint i = 0; regex != NULL && regex[i] != NULL; i++)
+    {
+      g_autofree char *message = _gt_config_parse_regex (regex[i]);
+      g_autofree char *key = NULL;
+
+      if (message == NULL)
+        continue;
+      key = g_strdup_printf ("%s.regex.%u", key_prefix, i);
+      return fail_key (places, key, file, GT_CONFIG_ERROR_VALUE, issue_out, error, "%s",
+                       message);
+    }
+  return TRUE;
+}
+
+/* certFile/keyFile and apiCertFile/apiKeyFile go together. */
+static gboolean
+check_pair (GHashTable *places, const char *file, const char *a_name, const char *a,
+            const char *b_name, const char *b, GtConfigIssue **issue_out, GError **error)
+{
+  if (a != NULL && b == NULL)
+    return fail_key (places, a_name, file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                     "%s is set without %s", a_name, b_name);
+  if (a == NULL && b != NULL)
+    return fail_key (places, b_name, file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                     "%s is set without %s", b_name, a_name);
+  return TRUE;
+}
+
+static gboolean
+listen_port_is_zero (const char *addr)
+{
+  return g_str_has_suffix (addr, ":0");
+}
+
+gboolean
+gt_server_config_load_users_file (GtServerConfig *config, GtConfigIssue **issue_out,
+                                  GError **error)
+{
+  g_autofree char *data = NULL;
+  gsize len = 0;
+
+  g_return_val_if_fail (config != NULL, FALSE);
+
+  if (config->users_file == NULL)
+    return TRUE;
+  /* Refuse devices and FIFOs (a typo must not hang or fill the memory). */
+  if (g_file_test (config->users_file, G_FILE_TEST_EXISTS)
+      && !g_file_test (config->users_file, G_FILE_TEST_IS_REGULAR))
+    return _gt_config_fail_printf (issue_out, error, config->users_file, 0, 0, GT_CONFIG_ERROR_IO,
+                                   "the users file is not a regular file");
+  if (!_gt_config_read_file (config->users_file, &data, &len, issue_out, error))
+    return FALSE;
+  return _gt_config_yaml_load_users (config, data, len, config->users_file, issue_out, error);
+}
+
+static gboolean
+has_listener (const GtServerConfig *config)
+{
+  for (guint i = 0; i < GT_N_LISTENERS; i++)
+    if (gt_listener_get_addr (config, i) != NULL)
+      return TRUE;
+  return FALSE;
+}
+
+/* "addr, tlsAddr or sniAddr" */
+static char *
+listener_keys_text (void)
+{
+  GString *text = g_string_new (NULL);
+
+  for (guint i = 0; i < GT_N_LISTENERS; i++)
+    g_string_append_printf (text, "%s%s", i == 0 ? "" : i + 1 < GT_N_LISTENERS ? ", " : " or ",
+                            gt_listener_info (i)->key);
+  return g_string_free (text, FALSE);
+}
+
+static gboolean
+ranges_overlap (const GtPortRange *a, const GtPortRange *b)
+{
+  return a->first <= b->last && b->first <= a->last;
+}
+
+gboolean
+gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GError **error)
+{
+  GtServerConfigPriv *priv = (GtServerConfigPriv *) config;
+  const char *file;
+
+  g_return_val_if_fail (config != NULL, FALSE);
+
+  file = config->config_path;
+  if (!has_listener (config))
+    {
+      g_autofree char *keys = listener_keys_text ();
+
+      return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                          "no listener: set options.%s", keys);
+    }
+  if (config->users_file != NULL
+      && !gt_server_config_load_users_file (config, issue_out, error))
+    return FALSE;
+
+  {
+    /* The listeners of the table, then the API's. */
+    struct
+    {
+      const char *name;
+      const char *addr;
+    } listeners[GT_N_LISTENERS + 1];
+
+    for (guint i = 0; i < GT_N_LISTENERS; i++)
+      {
+        listeners[i].name = gt_listener_info (i)->key;
+        listeners[i].addr = gt_listener_get_addr (config, i);
+      }
+    listeners[GT_N_LISTENERS].name = "apiAddr";
+    listeners[GT_N_LISTENERS].addr = config->api_addr;
+
+    for (guint a = 0; a < G_N_ELEMENTS (listeners); a++)
+      for (guint b = a + 1; b < G_N_ELEMENTS (listeners); b++)
+        if (listeners[a].addr != NULL && g_strcmp0 (listeners[a].addr, listeners[b].addr) == 0
+            && !listen_port_is_zero (listeners[a].addr))
+          return fail_key (priv->places, listeners[b].name, file, GT_CONFIG_ERROR_INVALID,
+                           issue_out, error, "%s %s is also the address of %s",
+                           listeners[b].name, listeners[b].addr, listeners[a].name);
+  }
+  if (!check_pair (priv->places, file, "certFile", config->cert_file, "keyFile",
+                   config->key_file, issue_out, error)
+      || !check_pair (priv->places, file, "apiCertFile", config->api_cert_file, "apiKeyFile",
+                      config->api_key_file, issue_out, error))
+    return FALSE;
+  if (config->proxy_protocol
+      && (config->proxy_protocol_trusted_cidrs == NULL
+          || config->proxy_protocol_trusted_cidrs[0] == NULL))
+    return fail_key (priv->places, "proxyProtocol", file, GT_CONFIG_ERROR_INVALID, issue_out,
+                     error, "proxyProtocol needs proxyProtocolTrustedCIDRs");
+  for (guint i = 0; config->proxy_protocol_trusted_cidrs != NULL
+                    && config->proxy_protocol_trusted_cidrs[i] != NULL;
+       i++)
+    {
+      g_autofree char *message = _gt_config_parse_cidr (config->proxy_protocol_trusted_cidrs[i]);
+      if (message != NULL)
+        return fail_global (file, GT_CONFIG_ERROR_VALUE, issue_out, error, "%s", message);
+    }
+  if (config->auth_api != NULL)
+    {
+      g_autofree char *message = _gt_config_parse_http_url ("authAPI", config->auth_api);
+      if (message != NULL)
+        return fail_key (priv->places, "authAPI", file, GT_CONFIG_ERROR_VALUE, issue_out, error,
+                         "%s", message);
+    }
+  if (config->ws_path != NULL && !_gt_config_url_path_is_sane (config->ws_path))
+    return fail_key (priv->places, "wsPath", file, GT_CONFIG_ERROR_VALUE, issue_out, error,
+                     "bad wsPath '%s': it must start with '/' and contain no space or '#'",
+                     config->ws_path);
+  _gt_config_opts_set_defaults (config, GT_CONFIG_KEYS_SERVER);
+  if (!check_regexes (priv->places, config->host_regex, "host", file, issue_out, error))
+    return FALSE;
+
+  for (guint i = 0; i < config->users->len; i++)
+    {
+      GtUserEntry *entry = g_ptr_array_index (config->users, i);
+      GtUserConfig *user = &entry->pub;
+      gsize id_len = user->id != NULL ? strlen (user->id) : 0;
+      gsize secret_len = user->secret != NULL ? strlen (user->secret) : 0;
+      const char *user_file = entry->file != NULL ? entry->file : config->config_path;
+      g_autofree char *key_prefix = g_strdup_printf ("users.%s.host", user->id);
+
+      if (id_len == 0 || id_len > MAX_ID_LEN)
+        return fail_at (user_file, user->line, user->column, GT_CONFIG_ERROR_INVALID, issue_out,
+                        error, "user id must be 1 to %d bytes", MAX_ID_LEN);
+      if (secret_len == 0 || secret_len > MAX_SECRET_LEN)
+        return fail_at (user_file, user->line, user->column, GT_CONFIG_ERROR_INVALID, issue_out,
+                        error, "user '%s' needs a secret of 1 to %d bytes", user->id,
+                        MAX_SECRET_LEN);
+      if (!check_regexes (priv->places, user->host_regex, key_prefix, user_file, issue_out,
+                          error))
+        return FALSE;
+      if (user->tcp_ranges != NULL && user->tcp_ranges->len == 0)
+        g_clear_pointer (&user->tcp_ranges, g_array_unref); /* `tcp: []` = the global pool */
+      if (user->tcp_ranges == NULL)
+        continue;
+
+      for (guint r = 0; r < user->tcp_ranges->len; r++)
+        {
+          const GtPortRange *range = &g_array_index (user->tcp_ranges, GtPortRange, r);
+          GtConfigPlace place = { user->line, user->column };
+
+          if (entry->range_places != NULL && r < entry->range_places->len)
+            place = g_array_index (entry->range_places, GtConfigPlace, r);
+
+          for (guint g = 0; g < config->tcp_ranges->len; g++)
+            if (ranges_overlap (range, &g_array_index (config->tcp_ranges, GtPortRange, g)))
+              return fail_at (user_file, place.line, place.column, GT_CONFIG_ERROR_INVALID,
+                              issue_out, error,
+                              "tcp range %u-%u of user '%s' overlaps the global tcp pool",
+                              range->first, range->last, user->id);
+
+          for (guint j = 0; j < i; j++)
+            {
+              const GtUserConfig *other = g_ptr_array_index (config->users, j);
+              if (other->tcp_ranges == NULL)
+                continue;
+              for (guint o = 0; o < other->tcp_ranges->len; o++)
+                if (ranges_overlap (range, &g_array_index (other->tcp_ranges, GtPortRange, o)))
+                  return fail_at (user_file, place.line, place.column, GT_CONFIG_ERROR_INVALID,
+                                  issue_out, error,
+                                  "tcp range %u-%u of user '%s' overlaps the range of user '%s'",
+                                  range->first, range->last, user->id, other->id);
+            }
+        }
+    }
+
+  if (config->users->len == 0 && config->auth_api == NULL && !config->allow_any_client)
+    {
+      /* GT: no users (and no auth API) means any client id is accepted. */
+      config->allow_any_client = TRUE;
+      _gt_config_add_warning (
+          config->warnings, file, 0, 0,
+          "no users are configured: any client id is accepted (allowAnyClient)");
+    }
+  return TRUE;
+}
+
+gboolean
+gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issue_out, GError **error)
+{
+  const char *file;
+  GtServiceConfig *unprefixed = NULL;
+  g_autoptr (GHashTable) prefixes = NULL;
+
+  g_return_val_if_fail (config != NULL, FALSE);
+
+  file = config->config_path;
+  if (config->id == NULL || *config->id == '\0')
+    return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                        "options.id is required");
+  if (strlen (config->id) > MAX_ID_LEN)
+    return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                        "options.id must be 1 to %d bytes", MAX_ID_LEN);
+  if (config->secret == NULL || *config->secret == '\0')
+    return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                        "options.secret is required");
+  if (strlen (config->secret) > MAX_SECRET_LEN)
+    return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                        "options.secret must be 1 to %d bytes", MAX_SECRET_LEN);
+  if (config->remotes->len == 0)
+    return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                        "no remote: set options.remote or --remote");
+  if (config->services->len == 0)
+    return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                        "no service: add an entry to services: or use --local");
+  if (config->remote_cert != NULL && !_gt_config_looks_like_pin (config->remote_cert))
+    {
+      GHashTable *places = ((GtClientConfigPriv *) config)->places;
+
+      if (!g_file_test (config->remote_cert, G_FILE_TEST_IS_REGULAR))
+        return fail_key (places, "remoteCert", file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                         "remoteCert file '%s' does not exist (give a PEM file or a "
+                         "sha256: pin)",
+                         config->remote_cert);
+    }
+
+  _gt_config_opts_set_defaults (config, GT_CONFIG_KEYS_CLIENT);
+  _gt_config_client_clamp (config);
+
+  prefixes = g_hash_table_new (g_str_hash, g_str_equal);
+  for (guint i = 0; i < config->services->len; i++)
+    {
+      GtServiceConfig *service = g_ptr_array_index (config->services, i);
+
+      if (service->kind == GT_SERVICE_KIND_TCP)
+        {
+          if (service->host_prefix != NULL)
+            {
+              _gt_config_add_warning (
+                  config->warnings, service->line > 0 ? file : NULL, service->line, service->column,
+                  "hostPrefix is ignored for the tcp service '%s'", service->local_url);
+              g_clear_pointer (&service->host_prefix, g_free);
+            }
+          if (service->remote_tcp_port == 0 && !service->remote_tcp_random)
+            return fail_at (file, service->line, service->column, GT_CONFIG_ERROR_INVALID,
+                            issue_out, error,
+                            "tcp service '%s' needs remoteTCPPort or remoteTCPRandom: true",
+                            service->local_url);
+          continue;
+        }
+
+      if (service->host_prefix == NULL)
+        {
+          g_autofree char *message = NULL;
+          char *prefix = NULL;
+
+          if (unprefixed != NULL)
+            return fail_at (file, service->line, service->column, GT_CONFIG_ERROR_INVALID,
+                            issue_out, error,
+                            "two http services without hostPrefix: give each a hostPrefix");
+          unprefixed = service;
+          message = _gt_config_parse_host_prefix (config->id, &prefix);
+          if (message != NULL)
+            return fail_at (file, service->line, service->column, GT_CONFIG_ERROR_INVALID,
+                            issue_out, error,
+                            "the id '%s' cannot be the host prefix of '%s': give the service "
+                            "a hostPrefix",
+                            config->id, service->local_url);
+          service->host_prefix = prefix;
+        }
+      if (!g_hash_table_add (prefixes, service->host_prefix))
+        return fail_at (file, service->line, service->column, GT_CONFIG_ERROR_INVALID,
+                        issue_out, error, "host prefix '%s' is used by two services",
+                        service->host_prefix);
+    }
+  return TRUE;
+}

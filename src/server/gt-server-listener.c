@@ -1,0 +1,1088 @@
+/* gt-server-listener.c: listening sockets and the sniffing of new connections up to a hand-off.
+ * PROXY header, TLS, WebSocket upgrade, tunnel HELLO, HTTP Host, SNI: then a tunnel or a stream. */
+#include "config.h"
+
+#define G_LOG_DOMAIN "gt-server"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gt-auth-api.h"
+#include "gt-certificate.h"
+#include "gt-fd-source.h"
+#include "gt-http.h"
+#include "gt-server-private.h"
+#include "gt-systemd.h"
+#include "gt-tls-sniff.h"
+#include "gt-ws-stream.h"
+
+/* The handshake never needs more than this many bytes. */
+#define HANDSHAKE_MAX (GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE + GT_FRAME_MAX_CONTROL)
+#define SNIFF_CHUNK 4096
+/* Largest ClientHello accepted on the SNI listener. */
+#define GT_SNIFF_TLS_MAX (16 * 1024)
+#define PROXY_HEADER_MAX 536
+/* Right after start (a restart or upgrade) clients are still moving their tunnels over: a request
+ * for an unknown host waits this long for its client before it gets a 404 / alert. */
+#define STARTUP_GRACE_US (5 * G_USEC_PER_SEC)
+
+typedef struct
+{
+  GtServer *server;
+  GtListenerKind kind;
+  int fd;
+  GSource *source;
+  char *address;
+} Listener;
+
+typedef struct
+{
+  GtServer *server;
+  GtListenerKind kind;
+  int fd;            /* raw socket until TLS or WebSocket wrap it */
+  GIOStream *io;     /* TLS connection or WebSocket tunnel stream */
+  GSource *source;   /* fd watch */
+  GSource *io_source;
+  GCancellable *cancellable;
+  guint timeout_id;
+  guint8 *buf;
+  gsize len;
+  gsize cap;
+  char *peer;        /* real user address (after a PROXY header) */
+  GInetSocketAddress *peer_addr;
+  GInetSocketAddress *local_addr;
+  gboolean trusted;  /* from a trusted proxy: a PROXY header comes first */
+  gboolean ws;       /* inside a WebSocket: only a tunnel handshake may follow */
+  gboolean waiting_route; /* no client for it yet, but the server just started */
+  GtHello *hello;    /* while the auth API answers */
+  gsize consumed;
+} Pending;
+
+char *
+_gt_server_http_reply (guint status, const char *reason, const char *body)
+{
+  return g_strdup_printf ("HTTP/1.1 %u %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                          "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                          status, reason, strlen (body), body);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Pending connections: PROXY header, TLS handshake, then tunnel or user traffic */
+
+static void
+pending_free (Pending *p)
+{
+  if (p->waiting_route)
+    g_ptr_array_remove (p->server->route_waiters, p);
+  gt_fd_source_free (p->source);
+  if (p->io_source)
+    {
+      g_source_destroy (p->io_source);
+      g_source_unref (p->io_source);
+    }
+  g_clear_handle_id (&p->timeout_id, g_source_remove);
+  if (p->cancellable)
+    {
+      g_cancellable_cancel (p->cancellable);
+      g_object_unref (p->cancellable);
+    }
+  if (p->fd >= 0)
+    close (p->fd);
+  if (p->io)
+    {
+      g_io_stream_close_async (p->io, G_PRIORITY_DEFAULT, NULL, NULL, NULL);
+      g_object_unref (p->io);
+    }
+  g_clear_object (&p->peer_addr);
+  g_clear_object (&p->local_addr);
+  g_clear_pointer (&p->hello, gt_hello_free);
+  g_free (p->buf);
+  g_free (p->peer);
+  g_free (p);
+}
+
+static void
+pending_drop (Pending *p)
+{
+  g_hash_table_remove (p->server->pending, p);
+}
+
+/* Sends a short reply (HTTP error page, TLS alert, gt ERROR frame) and closes. */
+static void
+pending_reply_and_close (Pending *p, const guint8 *reply, gsize len)
+{
+  if (p->fd >= 0)
+    {
+      int fd = p->fd;
+
+      p->fd = -1;
+      gt_socket_reply_and_close (fd, (const char *) reply, len);
+    }
+  else if (p->io != NULL && len > 0)
+    {
+      GOutputStream *out = g_io_stream_get_output_stream (p->io);
+
+      if (G_IS_POLLABLE_OUTPUT_STREAM (out))
+        (void) g_pollable_output_stream_write_nonblocking (G_POLLABLE_OUTPUT_STREAM (out), reply,
+                                                           len, NULL, NULL);
+    }
+  pending_drop (p);
+}
+
+static void
+pending_reply_text (Pending *p, const char *text)
+{
+  pending_reply_and_close (p, (const guint8 *) text, strlen (text));
+}
+
+static void
+send_handshake_error (Pending *p, GtErrorCode code, const char *message)
+{
+  g_autoptr (GByteArray) f = g_byte_array_new ();
+
+  gt_frame_append_error (f, GT_FRAME_ERROR, code, message);
+  pending_reply_and_close (p, f->data, f->len);
+}
+
+/* The user's addresses for OPEN (PROXY protocol out, logs). */
+static gboolean
+pending_open_addr (Pending *p, GtOpenAddr *out)
+{
+  GInetAddress *src, *dst;
+
+  if (p->peer_addr == NULL || p->local_addr == NULL)
+    return FALSE;
+  src = g_inet_socket_address_get_address (p->peer_addr);
+  dst = g_inet_socket_address_get_address (p->local_addr);
+  if (g_inet_address_get_family (src) != g_inet_address_get_family (dst))
+    return FALSE;
+  memset (out, 0, sizeof *out);
+  out->family = g_inet_address_get_family (src) == G_SOCKET_FAMILY_IPV6 ? 6 : 4;
+  memcpy (out->src, g_inet_address_to_bytes (src), g_inet_address_get_native_size (src));
+  memcpy (out->dst, g_inet_address_to_bytes (dst), g_inet_address_get_native_size (dst));
+  out->src_port = g_inet_socket_address_get_port (p->peer_addr);
+  out->dst_port = g_inet_socket_address_get_port (p->local_addr);
+  return TRUE;
+}
+
+/* Takes the connection out of the pending set: its fd or io now belongs to the caller. */
+static void
+pending_release (Pending *p, int *fd_out, GIOStream **io_out)
+{
+  *fd_out = p->fd;
+  *io_out = p->io;
+  p->fd = -1;
+  p->io = NULL;
+  pending_drop (p);
+}
+
+static char *
+pending_ip (Pending *p)
+{
+  if (p->peer_addr == NULL)
+    return g_strdup ("?");
+  return g_inet_address_to_string (g_inet_socket_address_get_address (p->peer_addr));
+}
+
+static void
+pending_refuse (Pending *p, const char *id, GtErrorCode code, const char *message)
+{
+  GtServer *server = p->server;
+  const char *text = message ? message : gt_error_code_to_string (code);
+
+  g_message ("tunnel from %s refused: client=%s: %s", p->peer, id ? id : "?", text);
+  _gt_server_count_refusal (server, id, code);
+  if (code == GT_ERROR_CODE_INVALID_AUTH)
+    {
+      g_autofree char *ip = pending_ip (p);
+
+      gt_lockout_record_failure (server->lockout, ip, g_get_monotonic_time ());
+    }
+  send_handshake_error (p, code, text);
+}
+
+/* Attaches an accepted handshake to its client's session and starts the tunnel. */
+static void
+pending_finish_tunnel (Pending *p, gboolean authenticated, char **allowed)
+{
+  GtServer *server = p->server;
+  g_autoptr (GtHello) hello = g_steal_pointer (&p->hello);
+  g_autofree char *message = NULL;
+  g_autofree char *peer = g_strdup (p->peer);
+  g_autofree char *ip = pending_ip (p);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) io = NULL;
+  g_autoptr (GtMux) mux = NULL;
+  g_autofree guint8 *rest = NULL;
+  GtErrorCode code = GT_ERROR_CODE_NONE;
+  GtServerSession *session;
+  gsize rest_len;
+  int fd;
+
+  session = _gt_server_accept_hello (server, hello, authenticated, allowed, &code, &message);
+  if (session == NULL)
+    {
+      pending_refuse (p, hello->id, code, message);
+      return;
+    }
+  gt_lockout_record_success (server->lockout, ip);
+
+  /* Keep bytes that followed the HELLO, then hand the connection to a mux. */
+  rest = g_memdup2 (p->buf + p->consumed, p->len - p->consumed);
+  rest_len = p->len - p->consumed;
+  pending_release (p, &fd, &io);
+  if (io == NULL)
+    {
+      io = gt_transport_wrap_fd (fd, &error);
+      if (io == NULL)
+        {
+          g_warning ("cannot wrap tunnel socket: %s", error->message);
+          _gt_server_drop_session (server, session);
+          return;
+        }
+    }
+  mux = gt_mux_new (io, TRUE, rest, rest_len);
+  gt_mux_set_peer (mux, peer);
+  _gt_server_attach_tunnel (server, session, mux);
+}
+
+/* The auth request outlives its pending connection when that one is dropped: the cancellable
+ * (cancelled by pending_free) tells. */
+typedef struct
+{
+  Pending *p;
+  GCancellable *cancellable;
+} AuthWait;
+
+static void
+pending_auth_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  AuthWait *wait = user_data;
+  Pending *p = wait->p;
+  g_autoptr (GError) error = NULL;
+  g_auto (GStrv) allowed = gt_auth_api_request_finish (result, &error);
+  gboolean gone = g_cancellable_is_cancelled (wait->cancellable);
+
+  g_object_unref (wait->cancellable);
+  g_free (wait);
+  if (gone)
+    return;
+  if (allowed == NULL)
+    {
+      g_autofree char *text = NULL;
+      GtErrorCode code = GT_ERROR_CODE_INVALID_AUTH;
+
+      if (g_error_matches (error, GT_AUTH_ERROR, GT_AUTH_ERROR_DENIED))
+        text = g_strdup ("the auth API refused this id and secret");
+      else
+        {
+          text = g_strdup_printf ("the auth API failed: %s", error->message);
+          code = GT_ERROR_CODE_INTERNAL;
+        }
+      pending_refuse (p, p->hello->id, code, text);
+      return;
+    }
+  pending_finish_tunnel (p, TRUE, allowed);
+}
+
+static void
+pending_handle_tunnel (Pending *p)
+{
+  GtServer *server = p->server;
+  GtFrameHeader h;
+  guint8 version;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *ip = NULL;
+  GtDecodeResult r;
+  gsize consumed;
+
+  if (p->hello != NULL)
+    return; /* waiting for the auth API */
+  r = gt_preface_decode (p->buf, p->len, &version, &error);
+  if (r == GT_DECODE_NEED_MORE)
+    return;
+  if (r == GT_DECODE_ERROR)
+    {
+      pending_refuse (p, NULL,
+                      g_error_matches (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_VERSION)
+                        ? GT_ERROR_CODE_UNSUPPORTED_VERSION
+                        : GT_ERROR_CODE_PROTOCOL,
+                      error->message);
+      return;
+    }
+  r = gt_frame_header_decode (p->buf + GT_PREFACE_SIZE, p->len - GT_PREFACE_SIZE, &h, &error);
+  if (r == GT_DECODE_NEED_MORE)
+    return;
+  if (r == GT_DECODE_OK && h.type != GT_FRAME_HELLO)
+    {
+      r = GT_DECODE_ERROR;
+      error = g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                           "expected HELLO, got %s", gt_frame_type_to_string (h.type));
+    }
+  if (r == GT_DECODE_ERROR)
+    {
+      pending_refuse (p, NULL, GT_ERROR_CODE_PROTOCOL, error->message);
+      return;
+    }
+  consumed = GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE + h.length;
+  if (p->len < consumed)
+    return;
+
+  p->hello = gt_hello_decode (p->buf + GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE, h.length, &error);
+  if (p->hello == NULL)
+    {
+      g_autofree char *text = g_strdup_printf ("bad HELLO: %s", error->message);
+
+      pending_refuse (p, NULL, GT_ERROR_CODE_PROTOCOL, text);
+      return;
+    }
+  p->consumed = consumed;
+
+  /* Too many failed logins from this address: refused without looking at the secret. */
+  ip = pending_ip (p);
+  if (gt_lockout_is_blocked (server->lockout, ip, g_get_monotonic_time ()))
+    {
+      g_autofree char *text = g_strdup_printf (
+        "too many failed logins from %s; try again in %" G_GUINT64_FORMAT " s", ip,
+        server->config->reconnect_duration_ms / 1000);
+
+      g_message ("tunnel from %s refused: client=%s: %s", p->peer, p->hello->id, text);
+      _gt_server_count_handshake_failure (server, p->hello->id, "locked_out");
+      send_handshake_error (p, GT_ERROR_CODE_INVALID_AUTH, text);
+      return;
+    }
+
+  if (server->config->auth_api != NULL
+      && !g_hash_table_contains (server->ephemeral, p->hello->id))
+    {
+      g_autoptr (GPtrArray) prefixes = g_ptr_array_new ();
+
+      /* Stop reading while the API answers; the pending timeout still bounds the wait. */
+      g_clear_pointer (&p->source, gt_fd_source_free);
+      if (p->io_source)
+        {
+          g_source_destroy (p->io_source);
+          g_clear_pointer (&p->io_source, g_source_unref);
+        }
+      for (guint i = 0; i < p->hello->services->len; i++)
+        {
+          GtHelloService *s = p->hello->services->pdata[i];
+
+          if (s->prefix != NULL && *s->prefix != '\0')
+            g_ptr_array_add (prefixes, s->prefix);
+        }
+      g_ptr_array_add (prefixes, NULL);
+      if (server->auth_session == NULL)
+        server->auth_session = soup_session_new ();
+      g_clear_object (&p->cancellable);
+      p->cancellable = g_cancellable_new ();
+      {
+        AuthWait *wait = g_new0 (AuthWait, 1);
+
+        wait->p = p;
+        wait->cancellable = g_object_ref (p->cancellable);
+        /* The request's own timeout (options.timeout) bounds the wait, and its failure is
+         * reported to the client: the connection's read timeout must not cut it short. */
+        g_clear_handle_id (&p->timeout_id, g_source_remove);
+        gt_auth_api_request_async (server->auth_session, server->config->auth_api, p->hello->id,
+                                   p->hello->secret, (const char *const *) prefixes->pdata,
+                                   (guint) MIN (server->config->timeout_ms, G_MAXUINT),
+                                   p->cancellable, pending_auth_done_cb, wait);
+      }
+      return;
+    }
+  pending_finish_tunnel (p, FALSE, NULL);
+}
+
+static void pending_watch (Pending *p);
+
+/* A WebSocket upgrade on the tunnel path: answer it and read the tunnel handshake inside. */
+static void
+pending_handle_websocket (Pending *p)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) base = NULL;
+  GIOStream *ws;
+
+  if (p->io != NULL)
+    base = g_object_ref (p->io);
+  else
+    {
+      base = gt_transport_wrap_fd (p->fd, &error);
+      p->fd = -1;
+      if (base == NULL)
+        {
+          pending_drop (p);
+          return;
+        }
+    }
+  gt_fd_source_free (p->source);
+  p->source = NULL;
+  if (p->io_source)
+    {
+      g_source_destroy (p->io_source);
+      g_clear_pointer (&p->io_source, g_source_unref);
+    }
+  ws = gt_ws_server_accept (base, p->buf, p->len, &error);
+  if (ws == NULL)
+    {
+      g_message ("websocket upgrade from %s refused: %s", p->peer, error->message);
+      g_clear_object (&p->io);
+      pending_drop (p);
+      return;
+    }
+  g_clear_object (&p->io);
+  p->io = ws;
+  p->ws = TRUE;
+  p->len = 0;
+  pending_watch (p);
+}
+
+static void pending_dispatch (Pending *p);
+
+/* Hands the user connection and the bytes read so far to a new stream of the route's client. */
+static void
+pending_open_stream (Pending *p, GtMux *mux, GtServerRoute *route, GBytes *connect_fail_response)
+{
+  guint64 timeout_ms = p->server->config->timeout_ms;
+  g_autoptr (GIOStream) io = NULL;
+  g_autofree guint8 *data = g_steal_pointer (&p->buf);
+  gsize len = p->len;
+  GtOpenAddr addr;
+  gboolean has_addr = pending_open_addr (p, &addr);
+  int fd;
+
+  pending_release (p, &fd, &io);
+  gt_mux_open_stream_full (mux, route->service_index, fd, io, data, len, has_addr ? &addr : NULL,
+                           connect_fail_response, timeout_ms);
+}
+
+static gboolean
+route_wait_cb (gpointer user_data)
+{
+  GtServer *server = user_data;
+  g_autoptr (GPtrArray) waiters = g_steal_pointer (&server->route_waiters);
+
+  server->route_wait_id = 0;
+  server->route_waiters = g_ptr_array_new ();
+  for (guint i = 0; i < waiters->len; i++)
+    {
+      Pending *p = waiters->pdata[i];
+
+      if (g_hash_table_contains (server->pending, p))
+        pending_dispatch (p); /* re-queues itself while the grace lasts */
+    }
+  return G_SOURCE_REMOVE;
+}
+
+/* TRUE when the connection was parked to wait for its client (startup grace). */
+static gboolean
+pending_wait_for_route (Pending *p)
+{
+  GtServer *server = p->server;
+
+  /* Within the grace, and well before the connection's own timeout would drop it. */
+  if (g_get_monotonic_time () - server->started_at
+      >= MIN (STARTUP_GRACE_US, (gint64) server->config->timeout_ms * 1000 / 2))
+    return FALSE;
+  if (!p->waiting_route)
+    {
+      p->waiting_route = TRUE;
+      g_clear_pointer (&p->source, gt_fd_source_free);
+      if (p->io_source)
+        {
+          g_source_destroy (p->io_source);
+          g_clear_pointer (&p->io_source, g_source_unref);
+        }
+    }
+  g_ptr_array_add (server->route_waiters, p);
+  if (server->route_wait_id == 0)
+    server->route_wait_id = g_timeout_add (50, route_wait_cb, server);
+  return TRUE;
+}
+
+/* The route of a host name (HTTP Host or SNI) and the tunnel of its client for a new stream. */
+static GtMux *
+server_find_tunnel (GtServer *server, GtServiceKind kind, const char *host,
+                    GtServerRoute **route_out)
+{
+  g_autofree char *prefix = host ? gt_http_host_prefix (host) : NULL;
+  GtServerRoute *route = prefix ? gt_server_registry_lookup_route (server->registry, kind, prefix)
+                                : NULL;
+
+  *route_out = route;
+  return route ? gt_server_session_pick_tunnel (route->session) : NULL;
+}
+
+static void
+pending_handle_http (Pending *p)
+{
+  GtServer *server = p->server;
+  g_autofree char *host = NULL;
+  g_autoptr (GError) error = NULL;
+  GtDecodeResult r;
+  GtServerRoute *route;
+  GtMux *mux;
+
+  r = gt_http_sniff_host (p->buf, p->len, GT_HTTP_MAX_HEAD, &host, &error);
+  if (r == GT_DECODE_NEED_MORE)
+    return;
+  if (r == GT_DECODE_ERROR)
+    {
+      g_autofree char *body = g_strdup_printf ("bad request: %s\n", error->message);
+      g_autofree char *reply = _gt_server_http_reply (400, "Bad Request", body);
+
+      g_message ("bad request from %s: %s", p->peer, error->message);
+      pending_reply_text (p, reply);
+      return;
+    }
+
+  if (server->config->ws_path != NULL
+      && gt_ws_is_upgrade_request (p->buf, p->len, server->config->ws_path))
+    {
+      pending_handle_websocket (p);
+      return;
+    }
+
+  mux = server_find_tunnel (server, GT_SERVICE_KIND_HTTP, host, &route);
+  if (mux == NULL && pending_wait_for_route (p))
+    return;
+  if (mux == NULL)
+    {
+      g_autofree char *body = g_strdup_printf ("no gt client serves host \"%s\"\n", host);
+      g_autofree char *reply = _gt_server_http_reply (404, "Not Found", body);
+
+      g_debug ("no route for host %s from %s", host, p->peer);
+      pending_reply_text (p, reply);
+      return;
+    }
+
+  pending_open_stream (p, mux, route, server->bad_gateway);
+}
+
+static void
+pending_handle_sni (Pending *p)
+{
+  GtServer *server = p->server;
+  g_autofree char *sni = NULL;
+  g_autoptr (GError) error = NULL;
+  guint8 alert[GT_TLS_ALERT_SIZE];
+  GtDecodeResult r;
+  GtServerRoute *route;
+  GtMux *mux;
+
+  r = gt_tls_sniff_sni (p->buf, p->len, GT_SNIFF_TLS_MAX, &sni, &error);
+  if (r == GT_DECODE_NEED_MORE)
+    return;
+  if (r == GT_DECODE_ERROR)
+    {
+      g_message ("bad TLS ClientHello from %s: %s", p->peer, error->message);
+      pending_reply_and_close (p, alert, gt_tls_alert (alert, GT_TLS_ALERT_DECODE_ERROR));
+      return;
+    }
+  mux = server_find_tunnel (server, GT_SERVICE_KIND_HTTPS, sni, &route);
+  if (mux == NULL && sni != NULL && pending_wait_for_route (p))
+    return;
+  if (mux == NULL)
+    {
+      g_message ("no https service for server name \"%s\" from %s", sni ? sni : "(none)",
+                 p->peer);
+      pending_reply_and_close (p, alert, gt_tls_alert (alert, GT_TLS_ALERT_UNRECOGNIZED_NAME));
+      return;
+    }
+  pending_open_stream (p, mux, route, NULL);
+}
+
+static gboolean
+looks_like_proxy_header (const guint8 *buf, gsize len)
+{
+  static const guint8 v2[12] = { 0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A };
+
+  return (len >= 6 && memcmp (buf, "PROXY ", 6) == 0) || (len >= 12 && memcmp (buf, v2, 12) == 0);
+}
+
+/* Looks at what arrived so far and moves the connection on when it can. */
+static void
+pending_dispatch (Pending *p)
+{
+  GtServer *server = p->server;
+
+  if (server->config->proxy_protocol && !p->trusted && !p->ws
+      && looks_like_proxy_header (p->buf, p->len))
+    {
+      g_message ("PROXY header from untrusted address %s refused", p->peer);
+      pending_drop (p);
+      return;
+    }
+  if (p->kind == GT_LISTENER_SNI)
+    pending_handle_sni (p);
+  else if (p->buf[0] == GT_PROTOCOL_MAGIC0)
+    pending_handle_tunnel (p);
+  else if (p->ws)
+    {
+      g_message ("websocket tunnel from %s does not start with the gt preface", p->peer);
+      pending_drop (p);
+    }
+  else
+    pending_handle_http (p);
+}
+
+static gsize
+pending_limit (Pending *p)
+{
+  if (p->len > 0 && p->buf[0] == GT_PROTOCOL_MAGIC0)
+    return HANDSHAKE_MAX;
+  if (p->kind == GT_LISTENER_SNI)
+    return GT_SNIFF_TLS_MAX + 1;
+  return GT_HTTP_MAX_HEAD + 1;
+}
+
+static void
+pending_read (Pending *p)
+{
+  gsize limit = pending_limit (p);
+  gssize n;
+
+  if (p->cap - p->len < SNIFF_CHUNK && p->cap < limit)
+    {
+      p->cap = MIN (MAX (p->cap * 2, (gsize) SNIFF_CHUNK), limit);
+      p->buf = g_realloc (p->buf, p->cap);
+    }
+  if (p->len >= p->cap)
+    {
+      pending_dispatch (p); /* at the limit: the parsers report it */
+      return;
+    }
+  if (p->fd >= 0)
+    {
+      n = recv (p->fd, p->buf + p->len, p->cap - p->len, MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    }
+  else
+    {
+      g_autoptr (GError) error = NULL;
+
+      n = g_pollable_input_stream_read_nonblocking (
+        G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (p->io)), p->buf + p->len,
+        p->cap - p->len, NULL, &error);
+      if (n < 0 && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        return;
+      if (n < 0)
+        g_debug ("%s: %s", p->peer, error->message);
+    }
+  if (n <= 0)
+    {
+      g_debug ("%s closed before sending a complete request", p->peer);
+      pending_drop (p);
+      return;
+    }
+  p->len += n;
+  pending_dispatch (p);
+}
+
+static void
+pending_fd_cb (int fd, GIOCondition revents, gpointer user_data)
+{
+  pending_read (user_data);
+}
+
+static gboolean
+pending_io_cb (GObject *stream, gpointer user_data)
+{
+  pending_read (user_data);
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+pending_watch (Pending *p)
+{
+  if (p->fd >= 0)
+    p->source = gt_fd_source_new (p->fd, G_IO_IN, pending_fd_cb, p);
+  else
+    {
+      p->io_source = g_pollable_input_stream_create_source (
+        G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (p->io)), NULL);
+      g_source_set_callback (p->io_source, (GSourceFunc) (void (*) (void)) pending_io_cb, p, NULL);
+      g_source_attach (p->io_source, g_main_context_get_thread_default ());
+    }
+}
+
+static void
+pending_tls_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Pending *p = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!g_tls_connection_handshake_finish (G_TLS_CONNECTION (source), result, &error))
+    {
+      if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+        {
+          g_message ("TLS handshake with %s failed: %s", p->peer, error->message);
+          pending_drop (p);
+        }
+      return;
+    }
+  g_clear_object (&p->cancellable);
+  pending_watch (p);
+}
+
+static void
+pending_start_tls (Pending *p)
+{
+  GtServer *server = p->server;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) base = gt_transport_wrap_fd (p->fd, &error);
+  GIOStream *tls;
+
+  p->fd = -1;
+  if (base == NULL)
+    {
+      pending_drop (p);
+      return;
+    }
+  tls = g_tls_server_connection_new (base, server->certificate, &error);
+  if (tls == NULL)
+    {
+      g_warning ("cannot start TLS for %s: %s", p->peer, error->message);
+      pending_drop (p);
+      return;
+    }
+  g_tls_connection_set_require_close_notify (G_TLS_CONNECTION (tls), FALSE);
+  /* No client certificates are asked for: no CA store is needed (it is big once loaded). */
+  g_tls_connection_set_database (G_TLS_CONNECTION (tls), NULL);
+  p->io = tls;
+  p->cancellable = g_cancellable_new ();
+  g_tls_connection_handshake_async (G_TLS_CONNECTION (tls), G_PRIORITY_DEFAULT, p->cancellable,
+                                    pending_tls_done_cb, p);
+}
+
+/* PROXY protocol from a trusted load balancer: read exactly the header, then carry on. */
+static void
+pending_proxy_cb (int fd, GIOCondition revents, gpointer user_data)
+{
+  Pending *p = user_data;
+  guint8 buf[PROXY_HEADER_MAX];
+  g_auto (GtProxyHeader) header = { 0 };
+  g_autoptr (GError) error = NULL;
+  gsize consumed = 0;
+  gssize n = recv (fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+  GtDecodeResult r;
+
+  if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    return;
+  if (n <= 0)
+    {
+      pending_drop (p);
+      return;
+    }
+  r = gt_proxy_header_parse (buf, n, &header, &consumed, &error);
+  if (r == GT_DECODE_NEED_MORE && (gsize) n < sizeof buf)
+    return;
+  if (r != GT_DECODE_OK)
+    {
+      g_message ("bad PROXY header from %s: %s", p->peer,
+                 error ? error->message : "header too long");
+      pending_drop (p);
+      return;
+    }
+  (void) recv (fd, buf, consumed, MSG_DONTWAIT); /* consume exactly the header */
+  if (!header.local && header.src_addr != NULL)
+    {
+      g_autoptr (GInetAddress) src = g_inet_address_new_from_string (header.src_addr);
+      g_autoptr (GInetAddress) dst = g_inet_address_new_from_string (header.dst_addr);
+
+      if (src != NULL && dst != NULL)
+        {
+          g_autofree char *via = g_steal_pointer (&p->peer);
+
+          g_clear_object (&p->peer_addr);
+          g_clear_object (&p->local_addr);
+          p->peer_addr = G_INET_SOCKET_ADDRESS (g_inet_socket_address_new (src, header.src_port));
+          p->local_addr = G_INET_SOCKET_ADDRESS (g_inet_socket_address_new (dst, header.dst_port));
+          p->peer = g_inet_address_get_family (src) == G_SOCKET_FAMILY_IPV6
+                      ? g_strdup_printf ("[%s]:%u", header.src_addr, header.src_port)
+                      : g_strdup_printf ("%s:%u", header.src_addr, header.src_port);
+          g_debug ("connection from %s via %s (PROXY protocol)", p->peer, via);
+        }
+    }
+  g_clear_pointer (&p->source, gt_fd_source_free);
+  if (p->kind == GT_LISTENER_TLS)
+    pending_start_tls (p);
+  else
+    pending_watch (p);
+}
+
+static gboolean
+pending_timeout_cb (gpointer user_data)
+{
+  Pending *p = user_data;
+
+  p->timeout_id = 0;
+  g_message ("%s sent no complete request within the timeout; closing", p->peer);
+  pending_drop (p);
+  return G_SOURCE_REMOVE;
+}
+
+static GInetSocketAddress *
+fd_address (int fd, gboolean peer)
+{
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  GSocketAddress *sa;
+
+  if ((peer ? getpeername (fd, (struct sockaddr *) &ss, &len)
+            : getsockname (fd, (struct sockaddr *) &ss, &len)) < 0)
+    return NULL;
+  sa = g_socket_address_new_from_native (&ss, len);
+  if (sa != NULL && !G_IS_INET_SOCKET_ADDRESS (sa))
+    g_clear_object (&sa);
+  return (GInetSocketAddress *) sa;
+}
+
+static void
+listener_accept_cb (int fd, GIOCondition revents, gpointer user_data)
+{
+  Listener *l = user_data;
+  GtServer *server = l->server;
+
+  for (int k = 0; k < 64; k++)
+    {
+      int cfd = accept4 (fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      Pending *p;
+
+      if (cfd < 0)
+        {
+          if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            g_warning ("accept on %s: %s", l->address, g_strerror (errno));
+          return;
+        }
+      gt_socket_set_nodelay (cfd);
+      p = g_new0 (Pending, 1);
+      p->server = server;
+      p->kind = l->kind;
+      p->fd = cfd;
+      p->peer = gt_fd_describe_peer (cfd);
+      p->peer_addr = fd_address (cfd, TRUE);
+      p->local_addr = fd_address (cfd, FALSE);
+      p->timeout_id = g_timeout_add (MAX (server->config->timeout_ms, 1), pending_timeout_cb, p);
+      g_hash_table_add (server->pending, p);
+      if (server->trusted_proxies != NULL && p->peer_addr != NULL
+          && gt_cidr_list_contains (server->trusted_proxies,
+                                    g_inet_socket_address_get_address (p->peer_addr)))
+        {
+          p->trusted = TRUE;
+          p->source = gt_fd_source_new (cfd, G_IO_IN, pending_proxy_cb, p);
+        }
+      else if (l->kind == GT_LISTENER_TLS)
+        pending_start_tls (p);
+      else
+        pending_watch (p);
+    }
+}
+
+static void
+listener_free (Listener *l)
+{
+  gt_fd_source_free (l->source);
+  if (l->fd >= 0)
+    close (l->fd);
+  g_free (l->address);
+  g_free (l);
+}
+
+GInetSocketAddress *
+_gt_server_parse_listen_address (const char *addr, GError **error)
+{
+  g_autoptr (GSocketConnectable) na = g_network_address_parse (addr, 0, error);
+  g_autoptr (GInetAddress) ia = NULL;
+  g_autofree char *bare = NULL;
+  const char *host;
+
+  if (na == NULL)
+    return NULL;
+  host = g_network_address_get_hostname (G_NETWORK_ADDRESS (na));
+  if (host[0] == '[')
+    bare = g_strndup (host + 1, strlen (host) > 2 ? strlen (host) - 2 : 0);
+  else
+    bare = g_strdup (host);
+  ia = g_inet_address_new_from_string (bare);
+  if (ia == NULL && g_ascii_strcasecmp (bare, "localhost") == 0)
+    ia = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  if (ia == NULL)
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "cannot listen on '%s': the host must be an IP address or localhost", addr);
+      return NULL;
+    }
+  return G_INET_SOCKET_ADDRESS (
+    g_inet_socket_address_new (ia, g_network_address_get_port (G_NETWORK_ADDRESS (na))));
+}
+
+static const char *
+listener_note (GtListenerKind kind)
+{
+  switch (kind)
+    {
+    case GT_LISTENER_TLS: return " (TLS)";
+    case GT_LISTENER_SNI: return " (TLS pass-through by SNI)";
+    case GT_LISTENER_PLAIN:
+    case GT_N_LISTENERS:
+    default: return "";
+    }
+}
+
+/* Opens (or takes over from systemd / the manager) the listener of one table row. */
+static gboolean
+server_add_listener (GtServer *server, const GtListenerInfo *info, const char *addr,
+                     GError **error)
+{
+  int fd = gt_listen_fds_take (info->key);
+  Listener *l;
+
+  if (fd < 0)
+    {
+      g_autoptr (GInetSocketAddress) sa = _gt_server_parse_listen_address (addr, error);
+
+      if (sa == NULL)
+        return FALSE;
+      fd = gt_tcp_listen_on (g_inet_socket_address_get_address (sa),
+                             g_inet_socket_address_get_port (sa), error);
+      if (fd < 0)
+        return FALSE;
+    }
+  else
+    gt_socket_set_nonblocking (fd);
+
+  l = g_new0 (Listener, 1);
+  l->server = server;
+  l->kind = info->kind;
+  l->fd = fd;
+  l->address = gt_fd_describe_local (fd);
+  l->source = gt_fd_source_new (fd, G_IO_IN, listener_accept_cb, l);
+  g_ptr_array_add (server->listeners, l);
+  if (server->listen_address == NULL && info->kind != GT_LISTENER_SNI)
+    {
+      g_autoptr (GInetSocketAddress) local = fd_address (fd, FALSE);
+
+      server->listen_address = g_strdup (l->address);
+      if (local != NULL)
+        server->listen_inet = g_object_ref (g_inet_socket_address_get_address (local));
+    }
+  g_message ("listening on %s%s", l->address, listener_note (info->kind));
+  return TRUE;
+}
+
+GPtrArray *
+_gt_server_listeners_new (void)
+{
+  return g_ptr_array_new_with_free_func ((GDestroyNotify) listener_free);
+}
+
+GHashTable *
+_gt_server_pending_new (void)
+{
+  return g_hash_table_new_full (NULL, NULL, (GDestroyNotify) pending_free, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* TLS termination (tlsAddr) */
+
+/* GIO has no per-connection minimum TLS version: GnuTLS's priority string does it, process-wide,
+ * before the TLS backend is first used. */
+static void
+set_tls_priority (const char *version)
+{
+  const char *priority = NULL;
+
+  if (g_getenv ("G_TLS_GNUTLS_PRIORITY") != NULL)
+    return;
+  if (g_strcmp0 (version, "tls1.3") == 0)
+    priority = "NORMAL:-VERS-ALL:+VERS-TLS1.3";
+  else if (g_strcmp0 (version, "tls1.1") == 0)
+    priority = "NORMAL:+VERS-TLS1.1";
+  else
+    priority = "NORMAL:-VERS-TLS1.1:-VERS-TLS1.0";
+  g_setenv ("G_TLS_GNUTLS_PRIORITY", priority, FALSE);
+}
+
+
+static gboolean
+server_load_certificate (GtServer *server, GError **error)
+{
+  GtServerConfig *config = server->config;
+  g_autofree char *cert_path = NULL;
+  g_autofree char *key_path = NULL;
+  g_autofree char *fingerprint = NULL;
+
+  if (!gt_tls_backend_check (error))
+    return FALSE;
+  if (config->cert_file != NULL && config->key_file != NULL)
+    {
+      cert_path = g_strdup (config->cert_file);
+      key_path = g_strdup (config->key_file);
+    }
+  else
+    {
+      /* Quick start without a CA: a self-signed certificate made once, kept next to the config. */
+      g_autofree char *dir = config->config_path ? g_path_get_dirname (config->config_path)
+                                                 : g_get_current_dir ();
+
+      cert_path = g_build_filename (dir, "gt-server-cert.pem", NULL);
+      key_path = g_build_filename (dir, "gt-server-key.pem", NULL);
+      if (!g_file_test (cert_path, G_FILE_TEST_EXISTS)
+          || !g_file_test (key_path, G_FILE_TEST_EXISTS))
+        {
+          const char *names[] = { "localhost", "127.0.0.1", "::1", g_get_host_name (), NULL };
+
+          if (!gt_certificate_generate (cert_path, key_path, names, error))
+            return FALSE;
+          g_message ("generated a self-signed certificate: %s", cert_path);
+        }
+    }
+  server->certificate = g_tls_certificate_new_from_files (cert_path, key_path, error);
+  if (server->certificate == NULL)
+    return FALSE;
+  fingerprint = gt_certificate_fingerprint (server->certificate);
+  g_message ("TLS certificate %s, fingerprint %s (clients may pin it with remoteCert: %s)",
+             cert_path, fingerprint, fingerprint);
+  return TRUE;
+}
+
+
+gboolean
+_gt_server_open_listeners (GtServer *server, GError **error)
+{
+  const GtServerConfig *config = server->config;
+  gboolean tls = FALSE;
+
+  for (guint k = 0; k < GT_N_LISTENERS; k++)
+    if (gt_listener_get_addr (config, k) != NULL && gt_listener_info (k)->terminates_tls)
+      tls = TRUE;
+  if (tls)
+    {
+      set_tls_priority (config->tls_version);
+      if (!server_load_certificate (server, error))
+        return FALSE;
+    }
+  for (guint k = 0; k < GT_N_LISTENERS; k++)
+    {
+      const char *addr = gt_listener_get_addr (config, k);
+
+      if (addr != NULL && !server_add_listener (server, gt_listener_info (k), addr, error))
+        return FALSE;
+    }
+  if (server->listen_inet == NULL && server->listeners->len > 0)
+    {
+      /* Only an SNI listener: tcp services bind on its address. */
+      Listener *l = server->listeners->pdata[0];
+      g_autoptr (GInetSocketAddress) local = fd_address (l->fd, FALSE);
+
+      if (local != NULL)
+        server->listen_inet = g_object_ref (g_inet_socket_address_get_address (local));
+    }
+  return TRUE;
+}

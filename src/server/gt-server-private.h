@@ -1,0 +1,85 @@
+/* gt-server-private.h: what the parts of the server (object, listener, metrics) share. */
+#pragma once
+
+#include <libsoup/soup.h>
+#include "gt-lockout.h"
+#include "gt-port-pool.h"
+#include "gt-proxy-protocol.h"
+#include "gt-server.h"
+#include "gt-server-registry.h"
+#include "gt-server-session.h"
+#include "gt-transport.h"
+
+G_BEGIN_DECLS
+
+/* Traffic and refusal counters for the metrics; they outlive the sessions. */
+struct _GtServerCounters
+{
+  GHashTable *user_traffic;       /* id → GtServerTraffic* of finished streams */
+  GHashTable *service_traffic;    /* "id\x1flabel" → GtServerTraffic* */
+  GHashTable *handshake_failures; /* "user\x1freason" → guint64* */
+  GHashTable *limit_rejections;   /* "user\x1fkind" → guint64* */
+};
+
+struct _GtServer
+{
+  GObject parent_instance;
+
+  GtServerConfig *config;
+  GPtrArray *listeners;     /* listening sockets (gt-server-listener.c) */
+  char *listen_address;     /* first plain or TLS listener */
+  GInetAddress *listen_inet;
+  GTlsCertificate *certificate;
+  GtCidrList *trusted_proxies;
+
+  GtServerRegistry *registry; /* connected clients and their routes */
+  GHashTable *pending;        /* connections still being sniffed (gt-server-listener.c) */
+  GtPortPool *global_pool;
+  GHashTable *user_pools;     /* id → GtPortPool* */
+  GHashTable *ephemeral;      /* id → secret */
+  GPtrArray *draining;        /* GtMux* of replaced clients finishing their streams */
+  GtLockout *lockout;
+  SoupSession *auth_session;
+  GtServerCounters counters;
+  guint drain_id;
+  gint64 drain_deadline;
+  gint64 started_at;
+  GPtrArray *route_waiters; /* pending connections waiting for a client (startup grace) */
+  guint route_wait_id;
+  GBytes *bad_gateway;
+  gboolean stopped;
+};
+
+/* gt-server.c */
+/* Authenticates a HELLO and returns the session to attach the tunnel to (not a new reference), or
+ * NULL with *code and maybe *message. */
+GtServerSession *_gt_server_accept_hello (GtServer *server, const GtHello *hello,
+                                          gboolean authenticated, char **allowed,
+                                          GtErrorCode *code, char **message);
+/* A new tunnel of session: WELCOME is sent and the tunnel started. */
+void _gt_server_attach_tunnel (GtServer *server, GtServerSession *session, GtMux *mux);
+/* Removes a session that never got a tunnel. */
+void _gt_server_drop_session (GtServer *server, GtServerSession *session);
+
+/* gt-server-listener.c */
+GPtrArray *_gt_server_listeners_new (void);
+GHashTable *_gt_server_pending_new (void);
+/* Loads the certificate when a listener terminates TLS, then opens every configured listener. */
+gboolean _gt_server_open_listeners (GtServer *server, GError **error);
+/* A listen address after config normalisation: an IP literal (IPv6 in brackets) or "localhost"
+ * (the IPv4 loopback), and a port. No DNS: the server must not block its main loop at start. */
+GInetSocketAddress *_gt_server_parse_listen_address (const char *addr, GError **error);
+char *_gt_server_http_reply (guint status, const char *reason, const char *body);
+
+/* gt-server-metrics.c */
+void _gt_server_counters_init (GtServerCounters *counters);
+void _gt_server_counters_clear (GtServerCounters *counters);
+/* A finished stream of session. */
+void _gt_server_counters_add (GtServerCounters *counters, GtServerSession *session,
+                              GtMuxStream *stream);
+/* A refused tunnel handshake (reason label), counted as a limit rejection too when a limit
+ * refused it. id may be NULL. */
+void _gt_server_count_refusal (GtServer *server, const char *id, GtErrorCode code);
+void _gt_server_count_handshake_failure (GtServer *server, const char *id, const char *reason);
+
+G_END_DECLS

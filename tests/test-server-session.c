@@ -1,0 +1,383 @@
+/* test-server-session.c: client sessions and the registry: routes, conflicts, replacement, removal. */
+#include "config.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gt-server-registry.h"
+#include "gt-server-session.h"
+#include "gt-transport.h"
+
+static GtLimits
+plain_limits (void)
+{
+  GtLimits l = { .connections = 10, .max_services = 600 };
+
+  return l;
+}
+
+static GtServerSession *
+session_new (const char *id, const char *checksum, const GtLimits *limits)
+{
+  GtLimits plain = plain_limits ();
+
+  return gt_server_session_new (id, checksum, limits ? limits : &plain, FALSE);
+}
+
+/* Adds the session to the registry and registers hello (no tcp services, no auth API). */
+static GtErrorCode
+add_and_register (GtServerRegistry *registry, GtServerSession *s, const GtHello *hello,
+                  char **message)
+{
+  gt_server_registry_add (registry, s);
+  return gt_server_session_register (s, registry, hello, NULL, NULL, NULL, message);
+}
+
+static void
+test_register_routes (void)
+{
+  g_autoptr (GtServerRegistry) registry = gt_server_registry_new ();
+  g_autoptr (GtServerSession) s = session_new ("alice", "sum1", NULL);
+  g_autoptr (GtHello) hello = gt_hello_new ("alice", "secret");
+  g_autofree char *message = NULL;
+  GtServerRoute *route;
+
+  gt_hello_add_service (hello, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  gt_hello_add_service (hello, GT_SERVICE_KIND_HTTPS, "secure", 0, FALSE);
+  gt_hello_add_service (hello, GT_SERVICE_KIND_HTTP, "secure", 0, FALSE);
+  g_assert_cmpint (add_and_register (registry, s, hello, &message), ==, GT_ERROR_CODE_NONE);
+  g_assert_null (message);
+  g_assert_true (gt_server_registry_lookup (registry, "alice") == s);
+  g_assert_cmpuint (gt_server_registry_get_n_sessions (registry), ==, 1);
+
+  route = gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "web");
+  g_assert_nonnull (route);
+  g_assert_true (route->session == s);
+  g_assert_cmpuint (route->service_index, ==, 0);
+  /* Host and SNI routes are separate: one prefix may be in both. */
+  route = gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTPS, "secure");
+  g_assert_nonnull (route);
+  g_assert_cmpuint (route->service_index, ==, 1);
+  g_assert_cmpint (route->kind, ==, GT_SERVICE_KIND_HTTPS);
+  route = gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "secure");
+  g_assert_nonnull (route);
+  g_assert_cmpuint (route->service_index, ==, 2);
+  g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTPS, "web"));
+  g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "other"));
+  g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_TCP, "web"));
+
+  g_assert_cmpuint (s->service_labels->len, ==, 3);
+  g_assert_cmpstr (s->service_labels->pdata[0], ==, "web");
+  /* No tunnel yet: nothing to open a stream on. */
+  g_assert_null (gt_server_session_pick_tunnel (s));
+  g_assert_cmpuint (gt_server_session_get_n_tunnels (s), ==, 0);
+}
+
+static void
+test_host_conflict (void)
+{
+  g_autoptr (GtServerRegistry) registry = gt_server_registry_new ();
+  g_autoptr (GtServerSession) alice = session_new ("alice", "sum1", NULL);
+  g_autoptr (GtServerSession) bob = session_new ("bob", "sum2", NULL);
+  g_autoptr (GtHello) hello_a = gt_hello_new ("alice", "a");
+  g_autoptr (GtHello) hello_b = gt_hello_new ("bob", "b");
+  g_autofree char *message = NULL;
+
+  gt_hello_add_service (hello_a, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  gt_hello_add_service (hello_b, GT_SERVICE_KIND_HTTP, "blog", 0, FALSE);
+  gt_hello_add_service (hello_b, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  g_assert_cmpint (add_and_register (registry, alice, hello_a, &message), ==, GT_ERROR_CODE_NONE);
+  g_assert_cmpint (add_and_register (registry, bob, hello_b, &message), ==,
+                   GT_ERROR_CODE_HOST_CONFLICT);
+  g_assert_cmpstr (message, ==, "host prefix 'web' is used by another client");
+
+  /* The refused client goes with what it registered before the conflict. */
+  gt_server_registry_remove (registry, bob);
+  g_assert_null (gt_server_registry_lookup (registry, "bob"));
+  g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "blog"));
+  g_assert_true (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "web")->session
+                 == alice);
+  g_assert_cmpuint (gt_server_registry_get_n_sessions (registry), ==, 1);
+}
+
+static void
+test_given_twice (void)
+{
+  g_autoptr (GtServerRegistry) registry = gt_server_registry_new ();
+  g_autoptr (GtServerSession) s = session_new ("alice", "sum1", NULL);
+  g_autoptr (GtHello) hello = gt_hello_new ("alice", "a");
+  g_autofree char *message = NULL;
+
+  gt_hello_add_service (hello, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  gt_hello_add_service (hello, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  g_assert_cmpint (add_and_register (registry, s, hello, &message), ==,
+                   GT_ERROR_CODE_HOST_CONFLICT);
+  g_assert_cmpstr (message, ==, "host prefix 'web' is given twice");
+  gt_server_registry_remove (registry, s);
+  g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "web"));
+  g_assert_cmpuint (gt_server_registry_get_n_sessions (registry), ==, 0);
+}
+
+static void
+test_with_id_and_allowed (void)
+{
+  g_autoptr (GtServerRegistry) registry = gt_server_registry_new ();
+  GtLimits limits = plain_limits ();
+  g_autoptr (GtServerSession) s = NULL;
+  g_autoptr (GtHello) hello = gt_hello_new ("Alice", "a");
+  g_autofree char *message = NULL;
+  char *allowed[] = { (char *) "web", NULL };
+
+  limits.host_with_id = TRUE;
+  s = session_new ("Alice", "sum1", &limits);
+  gt_hello_add_service (hello, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  gt_hello_add_service (hello, GT_SERVICE_KIND_HTTP, "admin", 0, FALSE);
+  gt_hello_add_service (hello, GT_SERVICE_KIND_HTTP, "alice", 0, FALSE);
+  gt_server_registry_add (registry, s);
+  /* The auth API allowed "web" only: "admin" is ignored, the own id is always allowed. */
+  g_assert_cmpint (gt_server_session_register (s, registry, hello, allowed, NULL, NULL, &message),
+                   ==, GT_ERROR_CODE_NONE);
+  g_assert_null (message);
+  g_assert_nonnull (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "alice-web"));
+  g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "web"));
+  g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "alice-admin"));
+  g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "admin"));
+  g_assert_nonnull (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "alice"));
+  g_assert_cmpstr (s->service_labels->pdata[0], ==, "alice-web");
+  g_assert_cmpstr (s->service_labels->pdata[1], ==, "admin (refused)");
+  g_assert_cmpstr (s->service_labels->pdata[2], ==, "alice");
+}
+
+static void
+test_limits_refuse (void)
+{
+  g_autoptr (GtServerRegistry) registry = gt_server_registry_new ();
+  char *regex[] = { (char *) "^web$", NULL };
+  GtLimits limits = plain_limits ();
+  g_autoptr (GtServerSession) s = NULL;
+  g_autoptr (GtHello) hello = gt_hello_new ("alice", "a");
+  g_autofree char *message = NULL;
+
+  limits.host_regex = regex;
+  s = session_new ("alice", "sum1", &limits);
+  gt_hello_add_service (hello, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  gt_hello_add_service (hello, GT_SERVICE_KIND_HTTP, "blog", 0, FALSE);
+  g_assert_cmpint (add_and_register (registry, s, hello, &message), ==,
+                   GT_ERROR_CODE_HOST_REGEX);
+  g_assert_cmpstr (message, ==, "host prefix 'blog' does not match the allowed patterns");
+  gt_server_registry_remove (registry, s);
+  g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "web"));
+}
+
+static void
+test_retire_replace (void)
+{
+  g_autoptr (GtServerRegistry) registry = gt_server_registry_new ();
+  g_autoptr (GtServerSession) old = session_new ("alice", "sum1", NULL);
+  g_autoptr (GtServerSession) fresh = session_new ("alice", "sum2", NULL);
+  g_autoptr (GtHello) hello_old = gt_hello_new ("alice", "a");
+  g_autoptr (GtHello) hello_new = gt_hello_new ("alice", "a");
+  g_autoptr (GPtrArray) busy = g_ptr_array_new_with_free_func (g_object_unref);
+  g_autofree char *message = NULL;
+  gint64 now = g_get_monotonic_time ();
+
+  gt_hello_add_service (hello_old, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  gt_hello_add_service (hello_new, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  gt_hello_add_service (hello_new, GT_SERVICE_KIND_HTTP, "blog", 0, FALSE);
+  g_assert_cmpint (add_and_register (registry, old, hello_old, &message), ==, GT_ERROR_CODE_NONE);
+  g_assert_false (gt_server_registry_is_retired (registry, "alice", "sum1", now));
+
+  /* A newer client with another service set takes the id over: the old one's hosts go at once
+   * and its service set is refused until the expiry. */
+  gt_server_session_retire (old, busy);
+  g_assert_cmpuint (busy->len, ==, 0);
+  gt_server_registry_retire (registry, old, now + 1000);
+  g_assert_null (gt_server_registry_lookup (registry, "alice"));
+  g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "web"));
+  g_assert_true (gt_server_registry_is_retired (registry, "alice", "sum1", now + 1000));
+  g_assert_false (gt_server_registry_is_retired (registry, "alice", "sum2", now));
+  g_assert_false (gt_server_registry_is_retired (registry, "bob", "sum1", now));
+
+  g_assert_cmpint (add_and_register (registry, fresh, hello_new, &message), ==,
+                   GT_ERROR_CODE_NONE);
+  g_assert_true (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "web")->session
+                 == fresh);
+  g_assert_true (gt_server_registry_lookup (registry, "alice") == fresh);
+
+  /* After the expiry the old set is accepted again (and forgotten). */
+  g_assert_false (gt_server_registry_is_retired (registry, "alice", "sum1", now + 1001));
+  g_assert_false (gt_server_registry_is_retired (registry, "alice", "sum1", now));
+}
+
+/* A free loopback port, as a one-port range. */
+static guint16
+free_port (void)
+{
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GError) error = NULL;
+  int fd = gt_tcp_listen_on (lo, 0, &error);
+  struct sockaddr_in sin;
+  socklen_t len = sizeof sin;
+
+  g_assert_no_error (error);
+  g_assert_cmpint (getsockname (fd, (struct sockaddr *) &sin, &len), ==, 0);
+  close (fd);
+  return g_ntohs (sin.sin_port);
+}
+
+static void
+test_remove_frees_ports (void)
+{
+  g_autoptr (GtServerRegistry) registry = gt_server_registry_new ();
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GArray) ranges = g_array_new (FALSE, FALSE, sizeof (GtPortRange));
+  g_autoptr (GtHello) hello = gt_hello_new ("alice", "a");
+  g_autoptr (GtHello) again = gt_hello_new ("bob", "b");
+  g_autoptr (GError) error = NULL;
+  g_autofree char *message = NULL;
+  g_autofree char *label = NULL;
+  GtServerSession *s = session_new ("alice", "sum1", NULL);
+  GtServerSession *other;
+  GtPortPool *pool;
+  GtPortRange range;
+  GtWelcomePort *wp;
+  int fd;
+
+  range.first = range.last = free_port ();
+  g_array_append_val (ranges, range);
+  pool = gt_port_pool_new (ranges);
+  gt_hello_add_service (hello, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  gt_hello_add_service (hello, GT_SERVICE_KIND_TCP, NULL, 0, TRUE);
+  gt_server_registry_add (registry, s);
+  g_assert_cmpint (gt_server_session_register (s, registry, hello, NULL, pool, lo, &message), ==,
+                   GT_ERROR_CODE_NONE);
+  g_assert_null (message);
+  g_assert_cmpuint (s->ports->len, ==, 1);
+  wp = &g_array_index (s->ports, GtWelcomePort, 0);
+  g_assert_cmpuint (wp->port, ==, range.first);
+  g_assert_cmpuint (wp->service_index, ==, 1);
+  g_assert_cmpuint (gt_port_pool_n_used (pool), ==, 1);
+  label = g_strdup_printf ("tcp:%u", range.first);
+  g_assert_cmpstr (s->service_labels->pdata[1], ==, label);
+
+  /* The only port is taken: another client gets none. */
+  other = session_new ("bob", "sum2", NULL);
+  gt_hello_add_service (again, GT_SERVICE_KIND_TCP, NULL, 0, TRUE);
+  gt_server_registry_add (registry, other);
+  g_assert_cmpint (gt_server_session_register (other, registry, again, NULL, pool, lo, &message),
+                   ==, GT_ERROR_CODE_PORT_UNAVAILABLE);
+  g_assert_cmpstr (message, ==, "no free port in the server's tcp range for this user");
+  g_clear_pointer (&message, g_free);
+  gt_server_registry_remove (registry, other);
+  g_object_unref (other);
+
+  /* Removal drops the registry's reference: the routes go, the port closes and is free again. */
+  gt_server_registry_remove (registry, s);
+  g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "web"));
+  g_assert_cmpuint (gt_port_pool_n_used (pool), ==, 1); /* the test still holds the session */
+  g_object_unref (s);
+  g_assert_cmpuint (gt_port_pool_n_used (pool), ==, 0);
+  fd = gt_tcp_listen_on (lo, range.first, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (fd, >=, 0);
+  close (fd);
+  gt_port_pool_free (pool);
+}
+
+static void
+count_cb (GtServerSession *session, gpointer user_data)
+{
+  (*(guint *) user_data)++;
+}
+
+static void
+count_tunnel_cb (GtServerSession *session, GtMux *mux, gpointer user_data)
+{
+  g_assert_true (GT_IS_MUX (mux));
+  g_assert_true (gt_mux_is_closed (mux));
+  (*(guint *) user_data)++;
+}
+
+static GtMux *
+mux_pair (int *peer_fd)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) io = NULL;
+  int fds[2];
+
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), ==, 0);
+  io = gt_transport_wrap_fd (fds[0], &error);
+  g_assert_no_error (error);
+  *peer_fd = fds[1];
+  return gt_mux_new (io, TRUE, NULL, 0);
+}
+
+static void
+test_tunnels_closed (void)
+{
+  g_autoptr (GtServerSession) s = session_new ("alice", "sum1", NULL);
+  g_autoptr (GtMux) a = NULL;
+  g_autoptr (GtMux) b = NULL;
+  guint n_tunnel_closed = 0, n_closed = 0;
+  int peer_a, peer_b;
+
+  a = mux_pair (&peer_a);
+  b = mux_pair (&peer_b);
+  g_signal_connect (s, "tunnel-closed", G_CALLBACK (count_tunnel_cb), &n_tunnel_closed);
+  g_signal_connect (s, "closed", G_CALLBACK (count_cb), &n_closed);
+  gt_server_session_add_tunnel (s, a);
+  gt_server_session_add_tunnel (s, b);
+  g_assert_cmpuint (gt_server_session_get_n_tunnels (s), ==, 2);
+  g_assert_nonnull (gt_server_session_pick_tunnel (s));
+  g_assert_cmpuint (gt_server_session_get_n_streams (s), ==, 0);
+
+  /* A tunnel going away leaves the others in service; the last one ends the session. */
+  gt_mux_close (a, GT_ERROR_CODE_NONE, NULL);
+  g_assert_cmpuint (n_tunnel_closed, ==, 1);
+  g_assert_cmpuint (n_closed, ==, 0);
+  g_assert_true (gt_server_session_pick_tunnel (s) == b);
+  gt_server_session_close_tunnels (s, GT_ERROR_CODE_SHUTTING_DOWN, "bye");
+  g_assert_cmpuint (n_tunnel_closed, ==, 2);
+  g_assert_cmpuint (n_closed, ==, 1);
+  g_assert_cmpuint (gt_server_session_get_n_tunnels (s), ==, 0);
+  g_assert_null (gt_server_session_pick_tunnel (s));
+  close (peer_a);
+  close (peer_b);
+}
+
+static void
+test_retire_busy (void)
+{
+  g_autoptr (GtServerSession) s = session_new ("alice", "sum1", NULL);
+  g_autoptr (GPtrArray) busy = g_ptr_array_new_with_free_func (g_object_unref);
+  g_autoptr (GtMux) idle = NULL;
+  guint n_closed = 0;
+  int peer;
+
+  idle = mux_pair (&peer);
+  g_signal_connect (s, "closed", G_CALLBACK (count_cb), &n_closed);
+  gt_server_session_add_tunnel (s, idle);
+  /* A retired session's idle tunnel is closed at once and no longer reported to it. */
+  gt_server_session_retire (s, busy);
+  g_assert_cmpuint (busy->len, ==, 0);
+  g_assert_true (gt_mux_is_closed (idle));
+  g_assert_cmpuint (n_closed, ==, 0);
+  close (peer);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/gt/server/session/register-routes", test_register_routes);
+  g_test_add_func ("/gt/server/session/host-conflict", test_host_conflict);
+  g_test_add_func ("/gt/server/session/given-twice", test_given_twice);
+  g_test_add_func ("/gt/server/session/with-id-and-allowed", test_with_id_and_allowed);
+  g_test_add_func ("/gt/server/session/limits-refuse", test_limits_refuse);
+  g_test_add_func ("/gt/server/session/retire-replace", test_retire_replace);
+  g_test_add_func ("/gt/server/session/remove-frees-ports", test_remove_frees_ports);
+  g_test_add_func ("/gt/server/session/tunnels-closed", test_tunnels_closed);
+  g_test_add_func ("/gt/server/session/retire-busy", test_retire_busy);
+  return g_test_run ();
+}
