@@ -41,7 +41,8 @@ void gt_ws_server_accept_async (GIOStream *io, const guint8 *head, gsize head_le
                                 gpointer user_data);
 GIOStream *gt_ws_server_accept_finish (GAsyncResult *result, GError **error);
 
-/* The same, writing the response with a blocking write (for callers not yet on the async path). */
+/* The same, writing the response with a blocking write: only for callers without a main loop
+ * (the upgrade fuzz target writes into memory). */
 GIOStream *gt_ws_server_accept (GIOStream *io, const guint8 *head, gsize head_len, GError **error);
 
 /* Cheap check on a sniffed head: "GET <path>[?query] HTTP/1.x" (any path when path is NULL) with
