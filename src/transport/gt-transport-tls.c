@@ -177,6 +177,8 @@ tls_client_handshake_cb (GObject *source, GAsyncResult *result, gpointer user_da
       return_pin_mismatch (task, tc, fp);
       return;
     }
+  g_debug ("TLS with %s: %s", tc->host,
+           g_tls_connection_get_ciphersuite_name (G_TLS_CONNECTION (tc->tls)));
   g_task_return_pointer (task, g_object_ref (tc->tls), g_object_unref);
 }
 
