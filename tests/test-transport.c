@@ -9,6 +9,7 @@
 #include <gio/gio.h>
 
 #include "gt-certificate.h"
+#include "gt-read-ahead.h"
 #include "gt-transport.h"
 #include "gt-types.h"
 #include "gt-ws-frame.h"
@@ -296,6 +297,85 @@ test_resolve_async (void)
   result_clear (&r);
 }
 
+static gboolean
+readable_cb (GObject *stream, gpointer data)
+{
+  *(gboolean *) data = TRUE;
+  return G_SOURCE_REMOVE;
+}
+
+/* Small reads are served from one large read; buffered bytes make the stream readable even when
+ * the socket has nothing more; large reads go straight through; EOF and writes pass. */
+static void
+test_read_ahead (void)
+{
+  g_autoptr (GIOStream) io = NULL;
+  g_autoptr (GIOStream) ra = NULL;
+  g_autoptr (GError) error = NULL;
+  GPollableInputStream *in;
+  g_autofree guint8 *big = g_malloc (300 * 1024);
+  guint8 buf[8];
+  gboolean fired = FALSE;
+  GSource *source;
+  gsize got = 0;
+  int fd;
+
+  socket_pair (&io, &fd);
+  ra = gt_read_ahead_new (io);
+  in = G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (ra));
+  g_assert_true (g_pollable_input_stream_can_poll (in));
+  g_assert_false (g_pollable_input_stream_is_readable (in));
+  g_assert_cmpint (g_pollable_input_stream_read_nonblocking (in, buf, 5, NULL, &error), ==, -1);
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+  g_clear_error (&error);
+
+  g_assert_cmpint (write (fd, "headerbody!", 11), ==, 11);
+  while (!g_pollable_input_stream_is_readable (in))
+    g_usleep (1000);
+  g_assert_cmpint (g_pollable_input_stream_read_nonblocking (in, buf, 5, NULL, &error), ==, 5);
+  g_assert_cmpmem (buf, 5, "heade", 5);
+  /* The rest is buffered: the socket is empty, the stream is still readable. */
+  g_assert_true (g_pollable_input_stream_is_readable (in));
+  source = g_pollable_input_stream_create_source (in, NULL);
+  g_source_set_callback (source, (GSourceFunc) (void (*) (void)) readable_cb, &fired, NULL);
+  g_source_attach (source, NULL);
+  g_source_unref (source);
+  for (int i = 0; i < 100 && !fired; i++)
+    g_main_context_iteration (NULL, FALSE);
+  g_assert_true (fired);
+  g_assert_cmpint (g_input_stream_read (G_INPUT_STREAM (in), buf, sizeof buf, NULL, &error), ==,
+                   6);
+  g_assert_cmpmem (buf, 6, "rbody!", 6);
+
+  /* A large read is not limited by the buffer. */
+  for (gsize i = 0; i < 300 * 1024; i++)
+    big[i] = i * 13;
+  g_assert_cmpint (write (fd, big, 100 * 1024), ==, 100 * 1024);
+  while (got < 100 * 1024)
+    {
+      g_autofree guint8 *into = g_malloc (200 * 1024);
+      gssize n = g_input_stream_read (G_INPUT_STREAM (in), into, 200 * 1024, NULL, &error);
+
+      g_assert_no_error (error);
+      g_assert_cmpint (n, >, 0);
+      g_assert_cmpmem (into, n, big + got, n);
+      got += n;
+    }
+
+  /* Writes go to the socket as they are. */
+  g_assert_true (g_output_stream_write_all (g_io_stream_get_output_stream (ra), "out", 3, NULL,
+                                            NULL, &error));
+  g_assert_cmpint (read (fd, buf, sizeof buf), ==, 3);
+  g_assert_cmpmem (buf, 3, "out", 3);
+
+  close (fd);
+  g_assert_cmpint (g_input_stream_read (G_INPUT_STREAM (in), buf, sizeof buf, NULL, &error), ==,
+                   0);
+  g_assert_true (g_io_stream_close (ra, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (g_io_stream_is_closed (io));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -308,5 +388,6 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/transport/bad-pin", test_bad_pin);
   g_test_add_func ("/gt/transport/tls-init", test_tls_init);
   g_test_add_func ("/gt/transport/resolve-async", test_resolve_async);
+  g_test_add_func ("/gt/transport/read-ahead", test_read_ahead);
   return g_test_run ();
 }
