@@ -9,7 +9,7 @@
 #include <gio/gio.h>
 
 #include "gt-certificate.h"
-#include "gt-read-ahead.h"
+#include "gt-tls-socket.h"
 #include "gt-transport.h"
 #include "gt-types.h"
 #include "gt-ws-frame.h"
@@ -307,7 +307,7 @@ readable_cb (GObject *stream, gpointer data)
 /* Small reads are served from one large read; buffered bytes make the stream readable even when
  * the socket has nothing more; large reads go straight through; EOF and writes pass. */
 static void
-test_read_ahead (void)
+test_tls_socket (void)
 {
   g_autoptr (GIOStream) io = NULL;
   g_autoptr (GIOStream) ra = NULL;
@@ -321,7 +321,7 @@ test_read_ahead (void)
   int fd;
 
   socket_pair (&io, &fd);
-  ra = gt_read_ahead_new (io);
+  ra = gt_tls_socket_new (io);
   in = G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (ra));
   g_assert_true (g_pollable_input_stream_can_poll (in));
   g_assert_false (g_pollable_input_stream_is_readable (in));
@@ -362,18 +362,47 @@ test_read_ahead (void)
       got += n;
     }
 
-  /* Writes go to the socket as they are. */
+  /* Blocking writes go out at once. */
   g_assert_true (g_output_stream_write_all (g_io_stream_get_output_stream (ra), "out", 3, NULL,
                                             NULL, &error));
   g_assert_cmpint (read (fd, buf, sizeof buf), ==, 3);
   g_assert_cmpmem (buf, 3, "out", 3);
 
-  close (fd);
+  /* Non-blocking writes (TLS records) are gathered and leave together before the main context
+   * waits. */
+  {
+    GPollableOutputStream *out = G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (ra));
+    guint8 rec[8];
+
+    g_assert_true (g_pollable_output_stream_is_writable (out));
+    g_assert_cmpint (g_pollable_output_stream_write_nonblocking (out, "rec1", 4, NULL, &error), ==,
+                     4);
+    g_assert_cmpint (g_pollable_output_stream_write_nonblocking (out, "rec2", 4, NULL, &error), ==,
+                     4);
+    g_assert_cmpint (recv (fd, rec, sizeof rec, MSG_DONTWAIT), ==, -1);
+    g_main_context_iteration (NULL, FALSE);
+    g_assert_cmpint (recv (fd, rec, sizeof rec, MSG_DONTWAIT), ==, 8);
+    g_assert_cmpmem (rec, 8, "rec1rec2", 8);
+    /* A blocking write sends what is queued first. */
+    g_assert_cmpint (g_pollable_output_stream_write_nonblocking (out, "ab", 2, NULL, &error), ==,
+                     2);
+    g_assert_true (g_output_stream_write_all (G_OUTPUT_STREAM (out), "cd", 2, NULL, NULL, &error));
+    g_assert_cmpint (recv (fd, rec, sizeof rec, MSG_DONTWAIT), ==, 4);
+    g_assert_cmpmem (rec, 4, "abcd", 4);
+    /* Closing sends what is queued. */
+    g_assert_cmpint (g_pollable_output_stream_write_nonblocking (out, "zz", 2, NULL, &error), ==,
+                     2);
+  }
+
+  shutdown (fd, SHUT_WR);
   g_assert_cmpint (g_input_stream_read (G_INPUT_STREAM (in), buf, sizeof buf, NULL, &error), ==,
                    0);
   g_assert_true (g_io_stream_close (ra, NULL, &error));
   g_assert_no_error (error);
   g_assert_true (g_io_stream_is_closed (io));
+  g_assert_cmpint (read (fd, buf, sizeof buf), ==, 2);
+  g_assert_cmpmem (buf, 2, "zz", 2);
+  close (fd);
 }
 
 int
@@ -388,6 +417,6 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/transport/bad-pin", test_bad_pin);
   g_test_add_func ("/gt/transport/tls-init", test_tls_init);
   g_test_add_func ("/gt/transport/resolve-async", test_resolve_async);
-  g_test_add_func ("/gt/transport/read-ahead", test_read_ahead);
+  g_test_add_func ("/gt/transport/tls-socket", test_tls_socket);
   return g_test_run ();
 }

@@ -7,7 +7,7 @@
 
 #include "gt-certificate.h"
 #include "gt-http-proxy.h"
-#include "gt-read-ahead.h"
+#include "gt-tls-socket.h"
 #include "gt-transport-private.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -219,7 +219,7 @@ _gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port, const G
    * for the connection's database while it initialises, and an unset one means the system CA
    * store, parsed then and kept for the life of the process (several MiB). Pinned or unverified
    * tunnels never need it; accept_certificate_cb decides for them. */
-  base = gt_read_ahead_new (io);
+  base = gt_tls_socket_new (io);
   if (database != NULL || pin != NULL || insecure)
     tc->tls = g_initable_new (g_tls_backend_get_client_connection_type (g_tls_backend_get_default ()),
                               NULL, &error, "base-io-stream", base, "server-identity", identity,
@@ -356,7 +356,7 @@ _gt_tls_server_connection_new (GIOStream *io, GTlsCertificate *certificate, GErr
 {
   /* No client certificates are asked for: a database given at construction keeps glib-networking
    * from loading the system CA store (see _gt_tls_client_handshake). */
-  g_autoptr (GIOStream) base = gt_read_ahead_new (io);
+  g_autoptr (GIOStream) base = gt_tls_socket_new (io);
 
   return g_initable_new (g_tls_backend_get_server_connection_type (g_tls_backend_get_default ()),
                          NULL, error, "base-io-stream", base, "certificate", certificate,
