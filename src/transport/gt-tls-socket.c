@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "gt-ready-source.h"
 #include "gt-tls-socket.h"
 
 #define BUF_SIZE (256 * 1024)
@@ -109,75 +110,24 @@ input_is_readable (GPollableInputStream *stream)
          || g_pollable_input_stream_is_readable (G_POLLABLE_INPUT_STREAM (self->base));
 }
 
-/* Ready while buffered bytes wait (checked at each main loop iteration) or base is readable. */
-typedef struct
-{
-  GSource source;
-  GtReadAheadInput *input;
-} BufferedSource;
-
 static gboolean
-buffered_prepare (GSource *source, gint *timeout)
+input_has_buffered (gpointer data)
 {
-  GtReadAheadInput *self = ((BufferedSource *) source)->input;
-
-  *timeout = -1;
-  return self->end > self->start;
-}
-
-static gboolean
-buffered_check (GSource *source)
-{
-  GtReadAheadInput *self = ((BufferedSource *) source)->input;
+  GtReadAheadInput *self = data;
 
   return self->end > self->start;
 }
 
-static gboolean
-buffered_dispatch (GSource *source, GSourceFunc callback, gpointer user_data)
-{
-  GPollableSourceFunc func = (GPollableSourceFunc) (void (*) (void)) callback;
-
-  return func != NULL ? func (G_OBJECT (((BufferedSource *) source)->input), user_data)
-                      : G_SOURCE_REMOVE;
-}
-
-static void
-buffered_finalize (GSource *source)
-{
-  g_clear_object (&((BufferedSource *) source)->input);
-}
-
-static GSourceFuncs buffered_funcs = {
-  buffered_prepare,
-  buffered_check,
-  buffered_dispatch,
-  buffered_finalize,
-  NULL,
-  NULL,
-};
-
+/* Ready while buffered bytes wait or base is readable. */
 static GSource *
 input_create_source (GPollableInputStream *stream, GCancellable *cancellable)
 {
   GtReadAheadInput *self = GT_READ_AHEAD_INPUT (stream);
-  GSource *source = g_source_new (&buffered_funcs, sizeof (BufferedSource));
-  g_autoptr (GSource) base_source = NULL;
+  g_autoptr (GSource) base_source
+    = g_pollable_input_stream_create_source (G_POLLABLE_INPUT_STREAM (self->base), NULL);
 
-  g_source_set_static_name (source, "GtReadAhead");
-  ((BufferedSource *) source)->input = g_object_ref (self);
-  base_source = g_pollable_input_stream_create_source (G_POLLABLE_INPUT_STREAM (self->base),
-                                                       NULL);
-  g_source_set_dummy_callback (base_source);
-  g_source_add_child_source (source, base_source);
-  if (cancellable != NULL)
-    {
-      g_autoptr (GSource) cancel = g_cancellable_source_new (cancellable);
-
-      g_source_set_dummy_callback (cancel);
-      g_source_add_child_source (source, cancel);
-    }
-  return source;
+  return _gt_ready_source_new (G_OBJECT (stream), input_has_buffered, g_object_ref (self),
+                               g_object_unref, base_source, cancellable);
 }
 
 static void
@@ -447,66 +397,22 @@ output_is_writable (GPollableOutputStream *stream)
          || g_pollable_output_stream_is_writable (G_POLLABLE_OUTPUT_STREAM (self->base));
 }
 
-/* Ready while the queue has room (checked at each main loop iteration) or base is writable. */
-typedef struct
-{
-  GSource source;
-  GtTlsSocketOutput *output;
-} RoomSource;
-
 static gboolean
-room_prepare (GSource *source, gint *timeout)
+output_has_room_cb (gpointer data)
 {
-  *timeout = -1;
-  return output_has_room (((RoomSource *) source)->output);
+  return output_has_room (data);
 }
 
-static gboolean
-room_check (GSource *source)
-{
-  return output_has_room (((RoomSource *) source)->output);
-}
-
-static gboolean
-room_dispatch (GSource *source, GSourceFunc callback, gpointer user_data)
-{
-  GPollableSourceFunc func = (GPollableSourceFunc) (void (*) (void)) callback;
-
-  return func != NULL ? func (G_OBJECT (((RoomSource *) source)->output), user_data)
-                      : G_SOURCE_REMOVE;
-}
-
-static void
-room_finalize (GSource *source)
-{
-  g_clear_object (&((RoomSource *) source)->output);
-}
-
-static GSourceFuncs room_funcs = {
-  room_prepare, room_check, room_dispatch, room_finalize, NULL, NULL,
-};
-
+/* Ready while the queue has room or base is writable. */
 static GSource *
 output_create_source (GPollableOutputStream *stream, GCancellable *cancellable)
 {
   GtTlsSocketOutput *self = GT_TLS_SOCKET_OUTPUT (stream);
-  GSource *source = g_source_new (&room_funcs, sizeof (RoomSource));
-  g_autoptr (GSource) base_source = NULL;
+  g_autoptr (GSource) base_source
+    = g_pollable_output_stream_create_source (G_POLLABLE_OUTPUT_STREAM (self->base), NULL);
 
-  g_source_set_static_name (source, "GtTlsSocketOutput");
-  ((RoomSource *) source)->output = g_object_ref (self);
-  base_source = g_pollable_output_stream_create_source (G_POLLABLE_OUTPUT_STREAM (self->base),
-                                                        NULL);
-  g_source_set_dummy_callback (base_source);
-  g_source_add_child_source (source, base_source);
-  if (cancellable != NULL)
-    {
-      g_autoptr (GSource) cancel = g_cancellable_source_new (cancellable);
-
-      g_source_set_dummy_callback (cancel);
-      g_source_add_child_source (source, cancel);
-    }
-  return source;
+  return _gt_ready_source_new (G_OBJECT (stream), output_has_room_cb, g_object_ref (self),
+                               g_object_unref, base_source, cancellable);
 }
 
 static void

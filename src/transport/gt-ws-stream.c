@@ -7,6 +7,7 @@
 
 #include "gt-ws-stream.h"
 #include "gt-ws-frame.h"
+#include "gt-ready-source.h"
 
 /* Receive buffer for frame headers and small payloads; larger payload reads go straight into the
  * caller's buffer and are unmasked there. */
@@ -649,108 +650,6 @@ conn_send (WsConn *c, const GOutputVector *vectors, gsize n_vectors)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* A GSource ready while the connection's state allows progress, or when a child source (the
- * connection's own readiness) fires. State changes happen in dispatches of the same context. */
-
-typedef struct
-{
-  GSource source;
-  GObject *stream;
-  WsConn *conn;
-  gboolean (*ready) (WsConn *c);
-} ConnSource;
-
-static gboolean
-conn_source_prepare (GSource *source, gint *timeout)
-{
-  ConnSource *cs = (ConnSource *) source;
-
-  *timeout = -1;
-  return cs->ready (cs->conn);
-}
-
-static gboolean
-conn_source_check (GSource *source)
-{
-  ConnSource *cs = (ConnSource *) source;
-
-  return cs->ready (cs->conn);
-}
-
-static gboolean
-conn_source_dispatch (GSource *source, GSourceFunc callback, gpointer user_data)
-{
-  ConnSource *cs = (ConnSource *) source;
-  GPollableSourceFunc func = (GPollableSourceFunc) (void (*) (void)) callback;
-
-  if (func == NULL)
-    return G_SOURCE_REMOVE;
-  return func (cs->stream, user_data);
-}
-
-static void
-conn_source_finalize (GSource *source)
-{
-  ConnSource *cs = (ConnSource *) source;
-
-  g_clear_object (&cs->stream);
-  g_clear_pointer (&cs->conn, conn_unref);
-}
-
-static gboolean
-conn_source_closure_callback (GObject *stream, gpointer data)
-{
-  GClosure *closure = data;
-  GValue param = G_VALUE_INIT;
-  GValue result_value = G_VALUE_INIT;
-  gboolean result;
-
-  g_value_init (&result_value, G_TYPE_BOOLEAN);
-  g_value_init (&param, G_TYPE_OBJECT);
-  g_value_set_object (&param, stream);
-  g_closure_invoke (closure, &result_value, 1, &param, NULL);
-  result = g_value_get_boolean (&result_value);
-  g_value_unset (&result_value);
-  g_value_unset (&param);
-  return result;
-}
-
-static GSourceFuncs conn_source_funcs = {
-  conn_source_prepare,
-  conn_source_check,
-  conn_source_dispatch,
-  conn_source_finalize,
-  (GSourceFunc) (void (*) (void)) conn_source_closure_callback,
-  NULL,
-};
-
-static GSource *
-conn_source_new (GObject *stream, WsConn *c, gboolean (*ready) (WsConn *), GSource *child,
-                 GCancellable *cancellable)
-{
-  GSource *source = g_source_new (&conn_source_funcs, sizeof (ConnSource));
-  ConnSource *cs = (ConnSource *) source;
-
-  g_source_set_static_name (source, "GtWsConn");
-  cs->stream = g_object_ref (stream);
-  cs->conn = conn_ref (c);
-  cs->ready = ready;
-  if (child != NULL)
-    {
-      g_source_set_dummy_callback (child);
-      g_source_add_child_source (source, child);
-    }
-  if (cancellable != NULL)
-    {
-      g_autoptr (GSource) cancel = g_cancellable_source_new (cancellable);
-
-      g_source_set_dummy_callback (cancel);
-      g_source_add_child_source (source, cancel);
-    }
-  return source;
-}
-
-/* ------------------------------------------------------------------------------------------ */
 /* The GIOStream and its two pollable streams */
 
 #define GT_TYPE_WS_CONN_INPUT (gt_ws_conn_input_get_type ())
@@ -864,7 +763,8 @@ input_create_source (GPollableInputStream *stream, GCancellable *cancellable)
 
   if (!c->base_closed)
     child = g_pollable_input_stream_create_source (c->bin, NULL);
-  return conn_source_new (G_OBJECT (stream), c, conn_in_ready, child, cancellable);
+  return _gt_ready_source_new (G_OBJECT (stream), (gboolean (*) (gpointer)) conn_in_ready,
+                               conn_ref (c), (GDestroyNotify) conn_unref, child, cancellable);
 }
 
 static void
@@ -990,8 +890,10 @@ output_is_writable (GPollableOutputStream *stream)
 static GSource *
 output_create_source (GPollableOutputStream *stream, GCancellable *cancellable)
 {
-  return conn_source_new (G_OBJECT (stream), GT_WS_CONN_OUTPUT (stream)->conn, conn_out_ready,
-                          NULL, cancellable);
+  WsConn *c = GT_WS_CONN_OUTPUT (stream)->conn;
+
+  return _gt_ready_source_new (G_OBJECT (stream), (gboolean (*) (gpointer)) conn_out_ready,
+                               conn_ref (c), (GDestroyNotify) conn_unref, NULL, cancellable);
 }
 
 static void
