@@ -461,6 +461,196 @@ test_parse (void)
   }
 }
 
+/* The fair, cached client ------------------------------------------------------------------ */
+
+typedef struct
+{
+  guint n_done;
+  guint n_allowed;
+  guint n_denied;
+  guint n_timeout;
+  guint n_cancelled;
+} Tally;
+
+static void
+tally_cb (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  Tally *t = user_data;
+  g_autoptr (GError) error = NULL;
+  g_auto (GStrv) allowed = gt_auth_api_check_finish (res, &error);
+
+  t->n_done++;
+  if (allowed != NULL)
+    t->n_allowed++;
+  else if (g_error_matches (error, GT_AUTH_ERROR, GT_AUTH_ERROR_DENIED))
+    t->n_denied++;
+  else if (g_error_matches (error, GT_AUTH_ERROR, GT_AUTH_ERROR_TIMEOUT))
+    t->n_timeout++;
+  else if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    t->n_cancelled++;
+  if (error != NULL)
+    g_assert_null (strstr (error->message, SECRET));
+}
+
+/* Iterates until *counter reaches n (fails after 10 s). */
+static void
+iterate_until (guint *counter, guint n)
+{
+  gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+
+  while (*counter < n)
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_main_context_iteration (NULL, FALSE);
+      g_usleep (1000);
+    }
+}
+
+/* Iterates for ms milliseconds. */
+static void
+iterate_for (guint ms)
+{
+  gint64 end = g_get_monotonic_time () + (gint64) ms * 1000;
+
+  while (g_get_monotonic_time () < end)
+    {
+      g_main_context_iteration (NULL, FALSE);
+      g_usleep (1000);
+    }
+}
+
+static GtAuthApi *
+client_new (Fixture *f, const char *path, guint timeout_ms, guint max_requests, guint cache_ms)
+{
+  g_autofree char *url = g_strconcat (f->base, path, NULL);
+
+  return gt_auth_api_new (url, timeout_ms, max_requests, 2, cache_ms);
+}
+
+/* Answers are reused for a moment, keyed so that another secret or other prefixes ask again. */
+static void
+test_client_cache (Fixture *f, gconstpointer data)
+{
+  const char *const web[] = { "web", NULL };
+  g_autoptr (GtAuthApi) allow = client_new (f, "/allow", 5000, 8, 300);
+  g_autoptr (GtAuthApi) deny = client_new (f, "/deny", 5000, 8, 300);
+  Tally t = { 0 };
+
+  gt_auth_api_check_async (allow, "10.0.0.1", "alice", SECRET, web, NULL, tally_cb, &t);
+  iterate_until (&t.n_done, 1);
+  g_assert_cmpuint (f->n_requests, ==, 1);
+  g_assert_true (gt_auth_api_knows (allow, "alice", SECRET, web));
+  /* From another address too: the answer is about the credentials. */
+  gt_auth_api_check_async (allow, "10.0.0.2", "alice", SECRET, web, NULL, tally_cb, &t);
+  iterate_until (&t.n_done, 2);
+  g_assert_cmpuint (f->n_requests, ==, 1);
+  g_assert_cmpuint (t.n_allowed, ==, 2);
+
+  g_assert_false (gt_auth_api_knows (allow, "alice", "changed", web));
+  gt_auth_api_check_async (allow, "10.0.0.1", "alice", "changed", web, NULL, tally_cb, &t);
+  iterate_until (&t.n_done, 3);
+  g_assert_cmpuint (f->n_requests, ==, 2);
+  g_assert_false (gt_auth_api_knows (allow, "alice", SECRET, NULL));
+  g_assert_false (gt_auth_api_knows (allow, "bob", SECRET, web));
+
+  /* A no is reused as well. */
+  for (guint i = 0; i < 3; i++)
+    {
+      gt_auth_api_check_async (deny, "10.0.0.1", "alice", SECRET, web, NULL, tally_cb, &t);
+      iterate_until (&t.n_done, 4 + i);
+    }
+  g_assert_cmpuint (t.n_denied, ==, 3);
+  g_assert_cmpuint (f->n_requests, ==, 3);
+
+  /* Then they expire. */
+  iterate_for (400);
+  g_assert_false (gt_auth_api_knows (allow, "alice", SECRET, web));
+  gt_auth_api_check_async (allow, "10.0.0.1", "alice", SECRET, web, NULL, tally_cb, &t);
+  iterate_until (&t.n_done, 7);
+  g_assert_cmpuint (f->n_requests, ==, 4);
+}
+
+static void
+answer_paused (Fixture *f)
+{
+  for (guint i = 0; i < f->paused->len; i++)
+    {
+      SoupServerMessage *msg = f->paused->pdata[i];
+
+      respond (msg, 200, "{\"result\": false}");
+      soup_server_message_unpause (msg);
+    }
+  g_ptr_array_set_size (f->paused, 0);
+}
+
+static char *
+paused_body (Fixture *f, guint i)
+{
+  SoupMessageBody *body = soup_server_message_get_request_body (f->paused->pdata[i]);
+  g_autoptr (GBytes) flat = soup_message_body_flatten (body);
+
+  return g_strndup (g_bytes_get_data (flat, NULL), g_bytes_get_size (flat));
+}
+
+/* A burst from one address runs two at a time; the same question is asked once; another address
+ * gets its turn at once. */
+static void
+test_client_fair (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GtAuthApi) api = client_new (f, "/slow", 10000, 3, 5000);
+  g_autofree char *body = NULL;
+  Tally t = { 0 };
+
+  for (guint i = 0; i < 100; i++)
+    {
+      g_autofree char *secret = g_strdup_printf ("wrong-%u", i % 50);
+
+      gt_auth_api_check_async (api, "10.0.0.1", "mallory", secret, NULL, NULL, tally_cb, &t);
+    }
+  iterate_until (&f->paused->len, 2);
+  iterate_for (200);
+  g_assert_cmpuint (f->paused->len, ==, 2);
+
+  gt_auth_api_check_async (api, "10.0.0.2", "alice", SECRET, NULL, NULL, tally_cb, &t);
+  iterate_until (&f->paused->len, 3);
+  body = paused_body (f, 2);
+  g_assert_nonnull (strstr (body, "\"alice\""));
+  iterate_for (100);
+  g_assert_cmpuint (f->paused->len, ==, 3);
+
+  /* Answering lets the rest through: 50 distinct questions and alice's, 101 answers. */
+  for (gint64 end = g_get_monotonic_time () + 20 * G_USEC_PER_SEC; t.n_done < 101;)
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, end);
+      answer_paused (f);
+      g_main_context_iteration (NULL, FALSE);
+      g_usleep (1000);
+    }
+  g_assert_cmpuint (t.n_denied, ==, 101);
+  g_assert_cmpuint (f->n_requests, ==, 51);
+}
+
+/* Waiting in the queue counts toward the timeout; freeing the client answers everyone. */
+static void
+test_client_queue_timeout (Fixture *f, gconstpointer data)
+{
+  GtAuthApi *api = client_new (f, "/slow", 300, 1, 5000);
+  Tally t = { 0 };
+
+  gt_auth_api_check_async (api, "10.0.0.1", "alice", SECRET, NULL, NULL, tally_cb, &t);
+  gt_auth_api_check_async (api, "10.0.0.2", "bob", SECRET, NULL, NULL, tally_cb, &t);
+  iterate_until (&t.n_done, 2);
+  g_assert_cmpuint (t.n_timeout, ==, 2);
+  g_assert_cmpuint (f->n_requests, ==, 1);
+
+  gt_auth_api_check_async (api, "10.0.0.1", "carol", SECRET, NULL, NULL, tally_cb, &t);
+  gt_auth_api_check_async (api, "10.0.0.2", "dave", SECRET, NULL, NULL, tally_cb, &t);
+  iterate_until (&f->n_requests, 2);
+  gt_auth_api_free (api);
+  iterate_until (&t.n_done, 4);
+  g_assert_cmpuint (t.n_cancelled, ==, 2);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -476,6 +666,9 @@ main (int argc, char **argv)
   ADD ("garbage", test_garbage);
   ADD ("huge", test_huge);
   ADD ("refused", test_refused);
+  ADD ("client-cache", test_client_cache);
+  ADD ("client-fair", test_client_fair);
+  ADD ("client-queue-timeout", test_client_queue_timeout);
 #undef ADD
   g_test_add_func ("/gt/auth-api/parse", test_parse);
   return g_test_run ();

@@ -167,6 +167,76 @@ test_expired_evicted_first (void)
   g_assert_cmpuint (gt_lockout_get_n_tracked (l), ==, 1);
 }
 
+/* Attempts in flight count toward the block: a burst cannot start more than max + 1. */
+static void
+test_in_flight (void)
+{
+  g_autoptr (GtLockout) l = gt_lockout_new (3, 60000);
+  gint64 t = SEC (100);
+  guint started = 0;
+
+  for (int i = 0; i < 300; i++)
+    if (gt_lockout_begin_attempt (l, "10.0.0.1", t))
+      started++;
+  g_assert_cmpuint (started, ==, 4);
+  /* Refusals are not failures, and another address is not affected. */
+  g_assert_false (gt_lockout_is_blocked (l, "10.0.0.1", t));
+  g_assert_true (gt_lockout_begin_attempt (l, "10.0.0.2", t));
+
+  /* An attempt that ends frees its place; one that fails keeps it as a failure. */
+  gt_lockout_end_attempt (l, "10.0.0.1");
+  g_assert_true (gt_lockout_begin_attempt (l, "10.0.0.1", t));
+  gt_lockout_end_attempt (l, "10.0.0.1");
+  gt_lockout_record_failure (l, "10.0.0.1", t);
+  g_assert_false (gt_lockout_begin_attempt (l, "10.0.0.1", t));
+
+  /* Attempts in flight are not forgotten with old failures. */
+  g_assert_false (gt_lockout_is_blocked (l, "10.0.0.1", t + SEC (120)));
+  g_assert_false (gt_lockout_begin_attempt (l, "10.0.0.1", t + SEC (120)));
+
+  /* The three others fail: four failures block, and no attempt starts. */
+  for (int i = 0; i < 3; i++)
+    {
+      gt_lockout_end_attempt (l, "10.0.0.1");
+      gt_lockout_record_failure (l, "10.0.0.1", t + SEC (120));
+    }
+  g_assert_true (gt_lockout_is_blocked (l, "10.0.0.1", t + SEC (120)));
+  g_assert_false (gt_lockout_begin_attempt (l, "10.0.0.1", t + SEC (120)));
+
+  /* A success clears the failures but not the other attempts in flight. */
+  g_assert_true (gt_lockout_begin_attempt (l, "10.0.0.3", t));
+  g_assert_true (gt_lockout_begin_attempt (l, "10.0.0.3", t));
+  gt_lockout_end_attempt (l, "10.0.0.3");
+  gt_lockout_record_success (l, "10.0.0.3");
+  for (int i = 0; i < 3; i++)
+    g_assert_true (gt_lockout_begin_attempt (l, "10.0.0.3", t));
+  g_assert_false (gt_lockout_begin_attempt (l, "10.0.0.3", t));
+
+  /* Never blocking means never refusing. */
+  {
+    g_autoptr (GtLockout) never = gt_lockout_new (0, 60000);
+
+    for (int i = 0; i < 100; i++)
+      g_assert_true (gt_lockout_begin_attempt (never, "10.0.0.1", t));
+    g_assert_cmpuint (gt_lockout_get_n_tracked (never), ==, 0);
+  }
+}
+
+static void
+test_remaining (void)
+{
+  g_autoptr (GtLockout) l = gt_lockout_new (1, 60000);
+  gint64 t = SEC (100);
+
+  g_assert_cmpint (gt_lockout_get_remaining (l, "10.0.0.1", t), ==, 0);
+  gt_lockout_record_failure (l, "10.0.0.1", t);
+  g_assert_cmpint (gt_lockout_get_remaining (l, "10.0.0.1", t), ==, 0);
+  gt_lockout_record_failure (l, "10.0.0.1", t);
+  g_assert_cmpint (gt_lockout_get_remaining (l, "10.0.0.1", t), ==, SEC (60));
+  g_assert_cmpint (gt_lockout_get_remaining (l, "10.0.0.1", t + SEC (45)), ==, SEC (15));
+  g_assert_cmpint (gt_lockout_get_remaining (l, "10.0.0.1", t + SEC (60)), ==, 0);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -177,6 +247,8 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/lockout/success-resets", test_success_resets);
   g_test_add_func ("/gt/lockout/never-block", test_never_block);
   g_test_add_func ("/gt/lockout/bounded", test_bounded);
+  g_test_add_func ("/gt/lockout/in-flight", test_in_flight);
+  g_test_add_func ("/gt/lockout/remaining", test_remaining);
   g_test_add_func ("/gt/lockout/expired-evicted-first", test_expired_evicted_first);
   return g_test_run ();
 }

@@ -192,7 +192,7 @@ test_retire_replace (void)
    * and its service set is refused until the expiry. */
   gt_server_session_retire (old, busy);
   g_assert_cmpuint (busy->len, ==, 0);
-  gt_server_registry_retire (registry, old, now + 1000);
+  gt_server_registry_retire (registry, old, now, now + 1000);
   g_assert_null (gt_server_registry_lookup (registry, "alice"));
   g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "web"));
   g_assert_true (gt_server_registry_is_retired (registry, "alice", "sum1", now + 1000));
@@ -208,6 +208,136 @@ test_retire_replace (void)
   /* After the expiry the old set is accepted again (and forgotten). */
   g_assert_false (gt_server_registry_is_retired (registry, "alice", "sum1", now + 1001));
   g_assert_false (gt_server_registry_is_retired (registry, "alice", "sum1", now));
+}
+
+/* Every replacement remembers a service set: they must go by time, not only when the same set
+ * comes back, and never more than the bound. */
+static void
+test_retired_bounded (void)
+{
+  g_autoptr (GtServerRegistry) registry = gt_server_registry_new ();
+  gint64 now = 1000000;
+
+  for (guint i = 0; i < 3000; i++)
+    {
+      g_autofree char *sum = g_strdup_printf ("sum%u", i);
+      g_autoptr (GtServerSession) s = session_new ("alice", sum, NULL);
+
+      gt_server_registry_add (registry, s);
+      now += 1000;
+      gt_server_registry_retire (registry, s, now, now + 100 * 1000);
+    }
+  /* Only the last 100 ms of replacements are still in force. */
+  g_assert_cmpuint (gt_server_registry_get_n_retired (registry), <=, 101);
+  g_assert_true (gt_server_registry_is_retired (registry, "alice", "sum2999", now));
+  g_assert_false (gt_server_registry_is_retired (registry, "alice", "sum100", now));
+  g_assert_false (gt_server_registry_is_retired (registry, "alice", "sum2999", now + 200 * 1000));
+  g_assert_cmpuint (gt_server_registry_get_n_retired (registry), ==, 0);
+
+  /* Long expiries: the oldest go beyond the bound. */
+  for (guint i = 0; i < GT_SERVER_REGISTRY_MAX_RETIRED + 500; i++)
+    {
+      g_autofree char *id = g_strdup_printf ("c%u", i);
+      g_autoptr (GtServerSession) s = session_new (id, "sum", NULL);
+
+      gt_server_registry_add (registry, s);
+      gt_server_registry_retire (registry, s, now, now + 60 * G_USEC_PER_SEC);
+    }
+  g_assert_cmpuint (gt_server_registry_get_n_retired (registry), ==,
+                    GT_SERVER_REGISTRY_MAX_RETIRED);
+  g_assert_true (gt_server_registry_is_retired (registry, "c4500", "sum", now));
+  g_assert_false (gt_server_registry_is_retired (registry, "c0", "sum", now));
+}
+
+/* The check before a replacement: the client being replaced does not conflict with its
+ * successor, everyone else does, and nothing is taken. */
+static void
+test_check_before_replace (void)
+{
+  g_autoptr (GtServerRegistry) registry = gt_server_registry_new ();
+  g_autoptr (GtServerSession) old = session_new ("alice", "sum1", NULL);
+  g_autoptr (GtServerSession) bob = session_new ("bob", "sum3", NULL);
+  g_autoptr (GtServerSession) fresh = session_new ("alice", "sum2", NULL);
+  g_autoptr (GtHello) hello_old = gt_hello_new ("alice", "a");
+  g_autoptr (GtHello) hello_bob = gt_hello_new ("bob", "b");
+  g_autoptr (GtHello) good = gt_hello_new ("alice", "a");
+  g_autoptr (GtHello) conflict = gt_hello_new ("alice", "a");
+  g_autoptr (GtHello) twice = gt_hello_new ("alice", "a");
+  g_autoptr (GtHello) port = gt_hello_new ("alice", "a");
+  g_autoptr (GArray) ranges = g_array_new (FALSE, FALSE, sizeof (GtPortRange));
+  g_autoptr (GtPortPool) pool = NULL;
+  GtPortRange range = { 20000, 20010 };
+  g_autofree char *message = NULL;
+
+  g_array_append_val (ranges, range);
+  pool = gt_port_pool_new (ranges);
+  gt_hello_add_service (hello_old, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  gt_hello_add_service (hello_bob, GT_SERVICE_KIND_HTTP, "blog", 0, FALSE);
+  g_assert_cmpint (add_and_register (registry, old, hello_old, &message), ==, GT_ERROR_CODE_NONE);
+  g_assert_cmpint (add_and_register (registry, bob, hello_bob, &message), ==, GT_ERROR_CODE_NONE);
+
+  gt_hello_add_service (good, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  gt_hello_add_service (good, GT_SERVICE_KIND_HTTP, "shop", 0, FALSE);
+  g_assert_cmpint (gt_server_session_check (fresh, registry, good, NULL, pool, old, &message), ==,
+                   GT_ERROR_CODE_NONE);
+  g_assert_null (message);
+
+  gt_hello_add_service (conflict, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  gt_hello_add_service (conflict, GT_SERVICE_KIND_HTTP, "blog", 0, FALSE);
+  g_assert_cmpint (gt_server_session_check (fresh, registry, conflict, NULL, pool, old, &message),
+                   ==, GT_ERROR_CODE_HOST_CONFLICT);
+  g_assert_cmpstr (message, ==, "host prefix 'blog' is used by another client");
+  g_clear_pointer (&message, g_free);
+
+  gt_hello_add_service (twice, GT_SERVICE_KIND_HTTP, "shop", 0, FALSE);
+  gt_hello_add_service (twice, GT_SERVICE_KIND_HTTP, "shop", 0, FALSE);
+  g_assert_cmpint (gt_server_session_check (fresh, registry, twice, NULL, pool, old, &message), ==,
+                   GT_ERROR_CODE_HOST_CONFLICT);
+  g_assert_cmpstr (message, ==, "host prefix 'shop' is given twice");
+  g_clear_pointer (&message, g_free);
+
+  gt_hello_add_service (port, GT_SERVICE_KIND_TCP, NULL, 30000, FALSE);
+  g_assert_cmpint (gt_server_session_check (fresh, registry, port, NULL, pool, old, &message), ==,
+                   GT_ERROR_CODE_PORT_UNAVAILABLE);
+  g_assert_cmpstr (message, ==, "port 30000 is not in the server's tcp range for this user");
+  g_clear_pointer (&message, g_free);
+  g_assert_true (gt_port_pool_take (pool, 20005));
+  g_assert_cmpint (gt_server_session_check (fresh, registry, port, NULL, NULL, old, &message), ==,
+                   GT_ERROR_CODE_PORT_UNAVAILABLE);
+  g_clear_pointer (&message, g_free);
+
+  /* Nothing was taken and the old client still holds its route. */
+  g_assert_true (gt_server_registry_lookup (registry, "alice") == old);
+  g_assert_true (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "web")->session
+                 == old);
+  g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "shop"));
+  g_assert_cmpuint (gt_port_pool_n_used (pool), ==, 1);
+}
+
+/* A prefix owned by a configured user is refused to everyone else, connected or not. */
+static void
+test_owned_prefix (void)
+{
+  g_autoptr (GtServerRegistry) registry = gt_server_registry_new ();
+  g_autoptr (GtServerSession) bob = session_new ("bob", "sum1", NULL);
+  g_autoptr (GtServerSession) alice = session_new ("alice", "sum2", NULL);
+  g_autoptr (GtHello) hello_bob = gt_hello_new ("bob", "b");
+  g_autoptr (GtHello) hello_alice = gt_hello_new ("alice", "a");
+  g_autofree char *message = NULL;
+
+  gt_server_registry_set_owner (registry, "Alice", "alice");
+  gt_hello_add_service (hello_bob, GT_SERVICE_KIND_HTTP, "alice", 0, FALSE);
+  g_assert_cmpint (add_and_register (registry, bob, hello_bob, &message), ==,
+                   GT_ERROR_CODE_HOST_CONFLICT);
+  g_assert_cmpstr (message, ==, "host prefix 'alice' belongs to another user");
+  gt_server_registry_remove (registry, bob);
+  g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "alice"));
+
+  gt_hello_add_service (hello_alice, GT_SERVICE_KIND_HTTP, "alice", 0, FALSE);
+  g_assert_cmpint (add_and_register (registry, alice, hello_alice, &message), ==,
+                   GT_ERROR_CODE_NONE);
+  g_assert_true (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "alice")->session
+                 == alice);
 }
 
 /* A free loopback port, as a one-port range. */
@@ -376,6 +506,9 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/server/session/with-id-and-allowed", test_with_id_and_allowed);
   g_test_add_func ("/gt/server/session/limits-refuse", test_limits_refuse);
   g_test_add_func ("/gt/server/session/retire-replace", test_retire_replace);
+  g_test_add_func ("/gt/server/session/retired-bounded", test_retired_bounded);
+  g_test_add_func ("/gt/server/session/check-before-replace", test_check_before_replace);
+  g_test_add_func ("/gt/server/session/owned-prefix", test_owned_prefix);
   g_test_add_func ("/gt/server/session/remove-frees-ports", test_remove_frees_ports);
   g_test_add_func ("/gt/server/session/tunnels-closed", test_tunnels_closed);
   g_test_add_func ("/gt/server/session/retire-busy", test_retire_busy);

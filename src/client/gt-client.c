@@ -9,15 +9,16 @@
 #include <unistd.h>
 
 #include "gt-client.h"
+#include "gt-client-backoff.h"
 #include "gt-fd-source.h"
 #include "gt-frame.h"
 #include "gt-http.h"
 #include "gt-mux.h"
 #include "gt-proxy-protocol.h"
+#include "gt-relay-endpoint.h"
 #include "gt-transport.h"
 
 #define HANDSHAKE_REPLY_MAX (GT_FRAME_HEADER_SIZE + GT_FRAME_MAX_CONTROL)
-#define BACKOFF_CAP_MS 5000
 /* Draining closes HTTP streams idle for this long (keep-alive between requests). */
 #define DRAIN_IDLE_HTTP_US (1 * G_USEC_PER_SEC)
 
@@ -42,7 +43,7 @@ typedef struct
   guint handshake_timeout_id;
   GtMux *mux;
   guint retry_id;
-  guint attempt;
+  GtClientBackoff backoff;
 } Slot;
 
 typedef struct
@@ -51,8 +52,16 @@ typedef struct
   GtMuxStream *stream;
   int fd;
   GSource *source;
+  guint service_index;
   const GtServiceConfig *service;
+  gboolean waiting; /* for the service's address lookup */
 } Dial;
+
+typedef struct
+{
+  GtClient *client;
+  guint service_index;
+} Lookup;
 
 struct _GtClient
 {
@@ -63,6 +72,8 @@ struct _GtClient
   guint n_slots;
   GByteArray *hello; /* preface + HELLO frame */
   GPtrArray *local_addrs; /* GSocketAddress* per service (NULL if resolution failed) */
+  gboolean *resolving;    /* per service: host name lookup in progress */
+  GCancellable *lookups;  /* cancels the lookups on stop */
   GArray *tcp_ports;      /* guint16 per service */
   GHashTable *dials;      /* Dial* in progress */
   GPtrArray *draining;    /* GtMux* that got GOAWAY and still carry streams */
@@ -227,36 +238,25 @@ dial_fd_cb (int fd, GIOCondition revents, gpointer user_data)
 }
 
 static void
-stream_opened_cb (GtMux *mux, GtMuxStream *stream, guint service_index, gpointer user_data)
+dial_start (Dial *d)
 {
-  GtClient *client = user_data;
-  GtClientConfig *config = client->config;
-  GSocketAddress *addr;
+  GtClient *client = d->client;
+  GSocketAddress *addr = client->local_addrs->pdata[d->service_index];
   struct sockaddr_storage ss;
-  Dial *d;
   int fd;
 
-  if (service_index >= config->services->len)
+  d->waiting = FALSE;
+  if (gt_mux_stream_is_closed (d->stream))
     {
-      g_message ("stream %u: unknown service index %u", gt_mux_stream_get_id (stream),
-                 service_index);
-      gt_mux_stream_reset (stream, GT_RESET_CODE_NO_SERVICE);
+      g_hash_table_remove (client->dials, d);
       return;
     }
-  addr = client->local_addrs->pdata[service_index];
   if (addr == NULL)
     {
-      gt_mux_stream_reset (stream, GT_RESET_CODE_CONNECT_FAILED);
+      gt_mux_stream_reset (d->stream, GT_RESET_CODE_CONNECT_FAILED);
+      g_hash_table_remove (client->dials, d);
       return;
     }
-
-  d = g_new0 (Dial, 1);
-  d->client = client;
-  d->stream = gt_mux_stream_ref (stream);
-  d->service = config->services->pdata[service_index];
-  d->fd = -1;
-  g_hash_table_add (client->dials, d);
-
   if (!g_socket_address_to_native (addr, &ss, sizeof ss, NULL))
     {
       dial_finish (d, EINVAL);
@@ -282,22 +282,119 @@ stream_opened_cb (GtMux *mux, GtMuxStream *stream, guint service_index, gpointer
   d->source = gt_fd_source_new (fd, G_IO_OUT, dial_fd_cb, d);
 }
 
+static void
+stream_opened_cb (GtMux *mux, GtMuxStream *stream, guint service_index, gpointer user_data)
+{
+  GtClient *client = user_data;
+  GtClientConfig *config = client->config;
+  Dial *d;
+
+  if (service_index >= config->services->len)
+    {
+      g_message ("stream %u: unknown service index %u", gt_mux_stream_get_id (stream),
+                 service_index);
+      gt_mux_stream_reset (stream, GT_RESET_CODE_NO_SERVICE);
+      return;
+    }
+
+  d = g_new0 (Dial, 1);
+  d->client = client;
+  d->stream = gt_mux_stream_ref (stream);
+  d->service_index = service_index;
+  d->service = config->services->pdata[service_index];
+  d->fd = -1;
+  g_hash_table_add (client->dials, d);
+  /* Bytes from the user wait in the stream until the address is known. */
+  d->waiting = client->resolving[service_index];
+  if (!d->waiting)
+    dial_start (d);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Local service addresses: IP literals at once, host names without blocking the main loop */
+
+static char *
+local_host_bare (const char *host)
+{
+  gsize len = strlen (host);
+
+  if (host[0] == '[' && len >= 2 && host[len - 1] == ']')
+    return g_strndup (host + 1, len - 2);
+  return g_strdup (host);
+}
+
+static void
+lookup_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autofree Lookup *l = user_data;
+  g_autoptr (GError) error = NULL;
+  GList *list = g_resolver_lookup_by_name_finish (G_RESOLVER (source), result, &error);
+  g_autoptr (GPtrArray) ready = NULL;
+  GtServiceConfig *s;
+  GtClient *client;
+  GHashTableIter iter;
+  gpointer key;
+
+  if (list == NULL && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return; /* the client stopped (and may be gone) */
+  client = l->client;
+  s = client->config->services->pdata[l->service_index];
+  client->resolving[l->service_index] = FALSE;
+  if (list == NULL)
+    g_warning ("service %u (%s): cannot resolve %s: %s", l->service_index, s->local_url,
+               s->local_host, error->message);
+  else
+    {
+      client->local_addrs->pdata[l->service_index] =
+        g_inet_socket_address_new (list->data, s->local_port);
+      g_resolver_free_addresses (list);
+    }
+
+  ready = g_ptr_array_new ();
+  g_hash_table_iter_init (&iter, client->dials);
+  while (g_hash_table_iter_next (&iter, &key, NULL))
+    {
+      Dial *d = key;
+
+      if (d->waiting && d->service_index == l->service_index)
+        g_ptr_array_add (ready, d);
+    }
+  for (guint i = 0; i < ready->len; i++)
+    dial_start (ready->pdata[i]);
+}
+
+static void
+client_resolve_services (GtClient *client)
+{
+  GPtrArray *services = client->config->services;
+  g_autoptr (GResolver) resolver = NULL;
+
+  client->resolving = g_new0 (gboolean, MAX (services->len, 1));
+  for (guint i = 0; i < services->len; i++)
+    {
+      GtServiceConfig *s = services->pdata[i];
+      g_autofree char *bare = local_host_bare (s->local_host);
+      g_autoptr (GInetAddress) ia = g_inet_address_new_from_string (bare);
+      Lookup *l;
+
+      if (ia != NULL)
+        {
+          g_ptr_array_add (client->local_addrs, g_inet_socket_address_new (ia, s->local_port));
+          continue;
+        }
+      g_ptr_array_add (client->local_addrs, NULL);
+      if (resolver == NULL)
+        resolver = g_resolver_get_default ();
+      l = g_new0 (Lookup, 1);
+      l->client = client;
+      l->service_index = i;
+      client->resolving[i] = TRUE;
+      g_resolver_lookup_by_name_async (resolver, bare, client->lookups, lookup_done_cb, l);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Tunnel slots */
-
-static guint
-backoff_ms (Slot *slot)
-{
-  guint64 base = MAX (slot->client->config->reconnect_delay_ms, 100);
-  guint64 cap = MAX (base, BACKOFF_CAP_MS);
-  guint64 delay = base;
-
-  for (guint i = 0; i < slot->attempt && delay < cap; i++)
-    delay *= 2;
-  delay = MIN (delay, cap);
-  /* ±20 % jitter so a server restart is not met by every client at the same instant. */
-  return (guint) (delay * g_random_double_range (0.8, 1.2));
-}
 
 static gboolean
 slot_retry_cb (gpointer user_data)
@@ -320,7 +417,7 @@ slot_reset_handshake (Slot *slot)
     }
   if (slot->io)
     {
-      g_io_stream_close (slot->io, NULL, NULL);
+      gt_relay_endpoint_close_io (slot->io);
       g_clear_object (&slot->io);
     }
   slot->len = 0;
@@ -334,8 +431,7 @@ slot_schedule_retry (Slot *slot)
   slot_reset_handshake (slot);
   if (slot->client->stopped)
     return;
-  delay = backoff_ms (slot);
-  slot->attempt++;
+  delay = gt_client_backoff_next (&slot->backoff);
   slot->state = SLOT_WAITING;
   /* Try the next remote in the list next time (fallback). */
   slot->remote_index++;
@@ -389,7 +485,7 @@ slot_mux_goaway_cb (GtMux *mux, gpointer user_data)
     }
   g_clear_object (&slot->mux);
   slot->state = SLOT_IDLE;
-  slot->attempt = 0;
+  gt_client_backoff_reset (&slot->backoff);
   g_object_notify_by_pspec (G_OBJECT (client), properties[PROP_N_READY]);
   if (!client->stopped && client->drain_id == 0)
     slot_schedule_retry (slot);
@@ -444,7 +540,7 @@ slot_welcome (Slot *slot, const guint8 *payload, gsize len, gsize consumed)
   g_clear_object (&slot->cancellable);
   slot->len = 0;
   slot->state = SLOT_READY;
-  slot->attempt = 0;
+  gt_client_backoff_reset (&slot->backoff);
   for (guint i = 0; i < client->n_slots; i++)
     if (client->slots[i].state == SLOT_READY)
       n_ready++;
@@ -597,16 +693,11 @@ gt_client_start (GtClient *client, GError **error)
   GtClientConfig *config = client->config;
   g_autoptr (GtHello) hello = gt_hello_new (config->id, config->secret);
 
+  client_resolve_services (client);
   for (guint i = 0; i < config->services->len; i++)
     {
       GtServiceConfig *s = config->services->pdata[i];
-      g_autoptr (GError) local_error = NULL;
-      GSocketAddress *addr = gt_resolve_address (s->local_host, s->local_port, &local_error);
 
-      if (addr == NULL)
-        g_warning ("service %u (%s): cannot resolve %s: %s", i, s->local_url, s->local_host,
-                   local_error->message);
-      g_ptr_array_add (client->local_addrs, addr);
       gt_hello_add_service (hello, s->kind, s->host_prefix, s->remote_tcp_port,
                             s->remote_tcp_random);
     }
@@ -627,6 +718,7 @@ gt_client_start (GtClient *client, GError **error)
     {
       client->slots[i].client = client;
       client->slots[i].index = i;
+      gt_client_backoff_init (&client->slots[i].backoff, config->reconnect_delay_ms);
       slot_connect (&client->slots[i]);
     }
   return TRUE;
@@ -717,6 +809,7 @@ gt_client_stop (GtClient *client)
   if (client->stopped)
     return;
   client->stopped = TRUE;
+  g_cancellable_cancel (client->lookups);
   g_clear_handle_id (&client->drain_id, g_source_remove);
   for (guint i = 0; i < client->n_slots; i++)
     {
@@ -795,6 +888,8 @@ gt_client_finalize (GObject *object)
   if (client->hello)
     g_byte_array_unref (client->hello);
   g_ptr_array_unref (client->local_addrs);
+  g_free (client->resolving);
+  g_object_unref (client->lookups);
   g_array_unref (client->tcp_ports);
   g_hash_table_unref (client->dials);
   g_ptr_array_unref (client->draining);
@@ -849,6 +944,7 @@ gt_client_init (GtClient *client)
 {
   /* Entries are NULL for services whose address did not resolve. */
   client->local_addrs = g_ptr_array_new_with_free_func (object_unref0);
+  client->lookups = g_cancellable_new ();
   client->tcp_ports = g_array_new (FALSE, TRUE, sizeof (guint16));
   client->dials = g_hash_table_new_full (NULL, NULL, (GDestroyNotify) dial_free, NULL);
   client->draining = g_ptr_array_new_with_free_func (g_object_unref);

@@ -3,13 +3,12 @@
 
 #define G_LOG_DOMAIN "gt-mux"
 
-#include <errno.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include "gt-fd-source.h"
+#include <glib/gstdio.h>
+
 #include "gt-mux.h"
+#include "gt-relay-endpoint.h"
 #include "gt-token-bucket.h"
 
 /* Read buffer: room for the largest frame plus one large read. */
@@ -32,11 +31,7 @@ struct _GtMuxStream
   GtMux *mux; /* not owned; NULL once closed */
   guint32 id;
   guint16 service_index;
-  int fd;             /* raw socket, or -1 */
-  GIOStream *io;      /* pollable stream (TLS, ...) when there is no raw socket */
-  GSource *source;    /* fd watch */
-  GSource *in_source, *out_source; /* io watches */
-  GIOCondition io_events;
+  GtRelayEndpoint ep; /* the socket side: raw fd or pollable GIOStream */
   gint64 idle_timeout_us;
   gint64 last_activity;
 
@@ -365,166 +360,12 @@ mux_send_frame_small (GtMux *mux, GByteArray *frame)
 /* ------------------------------------------------------------------------------------------ */
 /* Streams */
 
-/* The socket side of a stream: a raw fd (fast path) or a pollable GIOStream. */
-
-#define EP_WOULD_BLOCK (-1)
-#define EP_ERROR (-2)
-
 static void stream_fd_cb (int fd, GIOCondition revents, gpointer user_data);
 
-static gboolean
+static inline gboolean
 stream_attached (GtMuxStream *s)
 {
-  return s->fd >= 0 || s->io != NULL;
-}
-
-static gssize
-ep_recv (GtMuxStream *s, guint8 *buf, gsize len)
-{
-  g_autoptr (GError) error = NULL;
-  gssize n;
-
-  if (s->fd >= 0)
-    {
-      do
-        n = recv (s->fd, buf, len, MSG_DONTWAIT);
-      while (n < 0 && errno == EINTR);
-      if (n < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK ? EP_WOULD_BLOCK : EP_ERROR;
-      return n;
-    }
-  n = g_pollable_input_stream_read_nonblocking (
-    G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (s->io)), buf, len, NULL, &error);
-  if (n >= 0)
-    return n;
-  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
-    return EP_WOULD_BLOCK;
-  if (g_error_matches (error, G_TLS_ERROR, G_TLS_ERROR_EOF))
-    return 0; /* peer closed without close_notify: a plain EOF for a relay */
-  g_debug ("stream %u: read error: %s", s->id, error->message);
-  return EP_ERROR;
-}
-
-static gssize
-ep_send (GtMuxStream *s, const guint8 *data, gsize len)
-{
-  GOutputVector v = { data, len };
-  gsize written = 0;
-  GPollableReturn r;
-  gssize n;
-
-  if (s->fd >= 0)
-    {
-      do
-        n = send (s->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-      while (n < 0 && errno == EINTR);
-      if (n < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK ? EP_WOULD_BLOCK : EP_ERROR;
-      return n;
-    }
-  r = g_pollable_output_stream_writev_nonblocking (
-    G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (s->io)), &v, 1, &written, NULL, NULL);
-  if (r == G_POLLABLE_RETURN_FAILED)
-    return EP_ERROR;
-  if (r == G_POLLABLE_RETURN_WOULD_BLOCK && written == 0)
-    return EP_WOULD_BLOCK;
-  return written;
-}
-
-static void
-ep_shutdown_write (GtMuxStream *s)
-{
-  if (s->fd >= 0)
-    shutdown (s->fd, SHUT_WR);
-  else if (s->io != NULL)
-    (void) g_output_stream_close (g_io_stream_get_output_stream (s->io), NULL, NULL);
-}
-
-static void
-ep_unwatch (GtMuxStream *s)
-{
-  g_clear_pointer (&s->source, gt_fd_source_free);
-  if (s->in_source)
-    {
-      g_source_destroy (s->in_source);
-      g_clear_pointer (&s->in_source, g_source_unref);
-    }
-  if (s->out_source)
-    {
-      g_source_destroy (s->out_source);
-      g_clear_pointer (&s->out_source, g_source_unref);
-    }
-  s->io_events = 0;
-}
-
-static void
-ep_close (GtMuxStream *s)
-{
-  ep_unwatch (s);
-  if (s->fd >= 0)
-    {
-      close (s->fd);
-      s->fd = -1;
-    }
-  if (s->io != NULL)
-    {
-      g_io_stream_close (s->io, NULL, NULL);
-      g_clear_object (&s->io);
-    }
-}
-
-static gboolean
-ep_io_in_cb (GObject *stream, gpointer user_data)
-{
-  stream_fd_cb (-1, G_IO_IN, user_data);
-  return G_SOURCE_CONTINUE;
-}
-
-static gboolean
-ep_io_out_cb (GObject *stream, gpointer user_data)
-{
-  stream_fd_cb (-1, G_IO_OUT, user_data);
-  return G_SOURCE_CONTINUE;
-}
-
-static void
-ep_set_events (GtMuxStream *s, GIOCondition events)
-{
-  if (s->fd >= 0)
-    {
-      if (s->source == NULL)
-        s->source = gt_fd_source_new (s->fd, events, stream_fd_cb, s);
-      else
-        gt_fd_source_set_events (s->source, events);
-      return;
-    }
-  if (s->io == NULL || s->io_events == events)
-    return;
-  if ((events & G_IO_IN) && s->in_source == NULL)
-    {
-      s->in_source = g_pollable_input_stream_create_source (
-        G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (s->io)), NULL);
-      g_source_set_callback (s->in_source, (GSourceFunc) (void (*) (void)) ep_io_in_cb, s, NULL);
-      g_source_attach (s->in_source, g_main_context_get_thread_default ());
-    }
-  else if (!(events & G_IO_IN) && s->in_source != NULL)
-    {
-      g_source_destroy (s->in_source);
-      g_clear_pointer (&s->in_source, g_source_unref);
-    }
-  if ((events & G_IO_OUT) && s->out_source == NULL)
-    {
-      s->out_source = g_pollable_output_stream_create_source (
-        G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (s->io)), NULL);
-      g_source_set_callback (s->out_source, (GSourceFunc) (void (*) (void)) ep_io_out_cb, s, NULL);
-      g_source_attach (s->out_source, g_main_context_get_thread_default ());
-    }
-  else if (!(events & G_IO_OUT) && s->out_source != NULL)
-    {
-      g_source_destroy (s->out_source);
-      g_clear_pointer (&s->out_source, g_source_unref);
-    }
-  s->io_events = events;
+  return gt_relay_endpoint_is_attached (&s->ep);
 }
 
 GtMuxStream *
@@ -540,8 +381,8 @@ gt_mux_stream_unref (GtMuxStream *s)
 {
   if (s == NULL || !g_atomic_int_dec_and_test (&s->ref_count))
     return;
-  g_assert (s->source == NULL && s->in_source == NULL && s->out_source == NULL);
-  ep_close (s);
+  g_assert (s->ep.source == NULL && s->ep.in_source == NULL && s->ep.out_source == NULL);
+  gt_relay_endpoint_close (&s->ep);
   if (s->pending)
     g_byte_array_unref (s->pending);
   g_clear_pointer (&s->rewriter, gt_host_rewriter_free);
@@ -559,7 +400,7 @@ stream_new (GtMux *mux, guint32 id, guint16 service_index)
   s->mux = mux;
   s->id = id;
   s->service_index = service_index;
-  s->fd = -1;
+  gt_relay_endpoint_init (&s->ep, stream_fd_cb, s);
   s->send_credit = GT_INITIAL_WINDOW;
   s->recv_credit = GT_INITIAL_WINDOW;
   s->last_activity = g_get_monotonic_time ();
@@ -577,7 +418,7 @@ stream_close (GtMuxStream *s)
   if (s->closed)
     return;
   s->closed = TRUE;
-  ep_close (s);
+  gt_relay_endpoint_close (&s->ep);
   if (s->pending)
     g_byte_array_set_size (s->pending, 0);
   s->mux = NULL;
@@ -634,7 +475,7 @@ stream_maybe_finish (GtMuxStream *s)
   if (s->remote_shut && (s->pending == NULL || s->pending->len == 0) && !s->wrote_shut
       && stream_attached (s))
     {
-      ep_shutdown_write (s);
+      gt_relay_endpoint_shutdown_write (&s->ep);
       s->wrote_shut = TRUE;
     }
   if (s->local_eof && s->wrote_shut)
@@ -730,8 +571,8 @@ stream_flush_pending (GtMuxStream *s)
 
       if (allowed == 0)
         break;
-      n = ep_send (s, s->pending->data, allowed);
-      if (n == EP_WOULD_BLOCK)
+      n = gt_relay_endpoint_send (&s->ep, s->pending->data, allowed);
+      if (n == GT_RELAY_ENDPOINT_WOULD_BLOCK)
         {
           stream_rate_refund (s, TRUE, allowed);
           break;
@@ -769,9 +610,9 @@ stream_read_socket (GtMuxStream *s)
   allowed = stream_rate_take (s, FALSE, want);
   if (allowed == 0)
     return;
-  n = ep_recv (s, mux->scratch + GT_FRAME_HEADER_SIZE, allowed);
+  n = gt_relay_endpoint_recv (&s->ep, mux->scratch + GT_FRAME_HEADER_SIZE, allowed);
   stream_rate_refund (s, FALSE, n > 0 ? allowed - n : allowed);
-  if (n == EP_WOULD_BLOCK)
+  if (n == GT_RELAY_ENDPOINT_WOULD_BLOCK)
     return;
   if (n < 0)
     {
@@ -850,7 +691,7 @@ stream_update_events (GtMuxStream *s)
     }
   if (s->pending && s->pending->len > 0 && !s->throttled)
     events |= G_IO_OUT;
-  ep_set_events (s, events);
+  gt_relay_endpoint_set_events (&s->ep, events);
 }
 
 /* Delivers tunnel bytes to the socket (or buffers them). */
@@ -886,8 +727,8 @@ stream_deliver (GtMuxStream *s, const guint8 *data, gsize len)
 
           if (allowed == 0)
             break;
-          n = ep_send (s, data, allowed);
-          if (n == EP_WOULD_BLOCK)
+          n = gt_relay_endpoint_send (&s->ep, data, allowed);
+          if (n == GT_RELAY_ENDPOINT_WOULD_BLOCK)
             {
               stream_rate_refund (s, TRUE, allowed);
               break;
@@ -919,13 +760,9 @@ static void
 stream_attach (GtMuxStream *s, int fd, GIOStream *io, guint64 idle_timeout_ms)
 {
   if (io != NULL)
-    s->io = g_object_ref (io);
+    gt_relay_endpoint_attach_io (&s->ep, io);
   else
-    {
-      s->fd = fd;
-      gt_socket_set_nonblocking (fd);
-      gt_socket_set_nodelay (fd);
-    }
+    gt_relay_endpoint_attach_fd (&s->ep, fd);
   s->idle_timeout_us = (gint64) idle_timeout_ms * 1000;
   s->last_activity = g_get_monotonic_time ();
   if (s->pending && s->pending->len > 0)
@@ -945,7 +782,7 @@ gt_mux_stream_attach_fd (GtMuxStream *s, int fd, guint64 idle_timeout_ms)
 
   if (s->closed)
     {
-      close (fd);
+      g_close (fd, NULL);
       return;
     }
   stream_attach (s, fd, NULL, idle_timeout_ms);
@@ -1074,7 +911,7 @@ gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd, GIOStream *i
   if (mux->closed)
     {
       if (fd >= 0)
-        close (fd);
+        g_close (fd, NULL);
       return NULL;
     }
   if (mux->next_stream_id == G_MAXUINT32 - 1)
@@ -1093,7 +930,7 @@ gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd, GIOStream *i
   if (mux->closed)
     {
       if (fd >= 0)
-        close (fd);
+        g_close (fd, NULL);
       return NULL;
     }
   stream_attach (s, fd, io, idle_timeout_ms);
@@ -1186,16 +1023,7 @@ handle_stream_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
             gsize rlen;
             const char *r = g_bytes_get_data (s->connect_fail_response, &rlen);
 
-            ep_unwatch (s);
-            if (s->fd >= 0)
-              {
-                int fd = s->fd;
-
-                s->fd = -1;
-                gt_socket_reply_and_close (fd, r, rlen);
-              }
-            else
-              (void) ep_send (s, (const guint8 *) r, rlen); /* small: fits the TLS buffer */
+            gt_relay_endpoint_reply_and_close (&s->ep, (const guint8 *) r, rlen);
           }
         stream_close (s);
       }
@@ -1507,7 +1335,7 @@ mux_teardown (GtMux *mux)
   g_clear_pointer (&mux->out_buf, g_free);
   mux->out_cap = mux->out_start = mux->out_end = 0;
   if (mux->io)
-    g_io_stream_close (mux->io, NULL, NULL);
+    gt_relay_endpoint_close_io (mux->io);
 }
 
 static void
@@ -1731,63 +1559,4 @@ gt_mux_init (GtMux *mux)
   mux->throttled = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
   mux->rbuf = g_malloc (RBUF_SIZE);
   mux->scratch = g_malloc (GT_FRAME_HEADER_SIZE + GT_MUX_MAX_DATA);
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Short replies on user sockets (404, 400, 502) */
-
-typedef struct
-{
-  int fd;
-  GSource *source;
-  guint timeout_id;
-  gsize drained;
-} LingerClose;
-
-static void
-linger_free (LingerClose *l)
-{
-  gt_fd_source_free (l->source);
-  g_clear_handle_id (&l->timeout_id, g_source_remove);
-  close (l->fd);
-  g_free (l);
-}
-
-static void
-linger_fd_cb (int fd, GIOCondition revents, gpointer user_data)
-{
-  LingerClose *l = user_data;
-  guint8 buf[4096];
-  ssize_t n = recv (fd, buf, sizeof buf, MSG_DONTWAIT);
-
-  if (n < 0 && (errno == EAGAIN || errno == EINTR))
-    return;
-  l->drained += n > 0 ? n : 0;
-  if (n <= 0 || l->drained > 1024 * 1024)
-    linger_free (l);
-}
-
-static gboolean
-linger_timeout_cb (gpointer user_data)
-{
-  LingerClose *l = user_data;
-
-  l->timeout_id = 0;
-  linger_free (l);
-  return G_SOURCE_REMOVE;
-}
-
-void
-gt_socket_reply_and_close (int fd, const char *reply, gsize len)
-{
-  LingerClose *l;
-
-  gt_socket_set_nonblocking (fd);
-  if (len > 0)
-    (void) send (fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-  shutdown (fd, SHUT_WR);
-  l = g_new0 (LingerClose, 1);
-  l->fd = fd;
-  l->source = gt_fd_source_new (fd, G_IO_IN, linger_fd_cb, l);
-  l->timeout_id = g_timeout_add_seconds (2, linger_timeout_cb, l);
 }

@@ -4,6 +4,7 @@
 #include <gio/gio.h>
 #include "gt-frame.h"
 #include "gt-http.h"
+#include "gt-relay-endpoint.h" /* gt_socket_reply_and_close for the mux's users */
 #include "gt-token-bucket.h"
 
 G_BEGIN_DECLS
@@ -92,9 +93,5 @@ guint64 gt_mux_stream_get_bytes_from_socket (GtMuxStream *stream);
 const GtOpenAddr *gt_mux_stream_get_addr (GtMuxStream *stream);
 /* Bytes buffered for this stream in this process (pending to its socket). */
 gsize gt_mux_stream_get_buffered (GtMuxStream *stream);
-
-/* Close a socket after sending a short reply, reading what the peer still sends (bounded) so
- * the reply is not lost to a TCP reset. Takes ownership of fd. */
-void gt_socket_reply_and_close (int fd, const char *reply, gsize len);
 
 G_END_DECLS

@@ -426,141 +426,94 @@ gt_proxy_header_encode_v2 (GInetSocketAddress *src, GInetSocketAddress *dst)
 
 /* ---- trusted-source CIDR lists ---- */
 
-typedef struct
-{
-  GSocketFamily family;
-  guint prefix;
-  guint8 bytes[16];
-} Cidr;
-
 struct _GtCidrList
 {
   gsize n;
-  Cidr items[];
+  GInetAddressMask *items[];
 };
 
-static gboolean
-parse_cidr (const char *text, Cidr *cidr, GError **error)
+/* GInetAddressMask checks the address, the prefix against the family and the host bits; the
+ * syntax check here keeps out what its parser would tolerate ("/+8", "/08", " 8", scope ids). */
+static GInetAddressMask *
+parse_cidr (const char *text, GError **error)
 {
   const char *slash = strchr (text, '/');
-  gsize addr_len = slash != NULL ? (gsize) (slash - text) : strlen (text);
-  g_autofree char *addr_text = g_strndup (text, addr_len);
-  g_autoptr (GInetAddress) addr = NULL;
-  gsize size, max_prefix;
+  g_autoptr (GError) local_error = NULL;
+  GInetAddressMask *mask;
 
-  for (const char *p = addr_text; *p != '\0'; p++)
+  for (const char *p = text; slash != NULL ? p < slash : *p != '\0'; p++)
     {
       if (!g_ascii_isxdigit (*p) && *p != ':' && *p != '.')
         goto bad;
     }
-  addr = g_inet_address_new_from_string (addr_text);
-  if (addr == NULL)
-    goto bad;
-  cidr->family = g_inet_address_get_family (addr);
-  size = g_inet_address_get_native_size (addr);
-  max_prefix = size * 8;
-  memset (cidr->bytes, 0, sizeof cidr->bytes);
-  memcpy (cidr->bytes, g_inet_address_to_bytes (addr), size);
-
-  cidr->prefix = (guint) max_prefix;
   if (slash != NULL)
     {
-      const char *p = slash + 1;
-      guint v = 0;
-      gsize n = strlen (p);
+      gsize n = strlen (slash + 1);
+      guint prefix = 0;
 
-      if (n == 0 || n > 3 || (n > 1 && p[0] == '0'))
+      if (n == 0 || n > 3 || (n > 1 && slash[1] == '0'))
         goto bad;
       for (gsize i = 0; i < n; i++)
         {
-          if (!g_ascii_isdigit (p[i]))
+          if (!g_ascii_isdigit (slash[1 + i]))
             goto bad;
-          v = v * 10 + (guint) (p[i] - '0');
+          prefix = prefix * 10 + (guint) (slash[1 + i] - '0');
         }
-      if (v > max_prefix)
+      if (prefix > 128) /* more than any family: the mask's property would refuse it */
         goto bad;
-      cidr->prefix = v;
     }
-
-  /* Host bits set beyond the prefix are most likely a typo in the configuration. */
-  for (gsize bit = cidr->prefix; bit < max_prefix; bit++)
-    {
-      if (cidr->bytes[bit / 8] & (0x80 >> (bit % 8)))
-        {
-          g_set_error (error, GT_PROXY_PROTOCOL_ERROR, GT_PROXY_PROTOCOL_ERROR_MALFORMED,
-                       "Invalid CIDR “%s”: address has bits set beyond the prefix length", text);
-          return FALSE;
-        }
-    }
-  return TRUE;
+  mask = g_inet_address_mask_new_from_string (text, &local_error);
+  if (mask != NULL)
+    return mask;
+  g_set_error (error, GT_PROXY_PROTOCOL_ERROR, GT_PROXY_PROTOCOL_ERROR_MALFORMED,
+               "Invalid CIDR “%s”: %s", text, local_error->message);
+  return NULL;
 
 bad:
   g_set_error (error, GT_PROXY_PROTOCOL_ERROR, GT_PROXY_PROTOCOL_ERROR_MALFORMED,
                "Invalid CIDR “%s”", text);
-  return FALSE;
+  return NULL;
 }
 
 GtCidrList *
 gt_cidr_list_new (const char *const *cidrs, GError **error)
 {
   gsize n = cidrs != NULL ? g_strv_length ((char **) cidrs) : 0;
-  GtCidrList *list;
+  g_autoptr (GtCidrList) list = NULL;
 
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
-  list = g_malloc0 (sizeof (GtCidrList) + n * sizeof (Cidr));
-  list->n = n;
+  list = g_malloc0 (sizeof (GtCidrList) + n * sizeof (GInetAddressMask *));
   for (gsize i = 0; i < n; i++)
     {
-      if (!parse_cidr (cidrs[i], &list->items[i], error))
-        {
-          gt_cidr_list_free (list);
-          return NULL;
-        }
+      list->items[i] = parse_cidr (cidrs[i], error);
+      if (list->items[i] == NULL)
+        return NULL;
+      list->n++;
     }
-  return list;
-}
-
-static gboolean
-cidr_matches (const Cidr *cidr, GSocketFamily family, const guint8 *bytes)
-{
-  guint full = cidr->prefix / 8;
-  guint rest = cidr->prefix % 8;
-
-  if (cidr->family != family)
-    return FALSE;
-  if (memcmp (cidr->bytes, bytes, full) != 0)
-    return FALSE;
-  if (rest != 0)
-    {
-      guint8 mask = (guint8) (0xff << (8 - rest));
-
-      if ((cidr->bytes[full] & mask) != (bytes[full] & mask))
-        return FALSE;
-    }
-  return TRUE;
+  return g_steal_pointer (&list);
 }
 
 gboolean
 gt_cidr_list_contains (const GtCidrList *list, GInetAddress *addr)
 {
   static const guint8 mapped_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-  GSocketFamily family;
+  g_autoptr (GInetAddress) mapped = NULL;
   const guint8 *bytes;
-  gboolean is_mapped;
 
   g_return_val_if_fail (list != NULL, FALSE);
   g_return_val_if_fail (G_IS_INET_ADDRESS (addr), FALSE);
 
-  family = g_inet_address_get_family (addr);
+  /* A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d: they match IPv4 entries too. */
   bytes = g_inet_address_to_bytes (addr);
-  is_mapped = family == G_SOCKET_FAMILY_IPV6 && memcmp (bytes, mapped_prefix, 12) == 0;
+  if (g_inet_address_get_family (addr) == G_SOCKET_FAMILY_IPV6
+      && memcmp (bytes, mapped_prefix, sizeof mapped_prefix) == 0)
+    mapped = g_inet_address_new_from_bytes (bytes + 12, G_SOCKET_FAMILY_IPV4);
   for (gsize i = 0; i < list->n; i++)
     {
-      if (cidr_matches (&list->items[i], family, bytes))
+      if (g_inet_address_mask_matches (list->items[i], addr))
         return TRUE;
-      /* A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d. */
-      if (is_mapped && cidr_matches (&list->items[i], G_SOCKET_FAMILY_IPV4, bytes + 12))
+      if (mapped != NULL && g_inet_address_mask_matches (list->items[i], mapped))
         return TRUE;
     }
   return FALSE;
@@ -569,5 +522,9 @@ gt_cidr_list_contains (const GtCidrList *list, GInetAddress *addr)
 void
 gt_cidr_list_free (GtCidrList *list)
 {
+  if (list == NULL)
+    return;
+  for (gsize i = 0; i < list->n; i++)
+    g_object_unref (list->items[i]);
   g_free (list);
 }

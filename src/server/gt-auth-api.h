@@ -39,4 +39,33 @@ char **gt_auth_api_request_finish (GAsyncResult *result, GError **error);
 gboolean gt_auth_api_parse_response (const char *body, gsize len, char ***prefixes_out,
                                      GError **error);
 
+/* The server's client of the auth API: logins that ask the same question (id, secret, prefixes)
+ * while it runs share one request; answers (yes or no, not failures) are reused for cache_ms, keyed
+ * by an HMAC of the credentials under a per-process random key; at most max_requests run at once,
+ * at most max_per_address of them for one client address, and waiting addresses take turns, so a
+ * burst from one address does not hold up a login from another. timeout_ms bounds the wait of a
+ * login, queueing included (0 = no bound). */
+#define GT_AUTH_API_MAX_REQUESTS 8
+#define GT_AUTH_API_MAX_PER_ADDRESS 2
+#define GT_AUTH_API_CACHE_MS 5000
+#define GT_AUTH_API_CACHE_MAX 4096
+
+typedef struct _GtAuthApi GtAuthApi;
+
+GtAuthApi *gt_auth_api_new (const char *url, guint timeout_ms, guint max_requests,
+                            guint max_per_address, guint cache_ms);
+/* Logins still waiting get G_IO_ERROR_CANCELLED. */
+void gt_auth_api_free (GtAuthApi *api);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtAuthApi, gt_auth_api_free)
+/* TRUE when the answer for these credentials is cached or already being asked: checking them
+ * adds no request. */
+gboolean gt_auth_api_knows (GtAuthApi *api, const char *id, const char *secret,
+                            const char *const *prefixes);
+/* As gt_auth_api_request_async, for a login from address (an IP). */
+void gt_auth_api_check_async (GtAuthApi *api, const char *address, const char *id,
+                              const char *secret, const char *const *prefixes,
+                              GCancellable *cancellable, GAsyncReadyCallback callback,
+                              gpointer user_data);
+char **gt_auth_api_check_finish (GAsyncResult *result, GError **error);
+
 G_END_DECLS

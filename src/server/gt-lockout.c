@@ -8,7 +8,8 @@ typedef struct
   char *ip;
   guint failures;
   gint64 blocked_until_us; /* 0 = not blocked */
-  gint64 last_us;          /* time of the last failure */
+  gint64 last_us;          /* time of the last failure or attempt */
+  guint in_flight;         /* attempts started and not ended (an auth API is asked) */
   GList link;              /* in GtLockout.order; data = this entry */
 } Entry;
 
@@ -64,7 +65,7 @@ expired (GtLockout *l, Entry *e, gint64 now_us)
 {
   if (e->blocked_until_us != 0)
     return now_us >= e->blocked_until_us;
-  return now_us - e->last_us >= l->duration_us;
+  return e->in_flight == 0 && now_us - e->last_us >= l->duration_us;
 }
 
 /* The entry for ip, or NULL; drops it first when it has expired. */
@@ -105,17 +106,12 @@ make_room (GtLockout *l)
     drop (l, l->order.head->data);
 }
 
-void
-gt_lockout_record_failure (GtLockout *l, const char *ip, gint64 now_us)
+/* The entry for ip, created when needed, moved to the most recently updated end. */
+static Entry *
+touch (GtLockout *l, const char *ip, gint64 now_us)
 {
-  Entry *e;
+  Entry *e = lookup (l, ip, now_us);
 
-  g_return_if_fail (l != NULL);
-  g_return_if_fail (ip != NULL);
-
-  if (l->max_failures == 0)
-    return;
-  e = lookup (l, ip, now_us);
   if (e == NULL)
     {
       make_room (l);
@@ -130,6 +126,20 @@ gt_lockout_record_failure (GtLockout *l, const char *ip, gint64 now_us)
     }
   g_queue_push_tail_link (&l->order, &e->link);
   e->last_us = now_us;
+  return e;
+}
+
+void
+gt_lockout_record_failure (GtLockout *l, const char *ip, gint64 now_us)
+{
+  Entry *e;
+
+  g_return_if_fail (l != NULL);
+  g_return_if_fail (ip != NULL);
+
+  if (l->max_failures == 0)
+    return;
+  e = touch (l, ip, now_us);
   /* A failure while blocked (a connection accepted before the block) does not extend it. */
   if (e->blocked_until_us != 0)
     return;
@@ -148,8 +158,55 @@ gt_lockout_record_success (GtLockout *l, const char *ip)
 
   e = g_hash_table_lookup (l->entries, ip);
   /* A success cannot lift a block (blocked IPs are dropped before any handshake). */
-  if (e != NULL && e->blocked_until_us == 0)
+  if (e == NULL || e->blocked_until_us != 0)
+    return;
+  e->failures = 0;
+  if (e->in_flight == 0)
     drop (l, e);
+}
+
+gboolean
+gt_lockout_begin_attempt (GtLockout *l, const char *ip, gint64 now_us)
+{
+  Entry *e;
+
+  g_return_val_if_fail (l != NULL, FALSE);
+  g_return_val_if_fail (ip != NULL, FALSE);
+
+  if (l->max_failures == 0)
+    return TRUE;
+  e = touch (l, ip, now_us);
+  /* Were every attempt in flight to fail, this one would come from a blocked address. */
+  if (e->blocked_until_us != 0 || e->failures + e->in_flight > l->max_failures)
+    return FALSE;
+  e->in_flight++;
+  return TRUE;
+}
+
+void
+gt_lockout_end_attempt (GtLockout *l, const char *ip)
+{
+  Entry *e;
+
+  g_return_if_fail (l != NULL);
+  g_return_if_fail (ip != NULL);
+
+  /* The entry may have been evicted meanwhile (bounded memory): then there is nothing to end. */
+  e = g_hash_table_lookup (l->entries, ip);
+  if (e != NULL && e->in_flight > 0)
+    e->in_flight--;
+}
+
+gint64
+gt_lockout_get_remaining (GtLockout *l, const char *ip, gint64 now_us)
+{
+  Entry *e;
+
+  g_return_val_if_fail (l != NULL, 0);
+  g_return_val_if_fail (ip != NULL, 0);
+
+  e = lookup (l, ip, now_us);
+  return e != NULL && e->blocked_until_us != 0 ? e->blocked_until_us - now_us : 0;
 }
 
 guint

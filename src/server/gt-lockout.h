@@ -24,7 +24,17 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtLockout, gt_lockout_free)
 gboolean gt_lockout_is_blocked (GtLockout *l, const char *ip, gint64 now_us);
 /* Blocked once failures > max (GT: "exceeds"). */
 void gt_lockout_record_failure (GtLockout *l, const char *ip, gint64 now_us);
+/* Clears ip's failures (not a block). */
 void gt_lockout_record_success (GtLockout *l, const char *ip);
+/* A login whose answer takes time (an auth API) counts toward the block while it is in flight, so
+ * that a burst cannot start more attempts than failures would be allowed: FALSE (refuse it, it is
+ * not a failure) when ip is blocked or failures + attempts in flight already exceed
+ * max_failures.
+ * Each TRUE is paired with gt_lockout_end_attempt(), before its failure or success is recorded. */
+gboolean gt_lockout_begin_attempt (GtLockout *l, const char *ip, gint64 now_us);
+void gt_lockout_end_attempt (GtLockout *l, const char *ip);
+/* Microseconds until ip's block ends, 0 when it is not blocked. */
+gint64 gt_lockout_get_remaining (GtLockout *l, const char *ip, gint64 now_us);
 guint gt_lockout_get_n_blocked (GtLockout *l, gint64 now_us);
 /* IPs currently remembered (blocked or with failures), expired ones included until dropped. */
 guint gt_lockout_get_n_tracked (GtLockout *l);

@@ -227,7 +227,9 @@ pending_finish_tunnel (Pending *p, gboolean authenticated, char **allowed)
       pending_refuse (p, hello->id, code, message);
       return;
     }
-  gt_lockout_record_success (server->lockout, ip);
+  /* The self-test's success says nothing about the other logins from its address. */
+  if (!session->ephemeral)
+    gt_lockout_record_success (server->lockout, ip);
 
   /* Keep bytes that followed the HELLO, then hand the connection to a mux. */
   rest = g_memdup2 (p->buf + p->consumed, p->len - p->consumed);
@@ -248,13 +250,25 @@ pending_finish_tunnel (Pending *p, gboolean authenticated, char **allowed)
   _gt_server_attach_tunnel (server, session, mux);
 }
 
-/* The auth request outlives its pending connection when that one is dropped: the cancellable
- * (cancelled by pending_free) tells. */
+/* The auth request outlives its pending connection when that one is dropped (the cancellable,
+ * cancelled by pending_free, tells), and may outlive the server. */
 typedef struct
 {
   Pending *p;
   GCancellable *cancellable;
+  GWeakRef server;
+  char *ip;
+  gboolean counted; /* an attempt in flight for the lockout */
 } AuthWait;
+
+static void
+auth_wait_free (AuthWait *wait)
+{
+  g_object_unref (wait->cancellable);
+  g_weak_ref_clear (&wait->server);
+  g_free (wait->ip);
+  g_free (wait);
+}
 
 static void
 pending_auth_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
@@ -262,11 +276,13 @@ pending_auth_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   AuthWait *wait = user_data;
   Pending *p = wait->p;
   g_autoptr (GError) error = NULL;
-  g_auto (GStrv) allowed = gt_auth_api_request_finish (result, &error);
-  gboolean gone = g_cancellable_is_cancelled (wait->cancellable);
+  g_auto (GStrv) allowed = gt_auth_api_check_finish (result, &error);
+  g_autoptr (GtServer) server = g_weak_ref_get (&wait->server);
+  gboolean gone = server == NULL || g_cancellable_is_cancelled (wait->cancellable);
 
-  g_object_unref (wait->cancellable);
-  g_free (wait);
+  if (server != NULL && wait->counted)
+    gt_lockout_end_attempt (server->lockout, wait->ip);
+  auth_wait_free (wait);
   if (gone)
     return;
   if (allowed == NULL)
@@ -287,6 +303,72 @@ pending_auth_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   pending_finish_tunnel (p, TRUE, allowed);
 }
 
+/* Refuses a login without looking at its secret (not a failure of its own). */
+static void
+pending_refuse_early (Pending *p, const char *text)
+{
+  g_message ("tunnel from %s refused: client=%s: %s", p->peer, p->hello->id, text);
+  _gt_server_count_handshake_failure (p->server, p->hello->id, "locked_out");
+  send_handshake_error (p, GT_ERROR_CODE_INVALID_AUTH, text);
+}
+
+/* Asks the auth API about the HELLO; the answer finishes or refuses the tunnel. */
+static void
+pending_ask_auth_api (Pending *p, const char *ip)
+{
+  GtServer *server = p->server;
+  g_autoptr (GPtrArray) prefixes = g_ptr_array_new ();
+  AuthWait *wait;
+  gboolean counted = FALSE;
+
+  for (guint i = 0; i < p->hello->services->len; i++)
+    {
+      GtHelloService *s = p->hello->services->pdata[i];
+
+      if (s->prefix != NULL && *s->prefix != '\0')
+        g_ptr_array_add (prefixes, s->prefix);
+    }
+  g_ptr_array_add (prefixes, NULL);
+
+  /* A login whose answer is cached or already asked costs the API nothing; any other counts
+   * toward the address's lockout while it waits, so a burst cannot fill the API's queue. */
+  if (!gt_auth_api_knows (server->auth_api, p->hello->id, p->hello->secret,
+                          (const char *const *) prefixes->pdata))
+    {
+      if (!gt_lockout_begin_attempt (server->lockout, ip, g_get_monotonic_time ()))
+        {
+          g_autofree char *text = g_strdup_printf (
+            "too many logins from %s are being checked; try again in a few seconds", ip);
+
+          pending_refuse_early (p, text);
+          return;
+        }
+      counted = TRUE;
+    }
+
+  /* Stop reading while the API answers. */
+  g_clear_pointer (&p->source, gt_fd_source_free);
+  if (p->io_source)
+    {
+      g_source_destroy (p->io_source);
+      g_clear_pointer (&p->io_source, g_source_unref);
+    }
+  g_clear_object (&p->cancellable);
+  p->cancellable = g_cancellable_new ();
+  wait = g_new0 (AuthWait, 1);
+  wait->p = p;
+  wait->cancellable = g_object_ref (p->cancellable);
+  g_weak_ref_init (&wait->server, server);
+  wait->ip = g_strdup (ip);
+  wait->counted = counted;
+  /* options.timeout bounds the wait (queueing included), and its failure is reported to the
+   * client: the connection's read timeout must not cut it short. */
+  g_clear_handle_id (&p->timeout_id, g_source_remove);
+  gt_auth_api_check_async (server->auth_api, ip, p->hello->id, p->hello->secret,
+                           (const char *const *) prefixes->pdata, p->cancellable,
+                           pending_auth_done_cb, wait);
+}
+
 static void
 pending_handle_tunnel (Pending *p)
 {
@@ -297,6 +379,7 @@ pending_handle_tunnel (Pending *p)
   g_autofree char *ip = NULL;
   GtDecodeResult r;
   gsize consumed;
+  gint64 now;
 
   if (p->hello != NULL)
     return; /* waiting for the auth API */
@@ -340,57 +423,31 @@ pending_handle_tunnel (Pending *p)
     }
   p->consumed = consumed;
 
-  /* Too many failed logins from this address: refused without looking at the secret. */
-  ip = pending_ip (p);
-  if (gt_lockout_is_blocked (server->lockout, ip, g_get_monotonic_time ()))
+  /* The status self-test logs in from loopback like everyone there: a lockout of that address
+   * must not fail it. Its user is known to this process only. */
+  if (_gt_server_is_ephemeral_login (server, p->hello))
     {
-      g_autofree char *text = g_strdup_printf (
-        "too many failed logins from %s; try again in %" G_GUINT64_FORMAT " s", ip,
-        server->config->reconnect_duration_ms / 1000);
-
-      g_message ("tunnel from %s refused: client=%s: %s", p->peer, p->hello->id, text);
-      _gt_server_count_handshake_failure (server, p->hello->id, "locked_out");
-      send_handshake_error (p, GT_ERROR_CODE_INVALID_AUTH, text);
+      pending_finish_tunnel (p, FALSE, NULL);
       return;
     }
 
-  if (server->config->auth_api != NULL
-      && !g_hash_table_contains (server->ephemeral, p->hello->id))
+  /* Too many failed logins from this address: refused without looking at the secret. */
+  ip = pending_ip (p);
+  now = g_get_monotonic_time ();
+  if (gt_lockout_is_blocked (server->lockout, ip, now))
     {
-      g_autoptr (GPtrArray) prefixes = g_ptr_array_new ();
+      gint64 left_s = (gt_lockout_get_remaining (server->lockout, ip, now) + G_USEC_PER_SEC - 1)
+                      / G_USEC_PER_SEC;
+      g_autofree char *text = g_strdup_printf (
+        "too many failed logins from %s; try again in %" G_GINT64_FORMAT " s", ip, left_s);
 
-      /* Stop reading while the API answers; the pending timeout still bounds the wait. */
-      g_clear_pointer (&p->source, gt_fd_source_free);
-      if (p->io_source)
-        {
-          g_source_destroy (p->io_source);
-          g_clear_pointer (&p->io_source, g_source_unref);
-        }
-      for (guint i = 0; i < p->hello->services->len; i++)
-        {
-          GtHelloService *s = p->hello->services->pdata[i];
+      pending_refuse_early (p, text);
+      return;
+    }
 
-          if (s->prefix != NULL && *s->prefix != '\0')
-            g_ptr_array_add (prefixes, s->prefix);
-        }
-      g_ptr_array_add (prefixes, NULL);
-      if (server->auth_session == NULL)
-        server->auth_session = soup_session_new ();
-      g_clear_object (&p->cancellable);
-      p->cancellable = g_cancellable_new ();
-      {
-        AuthWait *wait = g_new0 (AuthWait, 1);
-
-        wait->p = p;
-        wait->cancellable = g_object_ref (p->cancellable);
-        /* The request's own timeout (options.timeout) bounds the wait, and its failure is
-         * reported to the client: the connection's read timeout must not cut it short. */
-        g_clear_handle_id (&p->timeout_id, g_source_remove);
-        gt_auth_api_request_async (server->auth_session, server->config->auth_api, p->hello->id,
-                                   p->hello->secret, (const char *const *) prefixes->pdata,
-                                   (guint) MIN (server->config->timeout_ms, G_MAXUINT),
-                                   p->cancellable, pending_auth_done_cb, wait);
-      }
+  if (server->auth_api != NULL && !g_hash_table_contains (server->ephemeral, p->hello->id))
+    {
+      pending_ask_auth_api (p, ip);
       return;
     }
   pending_finish_tunnel (p, FALSE, NULL);

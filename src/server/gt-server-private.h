@@ -1,7 +1,7 @@
 /* gt-server-private.h: what the parts of the server (object, listener, metrics) share. */
 #pragma once
 
-#include <libsoup/soup.h>
+#include "gt-auth-api.h"
 #include "gt-lockout.h"
 #include "gt-port-pool.h"
 #include "gt-proxy-protocol.h"
@@ -39,7 +39,7 @@ struct _GtServer
   GHashTable *ephemeral;      /* id → secret */
   GPtrArray *draining;        /* GtMux* of replaced clients finishing their streams */
   GtLockout *lockout;
-  SoupSession *auth_session;
+  GtAuthApi *auth_api;        /* NULL without authAPI */
   GtServerCounters counters;
   guint drain_id;
   gint64 drain_deadline;
@@ -56,6 +56,9 @@ struct _GtServer
 GtServerSession *_gt_server_accept_hello (GtServer *server, const GtHello *hello,
                                           gboolean authenticated, char **allowed,
                                           GtErrorCode *code, char **message);
+/* A HELLO of the status self-test's ephemeral user with its secret: not subject to the lockout
+ * of its address (loopback, shared with real clients). */
+gboolean _gt_server_is_ephemeral_login (GtServer *server, const GtHello *hello);
 /* A new tunnel of session: WELCOME is sent and the tunnel started. */
 void _gt_server_attach_tunnel (GtServer *server, GtServerSession *session, GtMux *mux);
 /* Removes a session that never got a tunnel. */

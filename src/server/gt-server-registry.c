@@ -7,8 +7,25 @@ struct _GtServerRegistry
 {
   GHashTable *sessions; /* id (borrowed from the session) → GtServerSession* (a reference) */
   GHashTable *routes[GT_SERVICE_KIND_TCP]; /* per routed kind: key (borrowed) → GtServerRoute* */
-  GHashTable *retired;  /* "id\nchecksum" → expiry (gint64*) */
+  GHashTable *retired;  /* "id\nchecksum" (owned by the entry) → Retired* */
+  GQueue retired_order; /* Retired*, oldest first */
+  GHashTable *owners;   /* host prefix → the id of the configured user who owns it */
 };
+
+/* A replaced service set; the link lives in the entry. */
+typedef struct
+{
+  char *key;
+  gint64 expiry;
+  GList link;
+} Retired;
+
+static void
+retired_free (Retired *r)
+{
+  g_free (r->key);
+  g_free (r);
+}
 
 GtServerRegistry *
 gt_server_registry_new (void)
@@ -18,7 +35,10 @@ gt_server_registry_new (void)
   registry->sessions = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_object_unref);
   for (guint i = 0; i < G_N_ELEMENTS (registry->routes); i++)
     registry->routes[i] = g_hash_table_new (g_str_hash, g_str_equal);
-  registry->retired = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  registry->retired
+    = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, (GDestroyNotify) retired_free);
+  g_queue_init (&registry->retired_order);
+  registry->owners = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   return registry;
 }
 
@@ -49,7 +69,10 @@ gt_server_registry_free (GtServerRegistry *registry)
   g_hash_table_unref (registry->sessions);
   for (guint i = 0; i < G_N_ELEMENTS (registry->routes); i++)
     g_hash_table_unref (registry->routes[i]);
+  /* The queue links live inside the entries: clear it first. */
+  g_queue_init (&registry->retired_order);
   g_hash_table_unref (registry->retired);
+  g_hash_table_unref (registry->owners);
   g_free (registry);
 }
 
@@ -115,26 +138,58 @@ gt_server_registry_get_any (GtServerRegistry *registry)
 }
 
 GtErrorCode
+gt_server_registry_check_route (GtServerRegistry *registry, GtServiceKind kind, const char *key,
+                                GtServerSession *session, GtServerSession *replacing,
+                                char **message)
+{
+  g_autofree char *lower = NULL;
+  GtServerRoute *existing;
+  const char *owner;
+
+  g_return_val_if_fail (registry != NULL, GT_ERROR_CODE_INTERNAL);
+  g_return_val_if_fail (key != NULL, GT_ERROR_CODE_INTERNAL);
+  g_return_val_if_fail (GT_IS_SERVER_SESSION (session), GT_ERROR_CODE_INTERNAL);
+  g_return_val_if_fail ((guint) kind < G_N_ELEMENTS (registry->routes), GT_ERROR_CODE_INTERNAL);
+
+  lower = g_ascii_strdown (key, -1);
+  owner = g_hash_table_lookup (registry->owners, lower);
+  if (owner != NULL && g_strcmp0 (owner, session->id) != 0)
+    {
+      /* Not first-come: kept for its owner even while that user is offline. */
+      *message = g_strdup_printf ("host prefix '%s' belongs to another user", key);
+      return GT_ERROR_CODE_HOST_CONFLICT;
+    }
+  existing = g_hash_table_lookup (registry->routes[kind], key);
+  if (existing == NULL || (replacing != NULL && existing->session == replacing))
+    return GT_ERROR_CODE_NONE;
+  *message = existing->session != session
+               ? g_strdup_printf ("host prefix '%s' is used by another client", key)
+               : g_strdup_printf ("host prefix '%s' is given twice", key);
+  return GT_ERROR_CODE_HOST_CONFLICT;
+}
+
+GtErrorCode
 gt_server_registry_add_route (GtServerRegistry *registry, GtServerRoute *route, char **message)
 {
-  GtServerRoute *existing;
-  GHashTable *table;
+  GtErrorCode code;
 
   g_return_val_if_fail (registry != NULL, GT_ERROR_CODE_INTERNAL);
   g_return_val_if_fail (route != NULL && route->key != NULL, GT_ERROR_CODE_INTERNAL);
-  g_return_val_if_fail (route->kind < G_N_ELEMENTS (registry->routes), GT_ERROR_CODE_INTERNAL);
 
-  table = registry->routes[route->kind];
-  existing = g_hash_table_lookup (table, route->key);
-  if (existing != NULL)
-    {
-      *message = existing->session != route->session
-                   ? g_strdup_printf ("host prefix '%s' is used by another client", route->key)
-                   : g_strdup_printf ("host prefix '%s' is given twice", route->key);
-      return GT_ERROR_CODE_HOST_CONFLICT;
-    }
-  g_hash_table_insert (table, route->key, route);
-  return GT_ERROR_CODE_NONE;
+  code = gt_server_registry_check_route (registry, route->kind, route->key, route->session, NULL,
+                                         message);
+  if (code == GT_ERROR_CODE_NONE)
+    g_hash_table_insert (registry->routes[route->kind], route->key, route);
+  return code;
+}
+
+void
+gt_server_registry_set_owner (GtServerRegistry *registry, const char *prefix, const char *id)
+{
+  g_return_if_fail (registry != NULL);
+  g_return_if_fail (prefix != NULL && id != NULL);
+
+  g_hash_table_replace (registry->owners, g_ascii_strdown (prefix, -1), g_strdup (id));
 }
 
 GtServerRoute *
@@ -146,20 +201,50 @@ gt_server_registry_lookup_route (GtServerRegistry *registry, GtServiceKind kind,
   return g_hash_table_lookup (registry->routes[kind], prefix);
 }
 
-void
-gt_server_registry_retire (GtServerRegistry *registry, GtServerSession *session, gint64 expiry)
+static void
+retired_drop (GtServerRegistry *registry, Retired *r)
 {
-  gint64 *value;
+  g_queue_unlink (&registry->retired_order, &r->link);
+  g_hash_table_remove (registry->retired, r->key);
+}
+
+/* Forgets expired entries, oldest first: each handshake that replaces a client adds one, so they
+ * must go by time, not only when the same service set comes back. Expiries are now + a fixed
+ * time, so the oldest entry expires first. */
+static void
+retired_prune (GtServerRegistry *registry, gint64 now)
+{
+  Retired *r;
+
+  while ((r = g_queue_peek_head (&registry->retired_order)) != NULL
+         && (r->expiry < now || registry->retired_order.length > GT_SERVER_REGISTRY_MAX_RETIRED))
+    retired_drop (registry, r);
+}
+
+void
+gt_server_registry_retire (GtServerRegistry *registry, GtServerSession *session, gint64 now,
+                           gint64 expiry)
+{
+  g_autofree char *key = NULL;
+  Retired *r;
 
   g_return_if_fail (registry != NULL);
   g_return_if_fail (GT_IS_SERVER_SESSION (session));
 
-  value = g_new (gint64, 1);
-  *value = expiry;
-  g_hash_table_replace (registry->retired,
-                        g_strdup_printf ("%s\n%s", session->id,
-                                         session->checksum ? session->checksum : ""),
-                        value);
+  key = g_strdup_printf ("%s\n%s", session->id, session->checksum ? session->checksum : "");
+  r = g_hash_table_lookup (registry->retired, key);
+  if (r != NULL)
+    g_queue_unlink (&registry->retired_order, &r->link);
+  else
+    {
+      r = g_new0 (Retired, 1);
+      r->key = g_steal_pointer (&key);
+      r->link.data = r;
+      g_hash_table_insert (registry->retired, r->key, r);
+    }
+  r->expiry = expiry;
+  g_queue_push_tail_link (&registry->retired_order, &r->link);
+  retired_prune (registry, now);
   gt_server_registry_remove (registry, session);
 }
 
@@ -168,14 +253,22 @@ gt_server_registry_is_retired (GtServerRegistry *registry, const char *id, const
                                gint64 now)
 {
   g_autofree char *key = g_strdup_printf ("%s\n%s", id, checksum ? checksum : "");
-  gint64 *expiry = g_hash_table_lookup (registry->retired, key);
+  Retired *r;
 
-  if (expiry == NULL)
+  retired_prune (registry, now);
+  r = g_hash_table_lookup (registry->retired, key);
+  if (r == NULL)
     return FALSE;
-  if (*expiry < now)
+  if (r->expiry < now)
     {
-      g_hash_table_remove (registry->retired, key);
+      retired_drop (registry, r);
       return FALSE;
     }
   return TRUE;
+}
+
+guint
+gt_server_registry_get_n_retired (GtServerRegistry *registry)
+{
+  return g_hash_table_size (registry->retired);
 }

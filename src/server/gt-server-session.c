@@ -448,23 +448,122 @@ session_open_tcp (GtServerSession *s, guint16 index, const GtHelloService *svc, 
 /* ------------------------------------------------------------------------------------------ */
 /* Registration */
 
-GtErrorCode
-gt_server_session_register (GtServerSession *session, GtServerRegistry *registry,
-                            const GtHello *hello, char **allowed, GtPortPool *pool,
-                            GInetAddress *listen_inet, char **message)
+/* The route key of a host service, or NULL (and GT_ERROR_CODE_NONE) when the auth API did not
+ * allow the prefix and it is ignored; n_hosts counts the accepted ones. */
+static GtErrorCode
+session_host_key (GtServerSession *s, const GtHelloService *svc, char **allowed, guint *n_hosts,
+                  char **key_out, char **message)
 {
-  GtServerSession *s = session;
-  guint n_tcp = 0, n_hosts = 0;
+  gboolean own_id = g_ascii_strcasecmp (svc->prefix, s->id) == 0;
+  GtErrorCode code;
+
+  *key_out = NULL;
+  if (allowed != NULL && !own_id && !g_strv_contains ((const char *const *) allowed, svc->prefix))
+    return GT_ERROR_CODE_NONE;
+  code = gt_limits_check_host (&s->limits, svc->prefix, own_id, *n_hosts, message);
+  if (code != GT_ERROR_CODE_NONE)
+    return code;
+  (*n_hosts)++;
+  *key_out = gt_limits_host_key (&s->limits, s->id, svc->prefix, own_id);
+  return GT_ERROR_CODE_NONE;
+}
+
+static GtErrorCode
+session_check_services (GtServerSession *s, const GtHello *hello, char **message)
+{
+  guint n_tcp = 0;
+
+  for (guint i = 0; i < hello->services->len; i++)
+    if (((GtHelloService *) hello->services->pdata[i])->kind == GT_SERVICE_KIND_TCP)
+      n_tcp++;
+  return gt_limits_check_services (&s->limits, hello->services->len, n_tcp, message);
+}
+
+static gboolean
+session_holds_port (GtServerSession *s, GtPortPool *pool, guint16 port)
+{
+  for (guint i = 0; s != NULL && i < s->tcp_ports->len; i++)
+    {
+      GtServerTcpPort *t = s->tcp_ports->pdata[i];
+
+      if (t->pool == pool && t->port == port)
+        return TRUE;
+    }
+  return FALSE;
+}
+
+GtErrorCode
+gt_server_session_check (GtServerSession *session, GtServerRegistry *registry,
+                         const GtHello *hello, char **allowed, GtPortPool *pool,
+                         GtServerSession *replacing, char **message)
+{
+  g_autoptr (GHashTable) keys = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  guint n_hosts = 0;
   GtErrorCode code;
 
   g_return_val_if_fail (GT_IS_SERVER_SESSION (session), GT_ERROR_CODE_INTERNAL);
   g_return_val_if_fail (registry != NULL, GT_ERROR_CODE_INTERNAL);
   g_return_val_if_fail (hello != NULL, GT_ERROR_CODE_INTERNAL);
 
-  for (guint i = 0; i < hello->services->len; i++)
-    if (((GtHelloService *) hello->services->pdata[i])->kind == GT_SERVICE_KIND_TCP)
-      n_tcp++;
-  code = gt_limits_check_services (&s->limits, hello->services->len, n_tcp, message);
+  code = session_check_services (session, hello, message);
+  for (guint i = 0; code == GT_ERROR_CODE_NONE && i < hello->services->len; i++)
+    {
+      const GtHelloService *svc = hello->services->pdata[i];
+      g_autofree char *key = NULL;
+
+      if (svc->kind == GT_SERVICE_KIND_TCP)
+        {
+          guint16 port = svc->remote_port;
+
+          if (pool == NULL)
+            {
+              *message = g_strdup ("no tcp ports on this server");
+              code = GT_ERROR_CODE_PORT_UNAVAILABLE;
+            }
+          else if (port != 0 && !svc->remote_random && !gt_port_pool_contains (pool, port))
+            {
+              *message = g_strdup_printf ("port %u is not in the server's tcp range for this "
+                                          "user", port);
+              code = GT_ERROR_CODE_PORT_UNAVAILABLE;
+            }
+          else if (port != 0 && !svc->remote_random && gt_port_pool_in_use (pool, port)
+                   && !session_holds_port (replacing, pool, port))
+            {
+              *message = g_strdup_printf ("port %u is not available", port);
+              code = GT_ERROR_CODE_PORT_UNAVAILABLE;
+            }
+          continue;
+        }
+      code = session_host_key (session, svc, allowed, &n_hosts, &key, message);
+      if (code != GT_ERROR_CODE_NONE || key == NULL)
+        continue;
+      /* The same key twice in one HELLO: registration would refuse the second. */
+      code = gt_server_registry_check_route (registry, svc->kind, key, session, replacing,
+                                             message);
+      if (code == GT_ERROR_CODE_NONE
+          && !g_hash_table_add (keys, g_strdup_printf ("%d:%s", svc->kind, key)))
+        {
+          *message = g_strdup_printf ("host prefix '%s' is given twice", key);
+          code = GT_ERROR_CODE_HOST_CONFLICT;
+        }
+    }
+  return code;
+}
+
+GtErrorCode
+gt_server_session_register (GtServerSession *session, GtServerRegistry *registry,
+                            const GtHello *hello, char **allowed, GtPortPool *pool,
+                            GInetAddress *listen_inet, char **message)
+{
+  GtServerSession *s = session;
+  guint n_hosts = 0;
+  GtErrorCode code;
+
+  g_return_val_if_fail (GT_IS_SERVER_SESSION (session), GT_ERROR_CODE_INTERNAL);
+  g_return_val_if_fail (registry != NULL, GT_ERROR_CODE_INTERNAL);
+  g_return_val_if_fail (hello != NULL, GT_ERROR_CODE_INTERNAL);
+
+  code = session_check_services (s, hello, message);
   if (code != GT_ERROR_CODE_NONE)
     return code;
 
@@ -472,7 +571,7 @@ gt_server_session_register (GtServerSession *session, GtServerRegistry *registry
     {
       const GtHelloService *svc = hello->services->pdata[i];
       GtServerRoute *route;
-      gboolean own_id;
+      char *key;
 
       if (svc->kind == GT_SERVICE_KIND_TCP)
         {
@@ -491,25 +590,21 @@ gt_server_session_register (GtServerSession *session, GtServerRegistry *registry
           continue;
         }
 
-      own_id = g_ascii_strcasecmp (svc->prefix, s->id) == 0;
-      if (allowed != NULL && !own_id
-          && !g_strv_contains ((const char *const *) allowed, svc->prefix))
+      code = session_host_key (s, svc, allowed, &n_hosts, &key, message);
+      if (code != GT_ERROR_CODE_NONE)
+        return code;
+      if (key == NULL)
         {
           g_message ("client %s: host prefix '%s' is not allowed by the auth API; ignored", s->id,
                      svc->prefix);
           g_ptr_array_add (s->service_labels, g_strdup_printf ("%s (refused)", svc->prefix));
           continue;
         }
-      code = gt_limits_check_host (&s->limits, svc->prefix, own_id, n_hosts, message);
-      if (code != GT_ERROR_CODE_NONE)
-        return code;
-      n_hosts++;
-
       route = g_new0 (GtServerRoute, 1);
       route->session = s;
       route->service_index = (guint16) i;
       route->kind = svc->kind;
-      route->key = gt_limits_host_key (&s->limits, s->id, svc->prefix, own_id);
+      route->key = key;
       g_ptr_array_add (s->service_labels, g_strdup (route->key));
       code = gt_server_registry_add_route (registry, route, message);
       if (code != GT_ERROR_CODE_NONE)

@@ -60,6 +60,13 @@ GtErrorCode gt_server_session_register (GtServerSession *session, GtServerRegist
                                         const GtHello *hello, char **allowed, GtPortPool *pool,
                                         GInetAddress *listen_inet, char **message);
 
+/* What register would answer, without taking anything: limits, host routes (those of replacing,
+ * which may be NULL, count as free) and fixed tcp ports. A client that replaces another is
+ * checked first so that a refused HELLO leaves the connected client alone. */
+GtErrorCode gt_server_session_check (GtServerSession *session, GtServerRegistry *registry,
+                                     const GtHello *hello, char **allowed, GtPortPool *pool,
+                                     GtServerSession *replacing, char **message);
+
 void gt_server_session_add_tunnel (GtServerSession *session, GtMux *mux);
 /* The open tunnel with the fewest streams, NULL when none can take a new stream. */
 GtMux *gt_server_session_pick_tunnel (GtServerSession *session);

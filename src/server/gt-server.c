@@ -112,7 +112,9 @@ server_retire_session (GtServer *server, GtServerSession *session)
       g_ptr_array_add (server->draining, g_object_ref (busy->pdata[i]));
       g_signal_connect (busy->pdata[i], "closed", G_CALLBACK (draining_closed_cb), server);
     }
-  gt_server_registry_retire (server->registry, session,
+  /* Its ports go now, before the session itself is released, so the new client can take them. */
+  gt_server_session_close_ports (session);
+  gt_server_registry_retire (server->registry, session, g_get_monotonic_time (),
                              g_get_monotonic_time () + RETIRED_CONFIG_US);
   server_remove_session (server, session);
 }
@@ -191,17 +193,7 @@ _gt_server_accept_hello (GtServer *server, const GtHello *hello, gboolean authen
       return NULL;
     }
 
-  if (s != NULL && g_strcmp0 (s->checksum, checksum) != 0)
-    {
-      /* The newest config wins (a client restarted with new services). */
-      g_message ("client %s connected with a different service set; the old tunnels finish "
-                 "their streams and get no new ones",
-                 hello->id);
-      server_retire_session (server, s);
-      s = NULL;
-    }
-
-  if (s != NULL)
+  if (s != NULL && g_strcmp0 (s->checksum, checksum) == 0)
     {
       *code = gt_limits_check_tunnels (&s->limits, s->id, s->tunnels->len, message);
       return *code == GT_ERROR_CODE_NONE ? s : NULL;
@@ -209,6 +201,19 @@ _gt_server_accept_hello (GtServer *server, const GtHello *hello, gboolean authen
 
   gt_limits_resolve (&limits, server->config, user, ephemeral != NULL);
   fresh = gt_server_session_new (hello->id, checksum, &limits, ephemeral != NULL);
+  if (s != NULL)
+    {
+      /* The newest config wins (a client restarted with new services), but only once it is
+       * known to be acceptable: a refused HELLO must not cut off the connected client. */
+      *code = gt_server_session_check (fresh, server->registry, hello, allowed,
+                                       pool_for_user (server, hello->id), s, message);
+      if (*code != GT_ERROR_CODE_NONE)
+        return NULL;
+      g_message ("client %s connected with a different service set; the old tunnels finish "
+                 "their streams and get no new ones",
+                 hello->id);
+      server_retire_session (server, s);
+    }
   if (user == NULL)
     gt_server_session_set_secret (fresh, hello->secret);
   gt_server_session_set_counters (fresh, &server->counters, server->config->timeout_ms);
@@ -225,6 +230,14 @@ _gt_server_accept_hello (GtServer *server, const GtHello *hello, gboolean authen
   g_signal_connect (fresh, "closed", G_CALLBACK (session_closed_cb), server);
   g_signal_emit (server, signals[SIGNAL_CLIENT_CONNECTED], 0, fresh->id);
   return fresh; /* the registry holds it */
+}
+
+gboolean
+_gt_server_is_ephemeral_login (GtServer *server, const GtHello *hello)
+{
+  const char *secret = g_hash_table_lookup (server->ephemeral, hello->id);
+
+  return secret != NULL && secure_equal (hello->secret, secret);
 }
 
 void
@@ -424,12 +437,20 @@ gt_server_new (GtServerConfig *config)
     {
       GtUserConfig *u = config->users->pdata[i];
 
+      /* What a user owns in the config is never first-come: its id as a host prefix, and its
+       * own tcp ports (validation keeps them out of the shared pool and other users' pools). */
+      gt_server_registry_set_owner (server->registry, u->id, u->id);
       if (u->tcp_ranges != NULL && u->tcp_ranges->len > 0)
         g_hash_table_insert (server->user_pools, g_strdup (u->id),
                              gt_port_pool_new (u->tcp_ranges));
     }
   server->bad_gateway = g_bytes_new (reply, strlen (reply));
   server->lockout = gt_lockout_new (config->reconnect_times, config->reconnect_duration_ms);
+  if (config->auth_api != NULL)
+    server->auth_api
+      = gt_auth_api_new (config->auth_api, (guint) MIN (config->timeout_ms, G_MAXUINT),
+                         GT_AUTH_API_MAX_REQUESTS, GT_AUTH_API_MAX_PER_ADDRESS,
+                         GT_AUTH_API_CACHE_MS);
   return server;
 }
 
@@ -457,8 +478,9 @@ gt_server_finalize (GObject *object)
   g_ptr_array_unref (server->draining);
   g_ptr_array_unref (server->route_waiters);
   _gt_server_counters_clear (&server->counters);
+  /* Logins still waiting for the auth API are answered (and dropped) before the lockout goes. */
+  g_clear_pointer (&server->auth_api, gt_auth_api_free);
   g_clear_pointer (&server->lockout, gt_lockout_free);
-  g_clear_object (&server->auth_session);
   gt_port_pool_free (server->global_pool);
   g_clear_pointer (&server->config, gt_server_config_free);
   g_clear_pointer (&server->bad_gateway, g_bytes_unref);
