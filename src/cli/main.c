@@ -16,6 +16,7 @@
 #include "gt-manager.h"
 #include "gt-server.h"
 #include "gt-systemd.h"
+#include "gt-transport.h"
 
 static const char usage_main[] =
   "Usage: gt [-c FILE|DIR] [--depth N] [-s reload|restart|stop] [COMMAND] [OPTIONS]\n"
@@ -170,6 +171,9 @@ run_server (const char *config_path, int argc, char **argv)
     goto fail;
   if (!gt_log_init (config->log_level, &error))
     goto fail;
+  /* Before any TLS and before threads: GIO takes the TLS settings once per process. */
+  if (!gt_transport_tls_init (config->tls_version, &error))
+    goto fail;
   print_warnings (config->warnings);
 
   server = gt_server_new (g_steal_pointer (&config));
@@ -213,6 +217,8 @@ run_client (const char *config_path, int argc, char **argv)
   if (!gt_client_config_validate (config, NULL, &error))
     goto fail;
   if (!gt_log_init (config->log_level, &error))
+    goto fail;
+  if (!gt_transport_tls_init (NULL, &error))
     goto fail;
   print_warnings (config->warnings);
 

@@ -455,13 +455,37 @@ pending_handle_tunnel (Pending *p)
 
 static void pending_watch (Pending *p);
 
-/* A WebSocket upgrade on the tunnel path: answer it and read the tunnel handshake inside. */
+static void
+pending_ws_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Pending *p = user_data;
+  g_autoptr (GError) error = NULL;
+  GIOStream *ws = gt_transport_accept_finish (result, &error);
+
+  if (ws == NULL)
+    {
+      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+        return; /* p is gone */
+      g_message ("websocket upgrade from %s refused: %s", p->peer, error->message);
+      g_clear_object (&p->io);
+      pending_drop (p);
+      return;
+    }
+  g_clear_object (&p->cancellable);
+  g_clear_object (&p->io);
+  p->io = ws;
+  p->ws = TRUE;
+  p->len = 0;
+  pending_watch (p);
+}
+
+/* A WebSocket upgrade on the tunnel path: answer it (without blocking) and read the tunnel
+ * handshake inside. */
 static void
 pending_handle_websocket (Pending *p)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (GIOStream) base = NULL;
-  GIOStream *ws;
 
   if (p->io != NULL)
     base = g_object_ref (p->io);
@@ -482,19 +506,10 @@ pending_handle_websocket (Pending *p)
       g_source_destroy (p->io_source);
       g_clear_pointer (&p->io_source, g_source_unref);
     }
-  ws = gt_ws_server_accept (base, p->buf, p->len, &error);
-  if (ws == NULL)
-    {
-      g_message ("websocket upgrade from %s refused: %s", p->peer, error->message);
-      g_clear_object (&p->io);
-      pending_drop (p);
-      return;
-    }
-  g_clear_object (&p->io);
-  p->io = ws;
-  p->ws = TRUE;
-  p->len = 0;
-  pending_watch (p);
+  g_clear_object (&p->cancellable);
+  p->cancellable = g_cancellable_new ();
+  gt_transport_accept_async (p->kind == GT_LISTENER_TLS ? "wss" : "ws", base, p->buf, p->len,
+                             NULL, p->cancellable, pending_ws_done_cb, p);
 }
 
 static void pending_dispatch (Pending *p);
@@ -773,8 +788,9 @@ pending_tls_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   Pending *p = user_data;
   g_autoptr (GError) error = NULL;
+  GIOStream *tls = gt_transport_accept_finish (result, &error);
 
-  if (!g_tls_connection_handshake_finish (G_TLS_CONNECTION (source), result, &error))
+  if (tls == NULL)
     {
       if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
         {
@@ -784,16 +800,17 @@ pending_tls_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
       return;
     }
   g_clear_object (&p->cancellable);
+  p->io = tls;
   pending_watch (p);
 }
 
+/* tlsAddr: the TLS handshake with the server certificate, through the tls:// transport leaf. */
 static void
 pending_start_tls (Pending *p)
 {
   GtServer *server = p->server;
   g_autoptr (GError) error = NULL;
   g_autoptr (GIOStream) base = gt_transport_wrap_fd (p->fd, &error);
-  GIOStream *tls;
 
   p->fd = -1;
   if (base == NULL)
@@ -801,20 +818,9 @@ pending_start_tls (Pending *p)
       pending_drop (p);
       return;
     }
-  tls = g_tls_server_connection_new (base, server->certificate, &error);
-  if (tls == NULL)
-    {
-      g_warning ("cannot start TLS for %s: %s", p->peer, error->message);
-      pending_drop (p);
-      return;
-    }
-  g_tls_connection_set_require_close_notify (G_TLS_CONNECTION (tls), FALSE);
-  /* No client certificates are asked for: no CA store is needed (it is big once loaded). */
-  g_tls_connection_set_database (G_TLS_CONNECTION (tls), NULL);
-  p->io = tls;
   p->cancellable = g_cancellable_new ();
-  g_tls_connection_handshake_async (G_TLS_CONNECTION (tls), G_PRIORITY_DEFAULT, p->cancellable,
-                                    pending_tls_done_cb, p);
+  gt_transport_accept_async ("tls", base, NULL, 0, server->certificate, p->cancellable,
+                             pending_tls_done_cb, p);
 }
 
 /* PROXY protocol from a trusted load balancer: read exactly the header, then carry on. */
@@ -1048,25 +1054,6 @@ _gt_server_pending_new (void)
 /* ------------------------------------------------------------------------------------------ */
 /* TLS termination (tlsAddr) */
 
-/* GIO has no per-connection minimum TLS version: GnuTLS's priority string does it, process-wide,
- * before the TLS backend is first used. */
-static void
-set_tls_priority (const char *version)
-{
-  const char *priority = NULL;
-
-  if (g_getenv ("G_TLS_GNUTLS_PRIORITY") != NULL)
-    return;
-  if (g_strcmp0 (version, "tls1.3") == 0)
-    priority = "NORMAL:-VERS-ALL:+VERS-TLS1.3";
-  else if (g_strcmp0 (version, "tls1.1") == 0)
-    priority = "NORMAL:+VERS-TLS1.1";
-  else
-    priority = "NORMAL:-VERS-TLS1.1:-VERS-TLS1.0";
-  g_setenv ("G_TLS_GNUTLS_PRIORITY", priority, FALSE);
-}
-
-
 static gboolean
 server_load_certificate (GtServer *server, GError **error)
 {
@@ -1121,7 +1108,9 @@ _gt_server_open_listeners (GtServer *server, GError **error)
       tls = TRUE;
   if (tls)
     {
-      set_tls_priority (config->tls_version);
+      /* The CLI set it at start; this checks the version (and sets it when nobody did). */
+      if (!gt_transport_tls_init (config->tls_version, error))
+        return FALSE;
       if (!server_load_certificate (server, error))
         return FALSE;
     }

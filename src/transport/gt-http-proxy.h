@@ -15,9 +15,15 @@ G_BEGIN_DECLS
  * A proxy without a scheme gets "http://". Returns NULL for a direct connection. */
 char *gt_http_proxy_for (const char *scheme, const char *host);
 
-/* A GProxyResolver answering like gt_http_proxy_for (for ws/wss URIs), with the environment read
- * once now; NULL when neither http_proxy nor https_proxy is set. */
+/* GIO's GSimpleProxyResolver answering like gt_http_proxy_for (for tcp/tls/ws/wss URIs), with the
+ * environment read once now; NULL (no proxy at all) when neither http_proxy nor https_proxy is
+ * set, or no_proxy is "*". */
 GProxyResolver *gt_http_proxy_resolver_new_from_env (void);
+
+/* The proxy URL ("direct://" for none) resolver gives for scheme://host:port, with host
+ * normalised as no_proxy matching expects (case, brackets, trailing dot). resolver NULL = direct. */
+char *gt_http_proxy_lookup (GProxyResolver *resolver, const char *scheme, const char *host,
+                            guint16 port, GError **error);
 
 /* Opens a TCP connection to the proxy (an "http://[user:pass@]host[:port]" URL, port 80 by
  * default) and sends CONNECT host:port, with Basic authentication when the URL carries a user.

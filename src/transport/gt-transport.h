@@ -1,4 +1,5 @@
-/* gt-transport.h: tunnel transports (tcp now; tls, ws, quic later) and raw TCP socket helpers. */
+/* gt-transport.h: the tunnel transport seam (tcp, tls, ws, wss; one leaf per scheme) and raw TCP
+ * socket helpers. */
 #pragma once
 
 #include <gio/gio.h>
@@ -13,13 +14,31 @@ typedef struct
   gboolean insecure;       /* accept any certificate */
 } GtTransportSecurity;
 
-/* Opens a tunnel connection to a remote; the result is a GIOStream with pollable streams:
+/* TRUE when a leaf implements this scheme (a row of gt_scheme_info_lookup's table). */
+gboolean gt_transport_supports (const char *scheme);
+
+/* Client: opens a tunnel connection to a remote; the result is a GIOStream with pollable streams:
  * tcp:// plain, tls:// TLS (through an HTTP CONNECT proxy from https_proxy/no_proxy), ws:// and
- * wss:// a WebSocket (through http_proxy/https_proxy). */
+ * wss:// a WebSocket (through http_proxy/https_proxy). Never blocks (DNS included). */
 void gt_transport_connect_async (const GtRemote *remote, const GtTransportSecurity *security,
                                  GCancellable *cancellable, GAsyncReadyCallback callback,
                                  gpointer user_data);
 GIOStream *gt_transport_connect_finish (GAsyncResult *result, GError **error);
+
+/* Server: turns io, accepted on the listener of `scheme`, into the tunnel stream: tcp:// as is,
+ * tls:// after the TLS handshake with certificate, ws:// and wss:// (io already past tlsAddr's TLS)
+ * after the HTTP upgrade in head/head_len (the sniffed bytes), answered without blocking. */
+void gt_transport_accept_async (const char *scheme, GIOStream *io, const guint8 *head,
+                                gsize head_len, GTlsCertificate *certificate,
+                                GCancellable *cancellable, GAsyncReadyCallback callback,
+                                gpointer user_data);
+GIOStream *gt_transport_accept_finish (GAsyncResult *result, GError **error);
+
+/* TLS settings for the whole process (minimum version "tls1.1", "tls1.2" or "tls1.3", NULL =
+ * tls1.2; cipher order for tunnels). GIO takes them only once, before the first TLS connection:
+ * call at start, before threads exist; later calls only validate. G_TLS_GNUTLS_PRIORITY from the
+ * environment wins. */
+gboolean gt_transport_tls_init (const char *min_version, GError **error);
 
 /* Wraps an accepted socket fd (ownership taken) as a GIOStream with pollable streams. */
 GIOStream *gt_transport_wrap_fd (int fd, GError **error);
@@ -32,7 +51,11 @@ int gt_tcp_listen_on (GInetAddress *address, guint16 port, GError **error);
 char *gt_fd_describe_local (int fd);
 char *gt_fd_describe_peer (int fd);
 guint16 gt_fd_get_local_port (int fd);
-/* Resolves a host:port into a socket address (IP literals without DNS). */
+/* Resolves a host:port into a socket address. IP literals need no DNS; a name blocks on DNS, so
+ * on a running main loop use the async variant. */
 GSocketAddress *gt_resolve_address (const char *host, guint16 port, GError **error);
+void gt_resolve_address_async (const char *host, guint16 port, GCancellable *cancellable,
+                               GAsyncReadyCallback callback, gpointer user_data);
+GSocketAddress *gt_resolve_address_finish (GAsyncResult *result, GError **error);
 
 G_END_DECLS

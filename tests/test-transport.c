@@ -1,0 +1,422 @@
+/* test-transport.c: the transport seam: scheme → leaf, dial and accept through it, TLS settings,
+ * async name resolution. */
+#include "config.h"
+
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gio/gio.h>
+
+#include "gt-certificate.h"
+#include "gt-tls-socket.h"
+#include "gt-transport.h"
+#include "gt-types.h"
+#include "gt-ws-frame.h"
+
+typedef struct
+{
+  GIOStream *io;
+  GSocketAddress *address;
+  GError *error;
+  gboolean done;
+} Result;
+
+static void
+connect_cb (GObject *source, GAsyncResult *result, gpointer data)
+{
+  Result *r = data;
+
+  r->io = gt_transport_connect_finish (result, &r->error);
+  r->done = TRUE;
+}
+
+static void
+accept_cb (GObject *source, GAsyncResult *result, gpointer data)
+{
+  Result *r = data;
+
+  r->io = gt_transport_accept_finish (result, &r->error);
+  r->done = TRUE;
+}
+
+static void
+resolve_cb (GObject *source, GAsyncResult *result, gpointer data)
+{
+  Result *r = data;
+
+  r->address = gt_resolve_address_finish (result, &r->error);
+  r->done = TRUE;
+}
+
+static gboolean
+timeout_cb (gpointer data)
+{
+  *(gboolean *) data = TRUE;
+  return G_SOURCE_REMOVE;
+}
+
+static void
+wait_done (Result *r)
+{
+  gboolean timed_out = FALSE;
+  guint id = g_timeout_add (10000, timeout_cb, &timed_out);
+
+  while (!r->done && !timed_out)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_false (timed_out);
+  g_source_remove (id);
+}
+
+static void
+result_clear (Result *r)
+{
+  g_clear_object (&r->io);
+  g_clear_object (&r->address);
+  g_clear_error (&r->error);
+  r->done = FALSE;
+}
+
+/* Every scheme of the shared table has a leaf, and nothing else does. */
+static void
+test_table (void)
+{
+  const char *const *names = gt_scheme_names ();
+
+  g_assert_nonnull (names[0]);
+  for (gsize i = 0; names[i] != NULL; i++)
+    {
+      g_assert_nonnull (gt_scheme_info_lookup (names[i]));
+      if (!gt_transport_supports (names[i]))
+        g_error ("scheme %s has no transport leaf", names[i]);
+    }
+  g_assert_false (gt_transport_supports ("quic"));
+  g_assert_false (gt_transport_supports ("TCP"));
+  g_assert_false (gt_transport_supports (""));
+  g_assert_false (gt_transport_supports (NULL));
+}
+
+static void
+test_unsupported (void)
+{
+  GtRemote remote = { (char *) "127.0.0.1", 1, (char *) "quic", NULL };
+  Result r = { 0 };
+  g_autoptr (GIOStream) io = NULL;
+  g_autoptr (GInputStream) in = g_memory_input_stream_new ();
+  g_autoptr (GOutputStream) out = g_memory_output_stream_new_resizable ();
+
+  gt_transport_connect_async (&remote, NULL, NULL, connect_cb, &r);
+  wait_done (&r);
+  g_assert_error (r.error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED);
+  g_assert_nonnull (strstr (r.error->message, "quic"));
+  result_clear (&r);
+
+  io = g_simple_io_stream_new (in, out);
+  gt_transport_accept_async ("quic", io, NULL, 0, NULL, NULL, accept_cb, &r);
+  wait_done (&r);
+  g_assert_error (r.error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED);
+  result_clear (&r);
+}
+
+static void
+socket_pair (GIOStream **a, int *b)
+{
+  g_autoptr (GError) error = NULL;
+  int fds[2];
+
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), ==, 0);
+  *a = gt_transport_wrap_fd (fds[0], &error);
+  g_assert_no_error (error);
+  *b = fds[1];
+}
+
+/* tcp: dial a local listener, accept hands the stream back as is. */
+static void
+test_tcp (void)
+{
+  g_autoptr (GSocketListener) listener = g_socket_listener_new ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) io = NULL;
+  Result r = { 0 };
+  GtRemote remote = { (char *) "127.0.0.1", 0, (char *) "tcp", NULL };
+  int fd;
+
+  remote.port = g_socket_listener_add_any_inet_port (listener, NULL, &error);
+  g_assert_no_error (error);
+  gt_transport_connect_async (&remote, NULL, NULL, connect_cb, &r);
+  wait_done (&r);
+  g_assert_no_error (r.error);
+  g_assert_true (G_IS_SOCKET_CONNECTION (r.io));
+  g_assert_true (g_pollable_input_stream_can_poll (
+    G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (r.io))));
+  result_clear (&r);
+
+  socket_pair (&io, &fd);
+  gt_transport_accept_async ("tcp", io, NULL, 0, NULL, NULL, accept_cb, &r);
+  wait_done (&r);
+  g_assert_no_error (r.error);
+  g_assert_true (r.io == io);
+  result_clear (&r);
+  close (fd);
+}
+
+/* ws accept answers the upgrade without blocking: the 101 arrives, then frames flow. */
+static void
+test_ws_accept (void)
+{
+  const char *head = "GET /gt-tunnel HTTP/1.1\r\n"
+                     "Host: gt.example\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n"
+                     "\r\n";
+  g_autoptr (GIOStream) io = NULL;
+  g_autoptr (GString) response = g_string_new (NULL);
+  Result r = { 0 };
+  char buf[512];
+  int fd;
+
+  for (int bad = 0; bad <= 1; bad++)
+    {
+      socket_pair (&io, &fd);
+      g_string_truncate (response, 0);
+      gt_transport_accept_async (bad ? "wss" : "ws", io, (const guint8 *) head,
+                                 strlen (head) - (bad ? 50 : 0), NULL, NULL, accept_cb, &r);
+      wait_done (&r);
+      while (!g_str_has_suffix (response->str, bad ? "\n" : "\r\n\r\n"))
+        {
+          ssize_t n = recv (fd, buf, sizeof buf, 0);
+
+          g_assert_cmpint (n, >, 0);
+          g_string_append_len (response, buf, n);
+        }
+      if (bad)
+        {
+          g_assert_error (r.error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA);
+          g_assert_true (g_str_has_prefix (response->str, "HTTP/1.1 400 "));
+        }
+      else
+        {
+          g_assert_no_error (r.error);
+          g_assert_true (g_str_has_prefix (response->str, "HTTP/1.1 101 "));
+          g_assert_nonnull (strstr (response->str, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+          g_assert_true (g_pollable_output_stream_can_poll (
+            G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (r.io))));
+        }
+      result_clear (&r);
+      g_clear_object (&io);
+      close (fd);
+      while (g_main_context_iteration (NULL, FALSE))
+        ;
+    }
+}
+
+static void
+test_tls_accept_needs_cert (void)
+{
+  g_autoptr (GIOStream) io = NULL;
+  Result r = { 0 };
+  int fd;
+
+  socket_pair (&io, &fd);
+  gt_transport_accept_async ("tls", io, NULL, 0, NULL, NULL, accept_cb, &r);
+  wait_done (&r);
+  g_assert_error (r.error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+  result_clear (&r);
+  close (fd);
+}
+
+/* A bad pin fails before any connection is made. */
+static void
+test_bad_pin (void)
+{
+  const char *const schemes[] = { "tls", "wss" };
+
+  if (!gt_tls_backend_check (NULL))
+    {
+      g_test_skip ("no TLS backend (glib-networking)");
+      return;
+    }
+  for (gsize i = 0; i < G_N_ELEMENTS (schemes); i++)
+    {
+      g_autoptr (GSocketListener) listener = g_socket_listener_new ();
+      GtRemote remote = { (char *) "127.0.0.1", 0, (char *) schemes[i], (char *) "/gt-tunnel" };
+      GtTransportSecurity security = { "sha256:1234", FALSE };
+      Result r = { 0 };
+
+      remote.port = g_socket_listener_add_any_inet_port (listener, NULL, NULL);
+      gt_transport_connect_async (&remote, &security, NULL, connect_cb, &r);
+      wait_done (&r);
+      g_assert_error (r.error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+      g_assert_nonnull (strstr (r.error->message, "pin"));
+      result_clear (&r);
+    }
+}
+
+static void
+test_tls_init (void)
+{
+  g_autoptr (GError) error = NULL;
+
+  g_assert_false (gt_transport_tls_init ("ssl3", &error));
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  g_unsetenv ("G_TLS_GNUTLS_PRIORITY");
+  g_assert_true (gt_transport_tls_init ("tls1.3", &error));
+  g_assert_no_error (error);
+  g_assert_nonnull (strstr (g_getenv ("G_TLS_GNUTLS_PRIORITY"), "+VERS-TLS1.3"));
+  /* AES-128-GCM is preferred for tunnels. */
+  g_assert_nonnull (strstr (g_getenv ("G_TLS_GNUTLS_PRIORITY"), "-CIPHER-ALL:+AES-128-GCM"));
+  /* Once only: a second call does not change what GIO may already use. */
+  g_assert_true (gt_transport_tls_init ("tls1.1", &error));
+  g_assert_null (strstr (g_getenv ("G_TLS_GNUTLS_PRIORITY"), "TLS1.1"));
+}
+
+static void
+test_resolve_async (void)
+{
+  Result r = { 0 };
+  g_autofree char *text = NULL;
+
+  gt_resolve_address_async ("[::1]", 80, NULL, resolve_cb, &r);
+  wait_done (&r);
+  g_assert_no_error (r.error);
+  text = g_inet_address_to_string (
+    g_inet_socket_address_get_address (G_INET_SOCKET_ADDRESS (r.address)));
+  g_assert_cmpstr (text, ==, "::1");
+  g_assert_cmpuint (g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (r.address)), ==, 80);
+  result_clear (&r);
+
+  gt_resolve_address_async ("localhost", 8080, NULL, resolve_cb, &r);
+  wait_done (&r);
+  g_assert_no_error (r.error);
+  g_assert_cmpuint (g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (r.address)), ==, 8080);
+  g_assert_true (g_inet_address_get_is_loopback (
+    g_inet_socket_address_get_address (G_INET_SOCKET_ADDRESS (r.address))));
+  result_clear (&r);
+}
+
+static gboolean
+readable_cb (GObject *stream, gpointer data)
+{
+  *(gboolean *) data = TRUE;
+  return G_SOURCE_REMOVE;
+}
+
+/* Small reads are served from one large read; buffered bytes make the stream readable even when
+ * the socket has nothing more; large reads go straight through; EOF and writes pass. */
+static void
+test_tls_socket (void)
+{
+  g_autoptr (GIOStream) io = NULL;
+  g_autoptr (GIOStream) ra = NULL;
+  g_autoptr (GError) error = NULL;
+  GPollableInputStream *in;
+  g_autofree guint8 *big = g_malloc (300 * 1024);
+  guint8 buf[8];
+  gboolean fired = FALSE;
+  GSource *source;
+  gsize got = 0;
+  int fd;
+
+  socket_pair (&io, &fd);
+  ra = gt_tls_socket_new (io);
+  in = G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (ra));
+  g_assert_true (g_pollable_input_stream_can_poll (in));
+  g_assert_false (g_pollable_input_stream_is_readable (in));
+  g_assert_cmpint (g_pollable_input_stream_read_nonblocking (in, buf, 5, NULL, &error), ==, -1);
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+  g_clear_error (&error);
+
+  g_assert_cmpint (write (fd, "headerbody!", 11), ==, 11);
+  while (!g_pollable_input_stream_is_readable (in))
+    g_usleep (1000);
+  g_assert_cmpint (g_pollable_input_stream_read_nonblocking (in, buf, 5, NULL, &error), ==, 5);
+  g_assert_cmpmem (buf, 5, "heade", 5);
+  /* The rest is buffered: the socket is empty, the stream is still readable. */
+  g_assert_true (g_pollable_input_stream_is_readable (in));
+  source = g_pollable_input_stream_create_source (in, NULL);
+  g_source_set_callback (source, (GSourceFunc) (void (*) (void)) readable_cb, &fired, NULL);
+  g_source_attach (source, NULL);
+  g_source_unref (source);
+  for (int i = 0; i < 100 && !fired; i++)
+    g_main_context_iteration (NULL, FALSE);
+  g_assert_true (fired);
+  g_assert_cmpint (g_input_stream_read (G_INPUT_STREAM (in), buf, sizeof buf, NULL, &error), ==,
+                   6);
+  g_assert_cmpmem (buf, 6, "rbody!", 6);
+
+  /* A large read is not limited by the buffer. */
+  for (gsize i = 0; i < 300 * 1024; i++)
+    big[i] = i * 13;
+  g_assert_cmpint (write (fd, big, 100 * 1024), ==, 100 * 1024);
+  while (got < 100 * 1024)
+    {
+      g_autofree guint8 *into = g_malloc (200 * 1024);
+      gssize n = g_input_stream_read (G_INPUT_STREAM (in), into, 200 * 1024, NULL, &error);
+
+      g_assert_no_error (error);
+      g_assert_cmpint (n, >, 0);
+      g_assert_cmpmem (into, n, big + got, n);
+      got += n;
+    }
+
+  /* Blocking writes go out at once. */
+  g_assert_true (g_output_stream_write_all (g_io_stream_get_output_stream (ra), "out", 3, NULL,
+                                            NULL, &error));
+  g_assert_cmpint (read (fd, buf, sizeof buf), ==, 3);
+  g_assert_cmpmem (buf, 3, "out", 3);
+
+  /* Non-blocking writes (TLS records) are gathered and leave together before the main context
+   * waits. */
+  {
+    GPollableOutputStream *out = G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (ra));
+    guint8 rec[8];
+
+    g_assert_true (g_pollable_output_stream_is_writable (out));
+    g_assert_cmpint (g_pollable_output_stream_write_nonblocking (out, "rec1", 4, NULL, &error), ==,
+                     4);
+    g_assert_cmpint (g_pollable_output_stream_write_nonblocking (out, "rec2", 4, NULL, &error), ==,
+                     4);
+    g_assert_cmpint (recv (fd, rec, sizeof rec, MSG_DONTWAIT), ==, -1);
+    g_main_context_iteration (NULL, FALSE);
+    g_assert_cmpint (recv (fd, rec, sizeof rec, MSG_DONTWAIT), ==, 8);
+    g_assert_cmpmem (rec, 8, "rec1rec2", 8);
+    /* A blocking write sends what is queued first. */
+    g_assert_cmpint (g_pollable_output_stream_write_nonblocking (out, "ab", 2, NULL, &error), ==,
+                     2);
+    g_assert_true (g_output_stream_write_all (G_OUTPUT_STREAM (out), "cd", 2, NULL, NULL, &error));
+    g_assert_cmpint (recv (fd, rec, sizeof rec, MSG_DONTWAIT), ==, 4);
+    g_assert_cmpmem (rec, 4, "abcd", 4);
+    /* Closing sends what is queued. */
+    g_assert_cmpint (g_pollable_output_stream_write_nonblocking (out, "zz", 2, NULL, &error), ==,
+                     2);
+  }
+
+  shutdown (fd, SHUT_WR);
+  g_assert_cmpint (g_input_stream_read (G_INPUT_STREAM (in), buf, sizeof buf, NULL, &error), ==,
+                   0);
+  g_assert_true (g_io_stream_close (ra, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (g_io_stream_is_closed (io));
+  g_assert_cmpint (read (fd, buf, sizeof buf), ==, 2);
+  g_assert_cmpmem (buf, 2, "zz", 2);
+  close (fd);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/gt/transport/table", test_table);
+  g_test_add_func ("/gt/transport/unsupported", test_unsupported);
+  g_test_add_func ("/gt/transport/tcp", test_tcp);
+  g_test_add_func ("/gt/transport/ws-accept", test_ws_accept);
+  g_test_add_func ("/gt/transport/tls-accept-needs-cert", test_tls_accept_needs_cert);
+  g_test_add_func ("/gt/transport/bad-pin", test_bad_pin);
+  g_test_add_func ("/gt/transport/tls-init", test_tls_init);
+  g_test_add_func ("/gt/transport/resolve-async", test_resolve_async);
+  g_test_add_func ("/gt/transport/tls-socket", test_tls_socket);
+  return g_test_run ();
+}
