@@ -44,7 +44,7 @@ static const GtConfigOpt server_opts[] = {
         "time for a tunnel handshake or a request head (at most timeout)"),
   SOPT ("maxPendingConnections", GT_OPT_UINT32, max_pending, 1024,
         "connections still in their handshake or request head"),
-  SOPT ("maxPendingPerAddress", GT_OPT_UINT32, max_pending_per_address, 64,
+  SOPT ("maxPendingPerAddress", GT_OPT_UINT32, max_pending_per_address, 256,
         "the same, from one source address"),
   SOPT ("logLevel", GT_OPT_LOG_LEVEL, log_level, 0, "trace, debug, info, warn, error, disable"),
   SOPT ("tcpNumber", GT_OPT_UINT16, tcp_number, 0, "tcp ports per user (0 = unlimited)"),

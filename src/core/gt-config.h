@@ -97,7 +97,7 @@ typedef struct
   guint64 drain_timeout_ms; /* gt's options.drainTimeout, default 30 s */
   guint64 handshake_timeout_ms; /* options.handshakeTimeout (ours), default 10 s, ≤ timeout */
   guint max_pending;            /* options.maxPendingConnections (ours), default 1024 */
-  guint max_pending_per_address; /* options.maxPendingPerAddress (ours), default 64 */
+  guint max_pending_per_address; /* options.maxPendingPerAddress (ours), default 256 */
 } GtServerConfig;
 
 typedef struct
