@@ -592,6 +592,47 @@ test_proxy_partial (Fixture *f, gconstpointer data)
   close (fd);
 }
 
+/* Behind a trusted proxy, maxPendingPerAddress counts the addresses of the PROXY headers, not
+ * the proxy's own. */
+static void
+test_proxy_per_address (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GPtrArray) extra = gt_test_args_new ();
+  g_autoptr (GArray) fds = g_array_new (FALSE, FALSE, sizeof (int));
+  g_autoptr (GArray) other = g_array_new (FALSE, FALSE, sizeof (int));
+  static const char header[] = "PROXY TCP4 203.0.113.7 198.51.100.9 40001 8080\r\n";
+  static const char header2[] = "PROXY TCP4 203.0.113.8 198.51.100.9 40002 8080\r\n";
+  GtTestProc *server;
+  guint16 port;
+
+  GT_TEST_REQUIRE_GT ();
+  gt_test_args_addv (extra, "--proxyProtocol", "--proxyProtocolTrustedCIDRs", TRUSTED_IP "/32",
+                     "--maxPendingPerAddress", "3", NULL);
+  server = start_server (extra, &port);
+  for (guint i = 0; i < 5; i++)
+    {
+      int fd = connect_one (TRUSTED_IP, port);
+
+      g_assert_cmpint (send (fd, header, strlen (header), MSG_NOSIGNAL), ==, strlen (header));
+      g_array_append_val (fds, fd);
+    }
+  for (guint i = 0; i < 3; i++)
+    {
+      int fd = connect_one (TRUSTED_IP, port);
+
+      g_assert_cmpint (send (fd, header2, strlen (header2), MSG_NOSIGNAL), ==, strlen (header2));
+      g_array_append_val (other, fd);
+    }
+  g_usleep (500 * 1000);
+  /* 3 of 203.0.113.7's are kept, and all of 203.0.113.8's: 6 from the proxy itself. */
+  g_assert_cmpuint (count_closed (fds), ==, 2);
+  g_assert_cmpuint (count_closed (other), ==, 0);
+  g_assert_cmpuint (gt_test_proc_count_matches (server, "from 203\\.0\\.113\\.7 are in their"),
+                    ==, 1);
+  close_all (fds);
+  close_all (other);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -606,5 +647,7 @@ main (int argc, char **argv)
               test_fd_exhaustion_tcp_port, fixture_teardown);
   g_test_add ("/gt/abuse/listen/proxy-partial", Fixture, NULL, fixture_setup,
               test_proxy_partial, fixture_teardown);
+  g_test_add ("/gt/abuse/listen/proxy-per-address", Fixture, NULL, fixture_setup,
+              test_proxy_per_address, fixture_teardown);
   return gt_test_run ();
 }
