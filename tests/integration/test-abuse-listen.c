@@ -152,7 +152,8 @@ proc_cpu_share (int pid, guint ms)
   gint64 t0 = g_get_monotonic_time ();
 
   g_usleep (ms * 1000);
-  return (proc_cpu_seconds (pid) - cpu0) / ((double)(g_get_monotonic_time () - t0) / G_USEC_PER_SEC);
+  return (proc_cpu_seconds (pid) - cpu0)
+         / ((double)(g_get_monotonic_time () - t0) / G_USEC_PER_SEC);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -293,8 +294,8 @@ test_partial_hellos (Fixture *f, gconstpointer data)
                   " KiB with %u partial HELLOs",
                   rss_before, rss, PARTIAL_HELLOS);
   if (rss > RSS_BOUND_KIB)
-    gt_test_fail ("server RSS %" G_GUINT64_FORMAT " KiB with %u partial HELLOs (bound %u KiB)",
-                  rss, PARTIAL_HELLOS, RSS_BOUND_KIB);
+    gt_test_fail ("server RSS %" G_GUINT64_FORMAT " KiB with %u partial HELLOs (bound %u KiB)", rss,
+                  PARTIAL_HELLOS, RSS_BOUND_KIB);
   /* Most were closed at once (maxPendingPerAddress), with few log lines. */
   g_assert_cmpuint (count_closed (fds), >=, PARTIAL_HELLOS - MAX_PER_ADDRESS);
   g_assert_cmpuint (gt_test_proc_count_matches (server, "closed at once"), <=, 2);
@@ -524,7 +525,8 @@ test_proxy_partial (Fixture *f, gconstpointer data)
 {
   g_autoptr (GPtrArray) extra = gt_test_args_new ();
   static const char partial[] = "PROXY TCP4 203.0.113.7 198.51";
-  static const char rest[] = ".100.9 40001 8080\r\nGET / HTTP/1.1\r\nHost: nobody.example.com\r\n\r\n";
+  static const char rest[]
+      = ".100.9 40001 8080\r\nGET / HTTP/1.1\r\nHost: nobody.example.com\r\n\r\n";
   GtTestProc *server;
   guint16 port;
   guint fds;
@@ -627,8 +629,8 @@ test_proxy_per_address (Fixture *f, gconstpointer data)
   /* 3 of 203.0.113.7's are kept, and all of 203.0.113.8's: 6 from the proxy itself. */
   g_assert_cmpuint (count_closed (fds), ==, 2);
   g_assert_cmpuint (count_closed (other), ==, 0);
-  g_assert_cmpuint (gt_test_proc_count_matches (server, "from 203\\.0\\.113\\.7 are in their"),
-                    ==, 1);
+  g_assert_cmpuint (gt_test_proc_count_matches (server, "from 203\\.0\\.113\\.7 are in their"), ==,
+                    1);
   close_all (fds);
   close_all (other);
 }
@@ -637,16 +639,16 @@ int
 main (int argc, char **argv)
 {
   gt_test_init (&argc, &argv, PATTERN_SIZE);
-  g_test_add ("/gt/abuse/listen/partial-hellos", Fixture, NULL, fixture_setup,
-              test_partial_hellos, fixture_teardown);
+  g_test_add ("/gt/abuse/listen/partial-hellos", Fixture, NULL, fixture_setup, test_partial_hellos,
+              fixture_teardown);
   g_test_add ("/gt/abuse/listen/pending-caps", Fixture, NULL, fixture_setup, test_pending_caps,
               fixture_teardown);
-  g_test_add ("/gt/abuse/listen/fd-exhaustion", Fixture, NULL, fixture_setup,
-              test_fd_exhaustion, fixture_teardown);
+  g_test_add ("/gt/abuse/listen/fd-exhaustion", Fixture, NULL, fixture_setup, test_fd_exhaustion,
+              fixture_teardown);
   g_test_add ("/gt/abuse/listen/fd-exhaustion-tcp-port", Fixture, NULL, fixture_setup,
               test_fd_exhaustion_tcp_port, fixture_teardown);
-  g_test_add ("/gt/abuse/listen/proxy-partial", Fixture, NULL, fixture_setup,
-              test_proxy_partial, fixture_teardown);
+  g_test_add ("/gt/abuse/listen/proxy-partial", Fixture, NULL, fixture_setup, test_proxy_partial,
+              fixture_teardown);
   g_test_add ("/gt/abuse/listen/proxy-per-address", Fixture, NULL, fixture_setup,
               test_proxy_per_address, fixture_teardown);
   return gt_test_run ();
