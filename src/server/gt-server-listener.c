@@ -34,6 +34,9 @@
 #define REFUSED_LOG_INTERVAL_US (10 * G_USEC_PER_SEC)
 /* After a burst that buffered this much, memory goes back to the system once it is over. */
 #define TRIM_AFTER_BYTES (4 * 1024 * 1024)
+/* All handshake buffers together: a connection that would grow them past this is dropped (a
+ * usual HELLO or request head fits in the first chunk, which is always given). */
+#define PENDING_BYTES_MAX (16 * 1024 * 1024)
 
 /* Pending connections from one source address (maxPendingPerAddress); freed with its last one. */
 typedef struct
@@ -139,18 +142,19 @@ pending_addr_key (GInetAddress *address, guint8 key[17])
   memcpy (key + 1, g_inet_address_to_bytes (address), size);
 }
 
-/* One closed connection per log line and interval: the refused are many by nature. */
+/* Closes fd (when >= 0), with one log line per interval: the refused are many by nature. */
 static void
 server_refuse_connection (GtServer *server, int fd, const char *why)
 {
   gint64 now = g_get_monotonic_time ();
 
-  close (fd);
+  if (fd >= 0)
+    close (fd);
   server->pending_refused++;
   if (server->pending_refused_logged_at != 0
       && now - server->pending_refused_logged_at < REFUSED_LOG_INTERVAL_US)
     return;
-  g_warning ("new connection closed at once: %s (%u closed so since the last such line)", why,
+  g_warning ("connection closed before its handshake: %s (%u such since the last line)", why,
              server->pending_refused);
   server->pending_refused = 0;
   server->pending_refused_logged_at = now;
@@ -821,6 +825,13 @@ pending_read (Pending *p)
     {
       gsize cap = MIN (MAX (p->cap * 2, (gsize) SNIFF_CHUNK), limit);
 
+      if (cap > SNIFF_CHUNK && p->server->pending_bytes + (cap - p->cap) > PENDING_BYTES_MAX)
+        {
+          server_refuse_connection (p->server, -1,
+                                    "the buffers of connections in their handshake are full");
+          pending_drop (p);
+          return;
+        }
       pending_account_buffer (p, p->cap, cap);
       p->cap = cap;
       p->buf = g_realloc (p->buf, p->cap);
