@@ -95,6 +95,9 @@ typedef struct
   char *api_key_file;      /* options.apiKeyFile */
   char *api_tls_version;   /* options.apiTLSVersion, default "tls1.2" */
   guint64 drain_timeout_ms; /* gt's options.drainTimeout, default 30 s */
+  guint64 handshake_timeout_ms; /* options.handshakeTimeout (ours), default 10 s, ≤ timeout */
+  guint max_pending;            /* options.maxPendingConnections (ours), default 1024 */
+  guint max_pending_per_address; /* options.maxPendingPerAddress (ours), default 256 */
 } GtServerConfig;
 
 typedef struct

@@ -1,6 +1,9 @@
 /* gt-fd-source.c: one persistent GSource per fd, events modified in place (no re-creation). */
 #include "config.h"
 
+#define G_LOG_DOMAIN "gt"
+
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,6 +19,8 @@ typedef struct
   GtFdFunc func;
   gpointer user_data;
   int fd;
+  GSource *resume; /* while paused: the timer that restores events */
+  GIOCondition paused_events;
 } GtFdSource;
 
 static gboolean
@@ -29,8 +34,20 @@ gt_fd_source_dispatch (GSource *source, GSourceFunc callback, gpointer user_data
   return G_SOURCE_CONTINUE;
 }
 
+static void
+gt_fd_source_finalize (GSource *source)
+{
+  GtFdSource *self = (GtFdSource *) source;
+
+  if (self->resume != NULL)
+    {
+      g_source_destroy (self->resume);
+      g_clear_pointer (&self->resume, g_source_unref);
+    }
+}
+
 static GSourceFuncs gt_fd_source_funcs = {
-  NULL, NULL, gt_fd_source_dispatch, NULL, NULL, NULL,
+  NULL, NULL, gt_fd_source_dispatch, gt_fd_source_finalize, NULL, NULL,
 };
 
 GSource *
@@ -69,10 +86,105 @@ gt_fd_source_get_events (GSource *source)
 void
 gt_fd_source_free (GSource *source)
 {
+  GtFdSource *self = (GtFdSource *) source;
+
   if (source == NULL)
     return;
+  if (self->resume != NULL)
+    {
+      g_source_destroy (self->resume);
+      g_clear_pointer (&self->resume, g_source_unref);
+    }
   g_source_destroy (source);
   g_source_unref (source);
+}
+
+static gboolean
+gt_fd_source_resume_cb (gpointer user_data)
+{
+  GtFdSource *self = user_data;
+
+  g_clear_pointer (&self->resume, g_source_unref);
+  gt_fd_source_set_events ((GSource *) self, self->paused_events);
+  return G_SOURCE_REMOVE;
+}
+
+void
+gt_fd_source_pause (GSource *source, guint ms)
+{
+  GtFdSource *self = (GtFdSource *) source;
+
+  if (self->resume != NULL)
+    return;
+  self->paused_events = self->events;
+  gt_fd_source_set_events (source, 0);
+  self->resume = g_timeout_source_new (ms);
+  g_source_set_callback (self->resume, gt_fd_source_resume_cb, self, NULL);
+  g_source_attach (self->resume, g_source_get_context (source));
+}
+
+gboolean
+gt_fd_source_is_paused (GSource *source)
+{
+  return ((GtFdSource *) source)->resume != NULL;
+}
+
+/* Errors of accept() that belong to the one connection (accept(2), "Error handling"). */
+static gboolean
+accept_error_is_transient (int err)
+{
+  switch (err)
+    {
+    case EAGAIN:
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+    case EPERM: /* a firewall rule refused this one connection */
+      return TRUE;
+    default:
+      return FALSE;
+    }
+}
+
+/* Process-wide: one line per interval whichever listener fails (they all fail together). */
+G_LOCK_DEFINE_STATIC (accept_log);
+static gint64 accept_logged_at;
+static guint accept_failures;
+
+gboolean
+gt_fd_source_accept_failed (GSource *source, int err, const char *what)
+{
+  gint64 now = g_get_monotonic_time ();
+  gboolean log = FALSE;
+  guint failures = 0;
+
+  if (accept_error_is_transient (err))
+    return FALSE;
+  /* Out of fds (EMFILE/ENFILE) or memory (ENOBUFS/ENOMEM): the listener stays readable, so
+   * watching it would spin. Connections wait in the backlog until fds free up. */
+  gt_fd_source_pause (source, GT_ACCEPT_PAUSE_MS);
+  G_LOCK (accept_log);
+  accept_failures++;
+  if (accept_logged_at == 0 || now - accept_logged_at >= GT_ACCEPT_LOG_INTERVAL_MS * 1000)
+    {
+      log = TRUE;
+      failures = accept_failures;
+      accept_failures = 0;
+      accept_logged_at = now;
+    }
+  G_UNLOCK (accept_log);
+  if (log)
+    g_warning ("accept on %s: %s; new connections wait, retried every %u ms (%u failure%s "
+               "since the last such line)",
+               what, g_strerror (err), GT_ACCEPT_PAUSE_MS, failures, failures == 1 ? "" : "s");
+  return TRUE;
 }
 
 void

@@ -12,6 +12,19 @@ GSource *gt_fd_source_new (int fd, GIOCondition events, GtFdFunc func, gpointer 
 void gt_fd_source_set_events (GSource *source, GIOCondition events);
 GIOCondition gt_fd_source_get_events (GSource *source);
 void gt_fd_source_free (GSource *source);
+/* Stops watching for ms milliseconds, then restores the events (no-op while already paused). */
+void gt_fd_source_pause (GSource *source, guint ms);
+gboolean gt_fd_source_is_paused (GSource *source);
+
+/* How long a listener rests after accept() ran out of fds or memory, and how often that is
+ * logged (process-wide). */
+#define GT_ACCEPT_PAUSE_MS 250
+#define GT_ACCEPT_LOG_INTERVAL_MS 10000
+/* For accept loops, after accept() failed with err on the listener watched by source (what names
+ * it): FALSE for errors of one connection (try the next); otherwise (EMFILE, ENFILE, ENOBUFS, ...)
+ * pauses the source for GT_ACCEPT_PAUSE_MS instead of spinning on it, logs at most once per
+ * interval, and returns TRUE: stop accepting for now. */
+gboolean gt_fd_source_accept_failed (GSource *source, int err, const char *what);
 
 /* Socket helpers on raw non-blocking fds. */
 void gt_socket_set_nodelay (int fd);

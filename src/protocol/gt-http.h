@@ -13,7 +13,7 @@ GQuark gt_http_error_quark (void);
 typedef enum
 {
   GT_HTTP_ERROR_MALFORMED, /* not an HTTP/1.x request head → 400 */
-  GT_HTTP_ERROR_TOO_LARGE, /* head larger than the limit → 400 (431 semantics) */
+  GT_HTTP_ERROR_TOO_LARGE, /* head larger than the limit → 431 */
   GT_HTTP_ERROR_NO_HOST,   /* complete head without a Host header → 400 */
 } GtHttpErrorEnum;
 

@@ -5,6 +5,7 @@
 #define G_LOG_DOMAIN "gt-server"
 
 #include <errno.h>
+#include <malloc.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -20,6 +21,8 @@
 
 /* The handshake never needs more than this many bytes. */
 #define HANDSHAKE_MAX (GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE + GT_FRAME_MAX_CONTROL)
+/* A new connection's buffer starts this small; it grows only as far as what arrived proves it
+ * needs (a HELLO's frame header gives its length). */
 #define SNIFF_CHUNK 4096
 /* Largest ClientHello accepted on the SNI listener. */
 #define GT_SNIFF_TLS_MAX (16 * 1024)
@@ -27,6 +30,20 @@
 /* Right after start (a restart or upgrade) clients are still moving their tunnels over: a request
  * for an unknown host waits this long for its client before it gets a 404 / alert. */
 #define STARTUP_GRACE_US (5 * G_USEC_PER_SEC)
+/* Connections refused by maxPendingConnections / maxPendingPerAddress: one log line per this. */
+#define REFUSED_LOG_INTERVAL_US (10 * G_USEC_PER_SEC)
+/* After a burst that buffered this much, memory goes back to the system once it is over. */
+#define TRIM_AFTER_BYTES (4 * 1024 * 1024)
+/* All handshake buffers together: a connection that would grow them past this is dropped (a
+ * usual HELLO or request head fits in the first chunk, which is always given). */
+#define PENDING_BYTES_MAX (16 * 1024 * 1024)
+
+/* Pending connections from one source address (maxPendingPerAddress); freed with its last one. */
+typedef struct
+{
+  guint8 key[17]; /* address size (4 or 16), then its bytes */
+  guint count;
+} PendingAddr;
 
 typedef struct
 {
@@ -58,7 +75,19 @@ typedef struct
   gboolean waiting_route; /* no client for it yet, but the server just started */
   GtHello *hello;    /* while the auth API answers */
   gsize consumed;
+  PendingAddr *addr_count; /* counted toward maxPendingPerAddress (not for trusted proxies) */
 } Pending;
+
+/* handshakeTimeout, never longer than timeout. */
+static guint64
+server_handshake_timeout_ms (GtServer *server)
+{
+  guint64 t = server->config->timeout_ms;
+
+  if (server->config->handshake_timeout_ms != 0)
+    t = MIN (t, server->config->handshake_timeout_ms);
+  return MAX (t, 1);
+}
 
 char *
 _gt_server_http_reply (guint status, const char *reason, const char *body)
@@ -71,9 +100,126 @@ _gt_server_http_reply (guint status, const char *reason, const char *body)
 /* ------------------------------------------------------------------------------------------ */
 /* Pending connections: PROXY header, TLS handshake, then tunnel or user traffic */
 
+static guint
+pending_addr_hash (gconstpointer key)
+{
+  const guint8 *k = key;
+  guint h = 5381;
+
+  for (guint i = 0; i <= k[0]; i++)
+    h = h * 33 + k[i];
+  return h;
+}
+
+static gboolean
+pending_addr_equal (gconstpointer a, gconstpointer b)
+{
+  const guint8 *x = a, *y = b;
+
+  return x[0] == y[0] && memcmp (x + 1, y + 1, x[0]) == 0;
+}
+
+/* The table of PendingAddr (not owned: each is freed with its last connection). It lives as long
+ * as the server object, past the pending connections. */
+static GHashTable *
+pending_addresses (GtServer *server)
+{
+  if (server->pending_by_address == NULL)
+    {
+      server->pending_by_address = g_hash_table_new (pending_addr_hash, pending_addr_equal);
+      g_object_set_data_full (G_OBJECT (server), "gt-pending-by-address",
+                              server->pending_by_address, (GDestroyNotify) g_hash_table_unref);
+    }
+  return server->pending_by_address;
+}
+
+static void
+pending_addr_key (GInetAddress *address, guint8 key[17])
+{
+  gsize size = g_inet_address_get_native_size (address);
+
+  key[0] = (guint8) size;
+  memcpy (key + 1, g_inet_address_to_bytes (address), size);
+}
+
+/* Closes fd (when >= 0), with one log line per interval: the refused are many by nature. */
+static void
+server_refuse_connection (GtServer *server, int fd, const char *why)
+{
+  gint64 now = g_get_monotonic_time ();
+
+  if (fd >= 0)
+    close (fd);
+  server->pending_refused++;
+  if (server->pending_refused_logged_at != 0
+      && now - server->pending_refused_logged_at < REFUSED_LOG_INTERVAL_US)
+    return;
+  g_warning ("connection closed before its handshake: %s (%u such since the last line)", why,
+             server->pending_refused);
+  server->pending_refused = 0;
+  server->pending_refused_logged_at = now;
+}
+
+/* Counts p toward its address's pending connections; FALSE (and nothing counted) when the address
+ * already has maxPendingPerAddress of them. */
+static gboolean
+pending_count_address (Pending *p, GInetAddress *address)
+{
+  GtServer *server = p->server;
+  guint max = server->config->max_pending_per_address;
+  GHashTable *table = pending_addresses (server);
+  guint8 key[17];
+  PendingAddr *a;
+
+  pending_addr_key (address, key);
+  a = g_hash_table_lookup (table, key);
+  if (a != NULL && max != 0 && a->count >= max)
+    return FALSE;
+  if (a == NULL)
+    {
+      a = g_new0 (PendingAddr, 1);
+      memcpy (a->key, key, sizeof key);
+      g_hash_table_add (table, a);
+    }
+  a->count++;
+  p->addr_count = a;
+  return TRUE;
+}
+
+static void
+pending_uncount_address (Pending *p)
+{
+  PendingAddr *a = g_steal_pointer (&p->addr_count);
+
+  if (a == NULL || --a->count > 0)
+    return;
+  g_hash_table_remove (p->server->pending_by_address, a);
+  g_free (a);
+}
+
+/* Bytes of handshake buffers; after a burst of big ones is over, glibc would keep the freed heap
+ * (a fragmented brk heap is not trimmed): give it back, once per burst. */
+static void
+pending_account_buffer (Pending *p, gsize old_cap, gsize new_cap)
+{
+  GtServer *server = p->server;
+
+  server->pending_bytes = server->pending_bytes + new_cap - old_cap;
+  if (server->pending_bytes > server->pending_bytes_peak)
+    server->pending_bytes_peak = server->pending_bytes;
+  else if (server->pending_bytes_peak >= TRIM_AFTER_BYTES
+           && server->pending_bytes < TRIM_AFTER_BYTES / 8)
+    {
+      server->pending_bytes_peak = server->pending_bytes;
+      malloc_trim (0);
+    }
+}
+
 static void
 pending_free (Pending *p)
 {
+  pending_uncount_address (p);
+  pending_account_buffer (p, p->cap, 0);
   if (p->waiting_route)
     g_ptr_array_remove (p->server->route_waiters, p);
   gt_fd_source_free (p->source);
@@ -557,7 +703,7 @@ pending_wait_for_route (Pending *p)
 
   /* Within the grace, and well before the connection's own timeout would drop it. */
   if (g_get_monotonic_time () - server->started_at
-      >= MIN (STARTUP_GRACE_US, (gint64) server->config->timeout_ms * 1000 / 2))
+      >= MIN (STARTUP_GRACE_US, (gint64) server_handshake_timeout_ms (server) * 1000 / 2))
     return FALSE;
   if (!p->waiting_route)
     {
@@ -603,8 +749,11 @@ pending_handle_http (Pending *p)
     return;
   if (r == GT_DECODE_ERROR)
     {
+      gboolean too_large = g_error_matches (error, GT_HTTP_ERROR, GT_HTTP_ERROR_TOO_LARGE);
       g_autofree char *body = g_strdup_printf ("bad request: %s\n", error->message);
-      g_autofree char *reply = _gt_server_http_reply (400, "Bad Request", body);
+      g_autofree char *reply
+        = too_large ? _gt_server_http_reply (431, "Request Header Fields Too Large", body)
+                    : _gt_server_http_reply (400, "Bad Request", body);
 
       g_message ("bad request from %s: %s", p->peer, error->message);
       pending_reply_text (p, reply);
@@ -702,12 +851,23 @@ pending_dispatch (Pending *p)
     pending_handle_http (p);
 }
 
-static gsize
-pending_limit (Pending *p)
+gsize
+_gt_server_pending_buffer_limit (GtListenerKind kind, const guint8 *buf, gsize len)
 {
-  if (p->len > 0 && p->buf[0] == GT_PROTOCOL_MAGIC0)
-    return HANDSHAKE_MAX;
-  if (p->kind == GT_LISTENER_SNI)
+  if (len > 0 && buf[0] == GT_PROTOCOL_MAGIC0)
+    {
+      GtFrameHeader h;
+
+      /* Up to the end of the HELLO that the frame header announces; bytes after it stay in the
+       * socket for the tunnel. Until then (or when the header is bad) one chunk is enough. */
+      if (len >= GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE
+          && gt_frame_header_decode (buf + GT_PREFACE_SIZE, len - GT_PREFACE_SIZE, &h, NULL)
+               == GT_DECODE_OK
+          && h.type == GT_FRAME_HELLO)
+        return MIN (GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE + (gsize) h.length, HANDSHAKE_MAX);
+      return SNIFF_CHUNK;
+    }
+  if (kind == GT_LISTENER_SNI)
     return GT_SNIFF_TLS_MAX + 1;
   return GT_HTTP_MAX_HEAD + 1;
 }
@@ -715,15 +875,25 @@ pending_limit (Pending *p)
 static void
 pending_read (Pending *p)
 {
-  gsize limit = pending_limit (p);
+  gsize limit = _gt_server_pending_buffer_limit (p->kind, p->buf, p->len);
   gssize n;
 
   if (p->cap - p->len < SNIFF_CHUNK && p->cap < limit)
     {
-      p->cap = MIN (MAX (p->cap * 2, (gsize) SNIFF_CHUNK), limit);
+      gsize cap = MIN (MAX (p->cap * 2, (gsize) SNIFF_CHUNK), limit);
+
+      if (cap > SNIFF_CHUNK && p->server->pending_bytes + (cap - p->cap) > PENDING_BYTES_MAX)
+        {
+          server_refuse_connection (p->server, -1,
+                                    "the buffers of connections in their handshake are full");
+          pending_drop (p);
+          return;
+        }
+      pending_account_buffer (p, p->cap, cap);
+      p->cap = cap;
       p->buf = g_realloc (p->buf, p->cap);
     }
-  if (p->len >= p->cap)
+  if (p->len >= MIN (p->cap, limit))
     {
       pending_dispatch (p); /* at the limit: the parsers report it */
       return;
@@ -823,28 +993,46 @@ pending_start_tls (Pending *p)
                              pending_tls_done_cb, p);
 }
 
-/* PROXY protocol from a trusted load balancer: read exactly the header, then carry on. */
+/* PROXY protocol from a trusted load balancer: read exactly the header, then carry on. The bytes
+ * after it (a TLS ClientHello on tlsAddr) must stay in the socket, so new bytes are peeked at; an
+ * incomplete header is all header, so they are then taken into p->buf, and the next wake-up means
+ * new bytes or EOF (a peek alone would leave the socket readable and spin). */
 static void
 pending_proxy_cb (int fd, GIOCondition revents, gpointer user_data)
 {
   Pending *p = user_data;
-  guint8 buf[PROXY_HEADER_MAX];
   g_auto (GtProxyHeader) header = { 0 };
   g_autoptr (GError) error = NULL;
   gsize consumed = 0;
-  gssize n = recv (fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
   GtDecodeResult r;
+  gssize n;
 
+  if (p->buf == NULL)
+    {
+      pending_account_buffer (p, 0, PROXY_HEADER_MAX);
+      p->cap = PROXY_HEADER_MAX;
+      p->buf = g_malloc (p->cap);
+    }
+  n = recv (fd, p->buf + p->len, p->cap - p->len, MSG_PEEK | MSG_DONTWAIT);
   if (n < 0 && (errno == EAGAIN || errno == EINTR))
     return;
   if (n <= 0)
     {
+      g_debug ("%s closed before sending a complete PROXY header", p->peer);
       pending_drop (p);
       return;
     }
-  r = gt_proxy_header_parse (buf, n, &header, &consumed, &error);
-  if (r == GT_DECODE_NEED_MORE && (gsize) n < sizeof buf)
-    return;
+  r = gt_proxy_header_parse (p->buf, p->len + n, &header, &consumed, &error);
+  if (r == GT_DECODE_NEED_MORE && p->len + n < p->cap)
+    {
+      if (recv (fd, p->buf + p->len, n, MSG_DONTWAIT) != n)
+        {
+          pending_drop (p);
+          return;
+        }
+      p->len += n;
+      return;
+    }
   if (r != GT_DECODE_OK)
     {
       g_message ("bad PROXY header from %s: %s", p->peer,
@@ -852,7 +1040,14 @@ pending_proxy_cb (int fd, GIOCondition revents, gpointer user_data)
       pending_drop (p);
       return;
     }
-  (void) recv (fd, buf, consumed, MSG_DONTWAIT); /* consume exactly the header */
+  g_assert (consumed > p->len && consumed <= p->len + n);
+  /* Take exactly the rest of the header. */
+  if (recv (fd, p->buf + p->len, consumed - p->len, MSG_DONTWAIT) != (gssize) (consumed - p->len))
+    {
+      pending_drop (p);
+      return;
+    }
+  p->len = 0;
   if (!header.local && header.src_addr != NULL)
     {
       g_autoptr (GInetAddress) src = g_inet_address_new_from_string (header.src_addr);
@@ -870,6 +1065,19 @@ pending_proxy_cb (int fd, GIOCondition revents, gpointer user_data)
                       ? g_strdup_printf ("[%s]:%u", header.src_addr, header.src_port)
                       : g_strdup_printf ("%s:%u", header.src_addr, header.src_port);
           g_debug ("connection from %s via %s (PROXY protocol)", p->peer, via);
+          /* From here the real source is what maxPendingPerAddress counts. */
+          if (!pending_count_address (p, src))
+            {
+              g_autofree char *why = g_strdup_printf (
+                "%u connections from %s are in their handshake (maxPendingPerAddress)",
+                p->server->config->max_pending_per_address, header.src_addr);
+              int cfd = p->fd;
+
+              p->fd = -1;
+              server_refuse_connection (p->server, cfd, why);
+              pending_drop (p);
+              return;
+            }
         }
     }
   g_clear_pointer (&p->source, gt_fd_source_free);
@@ -885,7 +1093,7 @@ pending_timeout_cb (gpointer user_data)
   Pending *p = user_data;
 
   p->timeout_id = 0;
-  g_message ("%s sent no complete request within the timeout; closing", p->peer);
+  g_message ("%s sent no complete request within the handshake timeout; closing", p->peer);
   pending_drop (p);
   return G_SOURCE_REMOVE;
 }
@@ -915,31 +1123,55 @@ listener_accept_cb (int fd, GIOCondition revents, gpointer user_data)
   for (int k = 0; k < 64; k++)
     {
       int cfd = accept4 (fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      guint max_pending = server->config->max_pending;
       Pending *p;
 
       if (cfd < 0)
         {
-          if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-            g_warning ("accept on %s: %s", l->address, g_strerror (errno));
-          return;
+          int err = errno;
+
+          if (gt_fd_source_accept_failed (l->source, err, l->address) || err == EAGAIN
+              || err == EINTR)
+            return;
+          continue; /* that connection failed: the next one */
         }
-      gt_socket_set_nodelay (cfd);
+      if (max_pending != 0 && g_hash_table_size (server->pending) >= max_pending)
+        {
+          g_autofree char *why = g_strdup_printf (
+            "%u connections are in their handshake (maxPendingConnections)", max_pending);
+
+          server_refuse_connection (server, cfd, why);
+          continue;
+        }
       p = g_new0 (Pending, 1);
       p->server = server;
       p->kind = l->kind;
       p->fd = cfd;
-      p->peer = gt_fd_describe_peer (cfd);
       p->peer_addr = fd_address (cfd, TRUE);
-      p->local_addr = fd_address (cfd, FALSE);
-      p->timeout_id = g_timeout_add (MAX (server->config->timeout_ms, 1), pending_timeout_cb, p);
-      g_hash_table_add (server->pending, p);
       if (server->trusted_proxies != NULL && p->peer_addr != NULL
           && gt_cidr_list_contains (server->trusted_proxies,
                                     g_inet_socket_address_get_address (p->peer_addr)))
+        p->trusted = TRUE; /* counted by the address in its PROXY header */
+      else if (p->peer_addr != NULL
+               && !pending_count_address (p, g_inet_socket_address_get_address (p->peer_addr)))
         {
-          p->trusted = TRUE;
-          p->source = gt_fd_source_new (cfd, G_IO_IN, pending_proxy_cb, p);
+          g_autofree char *ip = pending_ip (p);
+          g_autofree char *why = g_strdup_printf (
+            "%u connections from %s are in their handshake (maxPendingPerAddress)",
+            server->config->max_pending_per_address, ip);
+
+          p->fd = -1;
+          pending_free (p);
+          server_refuse_connection (server, cfd, why);
+          continue;
         }
+      gt_socket_set_nodelay (cfd);
+      p->peer = gt_fd_describe_peer (cfd);
+      p->local_addr = fd_address (cfd, FALSE);
+      p->timeout_id = g_timeout_add (server_handshake_timeout_ms (server), pending_timeout_cb, p);
+      g_hash_table_add (server->pending, p);
+      if (p->trusted)
+        p->source = gt_fd_source_new (cfd, G_IO_IN, pending_proxy_cb, p);
       else if (l->kind == GT_LISTENER_TLS)
         pending_start_tls (p);
       else

@@ -48,6 +48,12 @@ struct _GtServer
   guint route_wait_id;
   GBytes *bad_gateway;
   gboolean stopped;
+  /* Connections before their handshake or request head (gt-server-listener.c) */
+  GHashTable *pending_by_address; /* per source address (maxPendingPerAddress) */
+  gsize pending_bytes;            /* their buffers, for the trim after a burst */
+  gsize pending_bytes_peak;
+  gint64 pending_refused_logged_at;
+  guint pending_refused;          /* closed at once since the last log line */
 };
 
 /* gt-server.c */
@@ -73,6 +79,9 @@ gboolean _gt_server_open_listeners (GtServer *server, GError **error);
  * (the IPv4 loopback), and a port. No DNS: the server must not block its main loop at start. */
 GInetSocketAddress *_gt_server_parse_listen_address (const char *addr, GError **error);
 char *_gt_server_http_reply (guint status, const char *reason, const char *body);
+/* How many bytes a new connection's buffer may hold, given what arrived (buf, len): a HELLO only
+ * as long as its frame header says, an HTTP head or ClientHello up to its limit (+1 to tell). */
+gsize _gt_server_pending_buffer_limit (GtListenerKind kind, const guint8 *buf, gsize len);
 
 /* gt-server-metrics.c */
 void _gt_server_counters_init (GtServerCounters *counters);

@@ -372,9 +372,15 @@ tcp_port_accept_cb (int fd, GIOCondition revents, gpointer user_data)
 
       if (cfd < 0)
         {
-          if (errno != EAGAIN && errno != EINTR)
-            g_warning ("accept on tcp port %u: %s", t->port, g_strerror (errno));
-          return;
+          int err = errno;
+          g_autofree char *what = NULL;
+
+          if (err == EAGAIN || err == EINTR)
+            return;
+          what = g_strdup_printf ("tcp port %u", t->port);
+          if (gt_fd_source_accept_failed (t->source, err, what))
+            return; /* out of fds: paused, not spinning */
+          continue;
         }
       mux = gt_server_session_pick_tunnel (t->session);
       if (mux == NULL)

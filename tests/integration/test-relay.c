@@ -805,7 +805,7 @@ test_wrong_secret (Fixture *f, gconstpointer data)
   g_assert_cmpuint (gt_test_proc_count_matches (client, "tunnel started"), ==, 0);
 }
 
-/* 9. Unknown host → 404 naming it; malformed or oversized heads → 400. */
+/* 9. Unknown host → 404 naming it; malformed heads → 400, oversized → 431. */
 
 static void
 test_errors (Fixture *f, gconstpointer data)
@@ -869,7 +869,8 @@ test_errors (Fixture *f, gconstpointer data)
     if (r == NULL)
       gt_test_fail ("oversized head: no response: %s (write: %s)", error->message,
                  write_error != NULL ? write_error->message : "ok");
-    gt_test_expect_response (r, error, 400);
+    gt_test_expect_response (r, error, 431);
+    g_assert_cmpstr (r->reason, ==, "Request Header Fields Too Large");
   }
   {
     g_autoptr (GtTestHttpResponse) r
