@@ -76,6 +76,7 @@ typedef struct
   GtHello *hello;    /* while the auth API answers */
   gsize consumed;
   PendingAddr *addr_count; /* counted toward maxPendingPerAddress (not for trusted proxies) */
+  gint64 started_us; /* accepted at (monotonic) */
 } Pending;
 
 /* handshakeTimeout, never longer than timeout. */
@@ -1114,6 +1115,35 @@ fd_address (int fd, gboolean peer)
   return (GInetSocketAddress *) sa;
 }
 
+/* Out of fds: closes the oldest connection still in its handshake from the source address that
+ * has the most of them (at least two; never one that waits for the auth API), so that the others'
+ * new connections are not held up until the attacker's time out. FALSE when there is none. */
+static gboolean
+server_evict_pending_for_fd (GtServer *server, int err)
+{
+  GHashTableIter iter;
+  Pending *p, *victim = NULL;
+  g_autofree char *why = NULL;
+
+  g_hash_table_iter_init (&iter, server->pending);
+  while (g_hash_table_iter_next (&iter, (gpointer *) &p, NULL))
+    {
+      if (p->addr_count == NULL || p->addr_count->count < 2 || p->hello != NULL)
+        continue;
+      if (victim == NULL || p->addr_count->count > victim->addr_count->count
+          || (p->addr_count->count == victim->addr_count->count
+              && p->started_us < victim->started_us))
+        victim = p;
+    }
+  if (victim == NULL)
+    return FALSE;
+  why = g_strdup_printf ("accept: %s: the oldest handshake of the busiest source address gives "
+                         "way", g_strerror (err));
+  server_refuse_connection (server, -1, why);
+  pending_drop (victim);
+  return TRUE;
+}
+
 static void
 listener_accept_cb (int fd, GIOCondition revents, gpointer user_data)
 {
@@ -1130,6 +1160,9 @@ listener_accept_cb (int fd, GIOCondition revents, gpointer user_data)
         {
           int err = errno;
 
+          /* Bounded by the loop: at most one eviction per connection waiting in the backlog. */
+          if ((err == EMFILE || err == ENFILE) && server_evict_pending_for_fd (server, err))
+            continue;
           if (gt_fd_source_accept_failed (l->source, err, l->address) || err == EAGAIN
               || err == EINTR)
             return;
@@ -1147,6 +1180,7 @@ listener_accept_cb (int fd, GIOCondition revents, gpointer user_data)
       p->server = server;
       p->kind = l->kind;
       p->fd = cfd;
+      p->started_us = g_get_monotonic_time ();
       p->peer_addr = fd_address (cfd, TRUE);
       if (server->trusted_proxies != NULL && p->peer_addr != NULL
           && gt_cidr_list_contains (server->trusted_proxies,
