@@ -338,6 +338,13 @@ rx_avail (WsConn *c)
   return c->rx_end - c->rx_start;
 }
 
+/* The unread bytes (NULL before the first read allocates the buffer). */
+static const guint8 *
+rx_head (WsConn *c)
+{
+  return c->rx != NULL ? c->rx + c->rx_start : NULL;
+}
+
 /* TRUE when a read would make progress without reading the connection. */
 static gboolean
 conn_in_ready (WsConn *c)
@@ -352,7 +359,7 @@ conn_in_ready (WsConn *c)
     return FALSE;
   if (c->payload_left > 0)
     return TRUE;
-  r = gt_ws_frame_parse_header (c->rx + c->rx_start, rx_avail (c), !c->client, GT_WS_MAX_FRAME_IN,
+  r = gt_ws_frame_parse_header (rx_head (c), rx_avail (c), !c->client, GT_WS_MAX_FRAME_IN,
                                 &hdr, &code, NULL);
   if (r == GT_WS_PARSE_NEED_MORE)
     return FALSE;
@@ -511,7 +518,7 @@ conn_read (WsConn *c, guint8 *buffer, gsize count, GError **error)
           continue;
         }
 
-      r = gt_ws_frame_parse_header (c->rx + c->rx_start, rx_avail (c), !c->client,
+      r = gt_ws_frame_parse_header (rx_head (c), rx_avail (c), !c->client,
                                     GT_WS_MAX_FRAME_IN, &hdr, &code, &local);
       if (r == GT_WS_PARSE_ERROR)
         return conn_fail_read (c, local, code, error);

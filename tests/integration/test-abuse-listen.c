@@ -257,7 +257,14 @@ send_to_all (GArray *fds, const guint8 *data, gsize len)
 
 #define PARTIAL_HELLOS 1500
 #define MAX_PER_ADDRESS 256 /* maxPendingPerAddress's default */
+#if defined(__SANITIZE_ADDRESS__)
+/* A sanitized gt (the ASan suite) carries redzones and a quarantine of freed blocks: 87 MB here
+ * with the fix. The plain build's bound is the one that catches the defect (69 MB before the fix);
+ * under ASan this run checks memory errors and only a gross leak. */
+#define RSS_BOUND_KIB (160 * 1024)
+#else
 #define RSS_BOUND_KIB (48 * 1024)
+#endif
 
 static void
 test_partial_hellos (Fixture *f, gconstpointer data)
