@@ -413,6 +413,9 @@ test_parse (void)
   check_parse ("{\"result\":true,\"appletTokens\":[[\"a\"]]}", GT_AUTH_ERROR_BAD_RESPONSE, NULL);
   check_parse ("{\"result\":true} trailing", GT_AUTH_ERROR_BAD_RESPONSE, NULL);
   check_parse ("{\"result\":tr\xff\xfe}", GT_AUTH_ERROR_BAD_RESPONSE, NULL);
+  /* json-glib decodes an octal escape into a byte that is not UTF-8: refused, not passed on. */
+  check_parse ("{\"result\":true,\"appletTokens\":[\"caf\\200e9\"]}", GT_AUTH_ERROR_BAD_RESPONSE,
+               NULL);
 
   /* 1000 tokens pass, 1001 do not. */
   for (int i = 0; i < 1000; i++)

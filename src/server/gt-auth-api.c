@@ -122,6 +122,9 @@ gt_auth_api_parse_response (const char *body, gsize len, char ***prefixes_out, G
           token = json_node_get_string (item);
           if (strlen (token) > GT_AUTH_API_MAX_TOKEN_LEN)
             return bad_response (error, "an appletToken is longer than 200 bytes");
+          /* json-glib turns escapes such as \200 into raw bytes after the body was checked. */
+          if (!g_utf8_validate (token, -1, NULL))
+            return bad_response (error, "an appletToken is not UTF-8");
           if (*token != '\0')
             g_ptr_array_add (tokens, g_strdup (token));
         }
