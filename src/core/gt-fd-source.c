@@ -1,4 +1,11 @@
 /* gt-fd-source.c: one persistent GSource per fd, events modified in place (no re-creation). */
+
+/* The source polls its own GPollFD (g_source_add_poll) rather than a g_source_add_unix_fd tag: GLib
+ * 2.74's g_source_modify_unix_fd wakes the context (an eventfd write, then a read and one more
+ * poll() by the loop) on every change, even from the context's own thread, where the next
+ * iteration reads the new events anyway. A relay changes a socket's events several times per
+ * chunk it moves, so those wakeups were a third of a tunnel's syscalls. Events are only changed
+ * from the thread that runs the source's context (as for every gt source). */
 #include "config.h"
 
 #define G_LOG_DOMAIN "gt"
@@ -14,7 +21,7 @@
 typedef struct
 {
   GSource source;
-  gpointer tag;
+  GPollFD pfd;
   GIOCondition events;
   GtFdFunc func;
   gpointer user_data;
@@ -24,11 +31,21 @@ typedef struct
 } GtFdSource;
 
 static gboolean
+gt_fd_source_check (GSource *source)
+{
+  GtFdSource *self = (GtFdSource *) source;
+
+  /* poll() reports HUP and ERR whatever was asked, as g_source_query_unix_fd would. */
+  return (self->pfd.revents & (self->pfd.events | G_IO_HUP | G_IO_ERR | G_IO_NVAL)) != 0;
+}
+
+static gboolean
 gt_fd_source_dispatch (GSource *source, GSourceFunc callback, gpointer user_data)
 {
   GtFdSource *self = (GtFdSource *) source;
-  GIOCondition revents = g_source_query_unix_fd (source, self->tag);
+  GIOCondition revents = self->pfd.revents & (self->pfd.events | G_IO_HUP | G_IO_ERR | G_IO_NVAL);
 
+  self->pfd.revents = 0;
   if (revents != 0)
     self->func (self->fd, revents, self->user_data);
   return G_SOURCE_CONTINUE;
@@ -47,7 +64,7 @@ gt_fd_source_finalize (GSource *source)
 }
 
 static GSourceFuncs gt_fd_source_funcs = {
-  NULL, NULL, gt_fd_source_dispatch, gt_fd_source_finalize, NULL, NULL,
+  NULL, gt_fd_source_check, gt_fd_source_dispatch, gt_fd_source_finalize, NULL, NULL,
 };
 
 GSource *
@@ -60,8 +77,14 @@ gt_fd_source_new (int fd, GIOCondition events, GtFdFunc func, gpointer user_data
   self->func = func;
   self->user_data = user_data;
   self->events = events;
-  self->tag = g_source_add_unix_fd (source, fd, events);
-  g_source_set_can_recurse (source, FALSE);
+  self->pfd.fd = fd;
+  self->pfd.events = events;
+  g_source_add_poll (source, &self->pfd);
+  /* GLib blocks a source that cannot recurse for the time of its dispatch: it takes the source's
+   * fds out of the context's poll set and puts them back after, each time waking the context (an
+   * eventfd write, a read and one more poll()). gt never runs a nested main loop, so no dispatch
+   * can recurse into itself and the block buys nothing. */
+  g_source_set_can_recurse (source, TRUE);
   g_source_attach (source, g_main_context_get_thread_default ());
   return source;
 }
@@ -74,7 +97,8 @@ gt_fd_source_set_events (GSource *source, GIOCondition events)
   if (self->events == events)
     return;
   self->events = events;
-  g_source_modify_unix_fd (source, self->tag, events);
+  /* Read by the loop at its next iteration; no wakeup needed from the owning thread. */
+  self->pfd.events = events;
 }
 
 GIOCondition
