@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include <gio/gio.h>
+#include <glib-unix.h>
+#include <glib/gstdio.h>
 
 #include "gt-certificate.h"
-#include "gt-tls-socket.h"
+#include "gt-tls-stream.h"
 #include "gt-transport.h"
 #include "gt-types.h"
 #include "gt-ws-frame.h"
@@ -304,105 +306,235 @@ readable_cb (GObject *stream, gpointer data)
   return G_SOURCE_REMOVE;
 }
 
-/* Small reads are served from one large read; buffered bytes make the stream readable even when
- * the socket has nothing more; large reads go straight through; EOF and writes pass. */
 static void
-test_tls_socket (void)
+handshake_cb (GObject *source, GAsyncResult *result, gpointer data)
 {
-  g_autoptr (GIOStream) io = NULL;
-  g_autoptr (GIOStream) ra = NULL;
+  Result *r = data;
+
+  if (_gt_tls_stream_handshake_finish (G_IO_STREAM (source), result, &r->error))
+    r->io = g_object_ref (G_IO_STREAM (source));
+  r->done = TRUE;
+}
+
+static GTlsCertificate *
+test_certificate (void)
+{
+  g_autofree char *dir = g_dir_make_tmp ("gt-test-tls-XXXXXX", NULL);
+  g_autofree char *cert = g_build_filename (dir, "cert.pem", NULL);
+  g_autofree char *key = g_build_filename (dir, "key.pem", NULL);
   g_autoptr (GError) error = NULL;
+  GTlsCertificate *c;
+
+  g_assert_true (gt_certificate_generate (cert, key, NULL, &error));
+  g_assert_no_error (error);
+  c = g_tls_certificate_new_from_files (cert, key, &error);
+  g_assert_no_error (error);
+  g_unlink (cert);
+  g_unlink (key);
+  g_rmdir (dir);
+  return c;
+}
+
+/* Reads from in, iterating the main context, until n bytes arrived or EOF. */
+static gsize
+read_all_nonblocking (GPollableInputStream *in, guint8 *buf, gsize n)
+{
+  gsize got = 0;
+  gint64 deadline = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+
+  while (got < n && g_get_monotonic_time () < deadline)
+    {
+      g_autoptr (GError) error = NULL;
+      gssize r = g_pollable_input_stream_read_nonblocking (in, buf + got, n - got, NULL, &error);
+
+      if (r == 0)
+        break;
+      if (r < 0)
+        {
+          g_assert_error (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+          g_main_context_iteration (NULL, FALSE);
+          continue;
+        }
+      got += r;
+    }
+  return got;
+}
+
+/* gt's own GnuTLS streams on a socket pair: handshake, the peer's certificate, bytes both ways
+ * through many records, back-pressure with a bounded queue that the sources release, EOF. */
+static void
+test_tls_stream (void)
+{
+  g_autoptr (GTlsCertificate) cert = test_certificate ();
+  g_autoptr (GTlsCertificate) peer = NULL;
+  g_autoptr (GIOStream) a = NULL;
+  g_autoptr (GIOStream) b = NULL;
+  g_autoptr (GIOStream) client = NULL;
+  g_autoptr (GIOStream) server = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree guint8 *big = g_malloc (3 * 1024 * 1024);
+  g_autofree guint8 *back = g_malloc (3 * 1024 * 1024);
+  g_autofree char *fp_cert = NULL;
+  g_autofree char *fp_peer = NULL;
+  g_autofree char *desc = NULL;
+  Result rc = { NULL }, rs = { NULL };
+  GPollableOutputStream *out;
   GPollableInputStream *in;
-  g_autofree guint8 *big = g_malloc (300 * 1024);
-  guint8 buf[8];
+  gsize queued = 0;
   gboolean fired = FALSE;
   GSource *source;
-  gsize got = 0;
-  int fd;
+  int fds[2];
 
-  socket_pair (&io, &fd);
-  ra = gt_tls_socket_new (io);
-  in = G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (ra));
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), ==, 0);
+  g_assert_true (g_unix_set_fd_nonblocking (fds[0], TRUE, NULL));
+  g_assert_true (g_unix_set_fd_nonblocking (fds[1], TRUE, NULL));
+  a = gt_transport_wrap_fd (fds[0], &error);
+  g_assert_no_error (error);
+  b = gt_transport_wrap_fd (fds[1], &error);
+  g_assert_no_error (error);
+
+  /* Only sockets: anything else is refused with a clear error. */
+  {
+    g_autoptr (GIOStream) mem = g_simple_io_stream_new (g_memory_input_stream_new (),
+                                                        g_memory_output_stream_new_resizable ());
+    g_autoptr (GIOStream) none = _gt_tls_stream_new_client (mem, "x", &error);
+
+    g_assert_null (none);
+    g_assert_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED);
+    g_clear_error (&error);
+  }
+
+  client = _gt_tls_stream_new_client (a, "gt.example", &error);
+  g_assert_no_error (error);
+  server = _gt_tls_stream_new_server (b, cert, &error);
+  g_assert_no_error (error);
+  _gt_tls_stream_handshake_async (client, NULL, handshake_cb, &rc);
+  _gt_tls_stream_handshake_async (server, NULL, handshake_cb, &rs);
+  while (!rc.done || !rs.done)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_no_error (rc.error);
+  g_assert_no_error (rs.error);
+
+  /* The client sees the server's certificate (the chain GIO verifies). */
+  peer = _gt_tls_stream_get_peer_certificate (client);
+  g_assert_nonnull (peer);
+  fp_cert = gt_certificate_fingerprint (cert);
+  fp_peer = gt_certificate_fingerprint (peer);
+  g_assert_cmpstr (fp_cert, ==, fp_peer);
+  g_assert_null (_gt_tls_stream_get_peer_certificate (server));
+  desc = _gt_tls_stream_describe (client);
+  g_assert_nonnull (strstr (desc, "TLS1."));
+
+  /* Nothing to read yet. */
+  in = G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (server));
   g_assert_true (g_pollable_input_stream_can_poll (in));
-  g_assert_false (g_pollable_input_stream_is_readable (in));
-  g_assert_cmpint (g_pollable_input_stream_read_nonblocking (in, buf, 5, NULL, &error), ==, -1);
+  g_assert_cmpint (g_pollable_input_stream_read_nonblocking (in, back, 16, NULL, &error), ==, -1);
   g_assert_error (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
   g_clear_error (&error);
 
-  g_assert_cmpint (write (fd, "headerbody!", 11), ==, 11);
-  while (!g_pollable_input_stream_is_readable (in))
-    g_usleep (1000);
-  g_assert_cmpint (g_pollable_input_stream_read_nonblocking (in, buf, 5, NULL, &error), ==, 5);
-  g_assert_cmpmem (buf, 5, "heade", 5);
-  /* The rest is buffered: the socket is empty, the stream is still readable. */
-  g_assert_true (g_pollable_input_stream_is_readable (in));
-  source = g_pollable_input_stream_create_source (in, NULL);
+  /* The client writes while the server does not read: the queue stops at its bound. */
+  for (gsize i = 0; i < 3 * 1024 * 1024; i++)
+    big[i] = (guint8) (i * 31 + (i >> 12));
+  out = G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (client));
+  for (;;)
+    {
+      gssize n = g_pollable_output_stream_write_nonblocking (out, big + queued,
+                                                             3 * 1024 * 1024 - queued, NULL,
+                                                             &error);
+      if (n < 0)
+        {
+          g_assert_error (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+          g_clear_error (&error);
+          break;
+        }
+      queued += n;
+      g_assert_cmpuint (queued, <, 3 * 1024 * 1024);
+    }
+  g_assert_false (g_pollable_output_stream_is_writable (out));
+  source = g_pollable_output_stream_create_source (out, NULL);
   g_source_set_callback (source, (GSourceFunc) (void (*) (void)) readable_cb, &fired, NULL);
   g_source_attach (source, NULL);
   g_source_unref (source);
-  for (int i = 0; i < 100 && !fired; i++)
-    g_main_context_iteration (NULL, FALSE);
-  g_assert_true (fired);
-  g_assert_cmpint (g_input_stream_read (G_INPUT_STREAM (in), buf, sizeof buf, NULL, &error), ==,
-                   6);
-  g_assert_cmpmem (buf, 6, "rbody!", 6);
 
-  /* A large read is not limited by the buffer. */
-  for (gsize i = 0; i < 300 * 1024; i++)
-    big[i] = i * 13;
-  g_assert_cmpint (write (fd, big, 100 * 1024), ==, 100 * 1024);
-  while (got < 100 * 1024)
-    {
-      g_autofree guint8 *into = g_malloc (200 * 1024);
-      gssize n = g_input_stream_read (G_INPUT_STREAM (in), into, 200 * 1024, NULL, &error);
-
-      g_assert_no_error (error);
-      g_assert_cmpint (n, >, 0);
-      g_assert_cmpmem (into, n, big + got, n);
-      got += n;
-    }
-
-  /* Blocking writes go out at once. */
-  g_assert_true (g_output_stream_write_all (g_io_stream_get_output_stream (ra), "out", 3, NULL,
-                                            NULL, &error));
-  g_assert_cmpint (read (fd, buf, sizeof buf), ==, 3);
-  g_assert_cmpmem (buf, 3, "out", 3);
-
-  /* Non-blocking writes (TLS records) are gathered and leave together before the main context
-   * waits. */
+  /* The server reads: the client's source fires once the queue drained below its bound. */
   {
-    GPollableOutputStream *out = G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (ra));
-    guint8 rec[8];
+    gsize got = 0;
 
-    g_assert_true (g_pollable_output_stream_is_writable (out));
-    g_assert_cmpint (g_pollable_output_stream_write_nonblocking (out, "rec1", 4, NULL, &error), ==,
-                     4);
-    g_assert_cmpint (g_pollable_output_stream_write_nonblocking (out, "rec2", 4, NULL, &error), ==,
-                     4);
-    g_assert_cmpint (recv (fd, rec, sizeof rec, MSG_DONTWAIT), ==, -1);
-    g_main_context_iteration (NULL, FALSE);
-    g_assert_cmpint (recv (fd, rec, sizeof rec, MSG_DONTWAIT), ==, 8);
-    g_assert_cmpmem (rec, 8, "rec1rec2", 8);
-    /* A blocking write sends what is queued first. */
-    g_assert_cmpint (g_pollable_output_stream_write_nonblocking (out, "ab", 2, NULL, &error), ==,
-                     2);
-    g_assert_true (g_output_stream_write_all (G_OUTPUT_STREAM (out), "cd", 2, NULL, NULL, &error));
-    g_assert_cmpint (recv (fd, rec, sizeof rec, MSG_DONTWAIT), ==, 4);
-    g_assert_cmpmem (rec, 4, "abcd", 4);
-    /* Closing sends what is queued. */
-    g_assert_cmpint (g_pollable_output_stream_write_nonblocking (out, "zz", 2, NULL, &error), ==,
-                     2);
+    while (!fired)
+      {
+        gsize n = read_all_nonblocking (in, back + got, MIN (64 * 1024, queued - got));
+
+        g_assert_cmpuint (n, >, 0);
+        got += n;
+      }
+    /* Finish: everything queued arrives intact, then the rest of the 3 MiB. */
+    while (queued < 3 * 1024 * 1024)
+      {
+        gssize n = g_pollable_output_stream_write_nonblocking (out, big + queued,
+                                                               3 * 1024 * 1024 - queued, NULL,
+                                                               &error);
+        if (n < 0)
+          {
+            g_assert_error (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+            g_clear_error (&error);
+          }
+        else
+          queued += n;
+        got += read_all_nonblocking (in, back + got, MIN (256 * 1024, queued - got));
+      }
+    got += read_all_nonblocking (in, back + got, 3 * 1024 * 1024 - got);
+    g_assert_cmpuint (got, ==, 3 * 1024 * 1024);
+    g_assert_cmpmem (back, got, big, got);
   }
 
-  shutdown (fd, SHUT_WR);
-  g_assert_cmpint (g_input_stream_read (G_INPUT_STREAM (in), buf, sizeof buf, NULL, &error), ==,
-                   0);
-  g_assert_true (g_io_stream_close (ra, NULL, &error));
+  /* The other way, with blocking calls. */
+  g_assert_true (g_output_stream_write_all (g_io_stream_get_output_stream (server), "pong", 4,
+                                            NULL, NULL, &error));
   g_assert_no_error (error);
-  g_assert_true (g_io_stream_is_closed (io));
-  g_assert_cmpint (read (fd, buf, sizeof buf), ==, 2);
-  g_assert_cmpmem (buf, 2, "zz", 2);
+  fired = FALSE;
+  source = g_pollable_input_stream_create_source (
+    G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (client)), NULL);
+  g_source_set_callback (source, (GSourceFunc) (void (*) (void)) readable_cb, &fired, NULL);
+  g_source_attach (source, NULL);
+  g_source_unref (source);
+  while (!fired)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpint (g_input_stream_read (g_io_stream_get_input_stream (client), back, 16, NULL,
+                                        &error),
+                   ==, 4);
+  g_assert_cmpmem (back, 4, "pong", 4);
+
+  /* Closing the client is EOF for the server; writes after close fail. */
+  g_assert_true (g_io_stream_close (client, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (read_all_nonblocking (in, back, 16), ==, 0);
+  g_assert_cmpint (g_pollable_output_stream_write_nonblocking (out, "x", 1, NULL, &error), <, 0);
+  g_assert_nonnull (error);
+  result_clear (&rc);
+  result_clear (&rs);
+}
+
+/* A peer that is not TLS fails the handshake with an error, not a hang. */
+static void
+test_tls_stream_not_tls (void)
+{
+  g_autoptr (GIOStream) a = NULL;
+  g_autoptr (GIOStream) client = NULL;
+  g_autoptr (GError) error = NULL;
+  Result r = { NULL };
+  int fd;
+
+  socket_pair (&a, &fd);
+  client = _gt_tls_stream_new_client (a, "gt.example", &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (write (fd, "HTTP/1.1 400 Bad Request\r\n\r\n", 28), ==, 28);
+  _gt_tls_stream_handshake_async (client, NULL, handshake_cb, &r);
+  while (!r.done)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_nonnull (r.error);
+  g_assert_true (r.error->domain == G_TLS_ERROR);
   close (fd);
+  result_clear (&r);
 }
 
 int
@@ -417,6 +549,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/transport/bad-pin", test_bad_pin);
   g_test_add_func ("/gt/transport/tls-init", test_tls_init);
   g_test_add_func ("/gt/transport/resolve-async", test_resolve_async);
-  g_test_add_func ("/gt/transport/tls-socket", test_tls_socket);
+  g_test_add_func ("/gt/transport/tls-stream", test_tls_stream);
+  g_test_add_func ("/gt/transport/tls-stream-not-tls", test_tls_stream_not_tls);
   return g_test_run ();
 }

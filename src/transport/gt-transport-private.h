@@ -46,12 +46,8 @@ gboolean _gt_tls_verify_init (GtTlsVerify *verify, const GtTransportSecurity *se
                               GError **error);
 
 /* The one TLS client of tls:// and wss://: wraps io in TLS to host:port and runs the handshake,
- * verifying the server as verify says. Completes task with the GTlsConnection. */
+ * verifying the server as verify says. Completes task with the TLS GIOStream (gt-tls-stream.h). */
 void _gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port,
                                const GtTlsVerify *verify, GTask *task);
-
-/* A TLS server connection on io with certificate that never loads the system CA store. */
-GIOStream *_gt_tls_server_connection_new (GIOStream *io, GTlsCertificate *certificate,
-                                          GError **error);
 
 G_END_DECLS

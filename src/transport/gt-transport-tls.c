@@ -7,7 +7,7 @@
 
 #include "gt-certificate.h"
 #include "gt-http-proxy.h"
-#include "gt-tls-socket.h"
+#include "gt-tls-stream.h"
 #include "gt-transport-private.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -58,25 +58,22 @@ gt_transport_tls_init (const char *min_version, GError **error)
 typedef struct
 {
   char *host;
+  guint16 port;
   char *ca_file;
   char *pin;
   gboolean insecure;
+  GTlsDatabase *database;
   GIOStream *tls;
-  gulong accept_id;
-  GTlsCertificateFlags cert_errors;
-  char *peer_fingerprint;
 } TlsClient;
 
 static void
 tls_client_free (TlsClient *tc)
 {
-  if (tc->accept_id != 0)
-    g_signal_handler_disconnect (tc->tls, tc->accept_id);
   g_clear_object (&tc->tls);
+  g_clear_object (&tc->database);
   g_free (tc->host);
   g_free (tc->ca_file);
   g_free (tc->pin);
-  g_free (tc->peer_fingerprint);
   g_free (tc);
 }
 
@@ -106,20 +103,6 @@ describe_cert_errors (GTlsCertificateFlags flags)
   return g_string_free (s, FALSE);
 }
 
-static gboolean
-accept_certificate_cb (GTlsConnection *conn, GTlsCertificate *peer, GTlsCertificateFlags errors,
-                       gpointer user_data)
-{
-  TlsClient *tc = user_data;
-
-  tc->cert_errors = errors;
-  g_free (tc->peer_fingerprint);
-  tc->peer_fingerprint = gt_certificate_fingerprint (peer);
-  if (tc->pin != NULL)
-    return gt_certificate_pin_matches (peer, tc->pin);
-  return tc->insecure;
-}
-
 static void
 return_pin_mismatch (GTask *task, TlsClient *tc, const char *fingerprint)
 {
@@ -128,57 +111,86 @@ return_pin_mismatch (GTask *task, TlsClient *tc, const char *fingerprint)
                            tc->host, fingerprint ? fingerprint : "unknown");
 }
 
+/* The server's certificate, checked after the handshake: a pin must match (even when the
+ * certificate also chains to a trusted CA); else, unless insecure, the chain must verify against
+ * the CA file's database or the system's for the host name. */
+static gboolean
+tls_client_verify (GTask *task, TlsClient *tc)
+{
+  g_autoptr (GTlsCertificate) peer = _gt_tls_stream_get_peer_certificate (tc->tls);
+  g_autofree char *fingerprint = peer != NULL ? gt_certificate_fingerprint (peer) : NULL;
+  g_autoptr (GTlsDatabase) system = NULL;
+  g_autoptr (GSocketConnectable) identity = NULL;
+  GTlsDatabase *database = tc->database;
+  GTlsCertificateFlags flags;
+  GError *error = NULL;
+
+  if (tc->pin != NULL)
+    {
+      if (peer == NULL || !gt_certificate_pin_matches (peer, tc->pin))
+        {
+          return_pin_mismatch (task, tc, fingerprint);
+          return FALSE;
+        }
+      return TRUE;
+    }
+  if (tc->insecure)
+    return TRUE;
+  if (database == NULL)
+    database = system = g_tls_backend_get_default_database (g_tls_backend_get_default ());
+  identity = g_network_address_new (tc->host, tc->port);
+  if (peer == NULL)
+    flags = G_TLS_CERTIFICATE_GENERIC_ERROR;
+  else
+    flags = g_tls_database_verify_chain (database, peer, G_TLS_DATABASE_PURPOSE_AUTHENTICATE_SERVER,
+                                         identity, NULL, G_TLS_DATABASE_VERIFY_NONE,
+                                         g_task_get_cancellable (task), &error);
+  if (error != NULL)
+    {
+      g_prefix_error (&error, "TLS certificate of %s: ", tc->host);
+      g_task_return_error (task, error);
+      return FALSE;
+    }
+  if (flags != 0)
+    {
+      g_autofree char *why = describe_cert_errors (flags);
+      g_autofree char *hint = NULL;
+
+      if (tc->ca_file != NULL)
+        hint = g_strdup_printf ("; the CA in %s did not sign it or it names another host",
+                                tc->ca_file);
+      else
+        hint = g_strdup ("; the system CAs do not trust it (set remoteCert to a CA file or a "
+                         "sha256: pin)");
+      g_task_return_new_error (task, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE,
+                               "TLS certificate of %s not trusted: %s (%s)%s", tc->host, why,
+                               fingerprint ? fingerprint : "unknown", hint);
+      return FALSE;
+    }
+  return TRUE;
+}
+
 static void
 tls_client_handshake_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autoptr (GTask) task = user_data;
   TlsClient *tc = g_task_get_task_data (task);
   GError *error = NULL;
-  GTlsCertificate *peer;
 
-  if (!g_tls_connection_handshake_finish (G_TLS_CONNECTION (source), result, &error))
+  if (!_gt_tls_stream_handshake_finish (G_IO_STREAM (source), result, &error))
     {
-      if (g_error_matches (error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE) && tc->pin != NULL)
-        {
-          g_clear_error (&error);
-          return_pin_mismatch (task, tc, tc->peer_fingerprint);
-          return;
-        }
-      if (g_error_matches (error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE))
-        {
-          g_autofree char *why = describe_cert_errors (tc->cert_errors);
-          g_autofree char *hint = NULL;
-
-          if (tc->ca_file != NULL)
-            hint = g_strdup_printf ("; the CA in %s did not sign it or it names another host",
-                                    tc->ca_file);
-          else
-            hint = g_strdup ("; the system CAs do not trust it (set remoteCert to a CA file or a "
-                             "sha256: pin)");
-          g_clear_error (&error);
-          g_task_return_new_error (task, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE,
-                                   "TLS certificate of %s not trusted: %s (%s)%s", tc->host, why,
-                                   tc->peer_fingerprint ? tc->peer_fingerprint : "unknown", hint);
-          return;
-        }
       g_prefix_error (&error, "TLS handshake with %s: ", tc->host);
       g_task_return_error (task, error);
       return;
     }
-  g_signal_handler_disconnect (tc->tls, tc->accept_id);
-  tc->accept_id = 0;
-
-  /* A pinned certificate must match even when it also chains to a trusted CA. */
-  peer = g_tls_connection_get_peer_certificate (G_TLS_CONNECTION (tc->tls));
-  if (tc->pin != NULL && (peer == NULL || !gt_certificate_pin_matches (peer, tc->pin)))
+  if (!tls_client_verify (task, tc))
+    return;
+  if (g_log_writer_default_would_drop (G_LOG_LEVEL_DEBUG, G_LOG_DOMAIN) == FALSE)
     {
-      g_autofree char *fp = peer != NULL ? gt_certificate_fingerprint (peer) : NULL;
+      g_autofree char *desc = _gt_tls_stream_describe (tc->tls);
 
-      return_pin_mismatch (task, tc, fp);
-      return;
+      g_debug ("TLS with %s: %s", tc->host, desc);
     }
-  g_debug ("TLS with %s: %s", tc->host,
-           g_tls_connection_get_ciphersuite_name (G_TLS_CONNECTION (tc->tls)));
   g_task_return_pointer (task, g_object_ref (tc->tls), g_object_unref);
 }
 
@@ -186,15 +198,11 @@ void
 _gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port, const GtTlsVerify *verify,
                           GTask *task)
 {
-  GTlsDatabase *database = verify->database;
   const char *pin = verify->pin;
-  gboolean insecure = verify->insecure;
-  g_autoptr (GSocketConnectable) identity = NULL;
-  g_autoptr (GIOStream) base = NULL;
   TlsClient *tc;
   GError *error = NULL;
 
-  if (!gt_tls_backend_check (&error))
+  if (!pin && !verify->insecure && !gt_tls_backend_check (&error))
     {
       g_task_return_error (task, error);
       g_object_unref (task);
@@ -207,37 +215,25 @@ _gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port, const G
       g_object_unref (task);
       return;
     }
-  identity = g_network_address_new (host, port);
   tc = g_new0 (TlsClient, 1);
   tc->host = g_strdup (host);
+  tc->port = port;
   tc->ca_file = g_strdup (verify->ca_file);
   tc->pin = g_strdup (pin);
-  tc->insecure = insecure;
+  tc->insecure = verify->insecure;
+  tc->database = verify->database != NULL ? g_object_ref (verify->database) : NULL;
   g_task_set_task_data (task, tc, (GDestroyNotify) tls_client_free);
-  /* Tunnels end with their own close (gt's GOAWAY, WebSocket close): a missing TLS close_notify
-   * is no truncation attack here. The database is given at construction: glib-networking asks
-   * for the connection's database while it initialises, and an unset one means the system CA
-   * store, parsed then and kept for the life of the process (several MiB). Pinned or unverified
-   * tunnels never need it; accept_certificate_cb decides for them. */
-  base = gt_tls_socket_new (io);
-  if (database != NULL || pin != NULL || insecure)
-    tc->tls = g_initable_new (g_tls_backend_get_client_connection_type (g_tls_backend_get_default ()),
-                              NULL, &error, "base-io-stream", base, "server-identity", identity,
-                              "require-close-notify", FALSE, "database", database, NULL);
-  else
-    tc->tls = g_initable_new (g_tls_backend_get_client_connection_type (g_tls_backend_get_default ()),
-                              NULL, &error, "base-io-stream", base, "server-identity", identity,
-                              "require-close-notify", FALSE, NULL);
+  /* gt's own GnuTLS session on the socket (gt-tls-stream.c), not glib-networking's: the system
+   * CA store is loaded only when a server is verified against it. */
+  tc->tls = _gt_tls_stream_new_client (io, host, &error);
   if (tc->tls == NULL)
     {
       g_task_return_error (task, error);
       g_object_unref (task);
       return;
     }
-  tc->accept_id = g_signal_connect (tc->tls, "accept-certificate",
-                                    G_CALLBACK (accept_certificate_cb), tc);
-  g_tls_connection_handshake_async (G_TLS_CONNECTION (tc->tls), G_PRIORITY_DEFAULT,
-                                    g_task_get_cancellable (task), tls_client_handshake_cb, task);
+  _gt_tls_stream_handshake_async (tc->tls, g_task_get_cancellable (task), tls_client_handshake_cb,
+                                  task);
 }
 
 void
@@ -345,22 +341,10 @@ tls_accept_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   g_autoptr (GTask) task = user_data;
   GError *error = NULL;
 
-  if (!g_tls_connection_handshake_finish (G_TLS_CONNECTION (source), result, &error))
+  if (!_gt_tls_stream_handshake_finish (G_IO_STREAM (source), result, &error))
     g_task_return_error (task, error);
   else
     g_task_return_pointer (task, g_object_ref (source), g_object_unref);
-}
-
-GIOStream *
-_gt_tls_server_connection_new (GIOStream *io, GTlsCertificate *certificate, GError **error)
-{
-  /* No client certificates are asked for: a database given at construction keeps glib-networking
-   * from loading the system CA store (see _gt_tls_client_handshake). */
-  g_autoptr (GIOStream) base = gt_tls_socket_new (io);
-
-  return g_initable_new (g_tls_backend_get_server_connection_type (g_tls_backend_get_default ()),
-                         NULL, error, "base-io-stream", base, "certificate", certificate,
-                         "require-close-notify", FALSE, "database", NULL, NULL);
 }
 
 /* Server side of tlsAddr: the TLS handshake with the server certificate. */
@@ -378,15 +362,14 @@ tls_accept (GIOStream *io, const guint8 *head, gsize head_len, GTlsCertificate *
       g_object_unref (task);
       return;
     }
-  tls = _gt_tls_server_connection_new (io, certificate, &error);
+  tls = _gt_tls_stream_new_server (io, certificate, &error);
   if (tls == NULL)
     {
       g_task_return_error (task, error);
       g_object_unref (task);
       return;
     }
-  g_tls_connection_handshake_async (G_TLS_CONNECTION (tls), G_PRIORITY_DEFAULT,
-                                    g_task_get_cancellable (task), tls_accept_done_cb, task);
+  _gt_tls_stream_handshake_async (tls, g_task_get_cancellable (task), tls_accept_done_cb, task);
 }
 
 const GtTransportLeaf _gt_transport_tls = { "tls", tls_dial, tls_accept };

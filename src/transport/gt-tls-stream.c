@@ -1,0 +1,1194 @@
+/* gt-tls-stream.c: TLS tunnels on GnuTLS directly, on a socket's fd, driven by the main loop. */
+#include "config.h"
+
+#define G_LOG_DOMAIN "gt-transport"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <gnutls/gnutls.h>
+
+#include <gmodule.h>
+
+#include "gt-fd-source.h"
+#include "gt-tls-stream.h"
+
+/* GnuTLS is loaded with the first TLS tunnel, as gt-certificate.c does for certificate generation:
+ * linking it would map and initialise it in every gt process, TLS or not (about 2 MiB). */
+#define GT_TLS_SYMBOLS(X) \
+  X (gnutls_init) \
+  X (gnutls_deinit) \
+  X (gnutls_priority_init) \
+  X (gnutls_priority_set) \
+  X (gnutls_credentials_set) \
+  X (gnutls_certificate_server_set_request) \
+  X (gnutls_transport_set_ptr) \
+  X (gnutls_transport_set_pull_function) \
+  X (gnutls_transport_set_vec_push_function) \
+  X (gnutls_transport_set_errno) \
+  X (gnutls_record_recv) \
+  X (gnutls_record_send) \
+  X (gnutls_record_check_pending) \
+  X (gnutls_record_get_direction) \
+  X (gnutls_error_is_fatal) \
+  X (gnutls_strerror) \
+  X (gnutls_handshake) \
+  X (gnutls_bye) \
+  X (gnutls_certificate_allocate_credentials) \
+  X (gnutls_certificate_free_credentials) \
+  X (gnutls_certificate_set_x509_key_mem2) \
+  X (gnutls_certificate_get_peers) \
+  X (gnutls_server_name_set) \
+  X (gnutls_session_get_desc) 
+
+#define GT_TLS_DECLARE(name) __typeof__ (name) *name;
+static struct
+{
+  GT_TLS_SYMBOLS (GT_TLS_DECLARE)
+  gnutls_free_function *free_var;
+  gboolean loaded;
+} gt_tls;
+
+static gboolean
+gt_tls_load (GError **error)
+{
+  GModule *module;
+
+  if (gt_tls.loaded)
+    return TRUE;
+  module = g_module_open ("libgnutls.so.30", G_MODULE_BIND_LAZY | G_MODULE_BIND_LOCAL);
+  if (module == NULL)
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                   "TLS tunnels need GnuTLS (libgnutls.so.30): %s", g_module_error ());
+      return FALSE;
+    }
+#define GT_TLS_LOAD(name) \
+  if (!g_module_symbol (module, #name, (gpointer *) &gt_tls.name)) \
+    goto missing;
+  GT_TLS_SYMBOLS (GT_TLS_LOAD)
+  if (!g_module_symbol (module, "gnutls_free", (gpointer *) &gt_tls.free_var))
+    goto missing;
+  g_module_make_resident (module);
+  gt_tls.loaded = TRUE;
+  return TRUE;
+
+missing:
+  g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "GnuTLS lacks a function: %s",
+               g_module_error ());
+  g_module_close (module);
+  return FALSE;
+}
+
+/* From here on, gnutls_* calls go through the table loaded above. */
+#define gnutls_init gt_tls.gnutls_init
+#define gnutls_deinit gt_tls.gnutls_deinit
+#define gnutls_priority_init gt_tls.gnutls_priority_init
+#define gnutls_priority_set gt_tls.gnutls_priority_set
+#define gnutls_credentials_set gt_tls.gnutls_credentials_set
+#define gnutls_certificate_server_set_request gt_tls.gnutls_certificate_server_set_request
+#define gnutls_transport_set_ptr gt_tls.gnutls_transport_set_ptr
+#define gnutls_transport_set_pull_function gt_tls.gnutls_transport_set_pull_function
+#define gnutls_transport_set_vec_push_function gt_tls.gnutls_transport_set_vec_push_function
+#define gnutls_transport_set_errno gt_tls.gnutls_transport_set_errno
+#define gnutls_record_recv gt_tls.gnutls_record_recv
+#define gnutls_record_send gt_tls.gnutls_record_send
+#define gnutls_record_check_pending gt_tls.gnutls_record_check_pending
+#define gnutls_record_get_direction gt_tls.gnutls_record_get_direction
+#define gnutls_error_is_fatal gt_tls.gnutls_error_is_fatal
+#define gnutls_strerror gt_tls.gnutls_strerror
+#define gnutls_handshake gt_tls.gnutls_handshake
+#define gnutls_bye gt_tls.gnutls_bye
+#define gnutls_certificate_allocate_credentials gt_tls.gnutls_certificate_allocate_credentials
+#define gnutls_certificate_free_credentials gt_tls.gnutls_certificate_free_credentials
+#define gnutls_certificate_set_x509_key_mem2 gt_tls.gnutls_certificate_set_x509_key_mem2
+#define gnutls_certificate_get_peers gt_tls.gnutls_certificate_get_peers
+#define gnutls_server_name_set gt_tls.gnutls_server_name_set
+#define gnutls_session_get_desc gt_tls.gnutls_session_get_desc
+#define gnutls_free (*gt_tls.free_var)
+
+
+/* Ciphertext read from the socket at once: GnuTLS asks its pull function for a record header,
+ * then for the record; one recv() feeds many records. Freed whenever it is drained, so an idle
+ * tunnel keeps none. */
+#define RBUF_SIZE (256 * 1024)
+/* Ciphertext queued for the socket before writes would block. */
+#define OUT_HIGH (256 * 1024)
+/* The largest TLS record's plaintext. */
+#define RECORD_MAX 16384
+
+/* ------------------------------------------------------------------------------------------ */
+/* Types */
+
+#define GT_TYPE_TLS_STREAM (gt_tls_stream_get_type ())
+G_DECLARE_FINAL_TYPE (GtTlsStream, gt_tls_stream, GT, TLS_STREAM, GIOStream)
+
+#define GT_TYPE_TLS_INPUT (gt_tls_input_get_type ())
+G_DECLARE_FINAL_TYPE (GtTlsInput, gt_tls_input, GT, TLS_INPUT, GInputStream)
+
+#define GT_TYPE_TLS_OUTPUT (gt_tls_output_get_type ())
+G_DECLARE_FINAL_TYPE (GtTlsOutput, gt_tls_output, GT, TLS_OUTPUT, GOutputStream)
+
+struct _GtTlsStream
+{
+  GIOStream parent_instance;
+  GIOStream *base;
+  GSocket *socket;
+  int fd;
+  gnutls_session_t session;
+  GInputStream *in;
+  GOutputStream *out;
+
+  /* Ciphertext read ahead of GnuTLS. */
+  guint8 *rbuf;
+  gsize rstart;
+  gsize rend;
+  gboolean rdrained; /* the last recv() found the socket empty */
+  GError *read_error;
+
+  /* Ciphertext waiting for the socket. */
+  guint8 *wbuf;
+  gsize wstart;
+  gsize wend;
+  gsize wcap;
+  GError *write_error;
+  GSource *flush_source; /* polls for room while wbuf holds bytes */
+
+  gboolean handshaken;
+};
+
+struct _GtTlsInput
+{
+  GInputStream parent_instance;
+  GtTlsStream *tls; /* not owned: the GtTlsStream owns this stream */
+};
+
+struct _GtTlsOutput
+{
+  GOutputStream parent_instance;
+  GtTlsStream *tls;
+};
+
+static void input_pollable_init (GPollableInputStreamInterface *iface);
+static void output_pollable_init (GPollableOutputStreamInterface *iface);
+
+G_DEFINE_TYPE (GtTlsStream, gt_tls_stream, G_TYPE_IO_STREAM)
+G_DEFINE_TYPE_WITH_CODE (GtTlsInput, gt_tls_input, G_TYPE_INPUT_STREAM,
+                         G_IMPLEMENT_INTERFACE (G_TYPE_POLLABLE_INPUT_STREAM, input_pollable_init))
+G_DEFINE_TYPE_WITH_CODE (GtTlsOutput, gt_tls_output, G_TYPE_OUTPUT_STREAM,
+                         G_IMPLEMENT_INTERFACE (G_TYPE_POLLABLE_OUTPUT_STREAM,
+                                                output_pollable_init))
+
+static GError *
+closed_error (void)
+{
+  return g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CLOSED, "TLS connection is closed");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* GnuTLS transport: the socket, through our buffers */
+
+static ssize_t
+pull_cb (gnutls_transport_ptr_t ptr, void *data, size_t len)
+{
+  GtTlsStream *self = ptr;
+  gsize n;
+
+  if (self->rend == self->rstart)
+    {
+      ssize_t got;
+
+      if (self->rbuf == NULL)
+        self->rbuf = g_malloc (RBUF_SIZE);
+      do
+        got = recv (self->fd, self->rbuf, RBUF_SIZE, 0);
+      while (got < 0 && errno == EINTR);
+      if (got <= 0)
+        {
+          int err = errno;
+
+          g_clear_pointer (&self->rbuf, g_free);
+          self->rstart = self->rend = 0;
+          self->rdrained = TRUE;
+          if (got == 0)
+            return 0;
+          gnutls_transport_set_errno (self->session, err == EWOULDBLOCK ? EAGAIN : err);
+          return -1;
+        }
+      self->rstart = 0;
+      self->rend = got;
+      self->rdrained = (gsize) got < RBUF_SIZE;
+    }
+  n = MIN (len, self->rend - self->rstart);
+  memcpy (data, self->rbuf + self->rstart, n);
+  self->rstart += n;
+  if (self->rstart == self->rend)
+    {
+      self->rstart = self->rend = 0;
+      g_clear_pointer (&self->rbuf, g_free);
+    }
+  return n;
+}
+
+/* Records are queued, never refused: GnuTLS then never sees a partial write, and all records of
+ * one caller's write leave in one send(). */
+static ssize_t
+vec_push_cb (gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
+{
+  GtTlsStream *self = ptr;
+  gsize total = 0;
+
+  for (int i = 0; i < iovcnt; i++)
+    total += iov[i].iov_len;
+  if (self->wstart > 0 && self->wend + total > self->wcap)
+    {
+      memmove (self->wbuf, self->wbuf + self->wstart, self->wend - self->wstart);
+      self->wend -= self->wstart;
+      self->wstart = 0;
+    }
+  if (self->wend + total > self->wcap)
+    {
+      self->wcap = MAX (self->wend + total, MIN (2 * self->wcap, (gsize) OUT_HIGH + 2 * RECORD_MAX));
+      self->wcap = MAX (self->wcap, (gsize) 4096);
+      self->wbuf = g_realloc (self->wbuf, self->wcap);
+    }
+  for (int i = 0; i < iovcnt; i++)
+    {
+      memcpy (self->wbuf + self->wend, iov[i].iov_base, iov[i].iov_len);
+      self->wend += iov[i].iov_len;
+    }
+  return total;
+}
+
+static gsize
+pending_out (GtTlsStream *self)
+{
+  return self->wend - self->wstart;
+}
+
+/* Sends what the socket takes now; watches for room while something is left. */
+static void
+flush_out (GtTlsStream *self)
+{
+  while (self->wend > self->wstart && self->write_error == NULL)
+    {
+      ssize_t n = send (self->fd, self->wbuf + self->wstart, self->wend - self->wstart,
+                        MSG_NOSIGNAL);
+
+      if (n < 0)
+        {
+          int err = errno;
+
+          if (err == EINTR)
+            continue;
+          if (err != EAGAIN && err != EWOULDBLOCK)
+            self->write_error = g_error_new (G_IO_ERROR, g_io_error_from_errno (err),
+                                             "TLS send: %s", g_strerror (err));
+          break;
+        }
+      self->wstart += n;
+    }
+  if (self->wend == self->wstart || self->write_error != NULL)
+    {
+      self->wstart = self->wend = self->wcap = 0;
+      g_clear_pointer (&self->wbuf, g_free);
+    }
+  if (self->flush_source != NULL)
+    gt_fd_source_set_events (self->flush_source, pending_out (self) > 0 ? G_IO_OUT : 0);
+}
+
+static void
+flush_ready_cb (int fd, GIOCondition revents, gpointer user_data)
+{
+  flush_out (user_data);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Pollable sources: ready on buffered state, else on the fd, which they poll themselves */
+
+typedef struct
+{
+  GSource source;
+  GtTlsStream *tls; /* owned */
+  GObject *stream;  /* owned: the pollable stream handed to the callback */
+  GPollFD pfd;
+  gboolean output;
+} TlsSource;
+
+static gboolean
+input_has_buffered (GtTlsStream *self)
+{
+  return self->rend > self->rstart || gnutls_record_check_pending (self->session) > 0
+         || self->read_error != NULL;
+}
+
+static gboolean
+output_has_room (GtTlsStream *self)
+{
+  return pending_out (self) < OUT_HIGH || self->write_error != NULL;
+}
+
+static gboolean
+tls_source_ready (TlsSource *ts)
+{
+  if (ts->tls->session == NULL)
+    return TRUE; /* closed: let the callback find out */
+  return ts->output ? output_has_room (ts->tls) : input_has_buffered (ts->tls);
+}
+
+static gboolean
+tls_source_prepare (GSource *source, gint *timeout)
+{
+  TlsSource *ts = (TlsSource *) source;
+
+  *timeout = -1;
+  if (tls_source_ready (ts))
+    {
+      ts->pfd.events = 0;
+      return TRUE;
+    }
+  ts->pfd.events = ts->output ? G_IO_OUT : G_IO_IN;
+  return FALSE;
+}
+
+static gboolean
+tls_source_check (GSource *source)
+{
+  TlsSource *ts = (TlsSource *) source;
+
+  return (ts->pfd.revents & (ts->pfd.events | G_IO_HUP | G_IO_ERR | G_IO_NVAL)) != 0
+         || tls_source_ready (ts);
+}
+
+static gboolean
+tls_source_dispatch (GSource *source, GSourceFunc callback, gpointer user_data)
+{
+  TlsSource *ts = (TlsSource *) source;
+  GPollableSourceFunc func = (GPollableSourceFunc) (void (*) (void)) callback;
+
+  ts->pfd.revents = 0;
+  if (ts->output && ts->tls->session != NULL)
+    flush_out (ts->tls);
+  if (func == NULL)
+    return G_SOURCE_REMOVE;
+  return func (ts->stream, user_data);
+}
+
+static void
+tls_source_finalize (GSource *source)
+{
+  TlsSource *ts = (TlsSource *) source;
+
+  g_clear_object (&ts->stream);
+  g_clear_object (&ts->tls);
+}
+
+static gboolean
+tls_source_closure_callback (GObject *stream, gpointer data)
+{
+  GClosure *closure = data;
+  GValue param = G_VALUE_INIT;
+  GValue result_value = G_VALUE_INIT;
+  gboolean result;
+
+  g_value_init (&result_value, G_TYPE_BOOLEAN);
+  g_value_init (&param, G_TYPE_OBJECT);
+  g_value_set_object (&param, stream);
+  g_closure_invoke (closure, &result_value, 1, &param, NULL);
+  result = g_value_get_boolean (&result_value);
+  g_value_unset (&result_value);
+  g_value_unset (&param);
+  return result;
+}
+
+static GSourceFuncs tls_source_funcs = {
+  tls_source_prepare,
+  tls_source_check,
+  tls_source_dispatch,
+  tls_source_finalize,
+  (GSourceFunc) (void (*) (void)) tls_source_closure_callback,
+  NULL,
+};
+
+static GSource *
+tls_source_new (GtTlsStream *tls, GObject *stream, gboolean output, GCancellable *cancellable)
+{
+  GSource *source = g_source_new (&tls_source_funcs, sizeof (TlsSource));
+  TlsSource *ts = (TlsSource *) source;
+
+  g_source_set_static_name (source, output ? "GtTlsOutput" : "GtTlsInput");
+  ts->tls = g_object_ref (tls);
+  ts->stream = g_object_ref (stream);
+  ts->output = output;
+  ts->pfd.fd = tls->fd;
+  g_source_add_poll (source, &ts->pfd);
+  /* No nested main loops in gt: not blocking the source during dispatch saves GLib's poll-set
+   * changes and the wakeups they cost (see gt-fd-source.c). */
+  g_source_set_can_recurse (source, TRUE);
+  if (cancellable != NULL)
+    {
+      g_autoptr (GSource) cancel = g_cancellable_source_new (cancellable);
+
+      g_source_set_dummy_callback (cancel);
+      g_source_add_child_source (source, cancel);
+    }
+  return source;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Input */
+
+static gssize
+tls_read_nonblocking (GtTlsStream *self, guint8 *buffer, gsize count, GError **error)
+{
+  gsize total = 0;
+
+  if (self->session == NULL)
+    {
+      g_propagate_error (error, closed_error ());
+      return -1;
+    }
+  if (self->read_error != NULL)
+    {
+      g_propagate_error (error, g_error_copy (self->read_error));
+      return -1;
+    }
+  /* Whole records while they are buffered, so one call drains a large read. */
+  while (total < count)
+    {
+      ssize_t r = gnutls_record_recv (self->session, buffer + total, count - total);
+
+      if (r > 0)
+        {
+          total += r;
+          if (self->rend == self->rstart && gnutls_record_check_pending (self->session) == 0
+              && self->rdrained)
+            break;
+          continue;
+        }
+      if (r == GNUTLS_E_INTERRUPTED)
+        continue;
+      if (r == GNUTLS_E_AGAIN)
+        {
+          if (total > 0)
+            break;
+          g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK,
+                               "no TLS record available");
+          return -1;
+        }
+      /* A tunnel ends with its own close, so a missing close_notify is no truncation. */
+      if (r == 0 || r == GNUTLS_E_PREMATURE_TERMINATION)
+        break;
+      if (!gnutls_error_is_fatal (r))
+        continue; /* a warning alert */
+      self->read_error = g_error_new (G_TLS_ERROR, G_TLS_ERROR_MISC, "TLS receive: %s",
+                                      gnutls_strerror (r));
+      if (total > 0)
+        break;
+      g_propagate_error (error, g_error_copy (self->read_error));
+      return -1;
+    }
+  return total;
+}
+
+static gssize
+input_read_nonblocking (GPollableInputStream *stream, void *buffer, gsize count, GError **error)
+{
+  GtTlsStream *tls = GT_TLS_INPUT (stream)->tls;
+
+  if (tls == NULL)
+    {
+      g_propagate_error (error, closed_error ());
+      return -1;
+    }
+  return tls_read_nonblocking (tls, buffer, count, error);
+}
+
+static gssize
+input_read (GInputStream *stream, void *buffer, gsize count, GCancellable *cancellable,
+            GError **error)
+{
+  GtTlsStream *tls = GT_TLS_INPUT (stream)->tls;
+
+  for (;;)
+    {
+      GError *local = NULL;
+      gssize n;
+
+      if (tls == NULL)
+        {
+          g_propagate_error (error, closed_error ());
+          return -1;
+        }
+      n = tls_read_nonblocking (tls, buffer, count, &local);
+      if (n >= 0 || !g_error_matches (local, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        {
+          if (local != NULL)
+            g_propagate_error (error, local);
+          return n;
+        }
+      g_error_free (local);
+      if (!g_socket_condition_wait (tls->socket, G_IO_IN, cancellable, error))
+        return -1;
+    }
+}
+
+static gboolean
+input_close (GInputStream *stream, GCancellable *cancellable, GError **error)
+{
+  return TRUE; /* the GIOStream closes the connection */
+}
+
+static gboolean
+input_can_poll (GPollableInputStream *stream)
+{
+  return TRUE;
+}
+
+static gboolean
+input_is_readable (GPollableInputStream *stream)
+{
+  GtTlsStream *tls = GT_TLS_INPUT (stream)->tls;
+
+  return tls == NULL || tls->session == NULL || input_has_buffered (tls)
+         || g_socket_condition_check (tls->socket, G_IO_IN) != 0;
+}
+
+static GSource *
+input_create_source (GPollableInputStream *stream, GCancellable *cancellable)
+{
+  GtTlsStream *tls = GT_TLS_INPUT (stream)->tls;
+
+  g_return_val_if_fail (tls != NULL, NULL);
+  return tls_source_new (tls, G_OBJECT (stream), FALSE, cancellable);
+}
+
+static void
+gt_tls_input_class_init (GtTlsInputClass *klass)
+{
+  G_INPUT_STREAM_CLASS (klass)->read_fn = input_read;
+  G_INPUT_STREAM_CLASS (klass)->close_fn = input_close;
+}
+
+static void
+input_pollable_init (GPollableInputStreamInterface *iface)
+{
+  iface->can_poll = input_can_poll;
+  iface->is_readable = input_is_readable;
+  iface->create_source = input_create_source;
+  iface->read_nonblocking = input_read_nonblocking;
+}
+
+static void
+gt_tls_input_init (GtTlsInput *self)
+{
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Output */
+
+static gssize
+tls_write_nonblocking (GtTlsStream *self, const guint8 *buffer, gsize count, GError **error)
+{
+  gsize budget;
+  gsize accepted = 0;
+
+  if (self->session == NULL)
+    {
+      g_propagate_error (error, closed_error ());
+      return -1;
+    }
+  if (pending_out (self) > 0)
+    flush_out (self);
+  if (self->write_error != NULL)
+    {
+      g_propagate_error (error, g_error_copy (self->write_error));
+      return -1;
+    }
+  if (pending_out (self) >= OUT_HIGH)
+    {
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK, "TLS send queue is full");
+      return -1;
+    }
+  budget = MIN (count, OUT_HIGH - pending_out (self));
+  while (accepted < budget)
+    {
+      ssize_t r = gnutls_record_send (self->session, buffer + accepted,
+                                      MIN (budget - accepted, (gsize) RECORD_MAX));
+
+      if (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_AGAIN)
+        continue; /* the push function never refuses; GnuTLS only retries */
+      if (r < 0)
+        {
+          self->write_error = g_error_new (G_TLS_ERROR, G_TLS_ERROR_MISC, "TLS send: %s",
+                                           gnutls_strerror (r));
+          break;
+        }
+      accepted += r;
+    }
+  flush_out (self);
+  if (accepted == 0 && self->write_error != NULL)
+    {
+      g_propagate_error (error, g_error_copy (self->write_error));
+      return -1;
+    }
+  return accepted;
+}
+
+static gssize
+output_write_nonblocking (GPollableOutputStream *stream, const void *buffer, gsize count,
+                          GError **error)
+{
+  GtTlsStream *tls = GT_TLS_OUTPUT (stream)->tls;
+
+  if (tls == NULL)
+    {
+      g_propagate_error (error, closed_error ());
+      return -1;
+    }
+  return tls_write_nonblocking (tls, buffer, count, error);
+}
+
+/* Waits until everything queued is in the socket. */
+static gboolean
+flush_blocking (GtTlsStream *tls, GCancellable *cancellable, GError **error)
+{
+  for (;;)
+    {
+      if (tls->write_error != NULL)
+        {
+          g_propagate_error (error, g_error_copy (tls->write_error));
+          return FALSE;
+        }
+      flush_out (tls);
+      if (pending_out (tls) == 0 && tls->write_error == NULL)
+        return TRUE;
+      if (tls->write_error == NULL
+          && !g_socket_condition_wait (tls->socket, G_IO_OUT, cancellable, error))
+        return FALSE;
+    }
+}
+
+static gssize
+output_write (GOutputStream *stream, const void *buffer, gsize count, GCancellable *cancellable,
+              GError **error)
+{
+  GtTlsStream *tls = GT_TLS_OUTPUT (stream)->tls;
+  gssize n;
+
+  if (tls == NULL)
+    {
+      g_propagate_error (error, closed_error ());
+      return -1;
+    }
+  for (;;)
+    {
+      GError *local = NULL;
+
+      n = tls_write_nonblocking (tls, buffer, count, &local);
+      if (n >= 0 || !g_error_matches (local, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        {
+          if (local != NULL)
+            g_propagate_error (error, local);
+          break;
+        }
+      g_error_free (local);
+      if (!g_socket_condition_wait (tls->socket, G_IO_OUT, cancellable, error))
+        return -1;
+    }
+  if (n >= 0 && !flush_blocking (tls, cancellable, error))
+    return -1;
+  return n;
+}
+
+static gboolean
+output_flush (GOutputStream *stream, GCancellable *cancellable, GError **error)
+{
+  GtTlsStream *tls = GT_TLS_OUTPUT (stream)->tls;
+
+  /* Never waits: a stream closed on a peer that reads nothing must not block the loop. What is
+   * left goes out with the flush source, or with the socket's close. */
+  if (tls != NULL && tls->session != NULL)
+    flush_out (tls);
+  return TRUE;
+}
+
+static gboolean
+output_close (GOutputStream *stream, GCancellable *cancellable, GError **error)
+{
+  return TRUE; /* the GIOStream closes the connection */
+}
+
+static gboolean
+output_can_poll (GPollableOutputStream *stream)
+{
+  return TRUE;
+}
+
+static gboolean
+output_is_writable (GPollableOutputStream *stream)
+{
+  GtTlsStream *tls = GT_TLS_OUTPUT (stream)->tls;
+
+  return tls == NULL || tls->session == NULL || output_has_room (tls);
+}
+
+static GSource *
+output_create_source (GPollableOutputStream *stream, GCancellable *cancellable)
+{
+  GtTlsStream *tls = GT_TLS_OUTPUT (stream)->tls;
+
+  g_return_val_if_fail (tls != NULL, NULL);
+  return tls_source_new (tls, G_OBJECT (stream), TRUE, cancellable);
+}
+
+static void
+gt_tls_output_class_init (GtTlsOutputClass *klass)
+{
+  G_OUTPUT_STREAM_CLASS (klass)->write_fn = output_write;
+  G_OUTPUT_STREAM_CLASS (klass)->flush = output_flush;
+  G_OUTPUT_STREAM_CLASS (klass)->close_fn = output_close;
+}
+
+static void
+output_pollable_init (GPollableOutputStreamInterface *iface)
+{
+  iface->can_poll = output_can_poll;
+  iface->is_writable = output_is_writable;
+  iface->create_source = output_create_source;
+  iface->write_nonblocking = output_write_nonblocking;
+}
+
+static void
+gt_tls_output_init (GtTlsOutput *self)
+{
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The connection */
+
+static GInputStream *
+get_input_stream (GIOStream *stream)
+{
+  return GT_TLS_STREAM (stream)->in;
+}
+
+static GOutputStream *
+get_output_stream (GIOStream *stream)
+{
+  return GT_TLS_STREAM (stream)->out;
+}
+
+/* Sends close_notify if the socket takes it now, and closes the socket. Never blocks. */
+static gboolean
+tls_stream_close (GIOStream *stream, GCancellable *cancellable, GError **error)
+{
+  GtTlsStream *self = GT_TLS_STREAM (stream);
+
+  if (self->session != NULL && self->handshaken && self->write_error == NULL)
+    {
+      (void) gnutls_bye (self->session, GNUTLS_SHUT_WR);
+      flush_out (self);
+    }
+  gt_fd_source_free (g_steal_pointer (&self->flush_source));
+  (void) g_input_stream_close (self->in, NULL, NULL);
+  (void) g_output_stream_close (self->out, NULL, NULL);
+  return g_io_stream_close (self->base, cancellable, error);
+}
+
+static void
+tls_stream_close_async (GIOStream *stream, int io_priority, GCancellable *cancellable,
+                        GAsyncReadyCallback callback, gpointer user_data)
+{
+  g_autoptr (GTask) task = g_task_new (stream, cancellable, callback, user_data);
+  GError *error = NULL;
+
+  g_task_set_source_tag (task, tls_stream_close_async);
+  if (tls_stream_close (stream, cancellable, &error))
+    g_task_return_boolean (task, TRUE);
+  else
+    g_task_return_error (task, error);
+}
+
+static gboolean
+tls_stream_close_finish (GIOStream *stream, GAsyncResult *result, GError **error)
+{
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+static void
+gt_tls_stream_dispose (GObject *object)
+{
+  GtTlsStream *self = GT_TLS_STREAM (object);
+
+  gt_fd_source_free (g_steal_pointer (&self->flush_source));
+  G_OBJECT_CLASS (gt_tls_stream_parent_class)->dispose (object);
+}
+
+static void
+gt_tls_stream_finalize (GObject *object)
+{
+  GtTlsStream *self = GT_TLS_STREAM (object);
+
+  if (self->in != NULL)
+    GT_TLS_INPUT (self->in)->tls = NULL;
+  if (self->out != NULL)
+    GT_TLS_OUTPUT (self->out)->tls = NULL;
+  g_clear_object (&self->in);
+  g_clear_object (&self->out);
+  if (self->session != NULL)
+    gnutls_deinit (self->session);
+  g_clear_object (&self->socket);
+  g_clear_object (&self->base);
+  g_free (self->rbuf);
+  g_free (self->wbuf);
+  g_clear_error (&self->read_error);
+  g_clear_error (&self->write_error);
+  G_OBJECT_CLASS (gt_tls_stream_parent_class)->finalize (object);
+}
+
+static void
+gt_tls_stream_class_init (GtTlsStreamClass *klass)
+{
+  GIOStreamClass *io_class = G_IO_STREAM_CLASS (klass);
+
+  G_OBJECT_CLASS (klass)->dispose = gt_tls_stream_dispose;
+  G_OBJECT_CLASS (klass)->finalize = gt_tls_stream_finalize;
+  io_class->get_input_stream = get_input_stream;
+  io_class->get_output_stream = get_output_stream;
+  io_class->close_fn = tls_stream_close;
+  io_class->close_async = tls_stream_close_async;
+  io_class->close_finish = tls_stream_close_finish;
+}
+
+static void
+gt_tls_stream_init (GtTlsStream *self)
+{
+  self->fd = -1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Sessions */
+
+static gnutls_priority_t
+shared_priority (GError **error)
+{
+  static gnutls_priority_t priority;
+  static gboolean failed;
+
+  if (priority == NULL && !failed)
+    {
+      /* The same priority string glib-networking reads: gt_transport_tls_init sets it from
+       * tlsMinVersion at start unless the user did. */
+      const char *text = g_getenv ("G_TLS_GNUTLS_PRIORITY");
+      const char *err_pos = NULL;
+      int r = gnutls_priority_init (&priority, text != NULL ? text : "NORMAL", &err_pos);
+
+      if (r < 0)
+        {
+          g_warning ("TLS priority string '%s' is invalid at '%s' (%s); using NORMAL",
+                     text ? text : "NORMAL", err_pos ? err_pos : "", gnutls_strerror (r));
+          priority = NULL;
+          r = gnutls_priority_init (&priority, "NORMAL", NULL);
+          failed = r < 0;
+          if (failed)
+            priority = NULL;
+        }
+    }
+  if (priority == NULL)
+    g_set_error_literal (error, G_TLS_ERROR, G_TLS_ERROR_MISC, "no usable TLS priority");
+  return priority;
+}
+
+/* Clients verify the server themselves after the handshake (GIO's database, pins); their
+ * credentials hold no trust store. */
+static gnutls_certificate_credentials_t
+client_credentials (void)
+{
+  static gnutls_certificate_credentials_t creds;
+
+  if (creds == NULL && gnutls_certificate_allocate_credentials (&creds) < 0)
+    creds = NULL;
+  return creds;
+}
+
+static void
+credentials_free (gpointer creds)
+{
+  gnutls_certificate_free_credentials (creds);
+}
+
+/* The server credentials of a GIO certificate, made once and kept with it. */
+static gnutls_certificate_credentials_t
+server_credentials (GTlsCertificate *certificate, GError **error)
+{
+  static GQuark quark;
+  gnutls_certificate_credentials_t creds;
+  g_autofree char *key_pem = NULL;
+  g_autoptr (GString) chain = g_string_new (NULL);
+  gnutls_datum_t cert_datum;
+  gnutls_datum_t key_datum;
+  int r;
+
+  if (quark == 0)
+    quark = g_quark_from_static_string ("gt-tls-stream-credentials");
+  creds = g_object_get_qdata (G_OBJECT (certificate), quark);
+  if (creds != NULL)
+    return creds;
+
+  g_object_get (certificate, "private-key-pem", &key_pem, NULL);
+  for (GTlsCertificate *c = certificate; c != NULL; c = g_tls_certificate_get_issuer (c))
+    {
+      g_autofree char *pem = NULL;
+
+      g_object_get (c, "certificate-pem", &pem, NULL);
+      if (pem != NULL)
+        g_string_append (chain, pem);
+    }
+  if (key_pem == NULL || chain->len == 0)
+    {
+      g_set_error_literal (error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE,
+                           "the server certificate has no readable private key");
+      return NULL;
+    }
+  r = gnutls_certificate_allocate_credentials (&creds);
+  if (r < 0)
+    {
+      g_set_error (error, G_TLS_ERROR, G_TLS_ERROR_MISC, "TLS credentials: %s",
+                   gnutls_strerror (r));
+      return NULL;
+    }
+  cert_datum.data = (unsigned char *) chain->str;
+  cert_datum.size = chain->len;
+  key_datum.data = (unsigned char *) key_pem;
+  key_datum.size = strlen (key_pem);
+  r = gnutls_certificate_set_x509_key_mem2 (creds, &cert_datum, &key_datum, GNUTLS_X509_FMT_PEM,
+                                            NULL, 0);
+  explicit_bzero (key_pem, strlen (key_pem));
+  if (r < 0)
+    {
+      gnutls_certificate_free_credentials (creds);
+      g_set_error (error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE,
+                   "the server certificate or key is unusable: %s", gnutls_strerror (r));
+      return NULL;
+    }
+  g_object_set_qdata_full (G_OBJECT (certificate), quark, creds, credentials_free);
+  return creds;
+}
+
+static GtTlsStream *
+tls_stream_new (GIOStream *base, gboolean server, gnutls_certificate_credentials_t creds,
+                GError **error)
+{
+  g_autoptr (GtTlsStream) self = NULL;
+  gnutls_priority_t priority;
+  int r;
+
+  if (!G_IS_SOCKET_CONNECTION (base))
+    {
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                           "TLS tunnels run on sockets only");
+      return NULL;
+    }
+  priority = shared_priority (error);
+  if (priority == NULL || creds == NULL)
+    {
+      if (priority != NULL)
+        g_set_error_literal (error, G_TLS_ERROR, G_TLS_ERROR_MISC, "no TLS credentials");
+      return NULL;
+    }
+  self = g_object_new (GT_TYPE_TLS_STREAM, NULL);
+  self->base = g_object_ref (base);
+  self->socket = g_object_ref (g_socket_connection_get_socket (G_SOCKET_CONNECTION (base)));
+  self->fd = g_socket_get_fd (self->socket);
+  r = gnutls_init (&self->session,
+                   (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL);
+  if (r >= 0)
+    r = gnutls_priority_set (self->session, priority);
+  if (r >= 0)
+    r = gnutls_credentials_set (self->session, GNUTLS_CRD_CERTIFICATE, creds);
+  if (r < 0)
+    {
+      g_set_error (error, G_TLS_ERROR, G_TLS_ERROR_MISC, "TLS session: %s", gnutls_strerror (r));
+      return NULL;
+    }
+  if (server)
+    gnutls_certificate_server_set_request (self->session, GNUTLS_CERT_IGNORE);
+  gnutls_transport_set_ptr (self->session, self);
+  gnutls_transport_set_pull_function (self->session, pull_cb);
+  gnutls_transport_set_vec_push_function (self->session, vec_push_cb);
+
+  self->in = g_object_new (GT_TYPE_TLS_INPUT, NULL);
+  GT_TLS_INPUT (self->in)->tls = self;
+  self->out = g_object_new (GT_TYPE_TLS_OUTPUT, NULL);
+  GT_TLS_OUTPUT (self->out)->tls = self;
+  self->flush_source = gt_fd_source_new (self->fd, 0, flush_ready_cb, self);
+  return g_steal_pointer (&self);
+}
+
+GIOStream *
+_gt_tls_stream_new_client (GIOStream *base, const char *host, GError **error)
+{
+  GtTlsStream *self;
+
+  if (!gt_tls_load (error))
+    return NULL;
+  self = tls_stream_new (base, FALSE, client_credentials (), error);
+  if (self == NULL)
+    return NULL;
+  if (host != NULL && !g_hostname_is_ip_address (host))
+    {
+      int r = gnutls_server_name_set (self->session, GNUTLS_NAME_DNS, host, strlen (host));
+
+      if (r < 0)
+        {
+          g_set_error (error, G_TLS_ERROR, G_TLS_ERROR_MISC, "TLS server name '%s': %s", host,
+                       gnutls_strerror (r));
+          g_object_unref (self);
+          return NULL;
+        }
+    }
+  return G_IO_STREAM (self);
+}
+
+GIOStream *
+_gt_tls_stream_new_server (GIOStream *base, GTlsCertificate *certificate, GError **error)
+{
+  gnutls_certificate_credentials_t creds;
+
+  g_return_val_if_fail (G_IS_TLS_CERTIFICATE (certificate), NULL);
+  if (!gt_tls_load (error))
+    return NULL;
+  creds = server_credentials (certificate, error);
+  if (creds == NULL)
+    return NULL;
+  return G_IO_STREAM (tls_stream_new (base, TRUE, creds, error));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Handshake */
+
+static void handshake_step (GTask *task);
+
+static gboolean
+handshake_ready_cb (GSocket *socket, GIOCondition condition, gpointer user_data)
+{
+  GTask *task = user_data;
+
+  g_source_destroy (g_task_get_task_data (task));
+  g_task_set_task_data (task, NULL, NULL);
+  handshake_step (task);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+handshake_step (GTask *task)
+{
+  GtTlsStream *self = g_task_get_source_object (task);
+  GIOCondition wait_for;
+  GSource *source;
+  int r;
+
+  if (g_task_return_error_if_cancelled (task))
+    {
+      g_object_unref (task);
+      return;
+    }
+  do
+    r = gnutls_handshake (self->session);
+  while (r < 0 && r != GNUTLS_E_AGAIN && !gnutls_error_is_fatal (r));
+  flush_out (self);
+  if (self->write_error != NULL)
+    {
+      g_task_return_error (task, g_error_copy (self->write_error));
+      g_object_unref (task);
+      return;
+    }
+  if (r == 0)
+    {
+      self->handshaken = TRUE;
+      g_task_return_boolean (task, TRUE);
+      g_object_unref (task);
+      return;
+    }
+  if (r != GNUTLS_E_AGAIN)
+    {
+      if (r == GNUTLS_E_PREMATURE_TERMINATION || r == GNUTLS_E_PULL_ERROR)
+        g_task_return_new_error (task, G_TLS_ERROR, G_TLS_ERROR_EOF,
+                                 "the peer closed the connection during the TLS handshake");
+      else
+        g_task_return_new_error (task, G_TLS_ERROR, G_TLS_ERROR_HANDSHAKE, "%s",
+                                 gnutls_strerror (r));
+      g_object_unref (task);
+      return;
+    }
+  /* Ciphertext the socket did not take yet is sent by the flush source; the handshake waits to
+   * read (GnuTLS never waits to write: the push function queues). */
+  wait_for = G_IO_IN;
+  if (pending_out (self) > 0 && gnutls_record_get_direction (self->session) == 1)
+    wait_for = G_IO_OUT;
+  source = g_socket_create_source (self->socket, wait_for, g_task_get_cancellable (task));
+  g_source_set_callback (source, (GSourceFunc) (void (*) (void)) handshake_ready_cb, task, NULL);
+  g_task_set_task_data (task, source, (GDestroyNotify) g_source_unref);
+  g_source_attach (source, g_task_get_context (task));
+}
+
+void
+_gt_tls_stream_handshake_async (GIOStream *stream, GCancellable *cancellable,
+                                GAsyncReadyCallback callback, gpointer user_data)
+{
+  GTask *task;
+
+  g_return_if_fail (GT_IS_TLS_STREAM (stream));
+  task = g_task_new (stream, cancellable, callback, user_data);
+  g_task_set_source_tag (task, _gt_tls_stream_handshake_async);
+  handshake_step (task);
+}
+
+gboolean
+_gt_tls_stream_handshake_finish (GIOStream *stream, GAsyncResult *result, GError **error)
+{
+  g_return_val_if_fail (g_task_is_valid (result, stream), FALSE);
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+GTlsCertificate *
+_gt_tls_stream_get_peer_certificate (GIOStream *stream)
+{
+  GtTlsStream *self = GT_TLS_STREAM (stream);
+  const gnutls_datum_t *list;
+  unsigned int n = 0;
+  GTlsCertificate *issuer = NULL;
+  GType type;
+
+  list = gnutls_certificate_get_peers (self->session, &n);
+  if (list == NULL || n == 0)
+    return NULL;
+  type = g_tls_backend_get_certificate_type (g_tls_backend_get_default ());
+  /* Built from the top of the chain down, each certificate naming its issuer. */
+  for (unsigned int i = n; i-- > 0;)
+    {
+      g_autoptr (GByteArray) der = g_byte_array_sized_new (list[i].size);
+      GTlsCertificate *cert;
+
+      g_byte_array_append (der, list[i].data, list[i].size);
+      cert = g_initable_new (type, NULL, NULL, "certificate", der, "issuer", issuer, NULL);
+      g_clear_object (&issuer);
+      if (cert == NULL)
+        return NULL;
+      issuer = cert;
+    }
+  return issuer;
+}
+
+char *
+_gt_tls_stream_describe (GIOStream *stream)
+{
+  GtTlsStream *self = GT_TLS_STREAM (stream);
+  char *desc = gnutls_session_get_desc (self->session);
+  char *copy = g_strdup (desc);
+
+  gnutls_free (desc);
+  return copy;
+}

@@ -1,0 +1,34 @@
+/* gt-tls-stream.h: TLS tunnels on GnuTLS directly, on a socket's fd, driven by the main loop. */
+#pragma once
+
+#include <gio/gio.h>
+
+G_BEGIN_DECLS
+
+/* A TLS connection on base (a GSocketConnection) with GnuTLS sessions of its own instead of
+ * glib-networking's: records are read from a large read-ahead buffer and written with one send()
+ * per caller's write, and the pollable sources poll the fd themselves, so a tunnel costs the
+ * syscalls of plain TCP plus the cipher. Single-threaded: every call from the thread of the main
+ * context the stream is used in. */
+
+/* Client side: host names the server (SNI unless it is an IP literal). */
+GIOStream *_gt_tls_stream_new_client (GIOStream *base, const char *host, GError **error);
+
+/* Server side with certificate (and its private key). */
+GIOStream *_gt_tls_stream_new_server (GIOStream *base, GTlsCertificate *certificate,
+                                      GError **error);
+
+/* Runs the handshake; completes with TRUE or an error. */
+void _gt_tls_stream_handshake_async (GIOStream *stream, GCancellable *cancellable,
+                                     GAsyncReadyCallback callback, gpointer user_data);
+gboolean _gt_tls_stream_handshake_finish (GIOStream *stream, GAsyncResult *result,
+                                          GError **error);
+
+/* The server's certificate chain as GIO certificates (leaf first, issuers linked); NULL when
+ * the server sent none. */
+GTlsCertificate *_gt_tls_stream_get_peer_certificate (GIOStream *stream);
+
+/* "TLS1.3-AES-128-GCM"-style description of the session, for logs. */
+char *_gt_tls_stream_describe (GIOStream *stream);
+
+G_END_DECLS
