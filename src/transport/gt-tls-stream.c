@@ -40,7 +40,10 @@
   X (gnutls_certificate_set_x509_key_mem2) \
   X (gnutls_certificate_get_peers) \
   X (gnutls_server_name_set) \
-  X (gnutls_session_get_desc) 
+  X (gnutls_session_get_desc) \
+  X (gnutls_certificate_set_verify_function) \
+  X (gnutls_session_set_ptr) \
+  X (gnutls_session_get_ptr) 
 
 #define GT_TLS_DECLARE(name) __typeof__ (name) *name;
 static struct
@@ -106,6 +109,9 @@ missing:
 #define gnutls_certificate_get_peers gt_tls.gnutls_certificate_get_peers
 #define gnutls_server_name_set gt_tls.gnutls_server_name_set
 #define gnutls_session_get_desc gt_tls.gnutls_session_get_desc
+#define gnutls_certificate_set_verify_function gt_tls.gnutls_certificate_set_verify_function
+#define gnutls_session_set_ptr gt_tls.gnutls_session_set_ptr
+#define gnutls_session_get_ptr gt_tls.gnutls_session_get_ptr
 #define gnutls_free (*gt_tls.free_var)
 
 
@@ -156,6 +162,9 @@ struct _GtTlsStream
   GSource *flush_source; /* polls for room while wbuf holds bytes */
 
   gboolean handshaken;
+  GtTlsVerifyFunc verify;
+  gpointer verify_data;
+  GError *verify_error;
 };
 
 struct _GtTlsInput
@@ -845,6 +854,7 @@ gt_tls_stream_finalize (GObject *object)
   g_free (self->wbuf);
   g_clear_error (&self->read_error);
   g_clear_error (&self->write_error);
+  g_clear_error (&self->verify_error);
   G_OBJECT_CLASS (gt_tls_stream_parent_class)->finalize (object);
 }
 
@@ -901,15 +911,33 @@ shared_priority (GError **error)
   return priority;
 }
 
-/* Clients verify the server themselves after the handshake (GIO's database, pins); their
+/* Called by GnuTLS in the handshake once the server's certificate arrived: a refusal ends the
+ * handshake with an alert, so the server logs a failed handshake, as it should. */
+static int
+verify_cb (gnutls_session_t session)
+{
+  GtTlsStream *self = gnutls_session_get_ptr (session);
+
+  if (self == NULL || self->verify == NULL)
+    return 0;
+  g_clear_error (&self->verify_error);
+  return self->verify (G_IO_STREAM (self), self->verify_data, &self->verify_error) ? 0 : -1;
+}
+
+/* Clients verify the server with the callback their caller sets (GIO's database, pins); their
  * credentials hold no trust store. */
 static gnutls_certificate_credentials_t
 client_credentials (void)
 {
   static gnutls_certificate_credentials_t creds;
 
-  if (creds == NULL && gnutls_certificate_allocate_credentials (&creds) < 0)
-    creds = NULL;
+  if (creds == NULL)
+    {
+      if (gnutls_certificate_allocate_credentials (&creds) < 0)
+        creds = NULL;
+      else
+        gnutls_certificate_set_verify_function (creds, verify_cb);
+    }
   return creds;
 }
 
@@ -1016,6 +1044,7 @@ tls_stream_new (GIOStream *base, gboolean server, gnutls_certificate_credentials
   if (server)
     gnutls_certificate_server_set_request (self->session, GNUTLS_CERT_IGNORE);
   gnutls_transport_set_ptr (self->session, self);
+  gnutls_session_set_ptr (self->session, self);
   gnutls_transport_set_pull_function (self->session, pull_cb);
   gnutls_transport_set_vec_push_function (self->session, vec_push_cb);
 
@@ -1112,6 +1141,12 @@ handshake_step (GTask *task)
       g_object_unref (task);
       return;
     }
+  if (r != GNUTLS_E_AGAIN && self->verify_error != NULL)
+    {
+      g_task_return_error (task, g_steal_pointer (&self->verify_error));
+      g_object_unref (task);
+      return;
+    }
   if (r != GNUTLS_E_AGAIN)
     {
       if (r == GNUTLS_E_PREMATURE_TERMINATION || r == GNUTLS_E_PULL_ERROR)
@@ -1180,6 +1215,15 @@ _gt_tls_stream_get_peer_certificate (GIOStream *stream)
       issuer = cert;
     }
   return issuer;
+}
+
+void
+_gt_tls_stream_set_verify (GIOStream *stream, GtTlsVerifyFunc verify, gpointer data)
+{
+  GtTlsStream *self = GT_TLS_STREAM (stream);
+
+  self->verify = verify;
+  self->verify_data = data;
 }
 
 char *

@@ -18,6 +18,12 @@ GIOStream *_gt_tls_stream_new_client (GIOStream *base, const char *host, GError 
 GIOStream *_gt_tls_stream_new_server (GIOStream *base, GTlsCertificate *certificate,
                                       GError **error);
 
+/* Client side: called during the handshake once the server's certificate arrived (see
+ * _gt_tls_stream_get_peer_certificate); FALSE with an error ends the handshake with an alert and
+ * fails it with that error. */
+typedef gboolean (*GtTlsVerifyFunc) (GIOStream *stream, gpointer data, GError **error);
+void _gt_tls_stream_set_verify (GIOStream *stream, GtTlsVerifyFunc verify, gpointer data);
+
 /* Runs the handshake; completes with TRUE or an error. */
 void _gt_tls_stream_handshake_async (GIOStream *stream, GCancellable *cancellable,
                                      GAsyncReadyCallback callback, gpointer user_data);

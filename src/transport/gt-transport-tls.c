@@ -103,33 +103,27 @@ describe_cert_errors (GTlsCertificateFlags flags)
   return g_string_free (s, FALSE);
 }
 
-static void
-return_pin_mismatch (GTask *task, TlsClient *tc, const char *fingerprint)
-{
-  g_task_return_new_error (task, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE,
-                           "TLS certificate of %s (%s) does not match the pinned fingerprint",
-                           tc->host, fingerprint ? fingerprint : "unknown");
-}
-
-/* The server's certificate, checked after the handshake: a pin must match (even when the
+/* The server's certificate, checked in the handshake: a pin must match (even when the
  * certificate also chains to a trusted CA); else, unless insecure, the chain must verify against
  * the CA file's database or the system's for the host name. */
 static gboolean
-tls_client_verify (GTask *task, TlsClient *tc)
+tls_client_verify (GIOStream *stream, gpointer data, GError **error)
 {
-  g_autoptr (GTlsCertificate) peer = _gt_tls_stream_get_peer_certificate (tc->tls);
+  TlsClient *tc = data;
+  g_autoptr (GTlsCertificate) peer = _gt_tls_stream_get_peer_certificate (stream);
   g_autofree char *fingerprint = peer != NULL ? gt_certificate_fingerprint (peer) : NULL;
   g_autoptr (GTlsDatabase) system = NULL;
   g_autoptr (GSocketConnectable) identity = NULL;
   GTlsDatabase *database = tc->database;
   GTlsCertificateFlags flags;
-  GError *error = NULL;
 
   if (tc->pin != NULL)
     {
       if (peer == NULL || !gt_certificate_pin_matches (peer, tc->pin))
         {
-          return_pin_mismatch (task, tc, fingerprint);
+          g_set_error (error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE,
+                       "TLS certificate of %s (%s) does not match the pinned fingerprint",
+                       tc->host, fingerprint ? fingerprint : "unknown");
           return FALSE;
         }
       return TRUE;
@@ -143,12 +137,10 @@ tls_client_verify (GTask *task, TlsClient *tc)
     flags = G_TLS_CERTIFICATE_GENERIC_ERROR;
   else
     flags = g_tls_database_verify_chain (database, peer, G_TLS_DATABASE_PURPOSE_AUTHENTICATE_SERVER,
-                                         identity, NULL, G_TLS_DATABASE_VERIFY_NONE,
-                                         g_task_get_cancellable (task), &error);
-  if (error != NULL)
+                                         identity, NULL, G_TLS_DATABASE_VERIFY_NONE, NULL, error);
+  if (flags == G_TLS_CERTIFICATE_GENERIC_ERROR && error != NULL && *error != NULL)
     {
-      g_prefix_error (&error, "TLS certificate of %s: ", tc->host);
-      g_task_return_error (task, error);
+      g_prefix_error (error, "TLS certificate of %s: ", tc->host);
       return FALSE;
     }
   if (flags != 0)
@@ -162,9 +154,10 @@ tls_client_verify (GTask *task, TlsClient *tc)
       else
         hint = g_strdup ("; the system CAs do not trust it (set remoteCert to a CA file or a "
                          "sha256: pin)");
-      g_task_return_new_error (task, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE,
-                               "TLS certificate of %s not trusted: %s (%s)%s", tc->host, why,
-                               fingerprint ? fingerprint : "unknown", hint);
+      g_clear_error (error);
+      g_set_error (error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE,
+                   "TLS certificate of %s not trusted: %s (%s)%s", tc->host, why,
+                   fingerprint ? fingerprint : "unknown", hint);
       return FALSE;
     }
   return TRUE;
@@ -179,12 +172,12 @@ tls_client_handshake_cb (GObject *source, GAsyncResult *result, gpointer user_da
 
   if (!_gt_tls_stream_handshake_finish (G_IO_STREAM (source), result, &error))
     {
-      g_prefix_error (&error, "TLS handshake with %s: ", tc->host);
+      /* Certificate refusals (tls_client_verify) name the host already. */
+      if (!g_error_matches (error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE))
+        g_prefix_error (&error, "TLS handshake with %s: ", tc->host);
       g_task_return_error (task, error);
       return;
     }
-  if (!tls_client_verify (task, tc))
-    return;
   if (g_log_writer_default_would_drop (G_LOG_LEVEL_DEBUG, G_LOG_DOMAIN) == FALSE)
     {
       g_autofree char *desc = _gt_tls_stream_describe (tc->tls);
@@ -232,6 +225,7 @@ _gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port, const G
       g_object_unref (task);
       return;
     }
+  _gt_tls_stream_set_verify (tc->tls, tls_client_verify, tc);
   _gt_tls_stream_handshake_async (tc->tls, g_task_get_cancellable (task), tls_client_handshake_cb,
                                   task);
 }
