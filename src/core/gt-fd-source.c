@@ -153,6 +153,118 @@ gt_fd_source_is_paused (GSource *source)
   return ((GtFdSource *) source)->resume != NULL;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Pollable sources on a socket fd */
+
+typedef struct
+{
+  GSource source;
+  GObject *stream;
+  GPollFD pfd;
+} PollableFdSource;
+
+static gboolean
+pollable_fd_check (GSource *source)
+{
+  PollableFdSource *self = (PollableFdSource *) source;
+
+  return (self->pfd.revents & (self->pfd.events | G_IO_HUP | G_IO_ERR | G_IO_NVAL)) != 0;
+}
+
+static gboolean
+pollable_fd_dispatch (GSource *source, GSourceFunc callback, gpointer user_data)
+{
+  PollableFdSource *self = (PollableFdSource *) source;
+  GPollableSourceFunc func = (GPollableSourceFunc) (void (*) (void)) callback;
+
+  self->pfd.revents = 0;
+  if (func == NULL)
+    return G_SOURCE_REMOVE;
+  return func (self->stream, user_data);
+}
+
+static void
+pollable_fd_finalize (GSource *source)
+{
+  g_clear_object (&((PollableFdSource *) source)->stream);
+}
+
+/* For g_source_set_closure (libsoup sets one on the sources of the streams it is given). */
+static gboolean
+pollable_fd_closure_callback (GObject *stream, gpointer data)
+{
+  GClosure *closure = data;
+  GValue param = G_VALUE_INIT;
+  GValue result_value = G_VALUE_INIT;
+  gboolean result;
+
+  g_value_init (&result_value, G_TYPE_BOOLEAN);
+  g_value_init (&param, G_TYPE_OBJECT);
+  g_value_set_object (&param, stream);
+  g_closure_invoke (closure, &result_value, 1, &param, NULL);
+  result = g_value_get_boolean (&result_value);
+  g_value_unset (&result_value);
+  g_value_unset (&param);
+  return result;
+}
+
+static GSourceFuncs pollable_fd_funcs = {
+  NULL,
+  pollable_fd_check,
+  pollable_fd_dispatch,
+  pollable_fd_finalize,
+  (GSourceFunc) (void (*) (void)) pollable_fd_closure_callback,
+  NULL,
+};
+
+GSource *
+gt_pollable_fd_source_new (GObject *stream, int fd, GIOCondition condition,
+                           GCancellable *cancellable)
+{
+  GSource *source = g_source_new (&pollable_fd_funcs, sizeof (PollableFdSource));
+  PollableFdSource *self = (PollableFdSource *) source;
+
+  g_source_set_static_name (source, "GtPollableFdSource");
+  self->stream = g_object_ref (stream);
+  self->pfd.fd = fd;
+  self->pfd.events = condition;
+  g_source_add_poll (source, &self->pfd);
+  g_source_set_can_recurse (source, TRUE);
+  if (cancellable != NULL)
+    {
+      g_autoptr (GSource) cancel = g_cancellable_source_new (cancellable);
+
+      g_source_set_dummy_callback (cancel);
+      g_source_add_child_source (source, cancel);
+    }
+  return source;
+}
+
+GSource *
+gt_pollable_source_for_io (GIOStream *io, gboolean output)
+{
+  GSource *source;
+
+  if (G_IS_SOCKET_CONNECTION (io))
+    {
+      int fd = g_socket_get_fd (g_socket_connection_get_socket (G_SOCKET_CONNECTION (io)));
+
+      if (output)
+        return gt_pollable_fd_source_new (G_OBJECT (g_io_stream_get_output_stream (io)), fd,
+                                          G_IO_OUT, NULL);
+      return gt_pollable_fd_source_new (G_OBJECT (g_io_stream_get_input_stream (io)), fd, G_IO_IN,
+                                        NULL);
+    }
+  if (output)
+    source = g_pollable_output_stream_create_source (
+      G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (io)), NULL);
+  else
+    source = g_pollable_input_stream_create_source (
+      G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (io)), NULL);
+  g_source_set_can_recurse (source, TRUE);
+  return source;
+}
+
 /* Errors of accept() that belong to the one connection (accept(2), "Error handling"). */
 static gboolean
 accept_error_is_transient (int err)

@@ -1,7 +1,7 @@
 /* gt-fd-source.h: a GSource watching one file descriptor whose events can be changed cheaply. */
 #pragma once
 
-#include <glib.h>
+#include <gio/gio.h>
 
 G_BEGIN_DECLS
 
@@ -15,6 +15,17 @@ void gt_fd_source_free (GSource *source);
 /* Stops watching for ms milliseconds, then restores the events (no-op while already paused). */
 void gt_fd_source_pause (GSource *source, guint ms);
 gboolean gt_fd_source_is_paused (GSource *source);
+
+/* The pollable source of a stream on a socket (what g_pollable_*_stream_create_source gives for a
+ * GSocketConnection's streams), polling fd itself: GIO's socket source is a child source that
+ * GLib blocks for each dispatch, changing the context's poll set and waking it twice (see
+ * gt-fd-source.c). Dispatches a GPollableSourceFunc with stream; unattached. */
+GSource *gt_pollable_fd_source_new (GObject *stream, int fd, GIOCondition condition,
+                                    GCancellable *cancellable);
+
+/* The pollable source of io's input (output when output is TRUE): the fd source above for a
+ * socket connection, else the stream's own, neither blocked while it dispatches. */
+GSource *gt_pollable_source_for_io (GIOStream *io, gboolean output);
 
 /* How long a listener rests after accept() ran out of fds or memory, and how often that is
  * logged (process-wide). */

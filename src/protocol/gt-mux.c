@@ -7,6 +7,7 @@
 
 #include <glib/gstdio.h>
 
+#include "gt-fd-source.h"
 #include "gt-mux.h"
 #include "gt-mux-private.h"
 #include "gt-relay-endpoint.h"
@@ -357,7 +358,7 @@ mux_arm_output (GtMux *mux)
 {
   if (mux->out_source != NULL || mux->closed)
     return;
-  mux->out_source = g_pollable_output_stream_create_source (mux->out, NULL);
+  mux->out_source = gt_pollable_source_for_io (mux->io, TRUE);
   g_source_set_callback (mux->out_source, (GSourceFunc) (void (*) (void)) mux_output_ready_cb,
                          mux, NULL);
   g_source_attach (mux->out_source, g_main_context_get_thread_default ());
@@ -1229,7 +1230,7 @@ static gboolean mux_input_ready_cb (GObject *stream, gpointer user_data);
 static void
 mux_watch_input (GtMux *mux)
 {
-  mux->in_source = g_pollable_input_stream_create_source (mux->in, NULL);
+  mux->in_source = gt_pollable_source_for_io (mux->io, FALSE);
   g_source_set_callback (mux->in_source, (GSourceFunc) (void (*) (void)) mux_input_ready_cb, mux,
                          NULL);
   g_source_attach (mux->in_source, g_main_context_get_thread_default ());

@@ -88,6 +88,9 @@ _gt_ready_source_new (GObject *stream, gboolean (*ready) (gpointer data), gpoint
   rs->ready = ready;
   rs->data = data;
   rs->data_free = data_free;
+  /* Not blocked while it dispatches: that would take its child's fds out of the poll set and
+   * wake the context twice per dispatch (see gt-fd-source.c); gt runs no nested loops. */
+  g_source_set_can_recurse (source, TRUE);
   if (child != NULL)
     {
       g_source_set_dummy_callback (child);

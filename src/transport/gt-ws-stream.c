@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "gt-fd-source.h"
 #include "gt-ws-stream.h"
 #include "gt-ws-frame.h"
 #include "gt-ready-source.h"
@@ -277,7 +278,7 @@ conn_flush (WsConn *c)
     }
   if (c->flush_source == NULL && !c->base_closed)
     {
-      c->flush_source = g_pollable_output_stream_create_source (c->bout, NULL);
+      c->flush_source = gt_pollable_source_for_io (c->base, TRUE);
       g_source_set_callback (c->flush_source, (GSourceFunc) (void (*) (void)) flush_ready_cb, c,
                              NULL);
       g_source_attach (c->flush_source, c->context);
@@ -769,7 +770,7 @@ input_create_source (GPollableInputStream *stream, GCancellable *cancellable)
   g_autoptr (GSource) child = NULL;
 
   if (!c->base_closed)
-    child = g_pollable_input_stream_create_source (c->bin, NULL);
+    child = gt_pollable_source_for_io (c->base, FALSE);
   return _gt_ready_source_new (G_OBJECT (stream), (gboolean (*) (gpointer)) conn_in_ready,
                                conn_ref (c), (GDestroyNotify) conn_unref, child, cancellable);
 }
