@@ -1163,6 +1163,19 @@ gt_cluster_free (GtCluster *cluster)
       gt_mux_close (cluster->inbound->pdata[i], GT_ERROR_CODE_SHUTTING_DOWN, NULL);
     }
   g_ptr_array_unref (cluster->inbound);
+  if (cluster->lease != 0)
+    {
+      g_autoptr (JsonNode) body = gt_etcd_body_lease_id (cluster->lease);
+      g_autoptr (GError) error = NULL;
+
+      /* Everything this node held goes at once: its clients can move now, not after ttl. */
+      if (gt_etcd_call_sync (cluster->etcd, "/v3/lease/revoke", body, 1000, &error))
+        g_message ("cluster node %s left: its lease and claims are released",
+                   cluster->config->cluster_node);
+      else
+        g_message ("cluster node %s left; its claims expire with its lease (%s)",
+                   cluster->config->cluster_node, error->message);
+    }
   /* Requests in flight end with the cancellation (their callbacks touch no cluster then). */
   gt_etcd_free (cluster->etcd);
   g_object_unref (cluster->cancellable);

@@ -52,7 +52,7 @@ member_start (Fixture *f, guint i)
 {
   Member *m = &f->members[i];
   g_autofree char *name = g_strdup_printf ("etcd-m%u", i + 1);
-  GPtrArray *args = gt_test_args_new ();
+  g_autoptr (GPtrArray) args = gt_test_args_new ();
 
   gt_test_args_addv (args, "--name", name + 5, "--data-dir", m->dir, NULL);
   gt_test_args_add (args, "--listen-client-urls=http://127.0.0.1:%u", m->client_port);
@@ -106,13 +106,13 @@ etcd_start (Fixture *f)
 /* gt nodes and clients */
 
 static void
-node_start (Fixture *f, guint i, const char *secret)
+node_start_ttl (Fixture *f, guint i, const char *secret, const char *ttl)
 {
   Node *n = &f->nodes[i];
   g_autofree char *name = g_strdup_printf ("node-%s", node_names[i]);
   g_autofree char *file = g_strdup_printf ("%s.yaml", name);
   g_autofree char *text = NULL;
-  GPtrArray *args = gt_test_args_new ();
+  g_autoptr (GPtrArray) args = gt_test_args_new ();
 
   if (n->port == 0)
     n->port = gt_test_free_port ();
@@ -124,9 +124,9 @@ node_start (Fixture *f, guint i, const char *secret)
                           "  etcd: %s\n"
                           "  node: %s\n"
                           "  advertise: 127.0.0.1:%u\n"
-                          "  ttl: 2s\n"
+                          "  ttl: %s\n"
                           "  secret: %s\n",
-                          n->port, f->endpoints, node_names[i], n->port, secret);
+                          n->port, f->endpoints, node_names[i], n->port, ttl, secret);
   g_free (n->config);
   n->config = gt_test_write_file (file, text);
   gt_test_args_addv (args, "server", "-c", n->config, NULL);
@@ -134,12 +134,18 @@ node_start (Fixture *f, guint i, const char *secret)
   g_free (gt_test_proc_expect_line (n->proc, "holds etcd lease", NULL, GT_TEST_WAIT_MS));
 }
 
+static void
+node_start (Fixture *f, guint i, const char *secret)
+{
+  node_start_ttl (f, i, secret, "2s");
+}
+
 /* A client of the local service under prefix, with remotes at the given nodes (in order). */
 static GtTestProc *
 client_start (Fixture *f, const char *id, const char *prefix, const guint *nodes, guint n_nodes)
 {
   g_autofree char *name = g_strdup_printf ("client-%s", id);
-  GPtrArray *args = gt_test_args_new ();
+  g_autoptr (GPtrArray) args = gt_test_args_new ();
 
   gt_test_args_addv (args, "client", "--id", id, "--secret", CLIENT_SECRET, NULL);
   for (guint i = 0; i < n_nodes; i++)
@@ -224,8 +230,9 @@ fixture_teardown (Fixture *f, gconstpointer data)
 #define REQUIRE_ETCD()                                                                             \
   G_STMT_START                                                                                     \
   {                                                                                                \
+    g_autofree char *etcd_ = NULL;                                                                 \
     GT_TEST_REQUIRE_GT ();                                                                         \
-    if (g_find_program_in_path ("etcd") == NULL)                                                   \
+    if ((etcd_ = g_find_program_in_path ("etcd")) == NULL)                                         \
       {                                                                                            \
         g_test_skip ("etcd is not installed (Debian: etcd-server)");                               \
         return;                                                                                    \
@@ -319,6 +326,34 @@ test_failover (Fixture *f, gconstpointer data)
   if (wait_reachable (f, 2, "web.example.com", 5000) == G_MAXUINT)
     gt_test_fail ("web is not reachable through node c after the failover");
   expect_bytes (f, 2, "web.example.com", PATTERN_SIZE);
+}
+
+/* A node stopped with SIGTERM gives its lease back: its client moves long before the TTL. */
+static void
+test_graceful_stop (Fixture *f, gconstpointer data)
+{
+  static const guint remotes[] = { 0, 1 };
+  GtTestProc *client;
+  guint took;
+
+  REQUIRE_ETCD ();
+  etcd_start (f);
+  node_start_ttl (f, 0, CLUSTER_SECRET, "30s");
+  node_start_ttl (f, 1, CLUSTER_SECRET, "30s");
+  client = client_start (f, "c1", "web", remotes, 2);
+  g_free (gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS));
+  if (wait_reachable (f, 1, "web.example.com", 10000) == G_MAXUINT)
+    gt_test_fail ("web is not reachable through node b");
+
+  gt_test_proc_stop_cleanly (f->nodes[0].proc);
+  g_free (gt_test_proc_expect_line (f->nodes[0].proc, "its lease and claims are released", NULL,
+                                    1000));
+  took = wait_reachable (f, 1, "web.example.com", 3 * FAILOVER_MS);
+  g_test_message ("requests through node b work again %u ms after node a stopped", took);
+  if (took > FAILOVER_MS)
+    gt_test_fail ("the client's host came back after %u ms (want at most %u; the TTL is 30 s)",
+                  took, FAILOVER_MS);
+  expect_bytes (f, 1, "web.example.com", PATTERN_SIZE);
 }
 
 /* The same prefix claimed by two clients on two nodes at once: exactly one wins. */
@@ -443,6 +478,7 @@ main (int argc, char **argv)
   ADD ("forward", test_forward);
   ADD ("bad-secret", test_bad_secret);
   ADD ("failover", test_failover);
+  ADD ("graceful-stop", test_graceful_stop);
   ADD ("claim-race", test_claim_race);
   ADD ("etcd-member-down", test_member_down);
   ADD ("etcd-outage", test_outage);
