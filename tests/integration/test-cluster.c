@@ -3,6 +3,7 @@
 #define G_LOG_DOMAIN "gt-test"
 
 #include <signal.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include <gio/gio.h>
@@ -106,7 +107,8 @@ etcd_start (Fixture *f)
 /* gt nodes and clients */
 
 static void
-node_start_ttl (Fixture *f, guint i, const char *secret, const char *ttl)
+node_start_full (Fixture *f, guint i, const char *secret, const char *ttl, const char *extra,
+                 gboolean wait_lease)
 {
   Node *n = &f->nodes[i];
   g_autofree char *name = g_strdup_printf ("node-%s", node_names[i]);
@@ -125,13 +127,22 @@ node_start_ttl (Fixture *f, guint i, const char *secret, const char *ttl)
                           "  node: %s\n"
                           "  advertise: 127.0.0.1:%u\n"
                           "  ttl: %s\n"
-                          "  secret: %s\n",
-                          n->port, f->endpoints, node_names[i], n->port, ttl, secret);
+                          "  secret: %s\n"
+                          "%s",
+                          n->port, f->endpoints, node_names[i], n->port, ttl, secret,
+                          extra ? extra : "");
   g_free (n->config);
   n->config = gt_test_write_file (file, text);
   gt_test_args_addv (args, "server", "-c", n->config, NULL);
   n->proc = gt_test_spawn_gt (name, args);
-  g_free (gt_test_proc_expect_line (n->proc, "holds etcd lease", NULL, GT_TEST_WAIT_MS));
+  if (wait_lease)
+    g_free (gt_test_proc_expect_line (n->proc, "holds etcd lease", NULL, GT_TEST_WAIT_MS));
+}
+
+static void
+node_start_ttl (Fixture *f, guint i, const char *secret, const char *ttl)
+{
+  node_start_full (f, i, secret, ttl, NULL, TRUE);
 }
 
 static void
@@ -356,6 +367,74 @@ test_graceful_stop (Fixture *f, gconstpointer data)
   expect_bytes (f, 1, "web.example.com", PATTERN_SIZE);
 }
 
+/* Runs etcdctl (v3 API, its own timeouts) against the first member; fails the test unless it
+ * succeeds. */
+static void
+etcdctl (Fixture *f, const char *first, ...)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new_with_free_func (g_free);
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  g_autoptr (GError) error = NULL;
+  const char *env[] = { "ETCDCTL_API=3", "PATH=/usr/bin:/bin", NULL };
+  int status = 0;
+  va_list ap;
+
+  g_ptr_array_add (argv, g_strdup ("etcdctl"));
+  g_ptr_array_add (argv, g_strdup_printf ("--endpoints=http://127.0.0.1:%u",
+                                          f->members[0].client_port));
+  g_ptr_array_add (argv, g_strdup ("--dial-timeout=5s"));
+  g_ptr_array_add (argv, g_strdup ("--command-timeout=10s"));
+  va_start (ap, first);
+  for (const char *a = first; a != NULL; a = va_arg (ap, const char *))
+    g_ptr_array_add (argv, g_strdup (a));
+  va_end (ap);
+  g_ptr_array_add (argv, NULL);
+  if (!g_spawn_sync (NULL, (char **) argv->pdata, (char **) env, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                     &out, &err, &status, &error)
+      || !g_spawn_check_wait_status (status, &error))
+    gt_test_fail ("etcdctl %s: %s: %s", first, error->message, err ? err : "");
+}
+
+/* etcd with authentication: nodes sign in with etcdUser/etcdPassword; a wrong password gets no
+ * lease (and says why), the right one works end to end. */
+static void
+test_etcd_auth (Fixture *f, gconstpointer data)
+{
+  static const guint on_a[] = { 0 };
+  GtTestProc *client;
+  g_autofree char *line = NULL;
+
+  REQUIRE_ETCD ();
+  etcd_start (f);
+  etcdctl (f, "user", "add", "root:root-pw-Xk3", "--interactive=false", NULL);
+  etcdctl (f, "user", "add", "gt:gt-pw-Lm8q", "--interactive=false", NULL);
+  etcdctl (f, "role", "add", "gt", NULL);
+  etcdctl (f, "role", "grant-permission", "gt", "--prefix=true", "readwrite", "/gt/", NULL);
+  etcdctl (f, "user", "grant-role", "gt", "gt", NULL);
+  etcdctl (f, "auth", "enable", NULL);
+
+  node_start_full (f, 0, CLUSTER_SECRET, "2s", "  etcdUser: gt\n  etcdPassword: gt-pw-Lm8q\n",
+                   TRUE);
+  node_start_full (f, 1, CLUSTER_SECRET, "2s", "  etcdUser: gt\n  etcdPassword: wrong-Qz1\n",
+                   FALSE);
+  line = gt_test_proc_expect_line (f->nodes[1].proc, "etcd is unreachable.*authentication failed",
+                                   NULL, GT_TEST_WAIT_MS);
+  if (strstr (line, "wrong-Qz1") != NULL || strstr (line, "gt-pw-Lm8q") != NULL)
+    gt_test_fail ("a password in a log line: %s", line);
+  node_start_full (f, 2, CLUSTER_SECRET, "2s", "  etcdUser: gt\n  etcdPassword: gt-pw-Lm8q\n",
+                   TRUE);
+
+  client = client_start (f, "c1", "web", on_a, 1);
+  g_free (gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS));
+  if (wait_reachable (f, 2, "web.example.com", 10000) == G_MAXUINT)
+    gt_test_fail ("web is not reachable through node c");
+  expect_bytes (f, 2, "web.example.com", PATTERN_SIZE);
+  for (guint i = 0; i < N_NODES; i++)
+    if (gt_test_proc_count_matches (f->nodes[i].proc, "gt-pw-Lm8q|wrong-Qz1") != 0)
+      gt_test_fail ("node %s logged a password", node_names[i]);
+}
+
 /* The same prefix claimed by two clients on two nodes at once: exactly one wins. */
 static void
 test_claim_race (Fixture *f, gconstpointer data)
@@ -482,6 +561,7 @@ main (int argc, char **argv)
   ADD ("claim-race", test_claim_race);
   ADD ("etcd-member-down", test_member_down);
   ADD ("etcd-outage", test_outage);
+  ADD ("etcd-auth", test_etcd_auth);
 #undef ADD
   return gt_test_run ();
 }
