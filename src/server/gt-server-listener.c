@@ -435,6 +435,7 @@ pending_claim_done_cb (GObject *source, GAsyncResult *result, gpointer user_data
   g_autoptr (GCancellable) cancellable = wait->cancellable;
   g_autofree char *message = NULL;
   Pending *p = wait->p;
+  gboolean registered;
   GtErrorCode code;
 
   g_weak_ref_clear (&wait->server);
@@ -442,21 +443,28 @@ pending_claim_done_cb (GObject *source, GAsyncResult *result, gpointer user_data
   if (server == NULL || server->cluster == NULL)
     return;
   code = gt_cluster_claim_finish (server->cluster, result, &message);
+  registered = gt_server_registry_lookup (server->registry, session->id) == session;
+  if (!registered)
+    {
+      /* Replaced or gone while its claim ran: what the claim took goes too. */
+      gt_cluster_release (server->cluster, session);
+      if (code == GT_ERROR_CODE_NONE)
+        {
+          code = GT_ERROR_CODE_INTERNAL;
+          g_free (message);
+          message = g_strdup ("the client's session ended during its claim");
+        }
+    }
   if (g_cancellable_is_cancelled (cancellable) || code != GT_ERROR_CODE_NONE)
     {
       /* A session that got no tunnel goes, and so do the claims it got. */
-      if (gt_server_registry_lookup (server->registry, session->id) == session)
+      if (registered)
         _gt_server_drop_session (server, session);
       if (!g_cancellable_is_cancelled (cancellable))
         {
           p->hello = g_steal_pointer (&hello);
           pending_refuse (p, p->hello->id, code, message);
         }
-      return;
-    }
-  if (gt_server_registry_lookup (server->registry, session->id) != session)
-    {
-      pending_refuse (p, session->id, GT_ERROR_CODE_INTERNAL, "the client left during its claim");
       return;
     }
   pending_attach_session (p, session);
