@@ -20,6 +20,8 @@
 #define RESYNC_MS 1000
 /* Connections waiting for a node tunnel to come up, per node. */
 #define MAX_WAITING 1024
+/* A node tunnel that is not up after this long is given up (its waiting users get a 502). */
+#define PEER_CONNECT_MS 5000
 
 typedef enum
 {
@@ -59,6 +61,7 @@ typedef struct
   GCancellable *cancellable;
   GByteArray *buf;
   GQueue waiting;       /* Waiter* */
+  guint timeout_id;
 } Peer;
 
 struct _GtCluster
@@ -73,6 +76,8 @@ struct _GtCluster
   gboolean granting;
   gboolean keepalive_busy;
   gboolean registry_up;
+  gboolean node_claiming;
+  gboolean node_announced; /* nodes/<node> is ours */
   guint keepalive_id;
 
   GHashTable *held;     /* key → owner tag (GtServerSession*, or the cluster for the node key) */
@@ -496,6 +501,7 @@ grant_cb (GObject *source, GAsyncResult *result, gpointer user_data)
       return; /* the keep-alive timer tries again */
     }
   cluster->lease = id;
+  cluster->node_announced = FALSE;
   set_registry_up (cluster, TRUE, NULL);
   g_message ("cluster node %s holds etcd lease %" G_GINT64_MODIFIER "x (ttl %" G_GINT64_FORMAT
              " s)",
@@ -558,6 +564,8 @@ keepalive_cb (GObject *source, GAsyncResult *result, gpointer user_data)
       return;
     }
   set_registry_up (cluster, TRUE, NULL);
+  if (!cluster->node_announced)
+    node_claim (cluster);
   if (g_hash_table_size (cluster->unreleased) > 0)
     flush_unreleased (cluster);
   if (cluster->watch == NULL && !cluster->syncing && cluster->resync_id == 0)
@@ -589,9 +597,19 @@ node_claim_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autofree char *message = NULL;
   GtErrorCode code = gt_cluster_claim_finish (NULL, result, &message);
+  GtCluster *cluster = user_data;
 
-  if (code == GT_ERROR_CODE_ELSEWHERE)
-    g_warning ("cluster.node: %s (two nodes must not share a name)", message);
+  if (code == GT_ERROR_CODE_INTERNAL)
+    return; /* stopped: the cluster is gone */
+  cluster->node_claiming = FALSE;
+  cluster->node_announced = code == GT_ERROR_CODE_NONE;
+  /* Not announced: tried again at the next keep-alive (a previous run of this node may still
+   * hold the name until its lease expires). */
+  if (code == GT_ERROR_CODE_NONE)
+    g_message ("cluster node %s is announced at %s", cluster->config->cluster_node,
+               cluster->config->cluster_advertise);
+  else if (code == GT_ERROR_CODE_ELSEWHERE)
+    g_warning ("cluster.node: %s (two nodes must not share a name; trying again)", message);
   else if (code != GT_ERROR_CODE_NONE && code != GT_ERROR_CODE_INTERNAL)
     g_message ("cluster node not announced yet: %s", message);
 }
@@ -602,7 +620,13 @@ node_claim (GtCluster *cluster)
   Op *op = g_new0 (Op, 1);
 
   op->kind = OP_CLAIM;
-  op->task = g_task_new (NULL, cluster->cancellable, node_claim_cb, NULL);
+  if (cluster->node_claiming)
+    {
+      g_free (op);
+      return;
+    }
+  cluster->node_claiming = TRUE;
+  op->task = g_task_new (NULL, cluster->cancellable, node_claim_cb, cluster);
   g_task_set_task_data (op->task, cluster, NULL);
   op->owner = cluster;
   op->keys = g_ptr_array_new_with_free_func (g_free);
@@ -770,6 +794,7 @@ peer_free (Peer *peer)
 {
   Waiter *w;
 
+  g_clear_handle_id (&peer->timeout_id, g_source_remove);
   if (peer->cancellable)
     {
       g_cancellable_cancel (peer->cancellable);
@@ -863,6 +888,7 @@ peer_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
       peer_drop (peer, "no WELCOME");
       return;
     }
+  g_clear_handle_id (&peer->timeout_id, g_source_remove);
   peer->mux = gt_mux_new (peer->io, TRUE, peer->buf->data + consumed, peer->buf->len - consumed);
   g_clear_object (&peer->io);
   g_clear_pointer (&peer->buf, g_byte_array_unref);
@@ -934,6 +960,16 @@ peer_connected_cb (GObject *source, GAsyncResult *result, gpointer user_data)
                                    G_PRIORITY_DEFAULT, peer->cancellable, peer_written_cb, peer);
 }
 
+static gboolean
+peer_timeout_cb (gpointer user_data)
+{
+  Peer *peer = user_data;
+
+  peer->timeout_id = 0;
+  peer_drop (peer, "not up in time");
+  return G_SOURCE_REMOVE;
+}
+
 static Peer *
 peer_get (GtCluster *cluster, const char *node, const char *advertise)
 {
@@ -960,6 +996,7 @@ peer_get (GtCluster *cluster, const char *node, const char *advertise)
   peer->cancellable = g_cancellable_new ();
   g_queue_init (&peer->waiting);
   g_hash_table_insert (cluster->peers, peer->node, peer);
+  peer->timeout_id = g_timeout_add (PEER_CONNECT_MS, peer_timeout_cb, peer);
   gt_transport_connect_async (remote, &security, peer->cancellable, peer_connected_cb, peer);
   return peer;
 }

@@ -435,6 +435,29 @@ test_etcd_auth (Fixture *f, gconstpointer data)
       gt_test_fail ("node %s logged a password", node_names[i]);
 }
 
+/* A node killed and restarted at once under its name: the old run's lease still holds the name
+ * and the client; the new run takes both over when it expires. */
+static void
+test_node_restart (Fixture *f, gconstpointer data)
+{
+  static const guint on_a[] = { 0 };
+  GtTestProc *client;
+
+  REQUIRE_ETCD ();
+  cluster_start (f);
+  client = client_start (f, "c1", "web", on_a, 1);
+  g_free (gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS));
+  if (wait_reachable (f, 1, "web.example.com", 10000) == G_MAXUINT)
+    gt_test_fail ("web is not reachable through node b");
+
+  gt_test_proc_stop (f->nodes[0].proc, SIGKILL);
+  node_start (f, 0, CLUSTER_SECRET);
+  g_free (gt_test_proc_expect_line (f->nodes[0].proc, "is announced at", NULL, GT_TEST_WAIT_MS));
+  if (wait_reachable (f, 1, "web.example.com", 15000) == G_MAXUINT)
+    gt_test_fail ("web is not reachable through node b after node a restarted");
+  expect_bytes (f, 2, "web.example.com", PATTERN_SIZE);
+}
+
 /* The same prefix claimed by two clients on two nodes at once: exactly one wins. */
 static void
 test_claim_race (Fixture *f, gconstpointer data)
@@ -558,6 +581,7 @@ main (int argc, char **argv)
   ADD ("bad-secret", test_bad_secret);
   ADD ("failover", test_failover);
   ADD ("graceful-stop", test_graceful_stop);
+  ADD ("node-restart", test_node_restart);
   ADD ("claim-race", test_claim_race);
   ADD ("etcd-member-down", test_member_down);
   ADD ("etcd-outage", test_outage);
