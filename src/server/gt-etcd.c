@@ -194,6 +194,11 @@ gt_etcd_parse_object (const char *data, gsize len, GError **error)
       bad (error, "too large");
       return NULL;
     }
+  if (data == NULL || len == 0)
+    {
+      bad (error, "empty");
+      return NULL;
+    }
   if (!json_parser_load_from_data (parser, data, (gssize) len, &local))
     {
       g_set_error (error, GT_ETCD_ERROR, GT_ETCD_ERROR_BAD_RESPONSE, "bad etcd answer: %s",
