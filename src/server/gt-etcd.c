@@ -504,9 +504,13 @@ struct _GtEtcd
   char *user;
   char *password;
   char *token;        /* auth token, NULL = none yet */
+  guint timeout_ms;
   GCancellable *cancellable; /* cancelled by free: every request ends */
 };
 
+/* One request: the flow owns the task's first reference until it returns; each try on a member
+ * is an Attempt holding its own reference, so that a try that libsoup never finishes (it can
+ * hang on a TLS handshake the member refuses) is simply left behind when its timer fires. */
 typedef struct
 {
   GtEtcd *etcd;
@@ -515,20 +519,54 @@ typedef struct
   guint tries;        /* members tried */
   gboolean authenticating;
   gboolean reauth_done;
-  SoupMessage *msg;
-  GByteArray *reply;
-  GInputStream *stream;
+  gboolean returned;
+  guint serial;       /* of the current attempt */
+  guint timer_id;
+  GCancellable *attempt; /* the current attempt's, cancelled by its timer or with the task */
+  GCancellable *task_cancellable;
+  gulong cancel_id;
 } Call;
+
+typedef struct
+{
+  GTask *task;
+  guint serial;
+  SoupMessage *msg;
+  GInputStream *stream;
+  GByteArray *reply;
+} Attempt;
+
+static void
+attempt_free (Attempt *a)
+{
+  g_object_unref (a->task);
+  g_clear_object (&a->msg);
+  g_clear_object (&a->stream);
+  g_byte_array_unref (a->reply);
+  g_free (a);
+}
+
+static void
+call_attempt_end (Call *call)
+{
+  call->serial++; /* a late callback of the attempt finds itself stale */
+  g_clear_handle_id (&call->timer_id, g_source_remove);
+  if (call->attempt != NULL)
+    {
+      g_cancellable_cancel (call->attempt);
+      g_clear_object (&call->attempt);
+    }
+}
 
 static void
 call_free (Call *call)
 {
+  g_assert (call->timer_id == 0);
+  if (call->cancel_id != 0)
+    g_cancellable_disconnect (call->task_cancellable, call->cancel_id);
+  g_clear_object (&call->task_cancellable);
   g_free (call->path);
   g_bytes_unref (call->body);
-  g_clear_object (&call->msg);
-  g_clear_object (&call->stream);
-  if (call->reply)
-    g_byte_array_unref (call->reply);
   g_free (call);
 }
 
@@ -563,38 +601,86 @@ etcd_message (GtEtcd *etcd, const char *path, GBytes *body)
 
 static void call_send (GTask *task);
 
+/* Ends the call: object or error (taken). */
 static void
-call_next_member (GTask *task, const GError *why)
+call_return (GTask *task, JsonObject *object, GError *error)
+{
+  Call *call = g_task_get_task_data (task);
+
+  call_attempt_end (call);
+  call->returned = TRUE;
+  if (object != NULL)
+    g_task_return_pointer (task, object, (GDestroyNotify) json_object_unref);
+  else
+    g_task_return_error (task, error);
+  g_object_unref (task); /* the flow's reference */
+}
+
+static void
+call_next_member (GTask *task, const char *why)
 {
   Call *call = g_task_get_task_data (task);
   GtEtcd *etcd = call->etcd;
 
-  g_debug ("etcd member %s: %s", etcd->endpoints[etcd->current], why->message);
+  g_debug ("etcd member %s: %s", etcd->endpoints[etcd->current], why);
   etcd->current = (etcd->current + 1) % g_strv_length (etcd->endpoints);
   if (++call->tries >= g_strv_length (etcd->endpoints))
     {
-      g_task_return_new_error (task, GT_ETCD_ERROR, GT_ETCD_ERROR_UNAVAILABLE,
-                               "no etcd member answered (last: %s)", why->message);
-      g_object_unref (task);
+      call_return (task, NULL,
+                   g_error_new (GT_ETCD_ERROR, GT_ETCD_ERROR_UNAVAILABLE,
+                                "no etcd member answered (last: %s)", why));
       return;
     }
   call_send (task);
 }
 
-static void
-call_done (GTask *task)
+/* An attempt's callback: FALSE (and the attempt freed) when it no longer counts. */
+static gboolean
+attempt_current (Attempt *a)
 {
+  Call *call = g_task_get_task_data (a->task);
+
+  if (!call->returned && a->serial == call->serial)
+    return TRUE;
+  attempt_free (a);
+  return FALSE;
+}
+
+/* The attempt failed on this member: cancelled with the task, or try the next member. */
+static void
+attempt_failed (Attempt *a, const GError *error)
+{
+  GTask *task = a->task;
+  Call *call = g_task_get_task_data (task);
+  g_autofree char *why = g_strdup (error->message);
+
+  attempt_free (a);
+  if (g_cancellable_is_cancelled (call->task_cancellable))
+    call_return (task, NULL, g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED, "cancelled"));
+  else
+    {
+      call_attempt_end (call);
+      call_next_member (task, why);
+    }
+}
+
+static void
+attempt_done (Attempt *a)
+{
+  GTask *task = a->task;
   Call *call = g_task_get_task_data (task);
   GtEtcd *etcd = call->etcd;
   g_autoptr (GError) error = NULL;
   JsonObject *object;
-  guint status = soup_message_get_status (call->msg);
+  guint status = soup_message_get_status (a->msg);
 
-  object = gt_etcd_parse_object ((const char *) call->reply->data, call->reply->len, &error);
+  object = gt_etcd_parse_object ((const char *) a->reply->data, a->reply->len, &error);
+  attempt_free (a);
+  call_attempt_end (call);
   if (object == NULL && status >= 500 && status != 503
       && !g_error_matches (error, GT_ETCD_ERROR, GT_ETCD_ERROR_SERVER))
     {
-      call_next_member (task, error);
+      call_next_member (task, error->message);
       return;
     }
   if (object == NULL && g_error_matches (error, GT_ETCD_ERROR, GT_ETCD_ERROR_SERVER)
@@ -603,13 +689,12 @@ call_done (GTask *task)
           || strstr (error->message, "stopped") != NULL))
     {
       /* This member cannot serve now; another one may. */
-      call_next_member (task, error);
+      call_next_member (task, error->message);
       return;
     }
   if (object == NULL && call->authenticating)
     {
-      g_task_return_error (task, g_steal_pointer (&error));
-      g_object_unref (task);
+      call_return (task, NULL, g_steal_pointer (&error));
       return;
     }
   if (object == NULL && etcd->user != NULL && !call->reauth_done
@@ -631,9 +716,9 @@ call_done (GTask *task)
           || strpbrk (json_node_get_string (token), "\r\n") != NULL)
         {
           json_object_unref (object);
-          g_task_return_new_error (task, GT_ETCD_ERROR, GT_ETCD_ERROR_BAD_RESPONSE,
-                                   "etcd sign-in answer has no token");
-          g_object_unref (task);
+          call_return (task, NULL,
+                       g_error_new (GT_ETCD_ERROR, GT_ETCD_ERROR_BAD_RESPONSE,
+                                    "etcd sign-in answer has no token"));
           return;
         }
       g_free (etcd->token);
@@ -644,65 +729,90 @@ call_done (GTask *task)
       return;
     }
   if (object == NULL)
-    g_task_return_error (task, g_steal_pointer (&error));
+    call_return (task, NULL, g_steal_pointer (&error));
   else
-    g_task_return_pointer (task, object, (GDestroyNotify) json_object_unref);
-  g_object_unref (task);
+    call_return (task, object, NULL);
 }
 
 static void
 call_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  GTask *task = user_data;
-  Call *call = g_task_get_task_data (task);
+  Attempt *a = user_data;
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) chunk = g_input_stream_read_bytes_finish (G_INPUT_STREAM (source), result,
                                                                &error);
 
+  if (!attempt_current (a))
+    return;
   if (chunk == NULL)
     {
-      if (g_task_return_error_if_cancelled (task))
-        g_object_unref (task);
-      else
-        call_next_member (task, error);
+      attempt_failed (a, error);
       return;
     }
   if (g_bytes_get_size (chunk) == 0)
     {
-      call_done (task);
+      attempt_done (a);
       return;
     }
-  if (call->reply->len + g_bytes_get_size (chunk) > GT_ETCD_MAX_BODY)
+  if (a->reply->len + g_bytes_get_size (chunk) > GT_ETCD_MAX_BODY)
     {
-      g_task_return_new_error (task, GT_ETCD_ERROR, GT_ETCD_ERROR_BAD_RESPONSE,
-                               "etcd answer larger than %d bytes", GT_ETCD_MAX_BODY);
-      g_object_unref (task);
+      GTask *task = a->task;
+
+      attempt_free (a);
+      call_return (task, NULL,
+                   g_error_new (GT_ETCD_ERROR, GT_ETCD_ERROR_BAD_RESPONSE,
+                                "etcd answer larger than %d bytes", GT_ETCD_MAX_BODY));
       return;
     }
-  g_byte_array_append (call->reply, g_bytes_get_data (chunk, NULL), g_bytes_get_size (chunk));
-  g_input_stream_read_bytes_async (call->stream, 64 * 1024, G_PRIORITY_DEFAULT,
-                                   g_task_get_cancellable (task), call_read_cb, task);
+  g_byte_array_append (a->reply, g_bytes_get_data (chunk, NULL), g_bytes_get_size (chunk));
+  g_input_stream_read_bytes_async (a->stream, 64 * 1024, G_PRIORITY_DEFAULT,
+                                   ((Call *) g_task_get_task_data (a->task))->attempt,
+                                   call_read_cb, a);
 }
 
 static void
 call_sent_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  GTask *task = user_data;
-  Call *call = g_task_get_task_data (task);
+  Attempt *a = user_data;
   g_autoptr (GError) error = NULL;
+  GInputStream *stream = soup_session_send_finish (SOUP_SESSION (source), result, &error);
 
-  call->stream = soup_session_send_finish (SOUP_SESSION (source), result, &error);
-  if (call->stream == NULL)
+  if (!attempt_current (a))
     {
-      if (g_task_return_error_if_cancelled (task))
-        g_object_unref (task);
-      else
-        call_next_member (task, error);
+      g_clear_object (&stream);
       return;
     }
-  g_byte_array_set_size (call->reply, 0);
-  g_input_stream_read_bytes_async (call->stream, 64 * 1024, G_PRIORITY_DEFAULT,
-                                   g_task_get_cancellable (task), call_read_cb, task);
+  if (stream == NULL)
+    {
+      attempt_failed (a, error);
+      return;
+    }
+  a->stream = stream;
+  g_input_stream_read_bytes_async (a->stream, 64 * 1024, G_PRIORITY_DEFAULT,
+                                   ((Call *) g_task_get_task_data (a->task))->attempt,
+                                   call_read_cb, a);
+}
+
+static gboolean
+call_timeout_cb (gpointer user_data)
+{
+  GTask *task = user_data;
+  Call *call = g_task_get_task_data (task);
+
+  call->timer_id = 0;
+  /* The attempt is left behind (its callbacks find it stale); the next member is tried. */
+  call_attempt_end (call);
+  call_next_member (task, "no answer in time");
+  return G_SOURCE_REMOVE;
+}
+
+static void
+call_task_cancelled_cb (GCancellable *cancellable, gpointer user_data)
+{
+  Call *call = user_data;
+
+  if (call->attempt != NULL)
+    g_cancellable_cancel (call->attempt);
 }
 
 static void
@@ -711,9 +821,18 @@ call_send (GTask *task)
   Call *call = g_task_get_task_data (task);
   GtEtcd *etcd = call->etcd;
   g_autoptr (GBytes) auth_body = NULL;
+  Attempt *a;
 
-  g_clear_object (&call->msg);
-  g_clear_object (&call->stream);
+  if (g_cancellable_is_cancelled (call->task_cancellable))
+    {
+      call_return (task, NULL, g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED, "cancelled"));
+      return;
+    }
+  call_attempt_end (call);
+  a = g_new0 (Attempt, 1);
+  a->task = g_object_ref (task);
+  a->serial = call->serial;
+  a->reply = g_byte_array_new ();
   if (etcd->user != NULL && etcd->token == NULL)
     {
       g_autoptr (JsonBuilder) b = json_builder_new ();
@@ -728,19 +847,23 @@ call_send (GTask *task)
       root = json_builder_get_root (b);
       auth_body = node_to_bytes (root);
       call->authenticating = TRUE;
-      call->msg = etcd_message (etcd, "/v3/auth/authenticate", auth_body);
+      a->msg = etcd_message (etcd, "/v3/auth/authenticate", auth_body);
     }
   else
-    call->msg = etcd_message (etcd, call->path, call->body);
-  if (call->msg == NULL)
+    a->msg = etcd_message (etcd, call->path, call->body);
+  if (a->msg == NULL)
     {
-      g_task_return_new_error (task, GT_ETCD_ERROR, GT_ETCD_ERROR_UNAVAILABLE,
-                               "bad etcd URL %s", etcd->endpoints[etcd->current]);
-      g_object_unref (task);
+      attempt_free (a);
+      call_return (task, NULL,
+                   g_error_new (GT_ETCD_ERROR, GT_ETCD_ERROR_UNAVAILABLE, "bad etcd URL %s",
+                                etcd->endpoints[etcd->current]));
       return;
     }
-  soup_session_send_async (etcd->session, call->msg, G_PRIORITY_DEFAULT,
-                           g_task_get_cancellable (task), call_sent_cb, task);
+  /* libsoup's own I/O timeout does not cover every stall: each member gets timeout_ms. */
+  call->attempt = g_cancellable_new ();
+  call->timer_id = g_timeout_add (etcd->timeout_ms, call_timeout_cb, task);
+  soup_session_send_async (etcd->session, a->msg, G_PRIORITY_DEFAULT, call->attempt,
+                           call_sent_cb, a);
 }
 
 void
@@ -755,8 +878,10 @@ gt_etcd_call_async (GtEtcd *etcd, const char *path, JsonNode *body, GCancellable
   call->etcd = etcd;
   call->path = g_strdup (path);
   call->body = node_to_bytes (body);
-  call->reply = g_byte_array_new ();
+  call->task_cancellable = g_object_ref (g_task_get_cancellable (task));
   g_task_set_task_data (task, call, (GDestroyNotify) call_free);
+  call->cancel_id = g_cancellable_connect (call->task_cancellable,
+                                           G_CALLBACK (call_task_cancelled_cb), call, NULL);
   call_send (task);
 }
 
@@ -843,6 +968,7 @@ gt_etcd_new (const GtEtcdOptions *options, GError **error)
   etcd->user = g_strdup (options->user);
   etcd->password = g_strdup (options->password);
   etcd->cancellable = g_cancellable_new ();
+  etcd->timeout_ms = MAX (options->timeout_ms, 100);
   return etcd;
 }
 

@@ -22,6 +22,8 @@
 #define MAX_WAITING 1024
 /* A node tunnel that is not up after this long is given up (its waiting users get a 502). */
 #define PEER_CONNECT_MS 5000
+/* A watch that etcd has not confirmed after this long is dropped and made again. */
+#define WATCH_CREATE_MS 5000
 
 typedef enum
 {
@@ -89,6 +91,7 @@ struct _GtCluster
   GHashTable *hosts;    /* "kind/prefix" → node name */
   GHashTable *nodes;    /* node name → advertise address */
   GtEtcdWatch *watch;
+  guint watch_timer_id;
   guint resync_id;
   gboolean syncing;
 
@@ -668,6 +671,7 @@ watch_events_cb (GPtrArray *events, gint64 revision, gpointer user_data)
 {
   GtCluster *cluster = user_data;
 
+  g_clear_handle_id (&cluster->watch_timer_id, g_source_remove);
   for (guint i = 0; i < events->len; i++)
     {
       GtEtcdEvent *e = events->pdata[i];
@@ -700,11 +704,24 @@ watch_free_idle_cb (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
+static gboolean
+watch_stalled_cb (gpointer user_data)
+{
+  GtCluster *cluster = user_data;
+
+  cluster->watch_timer_id = 0;
+  g_debug ("routing watch not confirmed in time; making it again");
+  g_clear_pointer (&cluster->watch, gt_etcd_watch_free);
+  schedule_resync (cluster);
+  return G_SOURCE_REMOVE;
+}
+
 static void
 watch_done_cb (const GError *error, gpointer user_data)
 {
   GtCluster *cluster = user_data;
 
+  g_clear_handle_id (&cluster->watch_timer_id, g_source_remove);
   g_debug ("routing watch ended: %s", error ? error->message : "?");
   /* Not freed from inside its own callback. */
   g_idle_add (watch_free_idle_cb, g_steal_pointer (&cluster->watch));
@@ -742,6 +759,7 @@ range_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     }
   cluster->watch = gt_etcd_watch (cluster->etcd, cluster->config->cluster_prefix, revision + 1,
                                   watch_events_cb, watch_done_cb, cluster);
+  cluster->watch_timer_id = g_timeout_add (WATCH_CREATE_MS, watch_stalled_cb, cluster);
 }
 
 static void
@@ -1185,6 +1203,7 @@ gt_cluster_free (GtCluster *cluster)
     return;
   g_clear_handle_id (&cluster->keepalive_id, g_source_remove);
   g_clear_handle_id (&cluster->resync_id, g_source_remove);
+  g_clear_handle_id (&cluster->watch_timer_id, g_source_remove);
   g_clear_pointer (&cluster->watch, gt_etcd_watch_free);
   g_cancellable_cancel (cluster->cancellable);
   while ((op = g_queue_pop_head (&cluster->ops)) != NULL)

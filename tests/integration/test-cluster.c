@@ -40,6 +40,7 @@ typedef struct
   Node nodes[N_NODES];
   char *initial_cluster;
   char *endpoints; /* YAML list */
+  gboolean tls;    /* members serve https:// with tls/ca.pem, tls/member.*, client certs */
   GtTestHttp *service;
 } Fixture;
 
@@ -55,9 +56,18 @@ member_start (Fixture *f, guint i)
   g_autofree char *name = g_strdup_printf ("etcd-m%u", i + 1);
   g_autoptr (GPtrArray) args = gt_test_args_new ();
 
+  const char *scheme = f->tls ? "https" : "http";
+
   gt_test_args_addv (args, "--name", name + 5, "--data-dir", m->dir, NULL);
-  gt_test_args_add (args, "--listen-client-urls=http://127.0.0.1:%u", m->client_port);
-  gt_test_args_add (args, "--advertise-client-urls=http://127.0.0.1:%u", m->client_port);
+  gt_test_args_add (args, "--listen-client-urls=%s://127.0.0.1:%u", scheme, m->client_port);
+  gt_test_args_add (args, "--advertise-client-urls=%s://127.0.0.1:%u", scheme, m->client_port);
+  if (f->tls)
+    {
+      gt_test_args_add (args, "--cert-file=%s/tls/member.pem", gt_test_tmpdir ());
+      gt_test_args_add (args, "--key-file=%s/tls/member.key", gt_test_tmpdir ());
+      gt_test_args_add (args, "--trusted-ca-file=%s/tls/ca.pem", gt_test_tmpdir ());
+      gt_test_args_add (args, "--client-cert-auth");
+    }
   gt_test_args_add (args, "--listen-peer-urls=http://127.0.0.1:%u", m->peer_port);
   gt_test_args_add (args, "--initial-advertise-peer-urls=http://127.0.0.1:%u", m->peer_port);
   gt_test_args_add (args, "--initial-cluster=%s", f->initial_cluster);
@@ -93,7 +103,8 @@ etcd_start (Fixture *f)
       while (m->peer_port == m->client_port);
       m->dir = g_build_filename (gt_test_tmpdir (), dir, NULL);
       g_string_append_printf (ic, "%sm%u=http://127.0.0.1:%u", i ? "," : "", i + 1, m->peer_port);
-      g_string_append_printf (ep, "%shttp://127.0.0.1:%u", i ? ", " : "", m->client_port);
+      g_string_append_printf (ep, "%s%s://127.0.0.1:%u", i ? ", " : "", f->tls ? "https" : "http",
+                              m->client_port);
     }
   g_string_append (ep, "]");
   f->initial_cluster = g_string_free (ic, FALSE);
@@ -396,6 +407,72 @@ etcdctl (Fixture *f, const char *first, ...)
     gt_test_fail ("etcdctl %s: %s: %s", first, error->message, err ? err : "");
 }
 
+/* A CA, a certificate for the etcd members (127.0.0.1) and one for the gt nodes, in tls/. */
+static void
+make_certificates (void)
+{
+  static const char script[] =
+    "set -e; mkdir -p tls; cd tls\n"
+    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key "
+    "  -out ca.pem -days 2 -subj /CN=gt-test-ca 2>/dev/null\n"
+    "for n in member node; do\n"
+    "  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $n.key -out $n.csr "
+    "    -subj /CN=$n 2>/dev/null\n"
+    "  printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth,clientAuth\\n' > $n.ext\n"
+    "  openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $n.pem "
+    "    -days 2 -extfile $n.ext 2>/dev/null\n"
+    "done\n";
+  const char *argv[] = { "sh", "-c", script, NULL };
+  g_autoptr (GError) error = NULL;
+  g_autofree char *err = NULL;
+  int status = 0;
+
+  if (!g_spawn_sync (gt_test_tmpdir (), (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                     NULL, &err, &status, &error)
+      || !g_spawn_check_wait_status (status, &error))
+    gt_test_fail ("making test certificates: %s %s", error->message, err ? err : "");
+}
+
+/* etcd over TLS with client certificates: nodes verify the members with etcdCA and show their
+ * own certificate; a node without it gets no lease. */
+static void
+test_etcd_tls (Fixture *f, gconstpointer data)
+{
+  static const guint on_a[] = { 0 };
+  g_autofree char *dir = NULL;
+  g_autofree char *with_cert = NULL;
+  g_autofree char *without_cert = NULL;
+  GtTestProc *client;
+
+  REQUIRE_ETCD ();
+  if (g_find_program_in_path ("openssl") == NULL)
+    {
+      g_test_skip ("openssl is not installed");
+      return;
+    }
+  make_certificates ();
+  f->tls = TRUE;
+  etcd_start (f);
+  dir = g_build_filename (gt_test_tmpdir (), "tls", NULL);
+  with_cert = g_strdup_printf ("  etcdCA: %s/ca.pem\n  etcdCert: %s/node.pem\n"
+                               "  etcdKey: %s/node.key\n",
+                               dir, dir, dir);
+  without_cert = g_strdup_printf ("  etcdCA: %s/ca.pem\n", dir);
+
+  node_start_full (f, 0, CLUSTER_SECRET, "2s", with_cert, TRUE);
+  node_start_full (f, 1, CLUSTER_SECRET, "2s", without_cert, FALSE);
+  node_start_full (f, 2, CLUSTER_SECRET, "2s", with_cert, TRUE);
+  g_free (gt_test_proc_expect_line (f->nodes[1].proc, "etcd is unreachable", NULL,
+                                    GT_TEST_WAIT_MS));
+  client = client_start (f, "c1", "web", on_a, 1);
+  g_free (gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS));
+  if (wait_reachable (f, 2, "web.example.com", 10000) == G_MAXUINT)
+    gt_test_fail ("web is not reachable through node c");
+  expect_bytes (f, 2, "web.example.com", PATTERN_SIZE);
+  if (gt_test_proc_count_matches (f->nodes[1].proc, "holds etcd lease") != 0)
+    gt_test_fail ("a node without a client certificate got a lease");
+}
+
 /* etcd with authentication: nodes sign in with etcdUser/etcdPassword; a wrong password gets no
  * lease (and says why), the right one works end to end. */
 static void
@@ -586,6 +663,7 @@ main (int argc, char **argv)
   ADD ("etcd-member-down", test_member_down);
   ADD ("etcd-outage", test_outage);
   ADD ("etcd-auth", test_etcd_auth);
+  ADD ("etcd-tls", test_etcd_tls);
 #undef ADD
   return gt_test_run ();
 }
