@@ -891,40 +891,6 @@ gt_etcd_call_finish (GtEtcd *etcd, GAsyncResult *result, GError **error)
   return g_task_propagate_pointer (G_TASK (result), error);
 }
 
-gboolean
-gt_etcd_call_sync (GtEtcd *etcd, const char *path, JsonNode *body, guint timeout_ms,
-                   GError **error)
-{
-  g_autoptr (SoupSession) session = NULL;
-  g_autoptr (GBytes) data = node_to_bytes (body);
-  g_autoptr (GError) last = NULL;
-  guint n = g_strv_length (etcd->endpoints);
-
-  session = soup_session_new_with_options ("timeout", MAX (1u, timeout_ms / 1000), NULL);
-  if (soup_session_get_tls_database (etcd->session) != NULL)
-    soup_session_set_tls_database (session, soup_session_get_tls_database (etcd->session));
-  for (guint i = 0; i < n; i++)
-    {
-      g_autoptr (SoupMessage) msg = etcd_message (etcd, path, data);
-      g_autoptr (GBytes) reply = NULL;
-      g_autoptr (JsonObject) object = NULL;
-
-      g_clear_error (&last);
-      if (msg != NULL)
-        reply = soup_session_send_and_read (session, msg, NULL, &last);
-      if (reply != NULL)
-        object = gt_etcd_parse_object (g_bytes_get_data (reply, NULL), g_bytes_get_size (reply),
-                                       &last);
-      if (object != NULL)
-        return TRUE;
-      etcd->current = (etcd->current + 1) % n;
-    }
-  if (last == NULL)
-    last = g_error_new (GT_ETCD_ERROR, GT_ETCD_ERROR_UNAVAILABLE, "no etcd member");
-  g_propagate_error (error, g_steal_pointer (&last));
-  return FALSE;
-}
-
 GtEtcd *
 gt_etcd_new (const GtEtcdOptions *options, GError **error)
 {

@@ -84,11 +84,6 @@ void gt_etcd_call_async (GtEtcd *etcd, const char *path, JsonNode *body,
                          gpointer user_data);
 JsonObject *gt_etcd_call_finish (GtEtcd *etcd, GAsyncResult *result, GError **error);
 
-/* Blocking POST of body to path on the first member that answers within timeout_ms each: for a
- * last request at exit (lease revoke), when no main loop runs any more. */
-gboolean gt_etcd_call_sync (GtEtcd *etcd, const char *path, JsonNode *body, guint timeout_ms,
-                            GError **error);
-
 /* Request bodies (keys and values are base64-encoded here). */
 JsonNode *gt_etcd_body_lease_grant (gint64 ttl_s);
 JsonNode *gt_etcd_body_lease_id (gint64 id);

@@ -640,6 +640,93 @@ node_claim (GtCluster *cluster)
   op_run_next (cluster);
 }
 
+typedef struct
+{
+  GtCluster *cluster;
+  GDestroyNotify done;
+  gpointer user_data;
+  GCancellable *cancellable;
+  guint timer_id;
+} Leave;
+
+static gboolean
+leave_timeout_cb (gpointer user_data)
+{
+  Leave *leave = user_data;
+
+  leave->timer_id = 0;
+  g_cancellable_cancel (leave->cancellable);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+revoke_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Leave *leave = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonObject) object = gt_etcd_call_finish (NULL, result, &error);
+  gboolean gone = g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED)
+                  && leave->timer_id != 0; /* cancelled with the cluster, not by the timer */
+
+  g_clear_handle_id (&leave->timer_id, g_source_remove);
+  if (!gone)
+    {
+      const GtServerConfig *config = leave->cluster->config;
+
+      if (object != NULL)
+        {
+          leave->cluster->lease = 0;
+          g_message ("cluster node %s left: its lease and claims are released",
+                     config->cluster_node);
+        }
+      else
+        g_message ("cluster node %s left; its claims expire with its lease (%s)",
+                   config->cluster_node, error->message);
+      leave->done (leave->user_data);
+    }
+  else if (leave->done != NULL)
+    g_message ("cluster node left without giving its lease back");
+  g_object_unref (leave->cancellable);
+  g_free (leave);
+}
+
+static gboolean
+leave_nothing_cb (gpointer user_data)
+{
+  Leave *leave = user_data;
+
+  leave->done (leave->user_data);
+  g_object_unref (leave->cancellable);
+  g_free (leave);
+  return G_SOURCE_REMOVE;
+}
+
+void
+gt_cluster_leave_async (GtCluster *cluster, GDestroyNotify done, gpointer user_data)
+{
+  Leave *leave = g_new0 (Leave, 1);
+  g_autoptr (JsonNode) body = gt_etcd_body_lease_id (cluster->lease);
+
+  leave->cluster = cluster;
+  leave->done = done;
+  leave->user_data = user_data;
+  leave->cancellable = g_cancellable_new ();
+  g_clear_handle_id (&cluster->keepalive_id, g_source_remove);
+  if (cluster->lease == 0)
+    {
+      /* Nothing to give back (etcd was never reached): done at once. */
+      g_idle_add_full (G_PRIORITY_DEFAULT, leave_nothing_cb, leave, NULL);
+      return;
+    }
+  leave->timer_id = g_timeout_add (2000, leave_timeout_cb, leave);
+  /* Cancelled with the cluster too. */
+  g_signal_connect_object (cluster->cancellable, "cancelled",
+                           G_CALLBACK (g_cancellable_cancel), leave->cancellable,
+                           G_CONNECT_SWAPPED);
+  gt_etcd_call_async (cluster->etcd, "/v3/lease/revoke", body, leave->cancellable, revoke_cb,
+                      leave);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Routing cache */
 
@@ -1219,19 +1306,6 @@ gt_cluster_free (GtCluster *cluster)
       gt_mux_close (cluster->inbound->pdata[i], GT_ERROR_CODE_SHUTTING_DOWN, NULL);
     }
   g_ptr_array_unref (cluster->inbound);
-  if (cluster->lease != 0)
-    {
-      g_autoptr (JsonNode) body = gt_etcd_body_lease_id (cluster->lease);
-      g_autoptr (GError) error = NULL;
-
-      /* Everything this node held goes at once: its clients can move now, not after ttl. */
-      if (gt_etcd_call_sync (cluster->etcd, "/v3/lease/revoke", body, 1000, &error))
-        g_message ("cluster node %s left: its lease and claims are released",
-                   cluster->config->cluster_node);
-      else
-        g_message ("cluster node %s left; its claims expire with its lease (%s)",
-                   cluster->config->cluster_node, error->message);
-    }
   /* Requests in flight end with the cancellation (their callbacks touch no cluster then). */
   gt_etcd_free (cluster->etcd);
   g_object_unref (cluster->cancellable);

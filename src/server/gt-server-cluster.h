@@ -23,6 +23,9 @@ GtCluster *gt_cluster_new (const GtServerConfig *config, GtClusterAdoptFunc adop
 /* Grants the lease, claims the node name and starts the routing cache. */
 void gt_cluster_start (GtCluster *cluster);
 void gt_cluster_free (GtCluster *cluster);
+/* Revokes the lease (all claims go at once), then calls done; within about 2 s whatever etcd
+ * does. done is not called when the cluster is freed first. */
+void gt_cluster_leave_async (GtCluster *cluster, GDestroyNotify done, gpointer user_data);
 
 /* Claims session's client id, host prefixes and tcp ports under this node's lease (all or none).
  * Claims the session already holds cost nothing; several claims run one after the other. */

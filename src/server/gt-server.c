@@ -352,6 +352,14 @@ drain_session_cb (GtServerSession *session, gpointer user_data)
   gt_server_session_close_ports (session);
 }
 
+static void
+cluster_left_cb (gpointer user_data)
+{
+  g_autoptr (GtServer) server = user_data;
+
+  g_signal_emit (server, signals[SIGNAL_DRAINED], 0);
+}
+
 static gboolean
 drain_check_cb (gpointer user_data)
 {
@@ -369,6 +377,13 @@ drain_check_cb (gpointer user_data)
     g_message ("all streams finished");
   server->drain_id = 0;
   gt_server_stop (server);
+  if (server->cluster != NULL)
+    {
+      /* Give the lease back before saying drained (the loop ends then): every claim goes at
+       * once and the clients can move now, not after cluster.ttl. Bounded by the cluster. */
+      gt_cluster_leave_async (server->cluster, cluster_left_cb, g_object_ref (server));
+      return G_SOURCE_REMOVE;
+    }
   g_signal_emit (server, signals[SIGNAL_DRAINED], 0);
   return G_SOURCE_REMOVE;
 }
