@@ -9,6 +9,7 @@
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 
+#include "gt-frame.h"
 #include "gt-test-utils.h"
 
 #define PATTERN_SIZE (2 * GT_TEST_MIB)
@@ -350,6 +351,48 @@ test_failover (Fixture *f, gconstpointer data)
   expect_bytes (f, 2, "web.example.com", PATTERN_SIZE);
 }
 
+/* A node HELLO to a server that is not a cluster node: ERROR PROTOCOL, no tunnel. */
+static void
+test_not_a_node (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GtHello) hello = gt_hello_new ("a", CLUSTER_SECRET);
+  g_autoptr (GByteArray) out = g_byte_array_new ();
+  g_autoptr (GPtrArray) args = gt_test_args_new ();
+  g_autoptr (GtTestConn) c = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *message = NULL;
+  gint64 deadline = gt_test_deadline_in (GT_TEST_WAIT_MS);
+  guint8 preface[GT_PREFACE_SIZE];
+  GtTestProc *server;
+  GtFrameHeader h;
+  guint16 code = 0;
+  guint16 port;
+
+  GT_TEST_REQUIRE_GT ();
+  port = gt_test_free_port ();
+  gt_test_args_addv (args, "server", "--allowAnyClient", NULL);
+  gt_test_args_add (args, "--addr=127.0.0.1:%u", port);
+  server = gt_test_spawn_gt ("plain", args);
+  g_free (gt_test_proc_expect_line (server, "listening on", NULL, GT_TEST_WAIT_MS));
+
+  gt_hello_add_service (hello, GT_SERVICE_KIND_NODE, NULL, 0, FALSE);
+  gt_preface_encode (preface);
+  g_byte_array_append (out, preface, sizeof preface);
+  g_assert_true (gt_frame_append_hello (out, hello, &error));
+  c = gt_test_conn_connect (port, &error);
+  g_assert_nonnull (c);
+  g_assert_true (gt_test_conn_write_all (c, out->data, out->len, deadline, &error));
+  g_assert_true (gt_test_conn_read_to_eof (c, TRUE, deadline, &error));
+  g_assert_cmpint (gt_frame_header_decode (c->in->data, c->in->len, &h, NULL), ==, GT_DECODE_OK);
+  g_assert_cmpint (h.type, ==, GT_FRAME_ERROR);
+  g_assert_cmpuint (c->in->len, >=, GT_FRAME_HEADER_SIZE + h.length);
+  g_assert_true (gt_error_decode (c->in->data + GT_FRAME_HEADER_SIZE, h.length, &code, &message,
+                                  NULL));
+  g_assert_cmpuint (code, ==, GT_ERROR_CODE_PROTOCOL);
+  g_assert_cmpstr (message, ==, "this server is not a cluster node");
+  g_assert_cmpuint (gt_test_proc_count_matches (server, CLUSTER_SECRET), ==, 0);
+}
+
 /* A node stopped with SIGTERM gives its lease back: its client moves long before the TTL. */
 static void
 test_graceful_stop (Fixture *f, gconstpointer data)
@@ -656,6 +699,7 @@ main (int argc, char **argv)
   g_test_add ("/gt/cluster/integration/" path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   ADD ("forward", test_forward);
   ADD ("bad-secret", test_bad_secret);
+  ADD ("not-a-node", test_not_a_node);
   ADD ("failover", test_failover);
   ADD ("graceful-stop", test_graceful_stop);
   ADD ("node-restart", test_node_restart);
