@@ -289,7 +289,8 @@ gt_etcd_parse_watch (JsonObject *object, gboolean *created, gboolean *canceled, 
     = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_etcd_event_free);
   JsonNode *node;
 
-  if (!get_bool (object, "created", created, error) || !get_bool (object, "canceled", canceled, error)
+  if (!get_bool (object, "created", created, error)
+      || !get_bool (object, "canceled", canceled, error)
       || !header_revision (object, revision, error))
     return NULL;
   node = json_object_get_member (object, "events");
