@@ -617,6 +617,83 @@ test_missing_file (void)
 /* ------------------------------------------------------------------------------------------ */
 /* Values */
 
+/* The cluster: mapping (scale-out) and --cluster.KEY options: all or nothing, checked. */
+static void
+test_server_cluster (void)
+{
+  static const char *const good = "options: {addr: 8080}\n"
+                                  "cluster:\n"
+                                  "  etcd: [http://127.0.0.1:2379, https://10.0.0.2:2379]\n"
+                                  "  node: a-1\n"
+                                  "  advertise: 10.0.0.1:8080\n"
+                                  "  secret: s3\n";
+  static const struct
+  {
+    const char *yaml;
+    const char *message;
+  } bad[] = {
+    { "options: {addr: 8080}\ncluster: {node: a, advertise: 'h:1', secret: s}\n", "needs etcd" },
+    { "options: {addr: 8080}\ncluster: {etcd: ftp://x, node: a}\n", "etcd" },
+    { "options: {addr: 8080}\ncluster: {etcd: http://e:1, advertise: 'h:1', secret: s}\n",
+      "cluster.node is required" },
+    { "options: {addr: 8080}\ncluster: {etcd: http://e:1, node: 'a b', advertise: 'h:1', "
+      "secret: s}\n",
+      "cluster.node is required" },
+    { "options: {addr: 8080}\ncluster: {etcd: http://e:1, node: a, advertise: 'h:1'}\n",
+      "cluster.secret is required" },
+    { "options: {addr: 8080}\ncluster: {etcd: http://e:1, node: a, advertise: h, secret: s}\n",
+      "cluster.advertise" },
+    { "options: {addr: 8080}\ncluster: {etcd: http://e:1, node: a, advertise: 'h:1', "
+      "secret: s, ttl: 1s}\n",
+      "at least 2s" },
+    { "options: {addr: 8080}\ncluster: {etcd: http://e:1, node: a, advertise: 'h:1', "
+      "secret: s, etcdUser: u}\n",
+      "go together" },
+    { "cluster: {etcd: http://e:1, node: a, advertise: 'h:1', secret: s}\n", "options.addr" },
+  };
+  g_autoptr (GtServerConfig) config = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *help = gt_config_describe_options (GT_CONFIG_KIND_SERVER);
+  char *argv[] = { (char *) "--cluster.etcd", (char *) "http://10.0.0.3:2379",
+                   (char *) "--cluster.ttl=4s", NULL };
+
+  g_assert_true (gt_server_config_load_data (config, good, -1, NULL, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_server_config_apply_args (config, 2, argv, &error));
+  g_assert_true (gt_server_config_apply_args (config, 1, argv + 2, &error));
+  g_assert_true (gt_server_config_validate (config, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (g_strv_length (config->cluster_etcd), ==, 3);
+  g_assert_cmpstr (config->cluster_etcd[2], ==, "http://10.0.0.3:2379");
+  g_assert_cmpstr (config->cluster_node, ==, "a-1");
+  g_assert_cmpstr (config->cluster_advertise, ==, "10.0.0.1:8080");
+  g_assert_cmpstr (config->cluster_prefix, ==, "/gt/");
+  g_assert_cmpuint (config->cluster_ttl_ms, ==, 4000);
+  g_assert_nonnull (strstr (help, "--cluster.etcd URL"));
+  g_assert_nonnull (strstr (help, "--cluster.advertise"));
+
+  /* Without cluster: nothing changes. */
+  {
+    g_autoptr (GtServerConfig) plain = gt_server_config_new ();
+
+    g_assert_true (gt_server_config_load_data (plain, "options: {addr: 80}\n", -1, NULL, NULL,
+                                               &error));
+    g_assert_null (plain->cluster_etcd);
+    g_assert_cmpuint (plain->cluster_ttl_ms, ==, 0);
+  }
+  for (guint i = 0; i < G_N_ELEMENTS (bad); i++)
+    {
+      g_autoptr (GtServerConfig) c = gt_server_config_new ();
+      g_autoptr (GError) e = NULL;
+      gboolean ok = gt_server_config_load_data (c, bad[i].yaml, -1, "t.yaml", NULL, &e)
+                    && gt_server_config_validate (c, NULL, &e);
+
+      g_assert_false (ok);
+      if (strstr (e->message, bad[i].message) == NULL)
+        g_error ("case %u: '%s' does not say '%s'", i, e->message, bad[i].message);
+    }
+}
+
 static void
 test_zero_means_default (void)
 {
@@ -2381,6 +2458,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
 
   g_test_add_func ("/gt/core/config/server/defaults", test_server_defaults);
+  g_test_add_func ("/gt/core/config/server/cluster", test_server_cluster);
   g_test_add_func ("/gt/core/config/client/defaults", test_client_defaults);
   g_test_add_func ("/gt/core/config/server/gt-example", test_server_gt_example);
   g_test_add_func ("/gt/core/config/client/gt-example", test_client_gt_example);

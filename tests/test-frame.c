@@ -1118,6 +1118,41 @@ test_hello_prefix (void)
     assert_hello_rejected (raw_hello ("a", 1, "s", 1, 1, short_prefix, sizeof short_prefix),
                            GT_FRAME_ERROR_MALFORMED);
   }
+  /* A node entry (node-to-node tunnel, docs/scale-out.md) is alone, without port, flags or
+   * prefix; kind 4 is unknown. */
+  {
+    static const guint8 node[] = { GT_SERVICE_KIND_NODE, 0, 0, 0, 0 };
+    static const guint8 node_flag[] = { GT_SERVICE_KIND_NODE, 1, 0, 0, 0 };
+    static const guint8 node_prefix[] = { GT_SERVICE_KIND_NODE, 0, 0, 0, 1, 'a' };
+    static const guint8 kind4[] = { 4, 0, 0, 0, 0 };
+    static const guint8 tcp[] = { GT_SERVICE_KIND_TCP, 0, 0, 80, 0 };
+    g_autoptr (GByteArray) one = raw_hello ("a", 1, "s", 1, 1, node, sizeof node);
+    g_autoptr (GByteArray) after = raw_hello ("a", 1, "s", 1, 1, tcp, sizeof tcp);
+    g_autoptr (GtHello) d = gt_hello_decode (one->data, one->len, NULL);
+    g_autoptr (GtHello) h = gt_hello_new ("a", "s");
+    g_autoptr (GByteArray) enc = g_byte_array_new ();
+    g_autoptr (GError) error = NULL;
+
+    g_assert_nonnull (d);
+    g_assert_cmpuint (d->services->len, ==, 1);
+    g_assert_cmpint (((GtHelloService *) d->services->pdata[0])->kind, ==, GT_SERVICE_KIND_NODE);
+    assert_hello_rejected (raw_hello ("a", 1, "s", 1, 2, node, sizeof node),
+                           GT_FRAME_ERROR_MALFORMED);
+    g_byte_array_append (after, node, sizeof node); /* tcp, then node: 2 entries announced? */
+    after->data[1 + 1 + 1 + 1 + 1] = 2;
+    assert_hello_rejected (g_byte_array_ref (after), GT_FRAME_ERROR_MALFORMED);
+    assert_hello_rejected (raw_hello ("a", 1, "s", 1, 1, node_flag, sizeof node_flag),
+                           GT_FRAME_ERROR_MALFORMED);
+    assert_hello_rejected (raw_hello ("a", 1, "s", 1, 1, node_prefix, sizeof node_prefix),
+                           GT_FRAME_ERROR_MALFORMED);
+    assert_hello_rejected (raw_hello ("a", 1, "s", 1, 1, kind4, sizeof kind4),
+                           GT_FRAME_ERROR_MALFORMED);
+    /* The encoder refuses a node entry with services. */
+    gt_hello_add_service (h, GT_SERVICE_KIND_NODE, NULL, 0, FALSE);
+    gt_hello_add_service (h, GT_SERVICE_KIND_TCP, NULL, 80, FALSE);
+    g_assert_false (gt_frame_append_hello (enc, h, &error));
+    g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+  }
   /* gt_hello_add_service() normalises: tcp drops a prefix, http drops port and random. */
   {
     g_autoptr (GtHello) h = gt_hello_new ("id", "secret");
@@ -1159,7 +1194,9 @@ test_strings (void)
     { GT_ERROR_CODE_SHUTTING_DOWN, "server is shutting down" },
     { GT_ERROR_CODE_TIMEOUT, "timeout" },
     { GT_ERROR_CODE_INTERNAL, "internal error" },
-    { (GtErrorCode) 16, "unknown error" },
+    { GT_ERROR_CODE_ELSEWHERE, "held by another server node" },
+    { GT_ERROR_CODE_REGISTRY_UNAVAILABLE, "the cluster registry is unavailable" },
+    { (GtErrorCode) 18, "unknown error" },
     { (GtErrorCode) 0xFFFF, "unknown error" },
   };
   const char *names[] = { "HELLO", "WELCOME", "OPEN",   "DATA",   "SHUTDOWN",

@@ -433,10 +433,15 @@ slot_schedule_retry (Slot *slot)
   slot_reset_handshake (slot);
   if (slot->client->stopped)
     return;
-  delay = gt_client_backoff_next (&slot->backoff);
-  slot->state = SLOT_WAITING;
-  /* Try the next remote in the list next time (fallback). */
+  /* Try the next remote in the list next time (fallback). The delay grows once per round over
+   * the remotes: a dead server node must not slow the move to a living one (scale-out). */
   slot->remote_index++;
+  if (slot->client->config->remotes->len > 1
+      && slot->remote_index % slot->client->config->remotes->len != 0)
+    delay = (guint) gt_client_backoff_get_delay_ms (&slot->backoff);
+  else
+    delay = gt_client_backoff_next (&slot->backoff);
+  slot->state = SLOT_WAITING;
   g_message ("tunnel %u: retrying in %u ms", slot->index + 1, delay);
   g_clear_handle_id (&slot->retry_id, g_source_remove);
   slot->retry_id = g_timeout_add (delay, slot_retry_cb, slot);

@@ -153,6 +153,14 @@ gt_server_config_apply_args (GtServerConfig *config, int argc, char **argv, GErr
                            inline_value, error))
             return FALSE;
         }
+      else if (g_str_has_prefix (name, "cluster.")
+               && (def = _gt_config_opt_find (GT_CONFIG_KEYS_CLUSTER, name + 8)) != NULL)
+        {
+          /* --cluster.etcd repeats (the command line adds to the file's list). */
+          if (!cli_option (config, config->warnings, priv->places, def, argc, argv, &i,
+                           inline_value, error))
+            return FALSE;
+        }
       else if (strcmp (name, "hostNumber") == 0)
         {
           guint64 number = 0;

@@ -104,6 +104,23 @@ static const GtConfigOpt user_opts[] = {
   UOPT ("host", GT_OPT_HOST_RULES, host_regex, 0, "host prefix rules: number, regex, withID"),
 };
 
+/* The server's `cluster:` mapping (ours; docs/scale-out.md), --cluster.KEY on the command line. */
+static const GtConfigOpt cluster_opts[] = {
+  SOPT ("etcd", GT_OPT_HTTP_URLS, cluster_etcd, 0, "etcd member URL, http(s)://host:port (list)"),
+  SOPT ("node", GT_OPT_STRING, cluster_node, 0, "this node's name, unique in the cluster"),
+  SOPT ("advertise", GT_OPT_STRING, cluster_advertise, 0,
+        "host:port where the other nodes reach this node's addr"),
+  SOPT ("ttl", GT_OPT_DURATION, cluster_ttl_ms, DEFAULT_CLUSTER_TTL_MS,
+        "lease TTL: a dead node's claims vanish after it"),
+  SOPT ("secret", GT_OPT_SECRET, cluster_secret, 0, "secret the nodes share for node tunnels"),
+  SOPT ("prefix", GT_OPT_STRING, cluster_prefix, 0, "etcd key prefix (default /gt/)"),
+  SOPT ("etcdCA", GT_OPT_PATH, cluster_etcd_ca, 0, "PEM CA file for https:// etcd members"),
+  SOPT ("etcdCert", GT_OPT_PATH, cluster_etcd_cert, 0, "PEM client certificate for etcd"),
+  SOPT ("etcdKey", GT_OPT_PATH, cluster_etcd_key, 0, "PEM key of etcdCert"),
+  SOPT ("etcdUser", GT_OPT_STRING, cluster_etcd_user, 0, "etcd user (etcd auth)"),
+  SOPT ("etcdPassword", GT_OPT_SECRET, cluster_etcd_password, 0, "password of etcdUser"),
+};
+
 /* GT options accepted but not implemented: a warning, a loose shape check, no failure. */
 #define COMMON_UNSUPPORTED                                                                      \
   { "sentryDSN", GT_LOOSE_SCALAR }, { "sentryLevel", GT_LOOSE_LIST },                           \
@@ -187,6 +204,9 @@ _gt_config_opts (GtConfigKeys keys, gsize *n_out)
     case GT_CONFIG_KEYS_USER:
       *n_out = G_N_ELEMENTS (user_opts);
       return user_opts;
+    case GT_CONFIG_KEYS_CLUSTER:
+      *n_out = G_N_ELEMENTS (cluster_opts);
+      return cluster_opts;
     default:
       g_assert_not_reached ();
     }
@@ -435,6 +455,10 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
       if ((message = _gt_config_parse_cidr (text)) == NULL)
         _gt_config_strv_append ((char ***) (base + def->offset), text);
       break;
+    case GT_OPT_HTTP_URLS:
+      if ((message = _gt_config_parse_http_url (def->name, text)) == NULL)
+        _gt_config_strv_append ((char ***) (base + def->offset), text);
+      break;
     case GT_OPT_REMOTE_CERT:
       if (*text == '\0')
         set_string (string_field, NULL);
@@ -538,6 +562,7 @@ metavar (GtConfigOptType type)
       return "SECRET";
     case GT_OPT_REMOTES:
     case GT_OPT_HTTP_URL:
+    case GT_OPT_HTTP_URLS:
       return "URL";
     case GT_OPT_STRING:
       return "TEXT";
@@ -564,12 +589,13 @@ metavar (GtConfigOptType type)
 }
 
 static void
-describe_rows (GString *out, const GtConfigOpt *rows, gsize n)
+describe_rows (GString *out, const GtConfigOpt *rows, gsize n, const char *prefix)
 {
   for (gsize i = 0; i < n; i++)
     {
       const char *value = metavar (rows[i].type);
-      g_autofree char *left = g_strdup_printf ("--%s%s%s", rows[i].name, value != NULL ? " " : "",
+      g_autofree char *left = g_strdup_printf ("--%s%s%s%s", prefix, rows[i].name,
+                                               value != NULL ? " " : "",
                                                value != NULL ? value : "");
 
       g_string_append_printf (out, "  %-34s %s\n", left, rows[i].help);
@@ -587,17 +613,20 @@ gt_config_describe_options (GtConfigKind kind)
 
   if (kind == GT_CONFIG_KIND_SERVER)
     {
-      describe_rows (out, listener_opts (), GT_N_LISTENERS);
+      describe_rows (out, listener_opts (), GT_N_LISTENERS, "");
       rows = _gt_config_opts (GT_CONFIG_KEYS_SERVER, &n);
-      describe_rows (out, rows, n);
+      describe_rows (out, rows, n, "");
+      g_string_append (out, "Scale-out (YAML cluster: mapping; docs/scale-out.md):\n");
+      rows = _gt_config_opts (GT_CONFIG_KEYS_CLUSTER, &n);
+      describe_rows (out, rows, n, "cluster.");
       return g_string_free (out, FALSE);
     }
   rows = _gt_config_opts (GT_CONFIG_KEYS_CLIENT, &n);
-  describe_rows (out, rows, n);
+  describe_rows (out, rows, n, "");
   g_string_append (out, "Per service, applying to the most recent --local:\n");
   g_string_append_printf (out, "  %-34s %s\n", "--local URL",
                           "http://host[:port], https://host[:port], tcp://host:port");
   rows = _gt_config_opts (GT_CONFIG_KEYS_SERVICE, &n);
-  describe_rows (out, rows, n);
+  describe_rows (out, rows, n, "");
   return g_string_free (out, FALSE);
 }

@@ -24,6 +24,8 @@ G_BEGIN_DECLS
 #define MAX_ID_LEN 200
 #define MAX_SECRET_LEN 200
 #define MAX_PREFIX_LEN 63
+#define DEFAULT_CLUSTER_TTL_MS (10 * 1000)
+#define DEFAULT_CLUSTER_PREFIX "/gt/"
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtConfigIssue, gt_config_issue_free)
 
@@ -148,6 +150,8 @@ typedef enum
   GT_OPT_PROXY_PROTOCOL_VERSION, /* guint field: 0, 1 or 2 */
   GT_OPT_TCP_RANGES,  /* YAML structure: a list of {range: A-B} (loader only) */
   GT_OPT_HOST_RULES,  /* YAML structure: {number, withID, regex} (loader only) */
+  GT_OPT_HTTP_URLS,   /* list of http(s):// URLs (char **); the file replaces, the command
+                       * line repeats */
 } GtConfigOptType;
 
 typedef struct
@@ -181,6 +185,7 @@ typedef enum
   GT_CONFIG_KEYS_CLIENT,  /* client options: */
   GT_CONFIG_KEYS_SERVICE, /* an entry of a client's services: / the most recent --local */
   GT_CONFIG_KEYS_USER,    /* an entry of a server's users: */
+  GT_CONFIG_KEYS_CLUSTER, /* the server's cluster: mapping (--cluster.KEY on the command line) */
 } GtConfigKeys;
 
 /* The row of `name` in a table, NULL when there is none. Server options include the listener

@@ -120,6 +120,81 @@ ranges_overlap (const GtPortRange *a, const GtPortRange *b)
   return a->first <= b->last && b->first <= a->last;
 }
 
+/* A node name: it is part of etcd keys and log lines. */
+static gboolean
+node_name_is_valid (const char *name)
+{
+  gsize len = strlen (name);
+
+  if (len == 0 || len > MAX_PREFIX_LEN)
+    return FALSE;
+  for (const char *p = name; *p != '\0'; p++)
+    if (!g_ascii_isalnum (*p) && *p != '-' && *p != '_' && *p != '.')
+      return FALSE;
+  return TRUE;
+}
+
+/* cluster: all or nothing; see docs/scale-out.md. */
+static gboolean
+validate_cluster (GtServerConfig *config, const char *file, GtConfigIssue **issue_out,
+                  GError **error)
+{
+  GHashTable *places = ((GtServerConfigPriv *) config)->places;
+  g_autoptr (GtRemote) advertise = NULL;
+  g_autofree char *message = NULL;
+  gboolean any = config->cluster_node != NULL || config->cluster_advertise != NULL
+                 || config->cluster_secret != NULL;
+
+  if (config->cluster_etcd == NULL || config->cluster_etcd[0] == NULL)
+    {
+      g_clear_pointer (&config->cluster_etcd, g_strfreev);
+      if (any)
+        return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                            "cluster: needs etcd (a list of http(s):// URLs of etcd members)");
+      return TRUE;
+    }
+  if (config->addr == NULL)
+    return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                        "cluster: needs options.addr (the other nodes' tunnels come in there)");
+  if (config->cluster_node == NULL || !node_name_is_valid (config->cluster_node))
+    return fail_key (places, "node", file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                     "cluster.node is required: 1 to %d letters, digits, '-', '_' or '.'",
+                     MAX_PREFIX_LEN);
+  if (config->cluster_secret == NULL)
+    return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                        "cluster.secret is required (the nodes authenticate each other with it)");
+  if (config->cluster_advertise != NULL)
+    advertise = gt_remote_parse (config->cluster_advertise, &message);
+  if (advertise == NULL || strcmp (advertise->scheme, "tcp") != 0
+      || strchr (config->cluster_advertise, ':') == NULL)
+    return fail_key (places, "advertise", file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                     "cluster.advertise must be host:port, where the other nodes reach addr");
+  if ((config->cluster_etcd_cert == NULL) != (config->cluster_etcd_key == NULL))
+    return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                        "cluster.etcdCert and cluster.etcdKey go together");
+  if ((config->cluster_etcd_user == NULL) != (config->cluster_etcd_password == NULL))
+    return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                        "cluster.etcdUser and cluster.etcdPassword go together");
+  if (config->cluster_ttl_ms == 0)
+    config->cluster_ttl_ms = DEFAULT_CLUSTER_TTL_MS;
+  if (config->cluster_ttl_ms < 2000)
+    return fail_key (places, "ttl", file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                     "cluster.ttl must be at least 2s (etcd's shortest lease)");
+  if (config->cluster_prefix == NULL)
+    config->cluster_prefix = g_strdup (DEFAULT_CLUSTER_PREFIX);
+  else if (config->cluster_prefix[0] != '/')
+    return fail_key (places, "prefix", file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                     "cluster.prefix must start with '/'");
+  else if (!g_str_has_suffix (config->cluster_prefix, "/"))
+    {
+      char *with_slash = g_strconcat (config->cluster_prefix, "/", NULL);
+
+      g_free (config->cluster_prefix);
+      config->cluster_prefix = with_slash;
+    }
+  return TRUE;
+}
+
 gboolean
 gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GError **error)
 {
@@ -194,6 +269,8 @@ gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GE
                      "bad wsPath '%s': it must start with '/' and contain no space or '#'",
                      config->ws_path);
   _gt_config_opts_set_defaults (config, GT_CONFIG_KEYS_SERVER);
+  if (!validate_cluster (config, file, issue_out, error))
+    return FALSE;
   if (!check_regexes (priv->places, config->host_regex, "host", file, issue_out, error))
     return FALSE;
 

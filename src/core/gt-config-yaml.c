@@ -252,7 +252,7 @@ ld_option (Loader *ld, void *config, const GtConfigOpt *def, yaml_node_t *value)
 {
   const char *text = NULL;
 
-  if (def->type == GT_OPT_REMOTES || def->type == GT_OPT_CIDRS)
+  if (def->type == GT_OPT_REMOTES || def->type == GT_OPT_CIDRS || def->type == GT_OPT_HTTP_URLS)
     {
       gboolean is_list = FALSE;
 
@@ -295,7 +295,7 @@ ld_options (Loader *ld, void *config, yaml_node_t *map, GtConfigKeys keys)
 {
   gboolean present;
 
-  if (!ld_mapping (ld, map, "options", &present))
+  if (!ld_mapping (ld, map, keys == GT_CONFIG_KEYS_CLUSTER ? "cluster" : "options", &present))
     return FALSE;
   if (!present)
     return TRUE;
@@ -800,6 +800,11 @@ server_load (GtServerConfig *config, Loader *ld, const char *data, gssize len)
     else if (strcmp (name, "users") == 0)
       {
         if (!ld_users (ld, config, value))
+          return FALSE;
+      }
+    else if (strcmp (name, "cluster") == 0)
+      {
+        if (!ld_options (ld, config, value, GT_CONFIG_KEYS_CLUSTER))
           return FALSE;
       }
     else if (strcmp (name, "tcp") == 0)

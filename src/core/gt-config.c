@@ -610,8 +610,8 @@ _gt_config_strv_append (char ***strv, const char *text)
   (*strv)[n + 1] = NULL;
 }
 
-static void
-remote_free (GtRemote *remote)
+void
+gt_remote_free (GtRemote *remote)
 {
   if (remote == NULL)
     return;
@@ -657,6 +657,15 @@ strip_empty_path (const char *rest, gboolean *had_path)
   if (slash[1] != '\0')
     *had_path = TRUE;
   return g_strndup (rest, slash - rest);
+}
+
+GtRemote *
+gt_remote_parse (const char *text, char **message)
+{
+  GtRemote *remote = NULL;
+
+  *message = _gt_config_parse_remote (text, &remote);
+  return remote;
 }
 
 char *
@@ -907,6 +916,20 @@ gt_server_config_free (GtServerConfig *config)
   g_free (config->api_cert_file);
   g_free (config->api_key_file);
   g_free (config->api_tls_version);
+  g_strfreev (config->cluster_etcd);
+  g_free (config->cluster_node);
+  g_free (config->cluster_advertise);
+  if (config->cluster_secret != NULL)
+    memset (config->cluster_secret, 0, strlen (config->cluster_secret));
+  g_free (config->cluster_secret);
+  g_free (config->cluster_prefix);
+  g_free (config->cluster_etcd_ca);
+  g_free (config->cluster_etcd_cert);
+  g_free (config->cluster_etcd_key);
+  g_free (config->cluster_etcd_user);
+  if (config->cluster_etcd_password != NULL)
+    memset (config->cluster_etcd_password, 0, strlen (config->cluster_etcd_password));
+  g_free (config->cluster_etcd_password);
   g_hash_table_unref (((GtServerConfigPriv *) config)->places);
   g_free (config);
 }
@@ -918,7 +941,7 @@ gt_client_config_new (void)
   GtClientConfig *config = &priv->pub;
 
   priv->places = places_new ();
-  config->remotes = g_ptr_array_new_with_free_func ((GDestroyNotify) remote_free);
+  config->remotes = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_remote_free);
   config->remote_connections = DEFAULT_REMOTE_CONNECTIONS;
   config->remote_idle_connections = DEFAULT_REMOTE_IDLE_CONNECTIONS;
   config->remote_timeout_ms = DEFAULT_REMOTE_TIMEOUT_MS;

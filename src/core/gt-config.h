@@ -98,6 +98,18 @@ typedef struct
   guint64 handshake_timeout_ms; /* options.handshakeTimeout (ours), default 10 s, ≤ timeout */
   guint max_pending;            /* options.maxPendingConnections (ours), default 1024 */
   guint max_pending_per_address; /* options.maxPendingPerAddress (ours), default 256 */
+  /* cluster: (ours, docs/scale-out.md); cluster_etcd NULL = a single server, no cluster. */
+  char **cluster_etcd;          /* cluster.etcd: http(s):// URLs of etcd members */
+  char *cluster_node;           /* cluster.node: this node's name, unique in the cluster */
+  char *cluster_advertise;      /* cluster.advertise: host:port other nodes reach addr on */
+  guint64 cluster_ttl_ms;       /* cluster.ttl: lease TTL, default 10 s */
+  char *cluster_secret;         /* cluster.secret: shared by the nodes, never logged */
+  char *cluster_prefix;         /* cluster.prefix: etcd key prefix, default "/gt/" */
+  char *cluster_etcd_ca;        /* cluster.etcdCA: PEM CA file for https:// etcd */
+  char *cluster_etcd_cert;      /* cluster.etcdCert, cluster.etcdKey: client certificate */
+  char *cluster_etcd_key;
+  char *cluster_etcd_user;      /* cluster.etcdUser, cluster.etcdPassword: etcd auth */
+  char *cluster_etcd_password;
 } GtServerConfig;
 
 typedef struct
@@ -123,6 +135,11 @@ typedef struct
   char *scheme;   /* "tcp", "tls", "ws" or "wss" */
   char *path;     /* ws/wss: URL path, default "/gt-tunnel"; NULL for tcp/tls */
 } GtRemote;
+
+void gt_remote_free (GtRemote *remote);
+/* "host:port", "tcp://host:port", ... as a client's remote; NULL with *message on error. */
+GtRemote *gt_remote_parse (const char *text, char **message);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtRemote, gt_remote_free)
 
 typedef struct
 {

@@ -11,6 +11,8 @@ typedef enum
   GT_SERVICE_KIND_HTTP = 0,
   GT_SERVICE_KIND_HTTPS = 1,
   GT_SERVICE_KIND_TCP = 2,
+  /* Not a service: the only entry of a node-to-node tunnel's HELLO (docs/scale-out.md). */
+  GT_SERVICE_KIND_NODE = 3,
 } GtServiceKind;
 
 /* The server's listening sockets. Every listener also recognises tunnels (docs/protocol.md). */

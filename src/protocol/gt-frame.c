@@ -328,15 +328,36 @@ check_n_services (gsize n, GError **error)
   return TRUE;
 }
 
+/* A node entry (node-to-node tunnel) is never mixed with services. */
+static gboolean
+check_node_alone (GPtrArray *services, GError **error)
+{
+  if (services->len > 1
+      && ((const GtHelloService *) g_ptr_array_index (services, 0))->kind == GT_SERVICE_KIND_NODE)
+    {
+      g_set_error_literal (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                           "a node hello has exactly one entry");
+      return FALSE;
+    }
+  return TRUE;
+}
+
 /* Checks one service; prefix/prefix_len are the raw bytes (not NUL-terminated). */
 static gboolean
 check_service (guint index, guint kind, guint flags, guint port, const guint8 *prefix,
                gsize prefix_len, GError **error)
 {
-  if (kind > GT_SERVICE_KIND_TCP)
+  if (kind > GT_SERVICE_KIND_NODE)
     {
       g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
                    "hello service %u has unknown kind %u", index, kind);
+      return FALSE;
+    }
+  if (kind == GT_SERVICE_KIND_NODE && (index != 0 || flags != 0 || port != 0 || prefix_len != 0))
+    {
+      g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                   "hello service %u: a node entry is the only service, without port, flags "
+                   "or prefix", index);
       return FALSE;
     }
   if ((flags & ~HELLO_FLAG_REMOTE_RANDOM) != 0)
@@ -420,6 +441,8 @@ gt_frame_append_hello (GByteArray *out, const GtHello *hello, GError **error)
         return FALSE;
       size += 5 + prefix_len;
     }
+  if (!check_node_alone (hello->services, error))
+    return FALSE;
   if (size > GT_FRAME_MAX_CONTROL)
     {
       g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE,
@@ -637,7 +660,7 @@ gt_hello_add_service (GtHello *hello, GtServiceKind kind, const char *prefix, gu
   GtHelloService *s;
 
   g_return_if_fail (hello != NULL);
-  g_return_if_fail (kind <= GT_SERVICE_KIND_TCP);
+  g_return_if_fail (kind <= GT_SERVICE_KIND_NODE);
 
   s = g_new0 (GtHelloService, 1);
   s->kind = kind;
@@ -785,6 +808,8 @@ gt_hello_decode (const guint8 *buf, gsize len, GError **error)
                    "%" G_GSIZE_FORMAT " trailing bytes after hello", len - pos);
       return NULL;
     }
+  if (!check_node_alone (hello->services, error))
+    return NULL;
   return g_steal_pointer (&hello);
 }
 
@@ -1027,6 +1052,10 @@ gt_error_code_to_string (GtErrorCode code)
       return "timeout";
     case GT_ERROR_CODE_INTERNAL:
       return "internal error";
+    case GT_ERROR_CODE_ELSEWHERE:
+      return "held by another server node";
+    case GT_ERROR_CODE_REGISTRY_UNAVAILABLE:
+      return "the cluster registry is unavailable";
     default:
       return "unknown error";
     }

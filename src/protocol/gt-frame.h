@@ -66,6 +66,9 @@ typedef enum
   GT_ERROR_CODE_SHUTTING_DOWN = 13,     /* GOAWAY: server is going away */
   GT_ERROR_CODE_TIMEOUT = 14,           /* handshake or ping timeout */
   GT_ERROR_CODE_INTERNAL = 15,
+  GT_ERROR_CODE_ELSEWHERE = 16,         /* cluster: the id, a prefix or a port is held by
+                                         * another node */
+  GT_ERROR_CODE_REGISTRY_UNAVAILABLE = 17, /* cluster: etcd cannot be reached; try later */
 } GtErrorCode;
 
 /* Reset codes carried by RESET frames (u32). */

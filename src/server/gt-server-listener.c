@@ -73,6 +73,7 @@ typedef struct
   gboolean trusted;  /* from a trusted proxy: a PROXY header comes first */
   gboolean ws;       /* inside a WebSocket: only a tunnel handshake may follow */
   gboolean waiting_route; /* no client for it yet, but the server just started */
+  gboolean from_node; /* came over a node tunnel (cluster): never forwarded again */
   GtHello *hello;    /* while the auth API answers */
   gsize consumed;
   PendingAddr *addr_count; /* counted toward maxPendingPerAddress (not for trusted proxies) */
@@ -350,6 +351,9 @@ pending_refuse (Pending *p, const char *id, GtErrorCode code, const char *messag
   send_handshake_error (p, code, text);
 }
 
+static void pending_attach_session (Pending *p, GtServerSession *session);
+static void pending_claim (Pending *p, GtServerSession *session, GtHello *hello);
+
 /* Attaches an accepted handshake to its client's session and starts the tunnel. */
 static void
 pending_finish_tunnel (Pending *p, gboolean authenticated, char **allowed)
@@ -357,16 +361,9 @@ pending_finish_tunnel (Pending *p, gboolean authenticated, char **allowed)
   GtServer *server = p->server;
   g_autoptr (GtHello) hello = g_steal_pointer (&p->hello);
   g_autofree char *message = NULL;
-  g_autofree char *peer = g_strdup (p->peer);
   g_autofree char *ip = pending_ip (p);
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GIOStream) io = NULL;
-  g_autoptr (GtMux) mux = NULL;
-  g_autofree guint8 *rest = NULL;
   GtErrorCode code = GT_ERROR_CODE_NONE;
   GtServerSession *session;
-  gsize rest_len;
-  int fd;
 
   session = _gt_server_accept_hello (server, hello, authenticated, allowed, &code, &message);
   if (session == NULL)
@@ -377,6 +374,26 @@ pending_finish_tunnel (Pending *p, gboolean authenticated, char **allowed)
   /* The self-test's success says nothing about the other logins from its address. */
   if (!session->ephemeral)
     gt_lockout_record_success (server->lockout, ip);
+  if (server->cluster != NULL && !session->ephemeral)
+    {
+      pending_claim (p, session, g_steal_pointer (&hello));
+      return;
+    }
+  pending_attach_session (p, session);
+}
+
+/* Hands the connection of an accepted handshake to a new tunnel of session. */
+static void
+pending_attach_session (Pending *p, GtServerSession *session)
+{
+  GtServer *server = p->server;
+  g_autofree char *peer = g_strdup (p->peer);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) io = NULL;
+  g_autoptr (GtMux) mux = NULL;
+  g_autofree guint8 *rest = NULL;
+  gsize rest_len;
+  int fd;
 
   /* Keep bytes that followed the HELLO, then hand the connection to a mux. */
   rest = g_memdup2 (p->buf + p->consumed, p->len - p->consumed);
@@ -395,6 +412,133 @@ pending_finish_tunnel (Pending *p, gboolean authenticated, char **allowed)
   mux = gt_mux_new (io, TRUE, rest, rest_len);
   gt_mux_set_peer (mux, peer);
   _gt_server_attach_tunnel (server, session, mux);
+}
+
+/* Cluster: the session's claims are made in etcd before its tunnel is accepted. The claim may
+ * outlive its pending connection (the cancellable tells) and the server. */
+typedef struct
+{
+  Pending *p;
+  GCancellable *cancellable;
+  GWeakRef server;
+  GtServerSession *session;
+  GtHello *hello;
+} ClaimWait;
+
+static void
+pending_claim_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  ClaimWait *wait = user_data;
+  g_autoptr (GtServer) server = g_weak_ref_get (&wait->server);
+  g_autoptr (GtServerSession) session = wait->session;
+  g_autoptr (GtHello) hello = wait->hello;
+  g_autoptr (GCancellable) cancellable = wait->cancellable;
+  g_autofree char *message = NULL;
+  Pending *p = wait->p;
+  gboolean registered;
+  GtErrorCode code;
+
+  g_weak_ref_clear (&wait->server);
+  g_free (wait);
+  if (server == NULL || server->cluster == NULL)
+    return;
+  code = gt_cluster_claim_finish (server->cluster, result, &message);
+  registered = gt_server_registry_lookup (server->registry, session->id) == session;
+  if (!registered)
+    {
+      /* Replaced or gone while its claim ran: what the claim took goes too. */
+      gt_cluster_release (server->cluster, session);
+      if (code == GT_ERROR_CODE_NONE)
+        {
+          code = GT_ERROR_CODE_INTERNAL;
+          g_free (message);
+          message = g_strdup ("the client's session ended during its claim");
+        }
+    }
+  if (g_cancellable_is_cancelled (cancellable) || code != GT_ERROR_CODE_NONE)
+    {
+      /* A session that got no tunnel goes, and so do the claims it got. */
+      if (registered)
+        _gt_server_drop_session (server, session);
+      if (!g_cancellable_is_cancelled (cancellable))
+        {
+          p->hello = g_steal_pointer (&hello);
+          pending_refuse (p, p->hello->id, code, message);
+        }
+      return;
+    }
+  pending_attach_session (p, session);
+}
+
+static void
+pending_stop_reading (Pending *p)
+{
+  g_clear_pointer (&p->source, gt_fd_source_free);
+  if (p->io_source)
+    {
+      g_source_destroy (p->io_source);
+      g_clear_pointer (&p->io_source, g_source_unref);
+    }
+}
+
+static void
+pending_claim (Pending *p, GtServerSession *session, GtHello *hello)
+{
+  ClaimWait *wait = g_new0 (ClaimWait, 1);
+
+  pending_stop_reading (p);
+  g_clear_object (&p->cancellable);
+  p->cancellable = g_cancellable_new ();
+  wait->p = p;
+  wait->cancellable = g_object_ref (p->cancellable);
+  g_weak_ref_init (&wait->server, p->server);
+  wait->session = g_object_ref (session);
+  wait->hello = hello;
+  gt_cluster_claim_async (p->server->cluster, session, NULL, pending_claim_done_cb, wait);
+}
+
+/* A node-to-node tunnel (cluster): another node opens streams for users of our clients. */
+static void
+pending_finish_node (Pending *p)
+{
+  GtServer *server = p->server;
+  g_autoptr (GtHello) hello = NULL;
+  g_autofree char *ip = pending_ip (p);
+  g_autofree char *peer = g_strdup (p->peer);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) io = NULL;
+  g_autoptr (GtMux) mux = NULL;
+  g_autoptr (GByteArray) welcome = g_byte_array_new ();
+  g_autofree guint8 *rest = NULL;
+  gsize rest_len;
+  int fd;
+
+  if (server->cluster == NULL)
+    {
+      pending_refuse (p, p->hello->id, GT_ERROR_CODE_PROTOCOL, "this server is not a cluster node");
+      return;
+    }
+  if (!gt_cluster_check_node (server->cluster, p->hello))
+    {
+      pending_refuse (p, p->hello->id, GT_ERROR_CODE_INVALID_AUTH, "bad cluster secret");
+      return;
+    }
+  gt_lockout_record_success (server->lockout, ip);
+  hello = g_steal_pointer (&p->hello);
+  rest = g_memdup2 (p->buf + p->consumed, p->len - p->consumed);
+  rest_len = p->len - p->consumed;
+  pending_release (p, &fd, &io);
+  if (io == NULL && (io = gt_transport_wrap_fd (fd, &error)) == NULL)
+    {
+      g_warning ("cannot wrap node tunnel socket: %s", error->message);
+      return;
+    }
+  mux = gt_mux_new (io, FALSE, rest, rest_len);
+  gt_mux_set_peer (mux, peer);
+  gt_frame_append_welcome (welcome, NULL, 0);
+  gt_mux_send_raw (mux, welcome->data, welcome->len);
+  g_message ("node tunnel accepted: node=%s remote=%s", hello->id, peer);
+  gt_cluster_add_inbound (server->cluster, mux);
 }
 
 /* The auth request outlives its pending connection when that one is dropped (the cancellable,
@@ -572,7 +716,7 @@ pending_handle_tunnel (Pending *p)
 
   /* The status self-test logs in from loopback like everyone there: a lockout of that address
    * must not fail it. Its user is known to this process only. */
-  if (_gt_server_is_ephemeral_login (server, p->hello))
+  if (!gt_hello_is_node (p->hello) && _gt_server_is_ephemeral_login (server, p->hello))
     {
       pending_finish_tunnel (p, FALSE, NULL);
       return;
@@ -592,6 +736,11 @@ pending_handle_tunnel (Pending *p)
       return;
     }
 
+  if (gt_hello_is_node (p->hello))
+    {
+      pending_finish_node (p);
+      return;
+    }
   if (server->auth_api != NULL && !g_hash_table_contains (server->ephemeral, p->hello->id))
     {
       pending_ask_auth_api (p, ip);
@@ -696,6 +845,41 @@ route_wait_cb (gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
+/* Cluster: TRUE when another node holds the host, and the connection went to it. */
+static gboolean
+pending_forward (Pending *p, GtServiceKind kind, const char *host)
+{
+  GtServer *server = p->server;
+  g_autofree char *prefix = NULL;
+  g_autoptr (GIOStream) io = NULL;
+  guint8 *data;
+  gsize len = p->len;
+  GtOpenAddr addr;
+  gboolean has_addr;
+  GtListenerKind listener = p->kind;
+  int fd;
+
+  if (server->cluster == NULL || p->from_node || host == NULL
+      || (prefix = gt_http_host_prefix (host)) == NULL
+      || !gt_cluster_holds_elsewhere (server->cluster, kind, prefix))
+    return FALSE;
+  has_addr = pending_open_addr (p, &addr);
+  data = g_steal_pointer (&p->buf);
+  pending_release (p, &fd, &io);
+  if (!gt_cluster_forward (server->cluster, kind, prefix, listener, fd,
+                           io ? g_object_ref (io) : NULL, data, len, has_addr ? &addr : NULL,
+                           server->config->timeout_ms))
+    {
+      /* Too many waiting for that node: closed at once. */
+      if (fd >= 0)
+        close (fd);
+      if (io != NULL)
+        g_object_unref (io); /* the reference given */
+      g_free (data);
+    }
+  return TRUE;
+}
+
 /* TRUE when the connection was parked to wait for its client (startup grace). */
 static gboolean
 pending_wait_for_route (Pending *p)
@@ -769,6 +953,8 @@ pending_handle_http (Pending *p)
     }
 
   mux = server_find_tunnel (server, GT_SERVICE_KIND_HTTP, host, &route);
+  if (mux == NULL && route == NULL && pending_forward (p, GT_SERVICE_KIND_HTTP, host))
+    return;
   if (mux == NULL && pending_wait_for_route (p))
     return;
   if (mux == NULL)
@@ -805,6 +991,8 @@ pending_handle_sni (Pending *p)
       return;
     }
   mux = server_find_tunnel (server, GT_SERVICE_KIND_HTTPS, sni, &route);
+  if (mux == NULL && route == NULL && pending_forward (p, GT_SERVICE_KIND_HTTPS, sni))
+    return;
   if (mux == NULL && sni != NULL && pending_wait_for_route (p))
     return;
   if (mux == NULL)
@@ -841,6 +1029,11 @@ pending_dispatch (Pending *p)
     }
   if (p->kind == GT_LISTENER_SNI)
     pending_handle_sni (p);
+  else if (p->buf[0] == GT_PROTOCOL_MAGIC0 && p->from_node)
+    {
+      g_message ("a stream from another node carries a tunnel handshake; closing");
+      pending_drop (p);
+    }
   else if (p->buf[0] == GT_PROTOCOL_MAGIC0)
     pending_handle_tunnel (p);
   else if (p->ws)
@@ -1211,6 +1404,51 @@ listener_accept_cb (int fd, GIOCondition revents, gpointer user_data)
       else
         pending_watch (p);
     }
+}
+
+static GInetSocketAddress *
+open_addr_socket (const GtOpenAddr *addr, gboolean src)
+{
+  g_autoptr (GInetAddress) ia = g_inet_address_new_from_bytes (
+    src ? addr->src : addr->dst, addr->family == 6 ? G_SOCKET_FAMILY_IPV6 : G_SOCKET_FAMILY_IPV4);
+
+  return G_INET_SOCKET_ADDRESS (
+    g_inet_socket_address_new (ia, src ? addr->src_port : addr->dst_port));
+}
+
+void
+_gt_server_adopt_node_stream (GtServer *server, int fd, GtListenerKind kind,
+                              const GtOpenAddr *addr)
+{
+  guint max_pending = server->config->max_pending;
+  Pending *p;
+
+  if (server->stopped
+      || (max_pending != 0 && g_hash_table_size (server->pending) >= max_pending))
+    {
+      server_refuse_connection (server, fd, "too many connections in their handshake");
+      return;
+    }
+  p = g_new0 (Pending, 1);
+  p->server = server;
+  p->kind = kind;
+  p->fd = fd;
+  p->from_node = TRUE;
+  p->started_us = g_get_monotonic_time ();
+  if (addr != NULL)
+    {
+      g_autofree char *ip = NULL;
+
+      p->peer_addr = open_addr_socket (addr, TRUE);
+      p->local_addr = open_addr_socket (addr, FALSE);
+      ip = g_inet_address_to_string (g_inet_socket_address_get_address (p->peer_addr));
+      p->peer = g_strdup_printf ("%s:%u (via node)", ip, addr->src_port);
+    }
+  else
+    p->peer = g_strdup ("(via node)");
+  p->timeout_id = g_timeout_add (server_handshake_timeout_ms (server), pending_timeout_cb, p);
+  g_hash_table_add (server->pending, p);
+  pending_watch (p);
 }
 
 static void

@@ -6,6 +6,7 @@
 #include "gt-port-pool.h"
 #include "gt-proxy-protocol.h"
 #include "gt-server.h"
+#include "gt-server-cluster.h"
 #include "gt-server-registry.h"
 #include "gt-server-session.h"
 #include "gt-transport.h"
@@ -40,6 +41,7 @@ struct _GtServer
   GPtrArray *draining;        /* GtMux* of replaced clients finishing their streams */
   GtLockout *lockout;
   GtAuthApi *auth_api;        /* NULL without authAPI */
+  GtCluster *cluster;         /* NULL without cluster: (docs/scale-out.md) */
   GtServerCounters counters;
   guint drain_id;
   gint64 drain_deadline;
@@ -79,6 +81,9 @@ gboolean _gt_server_open_listeners (GtServer *server, GError **error);
  * (the IPv4 loopback), and a port. No DNS: the server must not block its main loop at start. */
 GInetSocketAddress *_gt_server_parse_listen_address (const char *addr, GError **error);
 char *_gt_server_http_reply (guint status, const char *reason, const char *body);
+/* Cluster: a connection that came over a node tunnel, sniffed and routed like a user's. */
+void _gt_server_adopt_node_stream (GtServer *server, int fd, GtListenerKind kind,
+                                   const GtOpenAddr *addr);
 /* How many bytes a new connection's buffer may hold, given what arrived (buf, len): a HELLO only
  * as long as its frame header says, an HTTP head or ClientHello up to its limit (+1 to tell). */
 gsize _gt_server_pending_buffer_limit (GtListenerKind kind, const guint8 *buf, gsize len);

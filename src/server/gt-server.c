@@ -64,6 +64,8 @@ server_remove_session (GtServer *server, GtServerSession *session)
   g_autofree char *id = g_strdup (session->id);
 
   g_signal_handlers_disconnect_by_data (session, server);
+  if (server->cluster != NULL)
+    gt_cluster_release (server->cluster, session);
   gt_server_registry_remove (server->registry, session); /* may free session */
   g_message ("client %s left; its hosts and ports are released", id);
   g_signal_emit (server, signals[SIGNAL_CLIENT_DISCONNECTED], 0, id);
@@ -259,6 +261,12 @@ _gt_server_attach_tunnel (GtServer *server, GtServerSession *session, GtMux *mux
 /* ------------------------------------------------------------------------------------------ */
 /* Start, stop, drain */
 
+static void
+adopt_node_stream_cb (int fd, GtListenerKind kind, const GtOpenAddr *addr, gpointer user_data)
+{
+  _gt_server_adopt_node_stream (user_data, fd, kind, addr);
+}
+
 gboolean
 gt_server_start (GtServer *server, GError **error)
 {
@@ -277,6 +285,13 @@ gt_server_start (GtServer *server, GError **error)
     }
   if (!_gt_server_open_listeners (server, error))
     return FALSE;
+  if (config->cluster_etcd != NULL)
+    {
+      server->cluster = gt_cluster_new (config, adopt_node_stream_cb, server, error);
+      if (server->cluster == NULL)
+        return FALSE;
+      gt_cluster_start (server->cluster);
+    }
   g_object_notify_by_pspec (G_OBJECT (server), properties[PROP_LISTEN_ADDRESS]);
   return TRUE;
 }
@@ -337,6 +352,14 @@ drain_session_cb (GtServerSession *session, gpointer user_data)
   gt_server_session_close_ports (session);
 }
 
+static void
+cluster_left_cb (gpointer user_data)
+{
+  g_autoptr (GtServer) server = user_data;
+
+  g_signal_emit (server, signals[SIGNAL_DRAINED], 0);
+}
+
 static gboolean
 drain_check_cb (gpointer user_data)
 {
@@ -354,6 +377,13 @@ drain_check_cb (gpointer user_data)
     g_message ("all streams finished");
   server->drain_id = 0;
   gt_server_stop (server);
+  if (server->cluster != NULL)
+    {
+      /* Give the lease back before saying drained (the loop ends then): every claim goes at
+       * once and the clients can move now, not after cluster.ttl. Bounded by the cluster. */
+      gt_cluster_leave_async (server->cluster, cluster_left_cb, g_object_ref (server));
+      return G_SOURCE_REMOVE;
+    }
   g_signal_emit (server, signals[SIGNAL_DRAINED], 0);
   return G_SOURCE_REMOVE;
 }
@@ -469,6 +499,7 @@ gt_server_finalize (GObject *object)
   GtServer *server = GT_SERVER (object);
 
   g_clear_pointer (&server->registry, gt_server_registry_free);
+  g_clear_pointer (&server->cluster, gt_cluster_free);
   g_ptr_array_unref (server->listeners);
   g_clear_object (&server->certificate);
   g_clear_pointer (&server->trusted_proxies, gt_cidr_list_free);
