@@ -15,6 +15,7 @@
 #include "gt-log.h"
 #include "gt-manager.h"
 #include "gt-server.h"
+#include "gt-stun-server.h"
 #include "gt-systemd.h"
 #include "gt-transport.h"
 
@@ -155,12 +156,29 @@ start_api_server (GtServer *server, GtApiServer **api_out, GError **error)
   return TRUE;
 }
 
+/* stunAddr: STUN Binding answers for P2P peers, beside the relay. */
+static gboolean
+start_stun_server (GtServer *server, GtStunServer **stun_out, GError **error)
+{
+  const GtServerConfig *config = gt_server_get_config (server);
+  g_autoptr (GtStunServer) stun = NULL;
+
+  if (config->stun_addr == NULL)
+    return TRUE;
+  stun = gt_stun_server_new (config->stun_addr);
+  if (!gt_stun_server_start (stun, error))
+    return FALSE;
+  *stun_out = g_steal_pointer (&stun);
+  return TRUE;
+}
+
 static int
 run_server (const char *config_path, int argc, char **argv)
 {
   g_autoptr (GtServerConfig) config = gt_server_config_new ();
   g_autoptr (GtServer) server = NULL;
   g_autoptr (GtApiServer) api = NULL;
+  g_autoptr (GtStunServer) stun = NULL;
   g_autoptr (GError) error = NULL;
 
   if (config_path && !gt_server_config_load_file (config, config_path, NULL, &error))
@@ -185,10 +203,13 @@ run_server (const char *config_path, int argc, char **argv)
     goto fail;
   if (!start_api_server (server, &api, &error))
     goto fail;
+  if (!start_stun_server (server, &stun, &error))
+    goto fail;
   gt_sd_notify ("READY=1\nSTATUS=listening on %s", gt_server_get_listen_address (server));
   g_main_loop_run (loop);
   running_server = NULL;
   g_clear_object (&api);
+  g_clear_object (&stun);
   gt_server_stop (server);
   return 0;
 

@@ -33,6 +33,7 @@ static const GtConfigOpt server_opts[] = {
         DEFAULT_RECONNECT_DURATION_MS, "window and length of a lockout"),
   SOPT ("speed", GT_OPT_SPEED, speed, 0, "bytes per second per client (0 = unlimited)"),
   SOPT ("apiAddr", GT_OPT_API_ADDR, api_addr, 0, "status API address (host defaults to loopback)"),
+  SOPT ("stunAddr", GT_OPT_ADDR, stun_addr, 0, "UDP address answering STUN Binding requests"),
   SOPT ("apiCertFile", GT_OPT_PATH, api_cert_file, 0, "PEM certificate of the API"),
   SOPT ("apiKeyFile", GT_OPT_PATH, api_key_file, 0, "PEM key of apiCertFile"),
   SOPT ("apiTLSVersion", GT_OPT_TLS_VERSION, api_tls_version, 0, "lowest TLS version of the API"),
@@ -119,7 +120,6 @@ static const GtConfigOpt user_opts[] = {
 static const GtConfigLoose server_unsupported[] = {
   { "httpMUXHeader", GT_LOOSE_SCALAR },
   { "timeoutOnUnidirectionalTraffic", GT_LOOSE_BOOL },
-  { "stunAddr", GT_LOOSE_SCALAR },
   { "stunLogLevel", GT_LOOSE_SCALAR },
   { "quicAddr", GT_LOOSE_SCALAR },
   COMMON_UNSUPPORTED,

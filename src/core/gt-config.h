@@ -91,6 +91,7 @@ typedef struct
   char **host_regex;       /* host.regex ∪ --hostRegex; NULL = any prefix */
   gboolean host_with_id;   /* host.withID / --hostWithID */
   char *api_addr;          /* options.apiAddr: "8081" → "127.0.0.1:8081"; NULL = unset */
+  char *stun_addr;         /* options.stunAddr: UDP STUN server, normalized like addr; NULL = unset */
   char *api_cert_file;     /* options.apiCertFile */
   char *api_key_file;      /* options.apiKeyFile */
   char *api_tls_version;   /* options.apiTLSVersion, default "tls1.2" */
