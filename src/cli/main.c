@@ -14,6 +14,7 @@
 #include "gt-config.h"
 #include "gt-log.h"
 #include "gt-manager.h"
+#include "gt-p2p-signalling.h"
 #include "gt-server.h"
 #include "gt-stun-server.h"
 #include "gt-systemd.h"
@@ -224,11 +225,24 @@ client_ready_cb (GtClient *client, gpointer user_data)
   gt_sd_notify ("READY=1\nSTATUS=%u tunnels ready", gt_client_get_n_ready (client));
 }
 
+static guint16
+client_tcp_port_cb (guint service_index, gpointer user_data)
+{
+  return gt_client_get_tcp_port (user_data, service_index);
+}
+
+static void
+client_signalling_cb (GtClient *client, int fd, gpointer user_data)
+{
+  gt_p2p_signalling_accept (user_data, fd);
+}
+
 static int
 run_client (const char *config_path, int argc, char **argv)
 {
   g_autoptr (GtClientConfig) config = gt_client_config_new ();
   g_autoptr (GtClient) client = NULL;
+  g_autoptr (GtP2pSignalling) signalling = NULL;
   g_autoptr (GError) error = NULL;
 
   if (config_path && !gt_client_config_load_file (config, config_path, NULL, &error))
@@ -244,6 +258,9 @@ run_client (const char *config_path, int argc, char **argv)
   print_warnings (config->warnings);
 
   client = gt_client_new (g_steal_pointer (&config));
+  /* GT's XP requests: P2P signalling served by the client itself. */
+  signalling = gt_p2p_signalling_new (gt_client_get_config (client), client_tcp_port_cb, client);
+  gt_client_set_signalling_func (client, client_signalling_cb, signalling);
   g_signal_connect (client, "tunnel-ready", G_CALLBACK (client_ready_cb), NULL);
   running_client = client;
   g_signal_connect (client, "drained", G_CALLBACK (drained_cb), NULL);
@@ -253,6 +270,7 @@ run_client (const char *config_path, int argc, char **argv)
   g_main_loop_run (loop);
   running_client = NULL;
   gt_client_stop (client);
+  g_clear_object (&signalling);
   return 0;
 
 fail:

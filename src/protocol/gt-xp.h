@@ -16,6 +16,9 @@ typedef enum
   GT_XP_ERROR_TOO_LARGE, /* an item longer than GT_XP_MAX_ITEM */
 } GtXpErrorEnum;
 
+/* GT's refusal of a P2P request (no remoteSTUN, or too many peers), byte for byte. */
+#define GT_XP_FORBIDDEN "HTTP/1.1 403 Forbidden\r\nConnection: Closed\r\n\r\n"
+
 /* Longest JSON item, as GT. */
 #define GT_XP_MAX_ITEM 4096
 
