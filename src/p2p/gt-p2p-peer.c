@@ -1260,6 +1260,18 @@ gt_p2p_peer_get_n_channels (GtP2pPeer *peer)
   return g_hash_table_size (peer->channels);
 }
 
+guint
+gt_p2p_peer_get_n_channels_opened (GtP2pPeer *peer)
+{
+  return peer->n_channels_opened;
+}
+
+const char *
+gt_p2p_peer_get_path (GtP2pPeer *peer)
+{
+  return peer->selected_type != NULL ? peer->selected_type : "none";
+}
+
 guint64
 gt_p2p_peer_get_bytes_in (GtP2pPeer *peer)
 {

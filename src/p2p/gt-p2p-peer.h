@@ -50,6 +50,10 @@ void gt_p2p_peer_close (GtP2pPeer *peer);
 
 /* Figures of this peer. */
 guint gt_p2p_peer_get_n_channels (GtP2pPeer *peer);
+guint gt_p2p_peer_get_n_channels_opened (GtP2pPeer *peer);
+/* The local candidate type of the ICE pair in use ("host", "srflx", "prflx", "relay"), or
+ * "none" before ICE connected. */
+const char *gt_p2p_peer_get_path (GtP2pPeer *peer);
 guint64 gt_p2p_peer_get_bytes_in (GtP2pPeer *peer);
 guint64 gt_p2p_peer_get_bytes_out (GtP2pPeer *peer);
 

@@ -30,10 +30,11 @@ struct _GtP2pSignalling
   SoupServer *soup;
   GHashTable *peers; /* id → GtP2pPeer* (owned) */
   guint next_id;
+  /* The virtual connections libsoup serves, by the port of the made-up address each gets (what
+   * ties a message to its socket: libsoup has no socket for an accepted GIOStream). */
+  GHashTable *sockets; /* port → GSocket* (not owned; removed when it goes) */
+  guint16 next_port;
 
-  guint64 requests;
-  guint64 refused;
-  guint64 bad_requests;
 };
 
 G_DEFINE_FINAL_TYPE (GtP2pSignalling, gt_p2p_signalling, G_TYPE_OBJECT)
@@ -116,8 +117,11 @@ peer_closed_cb (GtP2pPeer *peer, gpointer user_data)
 {
   GtP2pSignalling *self = user_data;
 
-  g_message ("P2P peer %u closed (%u peers left)", gt_p2p_peer_get_id (peer),
-             g_hash_table_size (self->peers) - 1);
+  g_message ("P2P peer %u closed: path %s, %u channels, %" G_GUINT64_FORMAT " bytes in, %"
+             G_GUINT64_FORMAT " bytes out (%u peers left)",
+             gt_p2p_peer_get_id (peer), gt_p2p_peer_get_path (peer),
+             gt_p2p_peer_get_n_channels_opened (peer), gt_p2p_peer_get_bytes_in (peer),
+             gt_p2p_peer_get_bytes_out (peer), g_hash_table_size (self->peers) - 1);
   g_signal_handlers_disconnect_by_data (peer, self);
   g_hash_table_remove (self->peers, GUINT_TO_POINTER (gt_p2p_peer_get_id (peer)));
 }
@@ -170,7 +174,6 @@ peer_new (GtP2pSignalling *self)
 static void
 respond_error (GtP2pSignalling *self, SoupServerMessage *msg, guint status, const char *text)
 {
-  self->bad_requests += status == 400;
   g_message ("P2P signalling: %u %s", status, text);
   soup_server_message_set_status (msg, status, NULL);
   soup_server_message_set_response (msg, "text/plain", SOUP_MEMORY_COPY, text, strlen (text));
@@ -301,7 +304,6 @@ can_add_peer (GtP2pSignalling *self, SoupServerMessage *msg)
 {
   if (g_hash_table_size (self->peers) < self->config->webrtc_connections)
     return TRUE;
-  self->refused++;
   g_message ("P2P signalling: refused, %u peers open (webrtcConnections)",
              g_hash_table_size (self->peers));
   soup_server_message_set_status (msg, 403, NULL);
@@ -322,7 +324,6 @@ handler_cb (SoupServer *server, SoupServerMessage *msg, const char *path, GHashT
   g_autoptr (GError) error = NULL;
   GtP2pPeer *peer;
 
-  self->requests++;
   if (strcmp (soup_server_message_get_method (msg), "XP") != 0)
     {
       respond_error (self, msg, 405, "only XP requests are served here");
@@ -396,12 +397,18 @@ handler_cb (SoupServer *server, SoupServerMessage *msg, const char *path, GHashT
 static void
 got_chunk_cb (SoupServerMessage *msg, GBytes *chunk, gpointer user_data)
 {
+  GtP2pSignalling *self = user_data;
   gsize *total = g_object_get_data (G_OBJECT (msg), "gt-body-total");
 
   *total += g_bytes_get_size (chunk);
   if (*total > MAX_BODY)
     {
-      GSocket *socket = soup_server_message_get_socket (msg);
+      GSocketAddress *addr = soup_server_message_get_remote_address (msg);
+      GSocket *socket = NULL;
+
+      if (G_IS_INET_SOCKET_ADDRESS (addr))
+        socket = g_hash_table_lookup (self->sockets, GUINT_TO_POINTER (g_inet_socket_address_get_port (
+                                                       G_INET_SOCKET_ADDRESS (addr))));
 
       g_message ("P2P signalling: request body over %d bytes, closing", MAX_BODY);
       g_signal_handlers_disconnect_by_func (msg, got_chunk_cb, user_data);
@@ -415,6 +422,22 @@ request_started_cb (SoupServer *server, SoupServerMessage *msg, gpointer user_da
 {
   g_object_set_data_full (G_OBJECT (msg), "gt-body-total", g_new0 (gsize, 1), g_free);
   g_signal_connect (msg, "got-chunk", G_CALLBACK (got_chunk_cb), user_data);
+}
+
+static void
+socket_gone_cb (gpointer data, GObject *where_the_object_was)
+{
+  GtP2pSignalling *self = data;
+  GHashTableIter iter;
+  gpointer value;
+
+  g_hash_table_iter_init (&iter, self->sockets);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    if (value == (gpointer) where_the_object_was)
+      {
+        g_hash_table_iter_remove (&iter);
+        break;
+      }
 }
 
 static void
@@ -438,6 +461,7 @@ gt_p2p_signalling_accept (GtP2pSignalling *self, int fd)
   g_autoptr (GSocket) socket = NULL;
   g_autoptr (GSocketConnection) conn = NULL;
   g_autoptr (GSocketAddress) local = NULL;
+  g_autoptr (GSocketAddress) remote = NULL;
   g_autoptr (GError) error = NULL;
 
   g_return_if_fail (GT_IS_P2P_SIGNALLING (self));
@@ -445,14 +469,12 @@ gt_p2p_signalling_accept (GtP2pSignalling *self, int fd)
   /* As GT: without a STUN server, or with all peers in use, P2P is refused at once. */
   if (self->config->remote_stun == NULL || self->config->remote_stun[0] == NULL)
     {
-      self->refused++;
       g_message ("P2P signalling: refused, no remoteSTUN configured");
       refuse (fd);
       return;
     }
   if (g_hash_table_size (self->peers) >= self->config->webrtc_connections)
     {
-      self->refused++;
       g_message ("P2P signalling: refused, %u peers open (webrtcConnections)",
                  g_hash_table_size (self->peers));
       refuse (fd);
@@ -466,9 +488,15 @@ gt_p2p_signalling_accept (GtP2pSignalling *self, int fd)
       return;
     }
   conn = g_socket_connection_factory_create_connection (socket);
-  /* libsoup wants addresses; the user's real one stays with the server. */
+  /* libsoup wants addresses (the user's real one stays with the server): a port of our own
+   * names the connection. */
+  if (++self->next_port == 0)
+    self->next_port = 1;
+  g_hash_table_insert (self->sockets, GUINT_TO_POINTER (self->next_port), socket);
+  g_object_weak_ref (G_OBJECT (socket), socket_gone_cb, self);
   local = g_inet_socket_address_new_from_string ("127.0.0.1", 0);
-  if (!soup_server_accept_iostream (self->soup, G_IO_STREAM (conn), local, local, &error))
+  remote = g_inet_socket_address_new_from_string ("127.0.0.1", self->next_port);
+  if (!soup_server_accept_iostream (self->soup, G_IO_STREAM (conn), local, remote, &error))
     g_message ("P2P signalling: %s", error->message);
 }
 
@@ -477,24 +505,6 @@ gt_p2p_signalling_get_n_peers (GtP2pSignalling *self)
 {
   g_return_val_if_fail (GT_IS_P2P_SIGNALLING (self), 0);
   return g_hash_table_size (self->peers);
-}
-
-void
-gt_p2p_signalling_render_metrics (GtP2pSignalling *self, GString *out)
-{
-  g_return_if_fail (GT_IS_P2P_SIGNALLING (self));
-
-  g_string_append_printf (out,
-                          "# TYPE gt_p2p_signalling_requests_total counter\n"
-                          "gt_p2p_signalling_requests_total %" G_GUINT64_FORMAT "\n"
-                          "# TYPE gt_p2p_signalling_refused_total counter\n"
-                          "gt_p2p_signalling_refused_total %" G_GUINT64_FORMAT "\n"
-                          "# TYPE gt_p2p_signalling_bad_requests_total counter\n"
-                          "gt_p2p_signalling_bad_requests_total %" G_GUINT64_FORMAT "\n"
-                          "# TYPE gt_p2p_peers gauge\n"
-                          "gt_p2p_peers %u\n",
-                          self->requests, self->refused, self->bad_requests,
-                          g_hash_table_size (self->peers));
 }
 
 /* GT's label rules: "name" (no '/') → the first service; "@name/..." and "name/..." → the
@@ -581,6 +591,16 @@ gt_p2p_signalling_dispose (GObject *object)
   if (self->soup != NULL)
     soup_server_disconnect (self->soup);
   g_clear_object (&self->soup);
+  if (self->sockets != NULL)
+    {
+      GHashTableIter iter;
+      gpointer value;
+
+      g_hash_table_iter_init (&iter, self->sockets);
+      while (g_hash_table_iter_next (&iter, NULL, &value))
+        g_object_weak_unref (value, socket_gone_cb, self);
+      g_clear_pointer (&self->sockets, g_hash_table_unref);
+    }
   G_OBJECT_CLASS (gt_p2p_signalling_parent_class)->dispose (object);
 }
 
@@ -594,6 +614,7 @@ static void
 gt_p2p_signalling_init (GtP2pSignalling *self)
 {
   self->peers = g_hash_table_new_full (NULL, NULL, NULL, g_object_unref);
+  self->sockets = g_hash_table_new (NULL, NULL);
   self->soup = soup_server_new ("server-header", "gt", NULL);
   soup_server_add_handler (self->soup, NULL, handler_cb, self, NULL);
   g_signal_connect (self->soup, "request-started", G_CALLBACK (request_started_cb), self);

@@ -21,8 +21,6 @@ GtP2pSignalling *gt_p2p_signalling_new (const GtClientConfig *config, GtP2pTcpPo
  * peers already open. */
 void gt_p2p_signalling_accept (GtP2pSignalling *self, int fd);
 guint gt_p2p_signalling_get_n_peers (GtP2pSignalling *self);
-/* Prometheus lines of the P2P figures. */
-void gt_p2p_signalling_render_metrics (GtP2pSignalling *self, GString *out);
 
 /* GT's label routing: which local URL serves a data channel label. NULL when none. */
 GSocketConnectable *gt_p2p_signalling_route (GtP2pSignalling *self, const char *label);

@@ -66,6 +66,7 @@ gt_sdp_candidate_is_udp (const char *candidate)
   g_auto (GStrv) f = NULL;
   guint64 v;
 
+  g_return_val_if_fail (candidate != NULL, FALSE);
   if (g_ascii_strncasecmp (candidate, "candidate:", 10) != 0)
     return FALSE;
   f = g_strsplit (candidate + 10, " ", 10);
@@ -187,7 +188,7 @@ gt_sdp_parse (const char *text, gsize len, GError **error)
       fail (error, GT_SDP_ERROR_TOO_LARGE, "longer than 64 KiB");
       return NULL;
     }
-  if (memchr (text, '\0', len) != NULL || !g_utf8_validate (text, (gssize) len, NULL))
+  if (len == 0 || memchr (text, '\0', len) != NULL || !g_utf8_validate (text, (gssize) len, NULL))
     {
       fail (error, GT_SDP_ERROR_MALFORMED, "not UTF-8 text");
       return NULL;

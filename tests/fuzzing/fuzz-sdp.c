@@ -38,9 +38,9 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
           || back->candidates->len != sdp->candidates->len || !back->end_of_candidates)
         abort ();
     }
-  if (size < 512)
+  if (size < 512 && size > 0)
     {
-      g_autofree char *cand = g_strndup (copy, size);
+      g_autofree char *cand = g_strndup ((const char *) data, size);
 
       (void) gt_sdp_candidate_is_udp (cand);
     }

@@ -376,13 +376,24 @@ test_xp_bad (Fixture *f, gconstpointer data)
     gt_test_expect_response (r, error, 400);
     g_assert_nonnull (strstr ((const char *) r->body->data, "neither"));
   }
+  /* A body over 64 KiB: the client stops reading it and closes the exchange (no answer). */
+  {
+    g_autofree char *big = g_malloc0 (4 * 1024 * 1024);
+    g_autoptr (GtTestHttpResponse) r
+      = gt_test_http_request (port, "XP", "/", HOST, big, 4 * 1024 * 1024, &error);
+
+    g_assert_null (r);
+    g_assert_nonnull (error);
+    g_clear_error (&error);
+    g_assert_true (gt_test_proc_wait_count (client, "request body over 65536 bytes", 1,
+                                            GT_TEST_WAIT_MS));
+  }
   {
     g_autoptr (GtTestHttpResponse) r
       = gt_test_http_request (port, "GET", "/whoami", HOST, NULL, 0, &error);
 
     gt_test_expect_response (r, error, 200);
   }
-  (void) client;
 }
 
 /* A valid offer gets an answer (DTLS client, setup:active) and loopback candidates; with
