@@ -307,7 +307,11 @@ dtls_read_records (GtP2pPeer *peer)
           continue;
         }
       if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
-        return;
+        {
+          /* SACKs free send room without a read event: blocked channels retry. */
+          schedule_pump (peer);
+          return;
+        }
       if (n == 0)
         {
           peer_fail (peer, "DTLS closed by the peer");
