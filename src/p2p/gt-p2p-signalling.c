@@ -295,6 +295,8 @@ start_exchange (GtP2pSignalling *self, SoupServerMessage *msg, GtP2pPeer *peer,
     }
   g_signal_connect (peer, "local-candidate", G_CALLBACK (local_candidate_cb), ex);
   g_signal_connect (peer, "gathering-done", G_CALLBACK (gathering_done_cb), ex);
+  /* A peer that fails while gathering still ends its answer. */
+  g_signal_connect (peer, "closed", G_CALLBACK (gathering_done_cb), ex);
   ex->paused = TRUE;
   soup_server_message_pause (msg);
 }
