@@ -37,7 +37,7 @@ test_labels (void)
   {
     const char *label, *want;
   } cases[] = {
-    { "gt", "127.0.0.1:8001" },         /* no '/': the first service */
+    { "gt", "127.0.0.1:8001" }, /* no '/': the first service */
     { "", "127.0.0.1:8001" },
     { "blog/1", "127.0.0.1:8002" },
     { "@blog/x/y", "127.0.0.1:8002" },

@@ -3,27 +3,30 @@
 
 #include <string.h>
 
-#define FP "4A:2D:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:50"
+#define FP                                                                                         \
+  "4A:2D:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:"  \
+  "50"
 
-static const char chromium_offer[] =
-  "v=0\r\n"
-  "o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n"
-  "s=-\r\n"
-  "t=0 0\r\n"
-  "a=group:BUNDLE 0\r\n"
-  "a=msid-semantic: WMS\r\n"
-  "m=application 43971 UDP/DTLS/SCTP webrtc-datachannel\r\n"
-  "c=IN IP4 127.0.0.1\r\n"
-  "a=candidate:2584366936 1 udp 2122260223 127.0.0.1 43971 typ host generation 0 network-id 1\r\n"
-  "a=candidate:1688247244 1 tcp 1518280447 127.0.0.1 9 typ host tcptype active generation 0\r\n"
-  "a=ice-ufrag:1Gm7\r\n"
-  "a=ice-pwd:aB3dE5fG7hI9jK1lM3nO5pQ7\r\n"
-  "a=ice-options:trickle\r\n"
-  "a=fingerprint:sha-256 " FP "\r\n"
-  "a=setup:actpass\r\n"
-  "a=mid:0\r\n"
-  "a=sctp-port:5000\r\n"
-  "a=max-message-size:262144\r\n";
+static const char chromium_offer[]
+    = "v=0\r\n"
+      "o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n"
+      "s=-\r\n"
+      "t=0 0\r\n"
+      "a=group:BUNDLE 0\r\n"
+      "a=msid-semantic: WMS\r\n"
+      "m=application 43971 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+      "c=IN IP4 127.0.0.1\r\n"
+      "a=candidate:2584366936 1 udp 2122260223 127.0.0.1 43971 typ host generation 0 network-id "
+      "1\r\n"
+      "a=candidate:1688247244 1 tcp 1518280447 127.0.0.1 9 typ host tcptype active generation 0\r\n"
+      "a=ice-ufrag:1Gm7\r\n"
+      "a=ice-pwd:aB3dE5fG7hI9jK1lM3nO5pQ7\r\n"
+      "a=ice-options:trickle\r\n"
+      "a=fingerprint:sha-256 " FP "\r\n"
+      "a=setup:actpass\r\n"
+      "a=mid:0\r\n"
+      "a=sctp-port:5000\r\n"
+      "a=max-message-size:262144\r\n";
 
 static void
 test_chromium_offer (void)
@@ -87,7 +90,8 @@ test_errors (void)
   expect_error ("m=application 43971 UDP/DTLS/SCTP webrtc-datachannel",
                 "m=audio 9 UDP/TLS/RTP/SAVPF 111", GT_SDP_ERROR_UNSUPPORTED);
   expect_error ("a=fingerprint:sha-256 " FP, "a=fingerprint:sha-1 AB:CD", GT_SDP_ERROR_UNSUPPORTED);
-  expect_error ("a=fingerprint:sha-256 4A:2D", "a=fingerprint:sha-256 4A:2", GT_SDP_ERROR_UNSUPPORTED);
+  expect_error ("a=fingerprint:sha-256 4A:2D", "a=fingerprint:sha-256 4A:2",
+                GT_SDP_ERROR_UNSUPPORTED);
   expect_error ("a=ice-ufrag:1Gm7", "a=ice-ufrag:1G m7", GT_SDP_ERROR_MALFORMED);
   expect_error ("a=ice-pwd:aB3dE5fG7hI9jK1lM3nO5pQ7", "a=ice-pwd:short", GT_SDP_ERROR_MALFORMED);
   expect_error ("a=ice-pwd:aB3dE5fG7hI9jK1lM3nO5pQ7\r\n", "", GT_SDP_ERROR_UNSUPPORTED);

@@ -88,7 +88,7 @@ test_build_roundtrip (void)
   g_assert_cmpmem (msg.transaction_id, 12, txid, 12);
 
   for (guint i = 0; i < 16; i++)
-    mapped.bytes[i] = (guint8) (0xf0 + i);
+    mapped.bytes[i] = (guint8)(0xf0 + i);
   n = gt_stun_build_binding_success (&msg, &mapped, resp);
   g_assert_true (gt_stun_parse (resp, n, &back, NULL));
   g_assert_cmpint (back.klass, ==, GT_STUN_CLASS_SUCCESS);
@@ -191,7 +191,7 @@ test_malformed (void)
       buf[20 + 4 * i + 1] = 0x50;
     }
   buf[2] = 0;
-  buf[3] = (guint8) (4 * (GT_STUN_MAX_ATTRIBUTES + 1));
+  buf[3] = (guint8)(4 * (GT_STUN_MAX_ATTRIBUTES + 1));
   expect_fail (buf, 20 + 4 * (GT_STUN_MAX_ATTRIBUTES + 1), GT_STUN_ERROR_TOO_LARGE);
 }
 

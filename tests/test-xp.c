@@ -8,7 +8,8 @@ test_roundtrip (void)
 {
   g_autoptr (GByteArray) body = g_byte_array_new ();
   g_autofree char *desc = gt_xp_description_to_json ("offer", "v=0\r\nline \"quoted\"\r\n");
-  g_autofree char *cand = gt_xp_candidate_to_json ("candidate:1 1 udp 5 127.0.0.1 9 typ host", "0", 0);
+  g_autofree char *cand
+      = gt_xp_candidate_to_json ("candidate:1 1 udp 5 127.0.0.1 9 typ host", "0", 0);
   g_autofree char *end = gt_xp_candidate_to_json ("", NULL, -1);
   const char *want[] = { desc, cand, end };
   gsize pos = 0;
@@ -23,12 +24,12 @@ test_roundtrip (void)
 
       /* Every prefix of an item is incomplete. */
       for (gsize cut = 0; cut < 2 + strlen (want[i]); cut++)
-        g_assert_cmpint (gt_xp_item_decode (body->data + pos, cut, &item, &item_len, &consumed,
-                                            NULL),
-                         ==, GT_DECODE_NEED_MORE);
-      g_assert_cmpint (gt_xp_item_decode (body->data + pos, body->len - pos, &item, &item_len,
-                                          &consumed, NULL),
-                       ==, GT_DECODE_OK);
+        g_assert_cmpint (
+            gt_xp_item_decode (body->data + pos, cut, &item, &item_len, &consumed, NULL), ==,
+            GT_DECODE_NEED_MORE);
+      g_assert_cmpint (
+          gt_xp_item_decode (body->data + pos, body->len - pos, &item, &item_len, &consumed, NULL),
+          ==, GT_DECODE_OK);
       g_assert_cmpmem (item, item_len, want[i], strlen (want[i]));
       pos += consumed;
     }
@@ -39,15 +40,15 @@ test_roundtrip (void)
     g_auto (GtXpItem) c = { 0 };
     g_auto (GtXpItem) e = { 0 };
 
-    g_assert_true (gt_xp_item_parse ((const guint8 *) desc, strlen (desc), &d, NULL));
+    g_assert_true (gt_xp_item_parse ((const guint8 *)desc, strlen (desc), &d, NULL));
     g_assert_cmpint (d.kind, ==, GT_XP_ITEM_DESCRIPTION);
     g_assert_cmpstr (d.type, ==, "offer");
     g_assert_cmpstr (d.sdp, ==, "v=0\r\nline \"quoted\"\r\n");
-    g_assert_true (gt_xp_item_parse ((const guint8 *) cand, strlen (cand), &c, NULL));
+    g_assert_true (gt_xp_item_parse ((const guint8 *)cand, strlen (cand), &c, NULL));
     g_assert_cmpint (c.kind, ==, GT_XP_ITEM_CANDIDATE);
     g_assert_cmpstr (c.sdp_mid, ==, "0");
     g_assert_cmpint (c.sdp_mline_index, ==, 0);
-    g_assert_true (gt_xp_item_parse ((const guint8 *) end, strlen (end), &e, NULL));
+    g_assert_true (gt_xp_item_parse ((const guint8 *)end, strlen (end), &e, NULL));
     g_assert_cmpstr (e.candidate, ==, "");
     g_assert_null (e.sdp_mid);
     g_assert_cmpint (e.sdp_mline_index, ==, -1);
@@ -100,7 +101,7 @@ test_bad_json (void)
       g_autoptr (GError) error = NULL;
       g_auto (GtXpItem) item = { 0 };
 
-      if (gt_xp_item_parse ((const guint8 *) bad[i], strlen (bad[i]), &item, &error))
+      if (gt_xp_item_parse ((const guint8 *)bad[i], strlen (bad[i]), &item, &error))
         g_error ("accepted %s", bad[i]);
       g_assert_error (error, GT_XP_ERROR, GT_XP_ERROR_MALFORMED);
       g_assert_null (item.sdp);
@@ -109,7 +110,7 @@ test_bad_json (void)
   /* Embedded NUL. */
   {
     g_auto (GtXpItem) item = { 0 };
-    g_assert_false (gt_xp_item_parse ((const guint8 *) "{\"candidate\":\"\"}\0x", 18, &item, NULL));
+    g_assert_false (gt_xp_item_parse ((const guint8 *)"{\"candidate\":\"\"}\0x", 18, &item, NULL));
   }
 }
 

@@ -530,23 +530,19 @@ _gt_config_parse_cidr (const char *text)
 char *
 _gt_config_parse_stun_url (const char *text, char **host_out, guint16 *port_out)
 {
-  g_autoptr (GError) error = NULL;
+  g_autoptr (GSocketConnectable) addr = NULL;
   g_autofree char *host = NULL;
   const char *rest;
-  guint16 port = 3478;
+  guint16 port;
 
   if (g_ascii_strncasecmp (text, "stun:", 5) != 0)
     return g_strdup_printf ("bad remoteSTUN '%s': use stun:host[:port]", text);
   rest = text + 5;
   if (*rest == '\0' || strpbrk (rest, " /?#@") != NULL
-      || !g_network_address_parse (rest, 3478, &error))
+      || (addr = g_network_address_parse (rest, 3478, NULL)) == NULL)
     return g_strdup_printf ("bad remoteSTUN '%s': use stun:host[:port]", text);
-  {
-    g_autoptr (GSocketConnectable) addr = g_network_address_parse (rest, 3478, NULL);
-
-    host = g_strdup (g_network_address_get_hostname (G_NETWORK_ADDRESS (addr)));
-    port = g_network_address_get_port (G_NETWORK_ADDRESS (addr));
-  }
+  host = g_strdup (g_network_address_get_hostname (G_NETWORK_ADDRESS (addr)));
+  port = g_network_address_get_port (G_NETWORK_ADDRESS (addr));
   if (port == 0)
     return g_strdup_printf ("bad remoteSTUN '%s': port 0", text);
   if (host_out != NULL)

@@ -29,7 +29,7 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
       /* A description built from what was parsed parses back to the same values. */
       g_ptr_array_add (sdp->candidates, NULL);
       built = gt_sdp_build (sdp->mid, sdp->ice_ufrag, sdp->ice_pwd, sdp->fingerprint, sdp->setup,
-                            (const char *const *) sdp->candidates->pdata, TRUE);
+                            (const char *const *)sdp->candidates->pdata, TRUE);
       g_ptr_array_remove_index (sdp->candidates, sdp->candidates->len - 1);
       back = gt_sdp_parse (built, strlen (built), NULL);
       if (back == NULL || strcmp (back->ice_ufrag, sdp->ice_ufrag) != 0
@@ -40,9 +40,9 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
     }
   if (size < 512 && size > 0)
     {
-      g_autofree char *cand = g_strndup ((const char *) data, size);
+      g_autofree char *cand = g_strndup ((const char *)data, size);
 
-      (void) gt_sdp_candidate_is_udp (cand);
+      (void)gt_sdp_candidate_is_udp (cand);
     }
   return 0;
 }

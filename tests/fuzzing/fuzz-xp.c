@@ -32,7 +32,7 @@ check_item (const guint8 *json, gsize len)
         abort ();
       /* What we would send back parses to the same values. */
       again = gt_xp_description_to_json (item.type, item.sdp);
-      if (!gt_xp_item_parse ((const guint8 *) again, strlen (again), &back, NULL)
+      if (!gt_xp_item_parse ((const guint8 *)again, strlen (again), &back, NULL)
           && strlen (again) <= GT_XP_MAX_ITEM)
         abort ();
     }
@@ -54,7 +54,7 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
       const guint8 *item;
       gsize item_len, consumed;
       GtDecodeResult r
-        = gt_xp_item_decode (copy + pos, size - pos, &item, &item_len, &consumed, &error);
+          = gt_xp_item_decode (copy + pos, size - pos, &item, &item_len, &consumed, &error);
 
       if ((r == GT_DECODE_ERROR) != (error != NULL))
         abort ();

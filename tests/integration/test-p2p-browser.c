@@ -126,7 +126,7 @@ test_browser (Fixture *f, gconstpointer data)
   server = gt_test_spawn_gt ("server", args);
   line = gt_test_proc_expect_line (server, "listening on 127\\.0\\.0\\.1:[0-9]+", NULL,
                                    GT_TEST_WAIT_MS);
-  port = (guint16) gt_test_capture_uint (line, "listening on 127\\.0\\.0\\.1:([0-9]+)");
+  port = (guint16)gt_test_capture_uint (line, "listening on 127\\.0\\.0\\.1:([0-9]+)");
 
   h = gt_test_http_start ("svc", 0, NULL);
   gt_test_service_call (add_page_handler, h);
@@ -144,13 +144,12 @@ test_browser (Fixture *f, gconstpointer data)
 
   profile = g_build_filename (gt_test_tmpdir (), "chromium-profile", NULL);
   g_mkdir_with_parents (profile, 0700);
-  gt_test_args_addv (cargs, "--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", "--no-first-run", "--disable-quic",
-                     "--enable-logging=stderr", "--v=0", "--remote-debugging-port=0",
-                     "--disable-features=WebRtcHideLocalIpsWithMdns",
-                     "--allow-loopback-in-peer-connection", "--use-fake-ui-for-media-stream",
-                     "--use-fake-device-for-media-stream", NULL);
+  gt_test_args_addv (
+      cargs, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+      "--enable-logging=stderr", "--v=0", "--remote-debugging-port=0",
+      "--disable-features=WebRtcHideLocalIpsWithMdns", "--allow-loopback-in-peer-connection",
+      "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", NULL);
   gt_test_args_add (cargs, "--user-data-dir=%s", profile);
   /* The page's origin is the gt host name; the browser reaches it at the server's port. */
   gt_test_args_add (cargs, "--host-resolver-rules=MAP *.example.com 127.0.0.1");
