@@ -309,7 +309,9 @@ test_client_gt_example (void)
   g_assert_null (remote_at (config, 0)->path);
 
   g_assert_cmpuint (config->warnings->len, ==, 1);
-  warning = g_strdup_printf ("%s:26:3: key 'remoteSTUN' is not supported by this version of gt "
+  g_assert_cmpstr (config->remote_stun[0], ==, "stun:127.0.0.1:3478");
+  g_assert_null (config->remote_stun[1]);
+  warning = g_strdup_printf ("%s:26:3: key 'remoteAPI' is not supported by this version of gt "
                              "and is ignored",
                              path);
   g_assert_true (warnings_contain (config->warnings, warning));
@@ -1091,7 +1093,7 @@ test_client_cli (void)
   g_assert_cmpstr (s->host_prefix, ==, "blog");
   g_assert_cmpuint (s->line, ==, 3);
   g_assert_true (config->remote_cert_insecure);
-  g_assert_cmpuint (config->warnings->len, ==, 1); /* remoteSTUN in the file */
+  g_assert_cmpuint (config->warnings->len, ==, 1); /* remoteAPI in the file */
 
   /* The CLI's prefix-less https service takes the id as prefix, so the file's own prefix-less
    * https service (line 7) is now a second one: validate() must say so, at that service. */
@@ -1885,6 +1887,63 @@ test_api_addr (void)
     }
 }
 
+/* The P2P keys: stunAddr on the server; remoteSTUN and the webrtc* keys on the client. */
+static void
+test_p2p_keys (void)
+{
+  static const char yaml[] = "options:\n"
+                             "  id: a\n"
+                             "  secret: b\n"
+                             "  remote: tcp://127.0.0.1:1\n"
+                             "  remoteSTUN:\n"
+                             "    - stun:127.0.0.1:3478\n"
+                             "    - stun:[::1]\n"
+                             "  webrtcConnections: 200\n"
+                             "  webrtcConnectionIdleTimeout: 30s\n"
+                             "  webrtcMinPort: 50000\n"
+                             "  webrtcMaxPort: 50100\n"
+                             "services:\n"
+                             "  - local: http://127.0.0.1:80\n";
+  g_autoptr (GtClientConfig) config = gt_client_config_new ();
+  g_autoptr (GtClientConfig) defaults = gt_client_config_new ();
+  g_autoptr (GtServerConfig) server = gt_server_config_new ();
+  g_autoptr (GError) error = NULL;
+  char *argv[] = { "--remoteSTUN", "stun:10.0.0.1:19302", NULL };
+  char *bad[] = { "--remoteSTUN", "http://x", NULL };
+  char *server_argv[] = { "--stunAddr", "3478", NULL };
+
+  g_assert_null (defaults->remote_stun);
+  g_assert_cmpuint (defaults->webrtc_connections, ==, 30);
+  g_assert_cmpuint (defaults->webrtc_idle_timeout_ms, ==, 5 * 60 * 1000);
+
+  g_assert_true (gt_client_config_load_data (config, yaml, -1, NULL, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (g_strv_length (config->remote_stun), ==, 2);
+  g_assert_cmpstr (config->remote_stun[1], ==, "stun:[::1]");
+  g_assert_cmpuint (config->webrtc_connections, ==, 50); /* clamped as GT */
+  g_assert_cmpuint (config->webrtc_idle_timeout_ms, ==, 30000);
+  g_assert_cmpuint (config->webrtc_min_port, ==, 50000);
+  g_assert_cmpuint (config->webrtc_max_port, ==, 50100);
+  g_assert_cmpuint (config->warnings->len, ==, 0);
+  g_assert_true (gt_client_config_validate (config, NULL, &error));
+
+  /* The command line replaces the file's list. */
+  g_assert_true (gt_client_config_apply_args (config, 2, argv, &error));
+  g_assert_cmpuint (g_strv_length (config->remote_stun), ==, 1);
+  g_assert_cmpstr (config->remote_stun[0], ==, "stun:10.0.0.1:19302");
+  g_assert_false (gt_client_config_apply_args (config, 2, bad, &error));
+  g_assert_nonnull (strstr (error->message, "remoteSTUN"));
+  g_clear_error (&error);
+
+  config->webrtc_max_port = 40000;
+  g_assert_false (gt_client_config_validate (config, NULL, &error));
+  g_assert_nonnull (strstr (error->message, "webrtcMaxPort"));
+  g_clear_error (&error);
+
+  g_assert_true (gt_server_config_apply_args (server, 2, server_argv, &error));
+  g_assert_cmpstr (server->stun_addr, ==, "0.0.0.0:3478");
+}
+
 static void
 test_remotes_and_cert (void)
 {
@@ -2495,6 +2554,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/core/config/server/host-regex", test_host_regex);
   g_test_add_func ("/gt/core/config/server/validate-new", test_server_validate_new);
   g_test_add_func ("/gt/core/config/server/api-addr", test_api_addr);
+  g_test_add_func ("/gt/core/config/p2p-keys", test_p2p_keys);
   g_test_add_func ("/gt/core/config/client/remotes-and-cert", test_remotes_and_cert);
   g_test_add_func ("/gt/core/config/new-secrets-not-printed", test_new_secrets_not_printed);
   g_test_add_func ("/gt/core/config/client/service-keys", test_service_keys);

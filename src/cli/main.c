@@ -14,7 +14,9 @@
 #include "gt-config.h"
 #include "gt-log.h"
 #include "gt-manager.h"
+#include "gt-p2p-signalling.h"
 #include "gt-server.h"
+#include "gt-stun-server.h"
 #include "gt-systemd.h"
 #include "gt-transport.h"
 
@@ -155,12 +157,29 @@ start_api_server (GtServer *server, GtApiServer **api_out, GError **error)
   return TRUE;
 }
 
+/* stunAddr: STUN Binding answers for P2P peers, beside the relay. */
+static gboolean
+start_stun_server (GtServer *server, GtStunServer **stun_out, GError **error)
+{
+  const GtServerConfig *config = gt_server_get_config (server);
+  g_autoptr (GtStunServer) stun = NULL;
+
+  if (config->stun_addr == NULL)
+    return TRUE;
+  stun = gt_stun_server_new (config->stun_addr);
+  if (!gt_stun_server_start (stun, error))
+    return FALSE;
+  *stun_out = g_steal_pointer (&stun);
+  return TRUE;
+}
+
 static int
 run_server (const char *config_path, int argc, char **argv)
 {
   g_autoptr (GtServerConfig) config = gt_server_config_new ();
   g_autoptr (GtServer) server = NULL;
   g_autoptr (GtApiServer) api = NULL;
+  g_autoptr (GtStunServer) stun = NULL;
   g_autoptr (GError) error = NULL;
 
   if (config_path && !gt_server_config_load_file (config, config_path, NULL, &error))
@@ -185,10 +204,13 @@ run_server (const char *config_path, int argc, char **argv)
     goto fail;
   if (!start_api_server (server, &api, &error))
     goto fail;
+  if (!start_stun_server (server, &stun, &error))
+    goto fail;
   gt_sd_notify ("READY=1\nSTATUS=listening on %s", gt_server_get_listen_address (server));
   g_main_loop_run (loop);
   running_server = NULL;
   g_clear_object (&api);
+  g_clear_object (&stun);
   gt_server_stop (server);
   return 0;
 
@@ -203,11 +225,24 @@ client_ready_cb (GtClient *client, gpointer user_data)
   gt_sd_notify ("READY=1\nSTATUS=%u tunnels ready", gt_client_get_n_ready (client));
 }
 
+static guint16
+client_tcp_port_cb (guint service_index, gpointer user_data)
+{
+  return gt_client_get_tcp_port (user_data, service_index);
+}
+
+static void
+client_signalling_cb (GtClient *client, int fd, gpointer user_data)
+{
+  gt_p2p_signalling_accept (user_data, fd);
+}
+
 static int
 run_client (const char *config_path, int argc, char **argv)
 {
   g_autoptr (GtClientConfig) config = gt_client_config_new ();
   g_autoptr (GtClient) client = NULL;
+  g_autoptr (GtP2pSignalling) signalling = NULL;
   g_autoptr (GError) error = NULL;
 
   if (config_path && !gt_client_config_load_file (config, config_path, NULL, &error))
@@ -223,6 +258,9 @@ run_client (const char *config_path, int argc, char **argv)
   print_warnings (config->warnings);
 
   client = gt_client_new (g_steal_pointer (&config));
+  /* GT's XP requests: P2P signalling served by the client itself. */
+  signalling = gt_p2p_signalling_new (gt_client_get_config (client), client_tcp_port_cb, client);
+  gt_client_set_signalling_func (client, client_signalling_cb, signalling);
   g_signal_connect (client, "tunnel-ready", G_CALLBACK (client_ready_cb), NULL);
   running_client = client;
   g_signal_connect (client, "drained", G_CALLBACK (drained_cb), NULL);
@@ -232,6 +270,7 @@ run_client (const char *config_path, int argc, char **argv)
   g_main_loop_run (loop);
   running_client = NULL;
   gt_client_stop (client);
+  g_clear_object (&signalling);
   return 0;
 
 fail:

@@ -17,6 +17,7 @@
 #include "gt-proxy-protocol.h"
 #include "gt-relay-endpoint.h"
 #include "gt-transport.h"
+#include "gt-xp.h"
 
 #define HANDSHAKE_REPLY_MAX (GT_FRAME_HEADER_SIZE + GT_FRAME_MAX_CONTROL)
 /* The handshake buffer: the reply plus what may follow it in the same reads. */
@@ -79,6 +80,8 @@ struct _GtClient
   GArray *tcp_ports;      /* guint16 per service */
   GHashTable *dials;      /* Dial* in progress */
   GPtrArray *draining;    /* GtMux* that got GOAWAY and still carry streams */
+  GtClientSignallingFunc signalling_func;
+  gpointer signalling_data;
   gboolean stopped;
   guint drain_id;
   gint64 drain_deadline;
@@ -284,6 +287,50 @@ dial_start (Dial *d)
   d->source = gt_fd_source_new (fd, G_IO_OUT, dial_fd_cb, d);
 }
 
+/* GT's XP method: the first request of the stream is P2P signalling, not for the service. */
+static gboolean
+is_signalling (GtMuxStream *stream, const GtServiceConfig *service)
+{
+  gsize len;
+  const guint8 *data = gt_mux_stream_peek_pending (stream, &len);
+
+  return service->kind == GT_SERVICE_KIND_HTTP && len >= 3 && memcmp (data, "XP ", 3) == 0;
+}
+
+/* Hands the stream to the signalling func through a socketpair (or refuses it as GT does). */
+static void
+start_signalling (GtClient *client, GtMuxStream *stream, const GtServiceConfig *service)
+{
+  int sv[2];
+
+  if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+    {
+      g_message ("stream %u: socketpair: %s", gt_mux_stream_get_id (stream), g_strerror (errno));
+      gt_mux_stream_reset (stream, GT_RESET_CODE_CONNECT_FAILED);
+      return;
+    }
+  gt_mux_stream_attach_fd (stream, sv[0], service->local_timeout_ms);
+  if (client->signalling_func != NULL)
+    {
+      client->signalling_func (client, sv[1], client->signalling_data);
+      return;
+    }
+  /* A fresh socketpair's buffer takes these few bytes. */
+  if (send (sv[1], GT_XP_FORBIDDEN, strlen (GT_XP_FORBIDDEN),
+            MSG_NOSIGNAL | MSG_DONTWAIT)
+      < 0)
+    g_debug ("stream %u: cannot refuse P2P: %s", gt_mux_stream_get_id (stream), g_strerror (errno));
+  shutdown (sv[1], SHUT_WR);
+  /* Closing a unix socket with unread bytes would reset its peer before the 403 is read. */
+  {
+    char sink[4096];
+
+    while (recv (sv[1], sink, sizeof sink, MSG_DONTWAIT) > 0)
+      ;
+  }
+  close (sv[1]);
+}
+
 static void
 stream_opened_cb (GtMux *mux, GtMuxStream *stream, guint service_index, gpointer user_data)
 {
@@ -296,6 +343,11 @@ stream_opened_cb (GtMux *mux, GtMuxStream *stream, guint service_index, gpointer
       g_message ("stream %u: unknown service index %u", gt_mux_stream_get_id (stream),
                  service_index);
       gt_mux_stream_reset (stream, GT_RESET_CODE_NO_SERVICE);
+      return;
+    }
+  if (is_signalling (stream, config->services->pdata[service_index]))
+    {
+      start_signalling (client, stream, config->services->pdata[service_index]);
       return;
     }
 
@@ -882,6 +934,22 @@ guint64
 gt_client_get_drain_timeout (GtClient *client)
 {
   return client->config->drain_timeout_ms;
+}
+
+const GtClientConfig *
+gt_client_get_config (GtClient *client)
+{
+  g_return_val_if_fail (GT_IS_CLIENT (client), NULL);
+  return client->config;
+}
+
+void
+gt_client_set_signalling_func (GtClient *client, GtClientSignallingFunc func, gpointer user_data)
+{
+  g_return_if_fail (GT_IS_CLIENT (client));
+
+  client->signalling_func = func;
+  client->signalling_data = user_data;
 }
 
 guint16

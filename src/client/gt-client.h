@@ -20,7 +20,16 @@ void gt_client_drain (GtClient *client, guint64 timeout_ms);
 guint gt_client_get_n_ready (GtClient *client);
 /* options.drainTimeout in ms. */
 guint64 gt_client_get_drain_timeout (GtClient *client);
+/* The configuration (owned by the client). */
+const GtClientConfig *gt_client_get_config (GtClient *client);
 /* Port the server opened for a tcp service, 0 if unknown. */
 guint16 gt_client_get_tcp_port (GtClient *client, guint service_index);
+
+/* GT's P2P signalling: a stream of an http service that starts with an "XP" request is not
+ * dialed; func gets fd (owned), one end of a socketpair whose other end carries the stream, and
+ * serves the XP request on it. Without a func such requests get GT's 403. */
+typedef void (*GtClientSignallingFunc) (GtClient *client, int fd, gpointer user_data);
+void gt_client_set_signalling_func (GtClient *client, GtClientSignallingFunc func,
+                                    gpointer user_data);
 
 G_END_DECLS

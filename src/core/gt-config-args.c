@@ -281,6 +281,7 @@ gt_client_config_apply_args (GtClientConfig *config, int argc, char **argv, GErr
   g_autoptr (GPtrArray) services = g_ptr_array_new_with_free_func (
     (GDestroyNotify) _gt_config_service_free);
   gboolean remotes_replaced = FALSE;
+  gboolean stun_replaced = FALSE;
   gint current = -1;
 
   g_return_val_if_fail (config != NULL, FALSE);
@@ -341,6 +342,12 @@ gt_client_config_apply_args (GtClientConfig *config, int argc, char **argv, GErr
 
       if (def != NULL)
         {
+          if (def->type == GT_OPT_STUN_URLS && !stun_replaced)
+            {
+              /* The command line replaces the file's list. */
+              g_clear_pointer (&config->remote_stun, g_strfreev);
+              stun_replaced = TRUE;
+            }
           if (def->type == GT_OPT_REMOTES && !remotes_replaced)
             {
               /* The command line replaces the file's remotes. */

@@ -33,6 +33,7 @@ static const GtConfigOpt server_opts[] = {
         DEFAULT_RECONNECT_DURATION_MS, "window and length of a lockout"),
   SOPT ("speed", GT_OPT_SPEED, speed, 0, "bytes per second per client (0 = unlimited)"),
   SOPT ("apiAddr", GT_OPT_API_ADDR, api_addr, 0, "status API address (host defaults to loopback)"),
+  SOPT ("stunAddr", GT_OPT_ADDR, stun_addr, 0, "UDP address answering STUN Binding requests"),
   SOPT ("apiCertFile", GT_OPT_PATH, api_cert_file, 0, "PEM certificate of the API"),
   SOPT ("apiKeyFile", GT_OPT_PATH, api_key_file, 0, "PEM key of apiCertFile"),
   SOPT ("apiTLSVersion", GT_OPT_TLS_VERSION, api_tls_version, 0, "lowest TLS version of the API"),
@@ -74,6 +75,14 @@ static const GtConfigOpt client_opts[] = {
         "server certificate: a PEM file or a sha256: pin"),
   COPT ("remoteCertInsecure", GT_OPT_BOOL, remote_cert_insecure, 0,
         "do not verify the server certificate"),
+  COPT ("remoteSTUN", GT_OPT_STUN_URLS, remote_stun, 0,
+        "STUN server for P2P, stun:host[:port] (repeatable); none = P2P refused"),
+  COPT ("webrtcConnections", GT_OPT_UINT32, webrtc_connections, DEFAULT_WEBRTC_CONNECTIONS,
+        "P2P peers at once (1..50)"),
+  COPT ("webrtcConnectionIdleTimeout", GT_OPT_DURATION, webrtc_idle_timeout_ms,
+        DEFAULT_WEBRTC_IDLE_TIMEOUT_MS, "close a P2P peer this long after its last channel"),
+  COPT ("webrtcMinPort", GT_OPT_UINT16, webrtc_min_port, 0, "lowest ICE UDP port (0 = any)"),
+  COPT ("webrtcMaxPort", GT_OPT_UINT16, webrtc_max_port, 0, "highest ICE UDP port (0 = any)"),
 };
 
 /* A `services:` entry, or the most recent --local on the command line (`local` itself creates
@@ -136,20 +145,14 @@ static const GtConfigOpt cluster_opts[] = {
 static const GtConfigLoose server_unsupported[] = {
   { "httpMUXHeader", GT_LOOSE_SCALAR },
   { "timeoutOnUnidirectionalTraffic", GT_LOOSE_BOOL },
-  { "stunAddr", GT_LOOSE_SCALAR },
   { "stunLogLevel", GT_LOOSE_SCALAR },
   { "quicAddr", GT_LOOSE_SCALAR },
   COMMON_UNSUPPORTED,
 };
 
 static const GtConfigLoose client_unsupported[] = {
-  { "remoteSTUN", GT_LOOSE_LIST },
   { "remoteAPI", GT_LOOSE_SCALAR },
-  { "webrtcConnectionIdleTimeout", GT_LOOSE_SCALAR },
-  { "webrtcConnections", GT_LOOSE_SCALAR },
   { "webrtcLogLevel", GT_LOOSE_SCALAR },
-  { "webrtcMinPort", GT_LOOSE_SCALAR },
-  { "webrtcMaxPort", GT_LOOSE_SCALAR },
   { "webrtcThreadMode", GT_LOOSE_BOOL },
   { "tcpForwardAddr", GT_LOOSE_SCALAR },
   { "tcpForwardHostPrefix", GT_LOOSE_SCALAR },
@@ -459,6 +462,10 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
       if ((message = _gt_config_parse_http_url (def->name, text)) == NULL)
         _gt_config_strv_append ((char ***) (base + def->offset), text);
       break;
+    case GT_OPT_STUN_URLS:
+      if ((message = _gt_config_parse_stun_url (text, NULL, NULL)) == NULL)
+        _gt_config_strv_append ((char ***) (base + def->offset), text);
+      break;
     case GT_OPT_REMOTE_CERT:
       if (*text == '\0')
         set_string (string_field, NULL);
@@ -574,6 +581,8 @@ metavar (GtConfigOptType type)
       return "PATH";
     case GT_OPT_CIDRS:
       return "CIDR";
+    case GT_OPT_STUN_URLS:
+      return "URL";
     case GT_OPT_REMOTE_CERT:
       return "FILE|PIN";
     case GT_OPT_HOST_PREFIX:

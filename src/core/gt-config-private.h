@@ -15,6 +15,8 @@ G_BEGIN_DECLS
 #define DEFAULT_REMOTE_TIMEOUT_MS (45 * 1000)
 #define DEFAULT_RECONNECT_DELAY_MS (5 * 1000)
 #define DEFAULT_LOCAL_TIMEOUT_MS (120 * 1000)
+#define DEFAULT_WEBRTC_CONNECTIONS 30
+#define DEFAULT_WEBRTC_IDLE_TIMEOUT_MS (5 * 60 * 1000)
 #define DEFAULT_LOG_LEVEL "info"
 #define DEFAULT_TLS_VERSION "tls1.2"
 #define DEFAULT_WS_PATH "/gt-tunnel"
@@ -96,6 +98,8 @@ char *_gt_config_parse_duration (const char *text, guint64 *ms_out);
 char *_gt_config_parse_log_level (const char *text, char **out);
 char *_gt_config_parse_host_prefix (const char *text, char **out);
 char *_gt_config_parse_cidr (const char *text);
+/* "stun:host[:port]" (port default 3478, [v6] literal allowed): NULL or an error message. */
+char *_gt_config_parse_stun_url (const char *text, char **host_out, guint16 *port_out);
 char *_gt_config_parse_regex (const char *text);
 char *_gt_config_parse_http_url (const char *name, const char *text);
 char *_gt_config_parse_range (const char *text, GtPortRange *range);
@@ -143,6 +147,7 @@ typedef enum
   GT_OPT_WS_PATH,
   GT_OPT_HTTP_URL,
   GT_OPT_CIDRS,       /* list; the file replaces, the command line repeats */
+  GT_OPT_STUN_URLS,   /* list of stun:host[:port], like GT_OPT_CIDRS */
   GT_OPT_SPEED,       /* bytes/s, guint64 field, GT's uint32 range */
   GT_OPT_REMOTE_CERT, /* a pin "sha256:..." or a path (GT_OPT_PATH rules) */
   GT_OPT_HOST_PREFIX,

@@ -367,6 +367,11 @@ gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issue_out, GE
   if (config->services->len == 0)
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
                         "no service: add an entry to services: or use --local");
+  if ((config->webrtc_min_port != 0 || config->webrtc_max_port != 0)
+      && (config->webrtc_min_port == 0 || config->webrtc_max_port < config->webrtc_min_port))
+    return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                        "webrtcMinPort %u and webrtcMaxPort %u: set both, min <= max",
+                        config->webrtc_min_port, config->webrtc_max_port);
   if (config->remote_cert != NULL && !_gt_config_looks_like_pin (config->remote_cert))
     {
       GHashTable *places = ((GtClientConfigPriv *) config)->places;

@@ -252,7 +252,8 @@ ld_option (Loader *ld, void *config, const GtConfigOpt *def, yaml_node_t *value)
 {
   const char *text = NULL;
 
-  if (def->type == GT_OPT_REMOTES || def->type == GT_OPT_CIDRS || def->type == GT_OPT_HTTP_URLS)
+  if (def->type == GT_OPT_REMOTES || def->type == GT_OPT_CIDRS || def->type == GT_OPT_HTTP_URLS
+      || def->type == GT_OPT_STUN_URLS)
     {
       gboolean is_list = FALSE;
 

@@ -527,6 +527,31 @@ _gt_config_parse_cidr (const char *text)
   return NULL;
 }
 
+char *
+_gt_config_parse_stun_url (const char *text, char **host_out, guint16 *port_out)
+{
+  g_autoptr (GSocketConnectable) addr = NULL;
+  g_autofree char *host = NULL;
+  const char *rest;
+  guint16 port;
+
+  if (g_ascii_strncasecmp (text, "stun:", 5) != 0)
+    return g_strdup_printf ("bad remoteSTUN '%s': use stun:host[:port]", text);
+  rest = text + 5;
+  if (*rest == '\0' || strpbrk (rest, " /?#@") != NULL
+      || (addr = g_network_address_parse (rest, 3478, NULL)) == NULL)
+    return g_strdup_printf ("bad remoteSTUN '%s': use stun:host[:port]", text);
+  host = g_strdup (g_network_address_get_hostname (G_NETWORK_ADDRESS (addr)));
+  port = g_network_address_get_port (G_NETWORK_ADDRESS (addr));
+  if (port == 0)
+    return g_strdup_printf ("bad remoteSTUN '%s': port 0", text);
+  if (host_out != NULL)
+    *host_out = g_steal_pointer (&host);
+  if (port_out != NULL)
+    *port_out = port;
+  return NULL;
+}
+
 /* A host regex must compile (GRegex, PCRE syntax; GT uses Go's RE2, the common subset is the
  * same). */
 char *
@@ -913,6 +938,7 @@ gt_server_config_free (GtServerConfig *config)
   g_free (config->auth_api);
   g_strfreev (config->host_regex);
   g_free (config->api_addr);
+  g_free (config->stun_addr);
   g_free (config->api_cert_file);
   g_free (config->api_key_file);
   g_free (config->api_tls_version);
@@ -947,6 +973,8 @@ gt_client_config_new (void)
   config->remote_timeout_ms = DEFAULT_REMOTE_TIMEOUT_MS;
   config->reconnect_delay_ms = DEFAULT_RECONNECT_DELAY_MS;
   config->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
+  config->webrtc_connections = DEFAULT_WEBRTC_CONNECTIONS;
+  config->webrtc_idle_timeout_ms = DEFAULT_WEBRTC_IDLE_TIMEOUT_MS;
   config->log_level = g_strdup (DEFAULT_LOG_LEVEL);
   config->services = g_ptr_array_new_with_free_func ((GDestroyNotify) _gt_config_service_free);
   config->warnings = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_config_issue_free);
@@ -968,6 +996,7 @@ gt_client_config_free (GtClientConfig *config)
   g_ptr_array_unref (config->services);
   g_ptr_array_unref (config->warnings);
   g_free (config->remote_cert);
+  g_strfreev (config->remote_stun);
   g_hash_table_unref (((GtClientConfigPriv *) config)->places);
   g_free (config);
 }
@@ -1008,6 +1037,8 @@ _gt_config_client_clamp (GtClientConfig *config)
     config->remote_idle_connections = DEFAULT_REMOTE_IDLE_CONNECTIONS;
   if (config->remote_idle_connections > config->remote_connections)
     config->remote_idle_connections = config->remote_connections;
+  /* As GT's release builds. */
+  config->webrtc_connections = CLAMP (config->webrtc_connections, 1, 50);
 }
 
 gboolean

@@ -91,6 +91,7 @@ typedef struct
   char **host_regex;       /* host.regex ∪ --hostRegex; NULL = any prefix */
   gboolean host_with_id;   /* host.withID / --hostWithID */
   char *api_addr;          /* options.apiAddr: "8081" → "127.0.0.1:8081"; NULL = unset */
+  char *stun_addr;         /* options.stunAddr: UDP STUN server, normalized like addr; NULL = unset */
   char *api_cert_file;     /* options.apiCertFile */
   char *api_key_file;      /* options.apiKeyFile */
   char *api_tls_version;   /* options.apiTLSVersion, default "tls1.2" */
@@ -157,6 +158,11 @@ typedef struct
   GPtrArray *warnings;       /* GtConfigIssue* */
   char *remote_cert;         /* options.remoteCert: PEM file path or "sha256:<hex>" pin */
   gboolean remote_cert_insecure; /* options.remoteCertInsecure */
+  char **remote_stun;        /* options.remoteSTUN: "stun:host[:port]" URLs; NULL = P2P refused */
+  guint webrtc_connections;  /* options.webrtcConnections: P2P peers at once, default 30 (1..50) */
+  guint64 webrtc_idle_timeout_ms; /* options.webrtcConnectionIdleTimeout, default 5 min */
+  guint webrtc_min_port;     /* options.webrtcMinPort: ICE UDP ports, 0 = any */
+  guint webrtc_max_port;     /* options.webrtcMaxPort */
 } GtClientConfig;
 
 GtServerConfig *gt_server_config_new (void);  /* defaults */

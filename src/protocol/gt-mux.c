@@ -932,6 +932,13 @@ gt_mux_stream_get_buffered (GtMuxStream *s)
   return s->pending ? s->pending->len : 0;
 }
 
+const guint8 *
+gt_mux_stream_peek_pending (GtMuxStream *s, gsize *len)
+{
+  *len = s->pending ? s->pending->len : 0;
+  return s->pending ? s->pending->data : NULL;
+}
+
 GtMuxStream *
 gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd, GIOStream *io,
                          const guint8 *data, gsize len, const GtOpenAddr *addr,

@@ -100,5 +100,7 @@ guint64 gt_mux_stream_get_bytes_from_socket (GtMuxStream *stream);
 const GtOpenAddr *gt_mux_stream_get_addr (GtMuxStream *stream);
 /* Bytes buffered for this stream in this process (pending to its socket). */
 gsize gt_mux_stream_get_buffered (GtMuxStream *stream);
+/* Those bytes (e.g. what came with OPEN, before a socket is attached), or NULL. */
+const guint8 *gt_mux_stream_peek_pending (GtMuxStream *stream, gsize *len);
 
 G_END_DECLS

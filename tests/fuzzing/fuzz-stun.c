@@ -1,0 +1,41 @@
+/* fuzz-stun.c: libFuzzer target for the STUN parser (gt_stun_parse) and the answers built from
+ * what it accepts. */
+#include "gt-stun.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput (const guint8 *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree guint8 *copy = g_memdup2 (data, size);
+  guint8 out[GT_STUN_MAX_MESSAGE];
+  GtStunMessage msg, back;
+  GtStunAddress mapped = { .family = 4, .bytes = { 127, 0, 0, 1 }, .port = 3478 };
+  gboolean ok = gt_stun_parse (copy, size, &msg, &error);
+  gsize n;
+
+  /* A result says why it failed, and only then. */
+  if (ok != (error == NULL) || (error != NULL && error->domain != GT_STUN_ERROR))
+    abort ();
+  if (!ok)
+    return 0;
+  if (msg.length != size || size > GT_STUN_MAX_MESSAGE || msg.n_unknown > GT_STUN_MAX_UNKNOWN
+      || (msg.has_xor_mapped && msg.xor_mapped.family != 4 && msg.xor_mapped.family != 6))
+    abort ();
+
+  /* Every answer the server may build from an accepted message parses back, with its id. */
+  n = gt_stun_build_binding_success (&msg, &mapped, out);
+  if (!gt_stun_parse (out, n, &back, NULL) || memcmp (back.transaction_id, msg.transaction_id, 12)
+      || !back.has_xor_mapped || back.xor_mapped.port != 3478
+      || memcmp (back.xor_mapped.bytes, mapped.bytes, 4) != 0)
+    abort ();
+  n = gt_stun_build_error (&msg, 420, "Unknown Attribute", out);
+  if (!gt_stun_parse (out, n, &back, NULL) || back.error_code != 420
+      || back.klass != GT_STUN_CLASS_ERROR)
+    abort ();
+  return 0;
+}
