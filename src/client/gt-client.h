@@ -23,4 +23,11 @@ guint64 gt_client_get_drain_timeout (GtClient *client);
 /* Port the server opened for a tcp service, 0 if unknown. */
 guint16 gt_client_get_tcp_port (GtClient *client, guint service_index);
 
+/* A snapshot for the admin UI and D-Bus, a{sv}: kind "client", id, tunnels (ready), streams,
+ * bytesIn/bytesOut (of the open streams: toward the local services, and back), tunnelList
+ * aa{sv} (index, state, remote URL, streams, bytesIn, bytesOut), streamList aa{sv} (id, tunnel,
+ * service (local URL), serviceIndex, remote (user IP:PORT), bytesIn, bytesOut, idleMs),
+ * services aa{sv} (local, kind, hostPrefix, remoteTCPPort). No secret in it. */
+GVariant *gt_client_get_state (GtClient *client);
+
 G_END_DECLS

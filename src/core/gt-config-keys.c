@@ -53,6 +53,16 @@ static const GtConfigOpt server_opts[] = {
   SOPT ("maxHandShakeOptions", GT_OPT_UINT16, max_handshake_options,
         DEFAULT_MAX_HANDSHAKE_OPTIONS, "services per client"),
   SOPT ("allowAnyClient", GT_OPT_BOOL, allow_any_client, 0, "accept unknown client ids"),
+#define XOPT SOPT
+  XOPT ("webAddr", GT_OPT_API_ADDR, web.addr, 0,
+        "admin web UI address (host defaults to loopback)"),
+  XOPT ("webCertFile", GT_OPT_WEB_CERT, web.cert_file, 0, "PEM certificate of the web UI, or auto"),
+  XOPT ("webKeyFile", GT_OPT_WEB_CERT, web.key_file, 0, "PEM key of webCertFile, or auto"),
+  XOPT ("webInsecure", GT_OPT_BOOL, web.insecure, 0,
+        "allow plain HTTP on a non-loopback webAddr"),
+  XOPT ("admin", GT_OPT_STRING, web.admin, 0, "admin user of the web UI"),
+  XOPT ("password", GT_OPT_PASSWORD, web.password, 0, "admin password (stored hashed)"),
+#undef XOPT
 };
 
 static const GtConfigOpt client_opts[] = {
@@ -74,6 +84,16 @@ static const GtConfigOpt client_opts[] = {
         "server certificate: a PEM file or a sha256: pin"),
   COPT ("remoteCertInsecure", GT_OPT_BOOL, remote_cert_insecure, 0,
         "do not verify the server certificate"),
+#define XOPT COPT
+  XOPT ("webAddr", GT_OPT_API_ADDR, web.addr, 0,
+        "admin web UI address (host defaults to loopback)"),
+  XOPT ("webCertFile", GT_OPT_WEB_CERT, web.cert_file, 0, "PEM certificate of the web UI, or auto"),
+  XOPT ("webKeyFile", GT_OPT_WEB_CERT, web.key_file, 0, "PEM key of webCertFile, or auto"),
+  XOPT ("webInsecure", GT_OPT_BOOL, web.insecure, 0,
+        "allow plain HTTP on a non-loopback webAddr"),
+  XOPT ("admin", GT_OPT_STRING, web.admin, 0, "admin user of the web UI"),
+  XOPT ("password", GT_OPT_PASSWORD, web.password, 0, "admin password (stored hashed)"),
+#undef XOPT
 };
 
 /* A `services:` entry, or the most recent --local on the command line (`local` itself creates
@@ -111,10 +131,7 @@ static const GtConfigOpt user_opts[] = {
     { "sentryEnvironment", GT_LOOSE_SCALAR }, { "sentryServerName", GT_LOOSE_SCALAR },          \
     { "sentryDebug", GT_LOOSE_BOOL }, { "logFile", GT_LOOSE_SCALAR },                           \
     { "logFileMaxSize", GT_LOOSE_SCALAR }, { "logFileMaxCount", GT_LOOSE_SCALAR },              \
-    { "webAddr", GT_LOOSE_SCALAR }, { "webCertFile", GT_LOOSE_SCALAR },                         \
-    { "webKeyFile", GT_LOOSE_SCALAR }, { "pprof", GT_LOOSE_BOOL },                              \
-    { "signingKey", GT_LOOSE_SCALAR }, { "admin", GT_LOOSE_SCALAR },                            \
-    { "password", GT_LOOSE_SCALAR }, { "bbr", GT_LOOSE_BOOL }
+    { "pprof", GT_LOOSE_BOOL }, { "signingKey", GT_LOOSE_SCALAR }, { "bbr", GT_LOOSE_BOOL }
 
 static const GtConfigLoose server_unsupported[] = {
   { "httpMUXHeader", GT_LOOSE_SCALAR },
@@ -404,6 +421,7 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
     {
     case GT_OPT_STRING:
     case GT_OPT_PATH:
+    case GT_OPT_WEB_CERT:
       set_string (string_field, *text != '\0' ? text : NULL);
       break;
     case GT_OPT_TLS_VERSION:
@@ -463,6 +481,12 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
       break;
     case GT_OPT_BOOL:
       message = _gt_config_parse_bool (text, (gboolean *) (base + def->offset));
+      break;
+    case GT_OPT_PASSWORD:
+      if (strlen (text) > MAX_PASSWORD_LEN)
+        message = g_strdup_printf ("%s must be at most %d bytes", def->name, MAX_PASSWORD_LEN);
+      else
+        set_secret (string_field, *text != '\0' ? text : NULL);
       break;
     case GT_OPT_ID:
     case GT_OPT_SECRET:
@@ -535,6 +559,7 @@ metavar (GtConfigOptType type)
       return "ID";
     case GT_OPT_SECRET:
     case GT_OPT_USER_SECRET:
+    case GT_OPT_PASSWORD:
       return "SECRET";
     case GT_OPT_REMOTES:
     case GT_OPT_HTTP_URL:
@@ -543,6 +568,8 @@ metavar (GtConfigOptType type)
       return "TEXT";
     case GT_OPT_PATH:
       return "FILE";
+    case GT_OPT_WEB_CERT:
+      return "FILE|auto";
     case GT_OPT_TLS_VERSION:
       return "VERSION";
     case GT_OPT_WS_PATH:

@@ -907,8 +907,21 @@ gt_server_config_free (GtServerConfig *config)
   g_free (config->api_cert_file);
   g_free (config->api_key_file);
   g_free (config->api_tls_version);
+  _gt_web_config_clear (&config->web);
   g_hash_table_unref (((GtServerConfigPriv *) config)->places);
   g_free (config);
+}
+
+void
+_gt_web_config_clear (GtWebConfig *web)
+{
+  g_clear_pointer (&web->addr, g_free);
+  g_clear_pointer (&web->cert_file, g_free);
+  g_clear_pointer (&web->key_file, g_free);
+  g_clear_pointer (&web->admin, g_free);
+  if (web->password != NULL)
+    memset (web->password, 0, strlen (web->password));
+  g_clear_pointer (&web->password, g_free);
 }
 
 GtClientConfig *
@@ -945,6 +958,7 @@ gt_client_config_free (GtClientConfig *config)
   g_ptr_array_unref (config->services);
   g_ptr_array_unref (config->warnings);
   g_free (config->remote_cert);
+  _gt_web_config_clear (&config->web);
   g_hash_table_unref (((GtClientConfigPriv *) config)->places);
   g_free (config);
 }

@@ -47,6 +47,17 @@ typedef struct
   guint16 last;
 } GtPortRange;
 
+/* The web admin UI of a server or client (GT's webAddr, admin, password keys). */
+typedef struct
+{
+  char *addr;        /* webAddr: "7000" → "127.0.0.1:7000"; NULL = no admin UI */
+  char *cert_file;   /* webCertFile: PEM, or "auto" for a generated certificate */
+  char *key_file;    /* webKeyFile: PEM, or "auto" */
+  gboolean insecure; /* webInsecure (ours): allow plain HTTP on a non-loopback webAddr */
+  char *admin;       /* admin user name */
+  char *password;    /* a "pbkdf2-sha256$..." hash (or GT's plaintext until saved); never logged */
+} GtWebConfig;
+
 typedef struct
 {
   char *id;
@@ -98,6 +109,7 @@ typedef struct
   guint64 handshake_timeout_ms; /* options.handshakeTimeout (ours), default 10 s, ≤ timeout */
   guint max_pending;            /* options.maxPendingConnections (ours), default 1024 */
   guint max_pending_per_address; /* options.maxPendingPerAddress (ours), default 256 */
+  GtWebConfig web;              /* options.webAddr, webCertFile, ..., admin, password */
 } GtServerConfig;
 
 typedef struct
@@ -140,6 +152,7 @@ typedef struct
   GPtrArray *warnings;       /* GtConfigIssue* */
   char *remote_cert;         /* options.remoteCert: PEM file path or "sha256:<hex>" pin */
   gboolean remote_cert_insecure; /* options.remoteCertInsecure */
+  GtWebConfig web;               /* options.webAddr, webCertFile, ..., admin, password */
 } GtClientConfig;
 
 GtServerConfig *gt_server_config_new (void);  /* defaults */
@@ -200,6 +213,8 @@ gboolean gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issu
 gboolean gt_parse_duration (const char *text, guint64 *ms_out); /* Go syntax: 90s, 1m30s, 250ms, 1h */
 /* "80" → "0.0.0.0:80", ":80" → "0.0.0.0:80", "127.0.0.1:80", "[::1]:80" */
 char *gt_normalize_listen_addr (const char *text, GError **error);
+/* TRUE for a normalized listen address on loopback ("127.0.0.1:80", "[::1]:80", "localhost:80"). */
+gboolean gt_listen_addr_is_loopback (const char *addr);
 gboolean gt_parse_port_range (const char *text, GtPortRange *range, GError **error);
 
 /* Reads config->users_file (map id → user, same schema as `users:`) and merges it: an entry
