@@ -1000,6 +1000,13 @@ gt_client_get_state (GtClient *client)
   return g_variant_ref_sink (g_variant_builder_end (&b));
 }
 
+const GtWebConfig *
+gt_client_get_web_config (GtClient *client)
+{
+  g_return_val_if_fail (GT_IS_CLIENT (client), NULL);
+  return &client->config->web;
+}
+
 guint64
 gt_client_get_drain_timeout (GtClient *client)
 {

@@ -23,6 +23,8 @@ guint64 gt_client_get_drain_timeout (GtClient *client);
 /* Port the server opened for a tcp service, 0 if unknown. */
 guint16 gt_client_get_tcp_port (GtClient *client, guint service_index);
 
+/* The configuration's web admin keys (owned by the client). */
+const GtWebConfig *gt_client_get_web_config (GtClient *client);
 /* A snapshot for the admin UI and D-Bus, a{sv}: kind "client", id, tunnels (ready), streams,
  * bytesIn/bytesOut (of the open streams: toward the local services, and back), tunnelList
  * aa{sv} (index, state, remote URL, streams, bytesIn, bytesOut), streamList aa{sv} (id, tunnel,

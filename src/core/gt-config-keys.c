@@ -628,3 +628,84 @@ gt_config_describe_options (GtConfigKind kind)
   describe_rows (out, rows, n);
   return g_string_free (out, FALSE);
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* The tables for other layers (admin UI, D-Bus) */
+
+static const char *
+value_kind (GtConfigOptType type)
+{
+  switch (type)
+    {
+    case GT_OPT_BOOL:
+      return "bool";
+    case GT_OPT_UINT16:
+    case GT_OPT_UINT32:
+    case GT_OPT_INT16:
+    case GT_OPT_INT32:
+    case GT_OPT_SPEED:
+    case GT_OPT_PORT:
+      return "number";
+    case GT_OPT_DURATION:
+      return "duration";
+    case GT_OPT_SECRET:
+    case GT_OPT_USER_SECRET:
+    case GT_OPT_PASSWORD:
+      return "secret";
+    case GT_OPT_REMOTES:
+    case GT_OPT_CIDRS:
+      return "list";
+    case GT_OPT_TCP_RANGES:
+      return "ranges";
+    case GT_OPT_HOST_RULES:
+      return "host-rules";
+    case GT_OPT_LOG_LEVEL:
+      return "log-level";
+    case GT_OPT_TLS_VERSION:
+      return "tls-version";
+    default:
+      return "string";
+    }
+}
+
+static void
+add_rows (GVariantBuilder *b, const GtConfigOpt *rows, gsize n)
+{
+  for (gsize i = 0; i < n; i++)
+    g_variant_builder_add (b, "(sss)", rows[i].name, value_kind (rows[i].type), rows[i].help);
+}
+
+GVariant *
+gt_config_list_keys (GtConfigKind kind, const char *section)
+{
+  GVariantBuilder b;
+  const GtConfigOpt *rows;
+  gsize n = 0;
+
+  g_return_val_if_fail (section != NULL, NULL);
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("a(sss)"));
+  if (strcmp (section, "options") == 0 && kind == GT_CONFIG_KIND_SERVER)
+    {
+      add_rows (&b, listener_opts (), GT_N_LISTENERS);
+      rows = _gt_config_opts (GT_CONFIG_KEYS_SERVER, &n);
+      add_rows (&b, rows, n);
+    }
+  else if (strcmp (section, "options") == 0 && kind == GT_CONFIG_KIND_CLIENT)
+    {
+      rows = _gt_config_opts (GT_CONFIG_KEYS_CLIENT, &n);
+      add_rows (&b, rows, n);
+    }
+  else if (strcmp (section, "users") == 0 && kind == GT_CONFIG_KIND_SERVER)
+    {
+      rows = _gt_config_opts (GT_CONFIG_KEYS_USER, &n);
+      add_rows (&b, rows, n);
+    }
+  else if (strcmp (section, "services") == 0 && kind == GT_CONFIG_KIND_CLIENT)
+    {
+      g_variant_builder_add (&b, "(sss)", "local", "string",
+                             "local service URL: http://, https:// or tcp://host:port");
+      rows = _gt_config_opts (GT_CONFIG_KEYS_SERVICE, &n);
+      add_rows (&b, rows, n);
+    }
+  return g_variant_ref_sink (g_variant_builder_end (&b));
+}

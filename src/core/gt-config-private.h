@@ -26,7 +26,6 @@ G_BEGIN_DECLS
 #define MAX_PREFIX_LEN 63
 #define MAX_PASSWORD_LEN 256
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtConfigIssue, gt_config_issue_free)
 
 /* ------------------------------------------------------------------------------------------ */
 /* The model's private parts (gt-config.c) */

@@ -40,6 +40,7 @@ typedef struct
 void gt_config_issue_free (GtConfigIssue *issue);
 /* "FILE:LINE:COLUMN: message", or "command line: message" when there is no file. */
 char *gt_config_issue_to_string (const GtConfigIssue *issue);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtConfigIssue, gt_config_issue_free)
 
 typedef struct
 {
@@ -196,6 +197,11 @@ gboolean gt_client_config_apply_args (GtClientConfig *config, int argc, char **a
  * options with their own rules (--id/--secret of the server, --tcpRange, --host*) are not in
  * it. Free with g_free(). */
 char *gt_config_describe_options (GtConfigKind kind);
+
+/* The keys of a section ("options"; "users" of a server; "services" of a client) from the key
+ * tables, as a(sss): name, kind of value ("string", "number", "bool", "duration", "secret",
+ * "list", "ranges", "host-rules", "log-level", "tls-version"), help. Empty for other sections. */
+GVariant *gt_config_list_keys (GtConfigKind kind, const char *section);
 
 /* Pulls `-c FILE`, `--config FILE`, `-c=FILE`, `--config=FILE`, `-config FILE` out of argv
  * (argv is modified in place, *argc updated). Returns the path (or NULL). */
