@@ -223,24 +223,28 @@ typedef struct
   guint n_nodes;
 } Emitter;
 
+/* A YAML double-quoted scalar: printable characters as they are, the others escaped (libyaml
+ * refuses raw control characters, C1 controls, BOMs and non-characters). Invalid UTF-8 has been
+ * refused by the JSON parser. */
 static void
 quote (GString *out, const char *text)
 {
   g_string_append_c (out, '"');
-  for (const char *p = text; *p != '\0'; p++)
+  for (const char *p = text; *p != '\0'; p = g_utf8_next_char (p))
     {
-      guchar c = (guchar) *p;
+      gunichar c = g_utf8_get_char (p);
 
       if (c == '"' || c == '\\')
-        g_string_append_printf (out, "\\%c", c);
-      else if (c == '\n')
-        g_string_append (out, "\\n");
-      else if (c == '\t')
-        g_string_append (out, "\\t");
-      else if (c < 0x20 || c == 0x7f)
+        g_string_append_printf (out, "\\%c", (char) c);
+      else if (c >= 0x20 && c < 0x7f)
+        g_string_append_c (out, (char) c);
+      else if (c >= 0xa0 && c != 0xfeff && c != 0xfffe && c != 0xffff
+               && !(c >= 0xd800 && c <= 0xdfff))
+        g_string_append_len (out, p, g_utf8_next_char (p) - p);
+      else if (c <= 0xff)
         g_string_append_printf (out, "\\x%02x", c);
       else
-        g_string_append_c (out, (char) c);
+        g_string_append_printf (out, "\\u%04x", c);
     }
   g_string_append_c (out, '"');
 }

@@ -165,6 +165,11 @@ async function loadConfig() {
   $("config-path").textContent = r.data.path;
   const opts = $("config-options"); opts.replaceChildren();
   for (const def of configSchema.options) opts.append(fieldInput("options." + def.name, def, (configDoc.options || {})[def.name]));
+  if (kind === "server") {
+    // The server's top-level keys beside options: the global port pool and host rules.
+    opts.append(fieldInput("tcp", { name: "tcp", type: "ranges", help: "global port pool: [{\"range\": \"20000-20100\"}]" }, configDoc.tcp));
+    opts.append(fieldInput("host", { name: "host", type: "host-rules", help: "{\"number\": 0, \"regex\": [], \"withID\": false}" }, configDoc.host));
+  }
   $("config-list-title").textContent = t(kind === "server" ? "users" : "services");
   const list = $("config-list"); list.replaceChildren();
   if (kind === "server") for (const [id, u] of Object.entries(configDoc.users || {})) list.append(listItem(0, Object.assign({ __id: id }, u || {})));
@@ -178,8 +183,12 @@ function collectConfig() {
   const doc = JSON.parse(JSON.stringify(configDoc || {}));
   doc.type = kind; doc.options = doc.options || {};
   for (const input of $("config-options").querySelectorAll("input")) {
-    const name = input.dataset.field.slice("options.".length);
     const v = readInput(input);
+    if (!input.dataset.field.startsWith("options.")) {
+      if (v === undefined) delete doc[input.dataset.field]; else doc[input.dataset.field] = v;
+      continue;
+    }
+    const name = input.dataset.field.slice("options.".length);
     if (v === undefined) delete doc.options[name]; else doc.options[name] = v;
   }
   if (kind === "server") {
