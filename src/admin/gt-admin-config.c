@@ -44,6 +44,8 @@ check_bounds (JsonNode *node, guint depth, guint *n_nodes, GError **error)
           {
             if (strlen (name) > GT_ADMIN_CONFIG_MAX_STRING)
               goto too_long;
+            if (!g_utf8_validate (name, -1, NULL))
+              goto not_utf8;
             if (!check_bounds (member, depth + 1, n_nodes, error))
               return FALSE;
           }
@@ -62,6 +64,10 @@ check_bounds (JsonNode *node, guint depth, guint *n_nodes, GError **error)
       if (json_node_get_value_type (node) == G_TYPE_STRING
           && strlen (json_node_get_string (node)) > GT_ADMIN_CONFIG_MAX_STRING)
         goto too_long;
+      /* json-glib turns some invalid escapes ("\2") into bytes that are not UTF-8. */
+      if (json_node_get_value_type (node) == G_TYPE_STRING
+          && !g_utf8_validate (json_node_get_string (node), -1, NULL))
+        goto not_utf8;
       return TRUE;
     case JSON_NODE_NULL:
     default:
@@ -71,6 +77,11 @@ check_bounds (JsonNode *node, guint depth, guint *n_nodes, GError **error)
 too_long:
   g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                "a string is longer than %d bytes", GT_ADMIN_CONFIG_MAX_STRING);
+  return FALSE;
+
+not_utf8:
+  g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                       "a string is not valid UTF-8 (bad escape?)");
   return FALSE;
 }
 
