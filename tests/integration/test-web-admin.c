@@ -545,6 +545,168 @@ test_users (gpointer f, gconstpointer data)
   gt_test_proc_stop_cleanly (server);
 }
 
+typedef struct
+{
+  guint16 port;
+  char *host;
+  GtTestHttpResponse *resp;
+} SlowRequest;
+
+static gpointer
+slow_request_thread (gpointer data)
+{
+  SlowRequest *sr = data;
+  g_autoptr (GError) error = NULL;
+
+  sr->resp = gt_test_http_request (sr->port, "GET", "/slow?ms=3000", sr->host, NULL, 0, &error);
+  return NULL;
+}
+
+typedef struct
+{
+  SoupWebsocketConnection *ws;
+  char *first_message;
+  gboolean done;
+  char *error;
+} WsWait;
+
+static void
+ws_message_cb (SoupWebsocketConnection *ws, int type, GBytes *message, gpointer user_data)
+{
+  WsWait *w = user_data;
+
+  if (w->first_message == NULL)
+    w->first_message = g_strndup (g_bytes_get_data (message, NULL), g_bytes_get_size (message));
+  w->done = TRUE;
+}
+
+static void
+ws_connected_cb (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  WsWait *w = user_data;
+  g_autoptr (GError) error = NULL;
+
+  w->ws = soup_session_websocket_connect_finish (SOUP_SESSION (source), res, &error);
+  if (w->ws == NULL)
+    {
+      w->error = g_strdup (error->message);
+      w->done = TRUE;
+      return;
+    }
+  g_signal_connect (w->ws, "message", G_CALLBACK (ws_message_cb), w);
+}
+
+/* A client with webAddr: a service added through the API serves at once, its request shows in
+ * the connections while it runs, and the live socket pushes the state. */
+static void
+test_client_services (gpointer f, gconstpointer data)
+{
+  g_autoptr (Admin) a = NULL;
+  g_autoptr (Reply) r = NULL;
+  g_autoptr (GtTestHttpResponse) resp = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) args = gt_test_args_new ();
+  g_autofree char *hash = gt_admin_password_hash (ADMIN_PASSWORD, NULL);
+  g_autofree char *right = g_strdup_printf ("{\"username\":\"root\",\"password\":\"%s\"}",
+                                            ADMIN_PASSWORD);
+  g_autofree char *text = NULL;
+  g_autofree char *path = NULL;
+  g_autofree char *body = NULL;
+  g_autofree char *want = NULL;
+  g_autofree char *url = NULL;
+  g_autoptr (SoupMessage) upgrade = NULL;
+  SlowRequest sr = { 0 };
+  WsWait w = { 0 };
+  GThread *thread;
+  GtTestProc *client;
+  GtTestHttp *svc1, *svc2;
+  guint16 relay_port;
+  gboolean seen = FALSE;
+  guint from = 0;
+
+  GT_TEST_REQUIRE_GT ();
+  start_configured_server (&relay_port);
+  svc1 = gt_test_http_start ("svc-first", 0, NULL);
+  svc2 = gt_test_http_start ("svc-second", 0, NULL);
+  text = g_strdup_printf ("type: client\n"
+                          "options:\n"
+                          "  id: alice\n"
+                          "  secret: %s\n"
+                          "  remote: tcp://127.0.0.1:%u\n"
+                          "  reconnectDelay: 200ms\n"
+                          "  webAddr: 127.0.0.1:0\n"
+                          "  admin: root\n"
+                          "  password: \"%s\"\n"
+                          "services:\n"
+                          "  - local: http://127.0.0.1:%u\n"
+                          "    hostPrefix: first\n",
+                          USER_SECRET, relay_port, hash, svc1->port);
+  path = gt_test_write_file ("client.yaml", text);
+  gt_test_args_addv (args, "client", "-c", path, NULL);
+  client = gt_test_spawn_gt ("client", args);
+  a = admin_new (web_port_of (client));
+  g_ptr_array_add (a->secrets, g_strdup (USER_SECRET));
+  g_ptr_array_add (a->secrets, g_strdup ("pbkdf2-sha256"));
+  gt_test_proc_expect_line (client, "tunnel started", &from, GT_TEST_WAIT_MS);
+  admin_login (a, right);
+
+  r = request (a, "POST", "/api/users", "{\"id\":\"x\",\"user\":{}}");
+  expect_status (r, 404); /* users are a server's */
+  g_clear_pointer (&r, reply_free);
+  r = request (a, "POST", "/api/services", "{\"service\":{\"local\":\"ftp://nowhere\"}}");
+  expect_status (r, 422);
+  g_assert_nonnull (strstr (r->body, "\"field\":\"services.1.local\""));
+  g_clear_pointer (&r, reply_free);
+  body = g_strdup_printf ("{\"service\":{\"local\":\"http://127.0.0.1:%u\",\"hostPrefix\":\"second\"}}",
+                          svc2->port);
+  r = request (a, "POST", "/api/services", body);
+  expect_status (r, 200);
+  g_assert_true (json_object_get_boolean_member (obj (r), "applied"));
+  gt_test_proc_expect_line (client, "tunnel started", &from, GT_TEST_WAIT_MS);
+
+  resp = gt_test_http_request (relay_port, "GET", "/whoami", "second.example.com", NULL, 0, &error);
+  gt_test_expect_response (resp, error, 200);
+  g_assert_cmpmem (resp->body->data, resp->body->len, "svc-second", 10);
+
+  /* A request in flight shows in the connections, with the service it goes to. */
+  sr.port = relay_port;
+  sr.host = g_strdup ("second.example.com");
+  thread = g_thread_new ("slow", slow_request_thread, &sr);
+  want = g_strdup_printf ("\"service\":\"http://127.0.0.1:%u\"", svc2->port);
+  for (gint64 deadline = gt_test_deadline_in (GT_TEST_WAIT_MS); !seen && g_get_monotonic_time () < deadline;)
+    {
+      g_clear_pointer (&r, reply_free);
+      r = request (a, "GET", "/api/connections", NULL);
+      seen = strstr (r->body, want) != NULL && strstr (r->body, "\"remote\":\"127.0.0.1:") != NULL;
+      if (!seen)
+        g_usleep (100 * 1000);
+    }
+  g_assert_true (seen);
+  g_thread_join (thread);
+  g_assert_nonnull (sr.resp);
+  g_assert_cmpuint (sr.resp->status, ==, 200);
+  gt_test_http_response_free (sr.resp);
+  g_free (sr.host);
+
+  /* The live socket: refused without a session (401 checked in auth), pushes state with one. */
+  url = g_strdup_printf ("ws://127.0.0.1:%u/api/ws", a->port);
+  upgrade = soup_message_new ("GET", url);
+  soup_message_headers_replace (soup_message_get_request_headers (upgrade), "Cookie", a->cookie);
+  soup_session_websocket_connect_async (a->session, upgrade, NULL, NULL, G_PRIORITY_DEFAULT, NULL,
+                                        ws_connected_cb, &w);
+  gt_test_iterate_until (&w.done, gt_test_deadline_in (GT_TEST_WAIT_MS));
+  if (w.error != NULL)
+    gt_test_fail ("WebSocket: %s", w.error);
+  g_assert_nonnull (w.first_message);
+  g_assert_true (g_str_has_prefix (w.first_message, "{\"type\":\"state\""));
+  g_assert_nonnull (strstr (w.first_message, "\"kind\":\"client\""));
+  g_ptr_array_add (a->bodies, g_strdup (w.first_message));
+  soup_websocket_connection_close (w.ws, SOUP_WEBSOCKET_CLOSE_NORMAL, NULL);
+  g_clear_object (&w.ws);
+  g_free (w.first_message);
+  gt_test_proc_stop_cleanly (client);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -552,5 +714,7 @@ main (int argc, char **argv)
   g_test_add ("/gt/web-admin/zero-arg-setup", void, NULL, setup, test_zero_arg_setup, teardown);
   g_test_add ("/gt/web-admin/auth", void, NULL, setup, test_auth, teardown);
   g_test_add ("/gt/web-admin/users", void, NULL, setup, test_users, teardown);
+  g_test_add ("/gt/web-admin/client-services", void, NULL, setup, test_client_services,
+              teardown);
   return gt_test_run ();
 }
