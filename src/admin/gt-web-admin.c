@@ -1343,6 +1343,8 @@ char *
 gt_web_admin_make_login_link (GtWebAdmin *admin)
 {
   LoginKey *k;
+  const char *address;
+  g_autofree char *host = NULL;
 
   g_return_val_if_fail (GT_IS_WEB_ADMIN (admin), NULL);
   k = g_new0 (LoginKey, 1);
@@ -1350,8 +1352,15 @@ gt_web_admin_make_login_link (GtWebAdmin *admin)
   k->expires_us = g_get_monotonic_time () + (gint64) GT_WEB_ADMIN_KEY_TTL_S * G_USEC_PER_SEC;
   k->uses_left = GT_WEB_ADMIN_KEY_USES;
   g_ptr_array_add (admin->keys, k);
-  return g_strdup_printf ("%s://%s/#key=%s", admin->tls ? "https" : "http",
-                          gt_api_server_get_address (admin->http), k->key);
+  address = gt_api_server_get_address (admin->http);
+  /* A wildcard address is where the UI listens, not where a browser goes. */
+  if (g_str_has_prefix (address, "0.0.0.0:"))
+    host = g_strconcat ("127.0.0.1", address + strlen ("0.0.0.0"), NULL);
+  else if (g_str_has_prefix (address, "[::]:"))
+    host = g_strconcat ("[::1]", address + strlen ("[::]"), NULL);
+  else
+    host = g_strdup (address);
+  return g_strdup_printf ("%s://%s/#key=%s", admin->tls ? "https" : "http", host, k->key);
 }
 
 static void

@@ -302,7 +302,20 @@ apply_cb (const char *path, gpointer user_data, GError **error)
   g_message ("applying %s", path);
   relay_stop (r);
   if (!relay_start (r, config, error))
-    return FALSE;
+    {
+      /* The new file does not start (a port taken, a certificate missing, ...): the previous
+       * file the admin UI kept (FILE.bak) runs again, so the relay does not stay down. */
+      g_autofree char *backup = g_strconcat (path, ".bak", NULL);
+      g_autoptr (GError) old_error = NULL;
+      gpointer old = g_file_test (backup, G_FILE_TEST_EXISTS)
+                       ? relay_load (r, backup, &old_error)
+                       : NULL;
+
+      if (old != NULL && relay_start (r, old, &old_error))
+        g_prefix_error (error, "the previous configuration (%s) runs again; the new one: ",
+                        backup);
+      return FALSE;
+    }
   if (r->web != NULL)
     gt_web_admin_set_credentials (r->web, r->kind == GT_CONFIG_KIND_SERVER
                                             ? &gt_server_get_config (r->server)->web

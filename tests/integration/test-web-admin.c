@@ -541,6 +541,53 @@ test_users (gpointer f, gconstpointer data)
   r = request (a, "GET", "/api/connections", NULL);
   expect_status (r, 200);
   g_assert_nonnull (strstr (r->body, "\"id\":\"alice\""));
+
+  /* A saved file whose listener cannot open: the previous file runs again. */
+  {
+    g_autoptr (GSocket) taken = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM,
+                                              G_SOCKET_PROTOCOL_TCP, NULL);
+    g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+    g_autoptr (GSocketAddress) any = g_inet_socket_address_new (lo, 0);
+    g_autoptr (GSocketAddress) bound = NULL;
+    g_autoptr (Reply) cfg = request (a, "GET", "/api/config", NULL);
+    JsonObject *doc = json_object_get_object_member (obj (cfg), "config");
+    g_autoptr (JsonNode) send = json_node_new (JSON_NODE_OBJECT);
+    JsonObject *wrap = json_object_new ();
+    g_autofree char *addr = NULL;
+    g_autofree char *text = NULL;
+
+    g_assert_true (g_socket_bind (taken, any, TRUE, NULL));
+    g_assert_true (g_socket_listen (taken, NULL));
+    bound = g_socket_get_local_address (taken, NULL);
+    addr = g_strdup_printf ("127.0.0.1:%u",
+                            g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound)));
+    json_object_set_string_member (json_object_get_object_member (doc, "options"), "addr", addr);
+    json_object_set_object_member (wrap, "config", json_object_ref (doc));
+    json_node_take_object (send, wrap);
+    text = json_to_string (send, FALSE);
+    g_clear_pointer (&r, reply_free);
+    r = request (a, "POST", "/api/config/save", text);
+    expect_status (r, 200);
+    g_assert_false (json_object_get_boolean_member (obj (r), "applied"));
+    g_assert_nonnull (strstr (json_object_get_string_member (obj (r), "applyError"),
+                              "runs again"));
+    g_clear_pointer (&r, reply_free);
+    r = request (a, "GET", "/api/status", NULL);
+    g_assert_true (json_object_get_boolean_member (obj (r), "running"));
+    g_clear_pointer (&resp, gt_test_http_response_free);
+    gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS);
+    for (gint64 deadline = gt_test_deadline_in (GT_TEST_WAIT_MS);
+         g_get_monotonic_time () < deadline; g_usleep (100 * 1000))
+      {
+        g_clear_pointer (&resp, gt_test_http_response_free);
+        g_clear_error (&error);
+        resp = gt_test_http_request (relay_port, "GET", "/whoami", "alice.example.com", NULL, 0,
+                                     &error);
+        if (resp != NULL && resp->status == 200)
+          break;
+      }
+    gt_test_expect_response (resp, error, 200);
+  }
   gt_test_proc_stop_cleanly (client);
   gt_test_proc_stop_cleanly (server);
 }

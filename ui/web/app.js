@@ -329,6 +329,23 @@ async function drawChart() {
     g.stroke();
   };
   line("in", "#0969da"); line("out", "#cf222e");
+  // Per client (server) or tunnel (client): in + out of each, dashed, with a legend.
+  const keys = [...new Set(samples.flatMap((s) => Object.keys(s.per || {})))].slice(0, 8);
+  const colors = ["#1a7f37", "#8250df", "#bf8700", "#0550ae", "#a40e26", "#116329", "#6639ba", "#953800"];
+  g.setLineDash([4, 3]);
+  keys.forEach((k, n) => {
+    g.strokeStyle = colors[n]; g.beginPath();
+    samples.forEach((s, i) => {
+      const v = s.per && s.per[k] ? s.per[k][0] + s.per[k][1] : 0;
+      const x = i * c.width / 300, y = c.height - 20 - (v / max) * (c.height - 40);
+      i ? g.lineTo(x, y) : g.moveTo(x, y);
+    });
+    g.stroke();
+    g.fillStyle = colors[n]; g.fillText(k, c.width - 160, 14 + 14 * n);
+  });
+  g.setLineDash([]);
+  g.fillStyle = "#0969da"; g.fillText(t("bytesIn"), 4, c.height - 4);
+  g.fillStyle = "#cf222e"; g.fillText(t("bytesOut"), 60, c.height - 4);
   g.fillStyle = "#1d1d1f"; g.fillText(bytes(max) + "/s", 4, 12);
   const last = samples[samples.length - 1];
   if (last) $("traffic-now").textContent = t("bytesIn") + " " + bytes(last.in) + "/s, " + t("bytesOut") + " " + bytes(last.out) + "/s";
