@@ -1019,8 +1019,9 @@ tick_cb (gpointer user_data)
 
           v[0] = json_object_get_int_member_with_default (it, "bytesIn", 0);
           v[1] = json_object_get_int_member_with_default (it, "bytesOut", 0);
-          json_array_add_int_element (pair, last && v[0] >= last[0] ? (gint64) ((v[0] - last[0]) / secs) : 0);
-          json_array_add_int_element (pair, last && v[1] >= last[1] ? (gint64) ((v[1] - last[1]) / secs) : 0);
+          for (guint d = 0; d < 2; d++)
+            json_array_add_int_element (
+                pair, last && v[d] >= last[d] ? (gint64) ((v[d] - last[d]) / secs) : 0);
           json_object_set_array_member (per, key, pair);
           g_hash_table_insert (per_now, g_steal_pointer (&key), v);
         }

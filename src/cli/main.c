@@ -372,7 +372,8 @@ run_relay (GtConfigKind kind, const char *config_path, int argc, char **argv)
           goto fail;
         }
       r.web = gt_web_admin_new (kind, path, web_addr, web, &error);
-      if (r.web == NULL && zero_arg && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_ADDRESS_IN_USE))
+      if (r.web == NULL && zero_arg
+          && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_ADDRESS_IN_USE))
         {
           g_clear_error (&error);
           r.web = gt_web_admin_new (kind, path, "127.0.0.1:0", web, &error);

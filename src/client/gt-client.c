@@ -990,7 +990,8 @@ gt_client_get_state (GtClient *client)
   g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
   g_variant_builder_add (&b, "{sv}", "kind", g_variant_new_string ("client"));
   g_variant_builder_add (&b, "{sv}", "id", g_variant_new_string (client->config->id));
-  g_variant_builder_add (&b, "{sv}", "tunnels", g_variant_new_uint32 (gt_client_get_n_ready (client)));
+  g_variant_builder_add (&b, "{sv}", "tunnels",
+                         g_variant_new_uint32 (gt_client_get_n_ready (client)));
   g_variant_builder_add (&b, "{sv}", "streams", g_variant_new_uint32 (w.n_streams));
   g_variant_builder_add (&b, "{sv}", "bytesIn", g_variant_new_uint64 (w.bytes_in));
   g_variant_builder_add (&b, "{sv}", "bytesOut", g_variant_new_uint64 (w.bytes_out));

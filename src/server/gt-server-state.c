@@ -46,7 +46,8 @@ add_stream_cb (GtMuxStream *stream, gpointer user_data)
   w->bytes_in += in;
   w->bytes_out += out;
   g_variant_builder_open (w->streams, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (w->streams, "{sv}", "id", g_variant_new_uint32 (gt_mux_stream_get_id (stream)));
+  g_variant_builder_add (w->streams, "{sv}", "id",
+                         g_variant_new_uint32 (gt_mux_stream_get_id (stream)));
   g_variant_builder_add (w->streams, "{sv}", "tunnel", g_variant_new_uint32 (w->tunnel_index));
   g_variant_builder_add (w->streams, "{sv}", "service", g_variant_new_string (service));
   g_variant_builder_add (w->streams, "{sv}", "remote", g_variant_new_string (remote));

@@ -254,7 +254,8 @@ test_zero_arg_setup (gpointer f, gconstpointer data)
 
   /* The loader's message comes back on the field, with FILE:LINE:COLUMN. */
   bad = request (a, "POST", "/api/config/validate",
-                 "{\"config\":{\"type\":\"server\",\"options\":{\"addr\":\"127.0.0.1:notaport\"}}}");
+                 "{\"config\":{\"type\":\"server\","
+                 "\"options\":{\"addr\":\"127.0.0.1:notaport\"}}}");
   expect_status (bad, 422);
   errors = json_object_get_array_member (obj (bad), "errors");
   g_assert_cmpuint (json_array_get_length (errors), ==, 1);
@@ -271,7 +272,8 @@ test_zero_arg_setup (gpointer f, gconstpointer data)
   /* Save + apply: the relay starts in the same process. */
   g_free (body);
   body = g_strdup_printf ("{\"config\":{\"type\":\"server\",\"options\":{\"addr\":\"127.0.0.1:%u\","
-                          "\"admin\":\"root\",\"password\":\"%s\"},\"users\":{\"alice\":{\"secret\":"
+                          "\"admin\":\"root\",\"password\":\"%s\"},"
+                          "\"users\":{\"alice\":{\"secret\":"
                           "\"%s\"}}},\"apply\":true}",
                           relay_port, ADMIN_PASSWORD, USER_SECRET);
   saved = request (a, "POST", "/api/config/save", body);
@@ -450,7 +452,8 @@ test_auth (gpointer f, gconstpointer data)
         continue;
       g_clear_pointer (&r, reply_free);
       r = request (a, "GET", endpoints[i].path, NULL);
-      if (r->status != 200 && !(strcmp (endpoints[i].path, "/api/services") == 0 && r->status == 404))
+      if (r->status != 200
+          && !(strcmp (endpoints[i].path, "/api/services") == 0 && r->status == 404))
         gt_test_fail ("GET %s: %u %s", endpoints[i].path, r->status, r->body);
     }
 
@@ -515,21 +518,25 @@ test_users (gpointer f, gconstpointer data)
   r = request (a, "POST", "/api/users", "not json");
   expect_status (r, 400);
   g_clear_pointer (&r, reply_free);
-  r = request (a, "POST", "/api/users", "{\"id\":\"bob\",\"user\":{\"secret\":\"bob-secret-987654\",\"connections\":\"many\"}}");
+  r = request (a, "POST", "/api/users",
+               "{\"id\":\"bob\",\"user\":{\"secret\":\"bob-secret-987654\","
+               "\"connections\":\"many\"}}");
   expect_status (r, 422);
   errors = json_object_get_array_member (obj (r), "errors");
   g_assert_cmpstr (json_object_get_string_member (json_array_get_object_element (errors, 0),
                                                   "field"),
                    ==, "users.bob.connections");
   g_clear_pointer (&r, reply_free);
-  r = request (a, "POST", "/api/users", "{\"id\":\"bob\",\"user\":{\"secret\":\"bob-secret-987654\"}}");
+  r = request (a, "POST", "/api/users",
+               "{\"id\":\"bob\",\"user\":{\"secret\":\"bob-secret-987654\"}}");
   expect_status (r, 200);
   g_assert_true (json_object_get_boolean_member (obj (r), "applied"));
   g_clear_pointer (&r, reply_free);
   r = request (a, "GET", "/api/users", NULL);
   expect_status (r, 200);
   g_assert_true (json_object_has_member (json_object_get_object_member (obj (r), "users"), "bob"));
-  g_assert_true (json_object_has_member (json_object_get_object_member (obj (r), "users"), "alice"));
+  g_assert_true (
+      json_object_has_member (json_object_get_object_member (obj (r), "users"), "alice"));
 
   /* alice's secret survived the save (it was never sent back): alice still logs in. */
   svc = gt_test_http_start ("svc-alice", 0, NULL);
@@ -704,8 +711,9 @@ test_client_services (gpointer f, gconstpointer data)
   expect_status (r, 422);
   g_assert_nonnull (strstr (r->body, "\"field\":\"services.1.local\""));
   g_clear_pointer (&r, reply_free);
-  body = g_strdup_printf ("{\"service\":{\"local\":\"http://127.0.0.1:%u\",\"hostPrefix\":\"second\"}}",
-                          svc2->port);
+  body = g_strdup_printf (
+      "{\"service\":{\"local\":\"http://127.0.0.1:%u\",\"hostPrefix\":\"second\"}}",
+      svc2->port);
   r = request (a, "POST", "/api/services", body);
   expect_status (r, 200);
   g_assert_true (json_object_get_boolean_member (obj (r), "applied"));
@@ -720,7 +728,8 @@ test_client_services (gpointer f, gconstpointer data)
   sr.host = g_strdup ("second.example.com");
   thread = g_thread_new ("slow", slow_request_thread, &sr);
   want = g_strdup_printf ("\"service\":\"http://127.0.0.1:%u\"", svc2->port);
-  for (gint64 deadline = gt_test_deadline_in (GT_TEST_WAIT_MS); !seen && g_get_monotonic_time () < deadline;)
+  for (gint64 deadline = gt_test_deadline_in (GT_TEST_WAIT_MS);
+       !seen && g_get_monotonic_time () < deadline;)
     {
       g_clear_pointer (&r, reply_free);
       r = request (a, "GET", "/api/connections", NULL);
