@@ -88,7 +88,7 @@ not_utf8:
 JsonNode *
 gt_admin_parse_json_body (const char *data, gsize len, GError **error)
 {
-  g_autoptr (JsonParser) parser = json_parser_new_immutable ();
+  g_autoptr (JsonParser) parser = json_parser_new ();
   g_autoptr (GError) local = NULL;
   JsonNode *root;
   guint n = 0;
@@ -366,13 +366,14 @@ emit_node (Emitter *e, JsonNode *node, guint indent, const char *path, guint dep
     }
   if (JSON_NODE_HOLDS_OBJECT (node))
     {
-      JsonObjectIter iter;
-      const char *name;
-      JsonNode *member;
+      JsonObject *object = json_node_get_object (node);
+      /* In the order the members came (json-glib's iterator follows its hash table). */
+      g_autoptr (GList) names = json_object_get_members (object);
 
-      json_object_iter_init (&iter, json_node_get_object (node));
-      while (json_object_iter_next (&iter, &name, &member))
+      for (GList *l = names; l != NULL; l = l->next)
         {
+          const char *name = l->data;
+          JsonNode *member = json_object_get_member (object, name);
           g_autofree char *child = *path ? g_strdup_printf ("%s.%s", path, name)
                                          : g_strdup (name);
 
@@ -556,9 +557,12 @@ gt_admin_config_merge_secrets (JsonNode *doc, JsonNode *old, GError **error)
           JsonNode *user = json_object_get_member (users, l->data);
           JsonNode *old_user = old_users ? json_object_get_member (old_users, l->data) : NULL;
 
-          if (user != NULL && JSON_NODE_HOLDS_OBJECT (user) && old_user != NULL
-              && JSON_NODE_HOLDS_OBJECT (old_user))
-            keep_secret (json_node_get_object (user), json_node_get_object (old_user), "secret");
+          if (user != NULL && JSON_NODE_HOLDS_OBJECT (user))
+            keep_secret (json_node_get_object (user),
+                         old_user != NULL && JSON_NODE_HOLDS_OBJECT (old_user)
+                           ? json_node_get_object (old_user)
+                           : NULL,
+                         "secret");
         }
     }
   return TRUE;
