@@ -279,7 +279,8 @@ test_zero_arg_setup (gpointer f, gconstpointer data)
   saved = request (a, "POST", "/api/config/save", body);
   expect_status (saved, 200);
   g_assert_true (json_object_get_boolean_member (obj (saved), "applied"));
-  gt_test_proc_expect_line (server, "listening on 127\\.0\\.0\\.1", &from, GT_TEST_WAIT_MS);
+  g_free (
+      gt_test_proc_expect_line (server, "listening on 127\\.0\\.0\\.1", &from, GT_TEST_WAIT_MS));
   g_assert_true (g_file_get_contents (file, &yaml, NULL, NULL));
   g_assert_null (strstr (yaml, ADMIN_PASSWORD)); /* stored hashed */
   g_assert_nonnull (strstr (yaml, "pbkdf2-sha256$"));
@@ -293,7 +294,7 @@ test_zero_arg_setup (gpointer f, gconstpointer data)
   /* The new route serves. */
   svc = gt_test_http_start ("svc-one", 0, NULL);
   client = start_client ("client", relay_port, svc->port, "web");
-  gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS);
+  g_free (gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS));
   resp = gt_test_http_request (relay_port, "GET", "/whoami", "web.example.com", NULL, 0, &error);
   gt_test_expect_response (resp, error, 200);
   g_assert_cmpmem (resp->body->data, resp->body->len, "svc-one", 7);
@@ -301,7 +302,7 @@ test_zero_arg_setup (gpointer f, gconstpointer data)
   /* Disconnect: the server closes the client's tunnels. */
   kick = request (a, "POST", "/api/users/alice/disconnect", "{}");
   expect_status (kick, 200);
-  gt_test_proc_expect_line (server, "tunnel closed: client=alice", &from, GT_TEST_WAIT_MS);
+  g_free (gt_test_proc_expect_line (server, "tunnel closed: client=alice", &from, GT_TEST_WAIT_MS));
   g_clear_pointer (&kick, reply_free);
   kick = request (a, "POST", "/api/users/nobody/disconnect", "{}");
   expect_status (kick, 404);
@@ -541,7 +542,7 @@ test_users (gpointer f, gconstpointer data)
   /* alice's secret survived the save (it was never sent back): alice still logs in. */
   svc = gt_test_http_start ("svc-alice", 0, NULL);
   client = start_client ("client", relay_port, svc->port, "alice");
-  gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS);
+  g_free (gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS));
   resp = gt_test_http_request (relay_port, "GET", "/whoami", "alice.example.com", NULL, 0, &error);
   gt_test_expect_response (resp, error, 200);
   g_clear_pointer (&r, reply_free);
@@ -582,7 +583,6 @@ test_users (gpointer f, gconstpointer data)
     r = request (a, "GET", "/api/status", NULL);
     g_assert_true (json_object_get_boolean_member (obj (r), "running"));
     g_clear_pointer (&resp, gt_test_http_response_free);
-    gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS);
     for (gint64 deadline = gt_test_deadline_in (GT_TEST_WAIT_MS);
          g_get_monotonic_time () < deadline; g_usleep (100 * 1000))
       {
@@ -701,7 +701,7 @@ test_client_services (gpointer f, gconstpointer data)
   a = admin_new (web_port_of (client));
   g_ptr_array_add (a->secrets, g_strdup (USER_SECRET));
   g_ptr_array_add (a->secrets, g_strdup ("pbkdf2-sha256"));
-  gt_test_proc_expect_line (client, "tunnel started", &from, GT_TEST_WAIT_MS);
+  g_free (gt_test_proc_expect_line (client, "tunnel started", &from, GT_TEST_WAIT_MS));
   admin_login (a, right);
 
   r = request (a, "POST", "/api/users", "{\"id\":\"x\",\"user\":{}}");
@@ -717,7 +717,7 @@ test_client_services (gpointer f, gconstpointer data)
   r = request (a, "POST", "/api/services", body);
   expect_status (r, 200);
   g_assert_true (json_object_get_boolean_member (obj (r), "applied"));
-  gt_test_proc_expect_line (client, "tunnel started", &from, GT_TEST_WAIT_MS);
+  g_free (gt_test_proc_expect_line (client, "tunnel started", &from, GT_TEST_WAIT_MS));
 
   resp = gt_test_http_request (relay_port, "GET", "/whoami", "second.example.com", NULL, 0, &error);
   gt_test_expect_response (resp, error, 200);
