@@ -52,6 +52,7 @@ struct _GtWebAdmin
   char *config_path;
   GtApiServer *http;
   gboolean tls;
+  gboolean loopback_only; /* bound to a loopback address: Host must be loopback too */
   char *admin_user;     /* NULL: only one-time links log in */
   char *password_hash;  /* hash or GT's plaintext */
   GHashTable *sessions; /* token → Session* */
@@ -1100,6 +1101,39 @@ handle_logs (GtWebAdmin *admin, SoupServerMessage *msg, GHashTable *query)
 
 /* Routing ----------------------------------------------------------------------------------- */
 
+/* A UI bound to loopback answers only requests addressed to loopback by name or address: a page
+ * of another site whose name an attacker points at 127.0.0.1 (DNS rebinding) is refused. */
+static gboolean
+host_allowed (GtWebAdmin *admin, SoupServerMessage *msg)
+{
+  const char *host = soup_message_headers_get_one (soup_server_message_get_request_headers (msg),
+                                                   "Host");
+  g_autofree char *name = NULL;
+  g_autoptr (GInetAddress) inet = NULL;
+  const char *end;
+
+  if (!admin->loopback_only)
+    return TRUE;
+  if (host == NULL)
+    return FALSE;
+  if (host[0] == '[')
+    {
+      end = strchr (host, ']');
+      if (end == NULL)
+        return FALSE;
+      name = g_strndup (host + 1, end - host - 1);
+    }
+  else
+    {
+      end = strrchr (host, ':');
+      name = end != NULL ? g_strndup (host, end - host) : g_strdup (host);
+    }
+  if (g_ascii_strcasecmp (name, "localhost") == 0)
+    return TRUE;
+  inet = g_inet_address_new_from_string (name);
+  return inet != NULL && g_inet_address_get_is_loopback (inet);
+}
+
 static gboolean
 is_state_changing (const char *method)
 {
@@ -1120,6 +1154,11 @@ api_cb (SoupServer *soup, SoupServerMessage *msg, const char *path, GHashTable *
   Session *session;
   guint n;
 
+  if (!host_allowed (admin, msg))
+    {
+      reply_error (msg, SOUP_STATUS_MISDIRECTED_REQUEST, "this UI answers on loopback only");
+      return;
+    }
   if (is_state_changing (method))
     {
       g_autoptr (GBytes) bytes = soup_message_body_flatten (req_body);
@@ -1227,7 +1266,9 @@ ws_early_cb (SoupServer *soup, SoupServerMessage *msg, const char *path, GHashTa
 {
   GtWebAdmin *admin = user_data;
 
-  if (find_session (admin, msg) == NULL)
+  if (!host_allowed (admin, msg))
+    reply_error (msg, SOUP_STATUS_MISDIRECTED_REQUEST, "this UI answers on loopback only");
+  else if (find_session (admin, msg) == NULL)
     reply_error (msg, SOUP_STATUS_UNAUTHORIZED, "log in first");
 }
 
@@ -1321,6 +1362,7 @@ gt_web_admin_new (GtConfigKind kind, const char *config_path, const char *addr,
   if (admin->http == NULL)
     return NULL;
   admin->tls = gt_api_server_is_tls (admin->http);
+  admin->loopback_only = gt_listen_addr_is_loopback (gt_api_server_get_address (admin->http));
   gt_web_admin_set_credentials (admin, web);
   soup = gt_api_server_get_soup_server (admin->http);
   soup_server_add_handler (soup, "/api", api_cb, admin, NULL);

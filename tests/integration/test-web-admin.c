@@ -409,6 +409,19 @@ test_auth (gpointer f, gconstpointer data)
     }
   g_assert_true (g_file_get_contents (file, &before, NULL, NULL));
 
+  /* DNS rebinding: another site's name pointed at 127.0.0.1 is refused before anything else. */
+  {
+    g_autoptr (GtTestHttpResponse) resp = NULL;
+    g_autoptr (GError) error = NULL;
+
+    resp = gt_test_http_request (a->port, "POST", "/api/login", "evil.example.com",
+                                 right, strlen (right), &error);
+    gt_test_expect_response (resp, error, 421);
+    g_clear_pointer (&resp, gt_test_http_response_free);
+    resp = gt_test_http_request (a->port, "GET", "/api/health", "localhost", NULL, 0, &error);
+    gt_test_expect_response (resp, error, 200);
+  }
+
   /* Wrong user, wrong password, then right. */
   g_clear_pointer (&r, reply_free);
   r = request_full (a, "POST", "/api/login",
