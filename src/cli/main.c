@@ -365,11 +365,15 @@ run_relay (GtConfigKind kind, const char *config_path, int argc, char **argv)
   setup_signals ();
   if (web_addr != NULL)
     {
+      /* Options only (`--webAddr` without -c): the UI saves to ./server.yaml (./client.yaml),
+       * which the relay then runs from, with the same options on top. */
       if (path == NULL)
         {
-          g_set_error_literal (&error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_USAGE,
-                               "webAddr needs a configuration file (-c FILE) to edit");
-          goto fail;
+          g_autofree char *cwd = g_get_current_dir ();
+
+          path = g_build_filename (cwd, kind == GT_CONFIG_KIND_SERVER ? "server.yaml"
+                                                                      : "client.yaml",
+                                   NULL);
         }
       r.web = gt_web_admin_new (kind, path, web_addr, web, &error);
       if (r.web == NULL && zero_arg
