@@ -53,6 +53,7 @@ struct _GtWebAdmin
   GtApiServer *http;
   gboolean tls;
   gboolean loopback_only; /* bound to a loopback address: Host must be loopback too */
+  Session *current;       /* the session of the request being handled */
   char *admin_user;     /* NULL: only one-time links log in */
   char *password_hash;  /* hash or GT's plaintext */
   GHashTable *sessions; /* token → Session* */
@@ -498,8 +499,17 @@ check_save_apply (GtWebAdmin *admin, SoupServerMessage *msg, JsonNode *doc, gboo
           reply_error (msg, SOUP_STATUS_INTERNAL_SERVER_ERROR, error->message);
           return;
         }
+      g_autofree char *hash_before = g_strdup (admin->password_hash);
+
       g_message ("admin UI: configuration saved to %s", admin->config_path);
       take_credentials (admin, doc);
+      if (g_strcmp0 (hash_before, admin->password_hash) != 0)
+        {
+          end_sessions (admin, admin->current);
+          g_message ("admin UI: admin password changed; other sessions ended");
+        }
+      if (hash_before != NULL)
+        memset (hash_before, 0, strlen (hash_before));
       if (apply)
         {
           applied = apply_config (admin, &error);
@@ -1208,6 +1218,7 @@ api_cb (SoupServer *soup, SoupServerMessage *msg, const char *path, GHashTable *
         }
     }
 
+  admin->current = session;
   parts = g_strsplit (path + strlen ("/api/"), "/", 5);
   n = g_strv_length (parts);
   if (n == 1 && strcmp (parts[0], "session") == 0 && method == SOUP_METHOD_GET)
@@ -1257,6 +1268,7 @@ api_cb (SoupServer *soup, SoupServerMessage *msg, const char *path, GHashTable *
     handle_password (admin, msg, session, body);
   else
     reply_error (msg, SOUP_STATUS_NOT_FOUND, "not found");
+  admin->current = NULL;
 }
 
 /* The live socket: only for a session; the early handler refuses others before the upgrade. */

@@ -208,6 +208,7 @@ test_zero_arg_setup (gpointer f, gconstpointer data)
 {
   g_autoptr (GPtrArray) args = gt_test_args_new ();
   g_autoptr (Admin) a = NULL;
+  Admin *other_session = NULL;
   g_autoptr (Reply) r = NULL;
   g_autoptr (Reply) bad = NULL;
   g_autoptr (Reply) saved = NULL;
@@ -269,6 +270,17 @@ test_zero_arg_setup (gpointer f, gconstpointer data)
   file = g_build_filename (gt_test_tmpdir (), "server.yaml", NULL);
   g_assert_false (g_file_test (file, G_FILE_TEST_EXISTS)); /* validate does not save */
 
+  /* A second session (the link again); setting the password in the saved file ends it. */
+  {
+    g_autoptr (Admin) other = admin_new (a->port);
+
+    admin_login (other, body);
+    g_clear_pointer (&r, reply_free);
+    r = request (other, "GET", "/api/status", NULL);
+    expect_status (r, 200);
+    other_session = g_steal_pointer (&other);
+  }
+
   /* Save + apply: the relay starts in the same process. */
   g_free (body);
   body = g_strdup_printf ("{\"config\":{\"type\":\"server\",\"options\":{\"addr\":\"127.0.0.1:%u\","
@@ -286,6 +298,12 @@ test_zero_arg_setup (gpointer f, gconstpointer data)
   g_assert_nonnull (strstr (yaml, "pbkdf2-sha256$"));
   status = request (a, "GET", "/api/status", NULL);
   g_assert_true (json_object_get_boolean_member (obj (status), "running"));
+  g_clear_pointer (&r, reply_free);
+  r = request (other_session, "GET", "/api/status", NULL);
+  expect_status (r, 401);
+  g_ptr_array_extend (a->bodies, other_session->bodies, (GCopyFunc) (void (*) (void)) g_strdup,
+                      NULL);
+  g_clear_pointer (&other_session, admin_free);
 
   /* Secrets come back blank; saving them blank keeps them. */
   config = request (a, "GET", "/api/config", NULL);
@@ -307,10 +325,10 @@ test_zero_arg_setup (gpointer f, gconstpointer data)
   kick = request (a, "POST", "/api/users/nobody/disconnect", "{}");
   expect_status (kick, 404);
 
-  /* The one-time link is spent after a few uses (one used above). */
+  /* The one-time link is spent after a few uses (two used above). */
   g_free (body);
   body = g_strdup_printf ("{\"key\":\"%s\"}", key);
-  for (guint i = 1; i < 3; i++)
+  for (guint i = 2; i < 3; i++)
     {
       g_clear_pointer (&r, reply_free);
       r = request_full (a, "POST", "/api/login", body, NULL, NULL);
