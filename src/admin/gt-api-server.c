@@ -6,7 +6,10 @@
 #include <json-glib/json-glib.h>
 #include <libsoup/soup.h>
 
+#include <glib/gstdio.h>
+
 #include "gt-api-server.h"
+#include "gt-certificate.h"
 #include "gt-client.h"
 #include "gt-config.h"
 #include "gt-metrics.h"
@@ -765,9 +768,33 @@ format_address (GInetAddress *inet, guint16 port)
   return g_strdup_printf ("%s:%u", host, port);
 }
 
-GtApiServer *
-gt_api_server_new (GtServer *server, const char *addr, const char *cert_file,
-                   const char *key_file, GError **error)
+/* "auto": a self-signed certificate made now (files in a private temp dir, removed at once). */
+static GTlsCertificate *
+generated_certificate (GError **error)
+{
+  g_autofree char *dir = g_dir_make_tmp ("gt-web-XXXXXX", error);
+  g_autofree char *cert_path = NULL;
+  g_autofree char *key_path = NULL;
+  const char *const names[] = { "localhost", "127.0.0.1", "::1", NULL };
+  GTlsCertificate *cert = NULL;
+
+  if (dir == NULL)
+    return NULL;
+  cert_path = g_build_filename (dir, "cert.pem", NULL);
+  key_path = g_build_filename (dir, "key.pem", NULL);
+  if (gt_certificate_generate (cert_path, key_path, names, error))
+    cert = g_tls_certificate_new_from_files (cert_path, key_path, error);
+  g_unlink (cert_path);
+  g_unlink (key_path);
+  g_rmdir (dir);
+  return cert;
+}
+
+/* server NULL: the admin UI's listener (no /status, /metrics; its handlers come from
+ * gt-web-admin.c), where cert_file "auto" means a generated certificate. */
+static GtApiServer *
+api_server_new (GtServer *server, const char *addr, const char *cert_file, const char *key_file,
+                const char *what, GError **error)
 {
   g_autoptr (GtApiServer) api = NULL;
   g_autoptr (GSocketAddress) want = NULL;
@@ -775,42 +802,43 @@ gt_api_server_new (GtServer *server, const char *addr, const char *cert_file,
   g_autoptr (GInetSocketAddress) bound = NULL;
   g_autoptr (GInetAddress) target = NULL;
 
-  g_return_val_if_fail (GT_IS_SERVER (server), NULL);
-  g_return_val_if_fail (addr != NULL, NULL);
-
   if ((cert_file == NULL) != (key_file == NULL))
     {
-      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                           "the API needs both apiCertFile and apiKeyFile for HTTPS");
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "the %s needs both a certificate and a key file for HTTPS", what);
       return NULL;
     }
   want = parse_api_address (addr, error);
   if (want == NULL)
     return NULL;
-  if (cert_file != NULL)
+  if (cert_file != NULL && server == NULL && strcmp (cert_file, "auto") == 0)
+    cert = generated_certificate (error);
+  else if (cert_file != NULL)
+    cert = g_tls_certificate_new_from_files (cert_file, key_file, error);
+  if (cert_file != NULL && cert == NULL)
     {
-      cert = g_tls_certificate_new_from_files (cert_file, key_file, error);
-      if (cert == NULL)
-        {
-          g_prefix_error (error, "API certificate: ");
-          return NULL;
-        }
+      g_prefix_error (error, "%s certificate: ", what);
+      return NULL;
     }
 
   api = g_object_new (GT_TYPE_API_SERVER, NULL);
   api->server = server;
-  g_object_add_weak_pointer (G_OBJECT (server), (gpointer *) &api->server);
+  if (server != NULL)
+    g_object_add_weak_pointer (G_OBJECT (server), (gpointer *) &api->server);
   api->cert = g_steal_pointer (&cert);
   api->soup = soup_server_new ("server-header", "gt/" PACKAGE_VERSION " ", NULL);
-  soup_server_add_handler (api->soup, NULL, handler_cb, api, NULL);
+  if (server != NULL)
+    soup_server_add_handler (api->soup, NULL, handler_cb, api, NULL);
   api->service = listen_for (api, api->soup, want, &bound, error);
   if (api->service == NULL)
     {
-      g_prefix_error (error, "API listener %s: ", addr);
+      g_prefix_error (error, "%s listener %s: ", what, addr);
       return NULL;
     }
   api->address = format_address (g_inet_socket_address_get_address (bound),
                                  g_inet_socket_address_get_port (bound));
+  if (server == NULL)
+    return g_steal_pointer (&api);
 
   if (api->cert != NULL)
     {
@@ -839,6 +867,37 @@ gt_api_server_new (GtServer *server, const char *addr, const char *cert_file,
     }
   g_message ("API listening on %s://%s", api->cert != NULL ? "https" : "http", api->address);
   return g_steal_pointer (&api);
+}
+
+GtApiServer *
+gt_api_server_new (GtServer *server, const char *addr, const char *cert_file,
+                   const char *key_file, GError **error)
+{
+  g_return_val_if_fail (GT_IS_SERVER (server), NULL);
+  g_return_val_if_fail (addr != NULL, NULL);
+  return api_server_new (server, addr, cert_file, key_file, "API", error);
+}
+
+GtApiServer *
+gt_api_server_new_for_web (const char *addr, const char *cert_file, const char *key_file,
+                           GError **error)
+{
+  g_return_val_if_fail (addr != NULL, NULL);
+  return api_server_new (NULL, addr, cert_file, key_file, "admin UI", error);
+}
+
+SoupServer *
+gt_api_server_get_soup_server (GtApiServer *api)
+{
+  g_return_val_if_fail (GT_IS_API_SERVER (api), NULL);
+  return api->soup;
+}
+
+gboolean
+gt_api_server_is_tls (GtApiServer *api)
+{
+  g_return_val_if_fail (GT_IS_API_SERVER (api), FALSE);
+  return api->cert != NULL;
 }
 
 const char *

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <gio/gio.h>
+#include <libsoup/soup.h>
 #include "gt-server.h"
 
 G_BEGIN_DECLS
@@ -23,6 +24,13 @@ G_DECLARE_FINAL_TYPE (GtApiServer, gt_api_server, GT, API_SERVER, GObject)
  *   other paths 404 {"error":"not found"} */
 GtApiServer *gt_api_server_new (GtServer *server, const char *addr, const char *cert_file,
                                 const char *key_file, GError **error);
+/* The same listener (address rules, HTTPS, accepted connections handed to libsoup) for the
+ * admin web UI (webAddr): no handler of its own; cert_file and key_file "auto" make a
+ * self-signed certificate. The caller adds handlers to gt_api_server_get_soup_server(). */
+GtApiServer *gt_api_server_new_for_web (const char *addr, const char *cert_file,
+                                        const char *key_file, GError **error);
+SoupServer *gt_api_server_get_soup_server (GtApiServer *api);
+gboolean gt_api_server_is_tls (GtApiServer *api);
 const char *gt_api_server_get_address (GtApiServer *api);   /* "127.0.0.1:PORT" as bound */
 typedef char *(*GtApiMetricsFunc) (gpointer user_data);     /* returns the whole /metrics body */
 void gt_api_server_set_metrics_func (GtApiServer *api, GtApiMetricsFunc func, gpointer user_data,

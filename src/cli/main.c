@@ -19,6 +19,7 @@
 #include "gt-stun-server.h"
 #include "gt-systemd.h"
 #include "gt-transport.h"
+#include "gt-web-admin.h"
 
 static const char usage_main[] =
   "Usage: gt [-c FILE|DIR] [--depth N] [-s reload|restart|stop] [COMMAND] [OPTIONS]\n"
@@ -173,58 +174,6 @@ start_stun_server (GtServer *server, GtStunServer **stun_out, GError **error)
   return TRUE;
 }
 
-static int
-run_server (const char *config_path, int argc, char **argv)
-{
-  g_autoptr (GtServerConfig) config = gt_server_config_new ();
-  g_autoptr (GtServer) server = NULL;
-  g_autoptr (GtApiServer) api = NULL;
-  g_autoptr (GtStunServer) stun = NULL;
-  g_autoptr (GError) error = NULL;
-
-  if (config_path && !gt_server_config_load_file (config, config_path, NULL, &error))
-    goto fail;
-  if (!gt_server_config_apply_args (config, argc, argv, &error))
-    goto fail;
-  if (!gt_server_config_validate (config, NULL, &error))
-    goto fail;
-  if (!gt_log_init (config->log_level, &error))
-    goto fail;
-  /* Before any TLS and before threads: GIO takes the TLS settings once per process. */
-  if (!gt_transport_tls_init (config->tls_version, &error))
-    goto fail;
-  print_warnings (config->warnings);
-
-  server = gt_server_new (g_steal_pointer (&config));
-  running_server = server;
-  g_signal_connect (server, "drained", G_CALLBACK (drained_cb), NULL);
-  /* Handlers first: a SIGTERM right after "listening on" must already drain. */
-  setup_signals ();
-  if (!gt_server_start (server, &error))
-    goto fail;
-  if (!start_api_server (server, &api, &error))
-    goto fail;
-  if (!start_stun_server (server, &stun, &error))
-    goto fail;
-  gt_sd_notify ("READY=1\nSTATUS=listening on %s", gt_server_get_listen_address (server));
-  g_main_loop_run (loop);
-  running_server = NULL;
-  g_clear_object (&api);
-  g_clear_object (&stun);
-  gt_server_stop (server);
-  return 0;
-
-fail:
-  fprintf (stderr, "gt server: %s\n", error->message);
-  return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
-}
-
-static void
-client_ready_cb (GtClient *client, gpointer user_data)
-{
-  gt_sd_notify ("READY=1\nSTATUS=%u tunnels ready", gt_client_get_n_ready (client));
-}
-
 static guint16
 client_tcp_port_cb (guint service_index, gpointer user_data)
 {
@@ -237,44 +186,276 @@ client_signalling_cb (GtClient *client, int fd, gpointer user_data)
   gt_p2p_signalling_accept (user_data, fd);
 }
 
-static int
-run_client (const char *config_path, int argc, char **argv)
+/* One relay (server or client) with its status API, restartable from its file by the admin UI. */
+typedef struct
 {
-  g_autoptr (GtClientConfig) config = gt_client_config_new ();
-  g_autoptr (GtClient) client = NULL;
-  g_autoptr (GtP2pSignalling) signalling = NULL;
-  g_autoptr (GError) error = NULL;
+  GtConfigKind kind;
+  int argc;
+  char **argv;
+  GtServer *server;
+  GtClient *client;
+  GtApiServer *api;
+  GtStunServer *stun;           /* server: stunAddr */
+  GtP2pSignalling *signalling;  /* client: GT's XP requests */
+  GtWebAdmin *web;
+  gboolean tls_ready;
+} Relay;
 
-  if (config_path && !gt_client_config_load_file (config, config_path, NULL, &error))
-    goto fail;
-  if (!gt_client_config_apply_args (config, argc, argv, &error))
-    goto fail;
-  if (!gt_client_config_validate (config, NULL, &error))
-    goto fail;
-  if (!gt_log_init (config->log_level, &error))
-    goto fail;
-  if (!gt_transport_tls_init (NULL, &error))
-    goto fail;
-  print_warnings (config->warnings);
+static void
+client_ready_cb (GtClient *client, gpointer user_data)
+{
+  gt_sd_notify ("READY=1\nSTATUS=%u tunnels ready", gt_client_get_n_ready (client));
+}
 
-  client = gt_client_new (g_steal_pointer (&config));
-  /* GT's XP requests: P2P signalling served by the client itself. */
-  signalling = gt_p2p_signalling_new (gt_client_get_config (client), client_tcp_port_cb, client);
-  gt_client_set_signalling_func (client, client_signalling_cb, signalling);
-  g_signal_connect (client, "tunnel-ready", G_CALLBACK (client_ready_cb), NULL);
-  running_client = client;
-  g_signal_connect (client, "drained", G_CALLBACK (drained_cb), NULL);
-  setup_signals ();
-  if (!gt_client_start (client, &error))
-    goto fail;
-  g_main_loop_run (loop);
+static void
+relay_stop (Relay *r)
+{
+  if (r->web != NULL)
+    {
+      gt_web_admin_set_server (r->web, NULL);
+      gt_web_admin_set_client (r->web, NULL);
+    }
+  g_clear_object (&r->api);
+  g_clear_object (&r->stun);
+  running_server = NULL;
   running_client = NULL;
-  gt_client_stop (client);
-  g_clear_object (&signalling);
-  return 0;
+  if (r->server != NULL)
+    {
+      g_signal_handlers_disconnect_by_func (r->server, drained_cb, NULL);
+      gt_server_stop (r->server);
+      g_clear_object (&r->server);
+    }
+  if (r->client != NULL)
+    {
+      g_signal_handlers_disconnect_by_func (r->client, drained_cb, NULL);
+      gt_client_stop (r->client);
+      g_clear_object (&r->client);
+    }
+  g_clear_object (&r->signalling);
+}
+
+/* Loads (file, then the command line) and validates a configuration; *web_out (may be NULL)
+ * receives a copy of its web keys. */
+static gpointer
+relay_load (Relay *r, const char *path, GError **error)
+{
+  if (r->kind == GT_CONFIG_KIND_SERVER)
+    {
+      g_autoptr (GtServerConfig) config = gt_server_config_new ();
+
+      if ((path != NULL && !gt_server_config_load_file (config, path, NULL, error))
+          || !gt_server_config_apply_args (config, r->argc, r->argv, error)
+          || !gt_server_config_validate (config, NULL, error))
+        return NULL;
+      return g_steal_pointer (&config);
+    }
+  else
+    {
+      g_autoptr (GtClientConfig) config = gt_client_config_new ();
+
+      if ((path != NULL && !gt_client_config_load_file (config, path, NULL, error))
+          || !gt_client_config_apply_args (config, r->argc, r->argv, error)
+          || !gt_client_config_validate (config, NULL, error))
+        return NULL;
+      return g_steal_pointer (&config);
+    }
+}
+
+/* Starts the relay of a loaded configuration (taken). */
+static gboolean
+relay_start (Relay *r, gpointer config, GError **error)
+{
+  const char *log_level = r->kind == GT_CONFIG_KIND_SERVER
+                            ? ((GtServerConfig *) config)->log_level
+                            : ((GtClientConfig *) config)->log_level;
+  GPtrArray *warnings = r->kind == GT_CONFIG_KIND_SERVER
+                          ? ((GtServerConfig *) config)->warnings
+                          : ((GtClientConfig *) config)->warnings;
+
+  if (!gt_log_init (log_level, error))
+    goto fail;
+  /* Before any TLS and before threads: GIO takes the TLS settings once per process. */
+  if (!r->tls_ready
+      && !gt_transport_tls_init (r->kind == GT_CONFIG_KIND_SERVER
+                                   ? ((GtServerConfig *) config)->tls_version
+                                   : NULL,
+                                 error))
+    goto fail;
+  r->tls_ready = TRUE;
+  print_warnings (warnings);
+
+  if (r->kind == GT_CONFIG_KIND_SERVER)
+    {
+      r->server = gt_server_new (config);
+      config = NULL;
+      running_server = r->server;
+      g_signal_connect (r->server, "drained", G_CALLBACK (drained_cb), NULL);
+      if (!gt_server_start (r->server, error) || !start_api_server (r->server, &r->api, error)
+          || !start_stun_server (r->server, &r->stun, error))
+        {
+          relay_stop (r);
+          return FALSE;
+        }
+      if (r->web != NULL)
+        gt_web_admin_set_server (r->web, r->server);
+      gt_sd_notify ("READY=1\nSTATUS=listening on %s", gt_server_get_listen_address (r->server));
+    }
+  else
+    {
+      r->client = gt_client_new (config);
+      config = NULL;
+      /* GT's XP requests: P2P signalling served by the client itself. */
+      r->signalling = gt_p2p_signalling_new (gt_client_get_config (r->client), client_tcp_port_cb,
+                                             r->client);
+      gt_client_set_signalling_func (r->client, client_signalling_cb, r->signalling);
+      g_signal_connect (r->client, "tunnel-ready", G_CALLBACK (client_ready_cb), NULL);
+      running_client = r->client;
+      g_signal_connect (r->client, "drained", G_CALLBACK (drained_cb), NULL);
+      if (!gt_client_start (r->client, error))
+        {
+          relay_stop (r);
+          return FALSE;
+        }
+      if (r->web != NULL)
+        gt_web_admin_set_client (r->web, r->client);
+    }
+  return TRUE;
 
 fail:
-  fprintf (stderr, "gt client: %s\n", error->message);
+  if (r->kind == GT_CONFIG_KIND_SERVER)
+    gt_server_config_free (config);
+  else
+    gt_client_config_free (config);
+  return FALSE;
+}
+
+/* The admin UI saved a configuration: stop the relay, start it again from the file. */
+static gboolean
+apply_cb (const char *path, gpointer user_data, GError **error)
+{
+  Relay *r = user_data;
+  gpointer config = relay_load (r, path, error);
+
+  if (config == NULL)
+    return FALSE;
+  g_message ("applying %s", path);
+  relay_stop (r);
+  if (!relay_start (r, config, error))
+    {
+      /* The new file does not start (a port taken, a certificate missing, ...): the previous
+       * file the admin UI kept (FILE.bak) runs again, so the relay does not stay down. */
+      g_autofree char *backup = g_strconcat (path, ".bak", NULL);
+      g_autoptr (GError) old_error = NULL;
+      gpointer old = g_file_test (backup, G_FILE_TEST_EXISTS)
+                       ? relay_load (r, backup, &old_error)
+                       : NULL;
+
+      if (old != NULL && relay_start (r, old, &old_error))
+        g_prefix_error (error, "the previous configuration (%s) runs again; the new one: ",
+                        backup);
+      return FALSE;
+    }
+  if (r->web != NULL)
+    gt_web_admin_set_credentials (r->web, r->kind == GT_CONFIG_KIND_SERVER
+                                            ? &gt_server_get_config (r->server)->web
+                                            : gt_client_get_web_config (r->client));
+  return TRUE;
+}
+
+/* `gt server` / `gt client` with neither a config nor options: the file ./server.yaml
+ * (./client.yaml) and the admin UI on GT's port (8000 / 7000, or any free one). */
+static int
+run_relay (GtConfigKind kind, const char *config_path, int argc, char **argv)
+{
+  const char *name = kind == GT_CONFIG_KIND_SERVER ? "server" : "client";
+  gboolean zero_arg = config_path == NULL && argc == 0;
+  g_autofree char *path = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GError) load_error = NULL;
+  gpointer config = NULL;
+  const GtWebConfig *web = NULL;
+  const char *web_addr;
+  Relay r = { kind, argc, argv };
+  int rc = 0;
+
+  if (zero_arg)
+    {
+      g_autofree char *cwd = g_get_current_dir ();
+
+      path = g_build_filename (cwd, kind == GT_CONFIG_KIND_SERVER ? "server.yaml" : "client.yaml",
+                               NULL);
+    }
+  else
+    path = g_strdup (config_path);
+
+  if (!zero_arg || g_file_test (path, G_FILE_TEST_EXISTS))
+    config = relay_load (&r, path, &load_error);
+  if (config == NULL && !zero_arg)
+    {
+      error = g_steal_pointer (&load_error);
+      goto fail;
+    }
+  if (config != NULL)
+    web = kind == GT_CONFIG_KIND_SERVER ? &((GtServerConfig *) config)->web
+                                        : &((GtClientConfig *) config)->web;
+  web_addr = web != NULL && web->addr != NULL ? web->addr
+             : zero_arg ? (kind == GT_CONFIG_KIND_SERVER ? "127.0.0.1:8000" : "127.0.0.1:7000")
+                        : NULL;
+  setup_signals ();
+  if (web_addr != NULL)
+    {
+      /* Options only (`--webAddr` without -c): the UI saves to ./server.yaml (./client.yaml),
+       * which the relay then runs from, with the same options on top. */
+      if (path == NULL)
+        {
+          g_autofree char *cwd = g_get_current_dir ();
+
+          path = g_build_filename (cwd, kind == GT_CONFIG_KIND_SERVER ? "server.yaml"
+                                                                      : "client.yaml",
+                                   NULL);
+        }
+      r.web = gt_web_admin_new (kind, path, web_addr, web, &error);
+      if (r.web == NULL && zero_arg
+          && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_ADDRESS_IN_USE))
+        {
+          g_clear_error (&error);
+          r.web = gt_web_admin_new (kind, path, "127.0.0.1:0", web, &error);
+        }
+      if (r.web == NULL)
+        goto fail;
+      gt_web_admin_set_apply_func (r.web, apply_cb, &r);
+      if (web == NULL || web->password == NULL)
+        {
+          g_autofree char *link = gt_web_admin_make_login_link (r.web);
+
+          /* The link logs in: printed once, kept out of the log history the UI shows. */
+          gt_log_message_unrecorded ("admin UI: open %s to log in (valid %d minutes, %d uses)",
+                                     link, GT_WEB_ADMIN_KEY_TTL_S / 60, GT_WEB_ADMIN_KEY_USES);
+        }
+    }
+  if (config == NULL)
+    {
+      if (load_error != NULL)
+        g_warning ("%s: %s; fix it in the admin UI", path, load_error->message);
+      else
+        g_message ("no configuration at %s: create it in the admin UI", path);
+    }
+  else if (!relay_start (&r, g_steal_pointer (&config), &error))
+    {
+      if (r.web == NULL)
+        goto fail;
+      g_warning ("the %s did not start: %s; fix it in the admin UI", name, error->message);
+      g_clear_error (&error);
+    }
+  g_main_loop_run (loop);
+  relay_stop (&r);
+  g_clear_object (&r.web);
+  return rc;
+
+fail:
+  relay_stop (&r);
+  g_clear_object (&r.web);
+  fprintf (stderr, "gt %s: %s\n", name, error->message);
   return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
 }
 
@@ -392,9 +573,9 @@ main (int argc, char **argv)
 
   loop = g_main_loop_new (NULL, FALSE);
   if (strcmp (command, "server") == 0)
-    rc = run_server (config_path, argc, argv);
+    rc = run_relay (GT_CONFIG_KIND_SERVER, config_path, argc, argv);
   else if (strcmp (command, "client") == 0)
-    rc = run_client (config_path, argc, argv);
+    rc = run_relay (GT_CONFIG_KIND_CLIENT, config_path, argc, argv);
   else
     {
       fprintf (stderr, "gt: unknown command '%s' (server, client)\n\n%s", command, usage_main);

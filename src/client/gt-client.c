@@ -930,6 +930,141 @@ gt_client_get_n_ready (GtClient *client)
   return n;
 }
 
+/* gt_client_get_state ---------------------------------------------------------------------- */
+
+static char *
+format_user_addr (const GtOpenAddr *addr)
+{
+  g_autoptr (GInetAddress) inet = NULL;
+  g_autofree char *host = NULL;
+
+  if (addr == NULL || (addr->family != 4 && addr->family != 6))
+    return g_strdup ("");
+  inet = g_inet_address_new_from_bytes (addr->src, addr->family == 4 ? G_SOCKET_FAMILY_IPV4
+                                                                      : G_SOCKET_FAMILY_IPV6);
+  host = g_inet_address_to_string (inet);
+  return addr->family == 6 ? g_strdup_printf ("[%s]:%u", host, addr->src_port)
+                           : g_strdup_printf ("%s:%u", host, addr->src_port);
+}
+
+typedef struct
+{
+  GtClient *client;
+  GVariantBuilder *streams;
+  guint tunnel;
+  guint n_streams;
+  guint64 bytes_in, bytes_out;
+} StateWalk;
+
+static void
+state_stream_cb (GtMuxStream *stream, gpointer user_data)
+{
+  StateWalk *w = user_data;
+  guint index = gt_mux_stream_get_service_index (stream);
+  GPtrArray *services = w->client->config->services;
+  const char *local = index < services->len
+                        ? ((GtServiceConfig *) services->pdata[index])->local_url
+                        : "";
+  g_autofree char *remote = format_user_addr (gt_mux_stream_get_addr (stream));
+  /* To the local service: what users sent; from it: what goes back. */
+  guint64 in = gt_mux_stream_get_bytes_to_socket (stream);
+  guint64 out = gt_mux_stream_get_bytes_from_socket (stream);
+
+  w->n_streams++;
+  w->bytes_in += in;
+  w->bytes_out += out;
+  g_variant_builder_open (w->streams, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (w->streams, "{sv}", "id",
+                         g_variant_new_uint32 (gt_mux_stream_get_id (stream)));
+  g_variant_builder_add (w->streams, "{sv}", "tunnel", g_variant_new_uint32 (w->tunnel));
+  g_variant_builder_add (w->streams, "{sv}", "service", g_variant_new_string (local));
+  g_variant_builder_add (w->streams, "{sv}", "serviceIndex", g_variant_new_uint32 (index));
+  g_variant_builder_add (w->streams, "{sv}", "remote", g_variant_new_string (remote));
+  g_variant_builder_add (w->streams, "{sv}", "bytesIn", g_variant_new_uint64 (in));
+  g_variant_builder_add (w->streams, "{sv}", "bytesOut", g_variant_new_uint64 (out));
+  g_variant_builder_add (w->streams, "{sv}", "idleMs",
+                         g_variant_new_uint64 (gt_mux_stream_get_idle_us (stream) / 1000));
+  g_variant_builder_close (w->streams);
+}
+
+GVariant *
+gt_client_get_state (GtClient *client)
+{
+  static const char *const state_names[] = { "idle", "connecting", "ready", "waiting" };
+  GVariantBuilder b, tunnels, streams, services;
+  StateWalk w = { client, &streams };
+
+  g_return_val_if_fail (GT_IS_CLIENT (client), NULL);
+
+  g_variant_builder_init (&tunnels, G_VARIANT_TYPE ("aa{sv}"));
+  g_variant_builder_init (&streams, G_VARIANT_TYPE ("aa{sv}"));
+  for (guint i = 0; i < client->n_slots; i++)
+    {
+      Slot *slot = &client->slots[i];
+      const GtRemote *remote = slot_remote (slot);
+      g_autofree char *url = g_strdup_printf ("%s://%s:%u", remote->scheme, remote->host,
+                                              remote->port);
+
+      g_variant_builder_open (&tunnels, G_VARIANT_TYPE_VARDICT);
+      g_variant_builder_add (&tunnels, "{sv}", "index", g_variant_new_uint32 (i));
+      g_variant_builder_add (&tunnels, "{sv}", "state",
+                             g_variant_new_string (state_names[slot->state]));
+      g_variant_builder_add (&tunnels, "{sv}", "remote", g_variant_new_string (url));
+      g_variant_builder_add (&tunnels, "{sv}", "streams",
+                             g_variant_new_uint32 (slot->mux != NULL
+                                                     ? gt_mux_get_n_streams (slot->mux)
+                                                     : 0));
+      g_variant_builder_add (&tunnels, "{sv}", "bytesIn",
+                             g_variant_new_uint64 (slot->mux ? gt_mux_get_bytes_in (slot->mux)
+                                                             : 0));
+      g_variant_builder_add (&tunnels, "{sv}", "bytesOut",
+                             g_variant_new_uint64 (slot->mux ? gt_mux_get_bytes_out (slot->mux)
+                                                             : 0));
+      g_variant_builder_close (&tunnels);
+      if (slot->mux != NULL)
+        {
+          w.tunnel = i;
+          gt_mux_foreach_stream (slot->mux, state_stream_cb, &w);
+        }
+    }
+  g_variant_builder_init (&services, G_VARIANT_TYPE ("aa{sv}"));
+  for (guint i = 0; i < client->config->services->len; i++)
+    {
+      const GtServiceConfig *svc = client->config->services->pdata[i];
+      static const char *const kinds[] = { "http", "https", "tcp" };
+
+      g_variant_builder_open (&services, G_VARIANT_TYPE_VARDICT);
+      g_variant_builder_add (&services, "{sv}", "local", g_variant_new_string (svc->local_url));
+      g_variant_builder_add (&services, "{sv}", "kind",
+                             g_variant_new_string (kinds[svc->kind % 3]));
+      g_variant_builder_add (&services, "{sv}", "hostPrefix",
+                             g_variant_new_string (svc->host_prefix ? svc->host_prefix : ""));
+      g_variant_builder_add (&services, "{sv}", "remoteTCPPort",
+                             g_variant_new_uint32 (gt_client_get_tcp_port (client, i)));
+      g_variant_builder_close (&services);
+    }
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "kind", g_variant_new_string ("client"));
+  g_variant_builder_add (&b, "{sv}", "id", g_variant_new_string (client->config->id));
+  g_variant_builder_add (&b, "{sv}", "tunnels",
+                         g_variant_new_uint32 (gt_client_get_n_ready (client)));
+  g_variant_builder_add (&b, "{sv}", "streams", g_variant_new_uint32 (w.n_streams));
+  g_variant_builder_add (&b, "{sv}", "bytesIn", g_variant_new_uint64 (w.bytes_in));
+  g_variant_builder_add (&b, "{sv}", "bytesOut", g_variant_new_uint64 (w.bytes_out));
+  g_variant_builder_add (&b, "{sv}", "tunnelList", g_variant_builder_end (&tunnels));
+  g_variant_builder_add (&b, "{sv}", "streamList", g_variant_builder_end (&streams));
+  g_variant_builder_add (&b, "{sv}", "services", g_variant_builder_end (&services));
+  return g_variant_ref_sink (g_variant_builder_end (&b));
+}
+
+const GtWebConfig *
+gt_client_get_web_config (GtClient *client)
+{
+  g_return_val_if_fail (GT_IS_CLIENT (client), NULL);
+  return &client->config->web;
+}
+
 guint64
 gt_client_get_drain_timeout (GtClient *client)
 {

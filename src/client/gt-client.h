@@ -31,5 +31,13 @@ guint16 gt_client_get_tcp_port (GtClient *client, guint service_index);
 typedef void (*GtClientSignallingFunc) (GtClient *client, int fd, gpointer user_data);
 void gt_client_set_signalling_func (GtClient *client, GtClientSignallingFunc func,
                                     gpointer user_data);
+/* The configuration's web admin keys (owned by the client). */
+const GtWebConfig *gt_client_get_web_config (GtClient *client);
+/* A snapshot for the admin UI and D-Bus, a{sv}: kind "client", id, tunnels (ready), streams,
+ * bytesIn/bytesOut (of the open streams: toward the local services, and back), tunnelList
+ * aa{sv} (index, state, remote URL, streams, bytesIn, bytesOut), streamList aa{sv} (id, tunnel,
+ * service (local URL), serviceIndex, remote (user IP:PORT), bytesIn, bytesOut, idleMs),
+ * services aa{sv} (local, kind, hostPrefix, remoteTCPPort). No secret in it. */
+GVariant *gt_client_get_state (GtClient *client);
 
 G_END_DECLS

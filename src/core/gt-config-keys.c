@@ -54,6 +54,16 @@ static const GtConfigOpt server_opts[] = {
   SOPT ("maxHandShakeOptions", GT_OPT_UINT16, max_handshake_options,
         DEFAULT_MAX_HANDSHAKE_OPTIONS, "services per client"),
   SOPT ("allowAnyClient", GT_OPT_BOOL, allow_any_client, 0, "accept unknown client ids"),
+#define XOPT SOPT
+  XOPT ("webAddr", GT_OPT_API_ADDR, web.addr, 0,
+        "admin web UI address (host defaults to loopback)"),
+  XOPT ("webCertFile", GT_OPT_WEB_CERT, web.cert_file, 0, "PEM certificate of the web UI, or auto"),
+  XOPT ("webKeyFile", GT_OPT_WEB_CERT, web.key_file, 0, "PEM key of webCertFile, or auto"),
+  XOPT ("webInsecure", GT_OPT_BOOL, web.insecure, 0,
+        "allow plain HTTP on a non-loopback webAddr"),
+  XOPT ("admin", GT_OPT_STRING, web.admin, 0, "admin user of the web UI"),
+  XOPT ("password", GT_OPT_PASSWORD, web.password, 0, "admin password (stored hashed)"),
+#undef XOPT
 };
 
 static const GtConfigOpt client_opts[] = {
@@ -83,6 +93,16 @@ static const GtConfigOpt client_opts[] = {
         DEFAULT_WEBRTC_IDLE_TIMEOUT_MS, "close a P2P peer this long after its last channel"),
   COPT ("webrtcMinPort", GT_OPT_UINT16, webrtc_min_port, 0, "lowest ICE UDP port (0 = any)"),
   COPT ("webrtcMaxPort", GT_OPT_UINT16, webrtc_max_port, 0, "highest ICE UDP port (0 = any)"),
+#define XOPT COPT
+  XOPT ("webAddr", GT_OPT_API_ADDR, web.addr, 0,
+        "admin web UI address (host defaults to loopback)"),
+  XOPT ("webCertFile", GT_OPT_WEB_CERT, web.cert_file, 0, "PEM certificate of the web UI, or auto"),
+  XOPT ("webKeyFile", GT_OPT_WEB_CERT, web.key_file, 0, "PEM key of webCertFile, or auto"),
+  XOPT ("webInsecure", GT_OPT_BOOL, web.insecure, 0,
+        "allow plain HTTP on a non-loopback webAddr"),
+  XOPT ("admin", GT_OPT_STRING, web.admin, 0, "admin user of the web UI"),
+  XOPT ("password", GT_OPT_PASSWORD, web.password, 0, "admin password (stored hashed)"),
+#undef XOPT
 };
 
 /* A `services:` entry, or the most recent --local on the command line (`local` itself creates
@@ -137,10 +157,7 @@ static const GtConfigOpt cluster_opts[] = {
     { "sentryEnvironment", GT_LOOSE_SCALAR }, { "sentryServerName", GT_LOOSE_SCALAR },          \
     { "sentryDebug", GT_LOOSE_BOOL }, { "logFile", GT_LOOSE_SCALAR },                           \
     { "logFileMaxSize", GT_LOOSE_SCALAR }, { "logFileMaxCount", GT_LOOSE_SCALAR },              \
-    { "webAddr", GT_LOOSE_SCALAR }, { "webCertFile", GT_LOOSE_SCALAR },                         \
-    { "webKeyFile", GT_LOOSE_SCALAR }, { "pprof", GT_LOOSE_BOOL },                              \
-    { "signingKey", GT_LOOSE_SCALAR }, { "admin", GT_LOOSE_SCALAR },                            \
-    { "password", GT_LOOSE_SCALAR }, { "bbr", GT_LOOSE_BOOL }
+    { "pprof", GT_LOOSE_BOOL }, { "signingKey", GT_LOOSE_SCALAR }, { "bbr", GT_LOOSE_BOOL }
 
 static const GtConfigLoose server_unsupported[] = {
   { "httpMUXHeader", GT_LOOSE_SCALAR },
@@ -427,6 +444,7 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
     {
     case GT_OPT_STRING:
     case GT_OPT_PATH:
+    case GT_OPT_WEB_CERT:
       set_string (string_field, *text != '\0' ? text : NULL);
       break;
     case GT_OPT_TLS_VERSION:
@@ -494,6 +512,12 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
       break;
     case GT_OPT_BOOL:
       message = _gt_config_parse_bool (text, (gboolean *) (base + def->offset));
+      break;
+    case GT_OPT_PASSWORD:
+      if (strlen (text) > MAX_PASSWORD_LEN)
+        message = g_strdup_printf ("%s must be at most %d bytes", def->name, MAX_PASSWORD_LEN);
+      else
+        set_secret (string_field, *text != '\0' ? text : NULL);
       break;
     case GT_OPT_ID:
     case GT_OPT_SECRET:
@@ -566,6 +590,7 @@ metavar (GtConfigOptType type)
       return "ID";
     case GT_OPT_SECRET:
     case GT_OPT_USER_SECRET:
+    case GT_OPT_PASSWORD:
       return "SECRET";
     case GT_OPT_REMOTES:
     case GT_OPT_HTTP_URL:
@@ -575,6 +600,8 @@ metavar (GtConfigOptType type)
       return "TEXT";
     case GT_OPT_PATH:
       return "FILE";
+    case GT_OPT_WEB_CERT:
+      return "FILE|auto";
     case GT_OPT_TLS_VERSION:
       return "VERSION";
     case GT_OPT_WS_PATH:
@@ -638,4 +665,87 @@ gt_config_describe_options (GtConfigKind kind)
   rows = _gt_config_opts (GT_CONFIG_KEYS_SERVICE, &n);
   describe_rows (out, rows, n, "");
   return g_string_free (out, FALSE);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The tables for other layers (admin UI, D-Bus) */
+
+static const char *
+value_kind (GtConfigOptType type)
+{
+  switch (type)
+    {
+    case GT_OPT_BOOL:
+      return "bool";
+    case GT_OPT_UINT16:
+    case GT_OPT_UINT32:
+    case GT_OPT_INT16:
+    case GT_OPT_INT32:
+    case GT_OPT_SPEED:
+    case GT_OPT_PORT:
+      return "number";
+    case GT_OPT_DURATION:
+      return "duration";
+    case GT_OPT_SECRET:
+    case GT_OPT_USER_SECRET:
+    case GT_OPT_PASSWORD:
+      return "secret";
+    case GT_OPT_REMOTES:
+    case GT_OPT_CIDRS:
+    case GT_OPT_STUN_URLS:
+    case GT_OPT_HTTP_URLS:
+      return "list";
+    case GT_OPT_TCP_RANGES:
+      return "ranges";
+    case GT_OPT_HOST_RULES:
+      return "host-rules";
+    case GT_OPT_LOG_LEVEL:
+      return "log-level";
+    case GT_OPT_TLS_VERSION:
+      return "tls-version";
+    default:
+      return "string";
+    }
+}
+
+static void
+add_rows (GVariantBuilder *b, const GtConfigOpt *rows, gsize n)
+{
+  for (gsize i = 0; i < n; i++)
+    g_variant_builder_add (b, "(sss)", rows[i].name, value_kind (rows[i].type), rows[i].help);
+}
+
+GVariant *
+gt_config_list_keys (GtConfigKind kind, const char *section)
+{
+  GVariantBuilder b;
+  const GtConfigOpt *rows;
+  gsize n = 0;
+
+  g_return_val_if_fail (section != NULL, NULL);
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("a(sss)"));
+  if (strcmp (section, "options") == 0 && kind == GT_CONFIG_KIND_SERVER)
+    {
+      add_rows (&b, listener_opts (), GT_N_LISTENERS);
+      rows = _gt_config_opts (GT_CONFIG_KEYS_SERVER, &n);
+      add_rows (&b, rows, n);
+    }
+  else if (strcmp (section, "options") == 0 && kind == GT_CONFIG_KIND_CLIENT)
+    {
+      rows = _gt_config_opts (GT_CONFIG_KEYS_CLIENT, &n);
+      add_rows (&b, rows, n);
+    }
+  else if (strcmp (section, "users") == 0 && kind == GT_CONFIG_KIND_SERVER)
+    {
+      rows = _gt_config_opts (GT_CONFIG_KEYS_USER, &n);
+      add_rows (&b, rows, n);
+    }
+  else if (strcmp (section, "services") == 0 && kind == GT_CONFIG_KIND_CLIENT)
+    {
+      g_variant_builder_add (&b, "(sss)", "local", "string",
+                             "local service URL: http://, https:// or tcp://host:port");
+      rows = _gt_config_opts (GT_CONFIG_KEYS_SERVICE, &n);
+      add_rows (&b, rows, n);
+    }
+  return g_variant_ref_sink (g_variant_builder_end (&b));
 }

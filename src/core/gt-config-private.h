@@ -28,8 +28,8 @@ G_BEGIN_DECLS
 #define MAX_PREFIX_LEN 63
 #define DEFAULT_CLUSTER_TTL_MS (10 * 1000)
 #define DEFAULT_CLUSTER_PREFIX "/gt/"
+#define MAX_PASSWORD_LEN 256
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtConfigIssue, gt_config_issue_free)
 
 /* ------------------------------------------------------------------------------------------ */
 /* The model's private parts (gt-config.c) */
@@ -112,6 +112,7 @@ gboolean _gt_config_url_path_is_sane (const char *path);
 gboolean _gt_config_looks_like_pin (const char *text);
 void _gt_config_strv_append (char ***strv, const char *text);
 
+void _gt_web_config_clear (GtWebConfig *web);
 void _gt_config_places_set (GHashTable *places, const char *key, const char *file, guint line,
                             guint column);
 GtUserEntry *_gt_config_user_new (const char *id, guint line, guint column);
@@ -138,6 +139,8 @@ typedef enum
   GT_OPT_BOOL,
   GT_OPT_ID,
   GT_OPT_SECRET,
+  GT_OPT_PASSWORD,
+  GT_OPT_WEB_CERT,    /* GT_OPT_PATH, or "auto" for a generated certificate */    /* the web admin's password: a hash or plaintext, "" = unset */
   GT_OPT_USER_SECRET, /* a user's secret (the message names the user) */
   GT_OPT_REMOTES,
   GT_OPT_STRING,      /* "" = unset */

@@ -4,6 +4,8 @@
 
 #include "gt-config-private.h"
 
+#include <gio/gio.h>
+
 #include <stdarg.h>
 #include <string.h>
 
@@ -63,6 +65,59 @@ check_pair (GHashTable *places, const char *file, const char *a_name, const char
   if (a == NULL && b != NULL)
     return fail_key (places, b_name, file, GT_CONFIG_ERROR_INVALID, issue_out, error,
                      "%s is set without %s", b_name, a_name);
+  return TRUE;
+}
+
+gboolean
+gt_listen_addr_is_loopback (const char *addr)
+{
+  g_autofree char *host = NULL;
+  g_autoptr (GInetAddress) inet = NULL;
+  const char *colon;
+
+  g_return_val_if_fail (addr != NULL, FALSE);
+  if (addr[0] == '[')
+    {
+      const char *close = strchr (addr, ']');
+
+      if (close == NULL)
+        return FALSE;
+      host = g_strndup (addr + 1, close - addr - 1);
+    }
+  else
+    {
+      colon = strrchr (addr, ':');
+      host = colon != NULL ? g_strndup (addr, colon - addr) : g_strdup (addr);
+    }
+  if (g_ascii_strcasecmp (host, "localhost") == 0)
+    return TRUE;
+  inet = g_inet_address_new_from_string (host);
+  return inet != NULL && g_inet_address_get_is_loopback (inet);
+}
+
+/* The admin web UI: TLS files go together ("auto" for both, or two files), and a webAddr that
+ * other machines can reach needs TLS unless webInsecure says otherwise. */
+static gboolean
+check_web (GHashTable *places, const char *file, const GtWebConfig *web,
+           GtConfigIssue **issue_out, GError **error)
+{
+  if (!check_pair (places, file, "webCertFile", web->cert_file, "webKeyFile", web->key_file,
+                   issue_out, error))
+    return FALSE;
+  if (web->cert_file != NULL
+      && (strcmp (web->cert_file, "auto") == 0) != (strcmp (web->key_file, "auto") == 0))
+    return fail_key (places, "webKeyFile", file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                     "webCertFile and webKeyFile are either both auto or both files");
+  if (web->addr != NULL && web->cert_file == NULL && !web->insecure
+      && !gt_listen_addr_is_loopback (web->addr))
+    return fail_key (places, "webAddr", file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                     "webAddr %s is reachable from other machines: give webCertFile and "
+                     "webKeyFile (or auto for both), or set webInsecure: true to serve the "
+                     "admin UI over plain HTTP",
+                     web->addr);
+  if (web->admin != NULL && strlen (web->admin) > MAX_ID_LEN)
+    return fail_key (places, "admin", file, GT_CONFIG_ERROR_VALUE, issue_out, error,
+                     "admin must be at most %d bytes", MAX_ID_LEN);
   return TRUE;
 }
 
@@ -221,7 +276,7 @@ gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GE
     {
       const char *name;
       const char *addr;
-    } listeners[GT_N_LISTENERS + 1];
+    } listeners[GT_N_LISTENERS + 2];
 
     for (guint i = 0; i < GT_N_LISTENERS; i++)
       {
@@ -230,6 +285,8 @@ gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GE
       }
     listeners[GT_N_LISTENERS].name = "apiAddr";
     listeners[GT_N_LISTENERS].addr = config->api_addr;
+    listeners[GT_N_LISTENERS + 1].name = "webAddr";
+    listeners[GT_N_LISTENERS + 1].addr = config->web.addr;
 
     for (guint a = 0; a < G_N_ELEMENTS (listeners); a++)
       for (guint b = a + 1; b < G_N_ELEMENTS (listeners); b++)
@@ -242,7 +299,8 @@ gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GE
   if (!check_pair (priv->places, file, "certFile", config->cert_file, "keyFile",
                    config->key_file, issue_out, error)
       || !check_pair (priv->places, file, "apiCertFile", config->api_cert_file, "apiKeyFile",
-                      config->api_key_file, issue_out, error))
+                      config->api_key_file, issue_out, error)
+      || !check_web (priv->places, file, &config->web, issue_out, error))
     return FALSE;
   if (config->proxy_protocol
       && (config->proxy_protocol_trusted_cidrs == NULL
@@ -383,6 +441,8 @@ gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issue_out, GE
                          config->remote_cert);
     }
 
+  if (!check_web (((GtClientConfigPriv *) config)->places, file, &config->web, issue_out, error))
+    return FALSE;
   _gt_config_opts_set_defaults (config, GT_CONFIG_KEYS_CLIENT);
   _gt_config_client_clamp (config);
 

@@ -233,7 +233,7 @@ ld_option_value (Loader *ld, void *config, const GtConfigOpt *def, yaml_node_t *
   g_autofree char *warning = NULL;
   char *message;
 
-  if ((def->type == GT_OPT_PATH
+  if ((def->type == GT_OPT_PATH || (def->type == GT_OPT_WEB_CERT && strcmp (text, "auto") != 0)
        || (def->type == GT_OPT_REMOTE_CERT && !_gt_config_looks_like_pin (text)))
       && *text != '\0' && ld->base_dir != NULL && !g_path_is_absolute (text))
     text = resolved = g_build_filename (ld->base_dir, text, NULL);

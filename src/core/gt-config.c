@@ -956,8 +956,21 @@ gt_server_config_free (GtServerConfig *config)
   if (config->cluster_etcd_password != NULL)
     memset (config->cluster_etcd_password, 0, strlen (config->cluster_etcd_password));
   g_free (config->cluster_etcd_password);
+  _gt_web_config_clear (&config->web);
   g_hash_table_unref (((GtServerConfigPriv *) config)->places);
   g_free (config);
+}
+
+void
+_gt_web_config_clear (GtWebConfig *web)
+{
+  g_clear_pointer (&web->addr, g_free);
+  g_clear_pointer (&web->cert_file, g_free);
+  g_clear_pointer (&web->key_file, g_free);
+  g_clear_pointer (&web->admin, g_free);
+  if (web->password != NULL)
+    memset (web->password, 0, strlen (web->password));
+  g_clear_pointer (&web->password, g_free);
 }
 
 GtClientConfig *
@@ -997,6 +1010,7 @@ gt_client_config_free (GtClientConfig *config)
   g_ptr_array_unref (config->warnings);
   g_free (config->remote_cert);
   g_strfreev (config->remote_stun);
+  _gt_web_config_clear (&config->web);
   g_hash_table_unref (((GtClientConfigPriv *) config)->places);
   g_free (config);
 }

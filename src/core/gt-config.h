@@ -40,12 +40,24 @@ typedef struct
 void gt_config_issue_free (GtConfigIssue *issue);
 /* "FILE:LINE:COLUMN: message", or "command line: message" when there is no file. */
 char *gt_config_issue_to_string (const GtConfigIssue *issue);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtConfigIssue, gt_config_issue_free)
 
 typedef struct
 {
   guint16 first;
   guint16 last;
 } GtPortRange;
+
+/* The web admin UI of a server or client (GT's webAddr, admin, password keys). */
+typedef struct
+{
+  char *addr;        /* webAddr: "7000" → "127.0.0.1:7000"; NULL = no admin UI */
+  char *cert_file;   /* webCertFile: PEM, or "auto" for a generated certificate */
+  char *key_file;    /* webKeyFile: PEM, or "auto" */
+  gboolean insecure; /* webInsecure (ours): allow plain HTTP on a non-loopback webAddr */
+  char *admin;       /* admin user name */
+  char *password;    /* a "pbkdf2-sha256$..." hash (or GT's plaintext until saved); never logged */
+} GtWebConfig;
 
 typedef struct
 {
@@ -111,6 +123,7 @@ typedef struct
   char *cluster_etcd_key;
   char *cluster_etcd_user;      /* cluster.etcdUser, cluster.etcdPassword: etcd auth */
   char *cluster_etcd_password;
+  GtWebConfig web;              /* options.webAddr, webCertFile, ..., admin, password */
 } GtServerConfig;
 
 typedef struct
@@ -163,6 +176,7 @@ typedef struct
   guint64 webrtc_idle_timeout_ms; /* options.webrtcConnectionIdleTimeout, default 5 min */
   guint webrtc_min_port;     /* options.webrtcMinPort: ICE UDP ports, 0 = any */
   guint webrtc_max_port;     /* options.webrtcMaxPort */
+  GtWebConfig web;               /* options.webAddr, webCertFile, ..., admin, password */
 } GtClientConfig;
 
 GtServerConfig *gt_server_config_new (void);  /* defaults */
@@ -207,6 +221,11 @@ gboolean gt_client_config_apply_args (GtClientConfig *config, int argc, char **a
  * it. Free with g_free(). */
 char *gt_config_describe_options (GtConfigKind kind);
 
+/* The keys of a section ("options"; "users" of a server; "services" of a client) from the key
+ * tables, as a(sss): name, kind of value ("string", "number", "bool", "duration", "secret",
+ * "list", "ranges", "host-rules", "log-level", "tls-version"), help. Empty for other sections. */
+GVariant *gt_config_list_keys (GtConfigKind kind, const char *section);
+
 /* Pulls `-c FILE`, `--config FILE`, `-c=FILE`, `--config=FILE`, `-config FILE` out of argv
  * (argv is modified in place, *argc updated). Returns the path (or NULL). */
 char *gt_config_extract_config_path (int *argc, char **argv, GError **error);
@@ -223,6 +242,8 @@ gboolean gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issu
 gboolean gt_parse_duration (const char *text, guint64 *ms_out); /* Go syntax: 90s, 1m30s, 250ms, 1h */
 /* "80" → "0.0.0.0:80", ":80" → "0.0.0.0:80", "127.0.0.1:80", "[::1]:80" */
 char *gt_normalize_listen_addr (const char *text, GError **error);
+/* TRUE for a normalized listen address on loopback ("127.0.0.1:80", "[::1]:80", "localhost:80"). */
+gboolean gt_listen_addr_is_loopback (const char *addr);
 gboolean gt_parse_port_range (const char *text, GtPortRange *range, GError **error);
 
 /* Reads config->users_file (map id → user, same schema as `users:`) and merges it: an entry

@@ -1,6 +1,7 @@
 /* gt-log.c: structured log writer for gt: one line per event to stderr, filtered by level. */
 #include "config.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,6 +12,53 @@
 static GLogLevelFlags max_level = G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO;
 static gboolean debug_enabled;
 static gboolean writer_installed;
+
+/* The history: a ring of GT_LOG_HISTORY lines; written from any thread. */
+static GMutex history_lock;
+static char *history[GT_LOG_HISTORY];
+static guint64 history_seq; /* number of the newest line; line n sits at n % GT_LOG_HISTORY */
+
+static void
+history_add (char *line)
+{
+  g_mutex_lock (&history_lock);
+  history_seq++;
+  g_free (history[history_seq % GT_LOG_HISTORY]);
+  history[history_seq % GT_LOG_HISTORY] = line;
+  g_mutex_unlock (&history_lock);
+}
+
+GPtrArray *
+gt_log_get_recent (guint64 after, guint max, guint64 *last_seq)
+{
+  GPtrArray *lines = g_ptr_array_new_with_free_func (g_free);
+  guint64 first;
+
+  g_mutex_lock (&history_lock);
+  first = history_seq > GT_LOG_HISTORY ? history_seq - GT_LOG_HISTORY + 1 : 1;
+  if (after + 1 > first)
+    first = after + 1;
+  if (max > 0 && history_seq >= first && history_seq - first + 1 > max)
+    first = history_seq - max + 1;
+  for (guint64 n = first; n <= history_seq; n++)
+    g_ptr_array_add (lines, g_strdup (history[n % GT_LOG_HISTORY]));
+  if (last_seq != NULL)
+    *last_seq = history_seq;
+  g_mutex_unlock (&history_lock);
+  return lines;
+}
+
+void
+gt_log_message_unrecorded (const char *format, ...)
+{
+  va_list args;
+  g_autofree char *text = NULL;
+
+  va_start (args, format);
+  text = g_strdup_vprintf (format, args);
+  va_end (args);
+  g_log_structured ("gt", G_LOG_LEVEL_MESSAGE, "GT_UNRECORDED", "1", "MESSAGE", "%s", text);
+}
 
 static int
 level_rank (const char *level)
@@ -56,8 +104,10 @@ gt_log_writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields, gp
 {
   const char *message = NULL;
   const char *domain = NULL;
+  gboolean unrecorded = FALSE;
   g_autoptr (GDateTime) now = NULL;
   g_autofree char *stamp = NULL;
+  char *line;
 
   if (!(level & max_level) && !(level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL)))
     return G_LOG_WRITER_HANDLED;
@@ -68,6 +118,8 @@ gt_log_writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields, gp
         message = fields[i].value;
       else if (strcmp (fields[i].key, "GLIB_DOMAIN") == 0)
         domain = fields[i].value;
+      else if (strcmp (fields[i].key, "GT_UNRECORDED") == 0)
+        unrecorded = TRUE;
     }
 
   /* Library debug output stays off unless GT_DEBUG asks for everything. */
@@ -77,9 +129,14 @@ gt_log_writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields, gp
 
   now = g_date_time_new_now_local ();
   stamp = g_date_time_format (now, "%Y-%m-%dT%H:%M:%S");
-  fprintf (stderr, "%s.%03d %s %s\n", stamp, g_date_time_get_microsecond (now) / 1000,
-           level_name (level), message ? message : "");
+  line = g_strdup_printf ("%s.%03d %s %s", stamp, g_date_time_get_microsecond (now) / 1000,
+                          level_name (level), message ? message : "");
+  fprintf (stderr, "%s\n", line);
   fflush (stderr);
+  if (unrecorded)
+    g_free (line);
+  else
+    history_add (line);
   return G_LOG_WRITER_HANDLED;
 }
 

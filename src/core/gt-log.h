@@ -11,4 +11,13 @@ gboolean gt_log_level_is_valid (const char *level);
 /* TRUE when debug output is on (logLevel debug/trace or GT_DEBUG set). */
 gboolean gt_log_debug_enabled (void);
 
+/* The last lines written (at most GT_LOG_HISTORY, as printed: "TIME LEVEL message"), for the
+ * admin UI and D-Bus: the lines whose sequence number is above after, oldest first, at most max.
+ * *last_seq (may be NULL) receives the number of the newest line (0 when none). */
+#define GT_LOG_HISTORY 500
+GPtrArray *gt_log_get_recent (guint64 after, guint max, guint64 *last_seq);
+/* A message line that is printed but not kept in the history: for lines that carry a secret the
+ * operator must see once (the admin UI's one-time login link). */
+void gt_log_message_unrecorded (const char *format, ...) G_GNUC_PRINTF (1, 2);
+
 G_END_DECLS

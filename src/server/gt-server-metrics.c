@@ -76,6 +76,35 @@ _gt_server_counters_add (GtServerCounters *counters, GtServerSession *session,
   traffic_add (counters->user_traffic, counters->service_traffic, session, stream);
 }
 
+void
+_gt_server_counters_get_user_traffic (GtServerCounters *counters, const char *id,
+                                      guint64 *bytes_in, guint64 *bytes_out)
+{
+  GHashTableIter iter;
+  gpointer key, value;
+
+  *bytes_in = *bytes_out = 0;
+  if (id != NULL)
+    {
+      GtServerTraffic *t = g_hash_table_lookup (counters->user_traffic, id);
+
+      if (t != NULL)
+        {
+          *bytes_in = t->bytes_in;
+          *bytes_out = t->bytes_out;
+        }
+      return;
+    }
+  g_hash_table_iter_init (&iter, counters->user_traffic);
+  while (g_hash_table_iter_next (&iter, &key, &value))
+    {
+      GtServerTraffic *t = value;
+
+      *bytes_in += t->bytes_in;
+      *bytes_out += t->bytes_out;
+    }
+}
+
 static void
 count_in (GHashTable *table, const char *user, const char *what)
 {

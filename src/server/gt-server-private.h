@@ -94,6 +94,9 @@ void _gt_server_counters_clear (GtServerCounters *counters);
 /* A finished stream of session. */
 void _gt_server_counters_add (GtServerCounters *counters, GtServerSession *session,
                               GtMuxStream *stream);
+/* Bytes of the finished streams of user id (all users when NULL). */
+void _gt_server_counters_get_user_traffic (GtServerCounters *counters, const char *id,
+                                           guint64 *bytes_in, guint64 *bytes_out);
 /* A refused tunnel handshake (reason label), counted as a limit rejection too when a limit
  * refused it. id may be NULL. */
 void _gt_server_count_refusal (GtServer *server, const char *id, GtErrorCode code);

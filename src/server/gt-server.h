@@ -29,4 +29,13 @@ char *gt_server_render_metrics (GtServer *server);
 void gt_server_add_ephemeral_user (GtServer *server, const char *id, const char *secret);
 void gt_server_remove_ephemeral_user (GtServer *server, const char *id);
 
+/* A snapshot for the admin UI and D-Bus (gt-server-state.c), a{sv}: kind "server",
+ * listenAddress, listeners a{ss} (key → address), uptimeMs, tunnels, streams, bytesIn, bytesOut
+ * (cumulative: from users toward clients, and back), clients aa{sv}: id, services as, tunnels
+ * aa{sv} (index, peer, streams, bytesIn, bytesOut), streams aa{sv} (id, tunnel, service, remote
+ * "IP:PORT" of the user, bytesIn, bytesOut, idleMs), bytesIn, bytesOut. No secret in it. */
+GVariant *gt_server_get_state (GtServer *server);
+/* Closes every tunnel of the connected client id (it may reconnect); FALSE when not connected. */
+gboolean gt_server_disconnect_client (GtServer *server, const char *id);
+
 G_END_DECLS
