@@ -20,6 +20,9 @@ void gt_client_drain (GtClient *client, guint64 timeout_ms);
 guint gt_client_get_n_ready (GtClient *client);
 /* options.drainTimeout in ms. */
 guint64 gt_client_get_drain_timeout (GtClient *client);
+/* Open tunnels (handshake done) and streams; bytes in (from the server) and out counted on the
+ * tunnels, frame headers included, since the start. */
+void gt_client_get_traffic (GtClient *client, GtTraffic *traffic);
 /* Port the server opened for a tcp service, 0 if unknown. */
 guint16 gt_client_get_tcp_port (GtClient *client, guint service_index);
 
