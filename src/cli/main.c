@@ -4,6 +4,7 @@
 #define G_LOG_DOMAIN "gt"
 
 #include <glib-unix.h>
+#include <glib/gi18n-lib.h>
 #include <locale.h>
 #include <signal.h>
 #include <stdio.h>
@@ -356,13 +357,13 @@ run_status (void)
     {
       g_autofree char *phase = g_key_file_get_string (kf, "manager", "phase", NULL);
 
-      printf ("gt manager (pid %d): %s, %d workers running, %d configs with errors\n", (int) pid,
+      printf (_("gt manager (pid %d): %s, %d workers running, %d configs with errors\n"), (int) pid,
               phase ? phase : "?", g_key_file_get_integer (kf, "manager", "running", NULL),
               g_key_file_get_integer (kf, "manager", "config-errors", NULL));
     }
   else
-    printf ("gt manager (pid %d)\n", (int) pid);
-  puts ("(not on a D-Bus session bus: the state of each configuration is shown only over D-Bus)");
+    printf (_("gt manager (pid %d)\n"), (int) pid);
+  puts (_("(not on a D-Bus session bus: the state of each configuration is shown only over D-Bus)"));
   return 0;
 }
 
@@ -377,6 +378,9 @@ main (int argc, char **argv)
   int rc;
 
   setlocale (LC_ALL, "");
+  bindtextdomain (GETTEXT_PACKAGE, g_getenv ("GT_LOCALEDIR") ? g_getenv ("GT_LOCALEDIR")
+                                                             : GT_LOCALEDIR);
+  bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
   gt_log_init ("info", NULL);
 
   /* argv[0] and the subcommand (if any) go; what is left are options. */

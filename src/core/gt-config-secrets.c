@@ -4,6 +4,7 @@
 
 #define G_LOG_DOMAIN "gt-config"
 
+#include <glib/gi18n-lib.h>
 #include <string.h>
 #include <yaml.h>
 
@@ -255,8 +256,8 @@ gt_config_restore_secrets (const char *text, gssize len, const char *old_text, g
       if (old == NULL)
         {
           g_set_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE,
-                       "%u:%u: secret: \"%s\" stands for the saved secret, but there is none "
-                       "here to keep; give the secret",
+                       _("%u:%u: secret: \"%s\" stands for the saved secret, but there is "
+                         "none here to keep; give the secret"),
                        place->line, place->column, GT_CONFIG_SECRET_PLACEHOLDER);
           return NULL;
         }

@@ -3,6 +3,7 @@
 
 #define G_LOG_DOMAIN "gt-dbus"
 
+#include <glib/gi18n-lib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,11 +26,12 @@ gt_dbus_status_print_units (FILE *out, GPtrArray *units)
 {
   if (units->len == 0)
     {
-      fputs ("no configurations\n", out);
+      fprintf (out, "%s\n", _("no configurations"));
       return;
     }
-  fprintf (out, "%-24s %-7s %-13s %5s %7s %10s %10s  %s\n", "NAME", "KIND", "STATE", "CONNS",
-           "STREAMS", "IN", "OUT", "ERROR");
+  /* TRANSLATORS: column headings of `gt status`; keep them short, one word each */
+  fprintf (out, "%-24s %-7s %-13s %5s %7s %10s %10s  %s\n", _("NAME"), _("KIND"), _("STATE"),
+           _("CONNS"), _("STREAMS"), _("IN"), _("OUT"), _("ERROR"));
   for (guint i = 0; i < units->len; i++)
     {
       GtManagerUnitInfo *u = units->pdata[i];
@@ -63,7 +65,7 @@ gt_dbus_status_print (FILE *out, GError **error)
 
   if (bus == NULL)
     {
-      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "no D-Bus session bus");
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, _("no D-Bus session bus"));
       return FALSE;
     }
   objects = gt_dbus_object_manager_client_new_sync (
@@ -77,7 +79,7 @@ gt_dbus_status_print (FILE *out, GError **error)
                                                GT_DBUS_PATH, NULL, NULL);
   if (owner == NULL || manager == NULL || gt_dbus_manager1_get_version (manager) == NULL)
     {
-      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "no gt manager on the session bus (%s)",
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, _("no gt manager on the session bus (%s)"),
                    GT_DBUS_NAME);
       return FALSE;
     }
@@ -113,7 +115,8 @@ gt_dbus_status_print (FILE *out, GError **error)
   g_list_free_full (list, g_object_unref);
   g_ptr_array_sort (units, info_compare);
 
-  fprintf (out, "gt manager %s: %s, %s\n", gt_dbus_manager1_get_version (manager),
+  /* TRANSLATORS: "gt manager VERSION: PHASE, CONFIG-PATH" */
+  fprintf (out, _("gt manager %s: %s, %s\n"), gt_dbus_manager1_get_version (manager),
            gt_dbus_manager1_get_phase (manager), gt_dbus_manager1_get_config_path (manager));
   gt_dbus_status_print_units (out, units);
   return TRUE;

@@ -150,6 +150,7 @@ update_details (GtAppWindow *self)
   g_autofree char *traffic = NULL;
   g_autofree char *connections = NULL;
   g_autofree char *streams = NULL;
+  g_autofree char *total = NULL;
   g_autofree char *pid = NULL;
   const char *error;
   gboolean stopped;
@@ -164,10 +165,9 @@ update_details (GtAppWindow *self)
   adw_action_row_set_subtitle (self->error_row, error != NULL && *error ? error : _("None"));
   connections = g_strdup_printf ("%u", gt_dbus_tunnel1_get_connections (t));
   adw_action_row_set_subtitle (self->connections_row, connections);
+  total = g_strdup_printf ("%" G_GUINT64_FORMAT, gt_dbus_tunnel1_get_streams_total (t));
   /* TRANSLATORS: open streams and streams since the start */
-  streams = g_strdup_printf (_("%u open, %" G_GUINT64_FORMAT " in total"),
-                             gt_dbus_tunnel1_get_streams (t),
-                             gt_dbus_tunnel1_get_streams_total (t));
+  streams = g_strdup_printf (_("%u open, %s in total"), gt_dbus_tunnel1_get_streams (t), total);
   adw_action_row_set_subtitle (self->streams_row, streams);
   traffic = traffic_text (t);
   adw_action_row_set_subtitle (self->traffic_row, traffic);

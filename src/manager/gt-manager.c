@@ -18,6 +18,7 @@
 
 #include <gio/gio.h>
 #include <glib-unix.h>
+#include <glib/gi18n-lib.h>
 #include <glib/gstdio.h>
 
 #include "gt-manager.h"
@@ -2154,7 +2155,7 @@ unit_lookup (GtManager *self, const char *name, GError **error)
 
   if (u == NULL)
     g_set_error (error, GT_MANAGER_ERROR, GT_MANAGER_ERROR_NO_UNIT,
-                 "no running configuration named '%s'", name);
+                 _("no running configuration named '%s'"), name);
   return u;
 }
 
@@ -2208,7 +2209,8 @@ gt_manager_start_unit (GtManager *self, const char *name, GError **error)
     return FALSE;
   if (self->phase == PHASE_STOPPING || self->phase == PHASE_STOPPED)
     {
-      g_set_error (error, GT_MANAGER_ERROR, GT_MANAGER_ERROR_FAILED, "the manager is stopping");
+      g_set_error_literal (error, GT_MANAGER_ERROR, GT_MANAGER_ERROR_FAILED,
+                           _("the manager is stopping"));
       return FALSE;
     }
   u->disabled = FALSE;
@@ -2282,7 +2284,7 @@ gt_manager_get_config (GtManager *self, const char *name, GError **error)
   if (!known)
     {
       g_set_error (error, GT_MANAGER_ERROR, GT_MANAGER_ERROR_NO_UNIT,
-                   "no configuration named '%s'", name);
+                   _("no configuration named '%s'"), name);
       return NULL;
     }
   if (!g_file_get_contents (path, &text, &len, error))
@@ -2323,8 +2325,9 @@ gt_manager_set_config (GtManager *self, const char *name, const char *text,
   if (!exists && (path == NULL || !is_new_name_ok (name)))
     {
       g_set_error (error, GT_MANAGER_ERROR, GT_MANAGER_ERROR_BAD_NAME,
-                   "'%s' is not a configuration of this manager, and cannot be a new one (a file "
-                   "name such as home.yaml in a config directory)", name);
+                   _("'%s' is not a configuration of this manager, and cannot be a new one (a "
+                     "file name such as home.yaml in a config directory)"),
+                   name);
       return FALSE;
     }
   if (exists)
