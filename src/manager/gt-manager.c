@@ -2241,6 +2241,13 @@ gt_manager_check_config (const char *name, const char *text, gssize len,
   g_return_val_if_fail (name != NULL, GT_CONFIG_KIND_UNKNOWN);
   g_return_val_if_fail (text != NULL, GT_CONFIG_KIND_UNKNOWN);
 
+  /* The same bound as a file of a config directory. */
+  if ((len < 0 ? strlen (text) : (gsize) len) > GT_MANAGER_MAX_CONFIG_SIZE)
+    {
+      g_set_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID, _("%s: larger than %d MiB"),
+                   name, GT_MANAGER_MAX_CONFIG_SIZE >> 20);
+      return GT_CONFIG_KIND_UNKNOWN;
+    }
   kind = gt_config_detect_kind_data (text, len, error);
   if (kind == GT_CONFIG_KIND_UNKNOWN)
     {
@@ -2319,6 +2326,8 @@ gt_manager_set_config (GtManager *self, const char *name, const char *text,
   g_return_val_if_fail (name != NULL, FALSE);
   g_return_val_if_fail (text != NULL, FALSE);
 
+  if (strlen (text) > GT_MANAGER_MAX_CONFIG_SIZE)
+    return gt_manager_check_config (name, text, -1, issue_out, error) != GT_CONFIG_KIND_UNKNOWN;
   path = unit_path_for (self, name);
   exists = path != NULL
            && (g_hash_table_contains (self->units, path) || g_hash_table_contains (self->invalid, path));

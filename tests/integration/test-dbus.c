@@ -369,6 +369,19 @@ test_control (Fixture *f, gconstpointer data)
   g_dbus_error_strip_remote_error (error);
   g_assert_true (g_str_has_prefix (error->message, "new.yaml:3:11: "));
   g_clear_error (&error);
+  /* A document is bounded like a file of the config directory (10 MiB). */
+  {
+    gsize big_len = 11 * 1024 * 1024;
+    g_autofree char *big = g_malloc (big_len + 1);
+
+    memset (big, '#', big_len);
+    big[big_len] = '\0';
+    g_assert_false (gt_dbus_manager1_call_set_config_sync (f->manager_iface, "client.yaml", big,
+                                                           NULL, &error));
+    g_assert_error (error, GT_DBUS_ERROR, GT_DBUS_ERROR_INVALID);
+    g_assert_nonnull (strstr (error->message, "client.yaml: larger than 10 MiB"));
+    g_clear_error (&error);
+  }
   /* Unknown names and names that are no file names. */
   g_assert_false (gt_dbus_manager1_call_stop_tunnel_sync (f->manager_iface, "nope.yaml",
                                                           NULL,
