@@ -94,7 +94,7 @@ sleep 0.5
 activate screenshot "[<'$LOGDIR/app-main-window.png'>]"
 
 activate edit-tunnel "[<'client.yaml'>]"
-sleep 2
+if wait_for 20 state_has editing "'client.yaml'"; then ok "the editor loads client.yaml"; else not_ok "the editor did not load"; fi
 # A wrong value: refused by the daemon's validation, the file stays.
 activate set-field "[<('remote', 'tcp://127.0.0.1:99999')>]"
 activate save "[]"

@@ -4,7 +4,8 @@
  * Window actions (also the automation hook of the tests, exported on D-Bus by GtApp):
  *   show-list, show-tunnel(s), edit-tunnel(s), edit-current, toggle-current, new-config(s),
  *   set-field((ss)), save, screenshot(s); stateful visible-tunnels (as: "NAME=STATE" of the
- *   rows shown) and last-save (s: "" while saving, "ok" or the error message). */
+ *   rows shown), last-save (s: "" while saving, "ok" or the error message) and editing (s: the
+ *   tunnel loaded in the editor, "" for a new one). */
 #include "config.h"
 
 #define G_LOG_DOMAIN "gt-app"
@@ -416,6 +417,9 @@ edit_show (EditData *d, const char *secret)
   g_free (self->editing);
   self->editing = g_strdup (d->name);
   gt_app_editor_load (self->editor, d->kind, d->name, d->document, secret);
+  g_simple_action_set_state (
+    G_SIMPLE_ACTION (g_action_map_lookup_action (G_ACTION_MAP (self), "editing")),
+    g_variant_new_string (d->name != NULL ? d->name : ""));
   adw_window_title_set_subtitle (self->window_title, d->name ? d->name : _("New Configuration"));
   show_page (self, "editor");
   edit_data_free (d);
@@ -640,6 +644,7 @@ static const GActionEntry win_actions[] = {
   { "screenshot", screenshot_action, "s", NULL, NULL },
   { "visible-tunnels", NULL, NULL, "@as []", NULL },
   { "last-save", NULL, NULL, "''", NULL },
+  { "editing", NULL, NULL, "''", NULL },
 };
 
 static void
