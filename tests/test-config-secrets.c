@@ -57,7 +57,15 @@ test_restore (void)
   g_assert_no_error (error);
   back = gt_config_restore_secrets (s, -1, server_doc, -1, &error);
   g_assert_no_error (error);
-  g_assert_cmpstr (back, ==, server_doc);
+  /* Single-line scalars come back as they were; a block scalar as a quoted one. */
+  {
+    GString *want = g_string_new (server_doc);
+
+    g_string_replace (want, "    secret: |\n      carol-secret\n", "    secret: \"carol-secret\\x0a\"\n",
+                      1);
+    g_assert_cmpstr (back, ==, want->str);
+    g_string_free (want, TRUE);
+  }
 
   /* Secrets move with their user, a new value replaces the old one. */
   e = g_string_new (s);
@@ -80,8 +88,26 @@ test_restore (void)
   g_assert_no_error (error);
   g_assert_nonnull (strstr (back, "    secret: alice-secret\n"));
   g_assert_nonnull (strstr (back, "  bob: {secret: fresh}\n"));
-  g_assert_nonnull (strstr (back, "      carol-secret\n"));
+  g_assert_nonnull (strstr (back, "    secret: \"carol-secret\\x0a\"\n"));
   g_assert_null (strstr (back, "bob-secret"));
+}
+
+/* Marks count characters: a comment in Chinese before the secret must not shift the bytes. */
+static void
+test_utf8 (void)
+{
+  static const char doc[] = "\xef\xbb\xbf# 客户端配置，密钥见下\noptions:\n  id: 用户\n  secret: 秘密-s3cret\n";
+  g_autoptr (GError) error = NULL;
+  g_autofree char *r = gt_config_redact_secrets (doc, -1, &error);
+  g_autofree char *back = NULL;
+
+  g_assert_no_error (error);
+  g_assert_cmpstr (r, ==, "\xef\xbb\xbf# 客户端配置，密钥见下\noptions:\n  id: 用户\n  secret: \"(unchanged)\"\n");
+  back = gt_config_restore_secrets (r, -1, doc, -1, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (back, ==, doc);
+  g_assert_null (gt_config_redact_secrets ("secret: \xff\n", -1, &error));
+  g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_SYNTAX);
 }
 
 static void
@@ -102,5 +128,6 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/core/config-secrets/redact", test_redact);
   g_test_add_func ("/gt/core/config-secrets/restore", test_restore);
   g_test_add_func ("/gt/core/config-secrets/syntax", test_syntax);
+  g_test_add_func ("/gt/core/config-secrets/utf8", test_utf8);
   return g_test_run ();
 }

@@ -18,6 +18,7 @@ typedef struct
   gsize end;
   char *value;  /* the scalar's value, unquoted */
   gboolean block; /* literal or folded: its bytes end after a line break */
+  yaml_scalar_style_t style;
   guint line;   /* 1-based */
   guint column;
 } SecretPlace;
@@ -83,6 +84,35 @@ frames_value_done (GArray *frames)
     top->index++;
 }
 
+/* libyaml counts marks in characters, after a UTF-8 byte order mark: turn them into byte
+ * offsets of text (valid UTF-8; the places are in document order). */
+static void
+to_byte_offsets (const char *text, gsize len, GPtrArray *places)
+{
+  const char *base = text;
+  const char *p;
+  gsize chars = 0;
+
+  if (len >= 3 && memcmp (text, "\xef\xbb\xbf", 3) == 0)
+    base += 3;
+  p = base;
+  for (guint i = 0; i < places->len; i++)
+    {
+      SecretPlace *place = places->pdata[i];
+      gsize *marks[] = { &place->start, &place->end };
+
+      for (guint m = 0; m < 2; m++)
+        {
+          while (chars < *marks[m] && p < text + len)
+            {
+              p = g_utf8_next_char (p);
+              chars++;
+            }
+          *marks[m] = (gsize) (MIN (p, text + len) - text);
+        }
+    }
+}
+
 /* Every `secret:` scalar of the first document of text, in order. */
 static GPtrArray *
 find_secrets (const char *text, gsize len, GError **error)
@@ -93,6 +123,13 @@ find_secrets (const char *text, gsize len, GError **error)
   gboolean done = FALSE, ok = TRUE;
 
   g_array_set_clear_func (frames, frame_clear);
+  /* libyaml reads UTF-8 (or UTF-16 with a BOM, which no config uses): offsets need UTF-8. */
+  if (!g_utf8_validate (text, (gssize) len, NULL))
+    {
+      g_set_error_literal (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_SYNTAX,
+                           _("1:1: the document is not UTF-8 text"));
+      return NULL;
+    }
   if (!yaml_parser_initialize (&parser))
     {
       g_set_error_literal (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_SYNTAX, "out of memory");
@@ -138,7 +175,9 @@ find_secrets (const char *text, gsize len, GError **error)
               top->want_key = FALSE;
               break;
             }
-          if (top != NULL && top->mapping && g_strcmp0 (top->key, "secret") == 0)
+          /* An empty value (no bytes) hides nothing; replacing it could glue it to the key. */
+          if (top != NULL && top->mapping && g_strcmp0 (top->key, "secret") == 0
+              && event.end_mark.index > event.start_mark.index)
             {
               SecretPlace *place = g_new0 (SecretPlace, 1);
 
@@ -147,6 +186,7 @@ find_secrets (const char *text, gsize len, GError **error)
               place->end = event.end_mark.index;
               place->value = g_strndup ((const char *) event.data.scalar.value,
                                         event.data.scalar.length);
+              place->style = event.data.scalar.style;
               place->block = event.data.scalar.style == YAML_LITERAL_SCALAR_STYLE
                              || event.data.scalar.style == YAML_FOLDED_SCALAR_STYLE;
               place->line = event.start_mark.line + 1;
@@ -168,7 +208,10 @@ find_secrets (const char *text, gsize len, GError **error)
       yaml_event_delete (&event);
     }
   yaml_parser_delete (&parser);
-  return ok ? g_steal_pointer (&places) : NULL;
+  if (!ok)
+    return NULL;
+  to_byte_offsets (text, len, places);
+  return g_steal_pointer (&places);
 }
 
 /* text with [start, end) of each place replaced by the matching string of replacements. */
@@ -212,6 +255,38 @@ gt_config_redact_secrets (const char *text, gssize len, GError **error)
                              ? (gpointer) "\"" GT_CONFIG_SECRET_PLACEHOLDER "\"\n"
                              : (gpointer) "\"" GT_CONFIG_SECRET_PLACEHOLDER "\"");
   return splice (text, n, places, with);
+}
+
+/* The old value as it can stand where the placeholder is: its own bytes when they fit in any
+ * context (one line, quoted or plain without flow or comment characters), else a new
+ * double-quoted scalar (the placeholder's own style, valid wherever it was). */
+static char *
+old_scalar_text (const char *old_text, const SecretPlace *old)
+{
+  g_autofree char *raw = g_strndup (old_text + old->start, old->end - old->start);
+  gboolean fits = strchr (raw, '\n') == NULL && strchr (raw, '\r') == NULL;
+  GString *out;
+
+  if (fits && old->style == YAML_PLAIN_SCALAR_STYLE)
+    fits = strpbrk (raw, ",[]{}#:") == NULL;
+  else if (fits)
+    fits = old->style == YAML_SINGLE_QUOTED_SCALAR_STYLE
+           || old->style == YAML_DOUBLE_QUOTED_SCALAR_STYLE;
+  if (fits)
+    return g_steal_pointer (&raw);
+  memset (raw, 0, strlen (raw));
+  out = g_string_new ("\"");
+  for (const char *c = old->value; *c != '\0'; c++)
+    {
+      if (*c == '"' || *c == '\\')
+        g_string_append_printf (out, "\\%c", *c);
+      else if ((guchar) *c < 0x20 || *c == 0x7f)
+        g_string_append_printf (out, "\\x%02x", (guchar) *c);
+      else
+        g_string_append_c (out, *c);
+    }
+  g_string_append_c (out, '"');
+  return g_string_free (out, FALSE);
 }
 
 char *
@@ -261,10 +336,7 @@ gt_config_restore_secrets (const char *text, gssize len, const char *old_text, g
                        place->line, place->column, GT_CONFIG_SECRET_PLACEHOLDER);
           return NULL;
         }
-      /* A block scalar brings its own line break; redaction put one after the placeholder. */
-      if (old->block && !place->block && place->end < n && text[place->end] == '\n')
-        place->end++;
-      g_ptr_array_add (with, g_strndup (old_text + old->start, old->end - old->start));
+      g_ptr_array_add (with, old_scalar_text (old_text, old));
     }
   return splice (text, n, places, with);
 }

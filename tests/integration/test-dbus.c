@@ -145,8 +145,9 @@ properties_changed_cb (GDBusObjectManagerClient *manager, GDBusObjectProxy *obje
                        gpointer user_data)
 {
   Fixture *f = user_data;
+  g_autoptr (GVariant) state = g_variant_lookup_value (changed, "State", NULL);
 
-  if (g_variant_lookup_value (changed, "State", NULL) != NULL)
+  if (state != NULL)
     f->n_state_notifies++;
 }
 
