@@ -33,7 +33,7 @@ for unit in "$SRC"/data/systemd/*.service "$SRC"/data/systemd/*.socket; do
 done
 # An instance of the template is what gets verified; the socket needs its service beside it.
 cd "$T/units"
-for name in gt-server.service gt-server.socket gt-client@demo.service; do
+for name in gt-server.service gt-server.socket gt-client@demo.service gt.service; do
   n=$((n + 1))
   out=$(systemd-analyze --user verify "$name" 2>&1) || true
   # Any diagnostic counts as a failure: verify reports most problems without failing.

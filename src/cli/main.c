@@ -4,6 +4,7 @@
 #define G_LOG_DOMAIN "gt"
 
 #include <glib-unix.h>
+#include <glib/gi18n-lib.h>
 #include <locale.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +13,8 @@
 #include "gt-api-server.h"
 #include "gt-client.h"
 #include "gt-config.h"
+#include "gt-dbus-service.h"
+#include "gt-dbus-status.h"
 #include "gt-log.h"
 #include "gt-manager.h"
 #include "gt-p2p-signalling.h"
@@ -29,6 +32,7 @@ static const char usage_main[] =
   "Commands:\n"
   "  server   run a relay server (public side)\n"
   "  client   run a relay client (next to the local services)\n"
+  "  status   show the running manager's configurations, their state and traffic\n"
   "\n"
   "Options:\n"
   "  -c, --config PATH   configuration file; without COMMAND its `type:` key (or a\n"
@@ -36,6 +40,7 @@ static const char usage_main[] =
   "                      directory starts a supervised worker per .yaml/.yml file\n"
   "  --depth N           how deep to look in a config directory (default 3, 0 = any)\n"
   "  --manager           supervise even a single config file (restarts, reload)\n"
+  "  --no-dbus           do not offer the D-Bus interface on the session bus\n"
   "  -s, --signal NAME   tell the running manager to reload, restart or stop\n"
   "  -h, --help          show this help (also `gt server --help`, `gt client --help`)\n"
   "  -V, --version       print the version\n";
@@ -72,6 +77,62 @@ print_usage (GtConfigKind kind)
 static GMainLoop *loop;
 static GtServer *running_server;
 static GtClient *running_client;
+
+/* Under a manager, a worker reports its state and traffic on NOTIFY_SOCKET (gt-manager.h). */
+static GtTraffic reported_traffic;
+static gboolean traffic_reported;
+
+static gboolean
+report_traffic_cb (gpointer user_data)
+{
+  GtTraffic t;
+  g_autofree char *line = NULL;
+
+  if (running_server != NULL)
+    gt_server_get_traffic (running_server, &t);
+  else if (running_client != NULL)
+    gt_client_get_traffic (running_client, &t);
+  else
+    return G_SOURCE_CONTINUE;
+  if (traffic_reported && memcmp (&t, &reported_traffic, sizeof t) == 0)
+    return G_SOURCE_CONTINUE;
+  reported_traffic = t;
+  traffic_reported = TRUE;
+  line = gt_manager_worker_traffic_line (&t);
+  gt_sd_notify ("%s", line);
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+start_reporting (void)
+{
+  static guint id;
+
+  /* Once per process: the admin UI may start the relay again. */
+  if (id != 0 || !gt_manager_is_worker () || !gt_sd_notify_enabled ())
+    return;
+  id = g_timeout_add_seconds (1, report_traffic_cb, NULL);
+}
+
+static void
+client_n_ready_cb (GObject *client, GParamSpec *pspec, gpointer user_data)
+{
+  if (!gt_manager_is_worker ())
+    return;
+  gt_sd_notify ("GT_STATE=%s",
+                gt_client_get_n_ready (GT_CLIENT (client)) > 0 ? "running" : "reconnecting");
+}
+
+static void
+client_tunnel_failed_cb (GtClient *client, const char *what, gpointer user_data)
+{
+  g_autofree char *text = NULL;
+
+  if (!gt_manager_is_worker () || gt_client_get_n_ready (client) > 0)
+    return;
+  text = g_strdelimit (g_strdup (what), "\n\r", ' ');
+  gt_sd_notify ("GT_STATE=reconnecting\nGT_ERROR=%.1000s", text);
+}
 
 static gboolean
 quit_cb (gpointer user_data)
@@ -199,6 +260,7 @@ typedef struct
   GtP2pSignalling *signalling;  /* client: GT's XP requests */
   GtWebAdmin *web;
   gboolean tls_ready;
+  const char *config_path; /* for the journal's GT_CONFIG field; NULL for options only */
 } Relay;
 
 static void
@@ -274,6 +336,11 @@ relay_start (Relay *r, gpointer config, GError **error)
 
   if (!gt_log_init (log_level, error))
     goto fail;
+  gt_log_set_field ("GT_KIND", r->kind == GT_CONFIG_KIND_SERVER ? "server" : "client");
+  if (r->kind == GT_CONFIG_KIND_CLIENT)
+    gt_log_set_field ("GT_USER", ((GtClientConfig *) config)->id);
+  if (r->config_path != NULL)
+    gt_log_set_field ("GT_CONFIG", r->config_path);
   /* Before any TLS and before threads: GIO takes the TLS settings once per process. */
   if (!r->tls_ready
       && !gt_transport_tls_init (r->kind == GT_CONFIG_KIND_SERVER
@@ -299,6 +366,7 @@ relay_start (Relay *r, gpointer config, GError **error)
       if (r->web != NULL)
         gt_web_admin_set_server (r->web, r->server);
       gt_sd_notify ("READY=1\nSTATUS=listening on %s", gt_server_get_listen_address (r->server));
+      start_reporting ();
     }
   else
     {
@@ -309,6 +377,8 @@ relay_start (Relay *r, gpointer config, GError **error)
                                              r->client);
       gt_client_set_signalling_func (r->client, client_signalling_cb, r->signalling);
       g_signal_connect (r->client, "tunnel-ready", G_CALLBACK (client_ready_cb), NULL);
+      g_signal_connect (r->client, "notify::n-ready", G_CALLBACK (client_n_ready_cb), NULL);
+      g_signal_connect (r->client, "tunnel-failed", G_CALLBACK (client_tunnel_failed_cb), NULL);
       running_client = r->client;
       g_signal_connect (r->client, "drained", G_CALLBACK (drained_cb), NULL);
       if (!gt_client_start (r->client, error))
@@ -318,6 +388,7 @@ relay_start (Relay *r, gpointer config, GError **error)
         }
       if (r->web != NULL)
         gt_web_admin_set_client (r->web, r->client);
+      start_reporting ();
     }
   return TRUE;
 
@@ -377,6 +448,8 @@ run_relay (GtConfigKind kind, const char *config_path, int argc, char **argv)
   const char *web_addr;
   Relay r = { kind, argc, argv };
   int rc = 0;
+
+  r.config_path = config_path;
 
   if (zero_arg)
     {
@@ -459,6 +532,65 @@ fail:
   return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
 }
 
+/* The manager, with the D-Bus interface on the session bus when there is one. */
+static int
+run_manager (const char *config_path, guint depth, gboolean use_dbus, GError **error)
+{
+  g_autoptr (GtManager) manager = gt_manager_new (config_path, depth);
+  g_autoptr (GDBusConnection) bus = use_dbus ? gt_dbus_session_bus_get () : NULL;
+  g_autoptr (GtDBusService) service = NULL;
+
+  gt_log_set_field ("GT_KIND", "manager");
+  gt_log_set_field ("GT_CONFIG", config_path);
+  if (bus != NULL)
+    {
+      /* Configurations can be added over D-Bus: an empty directory is a valid start. */
+      gt_manager_set_allow_empty (manager, TRUE);
+      service = gt_dbus_service_new (manager);
+      if (!gt_dbus_service_export (service, bus, error))
+        return 1;
+    }
+  return gt_manager_run_full (manager, error);
+}
+
+/* `gt status`: over D-Bus when a manager offers it, else what the runtime files say. */
+static int
+run_status (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = NULL;
+  g_autofree char *pid_path = NULL;
+  g_autofree char *state_path = NULL;
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  GPid pid;
+
+  if (gt_dbus_status_print (stdout, &error))
+    return 0;
+  g_debug ("status over D-Bus: %s", error->message);
+  g_clear_error (&error);
+  dir = gt_manager_runtime_dir (FALSE, &error);
+  pid_path = dir != NULL ? g_build_filename (dir, "manager.pid", NULL) : NULL;
+  pid = pid_path != NULL ? gt_manager_pid_file_read (pid_path, &error) : 0;
+  if (pid == 0)
+    {
+      fprintf (stderr, "gt: %s\n", error->message);
+      return 1;
+    }
+  state_path = g_build_filename (dir, "manager.state", NULL);
+  if (g_key_file_load_from_file (kf, state_path, G_KEY_FILE_NONE, NULL))
+    {
+      g_autofree char *phase = g_key_file_get_string (kf, "manager", "phase", NULL);
+
+      printf (_("gt manager (pid %d): %s, %d workers running, %d configs with errors\n"), (int) pid,
+              phase ? phase : "?", g_key_file_get_integer (kf, "manager", "running", NULL),
+              g_key_file_get_integer (kf, "manager", "config-errors", NULL));
+    }
+  else
+    printf (_("gt manager (pid %d)\n"), (int) pid);
+  puts (_("(not on a D-Bus session bus: the state of each configuration is shown only over D-Bus)"));
+  return 0;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -470,6 +602,9 @@ main (int argc, char **argv)
   int rc;
 
   setlocale (LC_ALL, "");
+  bindtextdomain (GETTEXT_PACKAGE, g_getenv ("GT_LOCALEDIR") ? g_getenv ("GT_LOCALEDIR")
+                                                             : GT_LOCALEDIR);
+  bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
   gt_log_init ("info", NULL);
 
   /* argv[0] and the subcommand (if any) go; what is left are options. */
@@ -511,6 +646,7 @@ main (int argc, char **argv)
       GtConfigKind kind;
       const char *signal_name = NULL;
       gboolean manager = FALSE;
+      gboolean use_dbus = TRUE;
       guint depth = GT_MANAGER_DEFAULT_DEPTH;
 
       for (int i = 0; i < argc; i++)
@@ -535,6 +671,8 @@ main (int argc, char **argv)
             }
           else if (strcmp (a, "--manager") == 0)
             manager = TRUE;
+          else if (strcmp (a, "--no-dbus") == 0)
+            use_dbus = FALSE;
           else
             {
               fprintf (stderr, "gt: unknown option '%s'\n\n%s", a, usage_main);
@@ -556,7 +694,7 @@ main (int argc, char **argv)
         }
       if (manager || g_file_test (config_path, G_FILE_TEST_IS_DIR))
         {
-          int rc2 = gt_manager_run (config_path, depth, &error);
+          int rc2 = run_manager (config_path, depth, use_dbus, &error);
 
           if (error != NULL)
             fprintf (stderr, "gt: %s\n", error->message);
@@ -571,6 +709,15 @@ main (int argc, char **argv)
       command = kind == GT_CONFIG_KIND_SERVER ? "server" : "client";
     }
 
+  if (strcmp (command, "status") == 0)
+    {
+      if (argc > 0 || config_path != NULL)
+        {
+          fprintf (stderr, "gt status takes no options\n");
+          return 2;
+        }
+      return run_status ();
+    }
   loop = g_main_loop_new (NULL, FALSE);
   if (strcmp (command, "server") == 0)
     rc = run_relay (GT_CONFIG_KIND_SERVER, config_path, argc, argv);

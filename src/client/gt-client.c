@@ -85,6 +85,9 @@ struct _GtClient
   gboolean stopped;
   guint drain_id;
   gint64 drain_deadline;
+  /* Traffic of the tunnels already gone, and every stream opened (gt_client_get_traffic). */
+  guint64 gone_bytes_in, gone_bytes_out;
+  guint64 streams_total;
 };
 
 enum
@@ -338,6 +341,7 @@ stream_opened_cb (GtMux *mux, GtMuxStream *stream, guint service_index, gpointer
   GtClientConfig *config = client->config;
   Dial *d;
 
+  client->streams_total++;
   if (service_index >= config->services->len)
     {
       g_message ("stream %u: unknown service index %u", gt_mux_stream_get_id (stream),
@@ -500,6 +504,13 @@ slot_schedule_retry (Slot *slot)
 }
 
 static void
+client_count_gone (GtClient *client, GtMux *mux)
+{
+  client->gone_bytes_in += gt_mux_get_bytes_in (mux);
+  client->gone_bytes_out += gt_mux_get_bytes_out (mux);
+}
+
+static void
 slot_mux_closed_cb (GtMux *mux, GError *error, gpointer user_data)
 {
   Slot *slot = user_data;
@@ -509,6 +520,7 @@ slot_mux_closed_cb (GtMux *mux, GError *error, gpointer user_data)
   if (slot->mux == mux)
     {
       g_message ("tunnel %u closed: %s", slot->index + 1, error ? error->message : "closed");
+      client_count_gone (client, mux);
       g_clear_object (&slot->mux);
       slot->state = SLOT_IDLE;
       g_object_notify_by_pspec (G_OBJECT (client), properties[PROP_N_READY]);
@@ -523,6 +535,7 @@ draining_closed_cb (GtMux *mux, GError *error, gpointer user_data)
   GtClient *client = user_data;
 
   g_signal_handlers_disconnect_by_data (mux, client);
+  client_count_gone (client, mux);
   g_ptr_array_remove (client->draining, mux);
 }
 
@@ -1184,4 +1197,36 @@ gt_client_init (GtClient *client)
   client->tcp_ports = g_array_new (FALSE, TRUE, sizeof (guint16));
   client->dials = g_hash_table_new_full (NULL, NULL, (GDestroyNotify) dial_free, NULL);
   client->draining = g_ptr_array_new_with_free_func (g_object_unref);
+}
+
+void
+gt_client_get_traffic (GtClient *client, GtTraffic *traffic)
+{
+  g_return_if_fail (GT_IS_CLIENT (client));
+  g_return_if_fail (traffic != NULL);
+
+  memset (traffic, 0, sizeof *traffic);
+  traffic->streams_total = client->streams_total;
+  traffic->bytes_in = client->gone_bytes_in;
+  traffic->bytes_out = client->gone_bytes_out;
+  for (guint i = 0; i < client->n_slots; i++)
+    {
+      GtMux *mux = client->slots[i].mux;
+
+      if (mux == NULL)
+        continue;
+      if (client->slots[i].state == SLOT_READY)
+        traffic->tunnels++;
+      traffic->streams += gt_mux_get_n_streams (mux);
+      traffic->bytes_in += gt_mux_get_bytes_in (mux);
+      traffic->bytes_out += gt_mux_get_bytes_out (mux);
+    }
+  for (guint i = 0; i < client->draining->len; i++)
+    {
+      GtMux *mux = client->draining->pdata[i];
+
+      traffic->streams += gt_mux_get_n_streams (mux);
+      traffic->bytes_in += gt_mux_get_bytes_in (mux);
+      traffic->bytes_out += gt_mux_get_bytes_out (mux);
+    }
 }

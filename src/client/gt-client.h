@@ -22,6 +22,9 @@ guint gt_client_get_n_ready (GtClient *client);
 guint64 gt_client_get_drain_timeout (GtClient *client);
 /* The configuration (owned by the client). */
 const GtClientConfig *gt_client_get_config (GtClient *client);
+/* Open tunnels (handshake done) and streams; bytes in (from the server) and out counted on the
+ * tunnels, frame headers included, since the start. */
+void gt_client_get_traffic (GtClient *client, GtTraffic *traffic);
 /* Port the server opened for a tcp service, 0 if unknown. */
 guint16 gt_client_get_tcp_port (GtClient *client, guint service_index);
 

@@ -238,6 +238,16 @@ gboolean gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issu
 gboolean gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issue_out,
                                     GError **error);
 
+/* Control APIs never show secrets: gt_config_redact_secrets returns the YAML document with the
+ * value of every `secret:` key replaced by the quoted placeholder; gt_config_restore_secrets puts
+ * back, in an edited document, the value old_text had at the same key path wherever the
+ * placeholder is still there (error "LINE:COLUMN: ..." when old_text has none). Both fail on a
+ * YAML syntax error. */
+#define GT_CONFIG_SECRET_PLACEHOLDER "(unchanged)"
+char *gt_config_redact_secrets (const char *text, gssize len, GError **error);
+char *gt_config_restore_secrets (const char *text, gssize len, const char *old_text,
+                                 gssize old_len, GError **error);
+
 /* Helpers shared with other parsers. */
 gboolean gt_parse_duration (const char *text, guint64 *ms_out); /* Go syntax: 90s, 1m30s, 250ms, 1h */
 /* "80" → "0.0.0.0:80", ":80" → "0.0.0.0:80", "127.0.0.1:80", "[::1]:80" */

@@ -12,6 +12,46 @@
 static GLogLevelFlags max_level = G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO;
 static gboolean debug_enabled;
 static gboolean writer_installed;
+/* Fields added to every journal entry (gt_log_set_field): GT_CONFIG, GT_KIND, GT_USER. */
+static GLogField context_fields[4];
+static guint n_context_fields;
+static int journal_state = -1; /* -1 unknown, 0 stderr is not the journal, 1 it is */
+
+void
+gt_log_set_field (const char *key, const char *value)
+{
+  g_return_if_fail (key != NULL && value != NULL);
+
+  for (guint i = 0; i < n_context_fields; i++)
+    if (strcmp (context_fields[i].key, key) == 0)
+      {
+        g_free ((gpointer) context_fields[i].value);
+        context_fields[i].value = g_strdup (value);
+        return;
+      }
+  g_return_if_fail (n_context_fields < G_N_ELEMENTS (context_fields));
+  context_fields[n_context_fields].key = g_intern_string (key);
+  context_fields[n_context_fields].value = g_strdup (value);
+  context_fields[n_context_fields].length = -1;
+  n_context_fields++;
+}
+
+/* Under systemd, stderr is a journal stream: entries go to the journal with their fields. */
+static gboolean
+write_journal (GLogLevelFlags level, const GLogField *fields, gsize n_fields)
+{
+  g_autofree GLogField *all = NULL;
+
+  if (journal_state < 0)
+    journal_state = g_log_writer_is_journald (fileno (stderr)) ? 1 : 0;
+  if (journal_state == 0)
+    return FALSE;
+  all = g_new (GLogField, n_fields + n_context_fields);
+  memcpy (all, fields, n_fields * sizeof (GLogField));
+  memcpy (all + n_fields, context_fields, n_context_fields * sizeof (GLogField));
+  return g_log_writer_journald (level, all, n_fields + n_context_fields, NULL)
+         == G_LOG_WRITER_HANDLED;
+}
 
 /* The history: a ring of GT_LOG_HISTORY lines; written from any thread. */
 static GMutex history_lock;
@@ -127,6 +167,8 @@ gt_log_writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields, gp
       && g_getenv ("GT_DEBUG") == NULL)
     return G_LOG_WRITER_HANDLED;
 
+  if (write_journal (level, fields, n_fields))
+    return G_LOG_WRITER_HANDLED;
   now = g_date_time_new_now_local ();
   stamp = g_date_time_format (now, "%Y-%m-%dT%H:%M:%S");
   line = g_strdup_printf ("%s.%03d %s %s", stamp, g_date_time_get_microsecond (now) / 1000,

@@ -8,6 +8,10 @@ G_BEGIN_DECLS
 /* level: "trace", "debug", "info", "warn", "error", "fatal", "panic", "disable" (GT's names). */
 gboolean gt_log_init (const char *level, GError **error);
 gboolean gt_log_level_is_valid (const char *level);
+/* A field of every journal entry when stderr is connected to journald (JOURNAL_STREAM): gt sets
+ * GT_CONFIG (the config file), GT_KIND (server, client, manager) and GT_USER (a client's id).
+ * Never a secret. Up to 4 keys; a later call replaces the value. */
+void gt_log_set_field (const char *key, const char *value);
 /* TRUE when debug output is on (logLevel debug/trace or GT_DEBUG set). */
 gboolean gt_log_debug_enabled (void);
 

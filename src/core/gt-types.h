@@ -54,4 +54,14 @@ const GtSchemeInfo *gt_scheme_info_lookup (const char *scheme);
 /* NULL-terminated list of the scheme names, for messages ("tcp, tls, ws, wss"). */
 const char *const *gt_scheme_names (void);
 
+/* Traffic of one running server or client, as the control APIs (D-Bus, web admin) show it. */
+typedef struct
+{
+  guint tunnels;         /* tunnel connections open */
+  guint streams;         /* streams open now */
+  guint64 streams_total; /* streams opened since the start */
+  guint64 bytes_in;      /* bytes toward the services (users to server, tunnel to client) */
+  guint64 bytes_out;     /* bytes back toward the users */
+} GtTraffic;
+
 G_END_DECLS

@@ -18,6 +18,7 @@
 
 #include <gio/gio.h>
 #include <glib-unix.h>
+#include <glib/gi18n-lib.h>
 #include <glib/gstdio.h>
 
 #include "gt-manager.h"
@@ -64,6 +65,9 @@ typedef struct
   guint ready_timeout_id;
   guint kill_id;
   char *status;     /* last STATUS= it sent */
+  gboolean reconnecting; /* last GT_STATE= it sent was "reconnecting" */
+  char *error;           /* last GT_ERROR= it sent */
+  GtTraffic traffic;     /* last GT_TRAFFIC= it sent */
 } Proc;
 
 /* One config file and the worker(s) running it. */
@@ -78,7 +82,17 @@ typedef struct
   GPid next;                /* a worker starting (first start, restart, replacement), 0 when none */
   guint restart_id;
   guint backoff_s;
+  gboolean disabled;  /* stopped through the control API: not started again until asked */
+  char *config_error; /* the file became invalid; the running worker keeps the old config */
+  char *exit_error;   /* how its last worker ended, or why it could not start */
 } Unit;
+
+/* A file of the last scan that is not running because it is invalid. */
+typedef struct
+{
+  GtConfigKind kind;
+  char *error;
+} Invalid;
 
 /* A listening socket owned by the manager and shared by the successive workers of an address. */
 typedef struct
@@ -113,7 +127,9 @@ struct _GtManager
   gboolean notified_ready;
   gboolean stop_signalled;
 
+  gboolean allow_empty;
   GHashTable *units;     /* path → Unit* */
+  GHashTable *invalid;   /* path → Invalid* (files with no unit) */
   GPtrArray *deferred;   /* paths of clients to replace once the servers are replaced */
   GHashTable *procs;     /* GINT_TO_POINTER (pid) → Proc* */
   GHashTable *listeners; /* addr → Listener* */
@@ -132,6 +148,9 @@ G_DEFINE_FINAL_TYPE (GtManager, gt_manager, G_TYPE_OBJECT)
 enum
 {
   SIGNAL_STOPPED,
+  SIGNAL_UNIT_CHANGED,
+  SIGNAL_UNITS_CHANGED,
+  SIGNAL_PHASE_CHANGED,
   N_SIGNALS
 };
 
@@ -140,6 +159,31 @@ static guint signals[N_SIGNALS];
 static void unit_spawn (GtManager *self, Unit *unit);
 static void check_settled (GtManager *self);
 static void run_command (GtManager *self, Command command);
+static char *short_name (GtManager *self, const char *path);
+
+static void
+set_phase (GtManager *self, Phase phase)
+{
+  if (self->phase == phase)
+    return;
+  self->phase = phase;
+  g_signal_emit (self, signals[SIGNAL_PHASE_CHANGED], 0);
+}
+
+static void
+unit_changed (GtManager *self, const char *path)
+{
+  g_autofree char *name = short_name (self, path);
+
+  g_signal_emit (self, signals[SIGNAL_UNIT_CHANGED], 0, name);
+}
+
+static void
+invalid_free (Invalid *inv)
+{
+  g_free (inv->error);
+  g_free (inv);
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Scan */
@@ -734,6 +778,7 @@ proc_free (Proc *p)
   g_free (p->unit_path);
   g_free (p->name);
   g_free (p->status);
+  g_free (p->error);
   g_free (p);
 }
 
@@ -744,6 +789,8 @@ unit_free (Unit *u)
   g_free (u->path);
   g_free (u->name);
   g_free (u->checksum);
+  g_free (u->config_error);
+  g_free (u->exit_error);
   g_clear_pointer (&u->listen_addrs, g_hash_table_unref);
   g_free (u);
 }
@@ -891,6 +938,8 @@ proc_became_ready (GtManager *self, Proc *p, gboolean timed_out)
   else
     g_message ("%s is ready", p->name);
   u = g_hash_table_lookup (self->units, p->unit_path);
+  if (u != NULL)
+    unit_changed (self, u->path);
   if (u != NULL && u->next == p->pid)
     {
       Proc *old = proc_lookup (self, u->current);
@@ -942,6 +991,12 @@ proc_wait_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     g_message ("%s %s", p->name, why);
   else
     g_warning ("%s %s", p->name, why);
+  if (u != NULL && !p->stopping)
+    {
+      g_free (u->exit_error);
+      u->exit_error = p->error != NULL ? g_strdup_printf ("%s (%s)", why, p->error)
+                                       : g_strdup (why);
+    }
 
   if (u != NULL && (u->current == p->pid || u->next == p->pid))
     {
@@ -959,10 +1014,12 @@ proc_wait_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     }
   g_hash_table_remove (self->procs, GINT_TO_POINTER (p->pid));
   notify_status (self);
+  if (u != NULL)
+    unit_changed (self, u->path);
 
   if (self->phase == PHASE_STOPPING && g_hash_table_size (self->procs) == 0)
     {
-      self->phase = PHASE_STOPPED;
+      set_phase (self, PHASE_STOPPED);
       write_state (self);
       g_message ("all workers stopped");
       g_signal_emit (self, signals[SIGNAL_STOPPED], 0);
@@ -1002,6 +1059,8 @@ unit_spawn (GtManager *self, Unit *u)
   Proc *p;
 
   g_clear_handle_id (&u->restart_id, g_source_remove);
+  if (u->disabled)
+    return;
   launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_NONE);
   for (const char *const *v = (const char *const[]){ "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
                                                      "WATCHDOG_USEC", "WATCHDOG_PID", NULL };
@@ -1026,6 +1085,9 @@ unit_spawn (GtManager *self, Unit *u)
           if (l == NULL)
             {
               g_warning ("cannot start worker %s: %s", u->name, error->message);
+              g_free (u->exit_error);
+              u->exit_error = g_strdup (error->message);
+              unit_changed (self, u->path);
               unit_schedule_restart (self, u, TRUE, TRUE);
               check_settled (self);
               return;
@@ -1055,6 +1117,9 @@ unit_spawn (GtManager *self, Unit *u)
   if (sp == NULL)
     {
       g_warning ("cannot start worker %s: %s", u->name, error->message);
+      g_free (u->exit_error);
+      u->exit_error = g_strdup (error->message);
+      unit_changed (self, u->path);
       unit_schedule_restart (self, u, TRUE, TRUE);
       check_settled (self);
       return;
@@ -1075,16 +1140,54 @@ unit_spawn (GtManager *self, Unit *u)
   p->ready_timeout_id = g_timeout_add (self->ready_timeout_ms, ready_timeout_cb, p);
   g_subprocess_wait_async (sp, NULL, proc_wait_cb, g_object_ref (self));
   notify_status (self);
+  unit_changed (self, u->path);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Notify socket (workers report READY=1 / STOPPING=1 / STATUS= like they would to systemd) */
+
+char *
+gt_manager_worker_traffic_line (const GtTraffic *traffic)
+{
+  g_return_val_if_fail (traffic != NULL, NULL);
+  return g_strdup_printf ("GT_TRAFFIC=%u %u %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT
+                          " %" G_GUINT64_FORMAT,
+                          traffic->tunnels, traffic->streams, traffic->streams_total,
+                          traffic->bytes_in, traffic->bytes_out);
+}
+
+gboolean
+gt_manager_is_worker (void)
+{
+  return g_getenv ("GT_MANAGER_PID") != NULL;
+}
+
+/* "TUNNELS STREAMS STREAMS_TOTAL BYTES_IN BYTES_OUT", as gt_manager_worker_traffic_line. */
+static gboolean
+parse_traffic (const char *text, GtTraffic *t)
+{
+  g_auto (GStrv) f = g_strsplit (text, " ", 6);
+  guint64 v[5];
+
+  if (g_strv_length (f) != 5)
+    return FALSE;
+  for (guint i = 0; i < 5; i++)
+    if (!g_ascii_string_to_unsigned (f[i], 10, 0, i < 2 ? G_MAXUINT : G_MAXUINT64, &v[i], NULL))
+      return FALSE;
+  t->tunnels = (guint) v[0];
+  t->streams = (guint) v[1];
+  t->streams_total = v[2];
+  t->bytes_in = v[3];
+  t->bytes_out = v[4];
+  return TRUE;
+}
 
 static void
 handle_notify (GtManager *self, pid_t pid, const char *text)
 {
   Proc *p = proc_lookup (self, pid);
   g_auto (GStrv) lines = NULL;
+  gboolean changed = FALSE;
 
   if (p == NULL)
     {
@@ -1104,7 +1207,35 @@ handle_notify (GtManager *self, pid_t pid, const char *text)
         }
       else if (strcmp (lines[i], "STOPPING=1") == 0)
         g_debug ("%s is stopping", p->name);
+      else if (g_str_has_prefix (lines[i], "GT_STATE="))
+        {
+          gboolean reconnecting = strcmp (lines[i] + 9, "reconnecting") == 0;
+
+          changed |= reconnecting != p->reconnecting;
+          p->reconnecting = reconnecting;
+          if (!reconnecting)
+            g_clear_pointer (&p->error, g_free);
+        }
+      else if (g_str_has_prefix (lines[i], "GT_ERROR="))
+        {
+          /* Bounded by the datagram size; shown to the user as is. */
+          g_free (p->error);
+          p->error = g_utf8_make_valid (lines[i] + 9, -1);
+          changed = TRUE;
+        }
+      else if (g_str_has_prefix (lines[i], "GT_TRAFFIC="))
+        {
+          GtTraffic t = { 0 };
+
+          if (parse_traffic (lines[i] + 11, &t) && memcmp (&t, &p->traffic, sizeof t) != 0)
+            {
+              p->traffic = t;
+              changed = TRUE;
+            }
+        }
     }
+  if (changed)
+    unit_changed (self, p->unit_path);
 }
 
 static gboolean
@@ -1237,6 +1368,7 @@ apply_scan (GtManager *self, gboolean force)
     }
 
   self->n_config_errors = 0;
+  g_hash_table_remove_all (self->invalid);
   for (guint i = 0; i < entries->len; i++)
     {
       GtManagerEntry *e = entries->pdata[i];
@@ -1248,8 +1380,23 @@ apply_scan (GtManager *self, gboolean force)
           self->n_config_errors++;
           g_warning ("%s%s", e->error->message,
                      u != NULL ? " (the running worker keeps its previous config)" : "");
+          if (u != NULL)
+            {
+              g_free (u->config_error);
+              u->config_error = g_strdup (e->error->message);
+            }
+          else
+            {
+              Invalid *inv = g_new0 (Invalid, 1);
+
+              inv->kind = e->kind;
+              inv->error = g_strdup (e->error->message);
+              g_hash_table_insert (self->invalid, g_strdup (e->path), inv);
+            }
           continue;
         }
+      if (u != NULL)
+        g_clear_pointer (&u->config_error, g_free);
       if (u == NULL)
         {
           u = g_new0 (Unit, 1);
@@ -1283,6 +1430,7 @@ apply_scan (GtManager *self, gboolean force)
       proc_stop (self, proc_lookup (self, u->next));
       g_hash_table_iter_remove (&iter);
     }
+  g_signal_emit (self, signals[SIGNAL_UNITS_CHANGED], 0);
 
   /* Sockets first: an address that moved from one file to another keeps its socket. */
   listeners_gc (self);
@@ -1313,7 +1461,7 @@ finish_command (GtManager *self)
   Command pending = self->pending;
 
   self->completed = self->command_serial;
-  self->phase = PHASE_RUNNING;
+  set_phase (self, PHASE_RUNNING);
   g_message ("%u workers running%s", gt_manager_get_n_running (self),
              self->n_config_errors ? " (some configs have errors, see above)" : "");
   gt_sd_notify ("READY=1\nSTATUS=%u workers running", gt_manager_get_n_running (self));
@@ -1371,7 +1519,7 @@ run_command (GtManager *self, Command command)
       return;
     }
   self->command_serial = self->requested;
-  self->phase = PHASE_RELOADING;
+  set_phase (self, PHASE_RELOADING);
   write_state (self);
   gt_sd_notify ("RELOADING=1\nMONOTONIC_USEC=%" G_GUINT64_FORMAT "\nSTATUS=%s",
                 gt_sd_monotonic_usec (), command == COMMAND_RESTART ? "restarting" : "reloading");
@@ -1428,7 +1576,7 @@ gt_manager_stop (GtManager *self)
         g_subprocess_force_exit (((Proc *) value)->subprocess);
       return;
     }
-  self->phase = PHASE_STOPPING;
+  set_phase (self, PHASE_STOPPING);
   self->pending = COMMAND_NONE;
   g_ptr_array_set_size (self->deferred, 0);
   gt_sd_notify ("STOPPING=1\nSTATUS=stopping");
@@ -1442,7 +1590,7 @@ gt_manager_stop (GtManager *self)
   write_state (self);
   if (g_hash_table_size (self->procs) == 0)
     {
-      self->phase = PHASE_STOPPED;
+      set_phase (self, PHASE_STOPPED);
       write_state (self);
       g_signal_emit (self, signals[SIGNAL_STOPPED], 0);
     }
@@ -1537,6 +1685,7 @@ gt_manager_finalize (GObject *object)
     close (self->notify_fd);
   g_clear_pointer (&self->procs, g_hash_table_unref);
   g_clear_pointer (&self->units, g_hash_table_unref);
+  g_clear_pointer (&self->invalid, g_hash_table_unref);
   g_clear_pointer (&self->listeners, g_hash_table_unref);
   if (self->inherited != NULL)
     for (guint i = 0; i < self->inherited->len; i++)
@@ -1565,6 +1714,18 @@ gt_manager_class_init (GtManagerClass *klass)
   /* Every worker stopped after gt_manager_stop. */
   signals[SIGNAL_STOPPED] = g_signal_new ("stopped", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST,
                                           0, NULL, NULL, NULL, G_TYPE_NONE, 0);
+  /* Something gt_manager_get_unit returns for this unit name may have changed. */
+  signals[SIGNAL_UNIT_CHANGED] = g_signal_new ("unit-changed", G_TYPE_FROM_CLASS (klass),
+                                               G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,
+                                               G_TYPE_NONE, 1, G_TYPE_STRING);
+  /* The last scan may have found or lost configuration files. */
+  signals[SIGNAL_UNITS_CHANGED] = g_signal_new ("units-changed", G_TYPE_FROM_CLASS (klass),
+                                                G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,
+                                                G_TYPE_NONE, 0);
+  /* gt_manager_get_phase changed. */
+  signals[SIGNAL_PHASE_CHANGED] = g_signal_new ("phase-changed", G_TYPE_FROM_CLASS (klass),
+                                                G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,
+                                                G_TYPE_NONE, 0);
 }
 
 static void
@@ -1575,6 +1736,8 @@ gt_manager_init (GtManager *self)
   self->lock_fd = -1;
   self->notify_fd = -1;
   self->units = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, (GDestroyNotify) unit_free);
+  self->invalid = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                         (GDestroyNotify) invalid_free);
   self->procs = g_hash_table_new_full (NULL, NULL, NULL, (GDestroyNotify) proc_free);
   self->listeners = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
                                            (GDestroyNotify) listener_free);
@@ -1682,12 +1845,12 @@ gt_manager_start (GtManager *self, GError **error)
   if (watchdog > 0)
     self->watchdog_id = g_timeout_add (MAX (watchdog / 2000, 1), watchdog_cb, self);
 
-  self->phase = PHASE_STARTING;
+  set_phase (self, PHASE_STARTING);
   g_message ("gt manager %s (pid %d) for %s", PACKAGE_VERSION, (int) getpid (), self->path);
   apply_scan (self, FALSE);
-  if (g_hash_table_size (self->units) == 0)
+  if (g_hash_table_size (self->units) == 0 && !self->allow_empty)
     {
-      self->phase = PHASE_STOPPED;
+      set_phase (self, PHASE_STOPPED);
       g_set_error (error, GT_MANAGER_ERROR, GT_MANAGER_ERROR_NO_CONFIG,
                    "%s: no valid configuration to run", self->path);
       return FALSE;
@@ -1726,12 +1889,21 @@ int
 gt_manager_run (const char *path, guint depth, GError **error)
 {
   g_autoptr (GtManager) self = NULL;
-  g_autoptr (GMainLoop) loop = NULL;
 
   g_return_val_if_fail (path != NULL, 1);
 
-  signal (SIGPIPE, SIG_IGN);
   self = gt_manager_new (path, depth);
+  return gt_manager_run_full (self, error);
+}
+
+int
+gt_manager_run_full (GtManager *self, GError **error)
+{
+  g_autoptr (GMainLoop) loop = NULL;
+
+  g_return_val_if_fail (GT_IS_MANAGER (self), 1);
+
+  signal (SIGPIPE, SIG_IGN);
   gt_manager_set_stop_timeout (self, env_duration ("GT_MANAGER_STOP_TIMEOUT",
                                                    GT_MANAGER_DEFAULT_STOP_TIMEOUT_MS));
   gt_manager_set_ready_timeout (self, env_duration ("GT_MANAGER_READY_TIMEOUT",
@@ -1741,6 +1913,7 @@ gt_manager_run (const char *path, guint depth, GError **error)
   if (!gt_manager_start (self, error))
     return 1;
   g_main_loop_run (loop);
+  g_signal_handlers_disconnect_by_func (self, stopped_cb, loop);
   return 0;
 }
 
@@ -1843,4 +2016,355 @@ gt_manager_send_signal (const char *name, GError **error)
                "the gt manager (pid %d) did not finish %s within %" G_GUINT64_FORMAT " s",
                (int) pid, name, wait_ms / 1000);
   return 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Control API */
+
+static const char *const unit_state_names[] = { "starting", "running", "reconnecting", "failed",
+                                                "stopped" };
+
+const char *
+gt_manager_unit_state_to_string (GtManagerUnitState state)
+{
+  g_return_val_if_fail (state <= GT_MANAGER_UNIT_STOPPED, "failed");
+  return unit_state_names[state];
+}
+
+void
+gt_manager_unit_info_free (GtManagerUnitInfo *info)
+{
+  if (info == NULL)
+    return;
+  g_free (info->name);
+  g_free (info->path);
+  g_free (info->error);
+  g_free (info);
+}
+
+void
+gt_manager_set_allow_empty (GtManager *self, gboolean allow_empty)
+{
+  g_return_if_fail (GT_IS_MANAGER (self));
+  self->allow_empty = allow_empty;
+}
+
+const char *
+gt_manager_get_path (GtManager *self)
+{
+  g_return_val_if_fail (GT_IS_MANAGER (self), NULL);
+  return self->path;
+}
+
+const char *
+gt_manager_get_phase (GtManager *self)
+{
+  g_return_val_if_fail (GT_IS_MANAGER (self), NULL);
+  return phase_names[self->phase];
+}
+
+static GtManagerUnitInfo *
+unit_info (GtManager *self, Unit *u)
+{
+  GtManagerUnitInfo *info = g_new0 (GtManagerUnitInfo, 1);
+  Proc *p = proc_lookup (self, u->current);
+  const char *error = NULL;
+
+  if (p == NULL)
+    p = proc_lookup (self, u->next);
+  info->name = g_strdup (u->name);
+  info->path = g_strdup (u->path);
+  info->kind = u->kind;
+  if (u->disabled)
+    info->state = GT_MANAGER_UNIT_STOPPED;
+  else if (p == NULL)
+    info->state = GT_MANAGER_UNIT_FAILED;
+  else if (p->reconnecting)
+    info->state = GT_MANAGER_UNIT_RECONNECTING;
+  else if (!p->ready)
+    info->state = GT_MANAGER_UNIT_STARTING;
+  else
+    info->state = GT_MANAGER_UNIT_RUNNING;
+  if (p != NULL && !u->disabled)
+    {
+      info->pid = p->pid;
+      info->traffic = p->traffic;
+      error = p->error;
+    }
+  if (error == NULL)
+    error = u->config_error;
+  if (error == NULL && info->state == GT_MANAGER_UNIT_FAILED)
+    error = u->exit_error;
+  info->error = g_strdup (error);
+  return info;
+}
+
+static int
+info_compare (gconstpointer a, gconstpointer b)
+{
+  return strcmp ((*(GtManagerUnitInfo *const *) a)->name, (*(GtManagerUnitInfo *const *) b)->name);
+}
+
+GPtrArray *
+gt_manager_list_units (GtManager *self)
+{
+  GPtrArray *out;
+  GHashTableIter iter;
+  gpointer key, value;
+
+  g_return_val_if_fail (GT_IS_MANAGER (self), NULL);
+
+  out = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_manager_unit_info_free);
+  g_hash_table_iter_init (&iter, self->units);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    g_ptr_array_add (out, unit_info (self, value));
+  g_hash_table_iter_init (&iter, self->invalid);
+  while (g_hash_table_iter_next (&iter, &key, &value))
+    {
+      GtManagerUnitInfo *info = g_new0 (GtManagerUnitInfo, 1);
+
+      info->name = short_name (self, key);
+      info->path = g_strdup (key);
+      info->kind = ((Invalid *) value)->kind;
+      info->state = GT_MANAGER_UNIT_FAILED;
+      info->error = g_strdup (((Invalid *) value)->error);
+      g_ptr_array_add (out, info);
+    }
+  g_ptr_array_sort (out, info_compare);
+  return out;
+}
+
+/* The path of a unit name: the config file itself, or name under the config directory. */
+static char *
+unit_path_for (GtManager *self, const char *name)
+{
+  if (!g_file_test (self->path, G_FILE_TEST_IS_DIR))
+    {
+      g_autofree char *base = g_path_get_basename (self->path);
+
+      return strcmp (base, name) == 0 ? g_strdup (self->path) : NULL;
+    }
+  return g_build_filename (self->path, name, NULL);
+}
+
+static Unit *
+unit_lookup (GtManager *self, const char *name, GError **error)
+{
+  g_autofree char *path = unit_path_for (self, name);
+  Unit *u = path != NULL ? g_hash_table_lookup (self->units, path) : NULL;
+
+  if (u == NULL)
+    g_set_error (error, GT_MANAGER_ERROR, GT_MANAGER_ERROR_NO_UNIT,
+                 _("no running configuration named '%s'"), name);
+  return u;
+}
+
+GtManagerUnitInfo *
+gt_manager_get_unit (GtManager *self, const char *name)
+{
+  g_autoptr (GPtrArray) all = NULL;
+
+  g_return_val_if_fail (GT_IS_MANAGER (self), NULL);
+  g_return_val_if_fail (name != NULL, NULL);
+
+  all = gt_manager_list_units (self);
+  for (guint i = 0; i < all->len; i++)
+    if (strcmp (((GtManagerUnitInfo *) all->pdata[i])->name, name) == 0)
+      return g_ptr_array_steal_index (all, i);
+  return NULL;
+}
+
+gboolean
+gt_manager_stop_unit (GtManager *self, const char *name, GError **error)
+{
+  Unit *u;
+
+  g_return_val_if_fail (GT_IS_MANAGER (self), FALSE);
+  g_return_val_if_fail (name != NULL, FALSE);
+
+  u = unit_lookup (self, name, error);
+  if (u == NULL)
+    return FALSE;
+  if (!u->disabled)
+    g_message ("stopping %s on request", u->name);
+  u->disabled = TRUE;
+  g_clear_handle_id (&u->restart_id, g_source_remove);
+  proc_stop (self, proc_lookup (self, u->current));
+  proc_stop (self, proc_lookup (self, u->next));
+  unit_changed (self, u->path);
+  check_settled (self);
+  return TRUE;
+}
+
+gboolean
+gt_manager_start_unit (GtManager *self, const char *name, GError **error)
+{
+  Unit *u;
+
+  g_return_val_if_fail (GT_IS_MANAGER (self), FALSE);
+  g_return_val_if_fail (name != NULL, FALSE);
+
+  u = unit_lookup (self, name, error);
+  if (u == NULL)
+    return FALSE;
+  if (self->phase == PHASE_STOPPING || self->phase == PHASE_STOPPED)
+    {
+      g_set_error_literal (error, GT_MANAGER_ERROR, GT_MANAGER_ERROR_FAILED,
+                           _("the manager is stopping"));
+      return FALSE;
+    }
+  u->disabled = FALSE;
+  u->backoff_s = 0;
+  g_clear_pointer (&u->exit_error, g_free);
+  /* A worker still draining after a stop is left to finish; a new one takes the sockets. */
+  {
+    Proc *cur = proc_lookup (self, u->current);
+
+    if (cur != NULL && cur->stopping)
+      u->current = 0;
+  }
+  if (u->current == 0 && u->next == 0)
+    {
+      g_message ("starting %s on request", u->name);
+      unit_spawn (self, u);
+    }
+  unit_changed (self, u->path);
+  return TRUE;
+}
+
+GtConfigKind
+gt_manager_check_config (const char *name, const char *text, gssize len,
+                         GtConfigIssue **issue_out, GError **error)
+{
+  GtConfigKind kind;
+
+  g_return_val_if_fail (name != NULL, GT_CONFIG_KIND_UNKNOWN);
+  g_return_val_if_fail (text != NULL, GT_CONFIG_KIND_UNKNOWN);
+
+  /* The same bound as a file of a config directory. */
+  if ((len < 0 ? strlen (text) : (gsize) len) > GT_MANAGER_MAX_CONFIG_SIZE)
+    {
+      g_set_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID, _("%s: larger than %d MiB"),
+                   name, GT_MANAGER_MAX_CONFIG_SIZE >> 20);
+      return GT_CONFIG_KIND_UNKNOWN;
+    }
+  kind = gt_config_detect_kind_data (text, len, error);
+  if (kind == GT_CONFIG_KIND_UNKNOWN)
+    {
+      if (error != NULL && *error != NULL)
+        g_prefix_error (error, "%s:", name);
+      return kind;
+    }
+  if (kind == GT_CONFIG_KIND_SERVER)
+    {
+      g_autoptr (GtServerConfig) config = gt_server_config_new ();
+
+      if (!gt_server_config_load_data (config, text, len, name, issue_out, error)
+          || !gt_server_config_validate (config, issue_out, error))
+        return GT_CONFIG_KIND_UNKNOWN;
+    }
+  else
+    {
+      g_autoptr (GtClientConfig) config = gt_client_config_new ();
+
+      if (!gt_client_config_load_data (config, text, len, name, issue_out, error)
+          || !gt_client_config_validate (config, issue_out, error))
+        return GT_CONFIG_KIND_UNKNOWN;
+    }
+  return kind;
+}
+
+char *
+gt_manager_get_config (GtManager *self, const char *name, GError **error)
+{
+  g_autofree char *path = NULL;
+  g_autofree char *text = NULL;
+  gsize len = 0;
+  gboolean known;
+
+  g_return_val_if_fail (GT_IS_MANAGER (self), NULL);
+  g_return_val_if_fail (name != NULL, NULL);
+
+  path = unit_path_for (self, name);
+  known = path != NULL
+          && (g_hash_table_contains (self->units, path) || g_hash_table_contains (self->invalid, path));
+  if (!known)
+    {
+      g_set_error (error, GT_MANAGER_ERROR, GT_MANAGER_ERROR_NO_UNIT,
+                   _("no configuration named '%s'"), name);
+      return NULL;
+    }
+  if (!g_file_get_contents (path, &text, &len, error))
+    return NULL;
+  return gt_config_redact_secrets (text, (gssize) len, error);
+}
+
+/* A new file's name: "NAME.yaml" with letters, digits, '-', '_' and '.'. */
+static gboolean
+is_new_name_ok (const char *name)
+{
+  if (name[0] == '\0' || name[0] == '.' || strlen (name) > 128 || !is_config_name (name))
+    return FALSE;
+  for (const char *c = name; *c != '\0'; c++)
+    if (!g_ascii_isalnum (*c) && *c != '-' && *c != '_' && *c != '.')
+      return FALSE;
+  return TRUE;
+}
+
+gboolean
+gt_manager_set_config (GtManager *self, const char *name, const char *text,
+                       GtConfigIssue **issue_out, GError **error)
+{
+  g_autofree char *path = NULL;
+  g_autofree char *old_text = NULL;
+  g_autofree char *full = NULL;
+  g_autoptr (GError) local_error = NULL;
+  gsize old_len = 0;
+  gboolean exists;
+
+  g_return_val_if_fail (GT_IS_MANAGER (self), FALSE);
+  g_return_val_if_fail (name != NULL, FALSE);
+  g_return_val_if_fail (text != NULL, FALSE);
+
+  if (strlen (text) > GT_MANAGER_MAX_CONFIG_SIZE)
+    return gt_manager_check_config (name, text, -1, issue_out, error) != GT_CONFIG_KIND_UNKNOWN;
+  path = unit_path_for (self, name);
+  exists = path != NULL
+           && (g_hash_table_contains (self->units, path) || g_hash_table_contains (self->invalid, path));
+  if (!exists && (path == NULL || !is_new_name_ok (name)))
+    {
+      g_set_error (error, GT_MANAGER_ERROR, GT_MANAGER_ERROR_BAD_NAME,
+                   _("'%s' is not a configuration of this manager, and cannot be a new one (a "
+                     "file name such as home.yaml in a config directory)"),
+                   name);
+      return FALSE;
+    }
+  if (exists)
+    g_file_get_contents (path, &old_text, &old_len, NULL);
+  full = gt_config_restore_secrets (text, -1, old_text, (gssize) old_len, &local_error);
+  if (old_text != NULL)
+    memset (old_text, 0, old_len);
+  if (full == NULL)
+    {
+      g_propagate_prefixed_error (error, g_steal_pointer (&local_error), "%s:", name);
+      return FALSE;
+    }
+  if (gt_manager_check_config (name, full, -1, issue_out, error) == GT_CONFIG_KIND_UNKNOWN)
+    {
+      memset (full, 0, strlen (full));
+      return FALSE;
+    }
+  /* The file holds a secret: only its owner reads it. */
+  if (!g_file_set_contents_full (path, full, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, error))
+    {
+      memset (full, 0, strlen (full));
+      return FALSE;
+    }
+  memset (full, 0, strlen (full));
+  g_chmod (path, 0600);
+  g_message ("%s %s through the control API; reloading", name, exists ? "changed" : "created");
+  self->requested++;
+  write_state (self);
+  gt_manager_reload (self);
+  return TRUE;
 }

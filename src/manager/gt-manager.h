@@ -16,6 +16,8 @@ typedef enum
   GT_MANAGER_ERROR_NO_CONFIG,   /* nothing valid to run */
   GT_MANAGER_ERROR_TIMEOUT,     /* the manager did not answer in time */
   GT_MANAGER_ERROR_FAILED,
+  GT_MANAGER_ERROR_NO_UNIT,     /* no configuration of that name */
+  GT_MANAGER_ERROR_BAD_NAME,    /* a name that cannot be a new configuration file */
 } GtManagerErrorEnum;
 
 /* Defaults; the environment variables GT_MANAGER_STOP_TIMEOUT and GT_MANAGER_READY_TIMEOUT (Go
@@ -53,6 +55,8 @@ G_DECLARE_FINAL_TYPE (GtManager, gt_manager, GT, MANAGER, GObject)
 GtManager *gt_manager_new (const char *path, guint depth);
 void gt_manager_set_stop_timeout (GtManager *self, guint64 ms);
 void gt_manager_set_ready_timeout (GtManager *self, guint64 ms);
+/* Keep running with no valid configuration (one can be added with gt_manager_set_config). */
+void gt_manager_set_allow_empty (GtManager *self, gboolean allow_empty);
 /* Writes the pid file, scans, starts the workers, handles signals. FALSE when another manager
  * runs or nothing valid can be started. */
 gboolean gt_manager_start (GtManager *self, GError **error);
@@ -64,9 +68,72 @@ void gt_manager_stop (GtManager *self);
 gboolean gt_manager_is_stopped (GtManager *self);
 guint gt_manager_get_n_running (GtManager *self);
 
+/* Control API (used by the D-Bus service and the web admin). A unit is one configuration file,
+ * named by its path relative to the config directory ("client.yaml", "sub/a.yaml"). */
+typedef enum
+{
+  GT_MANAGER_UNIT_STARTING,     /* worker started, not ready yet */
+  GT_MANAGER_UNIT_RUNNING,      /* worker ready (a client: at least one tunnel up) */
+  GT_MANAGER_UNIT_RECONNECTING, /* client worker whose tunnels are down and retrying */
+  GT_MANAGER_UNIT_FAILED,       /* invalid config, or no worker and waiting to restart one */
+  GT_MANAGER_UNIT_STOPPED,      /* stopped through gt_manager_stop_unit */
+} GtManagerUnitState;
+
+const char *gt_manager_unit_state_to_string (GtManagerUnitState state);
+
+typedef struct
+{
+  char *name;
+  char *path;
+  GtConfigKind kind;        /* UNKNOWN for a file that cannot be classified */
+  GtManagerUnitState state;
+  char *error;              /* last error ("FILE:LINE:COLUMN: ...", "exited with code 1"), or NULL */
+  GPid pid;                 /* the worker serving it, 0 when none */
+  GtTraffic traffic;        /* as last reported by the worker (zero without one) */
+} GtManagerUnitInfo;
+
+void gt_manager_unit_info_free (GtManagerUnitInfo *info);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtManagerUnitInfo, gt_manager_unit_info_free)
+
+/* Every configuration file of the last scan (valid or not), sorted by name. Emits
+ * "unit-changed" (name) whenever what this returns for a unit may have changed, and
+ * "units-changed" when files appeared or went. */
+GPtrArray *gt_manager_list_units (GtManager *self);
+GtManagerUnitInfo *gt_manager_get_unit (GtManager *self, const char *name);
+/* Stop a unit's worker and keep it stopped across reloads; start it again. GT_MANAGER_ERROR_
+ * NO_UNIT for an unknown name. */
+gboolean gt_manager_stop_unit (GtManager *self, const char *name, GError **error);
+gboolean gt_manager_start_unit (GtManager *self, const char *name, GError **error);
+/* The config directory (or the single file) the manager runs. */
+const char *gt_manager_get_path (GtManager *self);
+/* "idle", "starting", "running", "reloading", "stopping", "stopped"; "phase-changed" tells. */
+const char *gt_manager_get_phase (GtManager *self);
+
+/* Checks a config document the way the manager does before running it (the YAML loader and
+ * validation). Returns its kind, or UNKNOWN with error ("NAME:LINE:COLUMN: message", GT_CONFIG_
+ * ERROR) and *issue_out set when given. */
+GtConfigKind gt_manager_check_config (const char *name, const char *text, gssize len,
+                                      GtConfigIssue **issue_out, GError **error);
+/* A unit's document with its secrets replaced by GT_CONFIG_SECRET_PLACEHOLDER. */
+char *gt_manager_get_config (GtManager *self, const char *name, GError **error);
+/* Checks text, restores the placeholders from the current file, writes it (mode 0600) and
+ * reloads. A new name creates a file in the config directory (a plain file name ending in .yaml
+ * or .yml). */
+gboolean gt_manager_set_config (GtManager *self, const char *name, const char *text,
+                                GtConfigIssue **issue_out, GError **error);
+
+/* What a worker tells its manager on NOTIFY_SOCKET besides READY=1 and STATUS= (ignored by
+ * systemd): GT_STATE=running|reconnecting, GT_ERROR=text, and this traffic line. */
+char *gt_manager_worker_traffic_line (const GtTraffic *traffic);
+/* TRUE in a worker started by a manager (GT_MANAGER_PID set). */
+gboolean gt_manager_is_worker (void);
+
 /* `gt -c DIR [--depth N]`, `gt --manager -c FILE`: runs a manager until stopped; returns the exit
  * code (0 after a stop by signal, 1 on startup failure with error set). */
 int gt_manager_run (const char *path, guint depth, GError **error);
+/* The same with a manager made by the caller, which may add its own services first: runs the
+ * main loop until the manager stopped. */
+int gt_manager_run_full (GtManager *self, GError **error);
 
 /* `gt -s reload|restart|stop`: signals the running manager and waits (bounded) for it to finish
  * the command. Returns 0 on success, 1 with error set otherwise (message fit for the user). */

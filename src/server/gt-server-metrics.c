@@ -3,6 +3,8 @@
 
 #define G_LOG_DOMAIN "gt-server"
 
+#include <string.h>
+
 #include "gt-metrics.h"
 #include "gt-server-private.h"
 
@@ -232,6 +234,53 @@ add_keys (GHashTable *set, GHashTable *table)
   g_hash_table_iter_init (&iter, table);
   while (g_hash_table_iter_next (&iter, &key, NULL))
     g_hash_table_add (set, key);
+}
+
+void
+gt_server_get_traffic (GtServer *server, GtTraffic *traffic)
+{
+  GHashTableIter iter;
+  gpointer value;
+
+  g_return_if_fail (GT_IS_SERVER (server));
+  g_return_if_fail (traffic != NULL);
+
+  memset (traffic, 0, sizeof *traffic);
+  g_hash_table_iter_init (&iter, server->counters.user_traffic);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      GtServerTraffic *t = value;
+
+      traffic->bytes_in += t->bytes_in;
+      traffic->bytes_out += t->bytes_out;
+      traffic->streams_total += t->streams;
+    }
+  g_hash_table_iter_init (&iter, gt_server_registry_get_sessions (server->registry));
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      GtServerSession *s = value;
+      g_autoptr (GHashTable) users = NULL;
+      g_autoptr (GHashTable) services = NULL;
+      LiveScan scan;
+      GtServerTraffic *t;
+
+      if (s->ephemeral)
+        continue;
+      users = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+      services = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+      scan = (LiveScan){ users, services, s };
+      traffic->tunnels += s->tunnels->len;
+      for (guint i = 0; i < s->tunnels->len; i++)
+        gt_mux_foreach_stream (s->tunnels->pdata[i], live_stream_cb, &scan);
+      t = g_hash_table_lookup (users, s->id);
+      if (t != NULL)
+        {
+          traffic->streams += t->streams;
+          traffic->streams_total += t->streams;
+          traffic->bytes_in += t->bytes_in;
+          traffic->bytes_out += t->bytes_out;
+        }
+    }
 }
 
 /* Prometheus text for GET /metrics. */

@@ -23,6 +23,9 @@ const char *gt_server_get_listen_address (GtServer *server);
 const GtServerConfig *gt_server_get_config (GtServer *server);
 guint gt_server_get_n_clients (GtServer *server);
 guint gt_server_get_n_tunnels (GtServer *server);
+/* Totals over every client: open tunnels and streams, and the traffic of every stream since the
+ * start (finished and open). */
+void gt_server_get_traffic (GtServer *server, GtTraffic *traffic);
 /* The Prometheus text served on the status API's /metrics. */
 char *gt_server_render_metrics (GtServer *server);
 /* Credentials accepted in every auth mode until removed (the /status self-test uses them). */
