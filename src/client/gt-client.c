@@ -201,16 +201,6 @@ dial_finish (Dial *d, int error_code)
       g_hash_table_remove (client->dials, d);
       return;
     }
-  if (d->service->use_local_as_http_host && d->service->kind == GT_SERVICE_KIND_HTTP)
-    {
-      g_autofree char *host = NULL;
-
-      if (strchr (d->service->local_host, ':') != NULL && d->service->local_host[0] != '[')
-        host = g_strdup_printf ("[%s]:%u", d->service->local_host, d->service->local_port);
-      else
-        host = g_strdup_printf ("%s:%u", d->service->local_host, d->service->local_port);
-      gt_mux_stream_set_rewriter (stream, gt_host_rewriter_new (host));
-    }
   if (d->service->proxy_protocol != 0 && !send_proxy_header (d))
     {
       gt_mux_stream_reset (stream, GT_RESET_CODE_CONNECT_FAILED);
@@ -304,6 +294,17 @@ stream_opened_cb (GtMux *mux, GtMuxStream *stream, guint service_index, gpointer
   d->stream = gt_mux_stream_ref (stream);
   d->service_index = service_index;
   d->service = config->services->pdata[service_index];
+  /* Now, while the request head that came with OPEN still waits in the stream. */
+  if (d->service->use_local_as_http_host && d->service->kind == GT_SERVICE_KIND_HTTP)
+    {
+      g_autofree char *host = NULL;
+
+      if (strchr (d->service->local_host, ':') != NULL && d->service->local_host[0] != '[')
+        host = g_strdup_printf ("[%s]:%u", d->service->local_host, d->service->local_port);
+      else
+        host = g_strdup_printf ("%s:%u", d->service->local_host, d->service->local_port);
+      gt_mux_stream_set_rewriter (stream, gt_host_rewriter_new (host));
+    }
   d->fd = -1;
   g_hash_table_add (client->dials, d);
   /* Bytes from the user wait in the stream until the address is known. */

@@ -826,9 +826,17 @@ gt_mux_stream_attach_fd (GtMuxStream *s, int fd, guint64 idle_timeout_ms)
 void
 gt_mux_stream_set_rewriter (GtMuxStream *s, GtHostRewriter *rewriter)
 {
+  g_autoptr (GByteArray) waiting = NULL;
+
   g_return_if_fail (s != NULL);
+  g_return_if_fail (s->bytes_to_socket == 0);
   g_clear_pointer (&s->rewriter, gt_host_rewriter_free);
   s->rewriter = rewriter;
+  /* The request head usually came with OPEN, before the local service was dialed: it waits in
+   * pending and has not met the rewriter yet. */
+  waiting = g_steal_pointer (&s->pending);
+  if (waiting != NULL && waiting->len > 0 && !s->closed)
+    stream_deliver (s, waiting->data, waiting->len);
 }
 
 gboolean
