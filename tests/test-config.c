@@ -2331,6 +2331,16 @@ test_listener_keys (void)
       g_assert_no_error (error);
       g_assert_cmpstr (gt_listener_get_addr (from_args, kind), ==, expected);
 
+      /* GT's `-addr ""`: no such listener, also over the file's value. */
+      {
+        g_autofree char *empty = g_strdup_printf ("--%s=", key);
+        char *argv_empty[] = { empty, NULL };
+
+        g_assert_true (gt_server_config_apply_args (from_yaml, 1, argv_empty, &error));
+        g_assert_no_error (error);
+        g_assert_null (gt_listener_get_addr (from_yaml, kind));
+      }
+
       /* Two listeners on one address: the later key is named, at its place. */
       if (kind == 0)
         continue;

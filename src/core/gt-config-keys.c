@@ -411,6 +411,12 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
       break;
     case GT_OPT_ADDR:
     case GT_OPT_API_ADDR:
+      /* GT's `-addr ""`: no such listener (it may replace the file's one). */
+      if (*text == '\0')
+        {
+          set_string (string_field, NULL);
+          break;
+        }
       message = _gt_config_parse_listen_addr (text,
                                               def->type == GT_OPT_ADDR ? "0.0.0.0" : "127.0.0.1",
                                               &parsed);

@@ -839,10 +839,11 @@ pending_dispatch (Pending *p)
       pending_drop (p);
       return;
     }
-  if (p->kind == GT_LISTENER_SNI)
-    pending_handle_sni (p);
-  else if (p->buf[0] == GT_PROTOCOL_MAGIC0)
+  /* Every listener takes tunnels (0xF0 is no TLS record type), the SNI one included. */
+  if (p->buf[0] == GT_PROTOCOL_MAGIC0)
     pending_handle_tunnel (p);
+  else if (p->kind == GT_LISTENER_SNI)
+    pending_handle_sni (p);
   else if (p->ws)
     {
       g_message ("websocket tunnel from %s does not start with the gt preface", p->peer);
