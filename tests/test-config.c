@@ -890,8 +890,6 @@ static const BadArgs bad_args[] = {
   { TRUE, { "--local", "udp://h:1" }, GT_CONFIG_ERROR_VALUE,
     "command line: --local: bad local URL 'udp://h:1': the scheme must be http://, https:// or "
     "tcp://" },
-  { TRUE, { "--secret=" }, GT_CONFIG_ERROR_VALUE,
-    "command line: --secret: secret must be 1 to 200 bytes" },
   { FALSE, { "--id", "", "--secret", "s" }, GT_CONFIG_ERROR_VALUE,
     "command line: --id: id must be 1 to 200 bytes" },
   { FALSE, { "--proxyProtocolTrustedCIDRs", "10.0.0.0/8", "--proxyProtocolTrustedCIDRs", "x" },
@@ -1148,8 +1146,8 @@ test_client_validate (void)
   } cases[] = {
     { "options: {secret: s, remote: h}\nservices: [{local: 'http://a'}]\n",
       "v.yaml: options.id is required" },
-    { "options: {id: a, remote: h}\nservices: [{local: 'http://a'}]\n",
-      "v.yaml: options.secret is required" },
+    { "options: {id: a}\nservices: [{local: 'http://a'}]\n",
+      "v.yaml: no remote: set options.remote or --remote" },
     { "options: {id: a, secret: s}\nservices: [{local: 'http://a'}]\n",
       "v.yaml: no remote: set options.remote or --remote" },
     { "options: {id: a, secret: s, remote: h}\n",
@@ -1189,10 +1187,26 @@ test_client_validate (void)
   {
     g_autoptr (GtClientConfig) config = gt_client_config_new ();
     g_autoptr (GError) error = NULL;
-    char *argv[] = { "--id", "a", "--remote", "h", "--local", "http://x", NULL };
-    g_assert_true (gt_client_config_apply_args (config, 6, argv, &error));
+    char *argv[] = { "--id", "a", "--local", "http://x", NULL };
+    g_assert_true (gt_client_config_apply_args (config, 4, argv, &error));
     g_assert_false (gt_client_config_validate (config, NULL, &error));
-    g_assert_cmpstr (error->message, ==, "command line: options.secret is required");
+    g_assert_cmpstr (error->message, ==, "command line: no remote: set options.remote or --remote");
+  }
+
+  /* No secret is fine (GT): the client makes one up when it starts. */
+  {
+    g_autoptr (GtClientConfig) config = gt_client_config_new ();
+    g_autoptr (GError) error = NULL;
+    char *argv[] = { "--id", "a", "--remote", "h", "--local", "http://x", NULL };
+    char *argv_empty[] = { "--secret", "s", "--secret=", NULL };
+    g_assert_true (gt_client_config_apply_args (config, 6, argv, &error));
+    g_assert_true (gt_client_config_validate (config, NULL, &error));
+    g_assert_no_error (error);
+    g_assert_null (config->secret);
+    /* An empty secret (GT's default) is the same: none. */
+    g_assert_true (gt_client_config_apply_args (config, 3, argv_empty, &error));
+    g_assert_no_error (error);
+    g_assert_null (config->secret);
   }
 }
 

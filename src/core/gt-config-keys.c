@@ -473,7 +473,11 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
     case GT_OPT_ID:
     case GT_OPT_SECRET:
     case GT_OPT_USER_SECRET:
-      if (*text == '\0' || strlen (text) > (def->type == GT_OPT_ID ? MAX_ID_LEN : MAX_SECRET_LEN))
+      /* A client without a secret (GT's empty default) makes one up when it starts. */
+      if (def->type == GT_OPT_SECRET && *text == '\0')
+        set_secret (string_field, NULL);
+      else if (*text == '\0'
+               || strlen (text) > (def->type == GT_OPT_ID ? MAX_ID_LEN : MAX_SECRET_LEN))
         message = def->type == GT_OPT_USER_SECRET
                     ? g_strdup_printf ("secret of user '%s' must be 1 to %d bytes",
                                        ((GtUserConfig *) base)->id, MAX_SECRET_LEN)

@@ -294,6 +294,80 @@ test_sni_only (Fixture *f, gconstpointer data)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* A client without a secret (GT): it makes up a random one. A server that accepts any client
+ * takes it and keeps the id for it while it is connected; a server that knows the id refuses it,
+ * and the client says how to proceed. */
+
+static void
+test_no_secret (Fixture *f, gconstpointer data)
+{
+  GtTestHttp *h;
+  g_autofree char *local = NULL, *remote = NULL, *remote_users = NULL;
+  GtTestProc *first, *second, *third, *known, *users;
+  guint16 port, port_users;
+  guint from = 0;
+
+  GT_TEST_REQUIRE_GT ();
+  h = gt_test_http_start ("svc", 0, NULL);
+  local = local_of (h);
+  start_server (&port, "server", "--addr", "127.0.0.1:0", NULL);
+  remote = remote_of (port);
+
+  first = start_client ("first", "client", "--id", "nosecret", "--remote", remote, "--local",
+                        local, "--hostPrefix", "web", NULL);
+  g_free (gt_test_proc_expect_line (first, "using a random secret for this run", NULL,
+                                    GT_TEST_WAIT_MS));
+  wait_started (first);
+  g_assert_false (gt_test_proc_has_exited (first));
+  {
+    g_autofree char *body = get_body (port, "/whoami", "web.example.com");
+
+    g_assert_cmpstr (body, ==, "svc");
+  }
+
+  /* Another process with the same id has another random secret: not while the first is there
+   * (one tunnel, stopped after its first refusal: failed logins count toward the lockout). */
+  second = start_client ("second", "client", "--id", "nosecret", "--remoteConnections", "1",
+                         "--remote", remote, "--local", local, "--hostPrefix", "web", NULL);
+  g_free (gt_test_proc_expect_line (second, "server refused: invalid id or secret \\(code 1\\)$",
+                                    &from, GT_TEST_WAIT_MS));
+  g_free (gt_test_proc_expect_line (
+    second, "no secret of its own .*set options\\.secret \\(--secret\\) to the secret the "
+            "server has for id 'nosecret'",
+    &from, GT_TEST_WAIT_MS));
+  gt_test_proc_stop_cleanly (second);
+  g_assert_cmpuint (gt_test_proc_count_matches (second, "tunnel started"), ==, 0);
+  {
+    g_autofree char *body = get_body (port, "/whoami", "web.example.com");
+
+    g_assert_cmpstr (body, ==, "svc");
+  }
+  /* Once the first is gone, the id is free again for a new random secret. */
+  gt_test_proc_stop_cleanly (first);
+  third = start_client ("third", "client", "--id", "nosecret", "--remote", remote, "--local",
+                        local, "--hostPrefix", "web", NULL);
+  wait_started (third);
+  {
+    g_autofree char *body = get_body (port, "/whoami", "web.example.com");
+
+    g_assert_cmpstr (body, ==, "svc");
+  }
+
+  /* A server with users: the id has a secret there, and the client is told to set it. */
+  users = start_server (&port_users, "server", "--addr", "127.0.0.1:0", "--id", "known",
+                        "--secret", SECRET, NULL);
+  (void) users;
+  remote_users = remote_of (port_users);
+  known = start_client ("known", "client", "--id", "known", "--remote", remote_users, "--local",
+                        local, NULL);
+  from = 0;
+  g_free (gt_test_proc_expect_line (known, "server refused: invalid id or secret \\(code 1\\)$",
+                                    &from, GT_TEST_WAIT_MS));
+  g_free (gt_test_proc_expect_line (known, "set options\\.secret \\(--secret\\)", &from,
+                                    GT_TEST_WAIT_MS));
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 int
 main (int argc, char **argv)
@@ -305,6 +379,7 @@ main (int argc, char **argv)
               fixture_teardown)
   ADD ("use-local-as-http-host", test_use_local_as_http_host);
   ADD ("sni-only", test_sni_only);
+  ADD ("no-secret", test_no_secret);
 #undef ADD
 
   return gt_test_run ();
