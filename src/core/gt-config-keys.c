@@ -104,39 +104,52 @@ static const GtConfigOpt user_opts[] = {
   UOPT ("host", GT_OPT_HOST_RULES, host_regex, 0, "host prefix rules: number, regex, withID"),
 };
 
-/* GT options accepted but not implemented: a warning, a loose shape check, no failure. */
+/* GT options accepted but not implemented: a loose shape check, no failure. A key that turns a
+ * feature on gets a warning; a key that only tunes such a feature (or that GT itself ignores), or
+ * that is set to GT's default, changes nothing and gets a debug line (GT users keep them in their
+ * files, and a warning at every start would be noise). */
 #define COMMON_UNSUPPORTED                                                                      \
-  { "sentryDSN", GT_LOOSE_SCALAR }, { "sentryLevel", GT_LOOSE_LIST },                           \
-    { "sentrySampleRate", GT_LOOSE_SCALAR }, { "sentryRelease", GT_LOOSE_SCALAR },              \
-    { "sentryEnvironment", GT_LOOSE_SCALAR }, { "sentryServerName", GT_LOOSE_SCALAR },          \
-    { "sentryDebug", GT_LOOSE_BOOL }, { "logFile", GT_LOOSE_SCALAR },                           \
-    { "logFileMaxSize", GT_LOOSE_SCALAR }, { "logFileMaxCount", GT_LOOSE_SCALAR },              \
-    { "webAddr", GT_LOOSE_SCALAR }, { "webCertFile", GT_LOOSE_SCALAR },                         \
-    { "webKeyFile", GT_LOOSE_SCALAR }, { "pprof", GT_LOOSE_BOOL },                              \
-    { "signingKey", GT_LOOSE_SCALAR }, { "admin", GT_LOOSE_SCALAR },                            \
-    { "password", GT_LOOSE_SCALAR }, { "bbr", GT_LOOSE_BOOL }
+  { "sentryDSN", GT_LOOSE_SCALAR, NULL, "" },                                                   \
+    { "sentryLevel", GT_LOOSE_LIST, "sentryDSN", NULL },                                        \
+    { "sentrySampleRate", GT_LOOSE_SCALAR, "sentryDSN", NULL },                                 \
+    { "sentryRelease", GT_LOOSE_SCALAR, "sentryDSN", NULL },                                    \
+    { "sentryEnvironment", GT_LOOSE_SCALAR, "sentryDSN", NULL },                                \
+    { "sentryServerName", GT_LOOSE_SCALAR, "sentryDSN", NULL },                                 \
+    { "sentryDebug", GT_LOOSE_BOOL, "sentryDSN", NULL },                                        \
+    { "logFile", GT_LOOSE_SCALAR, NULL, "" },                                                   \
+    { "logFileMaxSize", GT_LOOSE_SCALAR, "logFile", NULL },                                     \
+    { "logFileMaxCount", GT_LOOSE_SCALAR, "logFile", NULL },                                    \
+    { "webAddr", GT_LOOSE_SCALAR, NULL, "" },                                                   \
+    { "webCertFile", GT_LOOSE_SCALAR, "webAddr", NULL },                                        \
+    { "webKeyFile", GT_LOOSE_SCALAR, "webAddr", NULL },                                         \
+    { "pprof", GT_LOOSE_BOOL, "webAddr", NULL },                                                \
+    { "signingKey", GT_LOOSE_SCALAR, "webAddr", NULL },                                         \
+    { "admin", GT_LOOSE_SCALAR, "webAddr", NULL },                                              \
+    { "password", GT_LOOSE_SCALAR, "webAddr", NULL }
 
 static const GtConfigLoose server_unsupported[] = {
-  { "httpMUXHeader", GT_LOOSE_SCALAR },
-  { "timeoutOnUnidirectionalTraffic", GT_LOOSE_BOOL },
-  { "stunAddr", GT_LOOSE_SCALAR },
-  { "stunLogLevel", GT_LOOSE_SCALAR },
-  { "quicAddr", GT_LOOSE_SCALAR },
+  { "httpMUXHeader", GT_LOOSE_SCALAR, NULL, "Host" },
+  { "timeoutOnUnidirectionalTraffic", GT_LOOSE_BOOL, NULL, "false" },
+  { "stunAddr", GT_LOOSE_SCALAR, NULL, "" },
+  { "stunLogLevel", GT_LOOSE_SCALAR, "stunAddr", NULL },
+  { "quicAddr", GT_LOOSE_SCALAR, NULL, "" },
+  { "bbr", GT_LOOSE_BOOL, "quicAddr", NULL },
   COMMON_UNSUPPORTED,
 };
 
 static const GtConfigLoose client_unsupported[] = {
-  { "remoteSTUN", GT_LOOSE_LIST },
-  { "remoteAPI", GT_LOOSE_SCALAR },
-  { "webrtcConnectionIdleTimeout", GT_LOOSE_SCALAR },
-  { "webrtcConnections", GT_LOOSE_SCALAR },
-  { "webrtcLogLevel", GT_LOOSE_SCALAR },
-  { "webrtcMinPort", GT_LOOSE_SCALAR },
-  { "webrtcMaxPort", GT_LOOSE_SCALAR },
-  { "webrtcThreadMode", GT_LOOSE_BOOL },
-  { "tcpForwardAddr", GT_LOOSE_SCALAR },
-  { "tcpForwardHostPrefix", GT_LOOSE_SCALAR },
-  { "tcpForwardConnections", GT_LOOSE_SCALAR },
+  { "remoteSTUN", GT_LOOSE_LIST, NULL, "" },
+  { "remoteAPI", GT_LOOSE_SCALAR, NULL, "" },
+  { "webrtcConnectionIdleTimeout", GT_LOOSE_SCALAR, "remoteSTUN", NULL },
+  { "webrtcConnections", GT_LOOSE_SCALAR, "remoteSTUN", NULL },
+  { "webrtcLogLevel", GT_LOOSE_SCALAR, "remoteSTUN", NULL },
+  { "webrtcMinPort", GT_LOOSE_SCALAR, "remoteSTUN", NULL },
+  { "webrtcMaxPort", GT_LOOSE_SCALAR, "remoteSTUN", NULL },
+  { "webrtcThreadMode", GT_LOOSE_BOOL, "remoteSTUN", NULL },
+  { "tcpForwardAddr", GT_LOOSE_SCALAR, NULL, "" },
+  { "tcpForwardHostPrefix", GT_LOOSE_SCALAR, "tcpForwardAddr", NULL },
+  { "tcpForwardConnections", GT_LOOSE_SCALAR, "tcpForwardAddr", NULL },
+  { "bbr", GT_LOOSE_BOOL, "", NULL }, /* parsed by GT's client, never used */
   COMMON_UNSUPPORTED,
 };
 

@@ -35,6 +35,8 @@ typedef struct
   guint line;
   guint column;
   char *message;
+  gboolean debug; /* a warning not worth one at every start (a GT key that changes nothing
+                   * here): shown at log level debug */
 } GtConfigIssue;
 
 void gt_config_issue_free (GtConfigIssue *issue);

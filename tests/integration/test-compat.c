@@ -368,6 +368,82 @@ test_no_secret (Fixture *f, gconstpointer data)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* GT-only keys that change nothing here (they tune a GT feature that is off, or are set to GT's
+ * default) start quietly: a debug line, no warning at every start. A key that would turn a
+ * feature on still warns. */
+
+static void
+test_inert_gt_keys (Fixture *f, gconstpointer data)
+{
+  GtTestHttp *h;
+  g_autofree char *local = NULL, *remote = NULL, *config = NULL, *path = NULL;
+  GtTestProc *server, *quiet, *loud, *debug;
+  guint16 port;
+
+  GT_TEST_REQUIRE_GT ();
+  h = gt_test_http_start ("svc", 0, NULL);
+  local = local_of (h);
+  server = start_server (&port, "server", "--addr", "127.0.0.1:0", "--logLevel", "info", "--bbr",
+                         "--stunLogLevel", "debug", "--httpMUXHeader", "Host",
+                         "--timeoutOnUnidirectionalTraffic=false", "--sentryLevel", "error",
+                         "--pprof", NULL);
+  remote = remote_of (port);
+  config = g_strdup_printf ("type: client\n"
+                            "options:\n"
+                            "  id: quiet\n"
+                            "  secret: " SECRET "\n"
+                            "  remote: %s\n"
+                            "  webrtcThreadMode: true\n"
+                            "  webrtcConnections: 30\n"
+                            "  webrtcMinPort: 10000\n"
+                            "  webrtcMaxPort: 20000\n"
+                            "  webrtcLogLevel: warning\n"
+                            "  webrtcConnectionIdleTimeout: 5m\n"
+                            "  tcpForwardConnections: 3\n"
+                            "  bbr: false\n"
+                            "  logFileMaxCount: 7\n"
+                            "  sentryDebug: false\n"
+                            "  remoteSTUN: []\n"
+                            "services:\n"
+                            "  - local: %s\n",
+                            remote, local);
+  path = gt_test_write_file ("client.yaml", config);
+  quiet = start_client ("quiet", "client", "-c", path, "--logLevel", "info",
+                        "--webrtcThreadMode", "--webrtcMaxPort", "20001", NULL);
+  wait_started (quiet);
+  {
+    g_autofree char *body = get_body (port, "/whoami", "quiet.example.com");
+
+    g_assert_cmpstr (body, ==, "svc");
+  }
+  g_assert_cmpuint (gt_test_proc_count_matches (quiet, " WARN "), ==, 0);
+  /* The server's one warning is the allow-any notice. */
+  g_assert_cmpuint (gt_test_proc_count_matches (server, " WARN "), ==, 1);
+  g_assert_cmpuint (gt_test_proc_count_matches (server, " WARN .*any client id is accepted"), ==,
+                    1);
+
+  /* At debug level the keys are still named. */
+  debug = start_client ("debug", "client", "-c", path, "--id", "debug", "--logLevel", "debug",
+                        "--webrtcThreadMode", NULL);
+  g_free (gt_test_proc_expect_line (
+    debug, " DEBUG .*option '--webrtcThreadMode' is ignored: it only tunes remoteSTUN", NULL,
+    GT_TEST_WAIT_MS));
+  g_free (gt_test_proc_expect_line (
+    debug, " DEBUG .*client\\.yaml:[0-9]+:3: key 'webrtcMinPort' is ignored", NULL,
+    GT_TEST_WAIT_MS));
+  wait_started (debug);
+  g_assert_cmpuint (gt_test_proc_count_matches (debug, " WARN "), ==, 0);
+
+  /* A key that would change something (a P2P server list) still warns. */
+  loud = start_client ("loud", "client", "-c", path, "--id", "loud", "--logLevel", "info",
+                       "--remoteSTUN", "stun:127.0.0.1:3478", NULL);
+  g_free (gt_test_proc_expect_line (
+    loud, " WARN .*option '--remoteSTUN' is not supported by this version of gt and is ignored",
+    NULL, GT_TEST_WAIT_MS));
+  wait_started (loud);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 int
 main (int argc, char **argv)
@@ -380,6 +456,7 @@ main (int argc, char **argv)
   ADD ("use-local-as-http-host", test_use_local_as_http_host);
   ADD ("sni-only", test_sni_only);
   ADD ("no-secret", test_no_secret);
+  ADD ("inert-gt-keys", test_inert_gt_keys);
 #undef ADD
 
   return gt_test_run ();
