@@ -433,6 +433,21 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
       message = _gt_config_parse_listen_addr (text,
                                               def->type == GT_OPT_ADDR ? "0.0.0.0" : "127.0.0.1",
                                               &parsed);
+      /* A server listener binds without a resolver (alone or under the manager): a name other
+       * than localhost is refused here, at its place, rather than when the socket opens. */
+      if (message == NULL && def->type == GT_OPT_ADDR)
+        {
+          g_autoptr (GInetSocketAddress) sa = gt_listen_address_parse (parsed, NULL);
+
+          if (sa == NULL)
+            {
+              message = g_strdup_printf ("bad listen address '%s': the host must be an IP "
+                                         "address or localhost (gt does not look up names for "
+                                         "its listeners)",
+                                         text);
+              g_clear_pointer (&parsed, g_free);
+            }
+        }
       break;
     case GT_OPT_WS_PATH:
       if (*text == '\0')

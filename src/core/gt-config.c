@@ -486,6 +486,37 @@ normalize_addr (const char *text, const char *default_host, GError **error)
   return g_strdup_printf ("%s:%u", host, port);
 }
 
+GInetSocketAddress *
+gt_listen_address_parse (const char *addr, GError **error)
+{
+  g_autoptr (GSocketConnectable) na = NULL;
+  g_autoptr (GInetAddress) ia = NULL;
+  g_autofree char *bare = NULL;
+  const char *host;
+
+  g_return_val_if_fail (addr != NULL, NULL);
+
+  na = g_network_address_parse (addr, 0, error);
+  if (na == NULL)
+    return NULL;
+  host = g_network_address_get_hostname (G_NETWORK_ADDRESS (na));
+  if (host[0] == '[')
+    bare = g_strndup (host + 1, strlen (host) > 2 ? strlen (host) - 2 : 0);
+  else
+    bare = g_strdup (host);
+  ia = g_inet_address_new_from_string (bare);
+  if (ia == NULL && g_ascii_strcasecmp (bare, "localhost") == 0)
+    ia = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  if (ia == NULL)
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "cannot listen on '%s': the host must be an IP address or localhost", addr);
+      return NULL;
+    }
+  return G_INET_SOCKET_ADDRESS (
+    g_inet_socket_address_new (ia, g_network_address_get_port (G_NETWORK_ADDRESS (na))));
+}
+
 char *
 gt_normalize_listen_addr (const char *text, GError **error)
 {

@@ -1,7 +1,7 @@
 /* gt-config.h: GT-compatible configuration model for server and client, YAML + command line. */
 #pragma once
 
-#include <glib.h>
+#include <gio/gio.h>
 #include "gt-types.h"
 
 G_BEGIN_DECLS
@@ -202,6 +202,9 @@ gboolean gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issu
 gboolean gt_parse_duration (const char *text, guint64 *ms_out); /* Go syntax: 90s, 1m30s, 250ms, 1h */
 /* "80" → "0.0.0.0:80", ":80" → "0.0.0.0:80", "127.0.0.1:80", "[::1]:80" */
 char *gt_normalize_listen_addr (const char *text, GError **error);
+/* The socket address of a normalized server listen address, without a resolver: an IP address,
+ * or localhost (127.0.0.1). The server and the manager both bind through it. */
+GInetSocketAddress *gt_listen_address_parse (const char *addr, GError **error);
 gboolean gt_parse_port_range (const char *text, GtPortRange *range, GError **error);
 
 /* Reads config->users_file (map id → user, same schema as `users:`) and merges it: an entry

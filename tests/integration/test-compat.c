@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <gio/gio.h>
+#include <glib/gstdio.h>
 
 #include "gt-certificate.h"
 #include "gt-test-utils.h"
@@ -444,6 +445,77 @@ test_inert_gt_keys (Fixture *f, gconstpointer data)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* A listener's host: the same rule for a server alone and under the manager (`gt -c DIR`): an
+ * IP address or localhost (127.0.0.1); another name, even one the resolver knows (the machine's
+ * own name), is refused at its place in the file. */
+
+static GtTestProc *
+spawn_plain (const char *name, const char *dir, const char *first, ...)
+{
+  g_autoptr (GPtrArray) args = gt_test_args_new ();
+  g_autofree char *run = g_build_filename (gt_test_tmpdir (), "run", NULL);
+  g_autofree char *run_env = g_strdup_printf ("GT_RUNTIME_DIR=%s", run);
+  const char *env[] = { run_env, NULL };
+  va_list ap;
+
+  g_assert_cmpint (g_mkdir_with_parents (run, 0700), ==, 0);
+  va_start (ap, first);
+  for (const char *a = first; a != NULL; a = va_arg (ap, const char *))
+    gt_test_args_add (args, "%s", a);
+  va_end (ap);
+  /* gt_test_binary() rather than NULL: no --logLevel, which the manager would not take. */
+  return gt_test_spawn (name, gt_test_binary (), args, dir, env);
+}
+
+static void
+expect_failed_exit (GtTestProc *p)
+{
+  if (!gt_test_proc_wait_exit (p, GT_TEST_WAIT_MS))
+    gt_test_fail ("%s still runs with a bad listen address", p->name);
+  g_assert_cmpint (g_subprocess_get_exit_status (p->proc), !=, 0);
+}
+
+static void
+test_listener_host_names (Fixture *f, gconstpointer data)
+{
+  g_autofree char *dir = g_build_filename (gt_test_tmpdir (), "configs", NULL);
+  g_autofree char *file = g_build_filename (dir, "server.yaml", NULL);
+  const char *host = g_get_host_name ();
+  g_autofree char *yaml = NULL, *want = NULL, *esc = NULL;
+  GtTestProc *alone, *manager;
+
+  GT_TEST_REQUIRE_GT ();
+  if (g_hostname_is_ip_address (host) || g_ascii_strcasecmp (host, "localhost") == 0)
+    host = "gt-test.invalid";
+  g_assert_cmpint (g_mkdir_with_parents (dir, 0700), ==, 0);
+  yaml = g_strdup_printf ("type: server\noptions:\n  addr: %s:0\n", host);
+  g_assert_true (g_file_set_contents (file, yaml, -1, NULL));
+  want = g_strdup_printf ("%s:0': the host must be an IP address or localhost", host);
+  esc = g_regex_escape_string (want, -1);
+  g_free (want);
+  want = g_strdup_printf ("server\\.yaml:3:9: bad listen address '%s", esc);
+
+  alone = spawn_plain ("alone", dir, "server", "-c", file, NULL);
+  expect_failed_exit (alone);
+  g_free (gt_test_proc_expect_line (alone, want, NULL, GT_TEST_WAIT_MS));
+  manager = spawn_plain ("manager", dir, "-c", dir, NULL);
+  expect_failed_exit (manager);
+  g_free (gt_test_proc_expect_line (manager, want, NULL, GT_TEST_WAIT_MS));
+
+  /* localhost is 127.0.0.1 for both. */
+  g_assert_true (g_file_set_contents (file, "type: server\noptions:\n  addr: localhost:0\n", -1,
+                                      NULL));
+  alone = spawn_plain ("alone-localhost", dir, "server", "-c", file, NULL);
+  g_free (gt_test_proc_expect_line (alone, "listening on 127\\.0\\.0\\.1:[0-9]+$", NULL,
+                                    GT_TEST_WAIT_MS));
+  gt_test_proc_stop_cleanly (alone);
+  manager = spawn_plain ("manager-localhost", dir, "-c", dir, NULL);
+  g_free (gt_test_proc_expect_line (manager, "listening on 127\\.0\\.0\\.1:[0-9]+$", NULL,
+                                    GT_TEST_WAIT_MS));
+  gt_test_proc_stop_cleanly (manager);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 int
 main (int argc, char **argv)
@@ -457,6 +529,7 @@ main (int argc, char **argv)
   ADD ("sni-only", test_sni_only);
   ADD ("no-secret", test_no_secret);
   ADD ("inert-gt-keys", test_inert_gt_keys);
+  ADD ("listener-host-names", test_listener_host_names);
 #undef ADD
 
   return gt_test_run ();
