@@ -7,7 +7,6 @@
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 
-#include "gt-certificate.h"
 #include "gt-test-utils.h"
 
 #define PATTERN_SIZE (1024 * 1024)
@@ -182,116 +181,6 @@ test_use_local_as_http_host (Fixture *f, gconstpointer data)
     gt_test_check_bytes ("echo after a rewritten head", r->body->data, r->body->len,
                          gt_test_pattern (), 100000);
   }
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* A server with only sniAddr (GT's `-addr ""` removes the file's plain listener): tunnels reach
- * it on that port, and TLS users are passed through to the client's https service. */
-
-static gboolean
-accept_any_cb (GTlsConnection *conn, GTlsCertificate *peer, GTlsCertificateFlags errors,
-               gpointer user_data)
-{
-  return TRUE;
-}
-
-/* GET path over TLS to 127.0.0.1:port with SNI server_name; the peer certificate is returned in
- * *peer_out. */
-static char *
-tls_get_body (guint16 port, const char *server_name, const char *path,
-              GTlsCertificate **peer_out)
-{
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GSocketClient) sc = g_socket_client_new ();
-  g_autoptr (GSocketConnection) conn = NULL;
-  g_autoptr (GSocketConnectable) identity = g_network_address_new (server_name, 443);
-  g_autoptr (GIOStream) tls = NULL;
-  g_autoptr (GByteArray) req
-    = gt_test_http_build_request ("GET", path, server_name, NULL, 0, "Connection: close\r\n");
-  g_autoptr (GByteArray) in = g_byte_array_new ();
-  g_autoptr (GtTestHttpResponse) r = NULL;
-  guint8 chunk[16384];
-
-  g_socket_client_set_timeout (sc, GT_TEST_WAIT_MS / 1000);
-  conn = g_socket_client_connect_to_host (sc, "127.0.0.1", port, NULL, &error);
-  g_assert_no_error (error);
-  tls = g_tls_client_connection_new (G_IO_STREAM (conn), identity, &error);
-  g_assert_no_error (error);
-  g_tls_connection_set_require_close_notify (G_TLS_CONNECTION (tls), FALSE);
-  g_signal_connect (tls, "accept-certificate", G_CALLBACK (accept_any_cb), NULL);
-  if (!g_tls_connection_handshake (G_TLS_CONNECTION (tls), NULL, &error))
-    gt_test_fail ("TLS handshake through sniAddr %u: %s", port, error->message);
-  *peer_out = g_object_ref (g_tls_connection_get_peer_certificate (G_TLS_CONNECTION (tls)));
-  if (!g_output_stream_write_all (g_io_stream_get_output_stream (tls), req->data, req->len, NULL,
-                                  NULL, &error))
-    gt_test_fail ("request through sniAddr: %s", error->message);
-  for (;;)
-    {
-      gsize consumed = 0;
-      gssize n;
-      int res = gt_test_http_parse_response (in->data, in->len, FALSE, &consumed, &r, &error);
-
-      if (res < 0)
-        gt_test_fail ("response through sniAddr: %s", error->message);
-      if (res > 0)
-        break;
-      n = g_input_stream_read (g_io_stream_get_input_stream (tls), chunk, sizeof chunk, NULL,
-                               &error);
-      if (n <= 0)
-        gt_test_fail ("response through sniAddr: %s", n == 0 ? "EOF" : error->message);
-      g_byte_array_append (in, chunk, n);
-    }
-  gt_test_expect_response (r, error, 200);
-  return g_strndup ((const char *) r->body->data, r->body->len);
-}
-
-static void
-test_sni_only (Fixture *f, gconstpointer data)
-{
-  g_autofree char *cert_path = NULL, *key_path = NULL, *config = NULL, *remote = NULL;
-  g_autofree char *local = NULL, *body = NULL;
-  const char *names[] = { "sec.example.com", "localhost", NULL };
-  g_autoptr (GTlsCertificate) cert = NULL;
-  g_autoptr (GTlsCertificate) peer = NULL;
-  g_autoptr (GError) error = NULL;
-  GtTestProc *server, *client;
-  GtTestHttp *h;
-  guint16 sni_port;
-
-  GT_TEST_REQUIRE_GT ();
-  cert_path = g_build_filename (gt_test_tmpdir (), "local-cert.pem", NULL);
-  key_path = g_build_filename (gt_test_tmpdir (), "local-key.pem", NULL);
-  g_assert_true (gt_certificate_generate (cert_path, key_path, names, &error));
-  g_assert_no_error (error);
-  cert = g_tls_certificate_new_from_files (cert_path, key_path, &error);
-  g_assert_no_error (error);
-  h = gt_test_http_start ("local-https", 0, cert);
-
-  /* The file has a plain listener; `--addr ""` takes it away, as with GT. */
-  config = gt_test_write_file ("server.yaml", "type: server\n"
-                                              "options:\n"
-                                              "  addr: 127.0.0.1:0\n");
-  server = start_server (NULL, "server", "-c", config, "-addr", "", "--sniAddr", "127.0.0.1:0",
-                         NULL);
-  sni_port = listening_port (server, " \\(TLS pass-through by SNI\\)");
-  g_assert_cmpuint (gt_test_proc_count_matches (server, "listening on"), ==, 1);
-
-  remote = remote_of (sni_port);
-  local = g_strdup_printf ("https://127.0.0.1:%u", h->port);
-  client = start_client ("client", "client", "--id", "sni", "--secret", SECRET, "--remote", remote,
-                         "--local", local, "--hostPrefix", "sec", NULL);
-  wait_started (client);
-  g_assert_cmpuint (gt_test_proc_count_matches (server, "listening on"), ==, 1);
-
-  for (guint i = 0; i < 3; i++)
-    {
-      g_clear_object (&peer);
-      g_free (body);
-      body = tls_get_body (sni_port, "sec.example.com", "/whoami", &peer);
-      g_assert_cmpstr (body, ==, "local-https");
-      /* Passed through: the user sees the local service's own certificate. */
-      g_assert_true (g_tls_certificate_is_same (peer, cert));
-    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -526,7 +415,6 @@ main (int argc, char **argv)
   g_test_add ("/gt/integration/compat/" path, Fixture, NULL, fixture_setup, func,              \
               fixture_teardown)
   ADD ("use-local-as-http-host", test_use_local_as_http_host);
-  ADD ("sni-only", test_sni_only);
   ADD ("no-secret", test_no_secret);
   ADD ("inert-gt-keys", test_inert_gt_keys);
   ADD ("listener-host-names", test_listener_host_names);
