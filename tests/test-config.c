@@ -235,12 +235,98 @@ test_server_gt_example (void)
   g_assert_cmpstr (config->key_file, ==, "/etc/gt/key.pem");
   g_assert_cmpstr (config->tls_version, ==, "tls1.2");
 
-  /* GT keys we do not implement: warnings with their place, nothing else. */
+  /* GT keys we do not implement, with their place; sentryLevel only tunes sentryDSN (absent),
+   * so it changes nothing: a debug note, not a warning. */
   g_assert_cmpuint (config->warnings->len, ==, 1);
-  w1 = g_strdup_printf ("%s:27:3: key 'sentryLevel' is not supported by this version of gt and "
-                        "is ignored",
+  w1 = g_strdup_printf ("%s:27:3: key 'sentryLevel' is ignored: it only tunes sentryDSN, which "
+                        "this version of gt does not support",
                         path);
   g_assert_true (warnings_contain (config->warnings, w1));
+  g_assert_true (((GtConfigIssue *) config->warnings->pdata[0])->debug);
+}
+
+/* GT keys that change nothing here are debug notes; keys that would turn a feature on warn. */
+static void
+test_unsupported_levels (void)
+{
+  static const struct
+  {
+    const char *yaml;    /* under options: of a client */
+    const char *message; /* after "c.yaml:2:3: " */
+    gboolean debug;
+  } cases[] = {
+    { "webrtcThreadMode: true",
+      "key 'webrtcThreadMode' is ignored: it only tunes remoteSTUN, which this version of gt "
+      "does not support",
+      TRUE },
+    { "webrtcMaxPort: 9000",
+      "key 'webrtcMaxPort' is ignored: it only tunes remoteSTUN, which this version of gt does "
+      "not support",
+      TRUE },
+    { "bbr: true", "key 'bbr' is ignored: GT does not use it either", TRUE },
+    { "remoteSTUN: ''",
+      "key 'remoteSTUN' is not supported by this version of gt; its value is GT's default, so "
+      "it changes nothing",
+      TRUE },
+    { "remoteSTUN: [stun:a:3478]",
+      "key 'remoteSTUN' is not supported by this version of gt and is ignored", FALSE },
+    { "logFile: /tmp/x.log", "key 'logFile' is not supported by this version of gt and is ignored",
+      FALSE },
+    { "webrtcThreadMode: {a: 1}",
+      "key 'webrtcThreadMode' is not supported by this version of gt and is ignored (it should "
+      "be a scalar, not a mapping)",
+      FALSE },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GtClientConfig) config = gt_client_config_new ();
+      g_autoptr (GError) error = NULL;
+      g_autofree char *yaml = g_strdup_printf ("options:\n  %s\n", cases[i].yaml);
+      g_autofree char *want = g_strdup_printf ("c.yaml:2:3: %s", cases[i].message);
+      GtConfigIssue *issue;
+
+      g_test_message ("%s", cases[i].yaml);
+      g_assert_true (gt_client_config_load_data (config, yaml, -1, "c.yaml", NULL, &error));
+      g_assert_no_error (error);
+      dump_warnings (config->warnings);
+      g_assert_cmpuint (config->warnings->len, ==, 1);
+      issue = config->warnings->pdata[0];
+      g_assert_true (warnings_contain (config->warnings, want));
+      g_assert_cmpint (issue->debug, ==, cases[i].debug);
+    }
+
+  /* The server's httpMUXHeader set to GT's default changes nothing; another value would. */
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    char *argv[] = { "--httpMUXHeader", "host", "--timeoutOnUnidirectionalTraffic=false",
+                     "--bbr", "--httpMUXHeader=EID", NULL };
+
+    g_assert_true (gt_server_config_apply_args (config, 5, argv, &error));
+    g_assert_no_error (error);
+    dump_warnings (config->warnings);
+    g_assert_cmpuint (config->warnings->len, ==, 4);
+    g_assert_true (((GtConfigIssue *) config->warnings->pdata[0])->debug);
+    g_assert_true (((GtConfigIssue *) config->warnings->pdata[1])->debug);
+    g_assert_true (warnings_contain (config->warnings,
+                                     "command line: option '--bbr' is ignored: it only tunes "
+                                     "quicAddr, which this version of gt does not support"));
+    g_assert_false (((GtConfigIssue *) config->warnings->pdata[3])->debug);
+  }
+  /* The client's command line too. */
+  {
+    g_autoptr (GtClientConfig) config = gt_client_config_new ();
+    g_autoptr (GError) error = NULL;
+    char *argv[] = { "--webrtcThreadMode", "--remoteAPI", "http://a/b", NULL };
+
+    g_assert_true (gt_client_config_apply_args (config, 3, argv, &error));
+    g_assert_no_error (error);
+    dump_warnings (config->warnings);
+    g_assert_cmpuint (config->warnings->len, ==, 2);
+    g_assert_true (((GtConfigIssue *) config->warnings->pdata[0])->debug);
+    g_assert_false (((GtConfigIssue *) config->warnings->pdata[1])->debug);
+  }
 }
 
 static void
@@ -924,8 +1010,8 @@ test_server_cli (void)
   g_assert_cmpstr (user->secret, ==, "s9");
   g_assert_cmpstr (config->tls_addr, ==, "0.0.0.0:443");
   g_assert_true (warnings_contain (config->warnings,
-                                   "command line: option '--pprof' is not supported by this "
-                                   "version of gt and is ignored"));
+                                   "command line: option '--pprof' is ignored: it only tunes "
+                                   "webAddr, which this version of gt does not support"));
 
   /* Bare boolean. */
   {
@@ -969,8 +1055,6 @@ static const BadArgs bad_args[] = {
   { TRUE, { "--local", "udp://h:1" }, GT_CONFIG_ERROR_VALUE,
     "command line: --local: bad local URL 'udp://h:1': the scheme must be http://, https:// or "
     "tcp://" },
-  { TRUE, { "--secret=" }, GT_CONFIG_ERROR_VALUE,
-    "command line: --secret: secret must be 1 to 200 bytes" },
   { FALSE, { "--id", "", "--secret", "s" }, GT_CONFIG_ERROR_VALUE,
     "command line: --id: id must be 1 to 200 bytes" },
   { FALSE, { "--proxyProtocolTrustedCIDRs", "10.0.0.0/8", "--proxyProtocolTrustedCIDRs", "x" },
@@ -1227,8 +1311,8 @@ test_client_validate (void)
   } cases[] = {
     { "options: {secret: s, remote: h}\nservices: [{local: 'http://a'}]\n",
       "v.yaml: options.id is required" },
-    { "options: {id: a, remote: h}\nservices: [{local: 'http://a'}]\n",
-      "v.yaml: options.secret is required" },
+    { "options: {id: a}\nservices: [{local: 'http://a'}]\n",
+      "v.yaml: no remote: set options.remote or --remote" },
     { "options: {id: a, secret: s}\nservices: [{local: 'http://a'}]\n",
       "v.yaml: no remote: set options.remote or --remote" },
     { "options: {id: a, secret: s, remote: h}\n",
@@ -1268,10 +1352,26 @@ test_client_validate (void)
   {
     g_autoptr (GtClientConfig) config = gt_client_config_new ();
     g_autoptr (GError) error = NULL;
-    char *argv[] = { "--id", "a", "--remote", "h", "--local", "http://x", NULL };
-    g_assert_true (gt_client_config_apply_args (config, 6, argv, &error));
+    char *argv[] = { "--id", "a", "--local", "http://x", NULL };
+    g_assert_true (gt_client_config_apply_args (config, 4, argv, &error));
     g_assert_false (gt_client_config_validate (config, NULL, &error));
-    g_assert_cmpstr (error->message, ==, "command line: options.secret is required");
+    g_assert_cmpstr (error->message, ==, "command line: no remote: set options.remote or --remote");
+  }
+
+  /* No secret is fine (GT): the client makes one up when it starts. */
+  {
+    g_autoptr (GtClientConfig) config = gt_client_config_new ();
+    g_autoptr (GError) error = NULL;
+    char *argv[] = { "--id", "a", "--remote", "h", "--local", "http://x", NULL };
+    char *argv_empty[] = { "--secret", "s", "--secret=", NULL };
+    g_assert_true (gt_client_config_apply_args (config, 6, argv, &error));
+    g_assert_true (gt_client_config_validate (config, NULL, &error));
+    g_assert_no_error (error);
+    g_assert_null (config->secret);
+    /* An empty secret (GT's default) is the same: none. */
+    g_assert_true (gt_client_config_apply_args (config, 3, argv_empty, &error));
+    g_assert_no_error (error);
+    g_assert_null (config->secret);
   }
 }
 
@@ -2467,6 +2567,16 @@ test_listener_keys (void)
       g_assert_no_error (error);
       g_assert_cmpstr (gt_listener_get_addr (from_args, kind), ==, expected);
 
+      /* GT's `-addr ""`: no such listener, also over the file's value. */
+      {
+        g_autofree char *empty = g_strdup_printf ("--%s=", key);
+        char *argv_empty[] = { empty, NULL };
+
+        g_assert_true (gt_server_config_apply_args (from_yaml, 1, argv_empty, &error));
+        g_assert_no_error (error);
+        g_assert_null (gt_listener_get_addr (from_yaml, kind));
+      }
+
       /* Two listeners on one address: the later key is named, at its place. */
       if (kind == 0)
         continue;
@@ -2521,6 +2631,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/core/config/client/defaults", test_client_defaults);
   g_test_add_func ("/gt/core/config/server/gt-example", test_server_gt_example);
   g_test_add_func ("/gt/core/config/client/gt-example", test_client_gt_example);
+  g_test_add_func ("/gt/core/config/unsupported-levels", test_unsupported_levels);
   g_test_add_func ("/gt/core/config/demo-files", test_demo_files);
   g_test_add_func ("/gt/core/config/unknown-key", test_unknown_key);
   for (guint i = 0; i < G_N_ELEMENTS (bad_files); i++)

@@ -9,7 +9,7 @@ static void
 assert_address (const char *text, const char *ip, guint16 port)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (GInetSocketAddress) sa = _gt_server_parse_listen_address (text, &error);
+  g_autoptr (GInetSocketAddress) sa = gt_listen_address_parse (text, &error);
   g_autofree char *got = NULL;
 
   g_assert_no_error (error);
@@ -39,7 +39,7 @@ test_listen_address_no_dns (void)
   for (guint i = 0; i < G_N_ELEMENTS (bad); i++)
     {
       g_autoptr (GError) error = NULL;
-      g_autoptr (GInetSocketAddress) sa = _gt_server_parse_listen_address (bad[i], &error);
+      g_autoptr (GInetSocketAddress) sa = gt_listen_address_parse (bad[i], &error);
 
       g_assert_null (sa);
       g_assert_nonnull (error);

@@ -90,7 +90,7 @@ test_host_conflict (void)
   g_assert_cmpint (add_and_register (registry, alice, hello_a, &message), ==, GT_ERROR_CODE_NONE);
   g_assert_cmpint (add_and_register (registry, bob, hello_b, &message), ==,
                    GT_ERROR_CODE_HOST_CONFLICT);
-  g_assert_cmpstr (message, ==, "host prefix 'web' is used by another client");
+  g_assert_cmpstr (message, ==, "host conflict: host prefix 'web' is used by another client");
 
   /* The refused client goes with what it registered before the conflict. */
   gt_server_registry_remove (registry, bob);
@@ -113,7 +113,7 @@ test_given_twice (void)
   gt_hello_add_service (hello, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
   g_assert_cmpint (add_and_register (registry, s, hello, &message), ==,
                    GT_ERROR_CODE_HOST_CONFLICT);
-  g_assert_cmpstr (message, ==, "host prefix 'web' is given twice");
+  g_assert_cmpstr (message, ==, "host conflict: host prefix 'web' is given twice");
   gt_server_registry_remove (registry, s);
   g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "web"));
   g_assert_cmpuint (gt_server_registry_get_n_sessions (registry), ==, 0);
@@ -286,14 +286,14 @@ test_check_before_replace (void)
   gt_hello_add_service (conflict, GT_SERVICE_KIND_HTTP, "blog", 0, FALSE);
   g_assert_cmpint (gt_server_session_check (fresh, registry, conflict, NULL, pool, old, &message),
                    ==, GT_ERROR_CODE_HOST_CONFLICT);
-  g_assert_cmpstr (message, ==, "host prefix 'blog' is used by another client");
+  g_assert_cmpstr (message, ==, "host conflict: host prefix 'blog' is used by another client");
   g_clear_pointer (&message, g_free);
 
   gt_hello_add_service (twice, GT_SERVICE_KIND_HTTP, "shop", 0, FALSE);
   gt_hello_add_service (twice, GT_SERVICE_KIND_HTTP, "shop", 0, FALSE);
   g_assert_cmpint (gt_server_session_check (fresh, registry, twice, NULL, pool, old, &message), ==,
                    GT_ERROR_CODE_HOST_CONFLICT);
-  g_assert_cmpstr (message, ==, "host prefix 'shop' is given twice");
+  g_assert_cmpstr (message, ==, "host conflict: host prefix 'shop' is given twice");
   g_clear_pointer (&message, g_free);
 
   gt_hello_add_service (port, GT_SERVICE_KIND_TCP, NULL, 30000, FALSE);
@@ -329,7 +329,7 @@ test_owned_prefix (void)
   gt_hello_add_service (hello_bob, GT_SERVICE_KIND_HTTP, "alice", 0, FALSE);
   g_assert_cmpint (add_and_register (registry, bob, hello_bob, &message), ==,
                    GT_ERROR_CODE_HOST_CONFLICT);
-  g_assert_cmpstr (message, ==, "host prefix 'alice' belongs to another user");
+  g_assert_cmpstr (message, ==, "host conflict: host prefix 'alice' belongs to another user");
   gt_server_registry_remove (registry, bob);
   g_assert_null (gt_server_registry_lookup_route (registry, GT_SERVICE_KIND_HTTP, "alice"));
 

@@ -114,10 +114,15 @@ test_default_burst (void)
 {
   GtTokenBucket b;
 
+  /* A tenth of a second at every rate: 4 KiB at 1 KiB/s take about 4 s, not 0 (GT). */
   gt_token_bucket_init (&b, 10 * 1024 * 1024, 0);
   g_assert_cmpfloat (b.burst, ==, 1024 * 1024);
   gt_token_bucket_init (&b, 1024, 0);
-  g_assert_cmpfloat (b.burst, ==, 16 * 1024);
+  g_assert_cmpfloat (b.burst, ==, 102);
+  g_assert_cmpuint (gt_token_bucket_take (&b, 4096, 0), ==, 102);
+  g_assert_cmpint (gt_token_bucket_wait_us (&b, 4096, 0), ==, 102 * G_USEC_PER_SEC / 1024 + 1);
+  gt_token_bucket_init (&b, 5, 0);
+  g_assert_cmpfloat (b.burst, ==, 1);
 }
 
 static void

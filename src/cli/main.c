@@ -179,9 +179,13 @@ print_warnings (GPtrArray *warnings)
 {
   for (guint i = 0; warnings != NULL && i < warnings->len; i++)
     {
-      g_autofree char *text = gt_config_issue_to_string (warnings->pdata[i]);
+      const GtConfigIssue *issue = warnings->pdata[i];
+      g_autofree char *text = gt_config_issue_to_string (issue);
 
-      g_warning ("%s", text);
+      if (issue->debug)
+        g_debug ("%s", text);
+      else
+        g_warning ("%s", text);
     }
 }
 

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,6 +23,8 @@
 #define HANDSHAKE_REPLY_MAX (GT_FRAME_HEADER_SIZE + GT_FRAME_MAX_CONTROL)
 /* The handshake buffer: the reply plus what may follow it in the same reads. */
 #define HANDSHAKE_BUF_SIZE (HANDSHAKE_REPLY_MAX + 64 * 1024)
+/* Length of the secret made up when none is set (as GT). */
+#define RANDOM_SECRET_LEN 64
 /* Draining closes HTTP streams idle for this long (keep-alive between requests). */
 #define DRAIN_IDLE_HTTP_US (1 * G_USEC_PER_SEC)
 
@@ -83,6 +86,7 @@ struct _GtClient
   GtClientSignallingFunc signalling_func;
   gpointer signalling_data;
   gboolean stopped;
+  gboolean random_secret; /* options.secret was not set: made up for this run */
   guint drain_id;
   gint64 drain_deadline;
   /* Traffic of the tunnels already gone, and every stream opened (gt_client_get_traffic). */
@@ -206,16 +210,6 @@ dial_finish (Dial *d, int error_code)
       gt_mux_stream_reset (stream, GT_RESET_CODE_CONNECT_FAILED);
       g_hash_table_remove (client->dials, d);
       return;
-    }
-  if (d->service->use_local_as_http_host && d->service->kind == GT_SERVICE_KIND_HTTP)
-    {
-      g_autofree char *host = NULL;
-
-      if (strchr (d->service->local_host, ':') != NULL && d->service->local_host[0] != '[')
-        host = g_strdup_printf ("[%s]:%u", d->service->local_host, d->service->local_port);
-      else
-        host = g_strdup_printf ("%s:%u", d->service->local_host, d->service->local_port);
-      gt_mux_stream_set_rewriter (stream, gt_host_rewriter_new (host));
     }
   if (d->service->proxy_protocol != 0 && !send_proxy_header (d))
     {
@@ -360,6 +354,17 @@ stream_opened_cb (GtMux *mux, GtMuxStream *stream, guint service_index, gpointer
   d->stream = gt_mux_stream_ref (stream);
   d->service_index = service_index;
   d->service = config->services->pdata[service_index];
+  /* Now, while the request head that came with OPEN still waits in the stream. */
+  if (d->service->use_local_as_http_host && d->service->kind == GT_SERVICE_KIND_HTTP)
+    {
+      g_autofree char *host = NULL;
+
+      if (strchr (d->service->local_host, ':') != NULL && d->service->local_host[0] != '[')
+        host = g_strdup_printf ("[%s]:%u", d->service->local_host, d->service->local_port);
+      else
+        host = g_strdup_printf ("%s:%u", d->service->local_host, d->service->local_port);
+      gt_mux_stream_set_rewriter (stream, gt_host_rewriter_new (host));
+    }
   d->fd = -1;
   g_hash_table_add (client->dials, d);
   /* Bytes from the user wait in the stream until the address is known. */
@@ -687,6 +692,10 @@ slot_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
         }
       g_message ("server refused: %s (code %u)",
                  message && *message ? message : gt_error_code_to_string (code), code);
+      if (code == GT_ERROR_CODE_INVALID_AUTH && slot->client->random_secret)
+        g_message ("this client has no secret of its own (options.secret): set options.secret "
+                   "(--secret) to the secret the server has for id '%s'",
+                   slot->client->config->id);
       g_signal_emit (slot->client, signals[SIGNAL_TUNNEL_FAILED], 0,
                      message ? message : gt_error_code_to_string (code));
       slot_schedule_retry (slot);
@@ -785,12 +794,59 @@ slot_connect (Slot *slot)
 /* ------------------------------------------------------------------------------------------ */
 /* Public API */
 
+/* GT's rule for a client without a secret: a random one (letters and digits) for this run. */
+static gboolean
+make_random_secret (char **out, GError **error)
+{
+  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  char *secret = g_malloc (RANDOM_SECRET_LEN + 1);
+  gsize n = 0;
+
+  while (n < RANDOM_SECRET_LEN)
+    {
+      guint8 bytes[RANDOM_SECRET_LEN];
+      gssize got = getrandom (bytes, sizeof bytes, 0);
+
+      if (got < 0 && errno == EINTR)
+        continue;
+      if (got < 0)
+        {
+          int saved = errno;
+
+          g_free (secret);
+          g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved),
+                       "cannot make a random secret: %s", g_strerror (saved));
+          return FALSE;
+        }
+      /* 62 × 4 = 248: bytes above are dropped so that every character is equally likely. */
+      for (gssize i = 0; i < got && n < RANDOM_SECRET_LEN; i++)
+        if (bytes[i] < 248)
+          secret[n++] = alphabet[bytes[i] % 62];
+    }
+  secret[n] = '\0';
+  *out = secret;
+  return TRUE;
+}
+
 gboolean
 gt_client_start (GtClient *client, GError **error)
 {
   GtClientConfig *config = client->config;
-  g_autoptr (GtHello) hello = gt_hello_new (config->id, config->secret);
+  g_autoptr (GtHello) hello = NULL;
 
+  if (config->secret == NULL || *config->secret == '\0')
+    {
+      g_free (config->secret);
+      config->secret = NULL;
+      if (!make_random_secret (&config->secret, error))
+        return FALSE;
+      client->random_secret = TRUE;
+      g_message ("options.secret is not set: using a random secret for this run (as GT does); "
+                 "only a server that accepts any client takes it, and after a restart the id is "
+                 "free again once the old tunnels are gone. Set options.secret (--secret) to "
+                 "keep it");
+    }
+  hello = gt_hello_new (config->id, config->secret);
   client_resolve_services (client);
   for (guint i = 0; i < config->services->len; i++)
     {

@@ -80,9 +80,13 @@ cli_unsupported (GPtrArray *warnings, const GtConfigLoose *loose, int argc, char
     }
   else if (!cli_take_value (argc, argv, i, loose->name, inline_value, &value, error))
     return FALSE;
-  _gt_config_add_warning (warnings, NULL, 0, 0,
-                          "option '--%s' is not supported by this version of gt and is ignored",
-                          loose->name);
+  {
+    g_autofree char *display = g_strdup_printf ("option '--%s'", loose->name);
+
+    if (loose->type == GT_LOOSE_BOOL)
+      value = inline_value != NULL ? inline_value : "true";
+    _gt_config_add_unsupported (warnings, NULL, 0, 0, loose, display, value, NULL);
+  }
   return TRUE;
 }
 
@@ -371,10 +375,15 @@ gt_client_config_apply_args (GtClientConfig *config, int argc, char **argv, GErr
           if (loose->type == GT_LOOSE_BOOL && item->value != NULL
               && (message = _gt_config_parse_bool (item->value, &unused)) != NULL)
             return cli_fail (error, GT_CONFIG_ERROR_VALUE, "--%s: %s", loose->name, message);
-          _gt_config_add_warning (config->warnings, NULL, 0, 0,
-                                  "option '--%s' is not supported by this version of gt and is "
-                                  "ignored",
-                                  loose->name);
+          {
+            g_autofree char *display = g_strdup_printf ("option '--%s'", loose->name);
+            const char *value = item->value;
+
+            if (loose->type == GT_LOOSE_BOOL && value == NULL)
+              value = "true";
+            _gt_config_add_unsupported (config->warnings, NULL, 0, 0, loose, display, value,
+                                        NULL);
+          }
           continue;
         }
 

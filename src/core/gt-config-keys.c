@@ -150,30 +150,41 @@ static const GtConfigOpt cluster_opts[] = {
   SOPT ("etcdPassword", GT_OPT_SECRET, cluster_etcd_password, 0, "password of etcdUser"),
 };
 
-/* GT options accepted but not implemented: a warning, a loose shape check, no failure. */
+/* GT options accepted but not implemented: a loose shape check, no failure. A key that turns a
+ * feature on gets a warning; a key that only tunes such a feature (or that GT itself ignores), or
+ * that is set to GT's default, changes nothing and gets a debug line (GT users keep them in their
+ * files, and a warning at every start would be noise). */
 #define COMMON_UNSUPPORTED                                                                      \
-  { "sentryDSN", GT_LOOSE_SCALAR }, { "sentryLevel", GT_LOOSE_LIST },                           \
-    { "sentrySampleRate", GT_LOOSE_SCALAR }, { "sentryRelease", GT_LOOSE_SCALAR },              \
-    { "sentryEnvironment", GT_LOOSE_SCALAR }, { "sentryServerName", GT_LOOSE_SCALAR },          \
-    { "sentryDebug", GT_LOOSE_BOOL }, { "logFile", GT_LOOSE_SCALAR },                           \
-    { "logFileMaxSize", GT_LOOSE_SCALAR }, { "logFileMaxCount", GT_LOOSE_SCALAR },              \
-    { "pprof", GT_LOOSE_BOOL }, { "signingKey", GT_LOOSE_SCALAR }, { "bbr", GT_LOOSE_BOOL }
+  { "sentryDSN", GT_LOOSE_SCALAR, NULL, "" },                                                   \
+    { "sentryLevel", GT_LOOSE_LIST, "sentryDSN", NULL },                                        \
+    { "sentrySampleRate", GT_LOOSE_SCALAR, "sentryDSN", NULL },                                 \
+    { "sentryRelease", GT_LOOSE_SCALAR, "sentryDSN", NULL },                                    \
+    { "sentryEnvironment", GT_LOOSE_SCALAR, "sentryDSN", NULL },                                \
+    { "sentryServerName", GT_LOOSE_SCALAR, "sentryDSN", NULL },                                 \
+    { "sentryDebug", GT_LOOSE_BOOL, "sentryDSN", NULL },                                        \
+    { "logFile", GT_LOOSE_SCALAR, NULL, "" },                                                   \
+    { "logFileMaxSize", GT_LOOSE_SCALAR, "logFile", NULL },                                     \
+    { "logFileMaxCount", GT_LOOSE_SCALAR, "logFile", NULL },                                    \
+    { "pprof", GT_LOOSE_BOOL, NULL, "false" },                                                  \
+    { "signingKey", GT_LOOSE_SCALAR, NULL, "" }
 
 static const GtConfigLoose server_unsupported[] = {
-  { "httpMUXHeader", GT_LOOSE_SCALAR },
-  { "timeoutOnUnidirectionalTraffic", GT_LOOSE_BOOL },
-  { "stunLogLevel", GT_LOOSE_SCALAR },
-  { "quicAddr", GT_LOOSE_SCALAR },
+  { "httpMUXHeader", GT_LOOSE_SCALAR, NULL, "Host" },
+  { "timeoutOnUnidirectionalTraffic", GT_LOOSE_BOOL, NULL, "false" },
+  { "stunLogLevel", GT_LOOSE_SCALAR, "", NULL }, /* stunAddr logs through gt's log level */
+  { "quicAddr", GT_LOOSE_SCALAR, NULL, "" },
+  { "bbr", GT_LOOSE_BOOL, "quicAddr", NULL },
   COMMON_UNSUPPORTED,
 };
 
 static const GtConfigLoose client_unsupported[] = {
-  { "remoteAPI", GT_LOOSE_SCALAR },
-  { "webrtcLogLevel", GT_LOOSE_SCALAR },
-  { "webrtcThreadMode", GT_LOOSE_BOOL },
-  { "tcpForwardAddr", GT_LOOSE_SCALAR },
-  { "tcpForwardHostPrefix", GT_LOOSE_SCALAR },
-  { "tcpForwardConnections", GT_LOOSE_SCALAR },
+  { "remoteAPI", GT_LOOSE_SCALAR, NULL, "" },
+  { "webrtcLogLevel", GT_LOOSE_SCALAR, "", NULL }, /* P2P logs through gt's log level */
+  { "webrtcThreadMode", GT_LOOSE_BOOL, "", NULL },
+  { "tcpForwardAddr", GT_LOOSE_SCALAR, NULL, "" },
+  { "tcpForwardHostPrefix", GT_LOOSE_SCALAR, "tcpForwardAddr", NULL },
+  { "tcpForwardConnections", GT_LOOSE_SCALAR, "tcpForwardAddr", NULL },
+  { "bbr", GT_LOOSE_BOOL, "", NULL }, /* parsed by GT's client, never used */
   COMMON_UNSUPPORTED,
 };
 
@@ -452,9 +463,30 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
       break;
     case GT_OPT_ADDR:
     case GT_OPT_API_ADDR:
+      /* GT's `-addr ""`: no such listener (it may replace the file's one). */
+      if (*text == '\0')
+        {
+          set_string (string_field, NULL);
+          break;
+        }
       message = _gt_config_parse_listen_addr (text,
                                               def->type == GT_OPT_ADDR ? "0.0.0.0" : "127.0.0.1",
                                               &parsed);
+      /* A server listener binds without a resolver (alone or under the manager): a name other
+       * than localhost is refused here, at its place, rather than when the socket opens. */
+      if (message == NULL && def->type == GT_OPT_ADDR)
+        {
+          g_autoptr (GInetSocketAddress) sa = gt_listen_address_parse (parsed, NULL);
+
+          if (sa == NULL)
+            {
+              message = g_strdup_printf ("bad listen address '%s': the host must be an IP "
+                                         "address or localhost (gt does not look up names for "
+                                         "its listeners)",
+                                         text);
+              g_clear_pointer (&parsed, g_free);
+            }
+        }
       break;
     case GT_OPT_WS_PATH:
       if (*text == '\0')
@@ -522,7 +554,11 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
     case GT_OPT_ID:
     case GT_OPT_SECRET:
     case GT_OPT_USER_SECRET:
-      if (*text == '\0' || strlen (text) > (def->type == GT_OPT_ID ? MAX_ID_LEN : MAX_SECRET_LEN))
+      /* A client without a secret (GT's empty default) makes one up when it starts. */
+      if (def->type == GT_OPT_SECRET && *text == '\0')
+        set_secret (string_field, NULL);
+      else if (*text == '\0'
+               || strlen (text) > (def->type == GT_OPT_ID ? MAX_ID_LEN : MAX_SECRET_LEN))
         message = def->type == GT_OPT_USER_SECRET
                     ? g_strdup_printf ("secret of user '%s' must be 1 to %d bytes",
                                        ((GtUserConfig *) base)->id, MAX_SECRET_LEN)

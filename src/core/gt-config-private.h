@@ -185,6 +185,11 @@ typedef struct
 {
   const char *name;
   GtConfigLooseType type;
+  /* The GT key whose feature this one only tunes (its own warning covers it), "" for a key GT
+   * itself never uses, NULL for a key that turns a feature on. */
+  const char *tunes;
+  /* GT's default value (NULL: none); a key set to it, or to nothing, changes nothing either. */
+  const char *gt_default;
 } GtConfigLoose;
 
 typedef enum
@@ -206,6 +211,11 @@ const GtConfigOpt *_gt_config_opts (GtConfigKeys keys, gsize *n_out);
 void _gt_config_opts_set_defaults (void *config, GtConfigKeys keys);
 /* GT keys accepted but ignored, for server and client options only. */
 const GtConfigLoose *_gt_config_loose_find (GtConfigKeys keys, const char *name);
+/* The diagnostic of a GT key that this version does not implement, with the value given (NULL:
+ * none, or a bare boolean flag): a warning, or a debug note when the key changes nothing. */
+void _gt_config_add_unsupported (GPtrArray *warnings, const char *file, guint line, guint column,
+                                 const GtConfigLoose *loose, const char *display,
+                                 const char *value, const char *shape_problem);
 /* Sets a scalar key from text in target (the struct the row's offsets are relative to);
  * returns NULL or an error message. GT_OPT_REMOTES and GT_OPT_CIDRS append. *warning receives
  * a message for values replaced by a default (tlsVersion). */

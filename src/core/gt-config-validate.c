@@ -413,10 +413,8 @@ gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issue_out, GE
   if (strlen (config->id) > MAX_ID_LEN)
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
                         "options.id must be 1 to %d bytes", MAX_ID_LEN);
-  if (config->secret == NULL || *config->secret == '\0')
-    return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
-                        "options.secret is required");
-  if (strlen (config->secret) > MAX_SECRET_LEN)
+  /* No secret: the client makes up a random one at start (GT's rule). */
+  if (config->secret != NULL && strlen (config->secret) > MAX_SECRET_LEN)
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
                         "options.secret must be 1 to %d bytes", MAX_SECRET_LEN);
   if (config->remotes->len == 0)

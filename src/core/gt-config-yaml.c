@@ -172,16 +172,20 @@ ld_warn_unknown (Loader *ld, yaml_node_t *key_node, const char *name)
                           "unknown key '%s'", name);
 }
 
-/* Warns about a GT key we do not implement; checks its shape loosely (never fails). */
+/* A GT key we do not implement: a warning, or a debug note when it changes nothing; its shape is
+ * checked loosely (never fails). */
 static void
 ld_warn_unsupported (Loader *ld, yaml_node_t *key_node, yaml_node_t *value,
-                     const char *display, GtConfigLooseType type)
+                     const char *display, const GtConfigLoose *loose)
 {
   gboolean ok = TRUE;
   const char *expected = "a scalar";
+  const char *text = NULL;
+  g_autofree char *key = g_strdup_printf ("key '%s'", display);
+  g_autofree char *problem = NULL;
 
   if (!node_is_null (value))
-    switch (type)
+    switch (loose->type)
       {
       case GT_LOOSE_SCALAR:
       case GT_LOOSE_BOOL:
@@ -194,6 +198,8 @@ ld_warn_unsupported (Loader *ld, yaml_node_t *key_node, yaml_node_t *value,
             FOREACH_ITEM (ld, value, item)
               if (item == NULL || item->type != YAML_SCALAR_NODE)
                 ok = FALSE;
+              else if (text == NULL)
+                text = (const char *) item->data.scalar.value;
           }
         else
           ok = value->type == YAML_SCALAR_NODE;
@@ -205,16 +211,12 @@ ld_warn_unsupported (Loader *ld, yaml_node_t *key_node, yaml_node_t *value,
       default:
         g_assert_not_reached ();
       }
-  if (ok)
-    _gt_config_add_warning (ld->warnings, ld->file, node_line (key_node), node_column (key_node),
-                            "key '%s' is not supported by this version of gt and is ignored",
-                            display);
-  else
-    _gt_config_add_warning (
-        ld->warnings, ld->file, node_line (key_node), node_column (key_node),
-        "key '%s' is not supported by this version of gt and is ignored (it should "
-        "be %s, not a %s)",
-        display, expected, node_kind_name (value));
+  if (!ok)
+    problem = g_strdup_printf ("it should be %s, not a %s", expected, node_kind_name (value));
+  else if (!node_is_null (value) && value->type == YAML_SCALAR_NODE)
+    text = (const char *) value->data.scalar.value;
+  _gt_config_add_unsupported (ld->warnings, ld->file, node_line (key_node),
+                              node_column (key_node), loose, key, text, problem);
 }
 
 static void
@@ -311,7 +313,7 @@ ld_options (Loader *ld, void *config, yaml_node_t *map, GtConfigKeys keys)
           return FALSE;
       }
     else if ((loose = _gt_config_loose_find (keys, name)) != NULL)
-      ld_warn_unsupported (ld, key, value, name, loose->type);
+      ld_warn_unsupported (ld, key, value, name, loose);
     else
       ld_warn_unknown (ld, key, name);
   }

@@ -93,6 +93,59 @@ _gt_config_add_warning (GPtrArray *warnings, const char *file, guint line, guint
   g_ptr_array_add (warnings, issue_new_take (file, line, column, message));
 }
 
+static gboolean
+loose_value_is_gt_default (const GtConfigLoose *loose, const char *value)
+{
+  if (loose->gt_default == NULL)
+    return FALSE;
+  if (value == NULL || *value == '\0')
+    return TRUE;
+  if (loose->type == GT_LOOSE_BOOL)
+    {
+      gboolean v = FALSE, d = TRUE;
+      g_autofree char *bad = _gt_config_parse_bool (value, &v);
+      g_autofree char *bad_default = _gt_config_parse_bool (loose->gt_default, &d);
+
+      return bad == NULL && bad_default == NULL && v == d;
+    }
+  return g_ascii_strcasecmp (value, loose->gt_default) == 0;
+}
+
+void
+_gt_config_add_unsupported (GPtrArray *warnings, const char *file, guint line, guint column,
+                            const GtConfigLoose *loose, const char *display, const char *value,
+                            const char *shape_problem)
+{
+  char *message;
+  gboolean debug = TRUE;
+
+  if (shape_problem != NULL)
+    {
+      /* A value GT would not take either: worth telling. */
+      message = g_strdup_printf ("%s is not supported by this version of gt and is ignored (%s)",
+                                 display, shape_problem);
+      debug = FALSE;
+    }
+  else if (loose->tunes != NULL && *loose->tunes != '\0')
+    message = g_strdup_printf ("%s is ignored: it only tunes %s, which this version of gt does "
+                               "not support",
+                               display, loose->tunes);
+  else if (loose->tunes != NULL)
+    message = g_strdup_printf ("%s is ignored: GT does not use it either", display);
+  else if (loose_value_is_gt_default (loose, value))
+    message = g_strdup_printf ("%s is not supported by this version of gt; its value is GT's "
+                               "default, so it changes nothing",
+                               display);
+  else
+    {
+      message = g_strdup_printf ("%s is not supported by this version of gt and is ignored",
+                                 display);
+      debug = FALSE;
+    }
+  g_ptr_array_add (warnings, issue_new_take (file, line, column, message));
+  ((GtConfigIssue *) g_ptr_array_index (warnings, warnings->len - 1))->debug = debug;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Value parsers shared by YAML and the command line. They return NULL on success, or a
  * newly allocated message ("bad port 'x'") that the caller places. */
@@ -431,6 +484,37 @@ normalize_addr (const char *text, const char *default_host, GError **error)
   if (bracketed)
     return g_strdup_printf ("[%s]:%u", host, port);
   return g_strdup_printf ("%s:%u", host, port);
+}
+
+GInetSocketAddress *
+gt_listen_address_parse (const char *addr, GError **error)
+{
+  g_autoptr (GSocketConnectable) na = NULL;
+  g_autoptr (GInetAddress) ia = NULL;
+  g_autofree char *bare = NULL;
+  const char *host;
+
+  g_return_val_if_fail (addr != NULL, NULL);
+
+  na = g_network_address_parse (addr, 0, error);
+  if (na == NULL)
+    return NULL;
+  host = g_network_address_get_hostname (G_NETWORK_ADDRESS (na));
+  if (host[0] == '[')
+    bare = g_strndup (host + 1, strlen (host) > 2 ? strlen (host) - 2 : 0);
+  else
+    bare = g_strdup (host);
+  ia = g_inet_address_new_from_string (bare);
+  if (ia == NULL && g_ascii_strcasecmp (bare, "localhost") == 0)
+    ia = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  if (ia == NULL)
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "cannot listen on '%s': the host must be an IP address or localhost", addr);
+      return NULL;
+    }
+  return G_INET_SOCKET_ADDRESS (
+    g_inet_socket_address_new (ia, g_network_address_get_port (G_NETWORK_ADDRESS (na))));
 }
 
 char *

@@ -1,7 +1,7 @@
 /* gt-config.h: GT-compatible configuration model for server and client, YAML + command line. */
 #pragma once
 
-#include <glib.h>
+#include <gio/gio.h>
 #include "gt-types.h"
 
 G_BEGIN_DECLS
@@ -35,6 +35,8 @@ typedef struct
   guint line;
   guint column;
   char *message;
+  gboolean debug; /* a warning not worth one at every start (a GT key that changes nothing
+                   * here): shown at log level debug */
 } GtConfigIssue;
 
 void gt_config_issue_free (GtConfigIssue *issue);
@@ -254,6 +256,9 @@ gboolean gt_parse_duration (const char *text, guint64 *ms_out); /* Go syntax: 90
 char *gt_normalize_listen_addr (const char *text, GError **error);
 /* TRUE for a normalized listen address on loopback ("127.0.0.1:80", "[::1]:80", "localhost:80"). */
 gboolean gt_listen_addr_is_loopback (const char *addr);
+/* The socket address of a normalized server listen address, without a resolver: an IP address,
+ * or localhost (127.0.0.1). The server and the manager both bind through it. */
+GInetSocketAddress *gt_listen_address_parse (const char *addr, GError **error);
 gboolean gt_parse_port_range (const char *text, GtPortRange *range, GError **error);
 
 /* Reads config->users_file (map id → user, same schema as `users:`) and merges it: an entry

@@ -8,10 +8,12 @@ G_BEGIN_DECLS
 /* Tokens are bytes. The bucket refills continuously at `rate` bytes per second up to `burst`
  * bytes; a sender takes what is there and waits gt_token_bucket_wait_us() for the rest.
  *
- * Burst guidance: burst_bytes 0 picks GT_TOKEN_BUCKET_DEFAULT_BURST (rate), i.e.
- * max (rate / 10, 16 KiB): a tenth of a second of traffic smooths the flow into ~10 wakeups per
- * second at most, while 16 KiB keeps small rates from degenerating into tiny writes. A burst
- * smaller than the largest single read is fine: take() hands out partial amounts.
+ * Burst guidance: burst_bytes 0 picks GT_TOKEN_BUCKET_DEFAULT_BURST (rate), i.e. a tenth of a
+ * second of traffic (at least one byte): the flow is smooth at every rate (~10 wakeups per second
+ * at most, never a wait longer than 0.1 s for a burst), and a transfer of N bytes takes about
+ * N / rate seconds, as GT's `speed` does (4 KiB at 1 KiB/s: 4 s), instead of passing a fixed
+ * 16 KiB at once. A burst smaller than the largest single read is fine: take() hands out partial
+ * amounts.
  *
  * The bucket starts full. Times are monotonic microseconds (g_get_monotonic_time(), or a fake
  * clock in tests); a clock that goes backwards adds nothing. Not thread-safe. */
@@ -23,7 +25,7 @@ typedef struct
   gint64 last_us; /* G_MININT64 until the first use */
 } GtTokenBucket;
 
-#define GT_TOKEN_BUCKET_MIN_BURST ((guint64) 16 * 1024)
+#define GT_TOKEN_BUCKET_MIN_BURST ((guint64) 1)
 #define GT_TOKEN_BUCKET_DEFAULT_BURST(rate) MAX ((guint64) (rate) / 10, GT_TOKEN_BUCKET_MIN_BURST)
 
 /* rate 0 = unlimited; burst 0 = GT_TOKEN_BUCKET_DEFAULT_BURST (rate). */

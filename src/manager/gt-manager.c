@@ -568,23 +568,6 @@ listener_free (Listener *l)
   g_free (l);
 }
 
-static GSocketAddress *
-resolve_addr (const char *addr, GError **error)
-{
-  g_autoptr (GSocketConnectable) na = NULL;
-  g_autoptr (GSocketAddressEnumerator) en = NULL;
-  GSocketAddress *sa;
-
-  na = g_network_address_parse (addr, 0, error);
-  if (na == NULL)
-    return NULL;
-  en = g_socket_connectable_enumerate (na);
-  sa = g_socket_address_enumerator_next (en, NULL, error);
-  if (sa == NULL && error != NULL && *error == NULL)
-    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "cannot resolve %s", addr);
-  return sa;
-}
-
 /* TRUE when fd is a listening socket bound to what `sa` asks (a wildcard matches a wildcard of
  * either family: systemd binds ListenStream=8080 to [::]:8080). */
 static gboolean
@@ -664,7 +647,9 @@ listener_get (GtManager *self, GtListenerKind kind, const char *addr, GError **e
 
   if (l != NULL)
     return l;
-  sa = resolve_addr (addr, error);
+  /* The server's own rule (no resolver; localhost is 127.0.0.1): a worker started alone and one
+   * under the manager bind the same address. */
+  sa = G_SOCKET_ADDRESS (gt_listen_address_parse (addr, error));
   if (sa == NULL)
     return NULL;
 

@@ -46,6 +46,8 @@ struct _GtMuxStream
   gint64 unacked;      /* bytes delivered to the socket and not yet granted back */
 
   GByteArray *pending; /* bytes waiting to be written to the socket */
+  GByteArray *unsent;  /* server: bytes read before OPEN that the rate limit held back; they go
+                        * out as DATA before the socket is read again */
   GtHostRewriter *rewriter;
   GBytes *connect_fail_response;
   GtOpenAddr *addr;    /* the user's addresses, when the server sent them */
@@ -56,7 +58,8 @@ struct _GtMuxStream
   guint received_data : 1;   /* any DATA came from the peer */
   guint closed : 1;
   guint blocked : 1;         /* waiting for tunnel output to drain */
-  guint throttled : 1;       /* waiting for the rate limit */
+  guint throttled_read : 1;  /* socket → tunnel waits for the rate limit (from_socket) */
+  guint throttled_write : 1; /* tunnel → socket waits for the rate limit (to_socket) */
 
   guint64 bytes_to_socket;   /* delivered to the socket */
   guint64 bytes_from_socket; /* read from the socket */
@@ -101,6 +104,8 @@ struct _GtMux
   GtMuxRate *rate;        /* shared with the other tunnels of the same client (rc box) */
   GPtrArray *throttled;   /* GtMuxStream* waiting for the rate limit (owned refs) */
   guint throttle_id;
+  gint64 throttle_at;     /* when throttle_id fires (monotonic µs) */
+  guint throttle_round;   /* rotates who is served first from the tokens of a wake-up */
   gboolean closed;
   gboolean going_away;
   gboolean in_dispatch;
@@ -133,6 +138,8 @@ static void stream_update_events (GtMuxStream *s);
 static void stream_finish (GtMuxStream *s);
 static void mux_arm_output (GtMux *mux);
 static void mux_schedule_resume (GtMux *mux);
+static void stream_throttle (GtMuxStream *s, gboolean to_socket, GtTokenBucket *b, gsize want);
+static void stream_read_socket (GtMuxStream *s);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Output: frames are appended to one contiguous buffer and written once per main-loop iteration
@@ -293,6 +300,9 @@ mux_wake_blocked (GtMux *mux)
       s->blocked = FALSE;
       if (!s->closed)
         stream_update_events (s);
+      /* Held-back bytes wait for no socket event: wake the stream from a timer. */
+      if (!s->closed && s->unsent != NULL)
+        stream_throttle (s, FALSE, &mux->rate->from_socket, s->unsent->len);
     }
 }
 
@@ -415,6 +425,8 @@ gt_mux_stream_unref (GtMuxStream *s)
   gt_relay_endpoint_close (&s->ep);
   if (s->pending)
     g_byte_array_unref (s->pending);
+  if (s->unsent)
+    g_byte_array_unref (s->unsent);
   g_clear_pointer (&s->rewriter, gt_host_rewriter_free);
   g_clear_pointer (&s->connect_fail_response, g_bytes_unref);
   g_free (s->addr);
@@ -451,6 +463,7 @@ stream_close (GtMuxStream *s)
   gt_relay_endpoint_close (&s->ep);
   if (s->pending)
     g_byte_array_set_size (s->pending, 0);
+  g_clear_pointer (&s->unsent, g_byte_array_unref);
   s->mux = NULL;
   if (mux != NULL)
     {
@@ -518,21 +531,35 @@ stream_finish (GtMuxStream *s)
   stream_close (s);
 }
 
-/* Rate limits (speed): a stream that runs out of tokens waits for the mux's throttle timer. */
+/* Rate limits (speed). Each direction has its own bucket and its own flag, so a stream waiting
+ * to write never stops reading and the reverse. A direction stops only when its bucket is empty,
+ * and waits for the bytes it needs (at most a burst, a tenth of a second), not a full bucket. */
 
 static gboolean
 mux_throttle_cb (gpointer user_data)
 {
   GtMux *mux = user_data;
   g_autoptr (GPtrArray) woken = g_steal_pointer (&mux->throttled);
+  guint start;
 
   mux->throttle_id = 0;
   mux->throttled = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
-  for (guint i = 0; i < woken->len; i++)
+  if (woken->len == 0)
+    return G_SOURCE_REMOVE;
+  /* The first served may take all the tokens there are: take turns, so that a long upload does
+   * not starve the next request's head. */
+  start = mux->throttle_round++ % woken->len;
+  for (guint k = 0; k < woken->len; k++)
     {
-      GtMuxStream *s = woken->pdata[i];
+      GtMuxStream *s = woken->pdata[(start + k) % woken->len];
 
-      s->throttled = FALSE;
+      /* A direction whose tokens are still short throttles again on its next try. */
+      s->throttled_read = FALSE;
+      s->throttled_write = FALSE;
+      if (s->closed)
+        continue;
+      if (s->unsent != NULL && !s->local_eof)
+        stream_read_socket (s);
       if (s->closed)
         continue;
       stream_fd_cb (-1, s->pending && s->pending->len > 0 ? G_IO_OUT : 0, s);
@@ -543,24 +570,31 @@ mux_throttle_cb (gpointer user_data)
 }
 
 static void
-stream_throttle (GtMuxStream *s, GtTokenBucket *b, gsize want)
+stream_throttle (GtMuxStream *s, gboolean to_socket, GtTokenBucket *b, gsize want)
 {
   GtMux *mux = s->mux;
-  gint64 wait_us;
+  gint64 now = g_get_monotonic_time ();
+  gint64 at;
 
-  if (s->throttled)
+  if (to_socket ? s->throttled_write : s->throttled_read)
     return;
-  s->throttled = TRUE;
-  g_ptr_array_add (mux->throttled, gt_mux_stream_ref (s));
-  if (mux->throttle_id == 0)
-    {
-      wait_us = gt_token_bucket_wait_us (b, MIN (want, (gsize) 16 * 1024), g_get_monotonic_time ());
-      mux->throttle_id = g_timeout_add (MAX (1, (guint) ((wait_us + 999) / 1000)), mux_throttle_cb,
-                                        mux);
-    }
+  if (!s->throttled_read && !s->throttled_write)
+    g_ptr_array_add (mux->throttled, gt_mux_stream_ref (s));
+  if (to_socket)
+    s->throttled_write = TRUE;
+  else
+    s->throttled_read = TRUE;
+  /* wait_us() waits for at most one burst. The timer serves both directions: the earliest
+   * wake-up wins. */
+  at = now + MAX (gt_token_bucket_wait_us (b, want, now), (gint64) 1000);
+  if (mux->throttle_id != 0 && mux->throttle_at <= at)
+    return;
+  g_clear_handle_id (&mux->throttle_id, g_source_remove);
+  mux->throttle_at = at;
+  mux->throttle_id = g_timeout_add ((guint) ((at - now + 999) / 1000), mux_throttle_cb, mux);
 }
 
-/* How many of len bytes may pass now in one direction. */
+/* How many of len bytes may pass now in one direction; with none, the direction waits. */
 static gsize
 stream_rate_take (GtMuxStream *s, gboolean to_socket, gsize len)
 {
@@ -573,8 +607,10 @@ stream_rate_take (GtMuxStream *s, gboolean to_socket, gsize len)
   if (gt_token_bucket_is_unlimited (b))
     return len;
   allowed = gt_token_bucket_take (b, len, g_get_monotonic_time ());
-  if (allowed < len)
-    stream_throttle (s, b, len - allowed);
+  /* Only an empty bucket stops the direction: a read may return less than allowed, so a
+   * partial grant is no reason to wait. */
+  if (allowed == 0)
+    stream_throttle (s, to_socket, b, len);
   return allowed;
 }
 
@@ -594,7 +630,7 @@ stream_rate_refund (GtMuxStream *s, gboolean to_socket, gsize unused)
 static gboolean
 stream_flush_pending (GtMuxStream *s)
 {
-  while (s->pending && s->pending->len > 0 && !s->throttled)
+  while (s->pending && s->pending->len > 0 && !s->throttled_write)
     {
       gsize allowed = stream_rate_take (s, TRUE, s->pending->len);
       gssize n;
@@ -635,13 +671,28 @@ stream_read_socket (GtMuxStream *s)
   gsize allowed;
   gssize n;
 
-  if (want == 0 || s->throttled)
+  if (want == 0 || s->throttled_read)
     return;
   /* Streams woken together must not each add a frame past the bound. */
   if (mux_out_bytes (mux) >= OUT_HIGH)
     {
       stream_update_events (s);
       return;
+    }
+  if (s->unsent != NULL)
+    {
+      /* First what was read before OPEN (in order, before anything newer from the socket). */
+      allowed = stream_rate_take (s, FALSE, MIN (want, s->unsent->len));
+      if (allowed == 0)
+        return;
+      memcpy (mux->scratch + GT_FRAME_HEADER_SIZE, s->unsent->data, allowed);
+      g_byte_array_remove_range (s->unsent, 0, allowed);
+      if (s->unsent->len == 0)
+        g_clear_pointer (&s->unsent, g_byte_array_unref);
+      else
+        stream_throttle (s, FALSE, &mux->rate->from_socket, s->unsent->len);
+      n = allowed;
+      goto send;
     }
   allowed = stream_rate_take (s, FALSE, want);
   if (allowed == 0)
@@ -667,6 +718,7 @@ stream_read_socket (GtMuxStream *s)
       stream_maybe_finish (s);
       return;
     }
+send:
   gt_frame_header_encode (mux->scratch, GT_FRAME_DATA, 0, s->id, (guint32) n);
   s->send_credit -= n;
   s->bytes_from_socket += n;
@@ -712,7 +764,7 @@ stream_update_events (GtMuxStream *s)
 
   if (!stream_attached (s) || s->closed || mux == NULL)
     return;
-  if (!s->local_eof && s->send_credit > 0 && !s->throttled)
+  if (!s->local_eof && s->send_credit > 0 && !s->throttled_read)
     {
       if (mux_out_bytes (mux) >= OUT_HIGH)
         {
@@ -725,7 +777,7 @@ stream_update_events (GtMuxStream *s)
       else
         events |= G_IO_IN;
     }
-  if (s->pending && s->pending->len > 0 && !s->throttled)
+  if (s->pending && s->pending->len > 0 && !s->throttled_write)
     events |= G_IO_OUT;
   gt_relay_endpoint_set_events (&s->ep, events);
 }
@@ -756,7 +808,7 @@ stream_deliver (GtMuxStream *s, const guint8 *data, gsize len)
 
   if (stream_attached (s) && (s->pending == NULL || s->pending->len == 0) && !s->wrote_shut)
     {
-      while (len > 0 && !s->throttled)
+      while (len > 0 && !s->throttled_write)
         {
           gsize allowed = stream_rate_take (s, TRUE, len);
           gssize n;
@@ -827,9 +879,17 @@ gt_mux_stream_attach_fd (GtMuxStream *s, int fd, guint64 idle_timeout_ms)
 void
 gt_mux_stream_set_rewriter (GtMuxStream *s, GtHostRewriter *rewriter)
 {
+  g_autoptr (GByteArray) waiting = NULL;
+
   g_return_if_fail (s != NULL);
+  g_return_if_fail (s->bytes_to_socket == 0);
   g_clear_pointer (&s->rewriter, gt_host_rewriter_free);
   s->rewriter = rewriter;
+  /* The request head usually came with OPEN, before the local service was dialed: it waits in
+   * pending and has not met the rewriter yet. */
+  waiting = g_steal_pointer (&s->pending);
+  if (waiting != NULL && waiting->len > 0 && !s->closed)
+    stream_deliver (s, waiting->data, waiting->len);
 }
 
 gboolean
@@ -913,7 +973,8 @@ gt_mux_reset_idle_streams (GtMux *mux, gint64 idle_us, GtMuxServiceFilter filter
       /* Idle means nothing moves AND nothing waits: a stream held back by flow control or
        * a slow reader (pending bytes, no credit) is still in flight. */
       if (now - s->last_activity >= idle_us && (s->pending == NULL || s->pending->len == 0)
-          && s->send_credit > 0 && !s->throttled && filter (s->service_index, user_data))
+          && s->send_credit > 0 && !s->throttled_read && !s->throttled_write
+          && filter (s->service_index, user_data))
         g_ptr_array_add (idle, gt_mux_stream_ref (s));
     }
   for (guint i = 0; i < idle->len; i++)
@@ -964,6 +1025,19 @@ gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd, GIOStream *i
   if (connect_fail_response)
     s->connect_fail_response = g_bytes_ref (connect_fail_response);
 
+  /* The bytes read before the stream existed (a request head, maybe a body) count against the
+   * rate limit too: what the bucket does not cover now follows as DATA when it does. */
+  if (len > 0 && mux->rate != NULL && !gt_token_bucket_is_unlimited (&mux->rate->from_socket))
+    {
+      gsize first = gt_token_bucket_take (&mux->rate->from_socket, len, g_get_monotonic_time ());
+
+      if (first < len)
+        {
+          s->unsent = g_byte_array_sized_new (len - first);
+          g_byte_array_append (s->unsent, data + first, len - first);
+          len = first;
+        }
+    }
   f = g_byte_array_sized_new (GT_FRAME_HEADER_SIZE + GT_OPEN_PREFIX_SIZE + len);
   gt_frame_append_open_header_addr (f, s->id, service_index, addr, len);
   g_byte_array_append (f, data, len);
@@ -976,6 +1050,8 @@ gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd, GIOStream *i
         g_close (fd, NULL);
       return NULL;
     }
+  if (s->unsent != NULL)
+    stream_throttle (s, FALSE, &mux->rate->from_socket, s->unsent->len);
   stream_attach (s, fd, io, idle_timeout_ms);
   return s;
 }

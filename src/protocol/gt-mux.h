@@ -86,7 +86,9 @@ void gt_mux_stream_unref (GtMuxStream *stream);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtMuxStream, gt_mux_stream_unref)
 void gt_mux_stream_attach_fd (GtMuxStream *stream, int fd, guint64 idle_timeout_ms);
 void gt_mux_stream_reset (GtMuxStream *stream, GtResetCode code);
-/* Rewrites the Host header of data going to the socket (useLocalAsHTTPHost); takes ownership. */
+/* Rewrites the Host header of data going to the socket (useLocalAsHTTPHost); takes ownership.
+ * Call it before any byte reached the socket (before attaching it): the bytes that came with
+ * OPEN and wait in the stream are rewritten too. */
 void gt_mux_stream_set_rewriter (GtMuxStream *stream, GtHostRewriter *rewriter);
 gboolean gt_mux_stream_is_closed (GtMuxStream *stream);
 guint32 gt_mux_stream_get_id (GtMuxStream *stream);

@@ -1027,15 +1027,16 @@ pending_dispatch (Pending *p)
       pending_drop (p);
       return;
     }
-  if (p->kind == GT_LISTENER_SNI)
-    pending_handle_sni (p);
-  else if (p->buf[0] == GT_PROTOCOL_MAGIC0 && p->from_node)
+  /* Every listener takes tunnels (0xF0 is no TLS record type), the SNI one included. */
+  if (p->buf[0] == GT_PROTOCOL_MAGIC0 && p->from_node)
     {
       g_message ("a stream from another node carries a tunnel handshake; closing");
       pending_drop (p);
     }
   else if (p->buf[0] == GT_PROTOCOL_MAGIC0)
     pending_handle_tunnel (p);
+  else if (p->kind == GT_LISTENER_SNI)
+    pending_handle_sni (p);
   else if (p->ws)
     {
       g_message ("websocket tunnel from %s does not start with the gt preface", p->peer);
@@ -1461,34 +1462,6 @@ listener_free (Listener *l)
   g_free (l);
 }
 
-GInetSocketAddress *
-_gt_server_parse_listen_address (const char *addr, GError **error)
-{
-  g_autoptr (GSocketConnectable) na = g_network_address_parse (addr, 0, error);
-  g_autoptr (GInetAddress) ia = NULL;
-  g_autofree char *bare = NULL;
-  const char *host;
-
-  if (na == NULL)
-    return NULL;
-  host = g_network_address_get_hostname (G_NETWORK_ADDRESS (na));
-  if (host[0] == '[')
-    bare = g_strndup (host + 1, strlen (host) > 2 ? strlen (host) - 2 : 0);
-  else
-    bare = g_strdup (host);
-  ia = g_inet_address_new_from_string (bare);
-  if (ia == NULL && g_ascii_strcasecmp (bare, "localhost") == 0)
-    ia = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
-  if (ia == NULL)
-    {
-      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                   "cannot listen on '%s': the host must be an IP address or localhost", addr);
-      return NULL;
-    }
-  return G_INET_SOCKET_ADDRESS (
-    g_inet_socket_address_new (ia, g_network_address_get_port (G_NETWORK_ADDRESS (na))));
-}
-
 static const char *
 listener_note (GtListenerKind kind)
 {
@@ -1512,7 +1485,7 @@ server_add_listener (GtServer *server, const GtListenerInfo *info, const char *a
 
   if (fd < 0)
     {
-      g_autoptr (GInetSocketAddress) sa = _gt_server_parse_listen_address (addr, error);
+      g_autoptr (GInetSocketAddress) sa = gt_listen_address_parse (addr, error);
 
       if (sa == NULL)
         return FALSE;

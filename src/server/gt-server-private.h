@@ -77,9 +77,6 @@ GPtrArray *_gt_server_listeners_new (void);
 GHashTable *_gt_server_pending_new (void);
 /* Loads the certificate when a listener terminates TLS, then opens every configured listener. */
 gboolean _gt_server_open_listeners (GtServer *server, GError **error);
-/* A listen address after config normalisation: an IP literal (IPv6 in brackets) or "localhost"
- * (the IPv4 loopback), and a port. No DNS: the server must not block its main loop at start. */
-GInetSocketAddress *_gt_server_parse_listen_address (const char *addr, GError **error);
 char *_gt_server_http_reply (guint status, const char *reason, const char *body);
 /* Cluster: a connection that came over a node tunnel, sniffed and routed like a user's. */
 void _gt_server_adopt_node_stream (GtServer *server, int fd, GtListenerKind kind,

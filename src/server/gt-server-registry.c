@@ -156,15 +156,18 @@ gt_server_registry_check_route (GtServerRegistry *registry, GtServiceKind kind, 
   if (owner != NULL && g_strcmp0 (owner, session->id) != 0)
     {
       /* Not first-come: kept for its owner even while that user is offline. */
-      *message = g_strdup_printf ("host prefix '%s' belongs to another user", key);
+      *message = g_strdup_printf ("host conflict: host prefix '%s' belongs to another user",
+                                  key);
       return GT_ERROR_CODE_HOST_CONFLICT;
     }
   existing = g_hash_table_lookup (registry->routes[kind], key);
   if (existing == NULL || (replacing != NULL && existing->session == replacing))
     return GT_ERROR_CODE_NONE;
+  /* "host conflict" first: GT's words, which users and their scripts look for. */
   *message = existing->session != session
-               ? g_strdup_printf ("host prefix '%s' is used by another client", key)
-               : g_strdup_printf ("host prefix '%s' is given twice", key);
+               ? g_strdup_printf ("host conflict: host prefix '%s' is used by another client",
+                                  key)
+               : g_strdup_printf ("host conflict: host prefix '%s' is given twice", key);
   return GT_ERROR_CODE_HOST_CONFLICT;
 }
 

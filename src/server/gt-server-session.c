@@ -549,7 +549,7 @@ gt_server_session_check (GtServerSession *session, GtServerRegistry *registry,
       if (code == GT_ERROR_CODE_NONE
           && !g_hash_table_add (keys, g_strdup_printf ("%d:%s", svc->kind, key)))
         {
-          *message = g_strdup_printf ("host prefix '%s' is given twice", key);
+          *message = g_strdup_printf ("host conflict: host prefix '%s' is given twice", key);
           code = GT_ERROR_CODE_HOST_CONFLICT;
         }
     }

@@ -27,8 +27,10 @@ check_failure (GError *error, GtConfigIssue *issue)
 static void
 check_client (const GtClientConfig *config)
 {
-  if (config->id == NULL || config->secret == NULL || config->remotes->len == 0
-      || config->services->len == 0)
+  /* No secret is valid (the client makes one up at start), an empty one is not kept. */
+  if (config->id == NULL || config->remotes->len == 0 || config->services->len == 0)
+    abort ();
+  if (config->secret != NULL && (config->secret[0] == '\0' || strlen (config->secret) > 200))
     abort ();
   if (config->remote_connections < 1 || config->remote_connections > 10
       || config->remote_idle_connections < 1

@@ -498,7 +498,9 @@ test_owned_prefix (Fixture *f, gconstpointer data)
                 SECRET_BOB, NULL);
   bob = start_client ("bob", port, "bob", SECRET_BOB, "alice", h->port, NULL);
   g_free (gt_test_proc_expect_line (
-    bob, "server refused: host prefix 'alice' belongs to another user \\(code 5\\)$", NULL,
+    bob,
+    "server refused: host conflict: host prefix 'alice' belongs to another user \\(code 5\\)$",
+    NULL,
     GT_TEST_WAIT_MS));
   g_assert_cmpuint (gt_test_proc_count_matches (bob, "tunnel started"), ==, 0);
   gt_test_proc_stop (bob, SIGTERM);

@@ -844,6 +844,64 @@ test_tls_listener_https (Fixture *f, gconstpointer data)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* A server with only sniAddr (GT's `-addr ""` removes the file's plain listener): tunnels reach
+ * it on that port, and TLS users are passed through to the client's https service. */
+
+static void
+test_sni_only (Fixture *f, gconstpointer data)
+{
+  g_auto (Server) s = { 0 };
+  g_autofree char *cert_path = g_build_filename (f->tmpdir, "local-cert.pem", NULL);
+  g_autofree char *key_path = g_build_filename (f->tmpdir, "local-key.pem", NULL);
+  const char *names[] = { SNI_HOST, "localhost", NULL };
+  g_autoptr (GTlsCertificate) cert = NULL;
+  g_autoptr (GPtrArray) extra = gt_test_args_new ();
+  g_autoptr (GPtrArray) services = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *config = NULL, *remote = NULL;
+
+  GT_TEST_REQUIRE_GT ();
+  g_assert_true (gt_certificate_generate (cert_path, key_path, names, &error));
+  g_assert_no_error (error);
+  cert = g_tls_certificate_new_from_files (cert_path, key_path, &error);
+  g_assert_no_error (error);
+  services = service_args ("https", gt_test_http_start ("local-https", 0, cert)->port, SNI_PREFIX);
+
+  /* The file has a plain listener; `-addr ""` takes it away, as with GT. */
+  config = gt_test_write_file ("server.yaml", "type: server\n"
+                                              "options:\n"
+                                              "  addr: 127.0.0.1:0\n");
+  gt_test_args_addv (extra, "-c", config, "-addr", "", NULL);
+  start_server (f, "server", LISTEN_SNI, extra, &s);
+  g_assert_cmpuint (gt_test_proc_count_matches (s.proc, "listening on"), ==, 1);
+
+  remote = g_strdup_printf ("tcp://127.0.0.1:%u", s.sni_port);
+  start_client (f, "client", remote, services, NULL);
+  g_assert_cmpuint (gt_test_proc_count_matches (s.proc, "listening on"), ==, 1);
+
+  for (guint i = 0; i < 3; i++)
+    {
+      g_autoptr (GSocketConnection) conn = tcp_connect_from (NULL, s.sni_port, &error);
+      g_autoptr (GIOStream) tls = NULL;
+      g_autoptr (GtTestHttpResponse) resp = NULL;
+      g_autofree char *body = NULL;
+
+      g_assert_no_error (error);
+      tls = tls_client_handshake (G_IO_STREAM (conn), SNI_HOST, 443, cert_path, &error);
+      if (tls == NULL)
+        gt_test_fail ("TLS through the only listener (sniAddr): %s", error->message);
+      /* Passed through: the user sees the local service's own certificate. */
+      g_assert_true (g_tls_certificate_is_same (
+        g_tls_connection_get_peer_certificate (G_TLS_CONNECTION (tls)), cert));
+      resp = io_request_full (tls, "GET", "/whoami", SNI_HOST, NULL, 0, "Connection: close\r\n",
+                              &error);
+      gt_test_expect_response (resp, error, 200);
+      body = body_string (resp);
+      g_assert_cmpstr (body, ==, "local-https");
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* sniAddr: TLS pass-through to the client's https:// service */
 
 static void
@@ -1432,6 +1490,7 @@ main (int argc, char **argv)
   ADD ("tls/insecure", test_tls_insecure, NULL);
   ADD ("tls-listener/https-by-host", test_tls_listener_https, NULL);
   ADD ("sni/pass-through", test_sni_pass_through, NULL);
+  ADD ("sni/only-listener", test_sni_only, NULL);
   ADD ("ws/tunnel", test_ws_tunnel, "ws");
   ADD ("wss/tunnel", test_ws_tunnel, "wss");
   ADD ("ws/path", test_ws_path, NULL);

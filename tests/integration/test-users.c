@@ -1409,7 +1409,8 @@ test_host_conflict (Fixture *f, gconstpointer data)
   wait_started (alice);
   bob = start_client (f, "bob", port, "bob", SECRET_BOB, "--local", ub, "--hostPrefix", "shared",
                       NULL);
-  expect_refusal (bob, server, "bob", 5, "host prefix 'shared' is used by another client");
+  expect_refusal (bob, server, "bob", 5,
+                  "host conflict: host prefix 'shared' is used by another client");
   for (guint i = 0; i < 10; i++)
     expect_whoami (port, "shared.example.com", "alice-svc");
   expect_still_refused (bob);
