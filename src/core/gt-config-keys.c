@@ -121,7 +121,6 @@ static const GtConfigLoose server_unsupported[] = {
   { "timeoutOnUnidirectionalTraffic", GT_LOOSE_BOOL },
   { "stunAddr", GT_LOOSE_SCALAR },
   { "stunLogLevel", GT_LOOSE_SCALAR },
-  { "quicAddr", GT_LOOSE_SCALAR },
   COMMON_UNSUPPORTED,
 };
 
@@ -145,6 +144,7 @@ static const char *const listener_help[GT_N_LISTENERS] = {
   [GT_LISTENER_PLAIN] = "tunnels and HTTP users: 80, :80, 127.0.0.1:80, [::1]:80",
   [GT_LISTENER_TLS] = "the same behind TLS (certFile/keyFile, else a generated cert)",
   [GT_LISTENER_SNI] = "TLS pass-through to https services, routed by SNI",
+  [GT_LISTENER_QUIC] = "UDP: quic:// tunnels, with tlsAddr's certificate (may share its port)",
 };
 
 /* The listener rows, made from gt_listener_info(): a new listener is one row there. */

@@ -80,8 +80,8 @@ tls_client_free (TlsClient *tc)
   g_free (tc);
 }
 
-static char *
-describe_cert_errors (GTlsCertificateFlags flags)
+char *
+_gt_tls_describe_cert_errors (GTlsCertificateFlags flags)
 {
   GString *s = g_string_new (NULL);
   static const struct
@@ -146,7 +146,7 @@ tls_client_handshake_cb (GObject *source, GAsyncResult *result, gpointer user_da
         }
       if (g_error_matches (error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE))
         {
-          g_autofree char *why = describe_cert_errors (tc->cert_errors);
+          g_autofree char *why = _gt_tls_describe_cert_errors (tc->cert_errors);
           g_autofree char *hint = NULL;
 
           if (tc->ca_file != NULL)
