@@ -1378,6 +1378,17 @@ server_add_listener (GtServer *server, const GtListenerInfo *info, const char *a
   return TRUE;
 }
 
+gboolean
+_gt_server_listener_stop_accepting (gpointer listener)
+{
+  Listener *l = listener;
+
+  if (l->transport == NULL)
+    return FALSE;
+  gt_transport_listener_stop_accepting (l->transport);
+  return TRUE;
+}
+
 GPtrArray *
 _gt_server_listeners_new (void)
 {

@@ -75,6 +75,9 @@ GPtrArray *_gt_server_listeners_new (void);
 GHashTable *_gt_server_pending_new (void);
 /* Loads the certificate when a listener terminates TLS, then opens every configured listener. */
 gboolean _gt_server_open_listeners (GtServer *server, GError **error);
+/* Stops a listener taking new connections; FALSE when it can simply be freed (a TCP listener),
+ * TRUE when it stays for the tunnels on its socket (quicAddr). */
+gboolean _gt_server_listener_stop_accepting (gpointer listener);
 /* A listen address after config normalisation: an IP literal (IPv6 in brackets) or "localhost"
  * (the IPv4 loopback), and a port. No DNS: the server must not block its main loop at start. */
 GInetSocketAddress *_gt_server_parse_listen_address (const char *addr, GError **error);

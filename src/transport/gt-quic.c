@@ -132,7 +132,7 @@ struct _GtQuicServer
   guint idle_timeout_ms;
   GHashTable *by_cid; /* CidKey* → GtQuicConn* (not owned) */
   GHashTable *conns;  /* GtQuicConn* (ref) */
-  GtQuicTunnelFunc func;
+  GtQuicTunnelFunc func;  /* NULL once it stopped accepting */
   gpointer user_data;
   guint8 *buf;
 };
@@ -967,6 +967,14 @@ conn_after_io (GtQuicConn *c)
           g_autoptr (GIOStream) io = NULL;
           g_autoptr (GSocketAddress) peer = NULL;
 
+          if (c->server != NULL && c->server->func == NULL && !c->announced)
+            {
+              /* A new tunnel after the listener stopped accepting: not taken. */
+              qstream_unref (s);
+              conn_fail (c, 0, g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CLOSED,
+                                                    "QUIC listener closed"));
+              return;
+            }
           if (c->announced || c->server == NULL || s->closed)
             {
               /* Only the tunnel is expected: the transport parameters allow one stream. */
@@ -1525,6 +1533,8 @@ server_read_cb (GSocket *socket, GIOCondition condition, gpointer user_data)
         continue; /* not QUIC, or a version we do not speak */
       cid_key_set (&key, vc.dcid, vc.dcidlen);
       c = g_hash_table_lookup (server->by_cid, &key);
+      if (c == NULL && server->func == NULL)
+        continue; /* no new connections any more */
       if (c == NULL)
         {
           c = server_accept (server, server->buf, n, (struct sockaddr *) &from, from_len);
@@ -1604,6 +1614,13 @@ gt_quic_server_new (int fd, GTlsCertificate *certificate, guint idle_timeout_ms,
     g_source_attach (server->source, server->context);
   }
   return server;
+}
+
+void
+gt_quic_server_stop_accepting (GtQuicServer *server)
+{
+  server->func = NULL;
+  server->user_data = NULL;
 }
 
 void

@@ -44,6 +44,9 @@ typedef void (*GtQuicTunnelFunc) (GIOStream *tunnel, GInetSocketAddress *peer,
  * (and its private key), on the thread-default main context. */
 GtQuicServer *gt_quic_server_new (int fd, GTlsCertificate *certificate, guint idle_timeout_ms,
                                   GtQuicTunnelFunc func, gpointer user_data, GError **error);
+/* No new connections (nor tunnels) from now on; the current ones carry on. */
+void gt_quic_server_stop_accepting (GtQuicServer *server);
+/* Closes every connection and the socket. */
 void gt_quic_server_free (GtQuicServer *server);
 
 G_END_DECLS

@@ -19,6 +19,7 @@ typedef struct
   /* Server, datagram transports only (NULL otherwise): see gt_transport_listen. */
   gpointer (*listen) (int fd, GTlsCertificate *certificate, guint64 idle_timeout_ms,
                       GtTransportTunnelFunc func, gpointer user_data, GError **error);
+  void (*listener_stop) (gpointer listener);
   void (*listener_free) (gpointer listener);
 } GtTransportLeaf;
 

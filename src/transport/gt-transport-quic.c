@@ -116,5 +116,10 @@ quic_listen (int fd, GTlsCertificate *certificate, guint64 idle_timeout_ms,
 }
 
 const GtTransportLeaf _gt_transport_quic = {
-  "quic", quic_dial, quic_accept, quic_listen, (void (*) (gpointer)) gt_quic_server_free,
+  "quic",
+  quic_dial,
+  quic_accept,
+  quic_listen,
+  (void (*) (gpointer)) gt_quic_server_stop_accepting,
+  (void (*) (gpointer)) gt_quic_server_free,
 };

@@ -125,6 +125,13 @@ gt_transport_listen (const char *scheme, int fd, GTlsCertificate *certificate,
 }
 
 void
+gt_transport_listener_stop_accepting (GtTransportListener *listener)
+{
+  g_return_if_fail (listener != NULL);
+  listener->leaf->listener_stop (listener->impl);
+}
+
+void
 gt_transport_listener_free (GtTransportListener *listener)
 {
   if (listener == NULL)

@@ -50,6 +50,9 @@ typedef void (*GtTransportTunnelFunc) (GIOStream *tunnel, GInetSocketAddress *pe
 GtTransportListener *gt_transport_listen (const char *scheme, int fd, GTlsCertificate *certificate,
                                           guint64 idle_timeout_ms, GtTransportTunnelFunc func,
                                           gpointer user_data, GError **error);
+/* No new tunnels from now on; the ones it made carry on (a drain). */
+void gt_transport_listener_stop_accepting (GtTransportListener *listener);
+/* Ends the listener and every tunnel it made. */
 void gt_transport_listener_free (GtTransportListener *listener);
 
 /* TLS settings for the whole process (minimum version "tls1.1", "tls1.2" or "tls1.3", NULL =

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -638,6 +639,49 @@ test_quic_rebind (Fixture *f, gconstpointer data)
   check_get_bytes (s.addr_port, GT_TEST_MIB);
 }
 
+/* A graceful stop (SIGTERM: a drain) lets a download on a QUIC tunnel finish: the tunnels share
+ * the listener's UDP socket, which must stay open until they are done. */
+static void
+test_quic_drain (Fixture *f, gconstpointer data)
+{
+  g_auto (Server) s = { 0 };
+  GtTestHttp *h;
+  g_autoptr (GPtrArray) extra = NULL;
+  g_autofree char *remote = NULL;
+  g_autoptr (GtTestConn) dl = NULL;
+  g_autoptr (GByteArray) req = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GtTestHttpResponse) resp = NULL;
+  g_autofree char *line = NULL;
+  gint64 deadline;
+  GtTestProc *c;
+
+  GT_TEST_REQUIRE_GT ();
+  start_server (f, FALSE, &s);
+  h = gt_test_http_start ("svc", 0, NULL);
+  extra = http_service (h->port);
+  gt_test_args_addv (extra, "--remoteCertInsecure", "--remoteConnections", "1", NULL);
+  remote = g_strdup_printf ("quic://127.0.0.1:%u", s.quic_port);
+  c = spawn_client ("client", (const char *const[]) { remote, NULL }, extra);
+  expect_started (c, remote, 1);
+
+  dl = gt_test_conn_connect (s.addr_port, &error);
+  g_assert_no_error (error);
+  req = gt_test_http_build_request ("GET", "/bytes?n=25165824", HOST, NULL, 0, NULL);
+  deadline = gt_test_deadline_in (GT_TEST_WAIT_MS);
+  g_assert_true (gt_test_conn_write_all (dl, req->data, req->len, deadline, &error));
+  while (dl->in->len < 2 * GT_TEST_MIB)
+    if (gt_test_conn_fill (dl, deadline, &error) <= 0)
+      gt_test_fail ("download before the drain: %s", error ? error->message : "EOF");
+  g_assert_cmpint (kill (s.proc->pid, SIGTERM), ==, 0);
+  line = gt_test_proc_expect_line (s.proc, "draining", NULL, GT_TEST_WAIT_MS);
+  resp = gt_test_conn_read_response (dl, gt_test_deadline_in (GT_TEST_WAIT_MS), &error);
+  gt_test_expect_response (resp, error, 200);
+  gt_test_check_bytes ("download across the drain", resp->body->data, resp->body->len,
+                       gt_test_pattern (), 24 * GT_TEST_MIB);
+  g_assert_true (gt_test_proc_wait_exit (s.proc, GT_TEST_WAIT_MS));
+}
+
 /* UDP blocked (the NAT drops everything): with quic:// then tls:// listed, the client ends on
  * TLS within seconds. */
 static void
@@ -685,6 +729,7 @@ main (int argc, char **argv)
   ADD ("stalled-stream", test_quic_stalled_stream);
   ADD ("rebind", test_quic_rebind);
   ADD ("blocked-fallback", test_quic_blocked_fallback);
+  ADD ("drain", test_quic_drain);
 #undef ADD
 
   return gt_test_run ();
