@@ -6,6 +6,8 @@
 #define G_LOG_DOMAIN "gt-transport"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,6 +36,9 @@
 #define MAX_STREAM_WINDOW (6 * 1024 * 1024)
 #define CONN_WINDOW (1024 * 1024)
 #define MAX_CONN_WINDOW (16 * 1024 * 1024)
+/* Packets of one flush that go out in one sendmsg (UDP GSO): all but the last of the same size,
+ * together under the 64 KiB datagram limit. */
+#define GSO_MAX 40
 /* Packets sent or received per dispatch before the main loop gets a turn. */
 #define BATCH 128
 /* Connections a server holds at once (handshakes included): each costs a TLS session. */
@@ -69,6 +74,8 @@ struct _GtQuicConn
   GSource *out_source;  /* while the socket's send buffer is full */
   guint8 *stalled;      /* the packet that did not fit the send buffer */
   gsize stalled_len;
+  gsize stalled_seg;    /* its GSO segment size (0: one packet) */
+  guint8 *batch;        /* GSO_MAX packets being gathered by conn_flush */
   struct sockaddr_storage stalled_to;
   socklen_t stalled_to_len;
   GHashTable *streams;  /* stream id (gint64 *) → QStream* (ref) */
@@ -138,6 +145,7 @@ struct _GtQuicServer
 };
 
 static void conn_flush (GtQuicConn *c);
+static gboolean conn_out_cb (GSocket *socket, GIOCondition condition, gpointer user_data);
 static void conn_fail (GtQuicConn *c, int liberr, GError *error);
 static void conn_schedule (GtQuicConn *c);
 static GIOStream *qstream_wrap (QStream *s);
@@ -547,6 +555,91 @@ fill_settings (ngtcp2_settings *st, ngtcp2_transport_params *tp, guint idle_time
 /* ------------------------------------------------------------------------------------------ */
 /* Sending */
 
+/* Whether the kernel takes UDP_SEGMENT (Linux 4.18+); cleared at the first refusal. */
+static gint gso_supported = 1;
+
+/* Sends len bytes to `to`: one datagram, or (seg > 0 and < len) datagrams of seg bytes each but
+ * the last, with one sendmsg (GSO) or, where GSO is refused, one by one. -1 and errno on error. */
+static ssize_t
+udp_send (int fd, const guint8 *buf, gsize len, gsize seg, const struct sockaddr *to,
+          socklen_t to_len)
+{
+  struct iovec iov = { (void *) buf, len };
+  struct msghdr msg = { 0 };
+  union
+  {
+    char buf[CMSG_SPACE (sizeof (guint16))];
+    struct cmsghdr align;
+  } control;
+  ssize_t n;
+
+  msg.msg_name = (void *) to;
+  msg.msg_namelen = to_len;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (seg > 0 && seg < len && g_atomic_int_get (&gso_supported))
+    {
+      struct cmsghdr *cm;
+      guint16 size = seg;
+
+      memset (&control, 0, sizeof control);
+      msg.msg_control = control.buf;
+      msg.msg_controllen = sizeof control.buf;
+      cm = CMSG_FIRSTHDR (&msg);
+      cm->cmsg_level = SOL_UDP;
+      cm->cmsg_type = UDP_SEGMENT;
+      cm->cmsg_len = CMSG_LEN (sizeof size);
+      memcpy (CMSG_DATA (cm), &size, sizeof size);
+      do
+        n = sendmsg (fd, &msg, MSG_DONTWAIT);
+      while (n < 0 && errno == EINTR);
+      if (n >= 0 || (errno != EIO && errno != EINVAL && errno != ENOPROTOOPT
+                     && errno != EOPNOTSUPP))
+        return n;
+      g_atomic_int_set (&gso_supported, 0);
+      g_debug ("QUIC: no UDP GSO here (%s): one packet per send", g_strerror (errno));
+    }
+  if (seg == 0 || seg >= len)
+    {
+      do
+        n = sendto (fd, buf, len, MSG_DONTWAIT, to, to_len);
+      while (n < 0 && errno == EINTR);
+      return n;
+    }
+  for (gsize off = 0; off < len; off += seg)
+    {
+      do
+        n = sendto (fd, buf + off, MIN (seg, len - off), MSG_DONTWAIT, to, to_len);
+      while (n < 0 && errno == EINTR);
+      if (n < 0 && off == 0)
+        return -1;
+      if (n < 0)
+        return (ssize_t) off; /* partly sent: the rest is lost, QUIC resends it */
+    }
+  return (ssize_t) len;
+}
+
+static void
+conn_watch_out (GtQuicConn *c)
+{
+  g_autoptr (GSocket) sock = NULL;
+  int dupfd = dup (c->fd);
+
+  if (dupfd >= 0)
+    sock = g_socket_new_from_fd (dupfd, NULL);
+  if (sock == NULL)
+    {
+      if (dupfd >= 0)
+        close (dupfd);
+      g_clear_pointer (&c->stalled, g_free); /* lost: QUIC resends it */
+      conn_schedule (c);
+      return;
+    }
+  c->out_source = g_socket_create_source (sock, G_IO_OUT, NULL);
+  g_source_set_callback (c->out_source, (GSourceFunc) (void (*) (void)) conn_out_cb, c, NULL);
+  g_source_attach (c->out_source, c->context);
+}
+
 static gboolean
 conn_out_cb (GSocket *socket, GIOCondition condition, gpointer user_data)
 {
@@ -556,20 +649,12 @@ conn_out_cb (GSocket *socket, GIOCondition condition, gpointer user_data)
   g_clear_pointer (&c->out_source, g_source_unref);
   if (c->stalled != NULL)
     {
-      ssize_t n = sendto (c->fd, c->stalled, c->stalled_len, MSG_DONTWAIT,
-                          (struct sockaddr *) &c->stalled_to, c->stalled_to_len);
+      ssize_t n = udp_send (c->fd, c->stalled, c->stalled_len, c->stalled_seg,
+                            (struct sockaddr *) &c->stalled_to, c->stalled_to_len);
 
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
         {
-          g_autoptr (GSocket) sock = g_socket_new_from_fd (dup (c->fd), NULL);
-
-          if (sock != NULL)
-            {
-              c->out_source = g_socket_create_source (sock, G_IO_OUT, NULL);
-              g_source_set_callback (c->out_source, (GSourceFunc) (void (*) (void)) conn_out_cb,
-                                     c, NULL);
-              g_source_attach (c->out_source, c->context);
-            }
+          conn_watch_out (c);
           return G_SOURCE_REMOVE;
         }
       g_clear_pointer (&c->stalled, g_free);
@@ -578,39 +663,24 @@ conn_out_cb (GSocket *socket, GIOCondition condition, gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
-/* FALSE: the socket's buffer is full; the packet waits and so does the connection. */
+/* Sends one packet, or a GSO batch of seg-sized packets. FALSE: the socket's buffer is full; the
+ * bytes wait and so does the connection. */
 static gboolean
-conn_send_packet (GtQuicConn *c, const guint8 *pkt, gsize len, const ngtcp2_addr *to)
+conn_send_packet (GtQuicConn *c, const guint8 *pkt, gsize len, gsize seg,
+                  const struct sockaddr *to, socklen_t to_len)
 {
-  ssize_t n;
+  ssize_t n = udp_send (c->fd, pkt, len, seg, to, to_len);
 
-  do
-    n = sendto (c->fd, pkt, len, MSG_DONTWAIT, to->addr, to->addrlen);
-  while (n < 0 && errno == EINTR);
   if (n >= 0)
     return TRUE;
   if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
     {
-      g_autoptr (GSocket) sock = NULL;
-      int dupfd = dup (c->fd);
-
       c->stalled = g_memdup2 (pkt, len);
       c->stalled_len = len;
-      memcpy (&c->stalled_to, to->addr, to->addrlen);
-      c->stalled_to_len = to->addrlen;
-      if (dupfd >= 0)
-        sock = g_socket_new_from_fd (dupfd, NULL);
-      if (sock == NULL)
-        {
-          if (dupfd >= 0)
-            close (dupfd);
-          g_clear_pointer (&c->stalled, g_free);
-          return TRUE; /* lost: QUIC resends it */
-        }
-      c->out_source = g_socket_create_source (sock, G_IO_OUT, NULL);
-      g_source_set_callback (c->out_source, (GSourceFunc) (void (*) (void)) conn_out_cb, c,
-                             NULL);
-      g_source_attach (c->out_source, c->context);
+      c->stalled_seg = seg;
+      memcpy (&c->stalled_to, to, to_len);
+      c->stalled_to_len = to_len;
+      conn_watch_out (c);
       return FALSE;
     }
   /* ICMP errors and the like: the packet is lost; QUIC's recovery and timeouts decide. */
@@ -659,17 +729,24 @@ stream_sent (QStream *s, ngtcp2_ssize ndatalen, gboolean fin_requested, gsize of
 static void
 conn_flush (GtQuicConn *c)
 {
-  guint8 buf[MAX_UDP_PAYLOAD];
   ngtcp2_path_storage ps;
   ngtcp2_pkt_info pi;
   ngtcp2_tstamp ts = now_ns ();
   guint packets = 0;
+  /* The batch being gathered: count packets of seg bytes (the last may be shorter) to `to`. */
+  gsize off = 0, seg = 0, count = 0;
+  struct sockaddr_storage to;
+  socklen_t to_len = 0;
+  gboolean blocked = FALSE;
 
   if (c->closed || c->stalled != NULL)
     return;
+  if (c->batch == NULL)
+    c->batch = g_malloc (GSO_MAX * MAX_UDP_PAYLOAD);
   ngtcp2_path_storage_zero (&ps);
   for (;;)
     {
+      guint8 *buf = c->batch + off;
       QStream *s = g_queue_peek_head (&c->tx_queue);
       ngtcp2_vec v[16];
       gsize nv = 0, offered = 0;
@@ -690,7 +767,7 @@ conn_flush (GtQuicConn *c)
               flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
             }
         }
-      nwrite = ngtcp2_conn_writev_stream (c->conn, &ps.path, &pi, buf, sizeof buf, &ndatalen,
+      nwrite = ngtcp2_conn_writev_stream (c->conn, &ps.path, &pi, buf, MAX_UDP_PAYLOAD, &ndatalen,
                                           flags, sid, v, nv, ts);
       if (nwrite < 0)
         {
@@ -731,17 +808,52 @@ conn_flush (GtQuicConn *c)
         }
       if (nwrite == 0)
         break;
-      if (!conn_send_packet (c, buf, nwrite, &ps.path.remote))
-        break;
-      if (++packets >= BATCH)
+      if (count > 0
+          && ((gsize) nwrite > seg || ps.path.remote.addrlen != to_len
+              || memcmp (ps.path.remote.addr, &to, to_len) != 0))
         {
-          /* More next iteration; the main loop gets its turn. */
-          ngtcp2_conn_update_pkt_tx_time (c->conn, ts);
-          conn_schedule (c);
-          return;
+          /* It does not fit the batch: the batch goes, this packet starts the next one. */
+          if (!conn_send_packet (c, c->batch, off, seg, (struct sockaddr *) &to, to_len))
+            {
+              blocked = TRUE;
+              count = 0;
+              break; /* the new packet is lost: QUIC resends it */
+            }
+          memmove (c->batch, buf, nwrite);
+          off = count = 0;
         }
+      if (count == 0)
+        {
+          seg = nwrite;
+          to_len = MIN (ps.path.remote.addrlen, sizeof to);
+          memcpy (&to, ps.path.remote.addr, to_len);
+        }
+      off += nwrite;
+      count++;
+      if ((gsize) nwrite < seg || count == GSO_MAX)
+        {
+          gboolean sent = conn_send_packet (c, c->batch, off, seg, (struct sockaddr *) &to,
+                                            to_len);
+
+          off = count = 0;
+          if (!sent)
+            {
+              blocked = TRUE;
+              break;
+            }
+        }
+      if (++packets >= BATCH)
+        break;
     }
+  if (count > 0 && !blocked)
+    conn_send_packet (c, c->batch, off, seg, (struct sockaddr *) &to, to_len);
   ngtcp2_conn_update_pkt_tx_time (c->conn, ts);
+  if (packets >= BATCH && !blocked && !c->closed)
+    {
+      /* More next iteration; the main loop gets its turn. */
+      conn_schedule (c);
+      return;
+    }
   timer_update (c);
 }
 
@@ -796,6 +908,7 @@ gt_quic_conn_unref (GtQuicConn *c)
     close (c->fd);
   g_clear_pointer (&c->cids, g_ptr_array_unref);
   g_clear_pointer (&c->stalled, g_free);
+  g_clear_pointer (&c->batch, g_free);
   g_clear_error (&c->error);
   g_free (c->host);
   g_free (c->verify_error);
@@ -900,7 +1013,7 @@ conn_fail (GtQuicConn *c, int liberr, GError *error)
       n = ngtcp2_conn_write_connection_close (c->conn, &ps.path, &pi, buf, sizeof buf, &ccerr,
                                               now_ns ());
       if (n > 0)
-        conn_send_packet (c, buf, n, &ps.path.remote);
+        conn_send_packet (c, buf, n, 0, ps.path.remote.addr, ps.path.remote.addrlen);
     }
   c->closed = TRUE;
   c->error = g_error_copy (error);
@@ -1073,7 +1186,7 @@ conn_new (gboolean is_server, int fd, guint idle_timeout_ms)
   c->context = g_main_context_ref_thread_default ();
   c->streams = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free,
                                       (GDestroyNotify) qstream_unref);
-  c->cids = g_ptr_array_new ();
+  c->cids = g_ptr_array_new_with_free_func (g_free); /* CidKey, keys of server->by_cid */
   c->conn_ref.get_conn = get_conn_cb;
   c->conn_ref.user_data = c;
   c->timer = g_source_new (&timer_funcs, sizeof (GSource));
