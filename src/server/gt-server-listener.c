@@ -1353,6 +1353,15 @@ server_add_listener (GtServer *server, const GtListenerInfo *info, const char *a
       for (const char *const *s = gt_scheme_names (); *s != NULL && scheme == NULL; s++)
         if (gt_scheme_info_lookup (*s)->listener == info->kind)
           scheme = *s;
+      if (scheme == NULL)
+        {
+          g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                       "%s needs a gt built with QUIC (ngtcp2; meson option quic)", info->key);
+          close (fd);
+          l->fd = -1;
+          listener_free (l);
+          return FALSE;
+        }
       l->transport = gt_transport_listen (scheme, fd, server->certificate,
                                           server->config->timeout_ms, listener_tunnel_cb, l,
                                           error);
