@@ -14,19 +14,20 @@ NAMES = {
     "gt-tls": "gt tls",
     "gt-wss": "gt wss",
     "gt-ws": "gt ws",
+    "gt-quic": "gt quic",
     "gt-tcp-tls": "gt tcp-tls",
     "gt-sni": "gt sni",
 }
-ORDER = ["direct", "haproxy", "gt-tcp", "gt-http", "gt-tls", "gt-wss", "gt-ws",
+ORDER = ["direct", "haproxy", "gt-tcp", "gt-http", "gt-tls", "gt-wss", "gt-ws", "gt-quic",
          "direct-tls", "gt-tcp-tls", "gt-sni"]
 # rows whose user traffic is HTTPS (end to end to nginx's HTTPS port); their "×direct" is to direct-tls
 HTTPS = {"direct-tls", "gt-tcp-tls", "gt-sni"}
 # gt server + client pair of each gt row, as bench/run records its idle RSS (row=gt is the tcp:// pair)
 INST = {"gt-tcp": "gt", "gt-http": "gt", "gt-tls": "gt:tls", "gt-wss": "gt:wss", "gt-ws": "gt:ws",
-        "gt-tcp-tls": "gt:sni", "gt-sni": "gt:sni"}
+        "gt-quic": "gt:quic", "gt-tcp-tls": "gt:sni", "gt-sni": "gt:sni"}
 # secure-transport rows: (row, reference row, target ratio or None) -- issue 3's targets
 SECURE = [("gt-tls", "gt-tcp", 0.8), ("gt-wss", "gt-tcp", 0.7), ("gt-ws", "gt-tcp", None),
-          ("gt-sni", "gt-tcp-tls", 0.9)]
+          ("gt-quic", "gt-tcp", None), ("gt-sni", "gt-tcp-tls", 0.9)]
 
 
 def ref_of(row):

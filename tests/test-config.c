@@ -126,8 +126,8 @@ test_server_defaults (void)
   g_assert_false (gt_server_config_validate (config, NULL, &error));
   g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID);
   {
-    g_autofree char *expected = g_strdup_printf ("%s: no listener: set options.addr, tlsAddr "
-                                                 "or sniAddr",
+    g_autofree char *expected = g_strdup_printf ("%s: no listener: set options.addr, tlsAddr, "
+                                                 "sniAddr or quicAddr",
                                                  path);
     g_assert_cmpstr (error->message, ==, expected);
   }
@@ -513,7 +513,7 @@ static const BadFile bad_files[] = {
   { "bad-duration.yaml", GT_CONFIG_KIND_CLIENT, FALSE, GT_CONFIG_ERROR_VALUE, 5, 18,
     "bad duration 'abc' (examples: 90s, 1m30s, 250ms)" },
   { "bad-scheme.yaml", GT_CONFIG_KIND_CLIENT, FALSE, GT_CONFIG_ERROR_VALUE, 7, 7,
-    "remote scheme 'quic' is not supported by this version" },
+    "remote scheme 'sctp' is not supported by this version" },
   { "syntax.yaml", GT_CONFIG_KIND_SERVER, FALSE, GT_CONFIG_ERROR_SYNTAX, 4, 2,
     "YAML syntax error: did not find expected key (while parsing a block mapping started at "
     "line 1, column 1)" },
@@ -611,8 +611,8 @@ static const BadData bad_data[] = {
   { GT_CONFIG_KIND_CLIENT, "services: http://h\n",
     "t.yaml:1:11: 'services' must be a list, not a scalar" },
   { GT_CONFIG_KIND_CLIENT, "options:\n  remote: tcp://h:0\n", "t.yaml:2:11: bad port '0'" },
-  { GT_CONFIG_KIND_CLIENT, "options:\n  remote: quic://h\n",
-    "t.yaml:2:11: remote scheme 'quic' is not supported by this version" },
+  { GT_CONFIG_KIND_CLIENT, "options:\n  remote: sctp://h\n",
+    "t.yaml:2:11: remote scheme 'sctp' is not supported by this version" },
   { GT_CONFIG_KIND_CLIENT, "options:\n  remote: tls://h/path\n",
     "t.yaml:2:11: bad remote 'tls://h/path'" },
   { GT_CONFIG_KIND_CLIENT, "options:\n  remote: 'ws://h/a b'\n",
@@ -1046,8 +1046,8 @@ static const BadArgs bad_args[] = {
     "command line: --allowAnyClient: bad boolean 'perhaps' (use true/false, yes/no or on/off)" },
   { TRUE, { "--local", "tcp://h:1", "--remoteTCPPort", "x" }, GT_CONFIG_ERROR_VALUE,
     "command line: --remoteTCPPort: bad port 'x'" },
-  { TRUE, { "--remote", "quic://h" }, GT_CONFIG_ERROR_VALUE,
-    "command line: --remote: remote scheme 'quic' is not supported by this version" },
+  { TRUE, { "--remote", "sctp://h" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --remote: remote scheme 'sctp' is not supported by this version" },
   { TRUE, { "--hostPrefix", "a" }, GT_CONFIG_ERROR_USAGE,
     "command line: --hostPrefix needs a --local service" },
   { TRUE, { "--hostPrefix", "a", "--local", "http://a", "--local", "http://b" },
@@ -1917,7 +1917,7 @@ test_server_validate_new (void)
       "v.yaml:3:18: proxyProtocol needs proxyProtocolTrustedCIDRs" },
     { "options:\n  tlsAddr: 443\n  sniAddr: ':443'\n",
       "v.yaml:3:12: sniAddr 0.0.0.0:443 is also the address of tlsAddr" },
-    { "options:\n  apiAddr: 8081\n", "v.yaml: no listener: set options.addr, tlsAddr or sniAddr" },
+    { "options:\n  apiAddr: 8081\n", "v.yaml: no listener: set options.addr, tlsAddr, sniAddr or quicAddr" },
   };
 
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
@@ -2583,6 +2583,13 @@ test_listener_keys (void)
       clash = g_strdup_printf ("options:\n  %s: 127.0.0.1:9000\n  %s: 127.0.0.1:9000\n",
                                gt_listener_info (0)->key, key);
       g_assert_true (gt_server_config_load_data (both, clash, -1, "s.yaml", NULL, &error));
+      if (gt_listener_info (kind)->datagram)
+        {
+          /* UDP beside TCP on one address is no clash. */
+          g_assert_true (gt_server_config_validate (both, NULL, &error));
+          g_assert_no_error (error);
+          continue;
+        }
       g_assert_false (gt_server_config_validate (both, NULL, &error));
       g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID);
       g_assert_true (g_str_has_prefix (error->message, "s.yaml:3:"));

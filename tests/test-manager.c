@@ -622,6 +622,9 @@ test_scan_listener_keys (void)
                                                "options: {%s: *p, timeout: 5s}\n",
                                                kind, key);
       g_autofree char *expected = g_strdup_printf ("0.0.0.0:95%02u", kind);
+      /* A UDP listener's socket is told apart from a TCP one on the same address. */
+      g_autofree char *expected_key = g_strdup_printf (
+        "%s0.0.0.0:95%02u", gt_listener_info (kind)->datagram ? "udp:" : "", kind);
       g_autoptr (GtServerConfig) config = gt_server_config_new ();
       g_autoptr (GPtrArray) entries = NULL;
       g_autoptr (GError) error = NULL;
@@ -635,7 +638,7 @@ test_scan_listener_keys (void)
       g_assert_no_error (e->error);
       g_assert_cmpint (e->kind, ==, GT_CONFIG_KIND_SERVER);
       g_assert_cmpuint (g_hash_table_size (e->listen_addrs), ==, 1);
-      g_assert_cmpstr (g_hash_table_lookup (e->listen_addrs, key), ==, expected);
+      g_assert_cmpstr (g_hash_table_lookup (e->listen_addrs, key), ==, expected_key);
 
       /* The same address the server itself would listen on. */
       g_assert_true (gt_server_config_load_file (config, path, NULL, &error));

@@ -783,8 +783,12 @@ slot_connect (Slot *slot)
   slot->handshake_timeout_id = g_timeout_add (MAX (client->config->remote_timeout_ms, 1000),
                                               slot_handshake_timeout_cb, slot);
   {
+    /* With other remotes to fall back on, a QUIC handshake that gets no answer (UDP blocked)
+     * gives up after a few seconds. */
     GtTransportSecurity security = { client->config->remote_cert,
-                                     client->config->remote_cert_insecure };
+                                     client->config->remote_cert_insecure,
+                                     client->config->remote_timeout_ms,
+                                     client->config->remotes->len > 1 ? 3000 : 0 };
 
     gt_transport_connect_async (slot_remote (slot), &security, slot->cancellable,
                                 slot_connected_cb, slot);

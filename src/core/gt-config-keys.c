@@ -172,8 +172,7 @@ static const GtConfigLoose server_unsupported[] = {
   { "httpMUXHeader", GT_LOOSE_SCALAR, NULL, "Host" },
   { "timeoutOnUnidirectionalTraffic", GT_LOOSE_BOOL, NULL, "false" },
   { "stunLogLevel", GT_LOOSE_SCALAR, "", NULL }, /* stunAddr logs through gt's log level */
-  { "quicAddr", GT_LOOSE_SCALAR, NULL, "" },
-  { "bbr", GT_LOOSE_BOOL, "quicAddr", NULL },
+  { "bbr", GT_LOOSE_BOOL, "", NULL },            /* QUIC uses ngtcp2's congestion control */
   COMMON_UNSUPPORTED,
 };
 
@@ -193,6 +192,7 @@ static const char *const listener_help[GT_N_LISTENERS] = {
   [GT_LISTENER_PLAIN] = "tunnels and HTTP users: 80, :80, 127.0.0.1:80, [::1]:80",
   [GT_LISTENER_TLS] = "the same behind TLS (certFile/keyFile, else a generated cert)",
   [GT_LISTENER_SNI] = "TLS pass-through to https services, routed by SNI",
+  [GT_LISTENER_QUIC] = "UDP: quic:// tunnels, with tlsAddr's certificate (may share its port)",
 };
 
 /* The listener rows, made from gt_listener_info(): a new listener is one row there. */

@@ -291,7 +291,9 @@ gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GE
     for (guint a = 0; a < G_N_ELEMENTS (listeners); a++)
       for (guint b = a + 1; b < G_N_ELEMENTS (listeners); b++)
         if (listeners[a].addr != NULL && g_strcmp0 (listeners[a].addr, listeners[b].addr) == 0
-            && !listen_port_is_zero (listeners[a].addr))
+            && !listen_port_is_zero (listeners[a].addr)
+            && (a >= GT_N_LISTENERS || b >= GT_N_LISTENERS
+                || gt_listener_info (a)->datagram == gt_listener_info (b)->datagram))
           return fail_key (priv->places, listeners[b].name, file, GT_CONFIG_ERROR_INVALID,
                            issue_out, error, "%s %s is also the address of %s",
                            listeners[b].name, listeners[b].addr, listeners[a].name);

@@ -93,6 +93,7 @@ typedef struct
   char *key_file;          /* options.keyFile (PEM) */
   char *tls_version;       /* options.tlsVersion: "tls1.1", "tls1.2" (default), "tls1.3" */
   char *sni_addr;          /* options.sniAddr: TLS pass-through routed by SNI; NULL = unset */
+  char *quic_addr;         /* options.quicAddr (UDP): quic:// tunnels, same certificate as tlsAddr */
   char *ws_path;           /* gt's options.wsPath: WebSocket tunnel path, default "/gt-tunnel" */
   gboolean proxy_protocol; /* gt's options.proxyProtocol: accept PROXY v1/v2 headers */
   char **proxy_protocol_trusted_cidrs; /* gt's options.proxyProtocolTrustedCIDRs; NULL = none */

@@ -12,6 +12,8 @@ static const GtListenerInfo listeners[GT_N_LISTENERS] = {
                         TRUE },
   [GT_LISTENER_SNI] = { GT_LISTENER_SNI, "sniAddr", G_STRUCT_OFFSET (GtServerConfig, sni_addr),
                         FALSE },
+  [GT_LISTENER_QUIC] = { GT_LISTENER_QUIC, "quicAddr",
+                         G_STRUCT_OFFSET (GtServerConfig, quic_addr), TRUE, TRUE },
 };
 
 static const GtSchemeInfo schemes[] = {
@@ -19,9 +21,16 @@ static const GtSchemeInfo schemes[] = {
   { "tls", GT_LISTENER_TLS, TRUE, FALSE, 443 },
   { "ws", GT_LISTENER_PLAIN, FALSE, TRUE, 80 },
   { "wss", GT_LISTENER_TLS, TRUE, TRUE, 443 },
+#ifdef GT_WITH_QUIC
+  { "quic", GT_LISTENER_QUIC, TRUE, FALSE, 443 },
+#endif
 };
 
-static const char *const scheme_names[] = { "tcp", "tls", "ws", "wss", NULL };
+static const char *const scheme_names[] = { "tcp", "tls", "ws", "wss",
+#ifdef GT_WITH_QUIC
+                                            "quic",
+#endif
+                                            NULL };
 
 const GtListenerInfo *
 gt_listener_info (GtListenerKind kind)

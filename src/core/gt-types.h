@@ -21,6 +21,7 @@ typedef enum
   GT_LISTENER_PLAIN, /* addr: tunnels (tcp://, ws://), HTTP routed by Host */
   GT_LISTENER_TLS,   /* tlsAddr: the same after TLS termination (tls://, wss://, HTTPS by Host) */
   GT_LISTENER_SNI,   /* sniAddr: TLS pass-through routed by SNI */
+  GT_LISTENER_QUIC,  /* quicAddr (UDP): quic:// tunnels */
   GT_N_LISTENERS
 } GtListenerKind;
 
@@ -30,6 +31,7 @@ typedef struct
   const char *key;      /* config key under options: and command-line option name */
   gsize config_offset;  /* offset of its char * address in GtServerConfig */
   gboolean terminates_tls; /* needs the server certificate (certFile/keyFile or generated) */
+  gboolean datagram;       /* a UDP socket (its address may equal a TCP listener's) */
 } GtListenerInfo;
 
 /* All listeners in a fixed order (index = GtListenerKind). The config loader, the server and the
@@ -42,7 +44,7 @@ const char *gt_listener_get_addr (const void *server_config, GtListenerKind kind
 /* Tunnel schemes a client may name in `remote`. */
 typedef struct
 {
-  const char *scheme;       /* "tcp", "tls", "ws", "wss" */
+  const char *scheme;       /* "tcp", "tls", "ws", "wss", "quic" */
   GtListenerKind listener;  /* the server listener that accepts it */
   gboolean secure;          /* TLS: remoteCert / remoteCertInsecure apply */
   gboolean has_path;        /* URL path is meaningful (WebSocket) */

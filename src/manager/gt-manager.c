@@ -208,9 +208,11 @@ entry_take_listeners (GtManagerEntry *entry, const GtServerConfig *config)
     {
       const char *addr = gt_listener_get_addr (config, kind);
 
+      /* A UDP socket may share its address with a TCP one: "udp:" keeps them apart. */
       if (addr != NULL)
         g_hash_table_replace (entry->listen_addrs, g_strdup (gt_listener_info (kind)->key),
-                              g_strdup (addr));
+                              gt_listener_info (kind)->datagram ? g_strconcat ("udp:", addr, NULL)
+                                                                : g_strdup (addr));
     }
 }
 
@@ -645,11 +647,13 @@ listener_get (GtManager *self, GtListenerKind kind, const char *addr, GError **e
   g_autofree guchar *native = NULL;
   int fd, one = 1;
 
+  gboolean datagram = g_str_has_prefix (addr, "udp:");
+
   if (l != NULL)
     return l;
   /* The server's own rule (no resolver; localhost is 127.0.0.1): a worker started alone and one
    * under the manager bind the same address. */
-  sa = G_SOCKET_ADDRESS (gt_listen_address_parse (addr, error));
+  sa = G_SOCKET_ADDRESS (gt_listen_address_parse (datagram ? addr + 4 : addr, error));
   if (sa == NULL)
     return NULL;
 
@@ -670,12 +674,13 @@ listener_get (GtManager *self, GtListenerKind kind, const char *addr, GError **e
   native = g_malloc0 (native_len);
   if (!g_socket_address_to_native (sa, native, native_len, error))
     return NULL;
-  fd = socket (g_socket_address_get_family (sa), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  fd = socket (g_socket_address_get_family (sa),
+               (datagram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     goto fail;
   setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (bind (fd, (struct sockaddr *) native, (socklen_t) native_len) < 0
-      || listen (fd, SOMAXCONN) < 0)
+      || (!datagram && listen (fd, SOMAXCONN) < 0))
     goto fail;
 
   l = g_new0 (Listener, 1);

@@ -52,6 +52,7 @@ typedef struct
   int fd;
   GSource *source;
   char *address;
+  GtTransportListener *transport; /* datagram listeners (quicAddr): owns fd */
 } Listener;
 
 typedef struct
@@ -71,7 +72,7 @@ typedef struct
   GInetSocketAddress *peer_addr;
   GInetSocketAddress *local_addr;
   gboolean trusted;  /* from a trusted proxy: a PROXY header comes first */
-  gboolean ws;       /* inside a WebSocket: only a tunnel handshake may follow */
+  gboolean ws;       /* inside a WebSocket or QUIC stream: only a tunnel handshake may follow */
   gboolean waiting_route; /* no client for it yet, but the server just started */
   gboolean from_node; /* came over a node tunnel (cluster): never forwarded again */
   GtHello *hello;    /* while the auth API answers */
@@ -1039,7 +1040,8 @@ pending_dispatch (Pending *p)
     pending_handle_sni (p);
   else if (p->ws)
     {
-      g_message ("websocket tunnel from %s does not start with the gt preface", p->peer);
+      g_message ("%s tunnel from %s does not start with the gt preface",
+                 p->kind == GT_LISTENER_QUIC ? "QUIC" : "websocket", p->peer);
       pending_drop (p);
     }
   else
@@ -1452,11 +1454,59 @@ _gt_server_adopt_node_stream (GtServer *server, int fd, GtListenerKind kind,
   pending_watch (p);
 }
 
+/* quicAddr: a client opened its tunnel stream; its handshake is read like any other. */
+static void
+listener_tunnel_cb (GIOStream *tunnel, GInetSocketAddress *peer, gpointer user_data)
+{
+  Listener *l = user_data;
+  GtServer *server = l->server;
+  guint max_pending = server->config->max_pending;
+  Pending *p;
+
+  if (max_pending != 0 && g_hash_table_size (server->pending) >= max_pending)
+    {
+      g_debug ("QUIC tunnel refused: %u connections are in their handshake", max_pending);
+      g_io_stream_close (tunnel, NULL, NULL);
+      return;
+    }
+  p = g_new0 (Pending, 1);
+  p->server = server;
+  p->kind = l->kind;
+  p->fd = -1;
+  p->io = g_object_ref (tunnel);
+  p->ws = TRUE;
+  p->started_us = g_get_monotonic_time ();
+  p->peer_addr = peer != NULL ? g_object_ref (peer) : NULL;
+  if (p->peer_addr != NULL
+      && !pending_count_address (p, g_inet_socket_address_get_address (p->peer_addr)))
+    {
+      g_debug ("QUIC tunnel refused: too many handshakes from one address");
+      g_io_stream_close (tunnel, NULL, NULL);
+      pending_free (p);
+      return;
+    }
+  if (peer != NULL)
+    {
+      g_autofree char *ip = g_inet_address_to_string (g_inet_socket_address_get_address (peer));
+
+      p->peer = strchr (ip, ':') != NULL
+                  ? g_strdup_printf ("[%s]:%u", ip, g_inet_socket_address_get_port (peer))
+                  : g_strdup_printf ("%s:%u", ip, g_inet_socket_address_get_port (peer));
+    }
+  else
+    p->peer = g_strdup ("?");
+  p->timeout_id = g_timeout_add (server_handshake_timeout_ms (server), pending_timeout_cb, p);
+  g_hash_table_add (server->pending, p);
+  pending_watch (p);
+}
+
 static void
 listener_free (Listener *l)
 {
   gt_fd_source_free (l->source);
-  if (l->fd >= 0)
+  if (l->transport != NULL)
+    gt_transport_listener_free (l->transport);
+  else if (l->fd >= 0)
     close (l->fd);
   g_free (l->address);
   g_free (l);
@@ -1469,6 +1519,7 @@ listener_note (GtListenerKind kind)
     {
     case GT_LISTENER_TLS: return " (TLS)";
     case GT_LISTENER_SNI: return " (TLS pass-through by SNI)";
+    case GT_LISTENER_QUIC: return " (UDP, QUIC)";
     case GT_LISTENER_PLAIN:
     case GT_N_LISTENERS:
     default: return "";
@@ -1489,8 +1540,12 @@ server_add_listener (GtServer *server, const GtListenerInfo *info, const char *a
 
       if (sa == NULL)
         return FALSE;
-      fd = gt_tcp_listen_on (g_inet_socket_address_get_address (sa),
+      if (info->datagram)
+        fd = gt_udp_bind_on (g_inet_socket_address_get_address (sa),
                              g_inet_socket_address_get_port (sa), error);
+      else
+        fd = gt_tcp_listen_on (g_inet_socket_address_get_address (sa),
+                               g_inet_socket_address_get_port (sa), error);
       if (fd < 0)
         return FALSE;
     }
@@ -1502,9 +1557,36 @@ server_add_listener (GtServer *server, const GtListenerInfo *info, const char *a
   l->kind = info->kind;
   l->fd = fd;
   l->address = gt_fd_describe_local (fd);
-  l->source = gt_fd_source_new (fd, G_IO_IN, listener_accept_cb, l);
+  if (info->datagram)
+    {
+      const char *scheme = NULL;
+
+      for (const char *const *s = gt_scheme_names (); *s != NULL && scheme == NULL; s++)
+        if (gt_scheme_info_lookup (*s)->listener == info->kind)
+          scheme = *s;
+      if (scheme == NULL)
+        {
+          g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                       "%s needs a gt built with QUIC (ngtcp2; meson option quic)", info->key);
+          close (fd);
+          l->fd = -1;
+          listener_free (l);
+          return FALSE;
+        }
+      l->transport = gt_transport_listen (scheme, fd, server->certificate,
+                                          server->config->timeout_ms, listener_tunnel_cb, l,
+                                          error);
+      if (l->transport == NULL)
+        {
+          l->fd = -1;
+          listener_free (l);
+          return FALSE;
+        }
+    }
+  else
+    l->source = gt_fd_source_new (fd, G_IO_IN, listener_accept_cb, l);
   g_ptr_array_add (server->listeners, l);
-  if (server->listen_address == NULL && info->kind != GT_LISTENER_SNI)
+  if (server->listen_address == NULL && info->kind != GT_LISTENER_SNI && !info->datagram)
     {
       g_autoptr (GInetSocketAddress) local = fd_address (fd, FALSE);
 
@@ -1513,6 +1595,17 @@ server_add_listener (GtServer *server, const GtListenerInfo *info, const char *a
         server->listen_inet = g_object_ref (g_inet_socket_address_get_address (local));
     }
   g_message ("listening on %s%s", l->address, listener_note (info->kind));
+  return TRUE;
+}
+
+gboolean
+_gt_server_listener_stop_accepting (gpointer listener)
+{
+  Listener *l = listener;
+
+  if (l->transport == NULL)
+    return FALSE;
+  gt_transport_listener_stop_accepting (l->transport);
   return TRUE;
 }
 

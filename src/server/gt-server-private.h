@@ -77,6 +77,9 @@ GPtrArray *_gt_server_listeners_new (void);
 GHashTable *_gt_server_pending_new (void);
 /* Loads the certificate when a listener terminates TLS, then opens every configured listener. */
 gboolean _gt_server_open_listeners (GtServer *server, GError **error);
+/* Stops a listener taking new connections; FALSE when it can simply be freed (a TCP listener),
+ * TRUE when it stays for the tunnels on its socket (quicAddr). */
+gboolean _gt_server_listener_stop_accepting (gpointer listener);
 char *_gt_server_http_reply (guint status, const char *reason, const char *body);
 /* Cluster: a connection that came over a node tunnel, sniffed and routed like a user's. */
 void _gt_server_adopt_node_stream (GtServer *server, int fd, GtListenerKind kind,

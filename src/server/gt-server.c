@@ -302,6 +302,15 @@ server_close_listeners (GtServer *server)
   g_ptr_array_set_size (server->listeners, 0);
 }
 
+/* A drain: no new connections; tunnels that share a listener's socket (QUIC) stay. */
+static void
+server_stop_listening (GtServer *server)
+{
+  for (guint i = server->listeners->len; i > 0; i--)
+    if (!_gt_server_listener_stop_accepting (server->listeners->pdata[i - 1]))
+      g_ptr_array_remove_index (server->listeners, i - 1);
+}
+
 void
 gt_server_stop (GtServer *server)
 {
@@ -313,7 +322,7 @@ gt_server_stop (GtServer *server)
   server->stopped = TRUE;
   g_clear_handle_id (&server->drain_id, g_source_remove);
   g_clear_handle_id (&server->route_wait_id, g_source_remove);
-  server_close_listeners (server);
+  server_stop_listening (server);
   g_hash_table_remove_all (server->pending);
   while ((s = gt_server_registry_get_any (server->registry)) != NULL)
     {
@@ -324,6 +333,7 @@ gt_server_stop (GtServer *server)
       if (gt_server_registry_lookup (server->registry, s->id) == s)
         server_remove_session (server, s);
     }
+  server_close_listeners (server);
 }
 
 static void
@@ -397,7 +407,7 @@ gt_server_drain (GtServer *server)
   g_message ("draining: no new connections; clients are asked to move (up to %" G_GUINT64_FORMAT
              " ms for streams to finish)",
              server->config->drain_timeout_ms);
-  server_close_listeners (server);
+  server_stop_listening (server);
   gt_server_registry_foreach (server->registry, drain_session_cb, NULL);
   server->drain_deadline
     = g_get_monotonic_time () + (gint64) server->config->drain_timeout_ms * 1000;

@@ -16,12 +16,20 @@ typedef struct
    * tlsAddr), into the tunnel stream; head: the bytes already sniffed from io. */
   void (*accept) (GIOStream *io, const guint8 *head, gsize head_len,
                   GTlsCertificate *certificate, GTask *task);
+  /* Server, datagram transports only (NULL otherwise): see gt_transport_listen. */
+  gpointer (*listen) (int fd, GTlsCertificate *certificate, guint64 idle_timeout_ms,
+                      GtTransportTunnelFunc func, gpointer user_data, GError **error);
+  void (*listener_stop) (gpointer listener);
+  void (*listener_free) (gpointer listener);
 } GtTransportLeaf;
 
 extern const GtTransportLeaf _gt_transport_tcp;
 extern const GtTransportLeaf _gt_transport_tls;
 extern const GtTransportLeaf _gt_transport_ws;
 extern const GtTransportLeaf _gt_transport_wss;
+#ifdef GT_WITH_QUIC
+extern const GtTransportLeaf _gt_transport_quic;
+#endif
 
 /* A TCP connection (TCP_NODELAY set) to host:port, through the HTTP CONNECT proxy proxy_url
  * ("http://[user:pass@]host[:port]") or directly when it is NULL. Completes task. */
@@ -49,5 +57,8 @@ gboolean _gt_tls_verify_init (GtTlsVerify *verify, const GtTransportSecurity *se
  * verifying the server as verify says. Completes task with the TLS GIOStream (gt-tls-stream.h). */
 void _gt_tls_client_handshake (GIOStream *io, const char *host, guint16 port,
                                const GtTlsVerify *verify, GTask *task);
+
+/* "not signed by a trusted CA, expired" for certificate errors (never empty). */
+char *_gt_tls_describe_cert_errors (GTlsCertificateFlags flags);
 
 G_END_DECLS

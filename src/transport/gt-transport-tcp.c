@@ -193,8 +193,8 @@ gt_resolve_address (const char *host, guint16 port, GError **error)
   return g_inet_socket_address_new (ia, port);
 }
 
-int
-gt_tcp_listen_on (GInetAddress *address, guint16 port, GError **error)
+static int
+socket_bind_on (GInetAddress *address, guint16 port, gboolean datagram, GError **error)
 {
   g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (address, port);
   struct sockaddr_storage ss;
@@ -204,7 +204,8 @@ gt_tcp_listen_on (GInetAddress *address, guint16 port, GError **error)
 
   if (!g_socket_address_to_native (sa, &ss, sizeof ss, error))
     return -1;
-  fd = socket (ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  fd = socket (ss.ss_family, (datagram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC,
+               0);
   if (fd < 0)
     {
       g_set_error (error, G_IO_ERROR, g_io_error_from_errno (errno), "socket: %s",
@@ -212,7 +213,7 @@ gt_tcp_listen_on (GInetAddress *address, guint16 port, GError **error)
       return -1;
     }
   setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind (fd, (struct sockaddr *) &ss, len) < 0 || listen (fd, 4096) < 0)
+  if (bind (fd, (struct sockaddr *) &ss, len) < 0 || (!datagram && listen (fd, 4096) < 0))
     {
       int saved = errno;
       g_autofree char *text = g_inet_address_to_string (address);
@@ -223,6 +224,18 @@ gt_tcp_listen_on (GInetAddress *address, guint16 port, GError **error)
       return -1;
     }
   return fd;
+}
+
+int
+gt_tcp_listen_on (GInetAddress *address, guint16 port, GError **error)
+{
+  return socket_bind_on (address, port, FALSE, error);
+}
+
+int
+gt_udp_bind_on (GInetAddress *address, guint16 port, GError **error)
+{
+  return socket_bind_on (address, port, TRUE, error);
 }
 
 int

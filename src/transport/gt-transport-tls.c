@@ -77,8 +77,8 @@ tls_client_free (TlsClient *tc)
   g_free (tc);
 }
 
-static char *
-describe_cert_errors (GTlsCertificateFlags flags)
+char *
+_gt_tls_describe_cert_errors (GTlsCertificateFlags flags)
 {
   GString *s = g_string_new (NULL);
   static const struct
@@ -145,7 +145,7 @@ tls_client_verify (GIOStream *stream, gpointer data, GError **error)
     }
   if (flags != 0)
     {
-      g_autofree char *why = describe_cert_errors (flags);
+      g_autofree char *why = _gt_tls_describe_cert_errors (flags);
       g_autofree char *hint = NULL;
 
       if (tc->ca_file != NULL)

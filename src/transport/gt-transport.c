@@ -3,6 +3,8 @@
 
 #define G_LOG_DOMAIN "gt-transport"
 
+#include <unistd.h>
+
 #include "gt-transport-private.h"
 #include "gt-types.h"
 
@@ -12,6 +14,15 @@ static const GtTransportLeaf *const leaves[] = {
   &_gt_transport_tls,
   &_gt_transport_ws,
   &_gt_transport_wss,
+#ifdef GT_WITH_QUIC
+  &_gt_transport_quic,
+#endif
+};
+
+struct _GtTransportListener
+{
+  const GtTransportLeaf *leaf;
+  gpointer impl;
 };
 
 static const GtTransportLeaf *
@@ -84,6 +95,49 @@ gt_transport_accept_async (const char *scheme, GIOStream *io, const guint8 *head
       return;
     }
   leaf->accept (io, head, head_len, certificate, task);
+}
+
+GtTransportListener *
+gt_transport_listen (const char *scheme, int fd, GTlsCertificate *certificate,
+                     guint64 idle_timeout_ms, GtTransportTunnelFunc func, gpointer user_data,
+                     GError **error)
+{
+  const GtTransportLeaf *leaf = leaf_lookup (scheme);
+  GtTransportListener *listener;
+  gpointer impl;
+
+  g_return_val_if_fail (fd >= 0 && func != NULL, NULL);
+
+  if (leaf == NULL || leaf->listen == NULL)
+    {
+      close (fd);
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                   "transport '%s' is not supported by this build", scheme);
+      return NULL;
+    }
+  impl = leaf->listen (fd, certificate, idle_timeout_ms, func, user_data, error);
+  if (impl == NULL)
+    return NULL;
+  listener = g_new0 (GtTransportListener, 1);
+  listener->leaf = leaf;
+  listener->impl = impl;
+  return listener;
+}
+
+void
+gt_transport_listener_stop_accepting (GtTransportListener *listener)
+{
+  g_return_if_fail (listener != NULL);
+  listener->leaf->listener_stop (listener->impl);
+}
+
+void
+gt_transport_listener_free (GtTransportListener *listener)
+{
+  if (listener == NULL)
+    return;
+  listener->leaf->listener_free (listener->impl);
+  g_free (listener);
 }
 
 GIOStream *

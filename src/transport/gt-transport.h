@@ -1,4 +1,4 @@
-/* gt-transport.h: the tunnel transport seam (tcp, tls, ws, wss; one leaf per scheme) and raw TCP
+/* gt-transport.h: the tunnel transport seam (tcp, tls, ws, wss, quic; one leaf per scheme) and raw
  * socket helpers. */
 #pragma once
 
@@ -12,6 +12,8 @@ typedef struct
 {
   const char *remote_cert; /* CA/certificate PEM file, or "sha256:<hex>" pin, or NULL (system CAs) */
   gboolean insecure;       /* accept any certificate */
+  guint64 idle_timeout_ms; /* quic://: idle timeout (keep-alive at half of it); 0 = 60 s */
+  guint handshake_timeout_ms; /* quic://: no handshake by then = UDP blocked; 0 = 10 s */
 } GtTransportSecurity;
 
 /* TRUE when a leaf implements this scheme (a row of gt_scheme_info_lookup's table). */
@@ -34,6 +36,25 @@ void gt_transport_accept_async (const char *scheme, GIOStream *io, const guint8 
                                 gpointer user_data);
 GIOStream *gt_transport_accept_finish (GAsyncResult *result, GError **error);
 
+/* A server's datagram listener (quicAddr): tunnels arrive through a callback, not an accept. */
+typedef struct _GtTransportListener GtTransportListener;
+
+/* Called with each new tunnel stream (a GIOStream with pollable streams; ref it to keep it) and
+ * the address of its client. */
+typedef void (*GtTransportTunnelFunc) (GIOStream *tunnel, GInetSocketAddress *peer,
+                                       gpointer user_data);
+
+/* Server: accepts tunnels of `scheme` (a datagram transport: quic) on the bound UDP socket fd
+ * (ownership taken), with certificate, on the thread-default main context. idle_timeout_ms: 0 =
+ * 60 s. */
+GtTransportListener *gt_transport_listen (const char *scheme, int fd, GTlsCertificate *certificate,
+                                          guint64 idle_timeout_ms, GtTransportTunnelFunc func,
+                                          gpointer user_data, GError **error);
+/* No new tunnels from now on; the ones it made carry on (a drain). */
+void gt_transport_listener_stop_accepting (GtTransportListener *listener);
+/* Ends the listener and every tunnel it made. */
+void gt_transport_listener_free (GtTransportListener *listener);
+
 /* TLS settings for the whole process (minimum version "tls1.1", "tls1.2" or "tls1.3", NULL =
  * tls1.2; cipher order for tunnels). GIO takes them only once, before the first TLS connection:
  * call at start, before threads exist; later calls only validate. G_TLS_GNUTLS_PRIORITY from the
@@ -47,6 +68,8 @@ GIOStream *gt_transport_wrap_fd (int fd, GError **error);
 int gt_tcp_listen (const char *addr, GError **error);
 /* Same with a GInetAddress and port. */
 int gt_tcp_listen_on (GInetAddress *address, guint16 port, GError **error);
+/* A non-blocking UDP socket bound to address:port. */
+int gt_udp_bind_on (GInetAddress *address, guint16 port, GError **error);
 /* "127.0.0.1:8080" / "[::1]:8080" for the local or peer side of a socket (free with g_free). */
 char *gt_fd_describe_local (int fd);
 char *gt_fd_describe_peer (int fd);

@@ -1,0 +1,415 @@
+/* Unit tests of the QUIC wrapper (gt-quic.c) and the quic:// leaf: a client and a server in one
+ * process on 127.0.0.1, bytes both ways, half-close, errors, and a handshake nobody answers. */
+#include "config.h"
+
+#include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+
+#include "gt-certificate.h"
+#include "gt-quic.h"
+#include "gt-transport.h"
+
+#define WAIT_US (20 * G_USEC_PER_SEC)
+
+typedef struct
+{
+  char *dir;
+  GTlsCertificate *cert;
+  char *cert_path;
+  GtTransportListener *listener;
+  guint16 port;
+  GPtrArray *accepted; /* GIOStream * */
+  GInetSocketAddress *last_peer;
+} Fixture;
+
+static void
+tunnel_cb (GIOStream *tunnel, GInetSocketAddress *peer, gpointer user_data)
+{
+  Fixture *f = user_data;
+
+  g_ptr_array_add (f->accepted, g_object_ref (tunnel));
+  g_clear_object (&f->last_peer);
+  f->last_peer = peer != NULL ? g_object_ref (peer) : NULL;
+}
+
+static int
+udp_bound (guint16 *port)
+{
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GError) error = NULL;
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int fd = gt_udp_bind_on (lo, 0, &error);
+
+  g_assert_no_error (error);
+  g_assert_cmpint (getsockname (fd, (struct sockaddr *) &ss, &len), ==, 0);
+  *port = g_ntohs (((struct sockaddr_in *) &ss)->sin_port);
+  return fd;
+}
+
+static void
+fixture_setup (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *key = NULL;
+  const char *names[] = { "localhost", "127.0.0.1", NULL };
+  int fd;
+
+  f->dir = g_dir_make_tmp ("gt-quic-XXXXXX", &error);
+  g_assert_no_error (error);
+  f->cert_path = g_build_filename (f->dir, "cert.pem", NULL);
+  key = g_build_filename (f->dir, "key.pem", NULL);
+  g_assert_true (gt_certificate_generate (f->cert_path, key, names, &error));
+  g_assert_no_error (error);
+  f->cert = g_tls_certificate_new_from_files (f->cert_path, key, &error);
+  g_assert_no_error (error);
+  f->accepted = g_ptr_array_new_with_free_func (g_object_unref);
+  fd = udp_bound (&f->port);
+  f->listener = gt_transport_listen ("quic", fd, f->cert, 5000, tunnel_cb, f, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (f->listener);
+}
+
+static void
+fixture_teardown (Fixture *f, gconstpointer data)
+{
+  g_autofree char *key = g_build_filename (f->dir, "key.pem", NULL);
+
+  g_clear_pointer (&f->accepted, g_ptr_array_unref);
+  gt_transport_listener_free (f->listener);
+  g_clear_object (&f->cert);
+  g_clear_object (&f->last_peer);
+  /* Let the closes go out and the sources go. */
+  for (int i = 0; i < 100 && g_main_context_iteration (NULL, FALSE); i++)
+    ;
+  g_unlink (f->cert_path);
+  g_unlink (key);
+  g_rmdir (f->dir);
+  g_free (f->cert_path);
+  g_free (f->dir);
+}
+
+typedef struct
+{
+  gboolean done;
+  GIOStream *io;
+  GError *error;
+} Result;
+
+static void
+connect_cb (GObject *source, GAsyncResult *result, gpointer data)
+{
+  Result *r = data;
+
+  r->io = gt_transport_connect_finish (result, &r->error);
+  r->done = TRUE;
+}
+
+static void
+iterate_until (gboolean *flag, const char *what)
+{
+  gint64 deadline = g_get_monotonic_time () + WAIT_US;
+
+  while (!*flag)
+    {
+      if (g_get_monotonic_time () > deadline)
+        g_error ("timed out waiting for %s", what);
+      g_main_context_iteration (NULL, TRUE);
+    }
+}
+
+static GIOStream *
+dial (Fixture *f, const char *remote_cert, gboolean insecure, guint handshake_ms, guint16 port,
+      GError **error)
+{
+  GtRemote remote = { (char *) "127.0.0.1", port, (char *) "quic", NULL };
+  GtTransportSecurity security = { remote_cert, insecure, 5000, handshake_ms };
+  Result r = { 0 };
+
+  gt_transport_connect_async (&remote, &security, NULL, connect_cb, &r);
+  iterate_until (&r.done, "the QUIC connect");
+  if (r.error != NULL)
+    g_propagate_error (error, r.error);
+  return r.io;
+}
+
+/* Writes all of data (pollable, on the main loop) and, with fin, closes the output. */
+static void
+write_all (GIOStream *io, const guint8 *data, gsize len, gboolean fin)
+{
+  GPollableOutputStream *out = G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (io));
+  gint64 deadline = g_get_monotonic_time () + WAIT_US;
+  gsize done = 0;
+
+  while (done < len)
+    {
+      g_autoptr (GError) error = NULL;
+      gssize n = g_pollable_output_stream_write_nonblocking (out, data + done, len - done, NULL,
+                                                             &error);
+
+      if (n < 0 && !g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        g_error ("write: %s", error->message);
+      if (n > 0)
+        done += n;
+      else
+        g_main_context_iteration (NULL, TRUE);
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+    }
+  if (fin)
+    g_assert_true (g_output_stream_close (G_OUTPUT_STREAM (out), NULL, NULL));
+}
+
+/* Reads until EOF (or want bytes when not to_eof); returns what came, or NULL with error. */
+static GByteArray *
+read_some (GIOStream *io, gsize want, gboolean to_eof, GError **error)
+{
+  GPollableInputStream *in = G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (io));
+  g_autoptr (GByteArray) got = g_byte_array_new ();
+  gint64 deadline = g_get_monotonic_time () + WAIT_US;
+  guint8 buf[65536];
+
+  while (to_eof || got->len < want)
+    {
+      g_autoptr (GError) local = NULL;
+      gssize n = g_pollable_input_stream_read_nonblocking (in, buf, sizeof buf, NULL, &local);
+
+      if (n == 0)
+        break;
+      if (n > 0)
+        g_byte_array_append (got, buf, n);
+      else if (g_error_matches (local, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        g_main_context_iteration (NULL, TRUE);
+      else
+        {
+          g_propagate_error (error, g_steal_pointer (&local));
+          return NULL;
+        }
+      if (g_get_monotonic_time () > deadline)
+        g_error ("read timed out after %u bytes", got->len);
+    }
+  return g_steal_pointer (&got);
+}
+
+static guint8 *
+pattern (gsize n, guint seed)
+{
+  guint8 *p = g_malloc (n);
+  guint32 x = seed * 2654435761u + 1;
+
+  for (gsize i = 0; i < n; i++)
+    {
+      x = x * 1103515245u + 12345u;
+      p[i] = x >> 24;
+    }
+  return p;
+}
+
+/* One step of a non-blocking transfer: writes what fits of data[*off..len) (then FIN once all is
+ * written), reads what came into got; TRUE when something moved. */
+static gboolean
+pump_step (GIOStream *io, const guint8 *data, gsize len, gsize *off, gboolean *fin_sent,
+           GByteArray *got, gboolean *eof)
+{
+  GPollableOutputStream *out = G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (io));
+  GPollableInputStream *in = G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (io));
+  gboolean moved = FALSE;
+  guint8 buf[65536];
+
+  if (*off < len)
+    {
+      g_autoptr (GError) error = NULL;
+      gssize n = g_pollable_output_stream_write_nonblocking (out, data + *off, len - *off, NULL,
+                                                             &error);
+
+      if (n < 0 && !g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        g_error ("write: %s", error->message);
+      if (n > 0)
+        {
+          *off += n;
+          moved = TRUE;
+        }
+    }
+  else if (!*fin_sent)
+    {
+      g_assert_true (g_output_stream_close (G_OUTPUT_STREAM (out), NULL, NULL));
+      *fin_sent = TRUE;
+      moved = TRUE;
+    }
+  while (!*eof)
+    {
+      g_autoptr (GError) error = NULL;
+      gssize n = g_pollable_input_stream_read_nonblocking (in, buf, sizeof buf, NULL, &error);
+
+      if (n == 0)
+        *eof = TRUE;
+      else if (n > 0)
+        g_byte_array_append (got, buf, n);
+      else if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        break;
+      else
+        g_error ("read: %s", error->message);
+      moved = TRUE;
+    }
+  return moved;
+}
+
+/* 4 MiB each way at once, then FIN from each side: both sides see all bytes, then EOF. */
+static void
+test_bytes_both_ways (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) client = dial (f, NULL, TRUE, 0, f->port, &error);
+  gsize n = 4 * 1024 * 1024;
+  g_autofree guint8 *up = pattern (n, 1);
+  g_autofree guint8 *down = pattern (n, 2);
+  g_autoptr (GByteArray) got_up = g_byte_array_new ();
+  g_autoptr (GByteArray) got_down = g_byte_array_new ();
+  gsize up_off = 0, down_off = 0;
+  gboolean up_fin = FALSE, down_fin = FALSE, up_eof = FALSE, down_eof = FALSE;
+  gint64 deadline = g_get_monotonic_time () + WAIT_US;
+  GIOStream *server;
+
+  g_assert_no_error (error);
+  /* The server hears of the tunnel with its first bytes. */
+  write_all (client, up, 1000, FALSE);
+  up_off = 1000;
+  while (f->accepted->len == 0)
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_main_context_iteration (NULL, TRUE);
+    }
+  server = f->accepted->pdata[0];
+  g_assert_nonnull (f->last_peer);
+  while (!up_eof || !down_eof)
+    {
+      gboolean moved = pump_step (client, up, n, &up_off, &up_fin, got_down, &down_eof);
+
+      moved |= pump_step (server, down, n, &down_off, &down_fin, got_up, &up_eof);
+      if (!moved)
+        g_main_context_iteration (NULL, TRUE);
+      if (g_get_monotonic_time () > deadline)
+        g_error ("transfer timed out: up %u, down %u", got_up->len, got_down->len);
+    }
+  g_assert_cmpuint (got_up->len, ==, n);
+  g_assert_cmpuint (got_down->len, ==, n);
+  g_assert_true (memcmp (got_up->data, up, n) == 0);
+  g_assert_true (memcmp (got_down->data, down, n) == 0);
+}
+
+/* The server closes its tunnel right after writing: the client still gets the last bytes, then
+ * the end (error or EOF, never a hang). */
+static void
+test_close_delivers_last_bytes (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) client = dial (f, NULL, TRUE, 0, f->port, &error);
+  g_autoptr (GByteArray) got = NULL;
+  GIOStream *server;
+
+  g_assert_no_error (error);
+  write_all (client, (const guint8 *) "hello", 5, FALSE);
+  while (f->accepted->len == 0)
+    g_main_context_iteration (NULL, TRUE);
+  server = f->accepted->pdata[0];
+  write_all (server, (const guint8 *) "last words", 10, FALSE);
+  g_assert_true (g_io_stream_close (server, NULL, NULL));
+  g_ptr_array_set_size (f->accepted, 0);
+  got = read_some (client, 10, FALSE, &error);
+  g_assert_no_error (error);
+  g_assert_cmpmem (got->data, got->len, "last words", 10);
+  /* Then the connection ends. */
+  {
+    g_autoptr (GByteArray) rest = read_some (client, 1, TRUE, &error);
+
+    if (rest != NULL)
+      g_assert_cmpuint (rest->len, ==, 0);
+    else
+      g_assert_true (error->domain == G_IO_ERROR);
+  }
+}
+
+/* Verification: the right pin passes; a wrong one and an untrusted CA fail with their reason. */
+static void
+test_verify (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *pin = gt_certificate_fingerprint (f->cert);
+  g_autofree char *wrong = g_strdup (pin);
+  g_autoptr (GIOStream) ok = NULL;
+  g_autoptr (GIOStream) ca = NULL;
+  g_autoptr (GIOStream) bad = NULL;
+  g_autoptr (GIOStream) sys = NULL;
+
+  ok = dial (f, pin, FALSE, 0, f->port, &error);
+  g_assert_no_error (error);
+  ca = dial (f, f->cert_path, FALSE, 0, f->port, &error);
+  g_assert_no_error (error);
+
+  wrong[strlen (wrong) - 1] = wrong[strlen (wrong) - 1] == 'a' ? 'b' : 'a';
+  bad = dial (f, wrong, FALSE, 0, f->port, &error);
+  g_assert_null (bad);
+  g_assert_error (error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE);
+  g_assert_nonnull (strstr (error->message, "does not match the pinned fingerprint"));
+  g_clear_error (&error);
+
+  /* The system CAs do not know a self-signed certificate. */
+  sys = dial (f, NULL, FALSE, 0, f->port, &error);
+  g_assert_null (sys);
+  g_assert_error (error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE);
+  g_assert_nonnull (strstr (error->message, "not trusted"));
+}
+
+/* Nobody answers on the port: the handshake gives up after its timeout, with a clear error. */
+static void
+test_no_answer (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  guint16 port;
+  int fd = udp_bound (&port); /* bound, never read: datagrams vanish */
+  gint64 t0 = g_get_monotonic_time ();
+  g_autoptr (GIOStream) io = dial (f, NULL, TRUE, 1500, port, &error);
+  double took = (g_get_monotonic_time () - t0) / 1e6;
+
+  close (fd);
+  g_assert_null (io);
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT);
+  g_assert_nonnull (strstr (error->message, "UDP blocked"));
+  g_assert_cmpfloat (took, >=, 1.4);
+  g_assert_cmpfloat (took, <, 10.0);
+}
+
+/* The listener is gone (its connections closed, its port too): a new dial fails, no hang. */
+static void
+test_listener_gone (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) io = NULL;
+
+  gt_transport_listener_free (f->listener);
+  f->listener = NULL;
+  io = dial (f, NULL, TRUE, 1000, f->port, &error);
+  g_assert_null (io);
+  g_assert_nonnull (error);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add ("/gt/transport/quic/bytes-both-ways", Fixture, NULL, fixture_setup,
+              test_bytes_both_ways, fixture_teardown);
+  g_test_add ("/gt/transport/quic/close-delivers-last-bytes", Fixture, NULL, fixture_setup,
+              test_close_delivers_last_bytes, fixture_teardown);
+  g_test_add ("/gt/transport/quic/verify", Fixture, NULL, fixture_setup, test_verify,
+              fixture_teardown);
+  g_test_add ("/gt/transport/quic/no-answer", Fixture, NULL, fixture_setup, test_no_answer,
+              fixture_teardown);
+  g_test_add ("/gt/transport/quic/listener-gone", Fixture, NULL, fixture_setup, test_listener_gone,
+              fixture_teardown);
+  return g_test_run ();
+}
