@@ -23,6 +23,9 @@
 #define HANDSHAKE_BUF_SIZE (HANDSHAKE_REPLY_MAX + 64 * 1024)
 /* Draining closes HTTP streams idle for this long (keep-alive between requests). */
 #define DRAIN_IDLE_HTTP_US (1 * G_USEC_PER_SEC)
+/* Draining waits this long for a server's answer to GOAWAY (older servers send none) before it
+ * counts on no further OPEN coming. */
+#define DRAIN_GOAWAY_ANSWER_US (2 * G_USEC_PER_SEC)
 
 typedef enum
 {
@@ -81,6 +84,7 @@ struct _GtClient
   GPtrArray *draining;    /* GtMux* that got GOAWAY and still carry streams */
   gboolean stopped;
   guint drain_id;
+  gint64 drain_started;
   gint64 drain_deadline;
 };
 
@@ -425,21 +429,27 @@ slot_reset_handshake (Slot *slot)
   slot->len = 0;
 }
 
+/* delay: G_MAXUINT for the next backoff delay. */
 static void
-slot_schedule_retry (Slot *slot)
+slot_schedule_retry_in (Slot *slot, guint delay)
 {
-  guint delay;
-
   slot_reset_handshake (slot);
   if (slot->client->stopped)
     return;
-  delay = gt_client_backoff_next (&slot->backoff);
+  if (delay == G_MAXUINT)
+    delay = gt_client_backoff_next (&slot->backoff);
   slot->state = SLOT_WAITING;
   /* Try the next remote in the list next time (fallback). */
   slot->remote_index++;
   g_message ("tunnel %u: retrying in %u ms", slot->index + 1, delay);
   g_clear_handle_id (&slot->retry_id, g_source_remove);
   slot->retry_id = g_timeout_add (delay, slot_retry_cb, slot);
+}
+
+static void
+slot_schedule_retry (Slot *slot)
+{
+  slot_schedule_retry_in (slot, G_MAXUINT);
 }
 
 static void
@@ -489,8 +499,10 @@ slot_mux_goaway_cb (GtMux *mux, gpointer user_data)
   slot->state = SLOT_IDLE;
   gt_client_backoff_reset (&slot->backoff);
   g_object_notify_by_pspec (G_OBJECT (client), properties[PROP_N_READY]);
+  /* A planned move (the server restarts or drains): the users of our services wait for the new
+   * tunnel, so it is built at once; failures after that back off as usual. */
   if (!client->stopped && client->drain_id == 0)
-    slot_schedule_retry (slot);
+    slot_schedule_retry_in (slot, 0);
 }
 
 static void
@@ -788,6 +800,18 @@ close_idle_http_streams (GtClient *client)
                                is_http_service_cb, client);
 }
 
+/* A tunnel told to go away on which the server may still have OPENs on their way. */
+static gboolean
+client_awaits_goaway_answer (GtClient *client)
+{
+  if (g_get_monotonic_time () - client->drain_started >= DRAIN_GOAWAY_ANSWER_US)
+    return FALSE;
+  for (guint i = 0; i < client->n_slots; i++)
+    if (client->slots[i].mux != NULL && !gt_mux_peer_is_going_away (client->slots[i].mux))
+      return TRUE;
+  return FALSE;
+}
+
 static gboolean
 client_drain_check_cb (gpointer user_data)
 {
@@ -797,7 +821,8 @@ client_drain_check_cb (gpointer user_data)
   close_idle_http_streams (client);
   n = client_count_streams (client);
 
-  if (n > 0 && g_get_monotonic_time () < client->drain_deadline)
+  if ((n > 0 || client_awaits_goaway_answer (client))
+      && g_get_monotonic_time () < client->drain_deadline)
     return G_SOURCE_CONTINUE;
   if (n > 0)
     g_message ("drain time is over; closing %u streams", n);
@@ -815,6 +840,7 @@ gt_client_drain (GtClient *client, guint64 timeout_ms)
     return;
   g_message ("draining: no new tunnels; open streams may finish (up to %" G_GUINT64_FORMAT " ms)",
              timeout_ms);
+  client->drain_started = g_get_monotonic_time ();
   for (guint i = 0; i < client->n_slots; i++)
     {
       Slot *slot = &client->slots[i];
@@ -825,8 +851,11 @@ gt_client_drain (GtClient *client, guint64 timeout_ms)
           slot_reset_handshake (slot);
           slot->state = SLOT_IDLE;
         }
+      /* The server stops opening streams here (and says so); those already sent are served. */
+      if (slot->mux != NULL)
+        gt_mux_goaway (slot->mux, GT_ERROR_CODE_SHUTTING_DOWN, "client is shutting down");
     }
-  client->drain_deadline = g_get_monotonic_time () + (gint64) timeout_ms * 1000;
+  client->drain_deadline = client->drain_started + (gint64) timeout_ms * 1000;
   client->drain_id = g_timeout_add (100, client_drain_check_cb, client);
 }
 

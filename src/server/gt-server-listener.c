@@ -702,7 +702,10 @@ pending_wait_for_route (Pending *p)
 {
   GtServer *server = p->server;
 
-  /* Within the grace, and well before the connection's own timeout would drop it. */
+  /* Within the grace, and well before the connection's own timeout would drop it. A draining
+   * server gets no new clients. */
+  if (server->moving || server->stopped)
+    return FALSE;
   if (g_get_monotonic_time () - server->started_at
       >= MIN (STARTUP_GRACE_US, (gint64) server_handshake_timeout_ms (server) * 1000 / 2))
     return FALSE;
@@ -771,6 +774,15 @@ pending_handle_http (Pending *p)
   mux = server_find_tunnel (server, GT_SERVICE_KIND_HTTP, host, &route);
   if (mux == NULL && pending_wait_for_route (p))
     return;
+  if (mux == NULL && route != NULL && server->moving)
+    {
+      /* Its client moved to the server that replaces this one; the user may try again. */
+      g_autofree char *reply = _gt_server_http_reply (
+        503, "Service Unavailable", "the gt server is restarting; try again\n");
+
+      pending_reply_text (p, reply);
+      return;
+    }
   if (mux == NULL)
     {
       g_autofree char *body = g_strdup_printf ("no gt client serves host \"%s\"\n", host);
