@@ -16,6 +16,7 @@
 #include "gt-mux.h"
 #include "gt-proxy-protocol.h"
 #include "gt-relay-endpoint.h"
+#include "gt-remote-api.h"
 #include "gt-transport.h"
 
 #define HANDSHAKE_REPLY_MAX (GT_FRAME_HEADER_SIZE + GT_FRAME_MAX_CONTROL)
@@ -86,6 +87,12 @@ struct _GtClient
   guint drain_id;
   gint64 drain_started;
   gint64 drain_deadline;
+  /* remoteAPI: the server address it gave, asked again after a tunnel drops or fails */
+  SoupSession *api_session;
+  GtRemote *api_remote;
+  gboolean api_stale;
+  gboolean api_querying;
+  guint api_retry_id;
 };
 
 enum
@@ -122,6 +129,9 @@ slot_remote (Slot *slot)
 {
   GtClientConfig *config = slot->client->config;
 
+  /* slot_connect runs only once the remote API answered. */
+  if (config->remote_api != NULL)
+    return slot->client->api_remote;
   return config->remotes->pdata[slot->remote_index % config->remotes->len];
 }
 
@@ -439,6 +449,8 @@ slot_schedule_retry_in (Slot *slot, guint delay)
   if (delay == G_MAXUINT)
     delay = gt_client_backoff_next (&slot->backoff);
   slot->state = SLOT_WAITING;
+  /* The server may have moved: the remote API is asked again before the next attempt. */
+  slot->client->api_stale = TRUE;
   /* Try the next remote in the list next time (fallback). */
   slot->remote_index++;
   g_message ("tunnel %u: retrying in %u ms", slot->index + 1, delay);
@@ -702,14 +714,90 @@ slot_handshake_timeout_cb (gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* remoteAPI */
+
+static void client_query_api (GtClient *client);
+
+static gboolean
+api_retry_cb (gpointer user_data)
+{
+  GtClient *client = user_data;
+
+  client->api_retry_id = 0;
+  client_query_api (client);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+api_query_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  GtClient *client = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *address = gt_remote_api_query_finish (result, &error);
+  g_autoptr (GtRemote) remote = NULL;
+
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return; /* stopped: client may be gone */
+  client->api_querying = FALSE;
+  if (address != NULL)
+    remote = gt_remote_parse (address, &error);
+  if (remote == NULL)
+    {
+      g_message ("remote API %s: %s; asking again in %" G_GUINT64_FORMAT " ms",
+                 client->config->remote_api, error->message, client->config->reconnect_delay_ms);
+      client->api_retry_id = g_timeout_add (MAX (client->config->reconnect_delay_ms, 100),
+                                            api_retry_cb, client);
+      return;
+    }
+  {
+    g_autofree char *text = remote_to_string (remote);
+
+    if (client->api_remote == NULL || g_strcmp0 (text, address) != 0)
+      g_message ("remote API: the server is %s", text);
+  }
+  g_clear_pointer (&client->api_remote, gt_remote_free);
+  client->api_remote = g_steal_pointer (&remote);
+  client->api_stale = FALSE;
+  for (guint i = 0; i < client->n_slots; i++)
+    {
+      Slot *slot = &client->slots[i];
+
+      if (slot->state == SLOT_WAITING && slot->retry_id == 0 && slot->mux == NULL
+          && client->drain_id == 0)
+        slot_connect (slot);
+    }
+}
+
+static void
+client_query_api (GtClient *client)
+{
+  if (client->stopped || client->api_querying || client->api_retry_id != 0)
+    return;
+  if (client->api_session == NULL)
+    client->api_session = soup_session_new ();
+  client->api_querying = TRUE;
+  gt_remote_api_query_async (client->api_session, client->config->remote_api, client->config->id,
+                             (guint) MIN (client->config->remote_timeout_ms, G_MAXUINT),
+                             client->lookups, api_query_done_cb, client);
+}
+
 static void
 slot_connect (Slot *slot)
 {
   GtClient *client = slot->client;
-  g_autofree char *remote = remote_to_string (slot_remote (slot));
+  g_autofree char *remote = NULL;
 
   if (client->stopped)
     return;
+  if (client->config->remote_api != NULL && (client->api_remote == NULL || client->api_stale))
+    {
+      /* Waits for the answer (api_query_done_cb connects the waiting slots). */
+      slot->state = SLOT_WAITING;
+      client_query_api (client);
+      return;
+    }
+  remote = remote_to_string (slot_remote (slot));
   slot->state = SLOT_CONNECTING;
   slot->cancellable = g_cancellable_new ();
   g_message ("connecting to %s (tunnel %u)", remote, slot->index + 1);
@@ -868,6 +956,7 @@ gt_client_stop (GtClient *client)
   client->stopped = TRUE;
   g_cancellable_cancel (client->lookups);
   g_clear_handle_id (&client->drain_id, g_source_remove);
+  g_clear_handle_id (&client->api_retry_id, g_source_remove);
   for (guint i = 0; i < client->n_slots; i++)
     {
       Slot *slot = &client->slots[i];
@@ -950,6 +1039,8 @@ gt_client_finalize (GObject *object)
   g_array_unref (client->tcp_ports);
   g_hash_table_unref (client->dials);
   g_ptr_array_unref (client->draining);
+  g_clear_pointer (&client->api_remote, gt_remote_free);
+  g_clear_object (&client->api_session);
   g_clear_pointer (&client->config, gt_client_config_free);
   G_OBJECT_CLASS (gt_client_parent_class)->finalize (object);
 }

@@ -72,6 +72,8 @@ static const GtConfigOpt client_opts[] = {
   COPT ("logLevel", GT_OPT_LOG_LEVEL, log_level, 0, "trace, debug, info, warn, error, disable"),
   COPT ("remoteCert", GT_OPT_REMOTE_CERT, remote_cert, 0,
         "server certificate: a PEM file or a sha256: pin"),
+  COPT ("remoteAPI", GT_OPT_HTTP_URL, remote_api, 0,
+        "HTTP(S) URL that tells the server address (instead of remote)"),
   COPT ("remoteCertInsecure", GT_OPT_BOOL, remote_cert_insecure, 0,
         "do not verify the server certificate"),
 };
@@ -127,7 +129,6 @@ static const GtConfigLoose server_unsupported[] = {
 
 static const GtConfigLoose client_unsupported[] = {
   { "remoteSTUN", GT_LOOSE_LIST },
-  { "remoteAPI", GT_LOOSE_SCALAR },
   { "webrtcConnectionIdleTimeout", GT_LOOSE_SCALAR },
   { "webrtcConnections", GT_LOOSE_SCALAR },
   { "webrtcLogLevel", GT_LOOSE_SCALAR },

@@ -284,9 +284,9 @@ gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issue_out, GE
   if (strlen (config->secret) > MAX_SECRET_LEN)
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
                         "options.secret must be 1 to %d bytes", MAX_SECRET_LEN);
-  if (config->remotes->len == 0)
+  if (config->remotes->len == 0 && config->remote_api == NULL)
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
-                        "no remote: set options.remote or --remote");
+                        "no remote: set options.remote (or options.remoteAPI) or --remote");
   if (config->services->len == 0)
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
                         "no service: add an entry to services: or use --local");

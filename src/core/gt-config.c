@@ -610,8 +610,8 @@ _gt_config_strv_append (char ***strv, const char *text)
   (*strv)[n + 1] = NULL;
 }
 
-static void
-remote_free (GtRemote *remote)
+void
+gt_remote_free (GtRemote *remote)
 {
   if (remote == NULL)
     return;
@@ -714,6 +714,22 @@ _gt_config_parse_remote (const char *text, GtRemote **out)
     remote->path = path != NULL ? g_steal_pointer (&path) : g_strdup (DEFAULT_WS_PATH);
   *out = remote;
   return NULL;
+}
+
+GtRemote *
+gt_remote_parse (const char *text, GError **error)
+{
+  GtRemote *remote = NULL;
+  g_autofree char *message = NULL;
+
+  g_return_val_if_fail (text != NULL, NULL);
+  message = _gt_config_parse_remote (text, &remote);
+  if (message != NULL)
+    {
+      g_set_error_literal (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE, message);
+      return NULL;
+    }
+  return remote;
 }
 
 void
@@ -918,7 +934,7 @@ gt_client_config_new (void)
   GtClientConfig *config = &priv->pub;
 
   priv->places = places_new ();
-  config->remotes = g_ptr_array_new_with_free_func ((GDestroyNotify) remote_free);
+  config->remotes = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_remote_free);
   config->remote_connections = DEFAULT_REMOTE_CONNECTIONS;
   config->remote_idle_connections = DEFAULT_REMOTE_IDLE_CONNECTIONS;
   config->remote_timeout_ms = DEFAULT_REMOTE_TIMEOUT_MS;
@@ -945,6 +961,7 @@ gt_client_config_free (GtClientConfig *config)
   g_ptr_array_unref (config->services);
   g_ptr_array_unref (config->warnings);
   g_free (config->remote_cert);
+  g_free (config->remote_api);
   g_hash_table_unref (((GtClientConfigPriv *) config)->places);
   g_free (config);
 }

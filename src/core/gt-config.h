@@ -140,7 +140,14 @@ typedef struct
   GPtrArray *warnings;       /* GtConfigIssue* */
   char *remote_cert;         /* options.remoteCert: PEM file path or "sha256:<hex>" pin */
   gboolean remote_cert_insecure; /* options.remoteCertInsecure */
+  char *remote_api;          /* options.remoteAPI: http(s) URL telling the server; NULL = unset */
 } GtClientConfig;
+
+/* Parses a server URL as options.remote takes it ("host[:port]" means tcp://); NULL and error
+ * when it is not one. */
+GtRemote *gt_remote_parse (const char *text, GError **error);
+void gt_remote_free (GtRemote *remote);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtRemote, gt_remote_free)
 
 GtServerConfig *gt_server_config_new (void);  /* defaults */
 void gt_server_config_free (GtServerConfig *config);
