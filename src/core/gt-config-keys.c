@@ -53,6 +53,8 @@ static const GtConfigOpt server_opts[] = {
   SOPT ("maxHandShakeOptions", GT_OPT_UINT16, max_handshake_options,
         DEFAULT_MAX_HANDSHAKE_OPTIONS, "services per client"),
   SOPT ("allowAnyClient", GT_OPT_BOOL, allow_any_client, 0, "accept unknown client ids"),
+  SOPT ("httpMUXHeader", GT_OPT_STRING, http_mux_header, 0,
+        "HTTP header naming the client (Host: by its first label; other: its whole value)"),
 };
 
 static const GtConfigOpt client_opts[] = {
@@ -119,7 +121,6 @@ static const GtConfigOpt user_opts[] = {
     { "password", GT_LOOSE_SCALAR }, { "bbr", GT_LOOSE_BOOL }
 
 static const GtConfigLoose server_unsupported[] = {
-  { "httpMUXHeader", GT_LOOSE_SCALAR },
   { "timeoutOnUnidirectionalTraffic", GT_LOOSE_BOOL },
   { "stunAddr", GT_LOOSE_SCALAR },
   { "stunLogLevel", GT_LOOSE_SCALAR },

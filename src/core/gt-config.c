@@ -918,6 +918,7 @@ gt_server_config_free (GtServerConfig *config)
   g_strfreev (config->proxy_protocol_trusted_cidrs);
   g_free (config->users_file);
   g_free (config->auth_api);
+  g_free (config->http_mux_header);
   g_strfreev (config->host_regex);
   g_free (config->api_addr);
   g_free (config->api_cert_file);

@@ -84,6 +84,7 @@ typedef struct
   char **proxy_protocol_trusted_cidrs; /* gt's options.proxyProtocolTrustedCIDRs; NULL = none */
   char *users_file;        /* options.users: path of a users YAML file (read by validate) */
   char *auth_api;          /* options.authAPI: http:// or https:// URL; NULL = unset */
+  char *http_mux_header;   /* options.httpMUXHeader: NULL or "Host" = route by the Host prefix */
   guint reconnect_times;   /* options.reconnectTimes, default 3 */
   guint64 reconnect_duration_ms; /* options.reconnectDuration, default 5 min */
   guint64 speed;           /* options.speed: bytes/s per client, 0 = unlimited */

@@ -725,12 +725,11 @@ pending_wait_for_route (Pending *p)
   return TRUE;
 }
 
-/* The route of a host name (HTTP Host or SNI) and the tunnel of its client for a new stream. */
+/* The route of a host prefix and the tunnel of its client for a new stream. */
 static GtMux *
-server_find_tunnel (GtServer *server, GtServiceKind kind, const char *host,
-                    GtServerRoute **route_out)
+server_find_tunnel_prefix (GtServer *server, GtServiceKind kind, const char *prefix,
+                           GtServerRoute **route_out)
 {
-  g_autofree char *prefix = host ? gt_http_host_prefix (host) : NULL;
   GtServerRoute *route = prefix ? gt_server_registry_lookup_route (server->registry, kind, prefix)
                                 : NULL;
 
@@ -738,19 +737,43 @@ server_find_tunnel (GtServer *server, GtServiceKind kind, const char *host,
   return route ? gt_server_session_pick_tunnel (route->session) : NULL;
 }
 
+/* The same for a host name (HTTP Host or SNI): its first label is the prefix. */
+static GtMux *
+server_find_tunnel (GtServer *server, GtServiceKind kind, const char *host,
+                    GtServerRoute **route_out)
+{
+  g_autofree char *prefix = host ? gt_http_host_prefix (host) : NULL;
+
+  return server_find_tunnel_prefix (server, kind, prefix, route_out);
+}
+
 static void
 pending_handle_http (Pending *p)
 {
   GtServer *server = p->server;
+  const char *mux_header = server->config->http_mux_header;
   g_autofree char *host = NULL;
   g_autoptr (GError) error = NULL;
   GtDecodeResult r;
   GtServerRoute *route;
   GtMux *mux;
 
-  r = gt_http_sniff_host (p->buf, p->len, GT_HTTP_MAX_HEAD, &host, &error);
+  /* httpMUXHeader: another header names the client, with its whole value (GT's rule). */
+  if (mux_header != NULL)
+    r = gt_http_sniff_field (p->buf, p->len, GT_HTTP_MAX_HEAD, mux_header, &host, &error);
+  else
+    r = gt_http_sniff_host (p->buf, p->len, GT_HTTP_MAX_HEAD, &host, &error);
   if (r == GT_DECODE_NEED_MORE)
     return;
+  /* A WebSocket tunnel's upgrade carries Host, not the routing header. */
+  if (r == GT_DECODE_ERROR && mux_header != NULL
+      && g_error_matches (error, GT_HTTP_ERROR, GT_HTTP_ERROR_NO_HOST)
+      && server->config->ws_path != NULL
+      && gt_ws_is_upgrade_request (p->buf, p->len, server->config->ws_path))
+    {
+      pending_handle_websocket (p);
+      return;
+    }
   if (r == GT_DECODE_ERROR)
     {
       gboolean too_large = g_error_matches (error, GT_HTTP_ERROR, GT_HTTP_ERROR_TOO_LARGE);
@@ -771,7 +794,10 @@ pending_handle_http (Pending *p)
       return;
     }
 
-  mux = server_find_tunnel (server, GT_SERVICE_KIND_HTTP, host, &route);
+  if (mux_header != NULL)
+    mux = server_find_tunnel_prefix (server, GT_SERVICE_KIND_HTTP, host, &route);
+  else
+    mux = server_find_tunnel (server, GT_SERVICE_KIND_HTTP, host, &route);
   if (mux == NULL && pending_wait_for_route (p))
     return;
   if (mux == NULL && route != NULL && server->moving)

@@ -1,5 +1,6 @@
 /* test-options.c (integration): GT options with real gt processes on 127.0.0.1: remoteAPI (the
- * client asks an HTTP API for its server, also after the server moved). */
+ * client asks an HTTP API for its server, also after the server moved), httpMUXHeader (the server
+ * routes by a header carrying the client id). */
 #define G_LOG_DOMAIN "gt-test"
 
 #include <stdlib.h>
@@ -79,7 +80,7 @@ remote_api_set_port (RemoteApi *api, guint16 port)
 /* ------------------------------------------------------------------------------------------ */
 
 static GtTestProc *
-start_server (const char *name, guint16 *port)
+start_server_with (const char *name, guint16 *port, const char *extra)
 {
   g_autoptr (GPtrArray) args = gt_test_args_new ();
   g_autofree char *line = NULL;
@@ -87,10 +88,18 @@ start_server (const char *name, guint16 *port)
 
   gt_test_args_addv (args, "server", "--addr", "127.0.0.1:0", "--id", "opt", "--secret", SECRET,
                      NULL);
+  if (extra != NULL)
+    gt_test_args_addv (args, extra, "--apiAddr", "127.0.0.1:0", NULL);
   p = gt_test_spawn_gt (name, args);
   line = gt_test_proc_expect_line (p, "listening on 127\\.0\\.0\\.1:[0-9]+", NULL, GT_TEST_WAIT_MS);
   *port = (guint16) gt_test_capture_uint (line, "listening on 127\\.0\\.0\\.1:([0-9]+)");
   return p;
+}
+
+static GtTestProc *
+start_server (const char *name, guint16 *port)
+{
+  return start_server_with (name, port, NULL);
 }
 
 /* GET /whoami through the server on port with Host opt.example.com answers the service's name. */
@@ -172,10 +181,86 @@ test_remote_api (void)
   g_free (api.last_extra);
 }
 
+/* One GET /whoami on a new connection with Host and extra header lines. */
+static GtTestHttpResponse *
+request_with (guint16 port, const char *host, const char *extra)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GtTestConn) c = gt_test_conn_connect (port, &error);
+  g_autoptr (GByteArray) req = NULL;
+  GtTestHttpResponse *r;
+
+  g_assert_no_error (error);
+  req = gt_test_http_build_request ("GET", "/whoami", host, NULL, 0, extra);
+  g_assert_true (gt_test_conn_write_all (c, req->data, req->len, gt_test_deadline_in (5000),
+                                         &error));
+  r = gt_test_conn_read_response (c, gt_test_deadline_in (GT_TEST_WAIT_MS), &error);
+  g_assert_no_error (error);
+  return r;
+}
+
+/* httpMUXHeader: the whole value of the named header (any case) is the client's prefix; Host no
+ * longer routes. */
+static void
+test_http_mux_header (void)
+{
+  GtTestHttp *svc;
+  GtTestProc *client, *server;
+  g_autoptr (GPtrArray) args = gt_test_args_new ();
+  guint16 port;
+
+  GT_TEST_REQUIRE_GT ();
+  gt_test_setup ();
+  svc = gt_test_http_start ("svc", 0, NULL);
+  server = start_server_with ("server", &port, "--httpMUXHeader=EID");
+  gt_test_args_addv (args, "client", "--id", "opt", "--secret", SECRET, NULL);
+  gt_test_args_add (args, "--remote=tcp://127.0.0.1:%u", port);
+  gt_test_args_add (args, "--local=http://127.0.0.1:%u", svc->port);
+  client = gt_test_spawn_gt ("client", args);
+  g_free (gt_test_proc_expect_line (client, "tunnel started", NULL, GT_TEST_WAIT_MS));
+
+  {
+    g_autoptr (GtTestHttpResponse) r = request_with (port, "anything.example.com", "EID: opt\r\n");
+
+    g_assert_cmpuint (r->status, ==, 200);
+    gt_test_check_bytes ("body", r->body->data, r->body->len, (const guint8 *) "svc", 3);
+  }
+  {
+    g_autoptr (GtTestHttpResponse) r = request_with (port, "x", "eid:  OPT \r\n");
+
+    g_assert_cmpuint (r->status, ==, 200);
+  }
+  {
+    /* Host alone does not route any more. */
+    g_autoptr (GtTestHttpResponse) r = request_with (port, "opt.example.com", NULL);
+
+    g_assert_cmpuint (r->status, ==, 400);
+  }
+  {
+    g_autoptr (GtTestHttpResponse) r = request_with (port, "opt.example.com", "EID: other\r\n");
+
+    g_assert_cmpuint (r->status, ==, 404);
+  }
+  {
+    /* The status API's end-to-end self-test goes through the server with the header too. */
+    g_autofree char *line = gt_test_proc_expect_line (server, "status API on 127\\.0\\.0\\.1:[0-9]+",
+                                                      NULL, GT_TEST_WAIT_MS);
+    guint16 api = (guint16) gt_test_capture_uint (line, "status API on 127\\.0\\.0\\.1:([0-9]+)");
+    g_autoptr (GError) error = NULL;
+    g_autoptr (GtTestHttpResponse) r
+      = gt_test_http_request (api, "GET", "/status", "127.0.0.1", NULL, 0, &error);
+
+    g_assert_no_error (error);
+    g_assert_cmpuint (r->status, ==, 200);
+  }
+  gt_test_teardown ();
+}
+
 int
 main (int argc, char **argv)
 {
   gt_test_init (&argc, &argv, 0);
   g_test_add_func ("/gt/options/integration/remote-api", test_remote_api);
+  g_test_add_func ("/gt/options/integration/http-mux-header", test_http_mux_header);
   return gt_test_run ();
 }
