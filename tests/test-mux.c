@@ -690,7 +690,7 @@ peer_went_away (Fixture *f, gpointer data)
   return gt_mux_peer_is_going_away (data);
 }
 
-/* Echoes what the local end got back to it until the user reads it all (one request, one answer). */
+/* The local end checks the request it got and answers; the user reads the whole answer. */
 static void
 answer_request (Fixture *f, guint i, int user, const char *request, const char *answer)
 {

@@ -842,11 +842,15 @@ churn_thread (gpointer data)
         {
           c->failed++;
           if (c->failures->len < 20)
-            g_ptr_array_add (c->failures,
-                             g_strdup_printf ("status %d after %" G_GINT64_FORMAT " ms: %s", r->status,
-                                              took / 1000,
-                                              r->error ? r->error
-                                                       : r->status == 0 ? "no answer" : "wrong answer"));
+            {
+              const char *why = r->error         ? r->error
+                                : r->status == 0 ? "no answer"
+                                                 : "wrong answer";
+
+              g_ptr_array_add (c->failures,
+                               g_strdup_printf ("status %d after %" G_GINT64_FORMAT " ms: %s",
+                                                r->status, took / 1000, why));
+            }
         }
       g_mutex_unlock (&c->mutex);
     }

@@ -243,8 +243,8 @@ test_http_mux_header (void)
   }
   {
     /* The status API's end-to-end self-test goes through the server with the header too. */
-    g_autofree char *line = gt_test_proc_expect_line (server, "status API on 127\\.0\\.0\\.1:[0-9]+",
-                                                      NULL, GT_TEST_WAIT_MS);
+    g_autofree char *line = gt_test_proc_expect_line (
+      server, "status API on 127\\.0\\.0\\.1:[0-9]+", NULL, GT_TEST_WAIT_MS);
     guint16 api = (guint16) gt_test_capture_uint (line, "status API on 127\\.0\\.0\\.1:([0-9]+)");
     g_autoptr (GError) error = NULL;
     g_autoptr (GtTestHttpResponse) r
