@@ -766,6 +766,9 @@ tcp_service_start_in_service (gpointer data, gpointer unused)
   g_autoptr (GError) error = NULL;
 
   t->service = g_threaded_socket_service_new (16);
+  /* Users that open a connection per request must not find the accept queue full (GIO's default
+   * backlog is 10): a dropped SYN is retried only after a second. */
+  g_socket_listener_set_backlog (G_SOCKET_LISTENER (t->service), 1024);
   g_signal_connect (t->service, "run", st->run_cb, st->user_data);
   g_socket_listener_add_address (G_SOCKET_LISTENER (t->service), addr, G_SOCKET_TYPE_STREAM,
                                  G_SOCKET_PROTOCOL_TCP, NULL, &bound, &error);

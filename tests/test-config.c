@@ -1314,7 +1314,7 @@ test_client_validate (void)
     { "options: {id: a}\nservices: [{local: 'http://a'}]\n",
       "v.yaml: no remote: set options.remote or --remote" },
     { "options: {id: a, secret: s}\nservices: [{local: 'http://a'}]\n",
-      "v.yaml: no remote: set options.remote or --remote" },
+      "v.yaml: no remote: set options.remote (or options.remoteAPI) or --remote" },
     { "options: {id: a, secret: s, remote: h}\n",
       "v.yaml: no service: add an entry to services: or use --local" },
     { "options: {id: a, secret: s, remote: h}\nservices:\n  - local: http://a\n"
@@ -1347,6 +1347,23 @@ test_client_validate (void)
       g_assert_nonnull (issue);
       gt_config_issue_free (issue);
     }
+
+  /* remoteAPI replaces remote; it must be an http(s) URL. */
+  {
+    g_autoptr (GtClientConfig) config = gt_client_config_new ();
+    g_autoptr (GtClientConfig) bad = gt_client_config_new ();
+    g_autoptr (GError) error = NULL;
+    const char *yaml = "options: {id: a, secret: s, remoteAPI: 'https://api.example/gt?x=1'}\n"
+                       "services: [{local: 'http://a'}]\n";
+
+    g_assert_true (gt_client_config_load_data (config, yaml, -1, "v.yaml", NULL, &error));
+    g_assert_true (gt_client_config_validate (config, NULL, &error));
+    g_assert_no_error (error);
+    g_assert_cmpstr (config->remote_api, ==, "https://api.example/gt?x=1");
+    g_assert_false (gt_client_config_load_data (bad, "options: {remoteAPI: 'ftp://x'}\n", -1,
+                                                "v.yaml", NULL, &error));
+    g_assert_nonnull (error);
+  }
 
   /* Without a file the message is marked as coming from the command line. */
   {

@@ -630,12 +630,64 @@ test_rewrite_empty_feed (void)
   g_assert_false (gt_host_rewriter_is_done (rw));
 }
 
+/* httpMUXHeader: the whole value of another header, any case of its name; bad values refused. */
+static void
+test_sniff_field (void)
+{
+  static const struct
+  {
+    const char *head;
+    const char *want; /* NULL: error */
+  } cases[] = {
+    { "GET / HTTP/1.1\r\nHost: a.b\r\nEID: client-1\r\n\r\n", "client-1" },
+    { "GET / HTTP/1.0\r\neid:\t Client.One \r\n\r\n", "client.one" },
+    { "GET / HTTP/1.1\r\nHost: a.b\r\n\r\n", NULL },
+    { "GET / HTTP/1.1\r\nEID: a b\r\n\r\n", NULL },
+    { "GET / HTTP/1.1\r\nEID: a\r\nEID: b\r\n\r\n", NULL },
+    { "GET / HTTP/1.1\r\nEID:\r\n\r\n", NULL }, /* empty: as if missing */
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GError) error = NULL;
+      g_autofree char *value = NULL;
+      GtDecodeResult r = gt_http_sniff_field ((const guint8 *) cases[i].head,
+                                              strlen (cases[i].head), GT_HTTP_MAX_HEAD, "EID",
+                                              &value, &error);
+
+      if (cases[i].want == NULL)
+        {
+          int want_code = i == 2 || i == 5 ? GT_HTTP_ERROR_NO_HOST : GT_HTTP_ERROR_MALFORMED;
+
+          g_assert_cmpint (r, ==, GT_DECODE_ERROR);
+          g_assert_error (error, GT_HTTP_ERROR, want_code);
+          g_assert_null (value);
+        }
+      else
+        {
+          g_assert_no_error (error);
+          g_assert_cmpint (r, ==, GT_DECODE_OK);
+          g_assert_cmpstr (value, ==, cases[i].want);
+        }
+    }
+  /* Incomplete: more is needed. */
+  {
+    g_autofree char *value = NULL;
+    const char *part = "GET / HTTP/1.1\r\nEID: x";
+
+    g_assert_cmpint (gt_http_sniff_field ((const guint8 *) part, strlen (part), GT_HTTP_MAX_HEAD,
+                                          "EID", &value, NULL),
+                     ==, GT_DECODE_NEED_MORE);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
 
   g_test_add_func ("/gt/protocol/http/sniff/good", test_sniff_good);
+  g_test_add_func ("/gt/protocol/http/sniff/field", test_sniff_field);
   g_test_add_func ("/gt/protocol/http/sniff/truncated", test_sniff_truncated);
   g_test_add_func ("/gt/protocol/http/sniff/bad", test_sniff_bad);
   g_test_add_func ("/gt/protocol/http/sniff/host-too-long", test_sniff_host_too_long);

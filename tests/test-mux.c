@@ -684,6 +684,107 @@ test_bad_open (void)
     }
 }
 
+static gboolean
+peer_went_away (Fixture *f, gpointer data)
+{
+  return gt_mux_peer_is_going_away (data);
+}
+
+/* The local end checks the request it got and answers; the user reads the whole answer. */
+static void
+answer_request (Fixture *f, guint i, int user, const char *request, const char *answer)
+{
+  Reader at_local = { local_end (f, i), g_byte_array_new (), strlen (request), FALSE };
+  Reader at_user = { user, g_byte_array_new (), strlen (answer), FALSE };
+
+  spin_until (reader_done, f, &at_local);
+  g_assert_cmpmem (at_local.got->data, at_local.got->len, request, strlen (request));
+  write_all (f, local_end (f, i), (const guint8 *) answer, strlen (answer), NULL);
+  spin_until (reader_done, f, &at_user);
+  g_assert_cmpmem (at_user.got->data, at_user.got->len, answer, strlen (answer));
+  g_byte_array_unref (at_local.got);
+  g_byte_array_unref (at_user.got);
+}
+
+/* A client that drains sends GOAWAY: an OPEN the server sent before it saw it is still served,
+ * the server opens nothing more and answers with its own GOAWAY, and the client closes the tunnel
+ * only once the answer came and its streams are done. */
+static void
+test_client_goaway (Fixture *f, gconstpointer data)
+{
+  int user1 = open_user_stream (f, "one", NULL);
+  int user2;
+
+  spin_until (n_local_ends_is, f, GUINT_TO_POINTER (1));
+  /* The client's GOAWAY and the server's next OPEN cross on the wire. */
+  gt_mux_goaway (f->client, GT_ERROR_CODE_SHUTTING_DOWN, "client is shutting down");
+  user2 = open_user_stream (f, "two", NULL);
+  g_assert_true (gt_mux_is_going_away (f->client));
+  g_assert_false (gt_mux_peer_is_going_away (f->client));
+
+  spin_until (peer_went_away, f, f->client);
+  g_assert_true (gt_mux_peer_is_going_away (f->server));
+  g_assert_true (gt_mux_is_going_away (f->server)); /* the server picks other tunnels now */
+  spin_until (n_local_ends_is, f, GUINT_TO_POINTER (2));
+  g_assert_false (f->client_closed);
+
+  answer_request (f, 1, user2, "two", "answer two");
+  answer_request (f, 0, user1, "one", "answer one");
+  g_assert_false (f->client_closed);
+  /* Both streams end: the client closes the tunnel. */
+  close (user1);
+  close (user2);
+  shutdown (local_end (f, 0), SHUT_WR);
+  shutdown (local_end (f, 1), SHUT_WR);
+  spin_until (client_closed, f, NULL);
+}
+
+static gboolean
+any_service_cb (guint service_index, gpointer user_data)
+{
+  return TRUE;
+}
+
+static gboolean
+streams_gone (Fixture *f, gpointer data)
+{
+  return gt_mux_get_n_streams (f->server) == 0 && gt_mux_get_n_streams (f->client) == 0;
+}
+
+/* A graceful stop closes connections idle between requests, never a request still waiting for
+ * its answer, however long that takes. */
+static void
+test_idle_reset_spares_requests (Fixture *f, gconstpointer data)
+{
+  int user = open_user_stream (f, "GET /slow", NULL);
+  Reader at_local = { 0 };
+
+  spin_until (n_local_ends_is, f, GUINT_TO_POINTER (1));
+  at_local.fd = local_end (f, 0);
+  at_local.got = g_byte_array_new ();
+  at_local.want = 9;
+  spin_until (reader_done, f, &at_local);
+  g_usleep (60 * 1000);
+  gt_mux_reset_idle_streams (f->server, 50 * 1000, any_service_cb, NULL);
+  gt_mux_reset_idle_streams (f->client, 50 * 1000, any_service_cb, NULL);
+  g_assert_cmpuint (gt_mux_get_n_streams (f->server), ==, 1);
+  g_assert_cmpuint (gt_mux_get_n_streams (f->client), ==, 1);
+
+  /* Answered, then idle: now it goes, on either side. */
+  write_all (f, local_end (f, 0), (const guint8 *) "200 OK", 6, NULL);
+  {
+    Reader at_user = { user, g_byte_array_new (), 6, FALSE };
+
+    spin_until (reader_done, f, &at_user);
+    g_byte_array_unref (at_user.got);
+  }
+  g_usleep (60 * 1000);
+  gt_mux_reset_idle_streams (f->client, 50 * 1000, any_service_cb, NULL);
+  spin_until (streams_gone, f, NULL);
+  close (user);
+  g_byte_array_unref (at_local.got);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -708,5 +809,9 @@ main (int argc, char **argv)
                         test_never_opened_stream);
   g_test_add_func ("/gt/protocol/mux/late-frames-ignored", test_late_frames_ignored);
   g_test_add_func ("/gt/protocol/mux/bad-open", test_bad_open);
+  g_test_add ("/gt/protocol/mux/client-goaway", Fixture, NULL, fixture_setup, test_client_goaway,
+              fixture_teardown);
+  g_test_add ("/gt/protocol/mux/idle-reset-spares-requests", Fixture, NULL, fixture_setup,
+              test_idle_reset_spares_requests, fixture_teardown);
   return g_test_run ();
 }

@@ -334,12 +334,19 @@ connect_cb (GObject *source, GAsyncResult *res, gpointer user_data)
       return;
     }
   t->conn = conn;
-  t->request = g_strdup_printf ("GET /statusResp HTTP/1.1\r\n"
-                                "Host: %s.example.com\r\n"
-                                "User-Agent: gt-self-test/" PACKAGE_VERSION "\r\n"
-                                "Connection: close\r\n"
-                                "\r\n",
-                                t->id);
+  {
+    /* With httpMUXHeader the server routes by that header (as GT's self-test does too). */
+    const char *mux = t->server ? gt_server_get_config (t->server)->http_mux_header : NULL;
+    g_autofree char *mux_line = mux ? g_strdup_printf ("%s: %s\r\n", mux, t->id) : g_strdup ("");
+
+    t->request = g_strdup_printf ("GET /statusResp HTTP/1.1\r\n"
+                                  "Host: %s.example.com\r\n"
+                                  "%s"
+                                  "User-Agent: gt-self-test/" PACKAGE_VERSION "\r\n"
+                                  "Connection: close\r\n"
+                                  "\r\n",
+                                  t->id, mux_line);
+  }
   g_output_stream_write_all_async (g_io_stream_get_output_stream (G_IO_STREAM (conn)), t->request,
                                    strlen (t->request), G_PRIORITY_DEFAULT, t->cancellable,
                                    write_cb, t);

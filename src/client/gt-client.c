@@ -17,6 +17,7 @@
 #include "gt-mux.h"
 #include "gt-proxy-protocol.h"
 #include "gt-relay-endpoint.h"
+#include "gt-remote-api.h"
 #include "gt-transport.h"
 #include "gt-xp.h"
 
@@ -27,6 +28,9 @@
 #define RANDOM_SECRET_LEN 64
 /* Draining closes HTTP streams idle for this long (keep-alive between requests). */
 #define DRAIN_IDLE_HTTP_US (1 * G_USEC_PER_SEC)
+/* Draining waits this long for a server's answer to GOAWAY (older servers send none) before it
+ * counts on no further OPEN coming. */
+#define DRAIN_GOAWAY_ANSWER_US (2 * G_USEC_PER_SEC)
 
 typedef enum
 {
@@ -88,10 +92,17 @@ struct _GtClient
   gboolean stopped;
   gboolean random_secret; /* options.secret was not set: made up for this run */
   guint drain_id;
+  gint64 drain_started;
   gint64 drain_deadline;
   /* Traffic of the tunnels already gone, and every stream opened (gt_client_get_traffic). */
   guint64 gone_bytes_in, gone_bytes_out;
   guint64 streams_total;
+  /* remoteAPI: the server address it gave, asked again after a tunnel drops or fails */
+  SoupSession *api_session;
+  GtRemote *api_remote;
+  gboolean api_stale;
+  gboolean api_querying;
+  guint api_retry_id;
 };
 
 enum
@@ -128,6 +139,9 @@ slot_remote (Slot *slot)
 {
   GtClientConfig *config = slot->client->config;
 
+  /* slot_connect runs only once the remote API answered. */
+  if (config->remote_api != NULL)
+    return slot->client->api_remote;
   return config->remotes->pdata[slot->remote_index % config->remotes->len];
 }
 
@@ -486,19 +500,22 @@ slot_reset_handshake (Slot *slot)
   slot->len = 0;
 }
 
+/* delay: G_MAXUINT for the next backoff delay. */
 static void
-slot_schedule_retry (Slot *slot)
+slot_schedule_retry_in (Slot *slot, guint delay)
 {
-  guint delay;
-
   slot_reset_handshake (slot);
   if (slot->client->stopped)
     return;
+  /* The server may have moved: the remote API is asked again before the next attempt. */
+  slot->client->api_stale = TRUE;
   /* Try the next remote in the list next time (fallback). The delay grows once per round over
    * the remotes: a dead server node must not slow the move to a living one (scale-out). */
   slot->remote_index++;
-  if (slot->client->config->remotes->len > 1
-      && slot->remote_index % slot->client->config->remotes->len != 0)
+  if (delay != G_MAXUINT)
+    ; /* the caller's (0 after a server's GOAWAY: move at once) */
+  else if (slot->client->config->remotes->len > 1
+           && slot->remote_index % slot->client->config->remotes->len != 0)
     delay = (guint) gt_client_backoff_get_delay_ms (&slot->backoff);
   else
     delay = gt_client_backoff_next (&slot->backoff);
@@ -506,6 +523,12 @@ slot_schedule_retry (Slot *slot)
   g_message ("tunnel %u: retrying in %u ms", slot->index + 1, delay);
   g_clear_handle_id (&slot->retry_id, g_source_remove);
   slot->retry_id = g_timeout_add (delay, slot_retry_cb, slot);
+}
+
+static void
+slot_schedule_retry (Slot *slot)
+{
+  slot_schedule_retry_in (slot, G_MAXUINT);
 }
 
 static void
@@ -564,8 +587,10 @@ slot_mux_goaway_cb (GtMux *mux, gpointer user_data)
   slot->state = SLOT_IDLE;
   gt_client_backoff_reset (&slot->backoff);
   g_object_notify_by_pspec (G_OBJECT (client), properties[PROP_N_READY]);
+  /* A planned move (the server restarts or drains): the users of our services wait for the new
+   * tunnel, so it is built at once; failures after that back off as usual. */
   if (!client->stopped && client->drain_id == 0)
-    slot_schedule_retry (slot);
+    slot_schedule_retry_in (slot, 0);
 }
 
 static void
@@ -769,14 +794,90 @@ slot_handshake_timeout_cb (gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* remoteAPI */
+
+static void client_query_api (GtClient *client);
+
+static gboolean
+api_retry_cb (gpointer user_data)
+{
+  GtClient *client = user_data;
+
+  client->api_retry_id = 0;
+  client_query_api (client);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+api_query_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  GtClient *client = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *address = gt_remote_api_query_finish (result, &error);
+  g_autoptr (GtRemote) remote = NULL;
+
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return; /* stopped: client may be gone */
+  client->api_querying = FALSE;
+  if (address != NULL)
+    remote = gt_remote_parse (address, &error);
+  if (remote == NULL)
+    {
+      g_message ("remote API %s: %s; asking again in %" G_GUINT64_FORMAT " ms",
+                 client->config->remote_api, error->message, client->config->reconnect_delay_ms);
+      client->api_retry_id = g_timeout_add (MAX (client->config->reconnect_delay_ms, 100),
+                                            api_retry_cb, client);
+      return;
+    }
+  {
+    g_autofree char *text = remote_to_string (remote);
+
+    if (client->api_remote == NULL || g_strcmp0 (text, address) != 0)
+      g_message ("remote API: the server is %s", text);
+  }
+  g_clear_pointer (&client->api_remote, gt_remote_free);
+  client->api_remote = g_steal_pointer (&remote);
+  client->api_stale = FALSE;
+  for (guint i = 0; i < client->n_slots; i++)
+    {
+      Slot *slot = &client->slots[i];
+
+      if (slot->state == SLOT_WAITING && slot->retry_id == 0 && slot->mux == NULL
+          && client->drain_id == 0)
+        slot_connect (slot);
+    }
+}
+
+static void
+client_query_api (GtClient *client)
+{
+  if (client->stopped || client->api_querying || client->api_retry_id != 0)
+    return;
+  if (client->api_session == NULL)
+    client->api_session = soup_session_new ();
+  client->api_querying = TRUE;
+  gt_remote_api_query_async (client->api_session, client->config->remote_api, client->config->id,
+                             (guint) MIN (client->config->remote_timeout_ms, G_MAXUINT),
+                             client->lookups, api_query_done_cb, client);
+}
+
 static void
 slot_connect (Slot *slot)
 {
   GtClient *client = slot->client;
-  g_autofree char *remote = remote_to_string (slot_remote (slot));
+  g_autofree char *remote = NULL;
 
   if (client->stopped)
     return;
+  if (client->config->remote_api != NULL && (client->api_remote == NULL || client->api_stale))
+    {
+      /* Waits for the answer (api_query_done_cb connects the waiting slots). */
+      slot->state = SLOT_WAITING;
+      client_query_api (client);
+      return;
+    }
+  remote = remote_to_string (slot_remote (slot));
   slot->state = SLOT_CONNECTING;
   slot->cancellable = g_cancellable_new ();
   g_message ("connecting to %s (tunnel %u)", remote, slot->index + 1);
@@ -918,6 +1019,18 @@ close_idle_http_streams (GtClient *client)
                                is_http_service_cb, client);
 }
 
+/* A tunnel told to go away on which the server may still have OPENs on their way. */
+static gboolean
+client_awaits_goaway_answer (GtClient *client)
+{
+  if (g_get_monotonic_time () - client->drain_started >= DRAIN_GOAWAY_ANSWER_US)
+    return FALSE;
+  for (guint i = 0; i < client->n_slots; i++)
+    if (client->slots[i].mux != NULL && !gt_mux_peer_is_going_away (client->slots[i].mux))
+      return TRUE;
+  return FALSE;
+}
+
 static gboolean
 client_drain_check_cb (gpointer user_data)
 {
@@ -927,7 +1040,8 @@ client_drain_check_cb (gpointer user_data)
   close_idle_http_streams (client);
   n = client_count_streams (client);
 
-  if (n > 0 && g_get_monotonic_time () < client->drain_deadline)
+  if ((n > 0 || client_awaits_goaway_answer (client))
+      && g_get_monotonic_time () < client->drain_deadline)
     return G_SOURCE_CONTINUE;
   if (n > 0)
     g_message ("drain time is over; closing %u streams", n);
@@ -945,6 +1059,7 @@ gt_client_drain (GtClient *client, guint64 timeout_ms)
     return;
   g_message ("draining: no new tunnels; open streams may finish (up to %" G_GUINT64_FORMAT " ms)",
              timeout_ms);
+  client->drain_started = g_get_monotonic_time ();
   for (guint i = 0; i < client->n_slots; i++)
     {
       Slot *slot = &client->slots[i];
@@ -955,8 +1070,11 @@ gt_client_drain (GtClient *client, guint64 timeout_ms)
           slot_reset_handshake (slot);
           slot->state = SLOT_IDLE;
         }
+      /* The server stops opening streams here (and says so); those already sent are served. */
+      if (slot->mux != NULL)
+        gt_mux_goaway (slot->mux, GT_ERROR_CODE_SHUTTING_DOWN, "client is shutting down");
     }
-  client->drain_deadline = g_get_monotonic_time () + (gint64) timeout_ms * 1000;
+  client->drain_deadline = client->drain_started + (gint64) timeout_ms * 1000;
   client->drain_id = g_timeout_add (100, client_drain_check_cb, client);
 }
 
@@ -969,6 +1087,7 @@ gt_client_stop (GtClient *client)
   client->stopped = TRUE;
   g_cancellable_cancel (client->lookups);
   g_clear_handle_id (&client->drain_id, g_source_remove);
+  g_clear_handle_id (&client->api_retry_id, g_source_remove);
   for (guint i = 0; i < client->n_slots; i++)
     {
       Slot *slot = &client->slots[i];
@@ -1202,6 +1321,8 @@ gt_client_finalize (GObject *object)
   g_array_unref (client->tcp_ports);
   g_hash_table_unref (client->dials);
   g_ptr_array_unref (client->draining);
+  g_clear_pointer (&client->api_remote, gt_remote_free);
+  g_clear_object (&client->api_session);
   g_clear_pointer (&client->config, gt_client_config_free);
   G_OBJECT_CLASS (gt_client_parent_class)->finalize (object);
 }

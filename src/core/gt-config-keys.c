@@ -64,6 +64,8 @@ static const GtConfigOpt server_opts[] = {
   XOPT ("admin", GT_OPT_STRING, web.admin, 0, "admin user of the web UI"),
   XOPT ("password", GT_OPT_PASSWORD, web.password, 0, "admin password (stored hashed)"),
 #undef XOPT
+  SOPT ("httpMUXHeader", GT_OPT_STRING, http_mux_header, 0,
+        "HTTP header naming the client (Host: by its first label; other: its whole value)"),
 };
 
 static const GtConfigOpt client_opts[] = {
@@ -83,6 +85,8 @@ static const GtConfigOpt client_opts[] = {
   COPT ("logLevel", GT_OPT_LOG_LEVEL, log_level, 0, "trace, debug, info, warn, error, disable"),
   COPT ("remoteCert", GT_OPT_REMOTE_CERT, remote_cert, 0,
         "server certificate: a PEM file or a sha256: pin"),
+  COPT ("remoteAPI", GT_OPT_HTTP_URL, remote_api, 0,
+        "HTTP(S) URL that tells the server address (instead of remote)"),
   COPT ("remoteCertInsecure", GT_OPT_BOOL, remote_cert_insecure, 0,
         "do not verify the server certificate"),
   COPT ("remoteSTUN", GT_OPT_STUN_URLS, remote_stun, 0,
@@ -169,7 +173,6 @@ static const GtConfigOpt cluster_opts[] = {
     { "signingKey", GT_LOOSE_SCALAR, NULL, "" }
 
 static const GtConfigLoose server_unsupported[] = {
-  { "httpMUXHeader", GT_LOOSE_SCALAR, NULL, "Host" },
   { "timeoutOnUnidirectionalTraffic", GT_LOOSE_BOOL, NULL, "false" },
   { "stunLogLevel", GT_LOOSE_SCALAR, "", NULL }, /* stunAddr logs through gt's log level */
   { "bbr", GT_LOOSE_BOOL, "", NULL },            /* QUIC uses ngtcp2's congestion control */
@@ -177,7 +180,6 @@ static const GtConfigLoose server_unsupported[] = {
 };
 
 static const GtConfigLoose client_unsupported[] = {
-  { "remoteAPI", GT_LOOSE_SCALAR, NULL, "" },
   { "webrtcLogLevel", GT_LOOSE_SCALAR, "", NULL }, /* P2P logs through gt's log level */
   { "webrtcThreadMode", GT_LOOSE_BOOL, "", NULL },
   { "tcpForwardAddr", GT_LOOSE_SCALAR, NULL, "" },

@@ -324,6 +324,16 @@ gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GE
         return fail_key (priv->places, "authAPI", file, GT_CONFIG_ERROR_VALUE, issue_out, error,
                          "%s", message);
     }
+  if (config->http_mux_header != NULL)
+    {
+      for (const char *c = config->http_mux_header; *c != '\0'; c++)
+        if (!g_ascii_isalnum (*c) && strchr ("!#$%&'*+-.^_`|~", *c) == NULL)
+          return fail_key (priv->places, "httpMUXHeader", file, GT_CONFIG_ERROR_VALUE, issue_out,
+                           error, "bad httpMUXHeader '%s': it must be an HTTP header name",
+                           config->http_mux_header);
+      if (g_ascii_strcasecmp (config->http_mux_header, "host") == 0)
+        g_clear_pointer (&config->http_mux_header, g_free);
+    }
   if (config->ws_path != NULL && !_gt_config_url_path_is_sane (config->ws_path))
     return fail_key (priv->places, "wsPath", file, GT_CONFIG_ERROR_VALUE, issue_out, error,
                      "bad wsPath '%s': it must start with '/' and contain no space or '#'",
@@ -419,9 +429,9 @@ gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issue_out, GE
   if (config->secret != NULL && strlen (config->secret) > MAX_SECRET_LEN)
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
                         "options.secret must be 1 to %d bytes", MAX_SECRET_LEN);
-  if (config->remotes->len == 0)
+  if (config->remotes->len == 0 && config->remote_api == NULL)
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
-                        "no remote: set options.remote or --remote");
+                        "no remote: set options.remote (or options.remoteAPI) or --remote");
   if (config->services->len == 0)
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
                         "no service: add an entry to services: or use --local");

@@ -834,6 +834,22 @@ _gt_config_parse_remote (const char *text, GtRemote **out)
   return NULL;
 }
 
+GtRemote *
+gt_remote_parse (const char *text, GError **error)
+{
+  GtRemote *remote = NULL;
+  g_autofree char *message = NULL;
+
+  g_return_val_if_fail (text != NULL, NULL);
+  message = _gt_config_parse_remote (text, &remote);
+  if (message != NULL)
+    {
+      g_set_error_literal (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE, message);
+      return NULL;
+    }
+  return remote;
+}
+
 void
 _gt_config_service_free (GtServiceConfig *service)
 {
@@ -1020,6 +1036,7 @@ gt_server_config_free (GtServerConfig *config)
   g_strfreev (config->proxy_protocol_trusted_cidrs);
   g_free (config->users_file);
   g_free (config->auth_api);
+  g_free (config->http_mux_header);
   g_strfreev (config->host_regex);
   g_free (config->api_addr);
   g_free (config->stun_addr);
@@ -1095,6 +1112,7 @@ gt_client_config_free (GtClientConfig *config)
   g_free (config->remote_cert);
   g_strfreev (config->remote_stun);
   _gt_web_config_clear (&config->web);
+  g_free (config->remote_api);
   g_hash_table_unref (((GtClientConfigPriv *) config)->places);
   g_free (config);
 }

@@ -99,6 +99,7 @@ typedef struct
   char **proxy_protocol_trusted_cidrs; /* gt's options.proxyProtocolTrustedCIDRs; NULL = none */
   char *users_file;        /* options.users: path of a users YAML file (read by validate) */
   char *auth_api;          /* options.authAPI: http:// or https:// URL; NULL = unset */
+  char *http_mux_header;   /* options.httpMUXHeader: NULL or "Host" = route by the Host prefix */
   guint reconnect_times;   /* options.reconnectTimes, default 3 */
   guint64 reconnect_duration_ms; /* options.reconnectDuration, default 5 min */
   guint64 speed;           /* options.speed: bytes/s per client, 0 = unlimited */
@@ -180,7 +181,14 @@ typedef struct
   guint webrtc_min_port;     /* options.webrtcMinPort: ICE UDP ports, 0 = any */
   guint webrtc_max_port;     /* options.webrtcMaxPort */
   GtWebConfig web;               /* options.webAddr, webCertFile, ..., admin, password */
+  char *remote_api;          /* options.remoteAPI: http(s) URL telling the server; NULL = unset */
 } GtClientConfig;
+
+/* Parses a server URL as options.remote takes it ("host[:port]" means tcp://); NULL and error
+ * when it is not one. */
+GtRemote *gt_remote_parse (const char *text, GError **error);
+void gt_remote_free (GtRemote *remote);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtRemote, gt_remote_free)
 
 GtServerConfig *gt_server_config_new (void);  /* defaults */
 void gt_server_config_free (GtServerConfig *config);

@@ -76,8 +76,10 @@ typedef enum
  * of a good head gives NEED_MORE); ERROR as soon as a byte rules that out. On OK, *host and
  * *host_len give the OWS-trimmed value of the only Host field (NULL when there is none). */
 static GtDecodeResult
-parse_head (const guint8 *buf, gsize len, const guint8 **host, gsize *host_len, GError **error)
+parse_head (const guint8 *buf, gsize len, const char *field, const guint8 **host, gsize *host_len,
+            GError **error)
 {
+  gsize field_len = strlen (field);
   SniffState state = SNIFF_METHOD;
   gsize token_start = 0;
   gsize version_idx = 0;
@@ -187,12 +189,12 @@ parse_head (const guint8 *buf, gsize len, const guint8 **host, gsize *host_len, 
         case SNIFF_FIELD_LF:
           if (c != '\n')
             return set_malformed (error, "bare CR");
-          if (name_end - name_start == 4
-              && g_ascii_strncasecmp ((const char *) buf + name_start, "host", 4) == 0)
+          if (name_end - name_start == field_len
+              && g_ascii_strncasecmp ((const char *) buf + name_start, field, field_len) == 0)
             {
-              /* Two Host fields could route differently than the service reads them. */
+              /* Two fields could route differently than the service reads them. */
               if (++n_host > 1)
-                return set_malformed (error, "several Host header fields");
+                return set_malformed (error, "several header fields of the routing header");
               while (value_start < value_end
                      && (buf[value_start] == ' ' || buf[value_start] == '\t'))
                 value_start++;
@@ -311,7 +313,7 @@ gt_http_sniff_host (const guint8 *buf, gsize len, gsize max_head, char **host_ou
   *host_out = NULL;
 
   /* Bytes past max_head never matter: a head must end within the limit. */
-  res = parse_head (buf, MIN (len, max_head), &host, &host_len, error);
+  res = parse_head (buf, MIN (len, max_head), "host", &host, &host_len, error);
   if (res == GT_DECODE_ERROR)
     return GT_DECODE_ERROR;
   if (res == GT_DECODE_NEED_MORE)
@@ -335,6 +337,53 @@ gt_http_sniff_host (const guint8 *buf, gsize len, gsize max_head, char **host_ou
     return GT_DECODE_ERROR;
 
   *host_out = parsed;
+  return GT_DECODE_OK;
+}
+
+GtDecodeResult
+gt_http_sniff_field (const guint8 *buf, gsize len, gsize max_head, const char *field,
+                     char **value_out, GError **error)
+{
+  const guint8 *value = NULL;
+  gsize value_len = 0;
+  GtDecodeResult res;
+
+  g_return_val_if_fail (buf != NULL || len == 0, GT_DECODE_ERROR);
+  g_return_val_if_fail (max_head > 0, GT_DECODE_ERROR);
+  g_return_val_if_fail (field != NULL && *field != '\0', GT_DECODE_ERROR);
+  g_return_val_if_fail (value_out != NULL, GT_DECODE_ERROR);
+  g_return_val_if_fail (error == NULL || *error == NULL, GT_DECODE_ERROR);
+
+  *value_out = NULL;
+  res = parse_head (buf, MIN (len, max_head), field, &value, &value_len, error);
+  if (res == GT_DECODE_ERROR)
+    return GT_DECODE_ERROR;
+  if (res == GT_DECODE_NEED_MORE)
+    {
+      if (len < max_head)
+        return GT_DECODE_NEED_MORE;
+      g_set_error (error, GT_HTTP_ERROR, GT_HTTP_ERROR_TOO_LARGE,
+                   "HTTP request head larger than %" G_GSIZE_FORMAT " bytes", max_head);
+      return GT_DECODE_ERROR;
+    }
+  if (value == NULL || value_len == 0)
+    {
+      g_set_error (error, GT_HTTP_ERROR, GT_HTTP_ERROR_NO_HOST,
+                   "HTTP request without a %s header", field);
+      return GT_DECODE_ERROR;
+    }
+  if (value_len > GT_HTTP_MAX_FIELD_PREFIX)
+    {
+      set_malformed (error, "routing header value too long");
+      return GT_DECODE_ERROR;
+    }
+  for (gsize i = 0; i < value_len; i++)
+    if (value[i] <= 0x20 || value[i] >= 0x7F)
+      {
+        set_malformed (error, "routing header value is not printable ASCII without spaces");
+        return GT_DECODE_ERROR;
+      }
+  *value_out = g_ascii_strdown ((const char *) value, value_len);
   return GT_DECODE_OK;
 }
 

@@ -26,6 +26,15 @@ typedef enum
 GtDecodeResult gt_http_sniff_host (const guint8 *buf, gsize len, gsize max_head, char **host_out,
                                    GError **error);
 
+/* The longest value gt_http_sniff_field accepts (a host prefix is at most 200 bytes). */
+#define GT_HTTP_MAX_FIELD_PREFIX 200
+
+/* Like gt_http_sniff_host for another header (httpMUXHeader, case-insensitive name): on OK
+ * *value_out is its whole OWS-trimmed value, lower-cased: 1..200 bytes of printable ASCII without
+ * spaces (else MALFORMED); NO_HOST when the field is missing; several fields are MALFORMED. */
+GtDecodeResult gt_http_sniff_field (const guint8 *buf, gsize len, gsize max_head,
+                                    const char *field, char **value_out, GError **error);
+
 /* Host prefix for routing: the first DNS label ("abc.example.com" → "abc"; a host without
  * dots is its own prefix). Returns NULL for an empty or invalid label. Lower-case. */
 char *gt_http_host_prefix (const char *host);

@@ -60,6 +60,7 @@ struct _GtMuxStream
   guint blocked : 1;         /* waiting for tunnel output to drain */
   guint throttled_read : 1;  /* socket → tunnel waits for the rate limit (from_socket) */
   guint throttled_write : 1; /* tunnel → socket waits for the rate limit (to_socket) */
+  guint answered : 1;        /* the last bytes moved were an answer (see stream_is_idle) */
 
   guint64 bytes_to_socket;   /* delivered to the socket */
   guint64 bytes_from_socket; /* read from the socket */
@@ -107,7 +108,9 @@ struct _GtMux
   gint64 throttle_at;     /* when throttle_id fires (monotonic µs) */
   guint throttle_round;   /* rotates who is served first from the tokens of a wake-up */
   gboolean closed;
-  gboolean going_away;
+  gboolean going_away;     /* either side sent GOAWAY: no new streams on this tunnel */
+  gboolean goaway_sent;
+  gboolean goaway_received;
   gboolean in_dispatch;
 };
 
@@ -470,7 +473,7 @@ stream_close (GtMuxStream *s)
       g_signal_emit (mux, signals[SIGNAL_STREAM_CLOSED], 0, s);
       g_hash_table_remove (mux->streams, GUINT_TO_POINTER (s->id)); /* may drop last ref */
       g_object_notify_by_pspec (G_OBJECT (mux), properties[PROP_N_STREAMS]);
-      if (mux->going_away && !mux->is_server && g_hash_table_size (mux->streams) == 0)
+      if (mux->goaway_received && !mux->is_server && g_hash_table_size (mux->streams) == 0)
         gt_mux_close (mux, GT_ERROR_CODE_NONE, NULL);
     }
 }
@@ -720,6 +723,7 @@ stream_read_socket (GtMuxStream *s)
     }
 send:
   gt_frame_header_encode (mux->scratch, GT_FRAME_DATA, 0, s->id, (guint32) n);
+  s->answered = !mux->is_server; /* client: the local service's reply; server: the user's request */
   s->send_credit -= n;
   s->bytes_from_socket += n;
   mux_send (mux, mux->scratch, GT_FRAME_HEADER_SIZE + n);
@@ -788,6 +792,8 @@ stream_deliver (GtMuxStream *s, const guint8 *data, gsize len)
 {
   g_autoptr (GByteArray) rewritten = NULL;
 
+  if (len > 0)
+    s->answered = s->mux != NULL && s->mux->is_server; /* server: the reply; client: the request */
   if (s->rewriter != NULL)
     {
       g_autoptr (GError) error = NULL;
@@ -954,7 +960,9 @@ gt_mux_foreach_stream (GtMux *mux, GtMuxStreamFunc func, gpointer user_data)
 }
 
 /* Resets the streams idle for at least idle_us whose service index the filter accepts. Used by
- * graceful stops: an HTTP connection idle between requests is not in flight. */
+ * graceful stops: an HTTP connection idle between requests is not in flight. A stream whose last
+ * bytes were the user's (a request that has no answer yet) is in flight, however long the answer
+ * takes. */
 void
 gt_mux_reset_idle_streams (GtMux *mux, gint64 idle_us, GtMuxServiceFilter filter,
                            gpointer user_data)
@@ -972,8 +980,9 @@ gt_mux_reset_idle_streams (GtMux *mux, gint64 idle_us, GtMuxServiceFilter filter
 
       /* Idle means nothing moves AND nothing waits: a stream held back by flow control or
        * a slow reader (pending bytes, no credit) is still in flight. */
-      if (now - s->last_activity >= idle_us && (s->pending == NULL || s->pending->len == 0)
-          && s->send_credit > 0 && !s->throttled_read && !s->throttled_write
+      if (s->answered && now - s->last_activity >= idle_us
+          && (s->pending == NULL || s->pending->len == 0) && s->send_credit > 0
+          && !s->throttled_read && !s->throttled_write
           && filter (s->service_index, user_data))
         g_ptr_array_add (idle, gt_mux_stream_ref (s));
     }
@@ -1226,7 +1235,9 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
             s->received_data = TRUE;
             stream_deliver (s, data, data_len);
           }
-        if (mux->going_away)
+        /* After our own GOAWAY the server may have sent OPENs before it saw it: those are served.
+         * After the server's, it opens nothing more. */
+        if (mux->goaway_received)
           {
             gt_mux_stream_reset (s, GT_RESET_CODE_REFUSED);
             return TRUE;
@@ -1256,9 +1267,18 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
         g_autofree char *message = NULL;
 
         (void) gt_error_decode (p, h->length, &code, &message, NULL);
-        mux->going_away = TRUE;
+        if (mux->goaway_received)
+          return TRUE;
+        mux->goaway_received = TRUE;
+        if (mux->is_server && !mux->goaway_sent)
+          {
+            /* The client drains this tunnel: the answer tells it that no OPEN can follow, so it
+             * may close the tunnel once its streams are done. */
+            gt_mux_goaway (mux, GT_ERROR_CODE_NONE, "no new streams on this tunnel");
+          }
         g_message ("%s: peer is going away: %s", mux->peer ? mux->peer : "tunnel",
                    message && *message ? message : gt_error_code_to_string (code));
+        mux->going_away = TRUE;
         g_signal_emit (mux, signals[SIGNAL_GOAWAY], 0);
         if (!mux->is_server && g_hash_table_size (mux->streams) == 0)
           gt_mux_close (mux, GT_ERROR_CODE_NONE, NULL);
@@ -1579,9 +1599,10 @@ gt_mux_goaway (GtMux *mux, GtErrorCode code, const char *message)
   g_autoptr (GByteArray) f = g_byte_array_new ();
 
   g_return_if_fail (GT_IS_MUX (mux));
-  if (mux->closed || mux->going_away)
+  if (mux->closed || mux->goaway_sent)
     return;
   mux->going_away = TRUE;
+  mux->goaway_sent = TRUE;
   gt_frame_append_error (f, GT_FRAME_GOAWAY, code, message);
   mux_send (mux, f->data, f->len);
 }
@@ -1624,6 +1645,12 @@ gboolean
 gt_mux_is_going_away (GtMux *mux)
 {
   return mux->going_away;
+}
+
+gboolean
+gt_mux_peer_is_going_away (GtMux *mux)
+{
+  return mux->goaway_received;
 }
 
 guint

@@ -41,10 +41,15 @@ void gt_mux_start (GtMux *mux);
 void gt_mux_set_keepalive (GtMux *mux, guint64 idle_ms, guint64 ping_ms);
 /* Send an ERROR frame (if code != NONE) and close. Emits "closed". */
 void gt_mux_close (GtMux *mux, GtErrorCode code, const char *message);
-/* Tell the peer to go elsewhere: no new streams; existing ones continue. */
+/* Tell the peer to go elsewhere: no new streams; existing ones continue. A server answers a
+ * client's GOAWAY with its own (no OPEN follows it); a client keeps serving the OPENs that were
+ * on their way, and closes the tunnel once the answer came and its streams are done. */
 void gt_mux_goaway (GtMux *mux, GtErrorCode code, const char *message);
 gboolean gt_mux_is_closed (GtMux *mux);
+/* Either side sent GOAWAY: no new streams on this tunnel. */
 gboolean gt_mux_is_going_away (GtMux *mux);
+/* The peer sent GOAWAY. */
+gboolean gt_mux_peer_is_going_away (GtMux *mux);
 guint gt_mux_get_n_streams (GtMux *mux);
 guint64 gt_mux_get_bytes_in (GtMux *mux);
 guint64 gt_mux_get_bytes_out (GtMux *mux);

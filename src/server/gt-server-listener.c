@@ -887,7 +887,10 @@ pending_wait_for_route (Pending *p)
 {
   GtServer *server = p->server;
 
-  /* Within the grace, and well before the connection's own timeout would drop it. */
+  /* Within the grace, and well before the connection's own timeout would drop it. A draining
+   * server gets no new clients. */
+  if (server->moving || server->stopped)
+    return FALSE;
   if (g_get_monotonic_time () - server->started_at
       >= MIN (STARTUP_GRACE_US, (gint64) server_handshake_timeout_ms (server) * 1000 / 2))
     return FALSE;
@@ -907,12 +910,11 @@ pending_wait_for_route (Pending *p)
   return TRUE;
 }
 
-/* The route of a host name (HTTP Host or SNI) and the tunnel of its client for a new stream. */
+/* The route of a host prefix and the tunnel of its client for a new stream. */
 static GtMux *
-server_find_tunnel (GtServer *server, GtServiceKind kind, const char *host,
-                    GtServerRoute **route_out)
+server_find_tunnel_prefix (GtServer *server, GtServiceKind kind, const char *prefix,
+                           GtServerRoute **route_out)
 {
-  g_autofree char *prefix = host ? gt_http_host_prefix (host) : NULL;
   GtServerRoute *route = prefix ? gt_server_registry_lookup_route (server->registry, kind, prefix)
                                 : NULL;
 
@@ -920,19 +922,43 @@ server_find_tunnel (GtServer *server, GtServiceKind kind, const char *host,
   return route ? gt_server_session_pick_tunnel (route->session) : NULL;
 }
 
+/* The same for a host name (HTTP Host or SNI): its first label is the prefix. */
+static GtMux *
+server_find_tunnel (GtServer *server, GtServiceKind kind, const char *host,
+                    GtServerRoute **route_out)
+{
+  g_autofree char *prefix = host ? gt_http_host_prefix (host) : NULL;
+
+  return server_find_tunnel_prefix (server, kind, prefix, route_out);
+}
+
 static void
 pending_handle_http (Pending *p)
 {
   GtServer *server = p->server;
+  const char *mux_header = server->config->http_mux_header;
   g_autofree char *host = NULL;
   g_autoptr (GError) error = NULL;
   GtDecodeResult r;
   GtServerRoute *route;
   GtMux *mux;
 
-  r = gt_http_sniff_host (p->buf, p->len, GT_HTTP_MAX_HEAD, &host, &error);
+  /* httpMUXHeader: another header names the client, with its whole value (GT's rule). */
+  if (mux_header != NULL)
+    r = gt_http_sniff_field (p->buf, p->len, GT_HTTP_MAX_HEAD, mux_header, &host, &error);
+  else
+    r = gt_http_sniff_host (p->buf, p->len, GT_HTTP_MAX_HEAD, &host, &error);
   if (r == GT_DECODE_NEED_MORE)
     return;
+  /* A WebSocket tunnel's upgrade carries Host, not the routing header. */
+  if (r == GT_DECODE_ERROR && mux_header != NULL
+      && g_error_matches (error, GT_HTTP_ERROR, GT_HTTP_ERROR_NO_HOST)
+      && server->config->ws_path != NULL
+      && gt_ws_is_upgrade_request (p->buf, p->len, server->config->ws_path))
+    {
+      pending_handle_websocket (p);
+      return;
+    }
   if (r == GT_DECODE_ERROR)
     {
       gboolean too_large = g_error_matches (error, GT_HTTP_ERROR, GT_HTTP_ERROR_TOO_LARGE);
@@ -953,11 +979,23 @@ pending_handle_http (Pending *p)
       return;
     }
 
-  mux = server_find_tunnel (server, GT_SERVICE_KIND_HTTP, host, &route);
+  if (mux_header != NULL)
+    mux = server_find_tunnel_prefix (server, GT_SERVICE_KIND_HTTP, host, &route);
+  else
+    mux = server_find_tunnel (server, GT_SERVICE_KIND_HTTP, host, &route);
   if (mux == NULL && route == NULL && pending_forward (p, GT_SERVICE_KIND_HTTP, host))
     return;
   if (mux == NULL && pending_wait_for_route (p))
     return;
+  if (mux == NULL && route != NULL && server->moving)
+    {
+      /* Its client moved to the server that replaces this one; the user may try again. */
+      g_autofree char *reply = _gt_server_http_reply (
+        503, "Service Unavailable", "the gt server is restarting; try again\n");
+
+      pending_reply_text (p, reply);
+      return;
+    }
   if (mux == NULL)
     {
       g_autofree char *body = g_strdup_printf ("no gt client serves host \"%s\"\n", host);

@@ -44,7 +44,9 @@ struct _GtServer
   GtCluster *cluster;         /* NULL without cluster: (docs/scale-out.md) */
   GtServerCounters counters;
   guint drain_id;
+  gint64 drain_started;
   gint64 drain_deadline;
+  gboolean moving;          /* draining, and the clients were told to move (GOAWAY) */
   gint64 started_at;
   GPtrArray *route_waiters; /* pending connections waiting for a client (startup grace) */
   guint route_wait_id;

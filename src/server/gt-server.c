@@ -9,6 +9,9 @@
 
 /* Draining closes HTTP streams idle for this long (keep-alive between requests). */
 #define DRAIN_IDLE_HTTP_US (1 * G_USEC_PER_SEC)
+/* Draining lets connections accepted before it finish their request head (and go to the clients'
+ * tunnels) for up to this long before it tells the clients to move. */
+#define DRAIN_PENDING_US (1 * G_USEC_PER_SEC)
 /* A replaced client's service set is refused for this long so two clients sharing an id with
  * different configs do not push each other out forever. */
 #define RETIRED_CONFIG_US (60 * G_USEC_PER_SEC)
@@ -252,6 +255,9 @@ _gt_server_attach_tunnel (GtServer *server, GtServerSession *session, GtMux *mux
   gt_frame_append_welcome (welcome, (const GtWelcomePort *) session->ports->data,
                            session->ports->len);
   gt_mux_send_raw (mux, welcome->data, welcome->len);
+  /* A handshake that finished on a server that already sent its clients away. */
+  if (server->moving)
+    gt_mux_goaway (mux, GT_ERROR_CODE_SHUTTING_DOWN, "server is shutting down");
   g_message ("tunnel accepted: client=%s remote=%s tunnels=%u", session->id,
              gt_mux_get_peer (mux) ? gt_mux_get_peer (mux) : "?", session->tunnels->len);
   notify_counts (server);
@@ -398,20 +404,50 @@ drain_check_cb (gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
+/* Second step of the drain: the clients move to the new server, the streams here finish. */
+static void
+drain_move_clients (GtServer *server)
+{
+  server->moving = TRUE;
+  gt_server_registry_foreach (server->registry, drain_session_cb, NULL);
+  server->drain_id = g_timeout_add (100, drain_check_cb, server);
+}
+
+/* First step: connections accepted before the listeners closed finish their request head and
+ * are routed to the clients' tunnels here, which the clients would otherwise be leaving. */
+static gboolean
+drain_pending_check_cb (gpointer user_data)
+{
+  GtServer *server = user_data;
+  guint n = g_hash_table_size (server->pending);
+
+  if (n > 0 && g_get_monotonic_time () - server->drain_started < DRAIN_PENDING_US)
+    return G_SOURCE_CONTINUE;
+  if (n > 0)
+    g_message ("%u connections did not finish their request head in time; clients are asked to "
+               "move",
+               n);
+  drain_move_clients (server);
+  return G_SOURCE_REMOVE;
+}
+
 void
 gt_server_drain (GtServer *server)
 {
   g_return_if_fail (GT_IS_SERVER (server));
-  if (server->stopped || server->drain_id != 0)
+  if (server->stopped || server->drain_id != 0 || server->moving)
     return;
   g_message ("draining: no new connections; clients are asked to move (up to %" G_GUINT64_FORMAT
              " ms for streams to finish)",
              server->config->drain_timeout_ms);
   server_stop_listening (server);
-  gt_server_registry_foreach (server->registry, drain_session_cb, NULL);
+  server->drain_started = g_get_monotonic_time ();
   server->drain_deadline
-    = g_get_monotonic_time () + (gint64) server->config->drain_timeout_ms * 1000;
-  server->drain_id = g_timeout_add (100, drain_check_cb, server);
+    = server->drain_started + (gint64) server->config->drain_timeout_ms * 1000;
+  if (g_hash_table_size (server->pending) > 0)
+    server->drain_id = g_timeout_add (10, drain_pending_check_cb, server);
+  else
+    drain_move_clients (server);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -1,4 +1,5 @@
-/* fuzz-http-sniff.c: libFuzzer target for gt_http_sniff_host and gt_http_host_prefix. */
+/* fuzz-http-sniff.c: libFuzzer target for gt_http_sniff_host, gt_http_sniff_field and
+ * gt_http_host_prefix. */
 #include "config.h"
 
 #include <stdlib.h>
@@ -51,6 +52,30 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
     default:
       abort ();
     }
+
+  /* httpMUXHeader's sniffer: the same head rules, a bounded printable value. */
+  {
+    g_autoptr (GError) ferr = NULL;
+    g_autofree char *value = NULL;
+    GtDecodeResult fres = gt_http_sniff_field (data, size, GT_HTTP_MAX_HEAD, "EID", &value, &ferr);
+
+    if (fres == GT_DECODE_OK)
+      {
+        if (ferr != NULL || value == NULL || value[0] == '\0'
+            || strlen (value) > GT_HTTP_MAX_FIELD_PREFIX)
+          abort ();
+        for (const char *c = value; *c != '\0'; c++)
+          if ((guint8) *c <= 0x20 || (guint8) *c >= 0x7F || g_ascii_isupper (*c))
+            abort ();
+      }
+    else if ((fres == GT_DECODE_ERROR) != (ferr != NULL) || value != NULL)
+      abort ();
+    /* Both see the same head: unless one of them refused its own field (repeated, bad value),
+     * one needs more bytes exactly when the other does. */
+    if (fres != GT_DECODE_ERROR && res != GT_DECODE_ERROR
+        && (fres == GT_DECODE_NEED_MORE) != (res == GT_DECODE_NEED_MORE))
+      abort ();
+  }
 
   /* A shorter prefix of the same bytes never contradicts the whole: an error on the prefix
    * stays an error (a malformed start cannot become good), and NEED_MORE on the whole means

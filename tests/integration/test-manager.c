@@ -1,6 +1,7 @@
 /* test-manager.c (integration): `gt -c DIR` supervising real server and client workers on
  * 127.0.0.1: broken files, crash restarts, reload, restart under a download, stop, -s errors,
- * sd_notify order and socket activation. Uses the gt binary from $GT_BINARY. */
+ * connection churn (a new connection per request) across reload and restart, sd_notify order and
+ * socket activation. Uses the gt binary from $GT_BINARY. */
 #include "config.h"
 
 #include <errno.h>
@@ -286,10 +287,11 @@ write_server (Fixture *f, const char *name, const char *user, guint16 port)
   write_cfg (f, name, text);
 }
 
-/* services: "prefix=port,prefix=port" */
+/* services: "prefix=port,prefix=port"; options: more lines under options (NULL: a short
+ * reconnectDelay). */
 static void
-write_client (Fixture *f, const char *name, const char *user, guint16 server_port,
-              const char *services)
+write_client_with (Fixture *f, const char *name, const char *user, guint16 server_port,
+                   const char *services, const char *options)
 {
   g_autoptr (GString) s = g_string_new ("type: client\nservices:\n");
   g_auto (GStrv) items = g_strsplit (services, ",", -1);
@@ -303,9 +305,16 @@ write_client (Fixture *f, const char *name, const char *user, guint16 server_por
     }
   g_string_append_printf (s,
                           "options:\n  id: %s\n  secret: " SECRET "\n"
-                          "  remote: tcp://127.0.0.1:%u\n  reconnectDelay: 100ms\n",
-                          user, server_port);
+                          "  remote: tcp://127.0.0.1:%u\n%s",
+                          user, server_port, options ? options : "  reconnectDelay: 100ms\n");
   write_cfg (f, name, s->str);
+}
+
+static void
+write_client (Fixture *f, const char *name, const char *user, guint16 server_port,
+              const char *services)
+{
+  write_client_with (f, name, user, server_port, services, NULL);
 }
 
 static void
@@ -798,6 +807,127 @@ test_socket_activation (Fixture *f, gconstpointer data)
   }
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Connection churn: a new connection per request while workers are replaced */
+
+#define CHURN_USERS 8
+
+typedef struct
+{
+  guint16 port;
+  volatile gint stop;
+  volatile gint ok;
+  volatile gint failed;
+  gint64 max_us; /* slowest answer, under the mutex */
+  GMutex mutex;
+  GPtrArray *failures; /* char *, under the mutex */
+} Churn;
+
+static gpointer
+churn_thread (gpointer data)
+{
+  Churn *c = data;
+
+  while (!g_atomic_int_get (&c->stop))
+    {
+      gint64 start = g_get_monotonic_time ();
+      g_autoptr (Response) r = http_get (c->port, "alpha", "/");
+      gint64 took = g_get_monotonic_time () - start;
+
+      g_mutex_lock (&c->mutex);
+      c->max_us = MAX (c->max_us, took);
+      if (r->status == 200 && r->error == NULL && g_strcmp0 (r->body, "service alpha\n") == 0)
+        c->ok++;
+      else
+        {
+          c->failed++;
+          if (c->failures->len < 20)
+            {
+              const char *why = r->error         ? r->error
+                                : r->status == 0 ? "no answer"
+                                                 : "wrong answer";
+
+              g_ptr_array_add (c->failures,
+                               g_strdup_printf ("status %d after %" G_GINT64_FORMAT " ms: %s",
+                                                r->status, took / 1000, why));
+            }
+        }
+      g_mutex_unlock (&c->mutex);
+    }
+  return NULL;
+}
+
+/* Users who open a new connection for every request, to an origin that closes after every answer,
+ * while the manager runs reload (client changed), reload (server changed), restart, reload: not
+ * one request fails. The client keeps the default reconnectDelay (5 s): moving to a new server
+ * after its GOAWAY must not wait for it. */
+static void
+test_churn (Fixture *f, gconstpointer data)
+{
+  static const char *const steps[] = { "reload c0", "reload s0", "restart", "reload c0" };
+  g_autofree char *services = g_strdup_printf ("alpha=%u", f->svc[0]->port);
+  Churn c = { 0 };
+  GThread *threads[CHURN_USERS];
+  GPid s0, c0;
+
+  write_server (f, "s0.yaml", "u0", f->server_port[0]);
+  write_client_with (f, "c0.yaml", "u0", f->server_port[0], services, "");
+  manager_start (f);
+  g_assert_cmpint (wait_route (f->server_port[0], "alpha", 200, 10000), >=, 0);
+  s0 = worker_pid (f, "s0.yaml");
+  c0 = worker_pid (f, "c0.yaml");
+
+  c.port = f->server_port[0];
+  c.failures = g_ptr_array_new_with_free_func (g_free);
+  g_mutex_init (&c.mutex);
+  for (guint i = 0; i < CHURN_USERS; i++)
+    threads[i] = g_thread_new ("churn", churn_thread, &c);
+
+  for (guint i = 0; i < G_N_ELEMENTS (steps); i++)
+    {
+      g_autofree char *err = NULL;
+      gint ok_before = g_atomic_int_get (&c.ok);
+
+      g_usleep (1500 * 1000);
+      if (g_str_has_prefix (steps[i], "reload "))
+        {
+          /* A real change, so that the worker is replaced. */
+          g_autofree char *name = g_strdup_printf ("%s.yaml", steps[i] + 7);
+          g_autofree char *path = g_build_filename (f->cfg, name, NULL);
+          g_autofree char *text = NULL;
+          g_autofree char *changed = NULL;
+
+          g_assert_true (g_file_get_contents (path, &text, NULL, NULL));
+          changed = g_strdup_printf ("%s# change %u\n", text, i);
+          write_cfg (f, name, changed);
+          g_assert_cmpint (gt_signal (f, "reload", &err), ==, 0);
+        }
+      else
+        g_assert_cmpint (gt_signal (f, "restart", &err), ==, 0);
+      g_test_message ("%s done; %d requests so far, %d failed", steps[i], g_atomic_int_get (&c.ok),
+                      g_atomic_int_get (&c.failed));
+      /* Traffic went on during the step. */
+      g_assert_cmpint (g_atomic_int_get (&c.ok), >, ok_before);
+    }
+  g_usleep (1500 * 1000);
+  g_atomic_int_set (&c.stop, 1);
+  for (guint i = 0; i < CHURN_USERS; i++)
+    g_thread_join (threads[i]);
+
+  g_test_message ("churn: %d requests answered, %d failed, slowest %" G_GINT64_FORMAT " ms", c.ok,
+                  c.failed, c.max_us / 1000);
+  for (guint i = 0; i < c.failures->len; i++)
+    g_test_message ("failed: %s", (const char *) c.failures->pdata[i]);
+  g_assert_cmpint (c.failed, ==, 0);
+  g_assert_cmpint (c.ok, >=, 100);
+  /* No answer waited for a client's reconnect delay (5 s). */
+  g_assert_cmpint (c.max_us, <, 4 * G_USEC_PER_SEC);
+  g_assert_cmpint (worker_pid (f, "s0.yaml"), !=, s0);
+  g_assert_cmpint (worker_pid (f, "c0.yaml"), !=, c0);
+  g_ptr_array_unref (c.failures);
+  g_mutex_clear (&c.mutex);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -809,6 +939,7 @@ main (int argc, char **argv)
   ADD ("kill-worker", test_kill_worker);
   ADD ("reload", test_reload);
   ADD ("restart-download", test_restart_download);
+  ADD ("churn", test_churn);
   ADD ("stop", test_stop);
   ADD ("no-manager", test_no_manager);
   ADD ("sd-notify", test_sd_notify);
