@@ -821,7 +821,7 @@ api_query_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     return; /* stopped: client may be gone */
   client->api_querying = FALSE;
   if (address != NULL)
-    remote = gt_remote_parse (address, &error);
+    remote = gt_remote_parse_url (address, &error);
   if (remote == NULL)
     {
       g_message ("remote API %s: %s; asking again in %" G_GUINT64_FORMAT " ms",

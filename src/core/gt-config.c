@@ -835,7 +835,7 @@ _gt_config_parse_remote (const char *text, GtRemote **out)
 }
 
 GtRemote *
-gt_remote_parse (const char *text, GError **error)
+gt_remote_parse_url (const char *text, GError **error)
 {
   GtRemote *remote = NULL;
   g_autofree char *message = NULL;

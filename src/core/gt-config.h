@@ -184,11 +184,8 @@ typedef struct
   char *remote_api;          /* options.remoteAPI: http(s) URL telling the server; NULL = unset */
 } GtClientConfig;
 
-/* Parses a server URL as options.remote takes it ("host[:port]" means tcp://); NULL and error
- * when it is not one. */
-GtRemote *gt_remote_parse (const char *text, GError **error);
-void gt_remote_free (GtRemote *remote);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtRemote, gt_remote_free)
+/* gt_remote_parse with a GError (GT_CONFIG_ERROR_VALUE) instead of a message. */
+GtRemote *gt_remote_parse_url (const char *text, GError **error);
 
 GtServerConfig *gt_server_config_new (void);  /* defaults */
 void gt_server_config_free (GtServerConfig *config);
