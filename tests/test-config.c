@@ -256,20 +256,18 @@ test_unsupported_levels (void)
     gboolean debug;
   } cases[] = {
     { "webrtcThreadMode: true",
-      "key 'webrtcThreadMode' is ignored: it only tunes remoteSTUN, which this version of gt "
-      "does not support",
-      TRUE },
-    { "webrtcMaxPort: 9000",
-      "key 'webrtcMaxPort' is ignored: it only tunes remoteSTUN, which this version of gt does "
-      "not support",
+      "key 'webrtcThreadMode' is ignored: gt has no such setting, it changes nothing", TRUE },
+    { "tcpForwardConnections: 3",
+      "key 'tcpForwardConnections' is ignored: it only tunes tcpForwardAddr, which this version of "
+      "gt does not support",
       TRUE },
     { "bbr: true", "key 'bbr' is ignored: GT does not use it either", TRUE },
-    { "remoteSTUN: ''",
-      "key 'remoteSTUN' is not supported by this version of gt; its value is GT's default, so "
+    { "tcpForwardAddr: ''",
+      "key 'tcpForwardAddr' is not supported by this version of gt; its value is GT's default, so "
       "it changes nothing",
       TRUE },
-    { "remoteSTUN: [stun:a:3478]",
-      "key 'remoteSTUN' is not supported by this version of gt and is ignored", FALSE },
+    { "tcpForwardAddr: 127.0.0.1:9000",
+      "key 'tcpForwardAddr' is not supported by this version of gt and is ignored", FALSE },
     { "logFile: /tmp/x.log", "key 'logFile' is not supported by this version of gt and is ignored",
       FALSE },
     { "webrtcThreadMode: {a: 1}",
@@ -296,29 +294,30 @@ test_unsupported_levels (void)
       g_assert_cmpint (issue->debug, ==, cases[i].debug);
     }
 
-  /* The server's httpMUXHeader set to GT's default changes nothing; another value would. */
+  /* The server's command line: a key at GT's default or with no use in gt changes nothing; a
+   * key that would turn a feature on warns. */
   {
     g_autoptr (GtServerConfig) config = gt_server_config_new ();
     g_autoptr (GError) error = NULL;
-    char *argv[] = { "--httpMUXHeader", "host", "--timeoutOnUnidirectionalTraffic=false",
-                     "--bbr", "--httpMUXHeader=EID", NULL };
+    char *argv[] = { "--timeoutOnUnidirectionalTraffic=false", "--bbr",
+                     "--timeoutOnUnidirectionalTraffic", NULL };
 
-    g_assert_true (gt_server_config_apply_args (config, 5, argv, &error));
+    g_assert_true (gt_server_config_apply_args (config, 3, argv, &error));
     g_assert_no_error (error);
     dump_warnings (config->warnings);
-    g_assert_cmpuint (config->warnings->len, ==, 4);
+    g_assert_cmpuint (config->warnings->len, ==, 3);
     g_assert_true (((GtConfigIssue *) config->warnings->pdata[0])->debug);
     g_assert_true (((GtConfigIssue *) config->warnings->pdata[1])->debug);
     g_assert_true (warnings_contain (config->warnings,
-                                     "command line: option '--bbr' is ignored: it only tunes "
-                                     "quicAddr, which this version of gt does not support"));
-    g_assert_false (((GtConfigIssue *) config->warnings->pdata[3])->debug);
+                                     "command line: option '--bbr' is ignored: gt has no such "
+                                     "setting, it changes nothing"));
+    g_assert_false (((GtConfigIssue *) config->warnings->pdata[2])->debug);
   }
   /* The client's command line too. */
   {
     g_autoptr (GtClientConfig) config = gt_client_config_new ();
     g_autoptr (GError) error = NULL;
-    char *argv[] = { "--webrtcThreadMode", "--remoteAPI", "http://a/b", NULL };
+    char *argv[] = { "--webrtcThreadMode", "--tcpForwardAddr", "127.0.0.1:1", NULL };
 
     g_assert_true (gt_client_config_apply_args (config, 3, argv, &error));
     g_assert_no_error (error);
@@ -394,13 +393,11 @@ test_client_gt_example (void)
   g_assert_cmpuint (service_at (config, 0)->proxy_protocol, ==, 0);
   g_assert_null (remote_at (config, 0)->path);
 
-  g_assert_cmpuint (config->warnings->len, ==, 1);
+  /* Every key of GT's example is one gt implements now. */
+  g_assert_cmpuint (config->warnings->len, ==, 0);
   g_assert_cmpstr (config->remote_stun[0], ==, "stun:127.0.0.1:3478");
   g_assert_null (config->remote_stun[1]);
-  warning = g_strdup_printf ("%s:26:3: key 'remoteAPI' is not supported by this version of gt "
-                             "and is ignored",
-                             path);
-  g_assert_true (warnings_contain (config->warnings, warning));
+  g_assert_cmpstr (config->remote_api, ==, "http://127.0.0.1:1/api");
 }
 
 static void
@@ -1010,8 +1007,8 @@ test_server_cli (void)
   g_assert_cmpstr (user->secret, ==, "s9");
   g_assert_cmpstr (config->tls_addr, ==, "0.0.0.0:443");
   g_assert_true (warnings_contain (config->warnings,
-                                   "command line: option '--pprof' is ignored: it only tunes "
-                                   "webAddr, which this version of gt does not support"));
+                                   "command line: option '--pprof' is ignored: gt has no such "
+                                   "setting, it changes nothing"));
 
   /* Bare boolean. */
   {
@@ -1177,7 +1174,7 @@ test_client_cli (void)
   g_assert_cmpstr (s->host_prefix, ==, "blog");
   g_assert_cmpuint (s->line, ==, 3);
   g_assert_true (config->remote_cert_insecure);
-  g_assert_cmpuint (config->warnings->len, ==, 1); /* remoteAPI in the file */
+  g_assert_cmpuint (config->warnings->len, ==, 0); /* remoteAPI in the file is a real key now */
 
   /* The CLI's prefix-less https service takes the id as prefix, so the file's own prefix-less
    * https service (line 7) is now a second one: validate() must say so, at that service. */
@@ -1312,7 +1309,7 @@ test_client_validate (void)
     { "options: {secret: s, remote: h}\nservices: [{local: 'http://a'}]\n",
       "v.yaml: options.id is required" },
     { "options: {id: a}\nservices: [{local: 'http://a'}]\n",
-      "v.yaml: no remote: set options.remote or --remote" },
+      "v.yaml: no remote: set options.remote (or options.remoteAPI) or --remote" },
     { "options: {id: a, secret: s}\nservices: [{local: 'http://a'}]\n",
       "v.yaml: no remote: set options.remote (or options.remoteAPI) or --remote" },
     { "options: {id: a, secret: s, remote: h}\n",
@@ -1372,7 +1369,7 @@ test_client_validate (void)
     char *argv[] = { "--id", "a", "--local", "http://x", NULL };
     g_assert_true (gt_client_config_apply_args (config, 4, argv, &error));
     g_assert_false (gt_client_config_validate (config, NULL, &error));
-    g_assert_cmpstr (error->message, ==, "command line: no remote: set options.remote or --remote");
+    g_assert_cmpstr (error->message, ==, "command line: no remote: set options.remote (or options.remoteAPI) or --remote");
   }
 
   /* No secret is fine (GT): the client makes one up when it starts. */

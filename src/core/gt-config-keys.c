@@ -169,19 +169,19 @@ static const GtConfigOpt cluster_opts[] = {
     { "logFile", GT_LOOSE_SCALAR, NULL, "" },                                                   \
     { "logFileMaxSize", GT_LOOSE_SCALAR, "logFile", NULL },                                     \
     { "logFileMaxCount", GT_LOOSE_SCALAR, "logFile", NULL },                                    \
-    { "pprof", GT_LOOSE_BOOL, NULL, "false" },                                                  \
-    { "signingKey", GT_LOOSE_SCALAR, NULL, "" }
+    { "pprof", GT_LOOSE_BOOL, "*", NULL },                                                      \
+    { "signingKey", GT_LOOSE_SCALAR, "*", NULL }
 
 static const GtConfigLoose server_unsupported[] = {
   { "timeoutOnUnidirectionalTraffic", GT_LOOSE_BOOL, NULL, "false" },
-  { "stunLogLevel", GT_LOOSE_SCALAR, "", NULL }, /* stunAddr logs through gt's log level */
-  { "bbr", GT_LOOSE_BOOL, "", NULL },            /* QUIC uses ngtcp2's congestion control */
+  { "stunLogLevel", GT_LOOSE_SCALAR, "*", NULL }, /* stunAddr logs through gt's log level */
+  { "bbr", GT_LOOSE_BOOL, "*", NULL },           /* QUIC uses ngtcp2's congestion control */
   COMMON_UNSUPPORTED,
 };
 
 static const GtConfigLoose client_unsupported[] = {
-  { "webrtcLogLevel", GT_LOOSE_SCALAR, "", NULL }, /* P2P logs through gt's log level */
-  { "webrtcThreadMode", GT_LOOSE_BOOL, "", NULL },
+  { "webrtcLogLevel", GT_LOOSE_SCALAR, "*", NULL }, /* P2P logs through gt's log level */
+  { "webrtcThreadMode", GT_LOOSE_BOOL, "*", NULL },  /* P2P runs on the main loop */
   { "tcpForwardAddr", GT_LOOSE_SCALAR, NULL, "" },
   { "tcpForwardHostPrefix", GT_LOOSE_SCALAR, "tcpForwardAddr", NULL },
   { "tcpForwardConnections", GT_LOOSE_SCALAR, "tcpForwardAddr", NULL },

@@ -186,7 +186,8 @@ typedef struct
   const char *name;
   GtConfigLooseType type;
   /* The GT key whose feature this one only tunes (its own warning covers it), "" for a key GT
-   * itself never uses, NULL for a key that turns a feature on. */
+   * itself never uses, "*" for a key gt has no use for (e.g. a log level of a part gt logs
+   * through its own logLevel), NULL for a key that turns a feature on. */
   const char *tunes;
   /* GT's default value (NULL: none); a key set to it, or to nothing, changes nothing either. */
   const char *gt_default;

@@ -126,6 +126,8 @@ _gt_config_add_unsupported (GPtrArray *warnings, const char *file, guint line, g
                                  display, shape_problem);
       debug = FALSE;
     }
+  else if (loose->tunes != NULL && strcmp (loose->tunes, "*") == 0)
+    message = g_strdup_printf ("%s is ignored: gt has no such setting, it changes nothing", display);
   else if (loose->tunes != NULL && *loose->tunes != '\0')
     message = g_strdup_printf ("%s is ignored: it only tunes %s, which this version of gt does "
                                "not support",

@@ -316,19 +316,19 @@ test_inert_gt_keys (Fixture *f, gconstpointer data)
   debug = start_client ("debug", "client", "-c", path, "--id", "debug", "--logLevel", "debug",
                         "--webrtcThreadMode", NULL);
   g_free (gt_test_proc_expect_line (
-    debug, " DEBUG .*option '--webrtcThreadMode' is ignored: it only tunes remoteSTUN", NULL,
+    debug, " DEBUG .*option '--webrtcThreadMode' is ignored: gt has no such setting", NULL,
     GT_TEST_WAIT_MS));
   g_free (gt_test_proc_expect_line (
-    debug, " DEBUG .*client\\.yaml:[0-9]+:3: key 'webrtcMinPort' is ignored", NULL,
+    debug, " DEBUG .*client\\.yaml:[0-9]+:3: key 'tcpForwardConnections' is ignored", NULL,
     GT_TEST_WAIT_MS));
   wait_started (debug);
   g_assert_cmpuint (gt_test_proc_count_matches (debug, " WARN "), ==, 0);
 
-  /* A key that would change something (a P2P server list) still warns. */
+  /* A key that would change something (a TCP forward) still warns. */
   loud = start_client ("loud", "client", "-c", path, "--id", "loud", "--logLevel", "info",
-                       "--remoteSTUN", "stun:127.0.0.1:3478", NULL);
+                       "--tcpForwardAddr", "127.0.0.1:1", NULL);
   g_free (gt_test_proc_expect_line (
-    loud, " WARN .*option '--remoteSTUN' is not supported by this version of gt and is ignored",
+    loud, " WARN .*option '--tcpForwardAddr' is not supported by this version of gt and is ignored",
     NULL, GT_TEST_WAIT_MS));
   wait_started (loud);
 }
