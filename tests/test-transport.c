@@ -395,8 +395,9 @@ test_tls_stream (void)
 
   /* Only sockets: anything else is refused with a clear error. */
   {
-    g_autoptr (GIOStream) mem = g_simple_io_stream_new (g_memory_input_stream_new (),
-                                                        g_memory_output_stream_new_resizable ());
+    g_autoptr (GInputStream) mem_in = g_memory_input_stream_new ();
+    g_autoptr (GOutputStream) mem_out = g_memory_output_stream_new_resizable ();
+    g_autoptr (GIOStream) mem = g_simple_io_stream_new (mem_in, mem_out);
     g_autoptr (GIOStream) none = _gt_tls_stream_new_client (mem, "x", &error);
 
     g_assert_null (none);
