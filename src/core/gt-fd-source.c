@@ -189,9 +189,8 @@ pollable_fd_finalize (GSource *source)
   g_clear_object (&((PollableFdSource *) source)->stream);
 }
 
-/* For g_source_set_closure (libsoup sets one on the sources of the streams it is given). */
-static gboolean
-pollable_fd_closure_callback (GObject *stream, gpointer data)
+gboolean
+gt_pollable_source_closure_callback (GObject *stream, gpointer data)
 {
   GClosure *closure = data;
   GValue param = G_VALUE_INIT;
@@ -213,7 +212,7 @@ static GSourceFuncs pollable_fd_funcs = {
   pollable_fd_check,
   pollable_fd_dispatch,
   pollable_fd_finalize,
-  (GSourceFunc) (void (*) (void)) pollable_fd_closure_callback,
+  (GSourceFunc) (void (*) (void)) gt_pollable_source_closure_callback,
   NULL,
 };
 

@@ -23,6 +23,10 @@ gboolean gt_fd_source_is_paused (GSource *source);
 GSource *gt_pollable_fd_source_new (GObject *stream, int fd, GIOCondition condition,
                                     GCancellable *cancellable);
 
+/* The closure_callback of a GSourceFuncs whose callbacks are GPollableSourceFunc, for
+ * g_source_set_closure (libsoup sets closures on the sources of the streams it is given). */
+gboolean gt_pollable_source_closure_callback (GObject *stream, gpointer data);
+
 /* The pollable source of io's input (output when output is TRUE): the fd source above for a
  * socket connection, else the stream's own, neither blocked while it dispatches. */
 GSource *gt_pollable_source_for_io (GIOStream *io, gboolean output);

@@ -1,6 +1,7 @@
 /* gt-ready-source.c: the GSource of gt's own pollable streams: ready on a predicate or a child. */
 #include "config.h"
 
+#include "gt-fd-source.h"
 #include "gt-ready-source.h"
 
 typedef struct
@@ -49,30 +50,12 @@ ready_finalize (GSource *source)
     rs->data_free (rs->data);
 }
 
-static gboolean
-ready_closure_callback (GObject *stream, gpointer data)
-{
-  GClosure *closure = data;
-  GValue param = G_VALUE_INIT;
-  GValue result_value = G_VALUE_INIT;
-  gboolean result;
-
-  g_value_init (&result_value, G_TYPE_BOOLEAN);
-  g_value_init (&param, G_TYPE_OBJECT);
-  g_value_set_object (&param, stream);
-  g_closure_invoke (closure, &result_value, 1, &param, NULL);
-  result = g_value_get_boolean (&result_value);
-  g_value_unset (&result_value);
-  g_value_unset (&param);
-  return result;
-}
-
 static GSourceFuncs ready_funcs = {
   ready_prepare,
   ready_check,
   ready_dispatch,
   ready_finalize,
-  (GSourceFunc) (void (*) (void)) ready_closure_callback,
+  (GSourceFunc) (void (*) (void)) gt_pollable_source_closure_callback,
   NULL,
 };
 
