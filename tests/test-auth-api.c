@@ -1,4 +1,5 @@
-/* test-auth-api.c: the authAPI client against an in-test SoupServer, and its response parser. */
+/* test-auth-api.c: the authAPI client against an in-test SoupServer, and its response parser.
+ * The bounds of the request (status, size, time, cancellation) are gt-http-fetch.c's: covered here. */
 #include "config.h"
 
 #include <string.h>

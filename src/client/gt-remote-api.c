@@ -5,12 +5,12 @@
 #include <json-glib/json-glib.h>
 
 #include "gt-remote-api.h"
+#include "gt-http-fetch.h"
 
 G_DEFINE_QUARK (gt-remote-api-error-quark, gt_remote_api_error)
 
 /* json-glib parses nested values recursively: bound the depth before handing it the bytes. */
 #define MAX_DEPTH 32
-#define READ_CHUNK 16384
 
 /* Parser ------------------------------------------------------------------------------------ */
 
@@ -132,155 +132,31 @@ gt_remote_api_parse_answer (const char *body, gsize len, char **server_out, char
 
 /* Request ----------------------------------------------------------------------------------- */
 
-typedef struct
-{
-  SoupMessage *msg;
-  GCancellable *cancellable; /* ours: fires on timeout or when the caller cancels */
-  GCancellable *caller;
-  gulong caller_handler;
-  GSource *timer;
-  guint timeout_ms;
-  gboolean timed_out;
-  GInputStream *stream;
-  GByteArray *body;
-} Request;
-
 static void
-request_free (Request *req)
+fetch_cb (GObject *source, GAsyncResult *res, gpointer user_data)
 {
-  if (req->timer != NULL)
-    {
-      g_source_destroy (req->timer);
-      g_source_unref (req->timer);
-    }
-  if (req->caller != NULL)
-    {
-      g_cancellable_disconnect (req->caller, req->caller_handler);
-      g_object_unref (req->caller);
-    }
-  g_clear_object (&req->stream);
-  g_clear_object (&req->msg);
-  g_clear_object (&req->cancellable);
-  g_clear_pointer (&req->body, g_byte_array_unref);
-  g_free (req);
-}
-
-static void
-caller_cancelled_cb (GCancellable *caller, gpointer user_data)
-{
-  g_cancellable_cancel (G_CANCELLABLE (user_data));
-}
-
-static gboolean
-timeout_cb (gpointer user_data)
-{
-  GTask *task = user_data;
-  Request *req = g_task_get_task_data (task);
-
-  req->timed_out = TRUE;
-  g_cancellable_cancel (req->cancellable);
-  return G_SOURCE_REMOVE;
-}
-
-/* Ends the request with an error: stops the timer, then reports. Takes the task reference. */
-static void
-finish_error (GTask *task, GError *error)
-{
-  Request *req = g_task_get_task_data (task);
-
-  if (req->timer != NULL)
-    g_source_destroy (req->timer);
-  if (req->timed_out)
-    {
-      g_task_return_new_error (task, GT_REMOTE_API_ERROR, GT_REMOTE_API_ERROR_TIMEOUT,
-                               "the remote API did not answer within %u ms", req->timeout_ms);
-      g_error_free (error);
-    }
-  else
-    {
-      if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED)
-          && error->domain != GT_REMOTE_API_ERROR)
-        g_prefix_error (&error, "remote API request failed: ");
-      g_task_return_error (task, error);
-    }
-  g_object_unref (task);
-}
-
-static void
-read_cb (GObject *source, GAsyncResult *res, gpointer user_data)
-{
-  GTask *task = user_data;
-  Request *req = g_task_get_task_data (task);
-  g_autoptr (GBytes) bytes = NULL;
+  g_autoptr (GTask) task = user_data;
+  g_autoptr (GBytes) body = NULL;
   GError *error = NULL;
   char *server = NULL;
+  const char *data;
+  gsize len;
 
-  bytes = g_input_stream_read_bytes_finish (G_INPUT_STREAM (source), res, &error);
-  if (bytes == NULL)
+  body = gt_http_fetch_finish (res, &error);
+  if (body == NULL)
     {
-      finish_error (task, error);
+      error = gt_http_fetch_error_as (error, GT_REMOTE_API_ERROR, GT_REMOTE_API_ERROR_TIMEOUT,
+                                      GT_REMOTE_API_ERROR_HTTP, GT_REMOTE_API_ERROR_BAD_RESPONSE);
+      g_task_return_error (task, error);
       return;
     }
-  if (g_bytes_get_size (bytes) > 0)
+  data = g_bytes_get_data (body, &len);
+  if (!gt_remote_api_parse_answer (data, len, &server, NULL, &error))
     {
-      g_byte_array_append (req->body, g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes));
-      if (req->body->len > GT_REMOTE_API_MAX_BODY)
-        {
-          finish_error (task, g_error_new_literal (GT_REMOTE_API_ERROR,
-                                                   GT_REMOTE_API_ERROR_BAD_RESPONSE,
-                                                   "bad remote API answer: body larger than "
-                                                   "64 KiB"));
-          return;
-        }
-      g_input_stream_read_bytes_async (req->stream, READ_CHUNK, G_PRIORITY_DEFAULT,
-                                       req->cancellable, read_cb, task);
+      g_task_return_error (task, error);
       return;
     }
-  if (!gt_remote_api_parse_answer ((const char *) req->body->data, req->body->len, &server, NULL,
-                                   &error))
-    {
-      finish_error (task, error);
-      return;
-    }
-  if (req->timer != NULL)
-    g_source_destroy (req->timer);
   g_task_return_pointer (task, server, g_free);
-  g_object_unref (task);
-}
-
-static void
-send_cb (GObject *source, GAsyncResult *res, gpointer user_data)
-{
-  GTask *task = user_data;
-  Request *req = g_task_get_task_data (task);
-  GError *error = NULL;
-  guint status;
-
-  req->stream = soup_session_send_finish (SOUP_SESSION (source), res, &error);
-  if (req->stream == NULL)
-    {
-      finish_error (task, error);
-      return;
-    }
-  status = soup_message_get_status (req->msg);
-  if (status != SOUP_STATUS_OK)
-    {
-      finish_error (task, g_error_new (GT_REMOTE_API_ERROR, GT_REMOTE_API_ERROR_HTTP,
-                                       "the remote API answered HTTP %u", status));
-      return;
-    }
-  /* A declared length over the bound is refused before reading any of it. */
-  if (soup_message_headers_get_content_length (soup_message_get_response_headers (req->msg))
-      > GT_REMOTE_API_MAX_BODY)
-    {
-      finish_error (task, g_error_new_literal (GT_REMOTE_API_ERROR,
-                                               GT_REMOTE_API_ERROR_BAD_RESPONSE,
-                                               "bad remote API answer: body larger than 64 KiB"));
-      return;
-    }
-  req->body = g_byte_array_new ();
-  g_input_stream_read_bytes_async (req->stream, READ_CHUNK, G_PRIORITY_DEFAULT, req->cancellable,
-                                   read_cb, task);
 }
 
 void
@@ -293,8 +169,8 @@ gt_remote_api_query_async (SoupSession *session, const char *url, const char *id
   g_autoptr (GString) query = NULL;
   g_autofree char *escaped = NULL;
   g_autofree char *request_id = NULL;
+  g_autoptr (SoupMessage) msg = NULL;
   GTask *task;
-  Request *req;
 
   g_return_if_fail (SOUP_IS_SESSION (session));
   g_return_if_fail (url != NULL);
@@ -302,12 +178,8 @@ gt_remote_api_query_async (SoupSession *session, const char *url, const char *id
 
   task = g_task_new (NULL, cancellable, callback, user_data);
   g_task_set_source_tag (task, gt_remote_api_query_async);
-  /* Errors are mapped here (timeout vs cancel), not by GTask. */
+  /* Errors are mapped by fetch_cb (timeout vs cancel), not by GTask. */
   g_task_set_check_cancellable (task, FALSE);
-  req = g_new0 (Request, 1);
-  req->cancellable = g_cancellable_new ();
-  req->timeout_ms = timeout_ms;
-  g_task_set_task_data (task, req, (GDestroyNotify) request_free);
 
   /* network_client_id is added to whatever query the URL already has. */
   base = g_uri_parse (url, SOUP_HTTP_URI_FLAGS, NULL);
@@ -318,9 +190,9 @@ gt_remote_api_query_async (SoupSession *session, const char *url, const char *id
       g_string_append_printf (query, "%snetwork_client_id=%s", query->len > 0 ? "&" : "",
                               escaped);
       full = soup_uri_copy (base, SOUP_URI_QUERY, query->str, SOUP_URI_NONE);
-      req->msg = soup_message_new_from_uri (SOUP_METHOD_GET, full);
+      msg = soup_message_new_from_uri (SOUP_METHOD_GET, full);
     }
-  if (req->msg == NULL)
+  if (msg == NULL)
     {
       g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                                "the remote API address is not a valid http(s) URL");
@@ -328,23 +200,10 @@ gt_remote_api_query_async (SoupSession *session, const char *url, const char *id
       return;
     }
   request_id = g_strdup_printf ("%" G_GINT64_FORMAT, g_get_real_time () / G_USEC_PER_SEC);
-  soup_message_headers_replace (soup_message_get_request_headers (req->msg), "Request-Id",
+  soup_message_headers_replace (soup_message_get_request_headers (msg), "Request-Id",
                                 request_id);
-  if (cancellable != NULL)
-    {
-      req->caller = g_object_ref (cancellable);
-      /* Runs at once if already cancelled: then the send fails with CANCELLED right away. */
-      req->caller_handler = g_cancellable_connect (cancellable, G_CALLBACK (caller_cancelled_cb),
-                                                   g_object_ref (req->cancellable),
-                                                   g_object_unref);
-    }
-  if (timeout_ms > 0)
-    {
-      req->timer = g_timeout_source_new (timeout_ms);
-      g_task_attach_source (task, req->timer, timeout_cb);
-    }
-  soup_session_send_async (session, req->msg, G_PRIORITY_DEFAULT, req->cancellable, send_cb,
-                           task);
+  gt_http_fetch_async (session, msg, "the remote API", GT_REMOTE_API_MAX_BODY, timeout_ms,
+                       cancellable, fetch_cb, task);
 }
 
 char *

@@ -5,12 +5,12 @@
 #include <json-glib/json-glib.h>
 
 #include "gt-auth-api.h"
+#include "gt-http-fetch.h"
 
 G_DEFINE_QUARK (gt-auth-error-quark, gt_auth_error)
 
 /* json-glib parses nested values recursively: bound the depth before handing it the bytes. */
 #define MAX_DEPTH 32
-#define READ_CHUNK 16384
 
 /* Parser ------------------------------------------------------------------------------------ */
 
@@ -136,164 +136,6 @@ gt_auth_api_parse_response (const char *body, gsize len, char ***prefixes_out, G
 
 /* Request ----------------------------------------------------------------------------------- */
 
-typedef struct
-{
-  SoupSession *session;
-  SoupMessage *msg;
-  GCancellable *cancellable; /* ours: fires on timeout or when the caller cancels */
-  GCancellable *caller;
-  gulong caller_handler;
-  GSource *timer;
-  guint timeout_ms;
-  gboolean timed_out;
-  GInputStream *stream;
-  GByteArray *body;
-} Request;
-
-static void
-request_free (Request *req)
-{
-  if (req->timer != NULL)
-    {
-      g_source_destroy (req->timer);
-      g_source_unref (req->timer);
-    }
-  if (req->caller != NULL)
-    {
-      g_cancellable_disconnect (req->caller, req->caller_handler);
-      g_object_unref (req->caller);
-    }
-  g_clear_object (&req->stream);
-  g_clear_object (&req->msg);
-  g_clear_object (&req->session);
-  g_clear_object (&req->cancellable);
-  g_clear_pointer (&req->body, g_byte_array_unref);
-  g_free (req);
-}
-
-static void
-caller_cancelled_cb (GCancellable *caller, gpointer user_data)
-{
-  g_cancellable_cancel (G_CANCELLABLE (user_data));
-}
-
-static gboolean
-timeout_cb (gpointer user_data)
-{
-  GTask *task = user_data;
-  Request *req = g_task_get_task_data (task);
-
-  req->timed_out = TRUE;
-  g_cancellable_cancel (req->cancellable);
-  return G_SOURCE_REMOVE;
-}
-
-/* Ends the request: stops the timer, then reports. Takes the task reference. */
-static void
-finish_error (GTask *task, GError *error)
-{
-  Request *req = g_task_get_task_data (task);
-
-  if (req->timer != NULL)
-    g_source_destroy (req->timer);
-  if (req->timed_out)
-    {
-      g_task_return_new_error (task, GT_AUTH_ERROR, GT_AUTH_ERROR_TIMEOUT,
-                               "the auth API did not answer within %u ms", req->timeout_ms);
-      g_error_free (error);
-    }
-  else if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED)
-           || error->domain == GT_AUTH_ERROR)
-    {
-      g_task_return_error (task, error);
-    }
-  else
-    {
-      /* Transport errors keep their domain and code; the message names no secret (the
-       * request body is never part of it). */
-      g_prefix_error (&error, "auth API request failed: ");
-      g_task_return_error (task, error);
-    }
-  g_object_unref (task);
-}
-
-static void
-read_cb (GObject *source, GAsyncResult *res, gpointer user_data)
-{
-  GTask *task = user_data;
-  Request *req = g_task_get_task_data (task);
-  g_autoptr (GBytes) bytes = NULL;
-  GError *error = NULL;
-  char **prefixes = NULL;
-
-  bytes = g_input_stream_read_bytes_finish (G_INPUT_STREAM (source), res, &error);
-  if (bytes == NULL)
-    {
-      finish_error (task, error);
-      return;
-    }
-  if (g_bytes_get_size (bytes) > 0)
-    {
-      g_byte_array_append (req->body, g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes));
-      if (req->body->len > GT_AUTH_API_MAX_BODY)
-        {
-          finish_error (task, g_error_new_literal (GT_AUTH_ERROR, GT_AUTH_ERROR_BAD_RESPONSE,
-                                                   "bad auth API response: body larger than "
-                                                   "64 KiB"));
-          return;
-        }
-      g_input_stream_read_bytes_async (req->stream, READ_CHUNK, G_PRIORITY_DEFAULT,
-                                       req->cancellable, read_cb, task);
-      return;
-    }
-
-  if (!gt_auth_api_parse_response ((const char *) req->body->data, req->body->len, &prefixes,
-                                   &error))
-    {
-      finish_error (task, error);
-      return;
-    }
-  if (req->timer != NULL)
-    g_source_destroy (req->timer);
-  g_task_return_pointer (task, prefixes, (GDestroyNotify) g_strfreev);
-  g_object_unref (task);
-}
-
-static void
-send_cb (GObject *source, GAsyncResult *res, gpointer user_data)
-{
-  GTask *task = user_data;
-  Request *req = g_task_get_task_data (task);
-  GError *error = NULL;
-  guint status;
-  goffset length;
-
-  req->stream = soup_session_send_finish (SOUP_SESSION (source), res, &error);
-  if (req->stream == NULL)
-    {
-      finish_error (task, error);
-      return;
-    }
-  status = soup_message_get_status (req->msg);
-  if (status != SOUP_STATUS_OK)
-    {
-      finish_error (task, g_error_new (GT_AUTH_ERROR, GT_AUTH_ERROR_HTTP,
-                                       "the auth API answered HTTP %u", status));
-      return;
-    }
-  /* A declared length over the bound is refused before reading any of it. */
-  length = soup_message_headers_get_content_length (soup_message_get_response_headers (req->msg));
-  if (length > GT_AUTH_API_MAX_BODY)
-    {
-      finish_error (task, g_error_new_literal (GT_AUTH_ERROR, GT_AUTH_ERROR_BAD_RESPONSE,
-                                               "bad auth API response: body larger than 64 KiB"));
-      return;
-    }
-  req->body = g_byte_array_new ();
-  g_input_stream_read_bytes_async (req->stream, READ_CHUNK, G_PRIORITY_DEFAULT, req->cancellable,
-                                   read_cb, task);
-}
-
 static GBytes *
 build_body (const char *id, const char *secret, const char *const *prefixes)
 {
@@ -321,6 +163,33 @@ build_body (const char *id, const char *secret, const char *const *prefixes)
   return g_bytes_new_take (text, len);
 }
 
+static void
+fetch_cb (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  g_autoptr (GBytes) body = NULL;
+  GError *error = NULL;
+  char **prefixes = NULL;
+  gsize len;
+  const char *data;
+
+  body = gt_http_fetch_finish (res, &error);
+  if (body == NULL)
+    {
+      error = gt_http_fetch_error_as (error, GT_AUTH_ERROR, GT_AUTH_ERROR_TIMEOUT,
+                                      GT_AUTH_ERROR_HTTP, GT_AUTH_ERROR_BAD_RESPONSE);
+      g_task_return_error (task, error);
+      return;
+    }
+  data = g_bytes_get_data (body, &len);
+  if (!gt_auth_api_parse_response (data, len, &prefixes, &error))
+    {
+      g_task_return_error (task, error);
+      return;
+    }
+  g_task_return_pointer (task, prefixes, (GDestroyNotify) g_strfreev);
+}
+
 void
 gt_auth_api_request_async (SoupSession *session, const char *url, const char *id,
                            const char *secret, const char *const *prefixes, guint timeout_ms,
@@ -328,7 +197,7 @@ gt_auth_api_request_async (SoupSession *session, const char *url, const char *id
                            gpointer user_data)
 {
   GTask *task;
-  Request *req;
+  g_autoptr (SoupMessage) msg = NULL;
   g_autoptr (GBytes) body = NULL;
   g_autofree char *request_id = NULL;
 
@@ -340,16 +209,10 @@ gt_auth_api_request_async (SoupSession *session, const char *url, const char *id
 
   task = g_task_new (NULL, cancellable, callback, user_data);
   g_task_set_source_tag (task, gt_auth_api_request_async);
-  /* Errors are mapped here (timeout vs cancel), not by GTask. */
+  /* Errors are mapped by fetch_cb (timeout vs cancel), not by GTask. */
   g_task_set_check_cancellable (task, FALSE);
-  req = g_new0 (Request, 1);
-  req->session = g_object_ref (session);
-  req->cancellable = g_cancellable_new ();
-  req->timeout_ms = timeout_ms;
-  g_task_set_task_data (task, req, (GDestroyNotify) request_free);
-
-  req->msg = soup_message_new (SOUP_METHOD_POST, url);
-  if (req->msg == NULL)
+  msg = soup_message_new (SOUP_METHOD_POST, url);
+  if (msg == NULL)
     {
       g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                                "the auth API address is not a valid http(s) URL");
@@ -357,26 +220,12 @@ gt_auth_api_request_async (SoupSession *session, const char *url, const char *id
       return;
     }
   body = build_body (id, secret, prefixes);
-  soup_message_set_request_body_from_bytes (req->msg, "application/json", body);
+  soup_message_set_request_body_from_bytes (msg, "application/json", body);
   request_id = g_strdup_printf ("%" G_GINT64_FORMAT, g_get_real_time () / G_USEC_PER_SEC);
-  soup_message_headers_replace (soup_message_get_request_headers (req->msg), "Request-Id",
+  soup_message_headers_replace (soup_message_get_request_headers (msg), "Request-Id",
                                 request_id);
-
-  if (cancellable != NULL)
-    {
-      req->caller = g_object_ref (cancellable);
-      /* Runs at once if already cancelled: then the send fails with CANCELLED right away. */
-      req->caller_handler = g_cancellable_connect (cancellable, G_CALLBACK (caller_cancelled_cb),
-                                                   g_object_ref (req->cancellable),
-                                                   g_object_unref);
-    }
-  if (timeout_ms > 0)
-    {
-      req->timer = g_timeout_source_new (timeout_ms);
-      g_task_attach_source (task, req->timer, timeout_cb);
-    }
-  soup_session_send_async (session, req->msg, G_PRIORITY_DEFAULT, req->cancellable, send_cb,
-                           task);
+  gt_http_fetch_async (session, msg, "the auth API", GT_AUTH_API_MAX_BODY, timeout_ms,
+                       cancellable, fetch_cb, task);
 }
 
 char **
