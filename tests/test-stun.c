@@ -195,6 +195,129 @@ test_malformed (void)
   expect_fail (buf, 20 + 4 * (GT_STUN_MAX_ATTRIBUTES + 1), GT_STUN_ERROR_TOO_LARGE);
 }
 
+/* RFC 5769 §2.4: a request with long-term authentication (username "マトリックス", password
+ * "TheMatrIX" after SASLprep, realm "example.org"). */
+static const guint8 rfc5769_long_term[] = {
+  0x00, 0x01, 0x00, 0x60, 0x21, 0x12, 0xa4, 0x42, 0x78, 0xad, 0x34, 0x33, 0xc6, 0xad, 0x72, 0xc0,
+  0x29, 0xda, 0x41, 0x2e, 0x00, 0x06, 0x00, 0x12, 0xe3, 0x83, 0x9e, 0xe3, 0x83, 0x88, 0xe3, 0x83,
+  0xaa, 0xe3, 0x83, 0x83, 0xe3, 0x82, 0xaf, 0xe3, 0x82, 0xb9, 0x00, 0x00, 0x00, 0x15, 0x00, 0x1c,
+  0x66, 0x2f, 0x2f, 0x34, 0x39, 0x39, 0x6b, 0x39, 0x35, 0x34, 0x64, 0x36, 0x4f, 0x4c, 0x33, 0x34,
+  0x6f, 0x4c, 0x39, 0x46, 0x53, 0x54, 0x76, 0x79, 0x36, 0x34, 0x73, 0x41, 0x00, 0x14, 0x00, 0x0b,
+  0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x2e, 0x6f, 0x72, 0x67, 0x00, 0x00, 0x08, 0x00, 0x14,
+  0xf6, 0x70, 0x24, 0x65, 0x6d, 0xd6, 0x4a, 0x3e, 0x02, 0xb8, 0xe0, 0x71, 0x2e, 0x85, 0xc9, 0xa2,
+  0x8c, 0xa8, 0x96, 0x66,
+};
+
+static void
+test_integrity (void)
+{
+  static const char short_term[] = "VOkJxbRl1RmTxUk/WvJxBt";
+  g_autoptr (GError) error = NULL;
+  guint8 key[16];
+  guint8 bad[sizeof rfc5769_request];
+  GtStunMessage msg;
+
+  /* Short-term credentials: the key is the password. */
+  g_assert_true (gt_stun_parse (rfc5769_request, sizeof rfc5769_request, &msg, &error));
+  g_assert_cmpuint (msg.integrity_offset, ==, 0x4c);
+  g_assert_cmpmem (msg.username, msg.username_len, "evtj:h6vY", 9);
+  g_assert_true (gt_stun_check_integrity (rfc5769_request, &msg, (const guint8 *) short_term,
+                                          strlen (short_term)));
+  g_assert_false (gt_stun_check_integrity (rfc5769_request, &msg, (const guint8 *) "x", 1));
+  /* A changed byte before MESSAGE-INTEGRITY breaks it (and the FINGERPRINT: drop that). */
+  memcpy (bad, rfc5769_request, sizeof bad);
+  bad[0x40] ^= 1;
+  bad[3] = 0x58 - 8;
+  g_assert_true (gt_stun_parse (bad, sizeof bad - 8, &msg, NULL));
+  g_assert_false (gt_stun_check_integrity (bad, &msg, (const guint8 *) short_term,
+                                           strlen (short_term)));
+
+  /* Long-term credentials. */
+  g_assert_true (gt_stun_parse (rfc5769_long_term, sizeof rfc5769_long_term, &msg, &error));
+  g_assert_no_error (error);
+  g_assert_cmpmem (msg.realm, msg.realm_len, "example.org", 11);
+  g_assert_cmpmem (msg.nonce, msg.nonce_len, "f//499k954d6OL34oL9FSTvy64sA", 28);
+  gt_stun_long_term_key ("\xe3\x83\x9e\xe3\x83\x88\xe3\x83\xaa\xe3\x83\x83\xe3\x82\xaf\xe3\x82\xb9",
+                         "example.org", "TheMatrIX", key);
+  g_assert_true (gt_stun_check_integrity (rfc5769_long_term, &msg, key, sizeof key));
+  gt_stun_long_term_key ("\xe3\x83\x9e\xe3\x83\x88\xe3\x83\xaa\xe3\x83\x83\xe3\x82\xaf\xe3\x82\xb9",
+                         "example.org", "TheMatrix", key);
+  g_assert_false (gt_stun_check_integrity (rfc5769_long_term, &msg, key, sizeof key));
+}
+
+/* A TURN Allocate success built with a key parses back with every attribute and checks. */
+static void
+test_turn_roundtrip (void)
+{
+  static const guint8 txid[12] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 };
+  static const guint8 key[16] = { 0x42 };
+  GtStunAddress relayed = { .family = 4, .bytes = { 127, 0, 0, 1 }, .port = 50000 };
+  GtStunAddress peer = { .family = 6, .bytes = { [15] = 1 }, .port = 4242 };
+  guint8 out[GT_TURN_MAX_MESSAGE];
+  guint8 payload[3000];
+  GtStunBuilder b;
+  GtStunMessage msg;
+  gsize n;
+
+  gt_stun_builder_init (&b, out, sizeof out, GT_STUN_METHOD_ALLOCATE, GT_STUN_CLASS_SUCCESS, txid);
+  g_assert_true (gt_stun_builder_add_xor_address (&b, GT_STUN_ATTR_XOR_RELAYED_ADDRESS, &relayed));
+  g_assert_true (gt_stun_builder_add_u32 (&b, GT_STUN_ATTR_LIFETIME, 600));
+  n = gt_stun_builder_finish (&b, key, sizeof key);
+  g_assert_cmpuint (n, >, 0);
+  g_assert_true (gt_stun_parse_turn (out, n, &msg, NULL));
+  g_assert_cmpuint (msg.method, ==, GT_STUN_METHOD_ALLOCATE);
+  g_assert_cmpint (msg.klass, ==, GT_STUN_CLASS_SUCCESS);
+  g_assert_true (msg.has_xor_relayed);
+  g_assert_cmpmem (msg.xor_relayed.bytes, 4, relayed.bytes, 4);
+  g_assert_cmpuint (msg.xor_relayed.port, ==, 50000);
+  g_assert_true (msg.has_lifetime);
+  g_assert_cmpuint (msg.lifetime, ==, 600);
+  g_assert_true (msg.has_fingerprint);
+  g_assert_true (gt_stun_check_integrity (out, &msg, key, sizeof key));
+
+  /* A Send indication with a large DATA: too large for plain STUN, fine for TURN. */
+  memset (payload, 0xab, sizeof payload);
+  gt_stun_builder_init (&b, out, sizeof out, GT_STUN_METHOD_SEND, GT_STUN_CLASS_INDICATION, txid);
+  g_assert_true (gt_stun_builder_add_xor_address (&b, GT_STUN_ATTR_XOR_PEER_ADDRESS, &peer));
+  g_assert_true (gt_stun_builder_add_bytes (&b, GT_STUN_ATTR_DATA, payload, sizeof payload));
+  /* What does not fit is refused and leaves the message as it was. */
+  g_assert_false (gt_stun_builder_add_bytes (&b, GT_STUN_ATTR_DATA, payload, sizeof payload));
+  n = gt_stun_builder_finish (&b, NULL, 0);
+  g_assert_false (gt_stun_parse (out, n, &msg, NULL));
+  g_assert_true (gt_stun_parse_turn (out, n, &msg, NULL));
+  g_assert_cmpuint (msg.n_peers, ==, 1);
+  g_assert_cmpuint (msg.peers[0].family, ==, 6);
+  g_assert_cmpmem (msg.peers[0].bytes, 16, peer.bytes, 16);
+  g_assert_cmpuint (msg.peers[0].port, ==, 4242);
+  g_assert_cmpmem (msg.data, msg.data_len, payload, sizeof payload);
+}
+
+static void
+test_channel_data (void)
+{
+  guint8 out[64];
+  const guint8 *data;
+  gsize len, data_len;
+  guint16 channel;
+
+  len = gt_turn_channel_data_build (0x4001, (const guint8 *) "hello", 5, out);
+  g_assert_cmpuint (len, ==, 9);
+  g_assert_true (gt_turn_channel_data_parse (out, len, &channel, &data, &data_len));
+  g_assert_cmpuint (channel, ==, 0x4001);
+  g_assert_cmpmem (data, data_len, "hello", 5);
+  /* Padding after the data is allowed; a length past the datagram or a channel out of range
+   * is not. */
+  memset (out + len, 0, 3);
+  g_assert_true (gt_turn_channel_data_parse (out, len + 3, &channel, &data, &data_len));
+  g_assert_cmpuint (data_len, ==, 5);
+  g_assert_false (gt_turn_channel_data_parse (out, len - 1, &channel, &data, &data_len));
+  g_assert_false (gt_turn_channel_data_parse (out, 3, &channel, &data, &data_len));
+  out[0] = 0x50;
+  g_assert_false (gt_turn_channel_data_parse (out, len, &channel, &data, &data_len));
+  out[0] = 0x3f;
+  g_assert_false (gt_turn_channel_data_parse (out, len, &channel, &data, &data_len));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -204,5 +327,8 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/protocol/stun/build-roundtrip", test_build_roundtrip);
   g_test_add_func ("/gt/protocol/stun/error-unknown", test_error_unknown);
   g_test_add_func ("/gt/protocol/stun/malformed", test_malformed);
+  g_test_add_func ("/gt/protocol/stun/integrity", test_integrity);
+  g_test_add_func ("/gt/protocol/stun/turn-roundtrip", test_turn_roundtrip);
+  g_test_add_func ("/gt/protocol/stun/channel-data", test_channel_data);
   return g_test_run ();
 }

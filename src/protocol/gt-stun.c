@@ -1,4 +1,4 @@
-/* gt-stun.c: STUN (RFC 8489) message parsing and building, bytes only. */
+/* gt-stun.c: STUN (RFC 8489) and TURN (RFC 8656) message parsing and building, bytes only. */
 #include "config.h"
 
 #include "gt-stun.h"
@@ -72,6 +72,16 @@ attribute_known (guint16 type)
     case GT_STUN_ATTR_XOR_MAPPED_ADDRESS:
     case GT_STUN_ATTR_PRIORITY:
     case GT_STUN_ATTR_USE_CANDIDATE:
+    case GT_STUN_ATTR_CHANNEL_NUMBER:
+    case GT_STUN_ATTR_LIFETIME:
+    case GT_STUN_ATTR_XOR_PEER_ADDRESS:
+    case GT_STUN_ATTR_DATA:
+    case GT_STUN_ATTR_XOR_RELAYED_ADDRESS:
+    case GT_STUN_ATTR_REQUESTED_ADDRESS_FAMILY:
+    case GT_STUN_ATTR_EVEN_PORT:
+    case GT_STUN_ATTR_REQUESTED_TRANSPORT:
+    case GT_STUN_ATTR_DONT_FRAGMENT:
+    case GT_STUN_ATTR_RESERVATION_TOKEN:
       return TRUE;
     default:
       return type >= 0x8000;
@@ -110,8 +120,90 @@ parse_xor_address (const guint8 *header, const guint8 *v, guint16 len, GtStunAdd
   return TRUE;
 }
 
-gboolean
-gt_stun_parse (const guint8 *buf, gsize len, GtStunMessage *out, GError **error)
+/* A string-like attribute (USERNAME, REALM, NONCE): bounded as RFC 8489 says (< 763 bytes). */
+static gboolean
+take_text (const guint8 *v, guint16 alen, const guint8 **ptr, guint16 *len)
+{
+  if (alen > 763)
+    return FALSE;
+  *ptr = v;
+  *len = alen;
+  return TRUE;
+}
+
+/* The TURN attributes; FALSE when one is malformed. */
+static gboolean
+parse_turn_attribute (const guint8 *buf, guint16 atype, const guint8 *v, guint16 alen,
+                      GtStunMessage *out)
+{
+  switch (atype)
+    {
+    case GT_STUN_ATTR_USERNAME:
+      return take_text (v, alen, &out->username, &out->username_len);
+    case GT_STUN_ATTR_REALM:
+      return take_text (v, alen, &out->realm, &out->realm_len);
+    case GT_STUN_ATTR_NONCE:
+      return take_text (v, alen, &out->nonce, &out->nonce_len);
+    case GT_STUN_ATTR_DATA:
+      out->data = v;
+      out->data_len = alen;
+      return TRUE;
+    case GT_STUN_ATTR_LIFETIME:
+      if (alen != 4)
+        return FALSE;
+      out->has_lifetime = TRUE;
+      out->lifetime = rd32 (v);
+      return TRUE;
+    case GT_STUN_ATTR_CHANNEL_NUMBER:
+      if (alen != 4)
+        return FALSE;
+      out->has_channel = TRUE;
+      out->channel = rd16 (v);
+      return TRUE;
+    case GT_STUN_ATTR_REQUESTED_TRANSPORT:
+      if (alen != 4)
+        return FALSE;
+      out->requested_transport = v[0];
+      return TRUE;
+    case GT_STUN_ATTR_REQUESTED_ADDRESS_FAMILY:
+      if (alen != 4 || (v[0] != 0x01 && v[0] != 0x02))
+        return FALSE;
+      out->requested_family = v[0] == 0x01 ? 4 : 6;
+      return TRUE;
+    case GT_STUN_ATTR_EVEN_PORT:
+      if (alen != 1)
+        return FALSE;
+      out->has_even_port = TRUE;
+      return TRUE;
+    case GT_STUN_ATTR_RESERVATION_TOKEN:
+      if (alen != 8)
+        return FALSE;
+      out->has_reservation_token = TRUE;
+      return TRUE;
+    case GT_STUN_ATTR_DONT_FRAGMENT:
+      if (alen != 0)
+        return FALSE;
+      out->dont_fragment = TRUE;
+      return TRUE;
+    case GT_STUN_ATTR_XOR_PEER_ADDRESS:
+      if (out->n_peers >= GT_STUN_MAX_PEERS)
+        return FALSE;
+      if (!parse_xor_address (buf, v, alen, &out->peers[out->n_peers]))
+        return FALSE;
+      out->n_peers++;
+      return TRUE;
+    case GT_STUN_ATTR_XOR_RELAYED_ADDRESS:
+      if (!parse_xor_address (buf, v, alen, &out->xor_relayed))
+        return FALSE;
+      out->has_xor_relayed = TRUE;
+      return TRUE;
+    default:
+      return TRUE;
+    }
+}
+
+static gboolean
+parse_limited (const guint8 *buf, gsize len, gsize limit, GtStunMessage *out, GError **error)
 {
   guint16 type, body_len;
   gsize pos;
@@ -121,9 +213,10 @@ gt_stun_parse (const guint8 *buf, gsize len, GtStunMessage *out, GError **error)
   g_return_val_if_fail (out != NULL, FALSE);
 
   memset (out, 0, sizeof *out);
+  out->requested_transport = -1;
   if (!gt_stun_looks_like_stun (buf, len))
     return fail (error, GT_STUN_ERROR_NOT_STUN, "not a STUN message");
-  if (len > GT_STUN_MAX_MESSAGE)
+  if (len > limit)
     return fail (error, GT_STUN_ERROR_TOO_LARGE, "STUN message too large");
   type = rd16 (buf);
   body_len = rd16 (buf + 2);
@@ -154,8 +247,19 @@ gt_stun_parse (const guint8 *buf, gsize len, GtStunMessage *out, GError **error)
       if (padded > len - pos - 4)
         return fail (error, GT_STUN_ERROR_MALFORMED, "STUN attribute runs past the message");
 
+      /* After MESSAGE-INTEGRITY only FINGERPRINT counts (RFC 8489 §14.5). */
+      if (out->integrity_offset != 0 && atype != GT_STUN_ATTR_FINGERPRINT)
+        {
+          pos += 4 + padded;
+          continue;
+        }
       switch (atype)
         {
+        case GT_STUN_ATTR_MESSAGE_INTEGRITY:
+          if (alen != 20)
+            return fail (error, GT_STUN_ERROR_MALFORMED, "bad STUN MESSAGE-INTEGRITY length");
+          out->integrity_offset = pos;
+          break;
         case GT_STUN_ATTR_FINGERPRINT:
           if (alen != 4)
             return fail (error, GT_STUN_ERROR_MALFORMED, "bad STUN FINGERPRINT length");
@@ -176,6 +280,8 @@ gt_stun_parse (const guint8 *buf, gsize len, GtStunMessage *out, GError **error)
         default:
           if (!attribute_known (atype) && out->n_unknown < GT_STUN_MAX_UNKNOWN)
             out->unknown[out->n_unknown++] = atype;
+          else if (!parse_turn_attribute (buf, atype, v, alen, out))
+            return fail (error, GT_STUN_ERROR_MALFORMED, "bad STUN or TURN attribute");
           break;
         }
       pos += 4 + padded;
@@ -183,106 +289,262 @@ gt_stun_parse (const guint8 *buf, gsize len, GtStunMessage *out, GError **error)
   return TRUE;
 }
 
+gboolean
+gt_stun_parse (const guint8 *buf, gsize len, GtStunMessage *out, GError **error)
+{
+  return parse_limited (buf, len, GT_STUN_MAX_MESSAGE, out, error);
+}
+
+gboolean
+gt_stun_parse_turn (const guint8 *buf, gsize len, GtStunMessage *out, GError **error)
+{
+  return parse_limited (buf, len, GT_TURN_MAX_MESSAGE, out, error);
+}
+
+void
+gt_stun_long_term_key (const char *username, const char *realm, const char *password,
+                       guint8 key[16])
+{
+  g_autoptr (GChecksum) md5 = g_checksum_new (G_CHECKSUM_MD5);
+  gsize len = 16;
+
+  g_checksum_update (md5, (const guchar *) username, -1);
+  g_checksum_update (md5, (const guchar *) ":", 1);
+  g_checksum_update (md5, (const guchar *) realm, -1);
+  g_checksum_update (md5, (const guchar *) ":", 1);
+  g_checksum_update (md5, (const guchar *) password, -1);
+  g_checksum_get_digest (md5, key, &len);
+}
+
+/* HMAC-SHA1 over buf[0..upto) with the header's length set to end just after a
+ * MESSAGE-INTEGRITY attribute placed at upto (RFC 8489 §14.5). */
+static void
+integrity (const guint8 *buf, gsize upto, const guint8 *key, gsize key_len, guint8 mac[20])
+{
+  g_autoptr (GHmac) hmac = g_hmac_new (G_CHECKSUM_SHA1, key, key_len);
+  guint8 header[GT_STUN_HEADER_SIZE];
+  gsize len = 20;
+
+  memcpy (header, buf, GT_STUN_HEADER_SIZE);
+  wr16 (header + 2, (guint16) (upto + 24 - GT_STUN_HEADER_SIZE));
+  g_hmac_update (hmac, header, GT_STUN_HEADER_SIZE);
+  g_hmac_update (hmac, buf + GT_STUN_HEADER_SIZE, upto - GT_STUN_HEADER_SIZE);
+  g_hmac_get_digest (hmac, mac, &len);
+}
+
+gboolean
+gt_stun_check_integrity (const guint8 *buf, const GtStunMessage *msg, const guint8 *key,
+                         gsize key_len)
+{
+  guint8 mac[20];
+  guint8 diff = 0;
+
+  g_return_val_if_fail (buf != NULL && msg != NULL && key != NULL, FALSE);
+  if (msg->integrity_offset < GT_STUN_HEADER_SIZE || msg->integrity_offset + 24 > msg->length)
+    return FALSE;
+  integrity (buf, msg->integrity_offset, key, key_len, mac);
+  /* Compared in constant time: the MAC is a credential check. */
+  for (guint i = 0; i < 20; i++)
+    diff |= mac[i] ^ buf[msg->integrity_offset + 4 + i];
+  return diff == 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Building */
 
-static void
-put_header (guint8 *out, guint16 method, GtStunClass klass, const guint8 transaction_id[12])
+void
+gt_stun_builder_init (GtStunBuilder *b, guint8 *out, gsize cap, guint16 method,
+                      GtStunClass klass, const guint8 transaction_id[12])
 {
   guint16 type = (guint16) ((method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2)
                             | ((klass & 0x1) << 4) | ((klass & 0x2) << 7));
 
+  g_return_if_fail (cap >= GT_STUN_HEADER_SIZE);
+  b->out = out;
+  b->cap = MIN (cap, (gsize) G_MAXUINT16);
+  b->pos = GT_STUN_HEADER_SIZE;
   wr16 (out, type);
   wr16 (out + 2, 0);
   wr32 (out + 4, GT_STUN_MAGIC_COOKIE);
   memcpy (out + 8, transaction_id, 12);
 }
 
-/* Appends an attribute (zero padding) at *pos and returns a pointer to its value. */
+/* Reserves an attribute (zero padding) and returns a pointer to its value, or NULL if it does not
+ * fit. */
 static guint8 *
-put_attr (guint8 *out, gsize *pos, guint16 type, const void *value, guint16 len)
+reserve (GtStunBuilder *b, guint16 type, gsize len)
 {
-  guint8 *v = out + *pos + 4;
-  gsize padded = ((gsize) len + 3) & ~(gsize) 3;
+  gsize padded = (len + 3) & ~(gsize) 3;
+  guint8 *v;
 
-  g_assert (*pos + 4 + padded <= GT_STUN_MAX_MESSAGE);
-  wr16 (out + *pos, type);
-  wr16 (out + *pos + 2, len);
-  if (value != NULL)
-    memcpy (v, value, len);
+  if (len > G_MAXUINT16 || b->pos + 4 + padded > b->cap)
+    return NULL;
+  v = b->out + b->pos + 4;
+  wr16 (b->out + b->pos, type);
+  wr16 (b->out + b->pos + 2, (guint16) len);
   memset (v + len, 0, padded - len);
-  *pos += 4 + padded;
+  b->pos += 4 + padded;
   return v;
 }
 
-/* SOFTWARE and FINGERPRINT, and the final length in the header. */
-static gsize
-finish (guint8 *out, gsize pos)
+gboolean
+gt_stun_builder_add_bytes (GtStunBuilder *b, guint16 type, const void *value, gsize len)
+{
+  guint8 *v = reserve (b, type, len);
+
+  if (v == NULL)
+    return FALSE;
+  if (len > 0)
+    memcpy (v, value, len);
+  return TRUE;
+}
+
+gboolean
+gt_stun_builder_add_u32 (GtStunBuilder *b, guint16 type, guint32 value)
+{
+  guint8 *v = reserve (b, type, 4);
+
+  if (v == NULL)
+    return FALSE;
+  wr32 (v, value);
+  return TRUE;
+}
+
+gboolean
+gt_stun_builder_add_xor_address (GtStunBuilder *b, guint16 type, const GtStunAddress *address)
+{
+  gsize alen;
+  guint8 *v;
+
+  g_return_val_if_fail (address->family == 4 || address->family == 6, FALSE);
+  alen = address->family == 4 ? 4 : 16;
+  v = reserve (b, type, 4 + alen);
+  if (v == NULL)
+    return FALSE;
+  v[0] = 0;
+  v[1] = address->family == 4 ? 0x01 : 0x02;
+  wr16 (v + 2, address->port ^ (GT_STUN_MAGIC_COOKIE >> 16));
+  /* XORed with the cookie and the transaction id (header bytes 4..19). */
+  for (gsize i = 0; i < alen; i++)
+    v[4 + i] = address->bytes[i] ^ b->out[4 + i];
+  return TRUE;
+}
+
+gboolean
+gt_stun_builder_add_error (GtStunBuilder *b, guint code, const char *reason)
+{
+  gsize rlen = MIN (strlen (reason), 127);
+  guint8 *v;
+
+  g_return_val_if_fail (code >= 300 && code <= 699, FALSE);
+  v = reserve (b, GT_STUN_ATTR_ERROR_CODE, 4 + rlen);
+  if (v == NULL)
+    return FALSE;
+  v[0] = v[1] = 0;
+  v[2] = (guint8) (code / 100);
+  v[3] = (guint8) (code % 100);
+  memcpy (v + 4, reason, rlen);
+  return TRUE;
+}
+
+gsize
+gt_stun_builder_finish (GtStunBuilder *b, const guint8 *key, gsize key_len)
 {
   guint8 *v;
 
-  put_attr (out, &pos, GT_STUN_ATTR_SOFTWARE, SOFTWARE, sizeof SOFTWARE - 1);
+  /* SOFTWARE (8) + MESSAGE-INTEGRITY (24) + FINGERPRINT (8) */
+  if (b->pos + 8 + (key != NULL ? 24 : 0) + 8 > b->cap)
+    return 0;
+  gt_stun_builder_add_bytes (b, GT_STUN_ATTR_SOFTWARE, SOFTWARE, sizeof SOFTWARE - 1);
+  if (key != NULL)
+    {
+      gsize at = b->pos;
+
+      v = reserve (b, GT_STUN_ATTR_MESSAGE_INTEGRITY, 20);
+      integrity (b->out, at, key, key_len, v);
+    }
   /* The CRC covers the header with the length that already counts the FINGERPRINT. */
-  wr16 (out + 2, (guint16) (pos + 8 - GT_STUN_HEADER_SIZE));
-  v = put_attr (out, &pos, GT_STUN_ATTR_FINGERPRINT, NULL, 4);
-  wr32 (v, fingerprint (out, pos - 8));
-  return pos;
+  wr16 (b->out + 2, (guint16) (b->pos + 8 - GT_STUN_HEADER_SIZE));
+  v = reserve (b, GT_STUN_ATTR_FINGERPRINT, 4);
+  wr32 (v, fingerprint (b->out, b->pos - 8));
+  return b->pos;
 }
 
 gsize
 gt_stun_build_binding_request (const guint8 transaction_id[12], guint8 *out)
 {
-  g_return_val_if_fail (transaction_id != NULL && out != NULL, 0);
+  GtStunBuilder b;
 
-  put_header (out, GT_STUN_METHOD_BINDING, GT_STUN_CLASS_REQUEST, transaction_id);
-  return finish (out, GT_STUN_HEADER_SIZE);
+  g_return_val_if_fail (transaction_id != NULL && out != NULL, 0);
+  gt_stun_builder_init (&b, out, GT_STUN_MAX_MESSAGE, GT_STUN_METHOD_BINDING,
+                        GT_STUN_CLASS_REQUEST, transaction_id);
+  return gt_stun_builder_finish (&b, NULL, 0);
 }
 
 gsize
 gt_stun_build_binding_success (const GtStunMessage *request, const GtStunAddress *mapped,
                                guint8 *out)
 {
-  gsize pos = GT_STUN_HEADER_SIZE;
-  gsize alen;
-  guint8 *v;
+  GtStunBuilder b;
 
   g_return_val_if_fail (request != NULL && mapped != NULL && out != NULL, 0);
   g_return_val_if_fail (mapped->family == 4 || mapped->family == 6, 0);
-
-  alen = mapped->family == 4 ? 4 : 16;
-  put_header (out, request->method, GT_STUN_CLASS_SUCCESS, request->transaction_id);
-  v = put_attr (out, &pos, GT_STUN_ATTR_XOR_MAPPED_ADDRESS, NULL, (guint16) (4 + alen));
-  v[0] = 0;
-  v[1] = mapped->family == 4 ? 0x01 : 0x02;
-  wr16 (v + 2, mapped->port ^ (GT_STUN_MAGIC_COOKIE >> 16));
-  for (gsize i = 0; i < alen; i++)
-    v[4 + i] = mapped->bytes[i] ^ out[4 + i];
-  return finish (out, pos);
+  gt_stun_builder_init (&b, out, GT_STUN_MAX_MESSAGE, request->method, GT_STUN_CLASS_SUCCESS,
+                        request->transaction_id);
+  gt_stun_builder_add_xor_address (&b, GT_STUN_ATTR_XOR_MAPPED_ADDRESS, mapped);
+  return gt_stun_builder_finish (&b, NULL, 0);
 }
 
 gsize
 gt_stun_build_error (const GtStunMessage *request, guint code, const char *reason, guint8 *out)
 {
-  gsize pos = GT_STUN_HEADER_SIZE;
-  gsize rlen;
-  guint8 *v;
+  GtStunBuilder b;
 
   g_return_val_if_fail (request != NULL && reason != NULL && out != NULL, 0);
   g_return_val_if_fail (code >= 300 && code <= 699, 0);
-
-  rlen = MIN (strlen (reason), 127);
-  put_header (out, request->method, GT_STUN_CLASS_ERROR, request->transaction_id);
-  v = put_attr (out, &pos, GT_STUN_ATTR_ERROR_CODE, NULL, (guint16) (4 + rlen));
-  v[0] = v[1] = 0;
-  v[2] = (guint8) (code / 100);
-  v[3] = (guint8) (code % 100);
-  memcpy (v + 4, reason, rlen);
+  gt_stun_builder_init (&b, out, GT_STUN_MAX_MESSAGE, request->method, GT_STUN_CLASS_ERROR,
+                        request->transaction_id);
+  gt_stun_builder_add_error (&b, code, reason);
   if (code == 420 && request->n_unknown > 0)
     {
-      v = put_attr (out, &pos, GT_STUN_ATTR_UNKNOWN_ATTRIBUTES, NULL,
-                    (guint16) (2 * request->n_unknown));
+      guint8 types[2 * GT_STUN_MAX_UNKNOWN];
+
       for (guint i = 0; i < request->n_unknown; i++)
-        wr16 (v + 2 * i, request->unknown[i]);
+        wr16 (types + 2 * i, request->unknown[i]);
+      gt_stun_builder_add_bytes (&b, GT_STUN_ATTR_UNKNOWN_ATTRIBUTES, types,
+                                 2 * request->n_unknown);
     }
-  return finish (out, pos);
+  return gt_stun_builder_finish (&b, NULL, 0);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* ChannelData */
+
+gboolean
+gt_turn_channel_data_parse (const guint8 *buf, gsize len, guint16 *channel, const guint8 **data,
+                            gsize *data_len)
+{
+  guint16 number, dlen;
+
+  if (len < 4)
+    return FALSE;
+  number = rd16 (buf);
+  dlen = rd16 (buf + 2);
+  if (number < GT_TURN_CHANNEL_MIN || number > GT_TURN_CHANNEL_MAX || (gsize) dlen > len - 4)
+    return FALSE;
+  *channel = number;
+  *data = buf + 4;
+  *data_len = dlen;
+  return TRUE;
+}
+
+gsize
+gt_turn_channel_data_build (guint16 channel, const guint8 *data, gsize data_len, guint8 *out)
+{
+  g_return_val_if_fail (data_len <= G_MAXUINT16, 0);
+  wr16 (out, channel);
+  wr16 (out + 2, (guint16) data_len);
+  if (data_len > 0)
+    memcpy (out + 4, data, data_len);
+  return 4 + data_len;
 }

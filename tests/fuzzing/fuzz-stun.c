@@ -1,5 +1,5 @@
-/* fuzz-stun.c: libFuzzer target for the STUN parser (gt_stun_parse) and the answers built from
- * what it accepts. */
+/* fuzz-stun.c: libFuzzer target for the STUN and TURN parsers (gt_stun_parse, gt_stun_parse_turn,
+ * ChannelData, MESSAGE-INTEGRITY) and the answers built from what they accept. */
 #include "gt-stun.h"
 
 #include <stdlib.h>
@@ -17,6 +17,33 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
   GtStunAddress mapped = { .family = 4, .bytes = { 127, 0, 0, 1 }, .port = 3478 };
   gboolean ok = gt_stun_parse (copy, size, &msg, &error);
   gsize n;
+  static const guint8 key[16] = { 7 };
+  const guint8 *cdata;
+  gsize cdata_len;
+  guint16 channel;
+
+  /* ChannelData: the data lies inside the datagram. */
+  if (gt_turn_channel_data_parse (copy, size, &channel, &cdata, &cdata_len)
+      && (channel < GT_TURN_CHANNEL_MIN || channel > GT_TURN_CHANNEL_MAX || cdata != copy + 4
+          || cdata_len > size - 4))
+    abort ();
+  /* The TURN parser accepts all the STUN parser does, and its pointers stay inside. */
+  {
+    GtStunMessage turn;
+
+    if (gt_stun_parse_turn (copy, size, &turn, NULL))
+      {
+        if (turn.length != size || turn.n_peers > GT_STUN_MAX_PEERS
+            || (turn.data != NULL && (turn.data < copy || turn.data + turn.data_len > copy + size))
+            || (turn.username != NULL
+                && (turn.username < copy || turn.username + turn.username_len > copy + size))
+            || (turn.integrity_offset != 0 && turn.integrity_offset + 24 > size))
+          abort ();
+        (void) gt_stun_check_integrity (copy, &turn, key, sizeof key);
+      }
+    else if (ok)
+      abort ();
+  }
 
   /* A result says why it failed, and only then. */
   if (ok != (error == NULL) || (error != NULL && error->domain != GT_STUN_ERROR))
