@@ -1932,6 +1932,11 @@ test_server_validate_new (void)
     { "options:\n  tlsAddr: 443\n  sniAddr: ':443'\n",
       "v.yaml:3:12: sniAddr 0.0.0.0:443 is also the address of tlsAddr" },
     { "options:\n  apiAddr: 8081\n", "v.yaml: no listener: set options.addr, tlsAddr, sniAddr or quicAddr" },
+    { "options:\n  addr: 8080\n  turn: true\n",
+      "v.yaml:3:9: turn needs stunAddr (TURN is served on the STUN socket)" },
+    { "options:\n  addr: 8080\n  stunAddr: 3478\n  turn: true\n",
+      "v.yaml:4:9: turn needs turnRelayAddr when stunAddr listens on every address (the IP "
+      "peers reach relayed addresses on)" },
   };
 
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
@@ -1948,6 +1953,29 @@ test_server_validate_new (void)
       g_assert_cmpstr (error->message, ==, cases[i].expected);
     }
 
+  /* turnRelayAddr is an IP address; by default stunAddr's. */
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_assert_true (gt_server_config_load_data (config,
+                                               "options:\n  addr: 8080\n  stunAddr: "
+                                               "'[::1]:3478'\n  turn: true\n",
+                                               -1, "v.yaml", NULL, &error));
+    g_assert_true (gt_server_config_validate (config, NULL, &error));
+    g_assert_cmpstr (config->turn_relay_addr, ==, "::1");
+    g_assert_cmpuint (config->turn_max_allocations, ==, 10);
+  }
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_assert_true (gt_server_config_load_data (config,
+                                               "options:\n  addr: 8080\n  stunAddr: 3478\n"
+                                               "  turn: true\n  turnRelayAddr: relay\n",
+                                               -1, "v.yaml", NULL, &error));
+    g_assert_false (gt_server_config_validate (config, NULL, &error));
+    g_assert_cmpstr (error->message, ==,
+                     "v.yaml:5:18: bad turnRelayAddr 'relay': it must be an IP address");
+  }
   /* Values from the command line are reported as such. */
   {
     g_autoptr (GtServerConfig) config = gt_server_config_new ();

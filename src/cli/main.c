@@ -223,7 +223,16 @@ start_api_server (GtServer *server, GtApiServer **api_out, GError **error)
   return TRUE;
 }
 
-/* stunAddr: STUN Binding answers for P2P peers, beside the relay. */
+/* TURN credentials come from the users of the server's configuration. */
+static const char *
+turn_secret_cb (const char *user, gpointer user_data)
+{
+  const GtUserConfig *u = gt_server_config_find_user (gt_server_get_config (user_data), user);
+
+  return u != NULL && u->secret != NULL && u->secret[0] != '\0' ? u->secret : NULL;
+}
+
+/* stunAddr: STUN Binding answers for P2P peers, beside the relay; TURN when turn is set. */
 static gboolean
 start_stun_server (GtServer *server, GtStunServer **stun_out, GError **error)
 {
@@ -235,6 +244,21 @@ start_stun_server (GtServer *server, GtStunServer **stun_out, GError **error)
   stun = gt_stun_server_new (config->stun_addr);
   if (!gt_stun_server_start (stun, error))
     return FALSE;
+  if (config->turn)
+    {
+      GtTurnOptions options = {
+        .relay_ip = config->turn_relay_addr,
+        .allow_loopback = config->turn_allow_loopback,
+        .max_per_user = config->turn_max_allocations,
+        .max_allocations = 4096,
+        .secret_for = turn_secret_cb,
+        .secret_data = server,
+      };
+
+      gt_stun_server_enable_turn (stun, &options);
+      g_message ("TURN on %s (udp), relayed addresses on %s", config->stun_addr,
+                 config->turn_relay_addr);
+    }
   *stun_out = g_steal_pointer (&stun);
   return TRUE;
 }

@@ -334,6 +334,30 @@ gt_server_config_validate (GtServerConfig *config, GtConfigIssue **issue_out, GE
       if (g_ascii_strcasecmp (config->http_mux_header, "host") == 0)
         g_clear_pointer (&config->http_mux_header, g_free);
     }
+  if (config->turn && config->stun_addr == NULL)
+    return fail_key (priv->places, "turn", file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                     "turn needs stunAddr (TURN is served on the STUN socket)");
+  if (config->turn)
+    {
+      const char *relay = config->turn_relay_addr;
+      g_autoptr (GSocketConnectable) stun = NULL;
+      g_autoptr (GInetAddress) ip = NULL;
+
+      /* By default the relayed addresses are on stunAddr's IP (normalized to a literal). */
+      if (relay == NULL
+          && (stun = g_network_address_parse (config->stun_addr, 3478, NULL)) != NULL)
+        relay = g_network_address_get_hostname (G_NETWORK_ADDRESS (stun));
+      if (relay == NULL || (ip = g_inet_address_new_from_string (relay)) == NULL)
+        return fail_key (priv->places, "turnRelayAddr", file, GT_CONFIG_ERROR_VALUE, issue_out,
+                         error, "bad turnRelayAddr '%s': it must be an IP address",
+                         relay != NULL ? relay : "");
+      if (g_inet_address_get_is_any (ip))
+        return fail_key (priv->places, "turn", file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                         "turn needs turnRelayAddr when stunAddr listens on every address "
+                         "(the IP peers reach relayed addresses on)");
+      g_free (config->turn_relay_addr);
+      config->turn_relay_addr = g_inet_address_to_string (ip);
+    }
   if (config->ws_path != NULL && !_gt_config_url_path_is_sane (config->ws_path))
     return fail_key (priv->places, "wsPath", file, GT_CONFIG_ERROR_VALUE, issue_out, error,
                      "bad wsPath '%s': it must start with '/' and contain no space or '#'",

@@ -1042,6 +1042,7 @@ gt_server_config_free (GtServerConfig *config)
   g_strfreev (config->host_regex);
   g_free (config->api_addr);
   g_free (config->stun_addr);
+  g_free (config->turn_relay_addr);
   g_free (config->api_cert_file);
   g_free (config->api_key_file);
   g_free (config->api_tls_version);

@@ -108,6 +108,10 @@ typedef struct
   gboolean host_with_id;   /* host.withID / --hostWithID */
   char *api_addr;          /* options.apiAddr: "8081" → "127.0.0.1:8081"; NULL = unset */
   char *stun_addr;         /* options.stunAddr: UDP STUN server, normalized like addr; NULL = unset */
+  gboolean turn;           /* options.turn (ours): TURN relay on stunAddr */
+  char *turn_relay_addr;   /* options.turnRelayAddr (ours): IP of relayed addresses; NULL = stunAddr's */
+  gboolean turn_allow_loopback; /* options.turnAllowLoopback (ours): relay to loopback peers */
+  guint turn_max_allocations;   /* options.turnMaxAllocations (ours): per user, default 10 */
   char *api_cert_file;     /* options.apiCertFile */
   char *api_key_file;      /* options.apiKeyFile */
   char *api_tls_version;   /* options.apiTLSVersion, default "tls1.2" */

@@ -27,43 +27,10 @@ struct _GtStunServer
   guint16 port;
   guint64 answered;
   guint64 dropped;
+  GtTurnServer *turn;
 };
 
 G_DEFINE_FINAL_TYPE (GtStunServer, gt_stun_server, G_TYPE_OBJECT)
-
-static gboolean
-sockaddr_to_stun (const struct sockaddr_storage *ss, GtStunAddress *out)
-{
-  memset (out, 0, sizeof *out);
-  if (ss->ss_family == AF_INET)
-    {
-      const struct sockaddr_in *in = (const struct sockaddr_in *) ss;
-
-      out->family = 4;
-      memcpy (out->bytes, &in->sin_addr, 4);
-      out->port = g_ntohs (in->sin_port);
-      return TRUE;
-    }
-  if (ss->ss_family == AF_INET6)
-    {
-      const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) ss;
-
-      /* A v4 client on a dual-stack socket is reported as the v4 address it is. */
-      if (IN6_IS_ADDR_V4MAPPED (&in6->sin6_addr))
-        {
-          out->family = 4;
-          memcpy (out->bytes, in6->sin6_addr.s6_addr + 12, 4);
-        }
-      else
-        {
-          out->family = 6;
-          memcpy (out->bytes, &in6->sin6_addr, 16);
-        }
-      out->port = g_ntohs (in6->sin6_port);
-      return TRUE;
-    }
-  return FALSE;
-}
 
 /* One datagram: the reply to send (length) or 0 to drop it. */
 static gsize
@@ -86,7 +53,7 @@ answer (GtStunServer *server, const guint8 *buf, gsize len,
     return gt_stun_build_error (&msg, 400, "Bad Request: only Binding is served", reply);
   if (msg.n_unknown > 0)
     return gt_stun_build_error (&msg, 420, "Unknown Attribute", reply);
-  if (!sockaddr_to_stun (from, &mapped))
+  if (!gt_stun_address_from_native (from, &mapped))
     return 0;
   return gt_stun_build_binding_success (&msg, &mapped, reply);
 }
@@ -99,7 +66,7 @@ readable_cb (int fd, GIOCondition revents, gpointer user_data)
   for (guint i = 0; i < READS_PER_WAKE; i++)
     {
       /* One byte more than the limit tells an oversized datagram from one that just fits. */
-      guint8 buf[GT_STUN_MAX_MESSAGE + 1];
+      guint8 buf[GT_TURN_MAX_MESSAGE + 1];
       guint8 reply[GT_STUN_MAX_MESSAGE];
       struct sockaddr_storage from;
       socklen_t from_len = sizeof from;
@@ -112,6 +79,12 @@ readable_cb (int fd, GIOCondition revents, gpointer user_data)
           if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
             g_debug ("STUN: recvfrom: %s", g_strerror (errno));
           return;
+        }
+      if (server->turn != NULL && (gsize) n <= GT_TURN_MAX_MESSAGE
+          && gt_turn_server_wants (buf, (gsize) n))
+        {
+          gt_turn_server_handle (server->turn, buf, (gsize) n, &from, from_len);
+          continue;
         }
       if ((gsize) n > GT_STUN_MAX_MESSAGE)
         {
@@ -216,12 +189,29 @@ gt_stun_server_stop (GtStunServer *server)
 {
   g_return_if_fail (GT_IS_STUN_SERVER (server));
 
+  g_clear_pointer (&server->turn, gt_turn_server_free);
   g_clear_pointer (&server->source, gt_fd_source_free);
   if (server->fd >= 0)
     {
       close (server->fd);
       server->fd = -1;
     }
+}
+
+void
+gt_stun_server_enable_turn (GtStunServer *server, const GtTurnOptions *options)
+{
+  g_return_if_fail (GT_IS_STUN_SERVER (server));
+  g_return_if_fail (server->fd >= 0 && server->turn == NULL);
+
+  server->turn = gt_turn_server_new (options, server->fd);
+}
+
+GtTurnServer *
+gt_stun_server_get_turn (GtStunServer *server)
+{
+  g_return_val_if_fail (GT_IS_STUN_SERVER (server), NULL);
+  return server->turn;
 }
 
 guint16

@@ -3,7 +3,9 @@
 
 #include "gt-stun.h"
 
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <zlib.h>
 
 G_DEFINE_QUARK (gt-stun-error-quark, gt_stun_error)
@@ -37,6 +39,64 @@ wr32 (guint8 *p, guint32 v)
   p[1] = (v >> 16) & 0xff;
   p[2] = (v >> 8) & 0xff;
   p[3] = v & 0xff;
+}
+
+gboolean
+gt_stun_address_from_native (const struct sockaddr_storage *ss, GtStunAddress *out)
+{
+  memset (out, 0, sizeof *out);
+  if (ss->ss_family == AF_INET)
+    {
+      const struct sockaddr_in *in = (const struct sockaddr_in *) ss;
+
+      out->family = 4;
+      memcpy (out->bytes, &in->sin_addr, 4);
+      out->port = g_ntohs (in->sin_port);
+      return TRUE;
+    }
+  if (ss->ss_family == AF_INET6)
+    {
+      const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) ss;
+
+      if (IN6_IS_ADDR_V4MAPPED (&in6->sin6_addr))
+        {
+          out->family = 4;
+          memcpy (out->bytes, in6->sin6_addr.s6_addr + 12, 4);
+        }
+      else
+        {
+          out->family = 6;
+          memcpy (out->bytes, &in6->sin6_addr, 16);
+        }
+      out->port = g_ntohs (in6->sin6_port);
+      return TRUE;
+    }
+  return FALSE;
+}
+
+guint
+gt_stun_address_to_native (const GtStunAddress *address, struct sockaddr_storage *ss)
+{
+  memset (ss, 0, sizeof *ss);
+  if (address->family == 4)
+    {
+      struct sockaddr_in *in = (struct sockaddr_in *) ss;
+
+      in->sin_family = AF_INET;
+      memcpy (&in->sin_addr, address->bytes, 4);
+      in->sin_port = g_htons (address->port);
+      return sizeof *in;
+    }
+  if (address->family == 6)
+    {
+      struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) ss;
+
+      in6->sin6_family = AF_INET6;
+      memcpy (&in6->sin6_addr, address->bytes, 16);
+      in6->sin6_port = g_htons (address->port);
+      return sizeof *in6;
+    }
+  return 0;
 }
 
 gboolean

@@ -24,7 +24,8 @@ typedef enum
 #define GT_STUN_MAX_UNKNOWN 8
 
 /* Largest TURN message or ChannelData accepted on a TURN server (Send indications carry the
- * peer's datagram); peer datagrams that do not fit in a Data indication of this size are dropped. */
+ * peer's datagram); peer datagrams that do not fit in a Data indication of this size are
+ * dropped. */
 #define GT_TURN_MAX_MESSAGE 4096
 #define GT_STUN_MAX_PEERS 8
 
@@ -118,6 +119,12 @@ typedef struct
   GtStunAddress peers[GT_STUN_MAX_PEERS]; /* XOR-PEER-ADDRESS, in order */
   guint n_peers;
 } GtStunMessage;
+
+struct sockaddr_storage;
+/* Between socket addresses and STUN's; a v4-mapped IPv6 address becomes the v4 address it is.
+ * FALSE for other families. to_native returns the length of the address written. */
+gboolean gt_stun_address_from_native (const struct sockaddr_storage *ss, GtStunAddress *out);
+guint gt_stun_address_to_native (const GtStunAddress *address, struct sockaddr_storage *ss);
 
 /* Whether the bytes start like a STUN message (two zero bits, the magic cookie): used to tell
  * STUN from other datagrams on a shared socket. */
