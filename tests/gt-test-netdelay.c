@@ -46,7 +46,7 @@ static volatile sig_atomic_t stopping;
 static void
 on_signal (int sig)
 {
-  (void) sig;
+  (void)sig;
   stopping = 1;
 }
 
@@ -56,7 +56,7 @@ now_us (void)
   struct timespec ts;
 
   clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* Opens /dev/net/tun in namespace name and attaches DEV_NAME; -1 with a message on failure. */
@@ -177,7 +177,7 @@ main (int argc, char **argv)
       int64_t wa = queue_release (&ab, fb);
       int64_t wb = queue_release (&ba, fa);
       int64_t wait = wa < 0 ? wb : wb < 0 ? wa : (wa < wb ? wa : wb);
-      int timeout = wait < 0 ? 1000 : (int) ((wait + 999) / 1000);
+      int timeout = wait < 0 ? 1000 : (int)((wait + 999) / 1000);
 
       if (poll (pfds, 2, timeout) < 0 && errno != EINTR)
         break;
@@ -187,7 +187,7 @@ main (int argc, char **argv)
         queue_read (&ba, fb, delay_us);
     }
   printf ("forwarded %s->%s %llu dropped %llu; %s->%s %llu dropped %llu\n", argv[1], argv[2],
-          (unsigned long long) ab.forwarded, (unsigned long long) ab.dropped, argv[2], argv[1],
-          (unsigned long long) ba.forwarded, (unsigned long long) ba.dropped);
+          (unsigned long long)ab.forwarded, (unsigned long long)ab.dropped, argv[2], argv[1],
+          (unsigned long long)ba.forwarded, (unsigned long long)ba.dropped);
   return 0;
 }

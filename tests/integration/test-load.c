@@ -77,7 +77,7 @@ connect_start (int ns_fd, const char *ip, guint16 port)
   int fd = socket_in_ns (ns_fd, SOCK_STREAM | SOCK_NONBLOCK);
   struct sockaddr_in sa = inet_addr_port (ip, port);
 
-  if (connect (fd, (struct sockaddr *) &sa, sizeof sa) < 0 && errno != EINPROGRESS)
+  if (connect (fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)
     gt_test_fail ("connect to %s:%u: %s", ip, port, g_strerror (errno));
   return fd;
 }
@@ -174,10 +174,10 @@ typedef struct
   int listen_fd, epfd, wake_fd;
   guint16 port;
   GThread *thread;
-  gint stop;          /* atomic */
-  gint open;          /* atomic: connections accepted and not yet closed */
-  gint echo_ready;    /* atomic: echo connections with their command */
-  gint64 sent;        /* atomic: download bytes written, all connections */
+  gint stop;       /* atomic */
+  gint open;       /* atomic: connections accepted and not yet closed */
+  gint echo_ready; /* atomic: echo connections with their command */
+  gint64 sent;     /* atomic: download bytes written, all connections */
 } Origin;
 
 static void
@@ -200,7 +200,7 @@ origin_conn_events (Origin *o, OriginConn *c, guint32 events)
   ev.events = c->mode == 'D' && c->remaining > 0 ? EPOLLOUT
               : c->buf_len > c->buf_off          ? EPOLLOUT
                                                  : EPOLLIN;
-  (void) events;
+  (void)events;
   epoll_ctl (o->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
@@ -212,7 +212,7 @@ origin_conn_run (Origin *o, OriginConn *c)
   if (c->mode == 'D' && c->remaining > 0)
     {
       gsize at = c->offset % PATTERN_SIZE;
-      gsize n = MIN (MIN (c->remaining, (guint64) (PATTERN_SIZE - at)), 256 * 1024);
+      gsize n = MIN (MIN (c->remaining, (guint64)(PATTERN_SIZE - at)), 256 * 1024);
       ssize_t w = send (c->fd, gt_test_pattern () + at, n, MSG_NOSIGNAL);
 
       if (w < 0)
@@ -251,8 +251,7 @@ origin_conn_run (Origin *o, OriginConn *c)
         return errno == EAGAIN || errno == EINTR;
       if (c->mode == 0)
         {
-          while (used < (gsize) r && c->cmd_len < CMD_D_LEN
-                 && (c->cmd_len == 0 || c->cmd[0] == 'D'))
+          while (used < (gsize)r && c->cmd_len < CMD_D_LEN && (c->cmd_len == 0 || c->cmd[0] == 'D'))
             c->cmd[c->cmd_len++] = tmp[used++];
           if (c->cmd[0] == 'E')
             {
@@ -262,14 +261,14 @@ origin_conn_run (Origin *o, OriginConn *c)
           else if (c->cmd[0] == 'D' && c->cmd_len == CMD_D_LEN)
             {
               c->mode = 'D';
-              c->remaining = GUINT64_FROM_BE (*(guint64 *) (c->cmd + 1));
-              c->offset = GUINT32_FROM_BE (*(guint32 *) (c->cmd + 9));
+              c->remaining = GUINT64_FROM_BE (*(guint64 *)(c->cmd + 1));
+              c->offset = GUINT32_FROM_BE (*(guint32 *)(c->cmd + 9));
               return TRUE;
             }
           else if (c->cmd[0] != 'D')
             return FALSE;
         }
-      if (c->mode == 'E' && used < (gsize) r)
+      if (c->mode == 'E' && used < (gsize)r)
         {
           c->buf = g_realloc (c->buf, r - used);
           memcpy (c->buf, tmp + used, r - used);
@@ -314,7 +313,7 @@ origin_thread (gpointer data)
                 }
               continue;
             }
-          if (evs[i].data.ptr == (gpointer) o)
+          if (evs[i].data.ptr == (gpointer)o)
             continue; /* the wake-up eventfd */
           if (origin_conn_run (o, evs[i].data.ptr))
             origin_conn_events (o, evs[i].data.ptr, evs[i].events);
@@ -344,9 +343,9 @@ origin_start (int ns_fd)
 
   o->listen_fd = socket_in_ns (ns_fd, SOCK_STREAM | SOCK_NONBLOCK);
   setsockopt (o->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  g_assert_cmpint (bind (o->listen_fd, (struct sockaddr *) &sa, sizeof sa), ==, 0);
+  g_assert_cmpint (bind (o->listen_fd, (struct sockaddr *)&sa, sizeof sa), ==, 0);
   g_assert_cmpint (listen (o->listen_fd, 4096), ==, 0);
-  g_assert_cmpint (getsockname (o->listen_fd, (struct sockaddr *) &sa, &len), ==, 0);
+  g_assert_cmpint (getsockname (o->listen_fd, (struct sockaddr *)&sa, &len), ==, 0);
   o->port = ntohs (sa.sin_port);
   o->epfd = epoll_create1 (EPOLL_CLOEXEC);
   o->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -465,12 +464,12 @@ prefixed_args (const char *const *prefix, const char **program)
 }
 
 /* A server on listen_ip (tlsAddr when scheme is "tls"; the client pins its self-signed
- * certificate, which names no test address) and a client of it serving the origin as a tcp service; prefixes run each in a namespace (NULL: here). Extra options NULL-terminated. */
+ * certificate, which names no test address) and a client of it serving the origin as a tcp
+ * service; the prefixes run each in a namespace (NULL: here). Extra options NULL-terminated. */
 static void
 relay_start (Relay *r, const char *const *server_prefix, const char *const *client_prefix,
-             const char *listen_ip, const char *scheme, guint16 origin_port,
-             const char *tcp_range, const char *const *extra_server,
-             const char *const *extra_client)
+             const char *listen_ip, const char *scheme, guint16 origin_port, const char *tcp_range,
+             const char *const *extra_server, const char *const *extra_client)
 {
   const char *program;
   g_autoptr (GPtrArray) sargs = prefixed_args (server_prefix, &program);
@@ -489,7 +488,7 @@ relay_start (Relay *r, const char *const *server_prefix, const char *const *clie
   r->server = gt_test_spawn ("server", program, sargs, gt_test_tmpdir (), NULL);
   regex = g_strdup_printf ("listening on %s:([0-9]+)", listen_ip);
   line = gt_test_proc_expect_line (r->server, regex, NULL, GT_TEST_WAIT_MS);
-  port = (guint16) gt_test_capture_uint (line, regex);
+  port = (guint16)gt_test_capture_uint (line, regex);
   if (tls)
     {
       g_autoptr (GRegex) re = g_regex_new (FINGERPRINT_RE, 0, 0, NULL);
@@ -513,7 +512,7 @@ relay_start (Relay *r, const char *const *server_prefix, const char *const *clie
   r->client = gt_test_spawn ("client", program, cargs, NULL, NULL);
   g_clear_pointer (&line, g_free);
   line = gt_test_proc_expect_line (r->client, "tcp port=[0-9]+", NULL, GT_TEST_WAIT_MS);
-  r->tcp_port = (guint16) gt_test_capture_uint (line, "tcp port=([0-9]+)");
+  r->tcp_port = (guint16)gt_test_capture_uint (line, "tcp port=([0-9]+)");
   g_clear_pointer (&line, g_free);
   line = gt_test_proc_expect_line (r->client, "tunnel started", NULL, GT_TEST_WAIT_MS);
 }
@@ -551,11 +550,11 @@ run_cmd (const char *const *argv, char **why)
   g_autoptr (GError) error = NULL;
   int status = 0;
 
-  if (!g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err,
+  if (!g_spawn_sync (NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err,
                      &status, &error)
       || !g_spawn_check_wait_status (status, NULL))
     {
-      g_autofree char *cmd = g_strjoinv (" ", (char **) argv);
+      g_autofree char *cmd = g_strjoinv (" ", (char **)argv);
 
       if (why != NULL)
         *why = g_strdup_printf ("%s: %s", cmd, error != NULL ? error->message : g_strstrip (err));
@@ -592,7 +591,7 @@ fixture_teardown (Fixture *f, gconstpointer data)
  * more than the windows allow (docs/protocol.md §6.3, §6.7): without flow control the server
  * would hold most of the 100 MB. */
 
-#define SLOW_TOTAL ((guint64) 100 * 1000 * 1000)
+#define SLOW_TOTAL ((guint64)100 * 1000 * 1000)
 #define BUSY_STREAMS 100
 #define BUSY_BYTES (4 * GT_TEST_MIB)
 
@@ -600,8 +599,8 @@ typedef struct
 {
   int fd;
   guint64 got;
-  gint stop;     /* atomic */
-  gint failed;   /* atomic: a byte differed or the stream ended */
+  gint stop;   /* atomic */
+  gint failed; /* atomic: a byte differed or the stream ended */
 } SlowReader;
 
 static gpointer
@@ -723,9 +722,9 @@ test_slow_reader (Fixture *f, gconstpointer data)
   /* One stalled stream holds at most its window in each process (plus the tunnel's buffers). */
   for (guint i = 0; i < 2; i++)
     if (after_slow_kb[i] > base_kb[i] + (WINDOW + TUNNEL_BYTES + RSS_SLACK) / 1024)
-      gt_test_fail ("%s RSS %" G_GUINT64_FORMAT " kB with one stalled stream (baseline %"
-                    G_GUINT64_FORMAT " kB)", i == 0 ? "server" : "client", after_slow_kb[i],
-                    base_kb[i]);
+      gt_test_fail ("%s RSS %" G_GUINT64_FORMAT
+                    " kB with one stalled stream (baseline %" G_GUINT64_FORMAT " kB)",
+                    i == 0 ? "server" : "client", after_slow_kb[i], base_kb[i]);
 
   /* 100 streams at full speed next to it. */
   start = g_get_monotonic_time ();
@@ -743,7 +742,7 @@ test_slow_reader (Fixture *f, gconstpointer data)
 
       for (guint i = 0; i < BUSY_STREAMS; i++)
         if (!busy[i].done)
-          pfds[n++] = (struct pollfd) { busy[i].fd, POLLIN, 0 };
+          pfds[n++] = (struct pollfd){ busy[i].fd, POLLIN, 0 };
       if (g_get_monotonic_time () > deadline)
         gt_test_fail ("%u of %u streams next to the slow reader unfinished after 120 s", left,
                       BUSY_STREAMS);
@@ -796,22 +795,23 @@ test_slow_reader (Fixture *f, gconstpointer data)
     {
       hwm_kb[i] = proc_status_kb (rs.pids[i], "VmHWM");
       /* The bound of docs/reliability.md: every stream's window, one tunnel's buffers, slack. */
-      bound_kb[i] = base_kb[i] + ((guint64) (BUSY_STREAMS + 1) * WINDOW + TUNNEL_BYTES
-                                  + RSS_SLACK) / 1024;
+      bound_kb[i]
+          = base_kb[i] + ((guint64)(BUSY_STREAMS + 1) * WINDOW + TUNNEL_BYTES + RSS_SLACK) / 1024;
     }
   g_test_message ("LOAD slow-reader: %u streams x %u bytes in %" G_GINT64_FORMAT " ms next to a "
-                  "reader of 1 byte/s (%" G_GUINT64_FORMAT " bytes read); server RSS baseline %"
-                  G_GUINT64_FORMAT " kB, peak %" G_GUINT64_FORMAT " kB, VmHWM %" G_GUINT64_FORMAT
+                  "reader of 1 byte/s (%" G_GUINT64_FORMAT
+                  " bytes read); server RSS baseline %" G_GUINT64_FORMAT
+                  " kB, peak %" G_GUINT64_FORMAT " kB, VmHWM %" G_GUINT64_FORMAT
                   " kB; client RSS baseline %" G_GUINT64_FORMAT " kB, peak %" G_GUINT64_FORMAT
-                  " kB, VmHWM %" G_GUINT64_FORMAT " kB; bound %" G_GUINT64_FORMAT " / %"
-                  G_GUINT64_FORMAT " kB",
+                  " kB, VmHWM %" G_GUINT64_FORMAT " kB; bound %" G_GUINT64_FORMAT
+                  " / %" G_GUINT64_FORMAT " kB",
                   BUSY_STREAMS, BUSY_BYTES, busy_ms, sr.got, base_kb[0], rs.peak_kb[0], hwm_kb[0],
                   base_kb[1], rs.peak_kb[1], hwm_kb[1], bound_kb[0], bound_kb[1]);
   for (guint i = 0; i < 2; i++)
     if (hwm_kb[i] > bound_kb[i])
-      gt_test_fail ("%s peak RSS %" G_GUINT64_FORMAT " kB over the window bound %"
-                    G_GUINT64_FORMAT " kB", i == 0 ? "server" : "client", hwm_kb[i],
-                    bound_kb[i]);
+      gt_test_fail ("%s peak RSS %" G_GUINT64_FORMAT " kB over the window bound %" G_GUINT64_FORMAT
+                    " kB",
+                    i == 0 ? "server" : "client", hwm_kb[i], bound_kb[i]);
   /* The slow stream is still there, still at the start of its 100 MB. */
   g_assert_cmpint (g_atomic_int_get (&f->origin->open), >=, 1);
   close (sr.fd);
@@ -859,7 +859,7 @@ test_idle_connections (Fixture *f, gconstpointer data)
   gt_test_args_add (oargs, "--origin");
   origin = gt_test_spawn ("origin", self, oargs, NULL, NULL);
   line = gt_test_proc_expect_line (origin, "^port [0-9]+$", &from, GT_TEST_WAIT_MS);
-  origin_port = (guint16) gt_test_capture_uint (line, "^port ([0-9]+)$");
+  origin_port = (guint16)gt_test_capture_uint (line, "^port ([0-9]+)$");
   gt_test_free_port_range (4, &first, &last);
   range = g_strdup_printf ("%u-%u", first, last);
   relay_start (&r, NULL, NULL, "127.0.0.1", "tcp", origin_port, range, NULL, opts);
@@ -904,8 +904,8 @@ test_idle_connections (Fixture *f, gconstpointer data)
         g_free (gt_test_proc_expect_line (origin, re, &from, GT_TEST_WAIT_MS));
       }
     }
-  g_test_message ("%u connections open through the tunnel in %" G_GINT64_FORMAT " ms",
-                  IDLE_CONNS, (g_get_monotonic_time () - start) / 1000);
+  g_test_message ("%u connections open through the tunnel in %" G_GINT64_FORMAT " ms", IDLE_CONNS,
+                  (g_get_monotonic_time () - start) / 1000);
   g_usleep (G_USEC_PER_SEC);
   for (guint i = 0; i < 2; i++)
     loaded_kb[i] = proc_status_kb (pids[i], "VmRSS");
@@ -914,10 +914,10 @@ test_idle_connections (Fixture *f, gconstpointer data)
   deadline = gt_test_deadline_in (60000);
   for (guint i = 0; i < IDLE_CONNS; i++)
     {
-      guint8 b = (guint8) i;
+      guint8 b = (guint8)i;
 
       send_all (fds[i], &b, 1, deadline, "echo byte");
-      pfds[i] = (struct pollfd) { fds[i], POLLIN, 0 };
+      pfds[i] = (struct pollfd){ fds[i], POLLIN, 0 };
     }
   while (echoed < IDLE_CONNS)
     {
@@ -935,8 +935,8 @@ test_idle_connections (Fixture *f, gconstpointer data)
           n = recv (fds[i], &b, 1, MSG_DONTWAIT);
           if (n == 1)
             {
-              if (b != (guint8) i)
-                gt_test_fail ("connection %u echoed 0x%02x, want 0x%02x", i, b, (guint8) i);
+              if (b != (guint8)i)
+                gt_test_fail ("connection %u echoed 0x%02x, want 0x%02x", i, b, (guint8)i);
               pfds[i].fd = -1;
               echoed++;
             }
@@ -961,26 +961,27 @@ test_idle_connections (Fixture *f, gconstpointer data)
   for (guint i = 0; i < 2; i++)
     closed_kb[i] = proc_status_kb (pids[i], "VmRSS");
 
-  g_test_message ("LOAD idle: %u idle connections; server RSS %" G_GUINT64_FORMAT " -> %"
-                  G_GUINT64_FORMAT " kB (%.1f KiB per stream), after close %" G_GUINT64_FORMAT
-                  " kB; client RSS %" G_GUINT64_FORMAT " -> %" G_GUINT64_FORMAT
-                  " kB (%.1f KiB per stream), after close %" G_GUINT64_FORMAT " kB",
-                  IDLE_CONNS, base_kb[0], loaded_kb[0],
-                  (double) (loaded_kb[0] - MIN (loaded_kb[0], base_kb[0])) / IDLE_CONNS,
-                  closed_kb[0], base_kb[1], loaded_kb[1],
-                  (double) (loaded_kb[1] - MIN (loaded_kb[1], base_kb[1])) / IDLE_CONNS,
-                  closed_kb[1]);
+  g_test_message (
+      "LOAD idle: %u idle connections; server RSS %" G_GUINT64_FORMAT " -> %" G_GUINT64_FORMAT
+      " kB (%.1f KiB per stream), after close %" G_GUINT64_FORMAT
+      " kB; client RSS %" G_GUINT64_FORMAT " -> %" G_GUINT64_FORMAT
+      " kB (%.1f KiB per stream), after close %" G_GUINT64_FORMAT " kB",
+      IDLE_CONNS, base_kb[0], loaded_kb[0],
+      (double)(loaded_kb[0] - MIN (loaded_kb[0], base_kb[0])) / IDLE_CONNS, closed_kb[0],
+      base_kb[1], loaded_kb[1],
+      (double)(loaded_kb[1] - MIN (loaded_kb[1], base_kb[1])) / IDLE_CONNS, closed_kb[1]);
   for (guint i = 0; i < 2; i++)
     {
       const char *who = i == 0 ? "server" : "client";
 
-      if (loaded_kb[i] > base_kb[i] + (guint64) IDLE_TARGET_KB * IDLE_CONNS)
+      if (loaded_kb[i] > base_kb[i] + (guint64)IDLE_TARGET_KB * IDLE_CONNS)
         gt_test_fail ("%s: %.1f KiB per idle stream, over the %u KiB target", who,
-                      (double) (loaded_kb[i] - base_kb[i]) / IDLE_CONNS, IDLE_TARGET_KB);
+                      (double)(loaded_kb[i] - base_kb[i]) / IDLE_CONNS, IDLE_TARGET_KB);
       if (closed_kb[i] > base_kb[i] + IDLE_RETURN_SLACK_KB)
-        gt_test_fail ("%s: RSS %" G_GUINT64_FORMAT " kB after the connections closed, baseline %"
-                      G_GUINT64_FORMAT " kB + %u kB slack", who, closed_kb[i], base_kb[i],
-                      IDLE_RETURN_SLACK_KB);
+        gt_test_fail ("%s: RSS %" G_GUINT64_FORMAT
+                      " kB after the connections closed, baseline %" G_GUINT64_FORMAT
+                      " kB + %u kB slack",
+                      who, closed_kb[i], base_kb[i], IDLE_RETURN_SLACK_KB);
     }
 }
 
@@ -1008,15 +1009,15 @@ static const char nft_rules[] = "table inet gtloss {\n"
 static void
 nft_counters (const char *ns, guint64 *in, guint64 *dropped)
 {
-  const char *argv[] = { "ip", "netns", "exec", ns, "nft", "list", "table", "inet", "gtloss",
-                         NULL };
+  const char *argv[]
+      = { "ip", "netns", "exec", ns, "nft", "list", "table", "inet", "gtloss", NULL };
   g_autofree char *out = NULL;
   g_autoptr (GRegex) re = g_regex_new ("counter packets ([0-9]+)", 0, 0, NULL);
   g_autoptr (GMatchInfo) mi = NULL;
   guint64 v[2] = { 0, 0 };
   guint n = 0;
 
-  g_assert_true (g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out,
+  g_assert_true (g_spawn_sync (NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out,
                                NULL, NULL, NULL));
   g_regex_match (re, out, 0, &mi);
   while (g_match_info_matches (mi) && n < 2)
@@ -1076,7 +1077,7 @@ lossy_link_setup (Fixture *f, char **why)
     {
       const char *argv[] = { "ip", "netns", "add", NULL, NULL };
 
-      f->netns[i] = g_strdup_printf ("gtl-%c-%d", i == 0 ? 'c' : 's', (int) getpid ());
+      f->netns[i] = g_strdup_printf ("gtl-%c-%d", i == 0 ? 'c' : 's', (int)getpid ());
       argv[3] = f->netns[i];
       if (!run_cmd (argv, why))
         {
@@ -1092,8 +1093,8 @@ lossy_link_setup (Fixture *f, char **why)
   for (guint i = 0; i < 2; i++)
     {
       const char *lo[] = { "ip", "-n", f->netns[i], "link", "set", "lo", "up", NULL };
-      const char *addr[] = { "ip", "-n", f->netns[i], "addr", "add", ips[i], "peer",
-                             ips[1 - i], "dev", "gtd0", NULL };
+      const char *addr[] = { "ip",   "-n",       f->netns[i], "addr", "add", ips[i],
+                             "peer", ips[1 - i], "dev",       "gtd0", NULL };
       const char *up[] = { "ip", "-n", f->netns[i], "link", "set", "gtd0", "up", NULL };
       const char *nft[] = { "ip", "netns", "exec", f->netns[i], "nft", "-f", rules_path, NULL };
 
@@ -1115,9 +1116,9 @@ lossy_link_rtt_ms (Fixture *f, int ns_c, int ns_s)
   gint64 t0, rtt;
   int fd;
 
-  g_assert_cmpint (bind (lfd, (struct sockaddr *) &sa, sizeof sa), ==, 0);
+  g_assert_cmpint (bind (lfd, (struct sockaddr *)&sa, sizeof sa), ==, 0);
   g_assert_cmpint (listen (lfd, 4), ==, 0);
-  g_assert_cmpint (getsockname (lfd, (struct sockaddr *) &sa, &len), ==, 0);
+  g_assert_cmpint (getsockname (lfd, (struct sockaddr *)&sa, &len), ==, 0);
   t0 = g_get_monotonic_time ();
   fd = connect_start (ns_s, NS_C_IP, ntohs (sa.sin_port));
   connect_finish (fd, gt_test_deadline_in (10000));
@@ -1146,7 +1147,8 @@ lossy_echo (int ns_s, guint16 port, const char *what)
 
       if (g_get_monotonic_time () > deadline)
         gt_test_fail ("%s: %" G_GSIZE_FORMAT " bytes sent, %" G_GSIZE_FORMAT " echoed of %u "
-                      "after %u s", what, sent, recvd, LOSSY_BYTES, LOSSY_TIMEOUT_MS / 1000);
+                      "after %u s",
+                      what, sent, recvd, LOSSY_BYTES, LOSSY_TIMEOUT_MS / 1000);
       if (poll (&p, 1, 1000) < 0 && errno != EINTR)
         gt_test_fail ("poll: %s", g_strerror (errno));
       if (p.revents & POLLOUT)
@@ -1209,12 +1211,12 @@ test_lossy_link (Fixture *f, gconstpointer data)
     {
       const char *sprefix[] = { "ip", "netns", "exec", f->netns[1], NULL };
       const char *cprefix[] = { "ip", "netns", "exec", f->netns[0], NULL };
-      g_autofree char *what = g_strdup_printf ("8 MiB each way over %s:// at 5 %% loss, 100 ms RTT",
-                                               schemes[k]);
+      g_autofree char *what
+          = g_strdup_printf ("8 MiB each way over %s:// at 5 %% loss, 100 ms RTT", schemes[k]);
       Relay r = { 0 };
 
-      relay_start (&r, sprefix, cprefix, NS_S_IP, schemes[k], f->origin->port, "30000-30009",
-                   NULL, NULL);
+      relay_start (&r, sprefix, cprefix, NS_S_IP, schemes[k], f->origin->port, "30000-30009", NULL,
+                   NULL);
       ms[k] = lossy_echo (ns_fd[1], r.tcp_port, what);
       gt_test_proc_stop (r.client, SIGTERM);
       gt_test_proc_stop (r.server, SIGTERM);
@@ -1227,9 +1229,10 @@ test_lossy_link (Fixture *f, gconstpointer data)
       close (ns_fd[i]);
     }
   g_test_message ("LOAD lossy: RTT %" G_GINT64_FORMAT " ms (TCP connect); tcp:// %" G_GINT64_FORMAT
-                  " ms, tls:// %" G_GINT64_FORMAT " ms for %u bytes each way; dropped %"
-                  G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " packets to the client (%.1f %%), %"
-                  G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " to the server (%.1f %%)",
+                  " ms, tls:// %" G_GINT64_FORMAT
+                  " ms for %u bytes each way; dropped %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+                  " packets to the client (%.1f %%), %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+                  " to the server (%.1f %%)",
                   rtt, ms[0], ms[1], LOSSY_BYTES, dropped[0], in[0], 100.0 * dropped[0] / in[0],
                   dropped[1], in[1], 100.0 * dropped[1] / in[1]);
 }
