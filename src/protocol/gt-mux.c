@@ -3,6 +3,7 @@
 
 #define G_LOG_DOMAIN "gt-mux"
 
+#include <malloc.h>
 #include <string.h>
 
 #include <glib/gstdio.h>
@@ -29,6 +30,11 @@
  * DATA stops at OUT_HIGH (plus one frame), so only what the peer makes us write (PONG, WINDOW,
  * RESET, ...) can reach the pause: a peer that sends without reading cannot grow our queue. */
 #define OUT_RESUME_INPUT OUT_HIGH
+/* Streams alive in the process: once their number fell to half of its peak (a peak of at least
+ * TRIM_AFTER_STREAMS), the heap is trimmed. glibc keeps the small chunks of closed streams that
+ * lie all over a brk heap (it only returns the top); after 10,000 idle connections closed, that
+ * was 6 MB per process (docs/reliability.md, "Load scenarios"). */
+#define TRIM_AFTER_STREAMS 1024
 
 
 struct _GtMuxStream
@@ -403,6 +409,32 @@ mux_protocol_error (GtMux *mux, GtErrorCode code, GError *error)
 /* ------------------------------------------------------------------------------------------ */
 /* Streams */
 
+static gint live_streams;      /* atomic */
+static gint live_streams_peak; /* atomic: the most since the last trim */
+
+static void
+live_streams_add (void)
+{
+  gint n = g_atomic_int_add (&live_streams, 1) + 1;
+  gint peak;
+
+  while ((peak = g_atomic_int_get (&live_streams_peak)) < n
+         && !g_atomic_int_compare_and_exchange (&live_streams_peak, peak, n))
+    ;
+}
+
+static void
+live_streams_remove (void)
+{
+  gint n = g_atomic_int_add (&live_streams, -1) - 1;
+  gint peak = g_atomic_int_get (&live_streams_peak);
+
+  /* Halving steps: a burst of N streams is followed by about log2 (N / 1024) trims. */
+  if (peak >= TRIM_AFTER_STREAMS && n <= peak / 2
+      && g_atomic_int_compare_and_exchange (&live_streams_peak, peak, n))
+    malloc_trim (0);
+}
+
 static void stream_fd_cb (int fd, GIOCondition revents, gpointer user_data);
 
 static inline gboolean
@@ -434,6 +466,7 @@ gt_mux_stream_unref (GtMuxStream *s)
   g_clear_pointer (&s->connect_fail_response, g_bytes_unref);
   g_free (s->addr);
   g_free (s);
+  live_streams_remove ();
 }
 
 static GtMuxStream *
@@ -449,6 +482,7 @@ stream_new (GtMux *mux, guint32 id, guint16 service_index)
   s->send_credit = GT_INITIAL_WINDOW;
   s->recv_credit = GT_INITIAL_WINDOW;
   s->last_activity = g_get_monotonic_time ();
+  live_streams_add ();
   g_hash_table_insert (mux->streams, GUINT_TO_POINTER (id), s);
   g_object_notify_by_pspec (G_OBJECT (mux), properties[PROP_N_STREAMS]);
   return s;
