@@ -413,9 +413,10 @@ check_tcp_echo (guint16 port)
   gt_test_check_bytes ("tcp echo", c->in->data, c->in->len, gt_test_pattern () + 333, n);
 }
 
-/* n requests at once on n connections (GET /bytes of distinct sizes); every body must match. */
+/* n requests at once on n connections (GET /bytes of distinct sizes from size up); every body
+ * must match. */
 static void
-check_concurrent (guint16 port, guint n)
+check_concurrent_sized (guint16 port, guint n, gsize size)
 {
   g_autoptr (GPtrArray) conns = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_test_conn_free);
   g_autoptr (GError) error = NULL;
@@ -423,7 +424,7 @@ check_concurrent (guint16 port, guint n)
 
   for (guint i = 0; i < n; i++)
     {
-      g_autofree char *path = g_strdup_printf ("/bytes?n=%u", 20000 + i * 997);
+      g_autofree char *path = g_strdup_printf ("/bytes?n=%" G_GSIZE_FORMAT, size + i * 997);
       g_autoptr (GByteArray) req = gt_test_http_build_request ("GET", path, HOST, NULL, 0, NULL);
       GtTestConn *c = gt_test_conn_connect (port, &error);
 
@@ -438,8 +439,14 @@ check_concurrent (guint16 port, guint n)
 
       gt_test_expect_response (resp, error, 200);
       gt_test_check_bytes ("concurrent GET", resp->body->data, resp->body->len, gt_test_pattern (),
-                           20000 + i * 997);
+                           size + i * 997);
     }
+}
+
+static void
+check_concurrent (guint16 port, guint n)
+{
+  check_concurrent_sized (port, n, 20000);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -477,6 +484,8 @@ test_quic_http_tcp (Fixture *f, gconstpointer data)
   check_echo (s.addr_port);
   check_tcp_echo (tcp_port);
   check_concurrent (s.addr_port, 64);
+  /* Many streams with 1 MiB bodies at once (each a QUIC stream of its own). */
+  check_concurrent_sized (s.addr_port, 32, GT_TEST_MIB);
   g_assert_cmpuint (gt_test_proc_count_matches (s.proc, "tunnel accepted: client=" CLIENT_ID), >=,
                     2);
   g_assert_cmpuint (gt_test_proc_count_matches (c, "failed"), ==, 0);
@@ -572,11 +581,14 @@ test_quic_stalled_stream (Fixture *f, gconstpointer data)
                                          gt_test_deadline_in (GT_TEST_WAIT_MS), &error));
   g_usleep (500 * 1000);
 
-  /* Meanwhile other users get 1 MiB each, on the same single tunnel. */
+  /* Meanwhile other users get 1 MiB each, on the same single tunnel, one after the other and
+   * then 16 at once. */
   t0 = g_get_monotonic_time ();
   for (int i = 0; i < 8; i++)
     check_get_bytes (s.addr_port, GT_TEST_MIB);
-  g_test_message ("8 MiB beside a stalled stream in %.2f s", (g_get_monotonic_time () - t0) / 1e6);
+  check_concurrent_sized (s.addr_port, 16, GT_TEST_MIB);
+  g_test_message ("24 MiB beside a stalled stream in %.2f s",
+                  (g_get_monotonic_time () - t0) / 1e6);
 
   /* And the stalled one still gets all of its bytes once it reads. */
   {
