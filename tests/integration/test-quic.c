@@ -694,8 +694,8 @@ test_quic_drain (Fixture *f, gconstpointer data)
   g_assert_true (gt_test_proc_wait_exit (s.proc, GT_TEST_WAIT_MS));
 }
 
-/* UDP blocked (the NAT drops everything): with quic:// then tls:// listed, the client ends on
- * TLS within seconds. */
+/* UDP blocked (the NAT drops everything): with quic:// then tls:// listed (auto mode), the
+ * probes choose TLS, say why, and the client is on TLS within 5 s. */
 static void
 test_quic_blocked_fallback (Fixture *f, gconstpointer data)
 {
@@ -725,7 +725,101 @@ test_quic_blocked_fallback (Fixture *f, gconstpointer data)
   g_test_message ("on tls:// after %.2f s", took);
   if (took > 5.0 * (g_getenv ("GT_TEST_SLOW") != NULL ? 3 : 1))
     gt_test_fail ("the fallback to tls:// took %.2f s (want < 5 s)", took);
-  g_assert_cmpuint (gt_test_proc_count_matches (c, "tunnel 1 to quic://.* failed"), >=, 1);
+  {
+    g_autofree char *re = g_strdup_printf (
+      "transport choice: tls://127\\.0\\.0\\.1:%u \\(quic://127\\.0\\.0\\.1:%u failed "
+      "\\(.*no QUIC handshake within 3000 ms .*\\); tls://127\\.0\\.0\\.1:%u rtt [0-9.]+ ms, "
+      "loss 0%%\\)", s.tls_port, nat->port, s.tls_port);
+    g_autofree char *line = gt_test_proc_expect_line (c, re, NULL, GT_TEST_WAIT_MS);
+  }
+  /* The tunnels never tried QUIC: the probe did. */
+  g_assert_cmpuint (gt_test_proc_count_matches (c, "connecting to quic://"), ==, 0);
+  check_get_bytes (s.addr_port, GT_TEST_MIB);
+}
+
+/* Auto mode with both transports working: each is probed (the server answers the probes' PINGs
+ * before any HELLO), one is chosen with the figures as its reason, and the tunnels go there. */
+static void
+test_quic_auto_choice (Fixture *f, gconstpointer data)
+{
+  g_auto (Server) s = { 0 };
+  GtTestHttp *h;
+  g_autoptr (GPtrArray) extra = NULL;
+  g_autofree char *quic = NULL;
+  g_autofree char *tls = NULL;
+  g_autofree char *re = NULL;
+  g_autofree char *line = NULL;
+  g_autofree char *chosen = NULL;
+  g_autoptr (GRegex) choice = NULL;
+  g_autoptr (GMatchInfo) mi = NULL;
+  GtTestProc *c;
+
+  GT_TEST_REQUIRE_GT ();
+  start_server (f, FALSE, &s);
+  h = gt_test_http_start ("svc", 0, NULL);
+  extra = http_service (h->port);
+  gt_test_args_addv (extra, "--remoteCertInsecure", NULL);
+  quic = g_strdup_printf ("quic://127.0.0.1:%u", s.quic_port);
+  tls = g_strdup_printf ("tls://127.0.0.1:%u", s.tls_port);
+  c = spawn_client ("client", (const char *const[]) { quic, tls, NULL }, extra);
+  re = g_strdup_printf ("transport choice: ((quic|tls)://127\\.0\\.0\\.1:[0-9]+) "
+                        "\\(quic://127\\.0\\.0\\.1:%u rtt [0-9.]+ ms, loss [0-9]+%%; "
+                        "tls://127\\.0\\.0\\.1:%u rtt [0-9.]+ ms, loss [0-9]+%%\\)$",
+                        s.quic_port, s.tls_port);
+  line = gt_test_proc_expect_line (c, re, NULL, GT_TEST_WAIT_MS);
+  choice = g_regex_new (re, 0, 0, NULL);
+  g_assert_true (g_regex_match (choice, line, 0, &mi));
+  chosen = g_match_info_fetch (mi, 1);
+  g_test_message ("%s", line);
+  /* Both tunnels on the chosen one, none anywhere else. */
+  expect_started (c, chosen, 2);
+  g_assert_cmpuint (gt_test_proc_count_matches (c, "tunnel started"), ==, 2);
+  check_get_bytes (s.addr_port, GT_TEST_MIB);
+  check_concurrent (s.addr_port, 16);
+}
+
+/* Auto mode falls back and comes back: on QUIC at first; UDP then blocked, the tunnel moves to
+ * TLS within seconds; UDP open again, the next probe (10 s after the last, at most) moves it
+ * back to QUIC, and requests work all along the way. */
+static void
+test_quic_auto_return (Fixture *f, gconstpointer data)
+{
+  g_auto (Server) s = { 0 };
+  GtTestHttp *h;
+  g_autoptr (GPtrArray) extra = NULL;
+  g_autofree char *quic = NULL;
+  g_autofree char *tls = NULL;
+  g_autofree char *re = NULL;
+  g_autofree char *line = NULL;
+  g_autoptr (Nat) nat = NULL;
+  GtTestProc *c;
+
+  GT_TEST_REQUIRE_GT ();
+  start_server (f, FALSE, &s);
+  nat = nat_start (s.quic_port);
+  h = gt_test_http_start ("svc", 0, NULL);
+  extra = http_service (h->port);
+  gt_test_args_addv (extra, "--remoteCertInsecure", "--remoteConnections", "1",
+                     "--remoteTimeout", "2s", NULL);
+  quic = g_strdup_printf ("quic://127.0.0.1:%u", nat->port);
+  tls = g_strdup_printf ("tls://127.0.0.1:%u", s.tls_port);
+  c = spawn_client ("client", (const char *const[]) { quic, tls, NULL }, extra);
+  /* A tie on loopback: the first listed. */
+  re = g_strdup_printf ("transport choice: quic://127\\.0\\.0\\.1:%u ", nat->port);
+  line = gt_test_proc_expect_line (c, re, NULL, GT_TEST_WAIT_MS);
+  expect_started (c, quic, 1);
+  check_get_bytes (s.addr_port, 100000);
+
+  g_atomic_int_set (&nat->drop, 1);
+  expect_started (c, tls, 1);
+  check_get_bytes (s.addr_port, 100000);
+  g_atomic_int_set (&nat->drop, 0);
+
+  g_free (g_steal_pointer (&line));
+  line = gt_test_proc_expect_line (c, "tunnel 1: moving from tls://.* to quic://", NULL,
+                                   GT_TEST_WAIT_MS);
+  if (!gt_test_proc_wait_count (c, "tunnel started: remote=quic://", 2, GT_TEST_WAIT_MS))
+    gt_test_fail ("the tunnel did not come back to QUIC");
   check_get_bytes (s.addr_port, GT_TEST_MIB);
 }
 
@@ -742,6 +836,8 @@ main (int argc, char **argv)
   ADD ("rebind", test_quic_rebind);
   ADD ("blocked-fallback", test_quic_blocked_fallback);
   ADD ("drain", test_quic_drain);
+  ADD ("auto-choice", test_quic_auto_choice);
+  ADD ("auto-return", test_quic_auto_return);
 #undef ADD
 
   return gt_test_run ();
