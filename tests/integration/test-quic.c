@@ -491,6 +491,34 @@ test_quic_http_tcp (Fixture *f, gconstpointer data)
   g_assert_cmpuint (gt_test_proc_count_matches (c, "failed"), ==, 0);
 }
 
+/* A local service that refuses: the client resets the stream's QUIC stream with CONNECT_FAILED
+ * and the user gets 502, while the tunnel carries on. */
+static void
+test_quic_connect_failed (Fixture *f, gconstpointer data)
+{
+  g_auto (Server) s = { 0 };
+  g_autoptr (GPtrArray) extra = NULL;
+  g_autofree char *remote = NULL;
+  g_autoptr (GError) error = NULL;
+  GtTestProc *c;
+
+  GT_TEST_REQUIRE_GT ();
+  start_server (f, FALSE, &s);
+  extra = http_service (gt_test_free_port ()); /* nothing listens there */
+  gt_test_args_addv (extra, "--remoteCertInsecure", "--remoteConnections", "1", NULL);
+  remote = g_strdup_printf ("quic://127.0.0.1:%u", s.quic_port);
+  c = spawn_client ("client", (const char *const[]) { remote, NULL }, extra);
+  expect_started (c, remote, 1);
+  for (int i = 0; i < 3; i++)
+    {
+      g_autoptr (GtTestHttpResponse) resp
+          = gt_test_http_request (s.addr_port, "GET", "/", HOST, NULL, 0, &error);
+
+      gt_test_expect_response (resp, error, 502);
+    }
+  g_assert_cmpuint (gt_test_proc_count_matches (c, "tunnel started"), ==, 1);
+}
+
 /* The server's certificate is verified as for tls://: a CA file, and a wrong pin refused. */
 static void
 test_quic_verify (Fixture *f, gconstpointer data)
@@ -832,6 +860,7 @@ main (int argc, char **argv)
   g_test_add ("/gt/integration/quic/" path, Fixture, NULL, fixture_setup, func, fixture_teardown)
   ADD ("http-tcp", test_quic_http_tcp);
   ADD ("verify", test_quic_verify);
+  ADD ("connect-failed", test_quic_connect_failed);
   ADD ("stalled-stream", test_quic_stalled_stream);
   ADD ("rebind", test_quic_rebind);
   ADD ("blocked-fallback", test_quic_blocked_fallback);
