@@ -1016,7 +1016,12 @@ stream_tun_read (GtMuxStream *s)
                   && (s->pending == NULL || s->pending->len < NATIVE_PENDING_MAX);
        k++)
     {
-      gssize n = gt_relay_endpoint_recv (&s->tun, mux->scratch, GT_MUX_MAX_DATA);
+      gssize n;
+
+      /* After the first read, only while there is more (a would-block read costs a GError). */
+      if (k > 0 && !g_pollable_input_stream_is_readable (s->tun.in))
+        break;
+      n = gt_relay_endpoint_recv (&s->tun, mux->scratch, GT_MUX_MAX_DATA);
 
       if (n == GT_RELAY_ENDPOINT_WOULD_BLOCK)
         break;
