@@ -332,12 +332,56 @@ test_probe_answers (Fixture *f, gconstpointer data)
     }
 }
 
+/* Auto mode with a remote that never answers its TLS handshake (a listener that accepts nothing):
+ * the round decides at its deadline, on the other remote. */
+static void
+test_auto_deadline (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GSocket) silent = NULL;
+  g_autoptr (GSocketAddress) any = NULL;
+  g_autoptr (GSocketAddress) bound = NULL;
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) state = NULL;
+  g_autoptr (GVariant) choice = NULL;
+  g_autofree char *tls = NULL;
+  g_autofree char *tcp = NULL;
+  g_autofree char *want = NULL;
+  const char *chosen = NULL, *reason = NULL;
+  gint64 t0;
+
+  silent = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP,
+                         &error);
+  g_assert_no_error (error);
+  any = g_inet_socket_address_new (lo, 0);
+  g_assert_true (g_socket_bind (silent, any, TRUE, &error));
+  g_assert_true (g_socket_listen (silent, &error));
+  bound = g_socket_get_local_address (silent, &error);
+  g_assert_no_error (error);
+  tls = g_strdup_printf ("tls://127.0.0.1:%u",
+                         g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound)));
+  start_server (f);
+  tcp = g_strdup_printf ("tcp://%s", gt_server_get_listen_address (f->server));
+  t0 = g_get_monotonic_time ();
+  start_client_with (f, "127.0.0.1", tls);
+  g_test_message ("a tunnel after %.1f s", (g_get_monotonic_time () - t0) / 1e6);
+  state = gt_client_get_state (f->client);
+  choice = g_variant_lookup_value (state, "transportChoice", G_VARIANT_TYPE_VARDICT);
+  g_assert_true (g_variant_lookup (choice, "chosen", "&s", &chosen));
+  g_assert_cmpstr (chosen, ==, tcp);
+  g_assert_true (g_variant_lookup (choice, "reason", "&s", &reason));
+  want = g_strdup_printf ("%s failed (no answer within 4000 ms); %s rtt ", tls, tcp);
+  g_assert_true (g_str_has_prefix (reason, want));
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
 
   g_test_add ("/gt/client/probe-answers", Fixture, NULL, fixture_setup, test_probe_answers,
+              fixture_teardown);
+  g_test_add ("/gt/client/auto-deadline", Fixture, NULL, fixture_setup, test_auto_deadline,
               fixture_teardown);
   g_test_add ("/gt/client/auto-choice", Fixture, NULL, fixture_setup, test_auto_choice,
               fixture_teardown);

@@ -35,6 +35,9 @@
 /* Auto mode: probes again this often, and at most this often after a tunnel failed. */
 #define PROBE_PERIOD_MS (5 * 60 * 1000)
 #define PROBE_RETRY_MS (10 * 1000)
+/* A round of probes decides by then at the latest: a probe still connecting (a TCP handshake
+ * into a black hole) counts as failed. */
+#define PROBE_DEADLINE_MS 4000
 /* A QUIC handshake that gets no answer gives up after this when other remotes remain. */
 #define QUIC_FALLBACK_HANDSHAKE_MS 3000
 
@@ -116,6 +119,9 @@ struct _GtClient
   int chosen;                   /* index in config->remotes, -1 = none answered */
   GtProbeResult *probe_results; /* per remote, of the last round */
   guint probes_left;            /* of the round in progress */
+  gboolean *probe_waiting;      /* per remote: its probe of this round has not ended */
+  GCancellable *probe_round;    /* cancelled at the round's deadline and on stop */
+  guint probe_deadline_id;
   guint probe_id;               /* the next round */
   gint64 probe_at_us;           /* when it starts */
   gint64 last_probe_us;
@@ -1040,15 +1046,42 @@ probe_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   g_autoptr (GtProbeResult) r = NULL;
   GtClient *client;
 
+  /* Cancelled: the client stopped (it may be gone), or the round's deadline decided without it. */
   if (g_cancellable_is_cancelled (g_task_get_cancellable (G_TASK (result))))
-    return; /* the client stopped (it may be gone) */
+    return;
   client = call->client;
   r = gt_client_probe_finish (result);
   gt_probe_result_clear (&client->probe_results[call->index]);
   client->probe_results[call->index] = *r;
   r->error = NULL; /* moved */
+  client->probe_waiting[call->index] = FALSE;
   if (--client->probes_left == 0 && !client->stopped)
-    client_decide (client);
+    {
+      g_clear_handle_id (&client->probe_deadline_id, g_source_remove);
+      client_decide (client);
+    }
+}
+
+/* The round's deadline: the probes still going count as failed, and the choice is made now. */
+static gboolean
+client_probe_deadline_cb (gpointer user_data)
+{
+  GtClient *client = user_data;
+
+  client->probe_deadline_id = 0;
+  for (guint i = 0; i < client->config->remotes->len; i++)
+    if (client->probe_waiting[i])
+      {
+        client->probe_waiting[i] = FALSE;
+        gt_probe_result_clear (&client->probe_results[i]);
+        memset (&client->probe_results[i], 0, sizeof client->probe_results[i]);
+        client->probe_results[i].error
+          = g_strdup_printf ("no answer within %u ms", PROBE_DEADLINE_MS);
+      }
+  client->probes_left = 0;
+  g_cancellable_cancel (client->probe_round);
+  client_decide (client);
+  return G_SOURCE_REMOVE;
 }
 
 static gboolean
@@ -1062,13 +1095,17 @@ client_probe_cb (gpointer user_data)
     return G_SOURCE_REMOVE;
   client->last_probe_us = g_get_monotonic_time ();
   client->probes_left = client->config->remotes->len;
+  g_clear_object (&client->probe_round);
+  client->probe_round = g_cancellable_new ();
+  client->probe_deadline_id = g_timeout_add (PROBE_DEADLINE_MS, client_probe_deadline_cb, client);
   for (guint i = 0; i < client->config->remotes->len; i++)
     {
       ProbeCall *call = g_new0 (ProbeCall, 1);
 
       call->client = client;
       call->index = i;
-      gt_client_probe_async (client->config->remotes->pdata[i], &security, client->lookups,
+      client->probe_waiting[i] = TRUE;
+      gt_client_probe_async (client->config->remotes->pdata[i], &security, client->probe_round,
                              probe_done_cb, call);
     }
   return G_SOURCE_REMOVE;
@@ -1180,7 +1217,10 @@ gt_client_start (GtClient *client, GError **error)
                      ((GtRemote *) config->remotes->pdata[0])->scheme) != 0)
         client->auto_mode = TRUE;
   if (client->auto_mode)
-    client->probe_results = g_new0 (GtProbeResult, config->remotes->len);
+    {
+      client->probe_results = g_new0 (GtProbeResult, config->remotes->len);
+      client->probe_waiting = g_new0 (gboolean, config->remotes->len);
+    }
   client->n_slots = config->remote_connections;
   client->slots = g_new0 (Slot, client->n_slots);
   for (guint i = 0; i < client->n_slots; i++)
@@ -1299,6 +1339,9 @@ gt_client_stop (GtClient *client)
   g_clear_handle_id (&client->drain_id, g_source_remove);
   g_clear_handle_id (&client->api_retry_id, g_source_remove);
   g_clear_handle_id (&client->probe_id, g_source_remove);
+  g_clear_handle_id (&client->probe_deadline_id, g_source_remove);
+  if (client->probe_round != NULL)
+    g_cancellable_cancel (client->probe_round);
   for (guint i = 0; i < client->n_slots; i++)
     {
       Slot *slot = &client->slots[i];
@@ -1573,6 +1616,8 @@ gt_client_finalize (GObject *object)
     for (guint i = 0; i < client->config->remotes->len; i++)
       gt_probe_result_clear (&client->probe_results[i]);
   g_free (client->probe_results);
+  g_free (client->probe_waiting);
+  g_clear_object (&client->probe_round);
   g_free (client->choice_reason);
   g_clear_pointer (&client->config, gt_client_config_free);
   G_OBJECT_CLASS (gt_client_parent_class)->finalize (object);
