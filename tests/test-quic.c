@@ -11,6 +11,7 @@
 #include <glib/gstdio.h>
 
 #include "gt-certificate.h"
+#include "gt-native-streams.h"
 #include "gt-quic.h"
 #include "gt-transport.h"
 
@@ -333,6 +334,119 @@ test_close_delivers_last_bytes (Fixture *f, gconstpointer data)
   }
 }
 
+static void
+native_accept_cb (GIOStream *stream, gpointer user_data)
+{
+  g_ptr_array_add (user_data, g_object_ref (stream));
+}
+
+/* Native streams: the server opens streams beside the tunnel and the client takes them; each
+ * carries its own bytes and FIN; a stream the client never reads holds up none of the others;
+ * a reset reaches the peer with its code. */
+static void
+test_native_streams (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) client = dial (f, NULL, TRUE, 0, f->port, &error);
+  g_autoptr (GPtrArray) taken = g_ptr_array_new_with_free_func (g_object_unref);
+  g_autoptr (GPtrArray) opened = g_ptr_array_new_with_free_func (g_object_unref);
+  gsize big = 8 * 1024 * 1024, n = 512 * 1024;
+  g_autofree guint8 *stalled_bytes = pattern (big, 7);
+  gsize stalled_off = 0;
+  gboolean stalled_fin = FALSE, unused_eof = FALSE;
+  g_autoptr (GByteArray) unused = g_byte_array_new ();
+  gint64 deadline = g_get_monotonic_time () + WAIT_US;
+  GIOStream *server;
+  guint64 code = 0;
+
+  g_assert_no_error (error);
+  g_assert_true (GT_IS_NATIVE_STREAMS (client));
+  gt_native_streams_set_accept_func (GT_NATIVE_STREAMS (client), native_accept_cb, taken);
+  write_all (client, (const guint8 *) "hello", 5, FALSE);
+  while (f->accepted->len == 0)
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_main_context_iteration (NULL, TRUE);
+    }
+  server = f->accepted->pdata[0];
+  g_assert_true (GT_IS_NATIVE_STREAMS (server));
+
+  /* Stream 0 is stalled: the server writes 8 MiB the client does not read (yet). */
+  for (int i = 0; i < 5; i++)
+    {
+      GIOStream *s = gt_native_streams_open (GT_NATIVE_STREAMS (server), &error);
+
+      g_assert_no_error (error);
+      g_ptr_array_add (opened, s);
+    }
+  while (pump_step (opened->pdata[0], stalled_bytes, big, &stalled_off, &stalled_fin, unused,
+                    &unused_eof))
+    ;
+  while (taken->len == 0)
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_main_context_iteration (NULL, TRUE);
+    }
+  /* Streams 1-3 carry n bytes each and FIN, read by the client while stream 0 waits (each
+   * opened once the one before is done: the client takes them in this order). */
+  for (guint i = 1; i <= 3; i++)
+    {
+      g_autofree guint8 *bytes = pattern (n, 10 + i);
+      g_autoptr (GByteArray) got = NULL;
+
+      while (pump_step (opened->pdata[0], stalled_bytes, big, &stalled_off, &stalled_fin, unused,
+                        &unused_eof))
+        ;
+      write_all (opened->pdata[i], bytes, n, TRUE);
+      while (taken->len <= i)
+        {
+          g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+          g_main_context_iteration (NULL, TRUE);
+        }
+      got = read_some (taken->pdata[i], 0, TRUE, &error);
+      g_assert_no_error (error);
+      g_assert_cmpuint (got->len, ==, n);
+      g_assert_true (memcmp (got->data, bytes, n) == 0);
+    }
+  /* Stream 0 is still held back by its window, not done. */
+  g_assert_cmpuint (stalled_off, <, big);
+
+  /* Stream 4: the server resets it with a code the client sees. */
+  write_all (opened->pdata[4], (const guint8 *) "x", 1, FALSE);
+  while (taken->len < 5)
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_main_context_iteration (NULL, TRUE);
+    }
+  gt_native_streams_reset (GT_NATIVE_STREAMS (opened->pdata[4]), 0x105);
+  while (!gt_native_streams_get_reset_code (GT_NATIVE_STREAMS (taken->pdata[4]), &code))
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_main_context_iteration (NULL, TRUE);
+    }
+  g_assert_cmpuint (code, ==, 0x105);
+
+  /* The stalled stream, read at last, gets all its bytes. */
+  {
+    g_autoptr (GByteArray) got = g_byte_array_new ();
+    gsize ignored = 0;
+    gboolean fin = TRUE, eof = FALSE;
+
+    while (!stalled_fin || !eof)
+      {
+        gboolean moved = pump_step (opened->pdata[0], stalled_bytes, big, &stalled_off,
+                                    &stalled_fin, unused, &unused_eof);
+
+        moved |= pump_step (taken->pdata[0], NULL, 0, &ignored, &fin, got, &eof);
+        if (!moved)
+          g_main_context_iteration (NULL, TRUE);
+        g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      }
+    g_assert_cmpuint (got->len, ==, big);
+    g_assert_true (memcmp (got->data, stalled_bytes, big) == 0);
+  }
+}
+
 /* Verification: the right pin passes; a wrong one and an untrusted CA fail with their reason. */
 static void
 test_verify (Fixture *f, gconstpointer data)
@@ -405,6 +519,8 @@ main (int argc, char **argv)
               test_bytes_both_ways, fixture_teardown);
   g_test_add ("/gt/transport/quic/close-delivers-last-bytes", Fixture, NULL, fixture_setup,
               test_close_delivers_last_bytes, fixture_teardown);
+  g_test_add ("/gt/transport/quic/native-streams", Fixture, NULL, fixture_setup,
+              test_native_streams, fixture_teardown);
   g_test_add ("/gt/transport/quic/verify", Fixture, NULL, fixture_setup, test_verify,
               fixture_teardown);
   g_test_add ("/gt/transport/quic/no-answer", Fixture, NULL, fixture_setup, test_no_answer,

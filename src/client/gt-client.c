@@ -11,6 +11,7 @@
 
 #include "gt-client.h"
 #include "gt-client-backoff.h"
+#include "gt-client-probe.h"
 #include "gt-fd-source.h"
 #include "gt-frame.h"
 #include "gt-http.h"
@@ -31,6 +32,14 @@
 /* Draining waits this long for a server's answer to GOAWAY (older servers send none) before it
  * counts on no further OPEN coming. */
 #define DRAIN_GOAWAY_ANSWER_US (2 * G_USEC_PER_SEC)
+/* Auto mode: probes again this often, and at most this often after a tunnel failed. */
+#define PROBE_PERIOD_MS (5 * 60 * 1000)
+#define PROBE_RETRY_MS (10 * 1000)
+/* A round of probes decides by then at the latest: a probe still connecting (a TCP handshake
+ * into a black hole) counts as failed. */
+#define PROBE_DEADLINE_MS 4000
+/* A QUIC handshake that gets no answer gives up after this when other remotes remain. */
+#define QUIC_FALLBACK_HANDSHAKE_MS 3000
 
 typedef enum
 {
@@ -54,6 +63,7 @@ typedef struct
   GtMux *mux;
   guint retry_id;
   GtClientBackoff backoff;
+  gboolean off_choice; /* auto mode: the chosen remote failed here; the list order rules */
 } Slot;
 
 typedef struct
@@ -103,6 +113,19 @@ struct _GtClient
   gboolean api_stale;
   gboolean api_querying;
   guint api_retry_id;
+  /* auto mode: remotes of several transports, chosen by probes (gt-client-probe.c) */
+  gboolean auto_mode;
+  gboolean decided;             /* the first round of probes ended */
+  int chosen;                   /* index in config->remotes, -1 = none answered */
+  GtProbeResult *probe_results; /* per remote, of the last round */
+  guint probes_left;            /* of the round in progress */
+  gboolean *probe_waiting;      /* per remote: its probe of this round has not ended */
+  GCancellable *probe_round;    /* cancelled at the round's deadline and on stop */
+  guint probe_deadline_id;
+  guint probe_id;               /* the next round */
+  gint64 probe_at_us;           /* when it starts */
+  gint64 last_probe_us;
+  char *choice_reason;
 };
 
 enum
@@ -126,6 +149,9 @@ static guint signals[N_SIGNALS];
 G_DEFINE_FINAL_TYPE (GtClient, gt_client, G_TYPE_OBJECT)
 
 static void slot_connect (Slot *slot);
+static void client_probe_later (GtClient *client, guint delay_ms);
+static GtTransportSecurity client_security (GtClient *client);
+static void client_auto_move_next (GtClient *client);
 
 static void
 object_unref0 (gpointer object)
@@ -509,6 +535,14 @@ slot_schedule_retry_in (Slot *slot, guint delay)
     return;
   /* The server may have moved: the remote API is asked again before the next attempt. */
   slot->client->api_stale = TRUE;
+  /* Auto mode: the chosen remote failed (not a planned move): the list order rules this slot
+   * until the next choice, and the probes run again soon. */
+  if (slot->client->auto_mode && delay != 0 && slot->client->chosen >= 0
+      && slot->remote_index % slot->client->config->remotes->len == (guint) slot->client->chosen)
+    {
+      slot->off_choice = TRUE;
+      client_probe_later (slot->client, 0);
+    }
   /* Try the next remote in the list next time (fallback). The delay grows once per round over
    * the remotes: a dead server node must not slow the move to a living one (scale-out). */
   slot->remote_index++;
@@ -650,6 +684,7 @@ slot_welcome (Slot *slot, const guint8 *payload, gsize len, gsize consumed)
   g_object_notify_by_pspec (G_OBJECT (client), properties[PROP_N_READY]);
   g_signal_emit (client, signals[SIGNAL_TUNNEL_READY], 0);
   gt_mux_start (slot->mux);
+  client_auto_move_next (client);
 }
 
 static void slot_read_reply (Slot *slot);
@@ -877,6 +912,15 @@ slot_connect (Slot *slot)
       client_query_api (client);
       return;
     }
+  if (client->auto_mode && !client->decided)
+    {
+      /* Waits for the first choice (client_decide connects the waiting slots). */
+      slot->state = SLOT_WAITING;
+      client_probe_later (client, 0);
+      return;
+    }
+  if (client->auto_mode && client->chosen >= 0 && !slot->off_choice)
+    slot->remote_index = (guint) client->chosen;
   remote = remote_to_string (slot_remote (slot));
   slot->state = SLOT_CONNECTING;
   slot->cancellable = g_cancellable_new ();
@@ -884,16 +928,211 @@ slot_connect (Slot *slot)
   slot->handshake_timeout_id = g_timeout_add (MAX (client->config->remote_timeout_ms, 1000),
                                               slot_handshake_timeout_cb, slot);
   {
-    /* With other remotes to fall back on, a QUIC handshake that gets no answer (UDP blocked)
-     * gives up after a few seconds. */
-    GtTransportSecurity security = { client->config->remote_cert,
-                                     client->config->remote_cert_insecure,
-                                     client->config->remote_timeout_ms,
-                                     client->config->remotes->len > 1 ? 3000 : 0 };
+    GtTransportSecurity security = client_security (client);
 
     gt_transport_connect_async (slot_remote (slot), &security, slot->cancellable,
                                 slot_connected_cb, slot);
   }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Auto mode: remotes of several transports (quic:// and tls://, say); probes of each, at start
+ * and every PROBE_PERIOD_MS, choose where the tunnels go (docs/configuration.md). */
+
+typedef struct
+{
+  GtClient *client; /* not owned: the probe's cancellable (client->lookups) outlives it */
+  guint index;
+} ProbeCall;
+
+/* With other remotes to fall back on, a QUIC handshake that gets no answer (UDP blocked) gives
+ * up after a few seconds. */
+static GtTransportSecurity
+client_security (GtClient *client)
+{
+  GtTransportSecurity security = { client->config->remote_cert,
+                                   client->config->remote_cert_insecure,
+                                   client->config->remote_timeout_ms,
+                                   client->config->remotes->len > 1 ? QUIC_FALLBACK_HANDSHAKE_MS
+                                                                    : 0 };
+
+  return security;
+}
+
+/* Moves one ready tunnel that is not on the chosen remote (one at a time: the server's limit of
+ * tunnels per client is not exceeded for long); slot_welcome calls again for the next. */
+static void
+client_auto_move_next (GtClient *client)
+{
+  GPtrArray *remotes = client->config->remotes;
+
+  if (!client->auto_mode || client->chosen < 0 || client->stopped || client->drain_id != 0)
+    return;
+  for (guint i = 0; i < client->n_slots; i++)
+    if (client->slots[i].state == SLOT_CONNECTING)
+      return;
+  for (guint i = 0; i < client->n_slots; i++)
+    {
+      Slot *slot = &client->slots[i];
+      GtMux *mux = slot->mux;
+      g_autofree char *from = NULL;
+      g_autofree char *to = NULL;
+
+      /* A tunnel that fell off the chosen remote stays until the next probe reached it. */
+      if (slot->state != SLOT_READY || mux == NULL || slot->off_choice
+          || slot->remote_index % remotes->len == (guint) client->chosen)
+        continue;
+      from = remote_to_string (slot_remote (slot));
+      to = remote_to_string (remotes->pdata[client->chosen]);
+      g_message ("tunnel %u: moving from %s to %s", slot->index + 1, from, to);
+      /* Its streams finish on it (and OPENs on their way are still served): GOAWAY, then it
+       * closes once the server answered and its streams are done. */
+      g_signal_handlers_disconnect_by_data (mux, slot);
+      g_ptr_array_add (client->draining, g_object_ref (mux));
+      g_signal_connect (mux, "closed", G_CALLBACK (draining_closed_cb), client);
+      gt_mux_goaway (mux, GT_ERROR_CODE_NONE, "the client moves to another transport");
+      g_clear_object (&slot->mux);
+      slot->state = SLOT_IDLE;
+      slot->off_choice = FALSE;
+      g_object_notify_by_pspec (G_OBJECT (client), properties[PROP_N_READY]);
+      slot_connect (slot);
+      return;
+    }
+}
+
+static void
+client_decide (GtClient *client)
+{
+  GPtrArray *remotes = client->config->remotes;
+  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+  g_autofree char *reason = NULL;
+  gboolean first = !client->decided;
+  int winner;
+
+  for (guint i = 0; i < remotes->len; i++)
+    g_ptr_array_add (names, remote_to_string (remotes->pdata[i]));
+  winner = gt_probe_choose (client->probe_results, (const char *const *) names->pdata,
+                            remotes->len, client->chosen, &reason);
+  client->decided = TRUE;
+  g_free (client->choice_reason);
+  client->choice_reason = g_strdup (reason);
+  if (winner < 0)
+    g_message ("transport choice: none (%s); trying the remotes in order", reason);
+  else if (winner != client->chosen || first)
+    g_message ("transport choice: %s (%s)", (const char *) names->pdata[winner], reason);
+  else
+    g_debug ("transport choice: %s stays (%s)", (const char *) names->pdata[winner], reason);
+  /* The probe just reached the winner: tunnels that fell off it go back (client_auto_move_next). */
+  if (winner >= 0)
+    for (guint i = 0; i < client->n_slots; i++)
+      client->slots[i].off_choice = FALSE;
+  client->chosen = winner;
+  client_probe_later (client, winner >= 0 ? PROBE_PERIOD_MS : PROBE_RETRY_MS);
+  for (guint i = 0; i < client->n_slots; i++)
+    {
+      Slot *slot = &client->slots[i];
+
+      if (slot->state == SLOT_WAITING && slot->retry_id == 0 && slot->mux == NULL
+          && client->drain_id == 0)
+        slot_connect (slot);
+    }
+  client_auto_move_next (client);
+}
+
+static void
+probe_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autofree ProbeCall *call = user_data;
+  g_autoptr (GtProbeResult) r = NULL;
+  GtClient *client;
+
+  /* Cancelled: the client stopped (it may be gone), or the round's deadline decided without it. */
+  if (g_cancellable_is_cancelled (g_task_get_cancellable (G_TASK (result))))
+    return;
+  client = call->client;
+  r = gt_client_probe_finish (result);
+  gt_probe_result_clear (&client->probe_results[call->index]);
+  client->probe_results[call->index] = *r;
+  r->error = NULL; /* moved */
+  client->probe_waiting[call->index] = FALSE;
+  if (--client->probes_left == 0 && !client->stopped)
+    {
+      g_clear_handle_id (&client->probe_deadline_id, g_source_remove);
+      client_decide (client);
+    }
+}
+
+/* The round's deadline: the probes still going count as failed, and the choice is made now. */
+static gboolean
+client_probe_deadline_cb (gpointer user_data)
+{
+  GtClient *client = user_data;
+
+  client->probe_deadline_id = 0;
+  for (guint i = 0; i < client->config->remotes->len; i++)
+    if (client->probe_waiting[i])
+      {
+        client->probe_waiting[i] = FALSE;
+        gt_probe_result_clear (&client->probe_results[i]);
+        memset (&client->probe_results[i], 0, sizeof client->probe_results[i]);
+        client->probe_results[i].error
+          = g_strdup_printf ("no answer within %u ms", PROBE_DEADLINE_MS);
+      }
+  client->probes_left = 0;
+  g_cancellable_cancel (client->probe_round);
+  client_decide (client);
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+client_probe_cb (gpointer user_data)
+{
+  GtClient *client = user_data;
+  GtTransportSecurity security = client_security (client);
+
+  client->probe_id = 0;
+  if (client->probes_left > 0 || client->stopped)
+    return G_SOURCE_REMOVE;
+  client->last_probe_us = g_get_monotonic_time ();
+  client->probes_left = client->config->remotes->len;
+  g_clear_object (&client->probe_round);
+  client->probe_round = g_cancellable_new ();
+  client->probe_deadline_id = g_timeout_add (PROBE_DEADLINE_MS, client_probe_deadline_cb, client);
+  for (guint i = 0; i < client->config->remotes->len; i++)
+    {
+      ProbeCall *call = g_new0 (ProbeCall, 1);
+
+      call->client = client;
+      call->index = i;
+      client->probe_waiting[i] = TRUE;
+      gt_client_probe_async (client->config->remotes->pdata[i], &security, client->probe_round,
+                             probe_done_cb, call);
+    }
+  return G_SOURCE_REMOVE;
+}
+
+/* The next round of probes in delay_ms (0: as soon as PROBE_RETRY_MS allows after the last);
+ * a round due earlier stays. */
+static void
+client_probe_later (GtClient *client, guint delay_ms)
+{
+  gint64 now = g_get_monotonic_time ();
+
+  if (client->stopped || client->probes_left > 0)
+    return;
+  if (delay_ms == 0 && client->last_probe_us != 0
+      && now - client->last_probe_us < (gint64) PROBE_RETRY_MS * 1000)
+    delay_ms = (guint) (PROBE_RETRY_MS - (now - client->last_probe_us) / 1000);
+  if (client->probe_id != 0 && client->probe_at_us <= now + (gint64) delay_ms * 1000)
+    return;
+  g_clear_handle_id (&client->probe_id, g_source_remove);
+  if (delay_ms == 0)
+    {
+      client_probe_cb (client);
+      return;
+    }
+  client->probe_at_us = now + (gint64) delay_ms * 1000;
+  client->probe_id = g_timeout_add (delay_ms, client_probe_cb, client);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -971,6 +1210,17 @@ gt_client_start (GtClient *client, GError **error)
   if (config->remote_cert_insecure)
     g_warning ("remoteCertInsecure is set: the server's TLS certificate is NOT verified; anyone on "
                "the path can read and change the tunnel (pin it with remoteCert: sha256:...)");
+  client->chosen = -1;
+  if (config->remote_api == NULL)
+    for (guint i = 1; i < config->remotes->len && !client->auto_mode; i++)
+      if (g_strcmp0 (((GtRemote *) config->remotes->pdata[i])->scheme,
+                     ((GtRemote *) config->remotes->pdata[0])->scheme) != 0)
+        client->auto_mode = TRUE;
+  if (client->auto_mode)
+    {
+      client->probe_results = g_new0 (GtProbeResult, config->remotes->len);
+      client->probe_waiting = g_new0 (gboolean, config->remotes->len);
+    }
   client->n_slots = config->remote_connections;
   client->slots = g_new0 (Slot, client->n_slots);
   for (guint i = 0; i < client->n_slots; i++)
@@ -1088,6 +1338,10 @@ gt_client_stop (GtClient *client)
   g_cancellable_cancel (client->lookups);
   g_clear_handle_id (&client->drain_id, g_source_remove);
   g_clear_handle_id (&client->api_retry_id, g_source_remove);
+  g_clear_handle_id (&client->probe_id, g_source_remove);
+  g_clear_handle_id (&client->probe_deadline_id, g_source_remove);
+  if (client->probe_round != NULL)
+    g_cancellable_cancel (client->probe_round);
   for (guint i = 0; i < client->n_slots; i++)
     {
       Slot *slot = &client->slots[i];
@@ -1179,6 +1433,39 @@ state_stream_cb (GtMuxStream *stream, gpointer user_data)
   g_variant_builder_close (w->streams);
 }
 
+/* Auto mode: the remote chosen ("" for none yet or none answered), why, and each probe. */
+static GVariant *
+client_choice_state (GtClient *client)
+{
+  GPtrArray *remotes = client->config->remotes;
+  GVariantBuilder c, probes;
+  g_autofree char *chosen = client->chosen >= 0 ? remote_to_string (remotes->pdata[client->chosen])
+                                                : g_strdup ("");
+
+  g_variant_builder_init (&probes, G_VARIANT_TYPE ("aa{sv}"));
+  for (guint i = 0; client->decided && i < remotes->len; i++)
+    {
+      const GtProbeResult *r = &client->probe_results[i];
+      g_autofree char *url = remote_to_string (remotes->pdata[i]);
+
+      g_variant_builder_open (&probes, G_VARIANT_TYPE_VARDICT);
+      g_variant_builder_add (&probes, "{sv}", "remote", g_variant_new_string (url));
+      g_variant_builder_add (&probes, "{sv}", "ok", g_variant_new_boolean (r->ok));
+      g_variant_builder_add (&probes, "{sv}", "rttMs", g_variant_new_double (r->rtt_ms));
+      g_variant_builder_add (&probes, "{sv}", "loss", g_variant_new_double (r->loss));
+      if (r->error != NULL)
+        g_variant_builder_add (&probes, "{sv}", "error", g_variant_new_string (r->error));
+      g_variant_builder_close (&probes);
+    }
+  g_variant_builder_init (&c, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&c, "{sv}", "chosen", g_variant_new_string (chosen));
+  g_variant_builder_add (&c, "{sv}", "reason",
+                         g_variant_new_string (client->choice_reason ? client->choice_reason
+                                                                     : "probing"));
+  g_variant_builder_add (&c, "{sv}", "probes", g_variant_builder_end (&probes));
+  return g_variant_builder_end (&c);
+}
+
 GVariant *
 gt_client_get_state (GtClient *client)
 {
@@ -1247,6 +1534,8 @@ gt_client_get_state (GtClient *client)
   g_variant_builder_add (&b, "{sv}", "tunnelList", g_variant_builder_end (&tunnels));
   g_variant_builder_add (&b, "{sv}", "streamList", g_variant_builder_end (&streams));
   g_variant_builder_add (&b, "{sv}", "services", g_variant_builder_end (&services));
+  if (client->auto_mode)
+    g_variant_builder_add (&b, "{sv}", "transportChoice", client_choice_state (client));
   return g_variant_ref_sink (g_variant_builder_end (&b));
 }
 
@@ -1323,6 +1612,13 @@ gt_client_finalize (GObject *object)
   g_ptr_array_unref (client->draining);
   g_clear_pointer (&client->api_remote, gt_remote_free);
   g_clear_object (&client->api_session);
+  if (client->probe_results != NULL)
+    for (guint i = 0; i < client->config->remotes->len; i++)
+      gt_probe_result_clear (&client->probe_results[i]);
+  g_free (client->probe_results);
+  g_free (client->probe_waiting);
+  g_clear_object (&client->probe_round);
+  g_free (client->choice_reason);
   g_clear_pointer (&client->config, gt_client_config_free);
   G_OBJECT_CLASS (gt_client_parent_class)->finalize (object);
 }

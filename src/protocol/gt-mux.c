@@ -1,4 +1,5 @@
-/* gt-mux.c: the tunnel multiplexer: frame I/O on the tunnel, per-stream credit, socket relay. */
+/* gt-mux.c: the tunnel multiplexer: frame I/O on the tunnel, per-stream credit, socket relay; on
+ * a tunnel with native streams (QUIC), each stream relayed over a transport stream of its own. */
 #include "config.h"
 
 #define G_LOG_DOMAIN "gt-mux"
@@ -11,6 +12,7 @@
 #include "gt-fd-source.h"
 #include "gt-mux.h"
 #include "gt-mux-private.h"
+#include "gt-native-streams.h"
 #include "gt-relay-endpoint.h"
 #include "gt-token-bucket.h"
 
@@ -36,6 +38,12 @@
  * was 6 MB per process (docs/reliability.md, "Load scenarios"). */
 #define TRIM_AFTER_STREAMS 1024
 
+/* Native streams (docs/protocol.md §6.9): a stream's transport stream is not read while this many
+ * bytes wait for its socket, so the transport's flow control holds the sender back. */
+#define NATIVE_PENDING_MAX GT_INITIAL_WINDOW
+/* A native stream's reset code on the transport: gt's reset code plus this. */
+#define NATIVE_RESET_BASE 0x100
+
 
 struct _GtMuxStream
 {
@@ -44,6 +52,8 @@ struct _GtMuxStream
   guint32 id;
   guint16 service_index;
   GtRelayEndpoint ep; /* the socket side: raw fd or pollable GIOStream */
+  GtRelayEndpoint tun; /* native streams: the stream's own transport stream */
+  GByteArray *tun_out; /* native: bytes from the socket the transport stream did not take yet */
   gint64 idle_timeout_us;
   gint64 last_activity;
 
@@ -67,6 +77,7 @@ struct _GtMuxStream
   guint throttled_read : 1;  /* socket → tunnel waits for the rate limit (from_socket) */
   guint throttled_write : 1; /* tunnel → socket waits for the rate limit (to_socket) */
   guint answered : 1;        /* the last bytes moved were an answer (see stream_is_idle) */
+  guint tun_shut : 1;        /* native: FIN sent on the transport stream */
 
   guint64 bytes_to_socket;   /* delivered to the socket */
   guint64 bytes_from_socket; /* read from the socket */
@@ -81,6 +92,8 @@ struct _GtMux
   GPollableOutputStream *out;
   gboolean in_is_socket;
   gboolean is_server;
+  GtNativeStreams *native; /* io, when its transport carries each stream natively */
+  GPtrArray *incoming;     /* native, client: NativeIncoming* whose OPEN is being read */
   char *peer;
 
   GHashTable *streams; /* id → GtMuxStream* (owned ref) */
@@ -149,6 +162,10 @@ static void mux_arm_output (GtMux *mux);
 static void mux_schedule_resume (GtMux *mux);
 static void stream_throttle (GtMuxStream *s, gboolean to_socket, GtTokenBucket *b, gsize want);
 static void stream_read_socket (GtMuxStream *s);
+static void stream_tun_cb (int fd, GIOCondition revents, gpointer user_data);
+static void stream_maybe_finish (GtMuxStream *s);
+static gboolean stream_tun_flush (GtMuxStream *s);
+static void stream_tun_send (GtMuxStream *s, const guint8 *data, gsize len);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Output: frames are appended to one contiguous buffer and written once per main-loop iteration
@@ -457,7 +474,11 @@ gt_mux_stream_unref (GtMuxStream *s)
   if (s == NULL || !g_atomic_int_dec_and_test (&s->ref_count))
     return;
   g_assert (s->ep.source == NULL && s->ep.in_source == NULL && s->ep.out_source == NULL);
+  g_assert (s->tun.in_source == NULL && s->tun.out_source == NULL);
   gt_relay_endpoint_close (&s->ep);
+  gt_relay_endpoint_close (&s->tun);
+  if (s->tun_out)
+    g_byte_array_unref (s->tun_out);
   if (s->pending)
     g_byte_array_unref (s->pending);
   if (s->unsent)
@@ -479,8 +500,10 @@ stream_new (GtMux *mux, guint32 id, guint16 service_index)
   s->id = id;
   s->service_index = service_index;
   gt_relay_endpoint_init (&s->ep, stream_fd_cb, s);
-  s->send_credit = GT_INITIAL_WINDOW;
-  s->recv_credit = GT_INITIAL_WINDOW;
+  gt_relay_endpoint_init (&s->tun, stream_tun_cb, s);
+  /* Native streams: the transport's flow control, not gt's windows. */
+  s->send_credit = mux->native != NULL ? G_MAXINT32 : GT_INITIAL_WINDOW;
+  s->recv_credit = mux->native != NULL ? G_MAXINT32 : GT_INITIAL_WINDOW;
   s->last_activity = g_get_monotonic_time ();
   live_streams_add ();
   g_hash_table_insert (mux->streams, GUINT_TO_POINTER (id), s);
@@ -498,6 +521,8 @@ stream_close (GtMuxStream *s)
     return;
   s->closed = TRUE;
   gt_relay_endpoint_close (&s->ep);
+  gt_relay_endpoint_close (&s->tun);
+  g_clear_pointer (&s->tun_out, g_byte_array_unref);
   if (s->pending)
     g_byte_array_set_size (s->pending, 0);
   g_clear_pointer (&s->unsent, g_byte_array_unref);
@@ -519,6 +544,12 @@ stream_send_reset (GtMuxStream *s, GtResetCode code)
 
   if (s->mux == NULL)
     return;
+  if (s->mux->native != NULL)
+    {
+      if (s->tun.io != NULL)
+        gt_native_streams_reset (GT_NATIVE_STREAMS (s->tun.io), NATIVE_RESET_BASE + code);
+      return;
+    }
   gt_frame_append_reset (f, s->id, code);
   mux_send_frame_small (s->mux, f);
 }
@@ -538,7 +569,8 @@ stream_grant (GtMuxStream *s)
 {
   g_autoptr (GByteArray) f = NULL;
 
-  if (s->unacked < GT_INITIAL_WINDOW / 2 || s->remote_shut || s->mux == NULL)
+  if (s->unacked < GT_INITIAL_WINDOW / 2 || s->remote_shut || s->mux == NULL
+      || s->mux->native != NULL)
     return;
   f = g_byte_array_sized_new (GT_FRAME_HEADER_SIZE + 4);
   gt_frame_append_window (f, s->id, (guint32) s->unacked);
@@ -558,7 +590,7 @@ stream_maybe_finish (GtMuxStream *s)
       gt_relay_endpoint_shutdown_write (&s->ep);
       s->wrote_shut = TRUE;
     }
-  if (s->local_eof && s->wrote_shut)
+  if (s->local_eof && s->wrote_shut && (s->tun_shut || s->mux == NULL || s->mux->native == NULL))
     stream_finish (s);
 }
 
@@ -710,8 +742,10 @@ stream_read_socket (GtMuxStream *s)
 
   if (want == 0 || s->throttled_read)
     return;
+  if (mux->native != NULL && s->tun_out != NULL && s->tun_out->len > 0)
+    return; /* its transport stream takes no more for now */
   /* Streams woken together must not each add a frame past the bound. */
-  if (mux_out_bytes (mux) >= OUT_HIGH)
+  if (mux->native == NULL && mux_out_bytes (mux) >= OUT_HIGH)
     {
       stream_update_events (s);
       return;
@@ -744,6 +778,15 @@ stream_read_socket (GtMuxStream *s)
       return;
     }
   s->last_activity = g_get_monotonic_time ();
+  if (n == 0 && mux->native != NULL)
+    {
+      s->local_eof = TRUE;
+      stream_tun_flush (s); /* FIN once what waits went out */
+      if (!s->closed)
+        stream_update_events (s);
+      stream_maybe_finish (s);
+      return;
+    }
   if (n == 0)
     {
       g_autoptr (GByteArray) f = g_byte_array_sized_new (GT_FRAME_HEADER_SIZE);
@@ -756,6 +799,15 @@ stream_read_socket (GtMuxStream *s)
       return;
     }
 send:
+  if (mux->native != NULL)
+    {
+      s->answered = !mux->is_server;
+      s->bytes_from_socket += n;
+      stream_tun_send (s, mux->scratch + GT_FRAME_HEADER_SIZE, n);
+      if (!s->closed)
+        stream_update_events (s);
+      return;
+    }
   gt_frame_header_encode (mux->scratch, GT_FRAME_DATA, 0, s->id, (guint32) n);
   s->answered = !mux->is_server; /* client: the local service's reply; server: the user's request */
   s->send_credit -= n;
@@ -800,9 +852,27 @@ stream_update_events (GtMuxStream *s)
   GIOCondition events = 0;
   GtMux *mux = s->mux;
 
-  if (!stream_attached (s) || s->closed || mux == NULL)
+  if (s->closed || mux == NULL)
     return;
-  if (!s->local_eof && s->send_credit > 0 && !s->throttled_read)
+  if (mux->native != NULL && gt_relay_endpoint_is_attached (&s->tun))
+    {
+      GIOCondition tun_events = 0;
+
+      /* Not read while its socket is behind: QUIC's window then stops the peer's sender. */
+      if (!s->remote_shut && (s->pending == NULL || s->pending->len < NATIVE_PENDING_MAX))
+        tun_events |= G_IO_IN;
+      if (s->tun_out != NULL && s->tun_out->len > 0)
+        tun_events |= G_IO_OUT;
+      gt_relay_endpoint_set_events (&s->tun, tun_events);
+    }
+  if (!stream_attached (s))
+    return;
+  if (mux->native != NULL)
+    {
+      if (!s->local_eof && !s->throttled_read && (s->tun_out == NULL || s->tun_out->len == 0))
+        events |= G_IO_IN;
+    }
+  else if (!s->local_eof && s->send_credit > 0 && !s->throttled_read)
     {
       if (mux_out_bytes (mux) >= OUT_HIGH)
         {
@@ -882,6 +952,145 @@ stream_deliver (GtMuxStream *s, const guint8 *data, gsize len)
       stream_update_events (s);
     }
   stream_grant (s);
+}
+
+/* The peer reset the stream (RESET frame, or its native stream reset) with code. */
+static void
+stream_peer_reset (GtMuxStream *s, guint32 code)
+{
+  if (code == GT_RESET_CODE_CONNECT_FAILED && !s->received_data && s->connect_fail_response != NULL
+      && stream_attached (s))
+    {
+      gsize rlen;
+      const char *r = g_bytes_get_data (s->connect_fail_response, &rlen);
+
+      gt_relay_endpoint_reply_and_close (&s->ep, (const guint8 *) r, rlen);
+    }
+  stream_close (s);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Native streams (docs/protocol.md §6.9): each stream relays between its socket and a transport
+ * stream of its own; EOF is FIN, a reset is the transport's stream reset. */
+
+/* The transport stream failed: reset by the peer (with gt's code in it), or its connection went. */
+static void
+stream_tun_failed (GtMuxStream *s)
+{
+  guint64 code = 0;
+  guint32 reset = GT_RESET_CODE_CLOSED;
+
+  if (s->tun.io != NULL && gt_native_streams_get_reset_code (GT_NATIVE_STREAMS (s->tun.io), &code)
+      && code >= NATIVE_RESET_BASE && code - NATIVE_RESET_BASE <= G_MAXUINT32)
+    reset = (guint32) (code - NATIVE_RESET_BASE);
+  stream_peer_reset (s, reset);
+}
+
+/* Writes what waits in tun_out; then the FIN once the socket's EOF came. FALSE: the stream died. */
+static gboolean
+stream_tun_flush (GtMuxStream *s)
+{
+  while (s->tun_out != NULL && s->tun_out->len > 0)
+    {
+      gssize n = gt_relay_endpoint_send (&s->tun, s->tun_out->data, s->tun_out->len);
+
+      if (n == GT_RELAY_ENDPOINT_WOULD_BLOCK)
+        break;
+      if (n < 0)
+        {
+          stream_tun_failed (s);
+          return FALSE;
+        }
+      g_byte_array_remove_range (s->tun_out, 0, n);
+      s->mux->bytes_out += n;
+    }
+  if (s->tun_out != NULL && s->tun_out->len == 0)
+    g_clear_pointer (&s->tun_out, g_byte_array_unref);
+  if (s->tun_out == NULL && s->local_eof && !s->tun_shut)
+    {
+      gt_relay_endpoint_shutdown_write (&s->tun);
+      s->tun_shut = TRUE;
+    }
+  return TRUE;
+}
+
+/* Bytes for the peer: to the transport stream, or into tun_out for what it does not take now. */
+static void
+stream_tun_send (GtMuxStream *s, const guint8 *data, gsize len)
+{
+  if (s->tun_out == NULL || s->tun_out->len == 0)
+    {
+      gssize n = gt_relay_endpoint_send (&s->tun, data, len);
+
+      if (n == GT_RELAY_ENDPOINT_ERROR)
+        {
+          stream_tun_failed (s);
+          return;
+        }
+      if (n > 0)
+        {
+          s->mux->bytes_out += n;
+          data += n;
+          len -= n;
+        }
+    }
+  if (len == 0)
+    return;
+  if (s->tun_out == NULL)
+    s->tun_out = g_byte_array_sized_new (len);
+  g_byte_array_append (s->tun_out, data, len);
+}
+
+/* Bytes from the peer, while the socket keeps up (a few reads: other streams get their turn). */
+static void
+stream_tun_read (GtMuxStream *s)
+{
+  GtMux *mux = s->mux;
+
+  for (int k = 0; k < 4 && !s->closed && !s->remote_shut
+                  && (s->pending == NULL || s->pending->len < NATIVE_PENDING_MAX);
+       k++)
+    {
+      gssize n;
+
+      /* After the first read, only while there is more (a would-block read costs a GError). */
+      if (k > 0 && !g_pollable_input_stream_is_readable (s->tun.in))
+        break;
+      n = gt_relay_endpoint_recv (&s->tun, mux->scratch, GT_MUX_MAX_DATA);
+
+      if (n == GT_RELAY_ENDPOINT_WOULD_BLOCK)
+        break;
+      if (n < 0)
+        {
+          stream_tun_failed (s);
+          return;
+        }
+      if (n == 0)
+        {
+          s->remote_shut = TRUE;
+          break;
+        }
+      mux->bytes_in += n;
+      mux->last_rx = g_get_monotonic_time ();
+      s->received_data = TRUE;
+      stream_deliver (s, mux->scratch, n);
+    }
+}
+
+static void
+stream_tun_cb (int fd, GIOCondition revents, gpointer user_data)
+{
+  GtMuxStream *s = user_data;
+  G_GNUC_UNUSED g_autoptr (GtMuxStream) keep = gt_mux_stream_ref (s);
+
+  if ((revents & G_IO_OUT) && !stream_tun_flush (s))
+    return;
+  if ((revents & G_IO_IN) && !s->closed)
+    stream_tun_read (s);
+  if (!s->closed)
+    stream_maybe_finish (s);
+  if (!s->closed)
+    stream_update_events (s);
 }
 
 static void
@@ -1050,6 +1259,8 @@ gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd, GIOStream *i
 {
   GtMuxStream *s;
   g_autoptr (GByteArray) f = NULL;
+  g_autoptr (GIOStream) tun = NULL;
+  G_GNUC_UNUSED g_autoptr (GtMuxStream) keep = NULL;
 
   g_return_val_if_fail (GT_IS_MUX (mux), NULL);
   g_return_val_if_fail (mux->is_server, NULL);
@@ -1061,10 +1272,29 @@ gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd, GIOStream *i
         g_close (fd, NULL);
       return NULL;
     }
+  if (mux->native != NULL)
+    {
+      g_autoptr (GError) error = NULL;
+
+      tun = gt_native_streams_open (mux->native, &error);
+      if (tun == NULL)
+        {
+          g_message ("%s: %s", mux->peer ? mux->peer : "tunnel", error->message);
+          if (fd >= 0 && connect_fail_response != NULL)
+            gt_socket_reply_and_close (fd, g_bytes_get_data (connect_fail_response, NULL),
+                                       g_bytes_get_size (connect_fail_response));
+          else if (fd >= 0)
+            g_close (fd, NULL);
+          return NULL;
+        }
+    }
   if (mux->next_stream_id == G_MAXUINT32 - 1)
     gt_mux_goaway (mux, GT_ERROR_CODE_NONE, "stream ids exhausted");
   mux->next_stream_id++;
   s = stream_new (mux, mux->next_stream_id, service_index);
+  keep = gt_mux_stream_ref (s);
+  if (tun != NULL)
+    gt_relay_endpoint_attach_io (&s->tun, tun);
   if (connect_fail_response)
     s->connect_fail_response = g_bytes_ref (connect_fail_response);
 
@@ -1086,8 +1316,11 @@ gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd, GIOStream *i
   g_byte_array_append (f, data, len);
   s->send_credit -= len;
   s->bytes_from_socket += len; /* read by the server before the stream existed */
-  mux_send (mux, f->data, f->len);
-  if (mux->closed)
+  if (tun != NULL)
+    stream_tun_send (s, f->data, f->len); /* OPEN heads the stream's own transport stream */
+  else
+    mux_send (mux, f->data, f->len);
+  if (mux->closed || s->closed)
     {
       if (fd >= 0)
         g_close (fd, NULL);
@@ -1188,21 +1421,189 @@ handle_stream_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
         guint32 code = 0;
 
         (void) gt_reset_decode (p, h->length, &code, NULL);
-        if (code == GT_RESET_CODE_CONNECT_FAILED && !s->received_data
-            && s->connect_fail_response != NULL && stream_attached (s))
-          {
-            gsize rlen;
-            const char *r = g_bytes_get_data (s->connect_fail_response, &rlen);
-
-            gt_relay_endpoint_reply_and_close (&s->ep, (const guint8 *) r, rlen);
-          }
-        stream_close (s);
+        stream_peer_reset (s, code);
       }
       break;
 
     default:
       g_assert_not_reached ();
     }
+}
+
+/* Client: the server opened stream id (OPEN on the tunnel, or at the head of tun, the stream's
+ * own transport stream). FALSE when the tunnel closed. */
+static gboolean
+mux_stream_opened (GtMux *mux, guint32 id, guint16 service_index, const GtOpenAddr *addr,
+                   const guint8 *data, gsize data_len, GIOStream *tun)
+{
+  GtMuxStream *s;
+  G_GNUC_UNUSED g_autoptr (GtMuxStream) keep = NULL;
+
+  if (data_len > GT_INITIAL_WINDOW)
+    {
+      mux_protocol_error (mux, GT_ERROR_CODE_FLOW_CONTROL,
+                          g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE,
+                                       "OPEN data exceeds the stream window"));
+      return FALSE;
+    }
+  s = stream_new (mux, id, service_index);
+  keep = gt_mux_stream_ref (s);
+  if (tun != NULL)
+    gt_relay_endpoint_attach_io (&s->tun, tun);
+  if (addr != NULL)
+    s->addr = g_memdup2 (addr, sizeof *addr);
+  s->recv_credit -= data_len;
+  if (data_len > 0)
+    {
+      s->received_data = TRUE;
+      stream_deliver (s, data, data_len);
+    }
+  /* After our own GOAWAY the server may have sent OPENs before it saw it: those are served.
+   * After the server's, it opens nothing more. */
+  if (mux->goaway_received)
+    {
+      gt_mux_stream_reset (s, GT_RESET_CODE_REFUSED);
+      return TRUE;
+    }
+  g_signal_emit (mux, signals[SIGNAL_STREAM_OPENED], 0, s, (guint) service_index);
+  if (!s->closed)
+    stream_update_events (s); /* a native stream is read before its socket is attached */
+  return !mux->closed;
+}
+
+/* Native streams, client: a stream the server opened; its OPEN frame is read before anything. */
+typedef struct
+{
+  GtMux *mux; /* not owned: the mux frees its NativeIncoming before it goes */
+  GIOStream *io;
+  GSource *source;
+  guint8 *buf;
+  gsize len, need;
+} NativeIncoming;
+
+static void
+native_incoming_free (NativeIncoming *in)
+{
+  if (in->source != NULL)
+    {
+      g_source_destroy (in->source);
+      g_source_unref (in->source);
+    }
+  if (in->io != NULL)
+    {
+      gt_relay_endpoint_close_io (in->io);
+      g_object_unref (in->io);
+    }
+  g_free (in->buf);
+  g_free (in);
+}
+
+static void
+native_incoming_fail (NativeIncoming *in, GError *error)
+{
+  mux_protocol_error (in->mux, GT_ERROR_CODE_PROTOCOL, error);
+}
+
+static gboolean
+native_incoming_cb (GObject *stream, gpointer user_data)
+{
+  NativeIncoming *in = user_data;
+  GtMux *mux = in->mux;
+  G_GNUC_UNUSED g_autoptr (GObject) hold = g_object_ref (G_OBJECT (mux));
+  GtFrameHeader h;
+  GtOpenAddr addr;
+  gboolean has_addr = FALSE;
+  guint16 service_index;
+  const guint8 *data;
+  gsize data_len;
+
+  for (;;)
+    {
+      g_autoptr (GError) error = NULL;
+      gssize n = g_pollable_input_stream_read_nonblocking (
+        G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (in->io)), in->buf + in->len,
+        in->need - in->len, NULL, &error);
+
+      if (n < 0 && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        return G_SOURCE_CONTINUE;
+      if (n < 0)
+        {
+          /* Reset before its OPEN came (the user left at once): nothing to serve. */
+          g_debug ("a new stream failed before its OPEN: %s", error->message);
+          g_ptr_array_remove_fast (mux->incoming, in);
+          return G_SOURCE_REMOVE;
+        }
+      if (n == 0)
+        {
+          native_incoming_fail (in, g_error_new_literal (GT_FRAME_ERROR_DOMAIN,
+                                                         GT_FRAME_ERROR_MALFORMED,
+                                                         "a stream ended before its OPEN frame"));
+          return G_SOURCE_REMOVE; /* the teardown freed it */
+        }
+      in->len += n;
+      if (in->len < in->need)
+        continue;
+      if (gt_frame_header_decode (in->buf, in->len, &h, &error) == GT_DECODE_ERROR)
+        {
+          native_incoming_fail (in, g_steal_pointer (&error));
+          return G_SOURCE_REMOVE;
+        }
+      if (h.type != GT_FRAME_OPEN)
+        {
+          native_incoming_fail (in, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                                 "a stream starts with %s, not OPEN",
+                                                 gt_frame_type_to_string (h.type)));
+          return G_SOURCE_REMOVE;
+        }
+      if (in->need == GT_FRAME_HEADER_SIZE + (gsize) h.length)
+        break;
+      in->need = GT_FRAME_HEADER_SIZE + (gsize) h.length; /* bounded by the header's check */
+      in->buf = g_realloc (in->buf, in->need);
+    }
+  if (!gt_open_decode_addr (in->buf + GT_FRAME_HEADER_SIZE, h.length, h.flags, &service_index,
+                            &addr, &has_addr, &data, &data_len, NULL))
+    {
+      native_incoming_fail (in, g_error_new_literal (GT_FRAME_ERROR_DOMAIN,
+                                                     GT_FRAME_ERROR_MALFORMED, "bad OPEN frame"));
+      return G_SOURCE_REMOVE;
+    }
+  /* Streams arrive in any order: ids need only be new. */
+  if (h.stream_id == 0 || g_hash_table_contains (mux->streams, GUINT_TO_POINTER (h.stream_id)))
+    {
+      native_incoming_fail (in, g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                             "OPEN for stream %u, which is open already",
+                                             h.stream_id));
+      return G_SOURCE_REMOVE;
+    }
+  mux->last_open_id = MAX (mux->last_open_id, h.stream_id);
+  {
+    g_autoptr (GIOStream) io = g_steal_pointer (&in->io);
+    g_autofree guint8 *buf = g_steal_pointer (&in->buf); /* data points into it */
+
+    g_ptr_array_remove_fast (mux->incoming, in); /* destroys this source */
+    (void) mux_stream_opened (mux, h.stream_id, service_index, has_addr ? &addr : NULL, data,
+                              data_len, io);
+  }
+  return G_SOURCE_REMOVE;
+}
+
+static void
+mux_native_accept_cb (GIOStream *stream, gpointer user_data)
+{
+  GtMux *mux = user_data;
+  NativeIncoming *in;
+
+  if (mux->closed)
+    return;
+  in = g_new0 (NativeIncoming, 1);
+  in->mux = mux;
+  in->io = g_object_ref (stream);
+  in->need = GT_FRAME_HEADER_SIZE;
+  in->buf = g_malloc (in->need);
+  in->source = gt_pollable_source_for_io (stream, FALSE);
+  g_source_set_callback (in->source, (GSourceFunc) (void (*) (void)) native_incoming_cb, in, NULL);
+  g_source_attach (in->source, g_main_context_get_thread_default ());
+  g_ptr_array_add (mux->incoming, in);
 }
 
 static gboolean
@@ -1216,16 +1617,24 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
     case GT_FRAME_SHUTDOWN:
     case GT_FRAME_WINDOW:
     case GT_FRAME_RESET:
-      handle_stream_frame (mux, h, p);
-      return !mux->closed;
-
     case GT_FRAME_OPEN:
+      if (mux->native != NULL)
+        {
+          mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
+                              g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                           "%s frame on the control stream of a tunnel with "
+                                           "native streams", gt_frame_type_to_string (h->type)));
+          return FALSE;
+        }
+      if (h->type != GT_FRAME_OPEN)
+        {
+          handle_stream_frame (mux, h, p);
+          return !mux->closed;
+        }
       {
         guint16 service_index;
         const guint8 *data;
         gsize data_len;
-        GtMuxStream *s;
-        G_GNUC_UNUSED g_autoptr (GtMuxStream) keep = NULL;
 
         if (mux->is_server)
           {
@@ -1252,32 +1661,8 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
             return FALSE;
           }
         mux->last_open_id = h->stream_id;
-        if (data_len > GT_INITIAL_WINDOW)
-          {
-            mux_protocol_error (mux, GT_ERROR_CODE_FLOW_CONTROL,
-                                g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE,
-                                             "OPEN data exceeds the stream window"));
-            return FALSE;
-          }
-        s = stream_new (mux, h->stream_id, service_index);
-        keep = gt_mux_stream_ref (s);
-        if (has_addr)
-          s->addr = g_memdup2 (&addr, sizeof addr);
-        s->recv_credit -= data_len;
-        if (data_len > 0)
-          {
-            s->received_data = TRUE;
-            stream_deliver (s, data, data_len);
-          }
-        /* After our own GOAWAY the server may have sent OPENs before it saw it: those are served.
-         * After the server's, it opens nothing more. */
-        if (mux->goaway_received)
-          {
-            gt_mux_stream_reset (s, GT_RESET_CODE_REFUSED);
-            return TRUE;
-          }
-        g_signal_emit (mux, signals[SIGNAL_STREAM_OPENED], 0, s, (guint) service_index);
-        return !mux->closed;
+        return mux_stream_opened (mux, h->stream_id, service_index, has_addr ? &addr : NULL, data,
+                                  data_len, NULL);
       }
 
     case GT_FRAME_PING:
@@ -1586,6 +1971,9 @@ mux_teardown (GtMux *mux)
     g_ptr_array_add (streams, gt_mux_stream_ref (value));
   for (guint i = 0; i < streams->len; i++)
     stream_close (streams->pdata[i]);
+  if (mux->native != NULL && !mux->is_server)
+    gt_native_streams_set_accept_func (mux->native, NULL, NULL);
+  g_ptr_array_set_size (mux->incoming, 0);
   g_ptr_array_set_size (mux->blocked, 0);
   g_ptr_array_set_size (mux->throttled, 0);
 
@@ -1727,6 +2115,8 @@ gt_mux_start (GtMux *mux)
 
   mux->last_rx = mux->last_ping = g_get_monotonic_time ();
   mux_watch_input (mux);
+  if (mux->native != NULL && !mux->is_server)
+    gt_native_streams_set_accept_func (mux->native, mux_native_accept_cb, mux);
   mux->timer_id = g_timeout_add_seconds (1, mux_timer_cb, mux);
   if (mux->rend > mux->rstart)
     mux_process (mux);
@@ -1746,6 +2136,8 @@ gt_mux_new (GIOStream *io, gboolean is_server, const guint8 *preread, gsize prer
   mux->out = G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (io));
   mux->is_server = is_server;
   mux->in_is_socket = G_IS_SOCKET_CONNECTION (io);
+  if (GT_IS_NATIVE_STREAMS (io))
+    mux->native = GT_NATIVE_STREAMS (io);
   if (preread_len > 0)
     {
       memcpy (mux->rbuf, preread, preread_len);
@@ -1773,6 +2165,7 @@ gt_mux_finalize (GObject *object)
   g_hash_table_unref (mux->streams);
   g_ptr_array_unref (mux->blocked);
   g_ptr_array_unref (mux->throttled);
+  g_ptr_array_unref (mux->incoming);
   g_clear_pointer (&mux->rate, g_rc_box_release);
   g_free (mux->rbuf);
   g_free (mux->scratch);
@@ -1839,6 +2232,7 @@ gt_mux_init (GtMux *mux)
   mux->streams = g_hash_table_new_full (NULL, NULL, NULL, (GDestroyNotify) gt_mux_stream_unref);
   mux->blocked = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
   mux->throttled = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+  mux->incoming = g_ptr_array_new_with_free_func ((GDestroyNotify) native_incoming_free);
   mux->pause_input_at = GT_MUX_OUT_PAUSE_INPUT;
   mux->resume_input_at = OUT_RESUME_INPUT;
   mux->rbuf = g_malloc (RBUF_SIZE);

@@ -79,6 +79,7 @@ typedef struct
   gsize consumed;
   PendingAddr *addr_count; /* counted toward maxPendingPerAddress (not for trusted proxies) */
   gint64 started_us; /* accepted at (monotonic) */
+  guint probes;      /* PINGs answered before HELLO (a client's transport probe) */
 } Pending;
 
 /* handshakeTimeout, never longer than timeout. */
@@ -661,6 +662,28 @@ pending_ask_auth_api (Pending *p, const char *ip)
                            pending_auth_done_cb, wait);
 }
 
+/* PINGs a probe may send before it goes (docs/protocol.md §6.10). */
+#define PROBE_PINGS_MAX 32
+
+/* Answers a transport probe's PING at once; FALSE when the answer does not fit the socket now
+ * (a probe that does not read its answers is dropped). */
+static gboolean
+pending_answer_ping (Pending *p, const guint8 *payload)
+{
+  guint8 pong[GT_FRAME_HEADER_SIZE + 8];
+  gssize n;
+
+  gt_frame_header_encode (pong, GT_FRAME_PING, GT_FRAME_FLAG_ACK, 0, 8);
+  memcpy (pong + GT_FRAME_HEADER_SIZE, payload, 8);
+  if (p->fd >= 0)
+    n = send (p->fd, pong, sizeof pong, MSG_DONTWAIT | MSG_NOSIGNAL);
+  else
+    n = g_pollable_output_stream_write_nonblocking (
+      G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (p->io)), pong, sizeof pong, NULL,
+      NULL);
+  return n == (gssize) sizeof pong;
+}
+
 static void
 pending_handle_tunnel (Pending *p)
 {
@@ -688,6 +711,25 @@ pending_handle_tunnel (Pending *p)
       return;
     }
   r = gt_frame_header_decode (p->buf + GT_PREFACE_SIZE, p->len - GT_PREFACE_SIZE, &h, &error);
+  /* A client's transport probe: PINGs before any HELLO, each answered at once. */
+  while (r == GT_DECODE_OK && h.type == GT_FRAME_PING && !(h.flags & GT_FRAME_FLAG_ACK))
+    {
+      gsize flen = GT_FRAME_HEADER_SIZE + h.length;
+
+      if (p->len < GT_PREFACE_SIZE + flen)
+        return;
+      if (++p->probes > PROBE_PINGS_MAX
+          || !pending_answer_ping (p, p->buf + GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE))
+        {
+          g_debug ("%s: transport probe ended (%u pings)", p->peer, p->probes);
+          pending_drop (p);
+          return;
+        }
+      memmove (p->buf + GT_PREFACE_SIZE, p->buf + GT_PREFACE_SIZE + flen,
+               p->len - GT_PREFACE_SIZE - flen);
+      p->len -= flen;
+      r = gt_frame_header_decode (p->buf + GT_PREFACE_SIZE, p->len - GT_PREFACE_SIZE, &h, &error);
+    }
   if (r == GT_DECODE_NEED_MORE)
     return;
   if (r == GT_DECODE_OK && h.type != GT_FRAME_HELLO)

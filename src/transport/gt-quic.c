@@ -20,6 +20,7 @@
 
 #include "gt-certificate.h"
 #include "gt-fd-source.h"
+#include "gt-native-streams.h"
 #include "gt-quic.h"
 #include "gt-ready-source.h"
 
@@ -31,7 +32,8 @@
 #define SCID_LEN 18
 /* Per-stream bytes written by the application and not yet acknowledged by the peer. */
 #define TX_HIGH (1024 * 1024)
-/* Receive windows: QUIC flow control is the only flow control of a QUIC tunnel's streams. */
+/* Receive windows: QUIC flow control is the only flow control of a QUIC tunnel's streams. A
+ * stream's window bounds what it holds unread; the connection's credit goes back on arrival. */
 #define STREAM_WINDOW (256 * 1024)
 #define MAX_STREAM_WINDOW (6 * 1024 * 1024)
 #define CONN_WINDOW (1024 * 1024)
@@ -46,7 +48,11 @@
 #define HANDSHAKE_TIMEOUT_NS (10 * NGTCP2_SECONDS)
 /* A closed tunnel's last bytes (an ERROR frame, say) get this long to be acknowledged. */
 #define CLOSE_LINGER_US (2 * G_USEC_PER_SEC)
-/* Application error codes (docs/protocol.md §9). */
+/* Streams a client lets its server open at once: one per user connection (gt streams are native
+ * QUIC streams, docs/protocol.md §6.0); each that ends makes room for the next. */
+#define CLIENT_PEER_STREAMS 4096
+/* Application error codes (docs/protocol.md §6.0); the mux's stream resets use codes of their own
+ * (0x100 and up). */
 #define APP_NO_ERROR 0
 #define APP_STREAM_RESET 1
 
@@ -88,6 +94,8 @@ struct _GtQuicConn
   gboolean handshake_done;
   guint handshake_timeout_ms;
   gboolean announced;   /* server: its tunnel stream went to the server */
+  GtNativeStreamFunc accept_func; /* takes the streams the peer opens (after the tunnel's) */
+  gpointer accept_data;
   QStream *closing;     /* the tunnel stream, closed: its last bytes go out, then the connection */
   gint64 close_deadline_us;
   /* client verification */
@@ -118,6 +126,10 @@ struct _QStream
   gboolean in_tx_queue;
   gboolean owns_conn;
   gboolean closed;  /* ngtcp2 is done with it */
+  gboolean app_closed; /* the application closed it or reset it: incoming bytes are dropped */
+  gboolean reset_sent;
+  gboolean peer_reset; /* the peer sent RESET_STREAM (or STOP_SENDING) with peer_code */
+  guint64 peer_code;
   GError *error;
 };
 
@@ -317,10 +329,12 @@ recv_stream_data_cb (ngtcp2_conn *conn, uint32_t flags, int64_t stream_id, uint6
 {
   QStream *s = stream_user_data;
 
-  if (s == NULL || s->error != NULL)
+  /* The connection's credit goes back as bytes arrive: what a stream holds unread is bounded by
+   * its own window, and a stream whose reader stalls must not take the others' credit. */
+  ngtcp2_conn_extend_max_offset (conn, datalen);
+  if (s == NULL || s->error != NULL || s->app_closed)
     {
-      /* Nobody reads it: give the credit back at once so the connection does not stall. */
-      ngtcp2_conn_extend_max_offset (conn, datalen);
+      /* Nobody reads it: its credit goes back at once too. */
       ngtcp2_conn_extend_max_stream_offset (conn, stream_id, datalen);
       return 0;
     }
@@ -365,6 +379,10 @@ stream_close_cb (ngtcp2_conn *conn, uint32_t flags, int64_t stream_id, uint64_t 
   GtQuicConn *c = user_data;
   QStream *s = stream_user_data;
 
+  /* A client's server opens a stream per user connection: each one that ends frees a place. */
+  if (!c->is_server && ngtcp2_is_bidi_stream (stream_id)
+      && !ngtcp2_conn_is_local_stream (conn, stream_id))
+    ngtcp2_conn_extend_max_streams_bidi (conn, 1);
   if (s == NULL)
     return 0;
   if ((flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) && app_error_code != APP_NO_ERROR)
@@ -385,9 +403,16 @@ stream_reset_cb (ngtcp2_conn *conn, int64_t stream_id, uint64_t final_size,
   QStream *s = stream_user_data;
 
   if (s != NULL)
-    qstream_fail (s, g_error_new (G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED,
-                                  "QUIC stream reset by the peer (code %" G_GUINT64_FORMAT ")",
-                                  (guint64) app_error_code));
+    {
+      if (!s->peer_reset)
+        {
+          s->peer_reset = TRUE;
+          s->peer_code = app_error_code;
+        }
+      qstream_fail (s, g_error_new (G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED,
+                                    "QUIC stream reset by the peer (code %" G_GUINT64_FORMAT ")",
+                                    (guint64) app_error_code));
+    }
   return 0;
 }
 
@@ -398,8 +423,15 @@ stream_stop_sending_cb (ngtcp2_conn *conn, int64_t stream_id, uint64_t app_error
   QStream *s = stream_user_data;
 
   if (s != NULL)
-    qstream_fail (s, g_error_new_literal (G_IO_ERROR, G_IO_ERROR_BROKEN_PIPE,
-                                          "the peer stopped reading the QUIC stream"));
+    {
+      if (!s->peer_reset)
+        {
+          s->peer_reset = TRUE;
+          s->peer_code = app_error_code;
+        }
+      qstream_fail (s, g_error_new_literal (G_IO_ERROR, G_IO_ERROR_BROKEN_PIPE,
+                                            "the peer stopped reading the QUIC stream"));
+    }
   return 0;
 }
 
@@ -545,8 +577,9 @@ fill_settings (ngtcp2_settings *st, ngtcp2_transport_params *tp, guint idle_time
   tp->initial_max_stream_data_bidi_local = STREAM_WINDOW;
   tp->initial_max_stream_data_bidi_remote = STREAM_WINDOW;
   tp->initial_max_data = CONN_WINDOW;
-  /* A client accepts no stream from its server; the server takes one: the tunnel. */
-  tp->initial_max_streams_bidi = server ? 1 : 0;
+  /* The server takes one stream from its client: the tunnel's control stream; the client takes
+   * the streams its server opens, one per gt stream. */
+  tp->initial_max_streams_bidi = server ? 1 : CLIENT_PEER_STREAMS;
   tp->initial_max_streams_uni = 0;
   tp->max_idle_timeout = (ngtcp2_duration) idle_timeout_ms * NGTCP2_MILLISECONDS;
   tp->active_connection_id_limit = 4;
@@ -1072,15 +1105,17 @@ conn_after_io (GtQuicConn *c)
     }
   if (!c->is_server && c->handshake_done && c->connect_task != NULL)
     conn_finish_connect (c, NULL);
-  if (c->is_server)
+  while (!g_queue_is_empty (&c->incoming))
     {
-      while (!g_queue_is_empty (&c->incoming))
+      QStream *s = g_queue_peek_head (&c->incoming);
+      g_autoptr (GIOStream) io = NULL;
+
+      if (c->is_server && !c->announced)
         {
-          QStream *s = g_queue_pop_head (&c->incoming);
-          g_autoptr (GIOStream) io = NULL;
           g_autoptr (GSocketAddress) peer = NULL;
 
-          if (c->server != NULL && c->server->func == NULL && !c->announced)
+          g_queue_pop_head (&c->incoming);
+          if (c->server != NULL && c->server->func == NULL)
             {
               /* A new tunnel after the listener stopped accepting: not taken. */
               qstream_unref (s);
@@ -1088,11 +1123,8 @@ conn_after_io (GtQuicConn *c)
                                                     "QUIC listener closed"));
               return;
             }
-          if (c->announced || c->server == NULL || s->closed)
+          if (c->server == NULL || s->closed)
             {
-              /* Only the tunnel is expected: the transport parameters allow one stream. */
-              if (!s->closed)
-                ngtcp2_conn_shutdown_stream (c->conn, s->id, APP_STREAM_RESET);
               qstream_unref (s);
               continue;
             }
@@ -1106,7 +1138,24 @@ conn_after_io (GtQuicConn *c)
                            c->server->user_data);
           if (c->closed)
             return;
+          continue;
         }
+      if (c->accept_func == NULL && !c->is_server)
+        break; /* a client's streams wait for its mux (bounded by CLIENT_PEER_STREAMS) */
+      g_queue_pop_head (&c->incoming);
+      if (s->closed || c->accept_func == NULL)
+        {
+          /* Nobody takes it (a server takes only its tunnel stream from a client). */
+          if (!s->closed)
+            ngtcp2_conn_shutdown_stream (c->conn, s->id, APP_STREAM_RESET);
+          qstream_unref (s);
+          continue;
+        }
+      io = qstream_wrap (s);
+      qstream_unref (s);
+      c->accept_func (io, c->accept_data);
+      if (c->closed)
+        return;
     }
   conn_flush (c);
 }
@@ -1524,7 +1573,9 @@ gt_quic_conn_open_stream (GtQuicConn *c, gboolean owns_conn, GError **error)
   if (rv != 0)
     {
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_TOO_MANY_OPEN_FILES,
-                   "cannot open a QUIC stream: %s", ngtcp2_strerror (rv));
+                   "cannot open a QUIC stream: %s",
+                   rv == NGTCP2_ERR_STREAM_ID_BLOCKED ? "the peer allows no more at once"
+                                                      : ngtcp2_strerror (rv));
       return NULL;
     }
   s = qstream_new (c, id);
@@ -1809,7 +1860,10 @@ G_DEFINE_TYPE_WITH_CODE (GtQuicInput, gt_quic_input, G_TYPE_INPUT_STREAM,
 G_DEFINE_TYPE_WITH_CODE (GtQuicOutput, gt_quic_output, G_TYPE_OUTPUT_STREAM,
                          G_IMPLEMENT_INTERFACE (G_TYPE_POLLABLE_OUTPUT_STREAM,
                                                 output_pollable_init))
-G_DEFINE_TYPE (GtQuicStream, gt_quic_stream, G_TYPE_IO_STREAM)
+static void native_streams_init (GtNativeStreamsInterface *iface);
+
+G_DEFINE_TYPE_WITH_CODE (GtQuicStream, gt_quic_stream, G_TYPE_IO_STREAM,
+                         G_IMPLEMENT_INTERFACE (GT_TYPE_NATIVE_STREAMS, native_streams_init))
 
 static void
 return_true_async (gpointer source, GCancellable *cancellable, GAsyncReadyCallback callback,
@@ -1859,16 +1913,11 @@ qstream_read (QStream *s, guint8 *buffer, gsize count, GError **error)
     {
       GtQuicConn *c = s->conn;
 
-      /* Credit goes back as the application reads: QUIC's windows are this stream's. */
+      /* The stream's credit goes back as the application reads: QUIC's stream windows are the
+       * only flow control of gt's streams on QUIC. */
       if (c != NULL && !c->closed && !s->closed)
         {
           ngtcp2_conn_extend_max_stream_offset (c->conn, s->id, done);
-          ngtcp2_conn_extend_max_offset (c->conn, done);
-          conn_schedule (c);
-        }
-      else if (c != NULL && !c->closed)
-        {
-          ngtcp2_conn_extend_max_offset (c->conn, done);
           conn_schedule (c);
         }
       return done;
@@ -1928,6 +1977,15 @@ qstream_shutdown_write (QStream *s)
   qstream_queue_tx (s);
 }
 
+/* Unread bytes are dropped (the stream is reset or closed: its credit no longer matters). */
+static void
+qstream_drop_rx (QStream *s)
+{
+  g_queue_clear_full (&s->rx, (GDestroyNotify) g_bytes_unref);
+  s->rx_len = 0;
+  s->rx_head_off = 0;
+}
+
 /* The application is done with the stream. */
 static void
 qstream_close (QStream *s)
@@ -1947,6 +2005,10 @@ qstream_close (QStream *s)
       conn_schedule (c);
       return;
     }
+  if (s->app_closed)
+    return;
+  s->app_closed = TRUE;
+  qstream_drop_rx (s);
   if (!c->closed && !s->closed)
     {
       if (!s->rx_fin || s->error != NULL)
@@ -1955,6 +2017,25 @@ qstream_close (QStream *s)
         qstream_shutdown_write (s);
       conn_schedule (c);
     }
+}
+
+/* Aborts the stream both ways with code (RESET_STREAM and STOP_SENDING). */
+static void
+qstream_reset (QStream *s, guint64 code)
+{
+  GtQuicConn *c = s->conn;
+
+  if (c == NULL || s->app_closed)
+    return;
+  s->app_closed = TRUE;
+  qstream_drop_rx (s);
+  if (!c->closed && !s->closed)
+    {
+      ngtcp2_conn_shutdown_stream (c->conn, s->id, code);
+      qstream_unqueue_tx (s);
+      conn_schedule (c);
+    }
+  qstream_fail (s, g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CLOSED, "QUIC stream reset"));
 }
 
 static gssize
@@ -2232,6 +2313,59 @@ gt_quic_stream_class_init (GtQuicStreamClass *klass)
 static void
 gt_quic_stream_init (GtQuicStream *self)
 {
+}
+
+/* Native streams: every stream of the connection is a gt stream beside the tunnel's. */
+
+static GIOStream *
+native_open_stream (GtNativeStreams *tunnel, GError **error)
+{
+  QStream *s = GT_QUIC_STREAM (tunnel)->s;
+
+  if (s->conn == NULL)
+    {
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_CLOSED, "QUIC connection closed");
+      return NULL;
+    }
+  return gt_quic_conn_open_stream (s->conn, FALSE, error);
+}
+
+static void
+native_set_accept_func (GtNativeStreams *tunnel, GtNativeStreamFunc func, gpointer user_data)
+{
+  GtQuicConn *c = GT_QUIC_STREAM (tunnel)->s->conn;
+
+  if (c == NULL)
+    return;
+  c->accept_func = func;
+  c->accept_data = user_data;
+  conn_schedule (c); /* the streams that waited go out from the timer */
+}
+
+static void
+native_reset (GtNativeStreams *stream, guint64 code)
+{
+  qstream_reset (GT_QUIC_STREAM (stream)->s, code);
+}
+
+static gboolean
+native_get_reset_code (GtNativeStreams *stream, guint64 *code)
+{
+  QStream *s = GT_QUIC_STREAM (stream)->s;
+
+  if (!s->peer_reset)
+    return FALSE;
+  *code = s->peer_code;
+  return TRUE;
+}
+
+static void
+native_streams_init (GtNativeStreamsInterface *iface)
+{
+  iface->open_stream = native_open_stream;
+  iface->set_accept_func = native_set_accept_func;
+  iface->reset = native_reset;
+  iface->get_reset_code = native_get_reset_code;
 }
 
 static GIOStream *

@@ -8,8 +8,9 @@
 
 G_BEGIN_DECLS
 
-/* gt's own ALPN: a QUIC tunnel speaks gt's protocol (docs/protocol.md), nothing else. */
-#define GT_QUIC_ALPN "gt/1"
+/* gt's own ALPN: a QUIC tunnel speaks gt's protocol (docs/protocol.md) with each gt stream a QUIC
+ * stream of its own (gt/1 carried them all on one stream: not spoken any more). */
+#define GT_QUIC_ALPN "gt/2"
 
 typedef struct _GtQuicConn GtQuicConn;
 typedef struct _GtQuicServer GtQuicServer;
@@ -36,7 +37,8 @@ GIOStream *gt_quic_conn_open_stream (GtQuicConn *conn, gboolean owns_conn, GErro
 void gt_quic_conn_close (GtQuicConn *conn);
 
 /* Called with the first bidirectional stream a client opens on each new connection (the tunnel;
- * it owns the connection: ref it to keep it); peer is the client's address. */
+ * it owns the connection: ref it to keep it); peer is the client's address. Every stream
+ * implements GtNativeStreams: the tunnel opens and accepts the connection's other streams. */
 typedef void (*GtQuicTunnelFunc) (GIOStream *tunnel, GInetSocketAddress *peer,
                                   gpointer user_data);
 

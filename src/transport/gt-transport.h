@@ -21,7 +21,11 @@ gboolean gt_transport_supports (const char *scheme);
 
 /* Client: opens a tunnel connection to a remote; the result is a GIOStream with pollable streams:
  * tcp:// plain, tls:// TLS (through an HTTP CONNECT proxy from https_proxy/no_proxy), ws:// and
- * wss:// a WebSocket (through http_proxy/https_proxy). Never blocks (DNS included). */
+ * wss:// a WebSocket (through http_proxy/https_proxy), quic:// the connection's control stream.
+ * Never blocks (DNS included). A tunnel stream whose transport carries each gt stream natively
+ * (quic://, here and from gt_transport_listen) implements GtNativeStreams (gt-native-streams.h,
+ * in core so that the mux sees it): the mux then opens, accepts and resets those instead of
+ * framing DATA, WINDOW, SHUTDOWN and RESET on the tunnel (docs/protocol.md §6.9). */
 void gt_transport_connect_async (const GtRemote *remote, const GtTransportSecurity *security,
                                  GCancellable *cancellable, GAsyncReadyCallback callback,
                                  gpointer user_data);

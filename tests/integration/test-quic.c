@@ -413,9 +413,10 @@ check_tcp_echo (guint16 port)
   gt_test_check_bytes ("tcp echo", c->in->data, c->in->len, gt_test_pattern () + 333, n);
 }
 
-/* n requests at once on n connections (GET /bytes of distinct sizes); every body must match. */
+/* n requests at once on n connections (GET /bytes of distinct sizes from size up); every body
+ * must match. */
 static void
-check_concurrent (guint16 port, guint n)
+check_concurrent_sized (guint16 port, guint n, gsize size)
 {
   g_autoptr (GPtrArray) conns = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_test_conn_free);
   g_autoptr (GError) error = NULL;
@@ -423,7 +424,7 @@ check_concurrent (guint16 port, guint n)
 
   for (guint i = 0; i < n; i++)
     {
-      g_autofree char *path = g_strdup_printf ("/bytes?n=%u", 20000 + i * 997);
+      g_autofree char *path = g_strdup_printf ("/bytes?n=%" G_GSIZE_FORMAT, size + i * 997);
       g_autoptr (GByteArray) req = gt_test_http_build_request ("GET", path, HOST, NULL, 0, NULL);
       GtTestConn *c = gt_test_conn_connect (port, &error);
 
@@ -438,8 +439,14 @@ check_concurrent (guint16 port, guint n)
 
       gt_test_expect_response (resp, error, 200);
       gt_test_check_bytes ("concurrent GET", resp->body->data, resp->body->len, gt_test_pattern (),
-                           20000 + i * 997);
+                           size + i * 997);
     }
+}
+
+static void
+check_concurrent (guint16 port, guint n)
+{
+  check_concurrent_sized (port, n, 20000);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -477,9 +484,39 @@ test_quic_http_tcp (Fixture *f, gconstpointer data)
   check_echo (s.addr_port);
   check_tcp_echo (tcp_port);
   check_concurrent (s.addr_port, 64);
+  /* Many streams with 1 MiB bodies at once (each a QUIC stream of its own). */
+  check_concurrent_sized (s.addr_port, 32, GT_TEST_MIB);
   g_assert_cmpuint (gt_test_proc_count_matches (s.proc, "tunnel accepted: client=" CLIENT_ID), >=,
                     2);
   g_assert_cmpuint (gt_test_proc_count_matches (c, "failed"), ==, 0);
+}
+
+/* A local service that refuses: the client resets the stream's QUIC stream with CONNECT_FAILED
+ * and the user gets 502, while the tunnel carries on. */
+static void
+test_quic_connect_failed (Fixture *f, gconstpointer data)
+{
+  g_auto (Server) s = { 0 };
+  g_autoptr (GPtrArray) extra = NULL;
+  g_autofree char *remote = NULL;
+  g_autoptr (GError) error = NULL;
+  GtTestProc *c;
+
+  GT_TEST_REQUIRE_GT ();
+  start_server (f, FALSE, &s);
+  extra = http_service (gt_test_free_port ()); /* nothing listens there */
+  gt_test_args_addv (extra, "--remoteCertInsecure", "--remoteConnections", "1", NULL);
+  remote = g_strdup_printf ("quic://127.0.0.1:%u", s.quic_port);
+  c = spawn_client ("client", (const char *const[]) { remote, NULL }, extra);
+  expect_started (c, remote, 1);
+  for (int i = 0; i < 3; i++)
+    {
+      g_autoptr (GtTestHttpResponse) resp
+          = gt_test_http_request (s.addr_port, "GET", "/", HOST, NULL, 0, &error);
+
+      gt_test_expect_response (resp, error, 502);
+    }
+  g_assert_cmpuint (gt_test_proc_count_matches (c, "tunnel started"), ==, 1);
 }
 
 /* The server's certificate is verified as for tls://: a CA file, and a wrong pin refused. */
@@ -572,11 +609,14 @@ test_quic_stalled_stream (Fixture *f, gconstpointer data)
                                          gt_test_deadline_in (GT_TEST_WAIT_MS), &error));
   g_usleep (500 * 1000);
 
-  /* Meanwhile other users get 1 MiB each, on the same single tunnel. */
+  /* Meanwhile other users get 1 MiB each, on the same single tunnel, one after the other and
+   * then 16 at once. */
   t0 = g_get_monotonic_time ();
   for (int i = 0; i < 8; i++)
     check_get_bytes (s.addr_port, GT_TEST_MIB);
-  g_test_message ("8 MiB beside a stalled stream in %.2f s", (g_get_monotonic_time () - t0) / 1e6);
+  check_concurrent_sized (s.addr_port, 16, GT_TEST_MIB);
+  g_test_message ("24 MiB beside a stalled stream in %.2f s",
+                  (g_get_monotonic_time () - t0) / 1e6);
 
   /* And the stalled one still gets all of its bytes once it reads. */
   {
@@ -682,8 +722,9 @@ test_quic_drain (Fixture *f, gconstpointer data)
   g_assert_true (gt_test_proc_wait_exit (s.proc, GT_TEST_WAIT_MS));
 }
 
-/* UDP blocked (the NAT drops everything): with quic:// then tls:// listed, the client ends on
- * TLS within seconds. */
+/* UDP blocked (data NULL: the NAT drops everything; "closed": no socket on the QUIC port): with
+ * quic:// then tls:// listed (auto mode), the probes choose TLS, say why, and the client is on
+ * TLS within 5 s. */
 static void
 test_quic_blocked_fallback (Fixture *f, gconstpointer data)
 {
@@ -695,16 +736,26 @@ test_quic_blocked_fallback (Fixture *f, gconstpointer data)
   g_autoptr (Nat) nat = NULL;
   gint64 t0;
   double took;
+  guint16 quic_port;
   GtTestProc *c;
 
   GT_TEST_REQUIRE_GT ();
   start_server (f, FALSE, &s);
-  nat = nat_start (s.quic_port);
-  g_atomic_int_set (&nat->drop, 1);
+  if (data == NULL)
+    {
+      nat = nat_start (s.quic_port);
+      g_atomic_int_set (&nat->drop, 1);
+      quic_port = nat->port;
+    }
+  else
+    {
+      /* A UDP port bound and closed again: nothing listens there. */
+      close (udp_socket_loopback (0, &quic_port));
+    }
   h = gt_test_http_start ("svc", 0, NULL);
   extra = http_service (h->port);
   gt_test_args_addv (extra, "--remoteCertInsecure", "--remoteConnections", "1", NULL);
-  quic = g_strdup_printf ("quic://127.0.0.1:%u", nat->port);
+  quic = g_strdup_printf ("quic://127.0.0.1:%u", quic_port);
   tls = g_strdup_printf ("tls://127.0.0.1:%u", s.tls_port);
   t0 = g_get_monotonic_time ();
   c = spawn_client ("client", (const char *const[]) { quic, tls, NULL }, extra);
@@ -713,7 +764,101 @@ test_quic_blocked_fallback (Fixture *f, gconstpointer data)
   g_test_message ("on tls:// after %.2f s", took);
   if (took > 5.0 * (g_getenv ("GT_TEST_SLOW") != NULL ? 3 : 1))
     gt_test_fail ("the fallback to tls:// took %.2f s (want < 5 s)", took);
-  g_assert_cmpuint (gt_test_proc_count_matches (c, "tunnel 1 to quic://.* failed"), >=, 1);
+  {
+    g_autofree char *re = g_strdup_printf (
+      "transport choice: tls://127\\.0\\.0\\.1:%u \\(quic://127\\.0\\.0\\.1:%u failed "
+      "\\(.*no QUIC handshake within 3000 ms .*\\); tls://127\\.0\\.0\\.1:%u rtt [0-9.]+ ms, "
+      "loss [0-9]+%%\\)", s.tls_port, quic_port, s.tls_port);
+    g_autofree char *line = gt_test_proc_expect_line (c, re, NULL, GT_TEST_WAIT_MS);
+  }
+  /* The tunnels never tried QUIC: the probe did. */
+  g_assert_cmpuint (gt_test_proc_count_matches (c, "connecting to quic://"), ==, 0);
+  check_get_bytes (s.addr_port, GT_TEST_MIB);
+}
+
+/* Auto mode with both transports working: each is probed (the server answers the probes' PINGs
+ * before any HELLO), one is chosen with the figures as its reason, and the tunnels go there. */
+static void
+test_quic_auto_choice (Fixture *f, gconstpointer data)
+{
+  g_auto (Server) s = { 0 };
+  GtTestHttp *h;
+  g_autoptr (GPtrArray) extra = NULL;
+  g_autofree char *quic = NULL;
+  g_autofree char *tls = NULL;
+  g_autofree char *re = NULL;
+  g_autofree char *line = NULL;
+  g_autofree char *chosen = NULL;
+  g_autoptr (GRegex) choice = NULL;
+  g_autoptr (GMatchInfo) mi = NULL;
+  GtTestProc *c;
+
+  GT_TEST_REQUIRE_GT ();
+  start_server (f, FALSE, &s);
+  h = gt_test_http_start ("svc", 0, NULL);
+  extra = http_service (h->port);
+  gt_test_args_addv (extra, "--remoteCertInsecure", NULL);
+  quic = g_strdup_printf ("quic://127.0.0.1:%u", s.quic_port);
+  tls = g_strdup_printf ("tls://127.0.0.1:%u", s.tls_port);
+  c = spawn_client ("client", (const char *const[]) { quic, tls, NULL }, extra);
+  re = g_strdup_printf ("transport choice: ((quic|tls)://127\\.0\\.0\\.1:[0-9]+) "
+                        "\\(quic://127\\.0\\.0\\.1:%u rtt [0-9.]+ ms, loss [0-9]+%%; "
+                        "tls://127\\.0\\.0\\.1:%u rtt [0-9.]+ ms, loss [0-9]+%%\\)$",
+                        s.quic_port, s.tls_port);
+  line = gt_test_proc_expect_line (c, re, NULL, GT_TEST_WAIT_MS);
+  choice = g_regex_new (re, 0, 0, NULL);
+  g_assert_true (g_regex_match (choice, line, 0, &mi));
+  chosen = g_match_info_fetch (mi, 1);
+  g_test_message ("%s", line);
+  /* Both tunnels on the chosen one, none anywhere else. */
+  expect_started (c, chosen, 2);
+  g_assert_cmpuint (gt_test_proc_count_matches (c, "tunnel started"), ==, 2);
+  check_get_bytes (s.addr_port, GT_TEST_MIB);
+  check_concurrent (s.addr_port, 16);
+}
+
+/* Auto mode falls back and comes back: on QUIC at first; UDP then blocked, the tunnel moves to
+ * TLS within seconds; UDP open again, the next probe (10 s after the last, at most) moves it
+ * back to QUIC, and requests work all along the way. */
+static void
+test_quic_auto_return (Fixture *f, gconstpointer data)
+{
+  g_auto (Server) s = { 0 };
+  GtTestHttp *h;
+  g_autoptr (GPtrArray) extra = NULL;
+  g_autofree char *quic = NULL;
+  g_autofree char *tls = NULL;
+  g_autofree char *re = NULL;
+  g_autofree char *line = NULL;
+  g_autoptr (Nat) nat = NULL;
+  GtTestProc *c;
+
+  GT_TEST_REQUIRE_GT ();
+  start_server (f, FALSE, &s);
+  nat = nat_start (s.quic_port);
+  h = gt_test_http_start ("svc", 0, NULL);
+  extra = http_service (h->port);
+  gt_test_args_addv (extra, "--remoteCertInsecure", "--remoteConnections", "1",
+                     "--remoteTimeout", "2s", NULL);
+  quic = g_strdup_printf ("quic://127.0.0.1:%u", nat->port);
+  tls = g_strdup_printf ("tls://127.0.0.1:%u", s.tls_port);
+  c = spawn_client ("client", (const char *const[]) { quic, tls, NULL }, extra);
+  /* A tie on loopback: the first listed. */
+  re = g_strdup_printf ("transport choice: quic://127\\.0\\.0\\.1:%u ", nat->port);
+  line = gt_test_proc_expect_line (c, re, NULL, GT_TEST_WAIT_MS);
+  expect_started (c, quic, 1);
+  check_get_bytes (s.addr_port, 100000);
+
+  g_atomic_int_set (&nat->drop, 1);
+  expect_started (c, tls, 1);
+  check_get_bytes (s.addr_port, 100000);
+  g_atomic_int_set (&nat->drop, 0);
+
+  g_free (g_steal_pointer (&line));
+  line = gt_test_proc_expect_line (c, "tunnel 1: moving from tls://.* to quic://", NULL,
+                                   GT_TEST_WAIT_MS);
+  if (!gt_test_proc_wait_count (c, "tunnel started: remote=quic://", 2, GT_TEST_WAIT_MS))
+    gt_test_fail ("the tunnel did not come back to QUIC");
   check_get_bytes (s.addr_port, GT_TEST_MIB);
 }
 
@@ -726,10 +871,15 @@ main (int argc, char **argv)
   g_test_add ("/gt/integration/quic/" path, Fixture, NULL, fixture_setup, func, fixture_teardown)
   ADD ("http-tcp", test_quic_http_tcp);
   ADD ("verify", test_quic_verify);
+  ADD ("connect-failed", test_quic_connect_failed);
   ADD ("stalled-stream", test_quic_stalled_stream);
   ADD ("rebind", test_quic_rebind);
   ADD ("blocked-fallback", test_quic_blocked_fallback);
+  g_test_add ("/gt/integration/quic/closed-port-fallback", Fixture, "closed", fixture_setup,
+              test_quic_blocked_fallback, fixture_teardown);
   ADD ("drain", test_quic_drain);
+  ADD ("auto-choice", test_quic_auto_choice);
+  ADD ("auto-return", test_quic_auto_return);
 #undef ADD
 
   return gt_test_run ();
