@@ -449,7 +449,7 @@ load_echoed (Load *l)
   return n;
 }
 
-/* The first successful sample that started at or after since; NULL when none (yet). */
+/* The first successful sample that started at or after since (into *out); FALSE when none yet. */
 static gboolean
 load_first_ok (Load *l, gint64 since, Sample *out)
 {
@@ -864,11 +864,47 @@ relay_free (Relay *r)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (Relay, relay_free)
 
 #define HALF_OPEN_CLIENT_TIMEOUT_S 3
-#define HALF_OPEN_SERVER_TIMEOUT_S 4
+/* Long: the server must find the half-open tunnels by its probe, well before this. */
+#define HALF_OPEN_SERVER_TIMEOUT_S 30
+/* GT_SERVER_SESSION_PROBE_MS (src/server/gt-server-session.h). */
+#define PROBE_S 10
 
+/* Waits for the server to close TUNNELS tunnels on an unanswered probe, within the probe's
+ * time of the client's first new attempt (the backoff's first delay after since). */
+static void
+await_probe (GtTestProc *server, guint *from, gint64 since, gint64 *seen)
+{
+  gint64 bound_us = ((gint64)backoff_bound_ms (0) + (PROBE_S + 1) * 1000) * 1000;
+
+  for (guint i = 0; i < TUNNELS; i++)
+    g_free (gt_test_proc_expect_line (server, "tunnel closed: .*no answer to a ping", from,
+                                      GT_TEST_WAIT_MS * 2));
+  *seen = g_get_monotonic_time ();
+  if (*seen - since > bound_us)
+    gt_test_fail ("the server took %.1f s after the client's reconnection to drop the "
+                  "half-open tunnels (bound %.1f s)",
+                  (*seen - since) / 1e6, bound_us / 1e6);
+}
+
+/* Six requests one after the other, each served within 3 s. */
+static void
+expect_requests_served (guint16 port, guint *n_ok)
+{
+  for (*n_ok = 0; *n_ok < 6; (*n_ok)++)
+    {
+      g_autoptr (GError) error = NULL;
+      g_autoptr (GtTestHttpResponse) r = request_close (port, HOST, 3000, &error);
+
+      gt_test_expect_response (r, error, 200);
+    }
+}
+
+/* data: TRUE when the server allows the client only its TUNNELS tunnels (`connections`), so
+ * that the half-open ones, while they count, keep the new ones out. */
 static void
 test_half_open (Fixture *f, gconstpointer data)
 {
+  gboolean at_limit = GPOINTER_TO_UINT (data);
   g_autoptr (GPtrArray) server_extra = gt_test_args_new ();
   g_autoptr (GPtrArray) client_extra = gt_test_args_new ();
   g_autoptr (Relay) relay = NULL;
@@ -876,13 +912,18 @@ test_half_open (Fixture *f, gconstpointer data)
   GtTestHttp *svc;
   GtTestProc *server, *client;
   Ports ports = { 0 };
-  guint client_from, server_from, pairs, bound_ms, server_fds, client_fds;
-  gint64 frozen_at, client_seen, server_seen, ok_at;
+  guint client_from, started_from, server_from, pairs, server_fds, client_fds, n_ok;
+  gint64 frozen_at, client_seen, back_at, server_seen, bound_us;
 
   GT_TEST_REQUIRE_GT ();
   svc = gt_test_http_start ("svc-1", 0, NULL);
   gt_test_args_add (server_extra, "--timeout");
   gt_test_args_add (server_extra, "%us", HALF_OPEN_SERVER_TIMEOUT_S);
+  if (at_limit)
+    {
+      gt_test_args_add (server_extra, "--connections");
+      gt_test_args_add (server_extra, "%u", TUNNELS);
+    }
   server = start_server ("server", &ports, server_extra);
   relay = relay_start (ports.port);
   gt_test_args_add (client_extra, "--remoteTimeout");
@@ -890,17 +931,22 @@ test_half_open (Fixture *f, gconstpointer data)
   client = spawn_client ("client", relay->port, svc->port, 0, client_extra);
   expect_routes (ports.api_port, 1, TUNNELS, "at the start");
   warm_up (ports.port);
-  /* Idle for longer than both timeouts: the pings (every remoteTimeout / 2) keep it up. */
-  g_usleep ((HALF_OPEN_SERVER_TIMEOUT_S + 1) * G_USEC_PER_SEC);
+  /* Idle for longer than the client's timeout: its pings (every remoteTimeout / 2) and the
+   * server's answers keep the tunnels up. */
+  g_usleep ((HALF_OPEN_CLIENT_TIMEOUT_S + 2) * G_USEC_PER_SEC);
   g_assert_cmpuint (gt_test_proc_count_matches (client, "tunnel [0-9]+ closed"), ==, 0);
   g_assert_cmpuint (relay_n_pairs (relay), ==, TUNNELS);
   server_fds = proc_fd_count (server->pid);
   client_fds = proc_fd_count (client->pid);
   http = load_start (http_load_worker, ports.port, HOST);
   g_usleep (500 * 1000);
+  load_stop (http);
   g_assert_cmpuint (load_expect_all_ok (http, 0, "svc-1", "before the freeze"), >, 0);
+  g_clear_pointer (&http, load_free);
 
-  client_from = gt_test_proc_line_count (client);
+  /* No user traffic from here: the half-open tunnels hold no stream, the worst case for the
+   * server's choice of a tunnel. */
+  client_from = started_from = gt_test_proc_line_count (client);
   server_from = gt_test_proc_line_count (server);
   g_atomic_int_set (&relay->freeze, 1);
   frozen_at = g_get_monotonic_time ();
@@ -911,40 +957,59 @@ test_half_open (Fixture *f, gconstpointer data)
     g_free (gt_test_proc_expect_line (client, "tunnel [0-9]+ closed: no data from the peer",
                                       &client_from, GT_TEST_WAIT_MS));
   client_seen = g_get_monotonic_time ();
-  /* The server stops hearing the client's pings: its ends go after timeout. */
-  for (guint i = 0; i < TUNNELS; i++)
-    g_free (
-        gt_test_proc_expect_line (server, "no data from the peer", &server_from, GT_TEST_WAIT_MS));
-  server_seen = g_get_monotonic_time ();
   g_test_message ("half-open: the client dropped its tunnels %.1f s after the freeze "
-                  "(remoteTimeout %u s), the server %.1f s after (timeout %u s)",
-                  (client_seen - frozen_at) / 1e6, HALF_OPEN_CLIENT_TIMEOUT_S,
-                  (server_seen - frozen_at) / 1e6, HALF_OPEN_SERVER_TIMEOUT_S);
+                  "(remoteTimeout %u s)",
+                  (client_seen - frozen_at) / 1e6, HALF_OPEN_CLIENT_TIMEOUT_S);
+  g_assert_cmpint (client_seen - frozen_at, >=, (HALF_OPEN_CLIENT_TIMEOUT_S - 1) * G_USEC_PER_SEC);
   if (client_seen - frozen_at > (HALF_OPEN_CLIENT_TIMEOUT_S + 2) * G_USEC_PER_SEC)
     gt_test_fail ("the client took %.1f s to see a half-open tunnel (remoteTimeout %u s)",
                   (client_seen - frozen_at) / 1e6, HALF_OPEN_CLIENT_TIMEOUT_S);
-  if (server_seen - frozen_at > (HALF_OPEN_SERVER_TIMEOUT_S + 2) * G_USEC_PER_SEC)
-    gt_test_fail ("the server took %.1f s to see a half-open tunnel (timeout %u s)",
-                  (server_seen - frozen_at) / 1e6, HALF_OPEN_SERVER_TIMEOUT_S);
-  g_assert_cmpint (client_seen - frozen_at, >=, (HALF_OPEN_CLIENT_TIMEOUT_S - 1) * G_USEC_PER_SEC);
 
-  /* New tunnels through the relay (new pairs, forwarded) replace them, with the backoff's first
-   * delay; requests succeed again. */
-  bound_ms = backoff_bound_ms (0);
-  ok_at = load_wait_ok (http, server_seen, server_seen + bound_ms * 1000, "after the half-open");
+  if (!at_limit)
+    {
+      /* Its new tunnels (new relay connections, forwarded) are taken at once, and requests go
+       * to them, none into the half-open ones, which the server probes meanwhile: they never
+       * answer and are closed after the probe's time, long before the server's timeout. */
+      for (guint i = 0; i < TUNNELS; i++)
+        g_free (gt_test_proc_expect_line (client, "tunnel started", &started_from,
+                                          backoff_bound_ms (0) + GT_TEST_WAIT_MS));
+      back_at = g_get_monotonic_time ();
+      expect_requests_served (ports.port, &n_ok);
+      await_probe (server, &server_from, client_seen, &server_seen);
+      g_assert_cmpint (back_at, <, server_seen);
+    }
+  else
+    {
+      /* The half-open tunnels count: the new ones are refused, but each refusal makes the
+       * server probe the old ones, which are gone after the probe's time; the client gets in at
+       * its next attempt. */
+      await_probe (server, &server_from, client_seen, &server_seen);
+      g_assert_cmpuint (gt_test_proc_count_matches (client, "already has 2 tunnels"), >, 0);
+      bound_us = (gint64)backoff_bound_ms ((server_seen - client_seen) / 1000) * 1000;
+      for (guint i = 0; i < TUNNELS; i++)
+        g_free (gt_test_proc_expect_line (client, "tunnel started", &started_from,
+                                          (guint)(bound_us / 1000) + GT_TEST_WAIT_MS));
+      back_at = g_get_monotonic_time ();
+      if (back_at - server_seen > bound_us)
+        gt_test_fail ("the client got its tunnels back %.1f s after the server dropped the old "
+                      "ones (bound %.1f s)",
+                      (back_at - server_seen) / 1e6, bound_us / 1e6);
+      expect_requests_served (ports.port, &n_ok);
+    }
+  g_test_message ("the server closed the half-open tunnels %.1f s after the client dropped "
+                  "them (probe %u s, timeout %u s); the client's tunnels were back %.1f s after "
+                  "the freeze, %u requests served at once",
+                  (server_seen - client_seen) / 1e6, PROBE_S, HALF_OPEN_SERVER_TIMEOUT_S,
+                  (back_at - frozen_at) / 1e6, n_ok);
+  g_assert_cmpuint (gt_test_proc_count_matches (server, "no data from the peer"), ==, 0);
   expect_routes (ports.api_port, 1, TUNNELS, "after the half-open tunnels were replaced");
   pairs = relay_n_pairs (relay);
   g_assert_cmpuint (pairs, >=, 2 * TUNNELS);
-  {
-    gint64 mark = g_get_monotonic_time ();
-
-    g_usleep (1000 * 1000);
-    load_stop (http);
-    g_test_message ("requests served again %.1f s after the freeze; %u served after the "
-                    "replacement, %u relay connections in all",
-                    (ok_at - frozen_at) / 1e6,
-                    load_expect_all_ok (http, mark, "svc-1", "after the replacement"), pairs);
-  }
+  g_test_message ("%u relay connections in all", pairs);
+  http = load_start (http_load_worker, ports.port, HOST);
+  g_usleep (1000 * 1000);
+  load_stop (http);
+  g_assert_cmpuint (load_expect_all_ok (http, 0, "svc-1", "after the replacement"), >, 0);
   /* Both hold what they held before: the half-open tunnels' sockets are closed, not leaked. */
   expect_fd_count (server, server_fds, "after the half-open tunnels were replaced");
   expect_fd_count (client, client_fds, "after the half-open tunnels were replaced");
@@ -1578,7 +1643,8 @@ main (int argc, char **argv)
   ADD ("kill-server", test_kill, GUINT_TO_POINTER (KILL_SERVER));
   ADD ("kill-client", test_kill, GUINT_TO_POINTER (KILL_CLIENT));
   ADD ("kill-both", test_kill, GUINT_TO_POINTER (KILL_BOTH));
-  ADD ("half-open", test_half_open, NULL);
+  ADD ("half-open", test_half_open, GUINT_TO_POINTER (FALSE));
+  ADD ("half-open-at-limit", test_half_open, GUINT_TO_POINTER (TRUE));
   ADD ("slowloris", test_slowloris, NULL);
   ADD ("flood", test_flood, NULL);
 #undef ADD
