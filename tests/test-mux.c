@@ -373,7 +373,7 @@ typedef struct
   GByteArray *in;      /* bytes read from the mux, not yet parsed */
   gboolean closed;     /* the mux emitted "closed" */
   gboolean eof;
-  guint n_pongs, n_resets, n_errors;
+  guint n_pings, n_pongs, n_resets, n_errors;
   guint16 error_code;
   guint8 last_pong[8];
 } Peer;
@@ -438,6 +438,8 @@ peer_read (Peer *p)
           p->n_pongs++;
           memcpy (p->last_pong, payload, 8);
         }
+      else if (h.type == GT_FRAME_PING)
+        p->n_pings++;
       else if (h.type == GT_FRAME_RESET)
         p->n_resets++;
       else if (h.type == GT_FRAME_ERROR)
@@ -555,6 +557,55 @@ test_ping_flood (void)
   peer_send (&p, GT_FRAME_PING, 0, 0, fresh, 8);
   peer_spin_until (&p, peer_got_pong, (gpointer) fresh);
   g_assert_cmpuint (gt_mux_get_queued_out (p.mux), ==, 0);
+  peer_teardown (&p);
+}
+
+static gboolean
+peer_pings_are (Peer *p, gpointer data)
+{
+  return p->n_pings == GPOINTER_TO_UINT (data);
+}
+
+static gboolean
+peer_mux_closed (Peer *p, gpointer data)
+{
+  return p->closed;
+}
+
+/* A probe (the server's check of a client's other tunnels when it opens one): a peer that
+ * answers keeps the tunnel; a silent one (a half-open connection) loses it after the probe's
+ * time, long before the idle timeout. */
+static void
+test_probe (void)
+{
+  static const guint8 opaque[8] = "answer!";
+  Peer p = { 0 };
+  gint64 start, until;
+
+  peer_setup (&p, TRUE);
+  gt_mux_set_keepalive (p.mux, 60000, 0);
+  gt_mux_probe (p.mux, 1000);
+  g_assert_true (gt_mux_is_probing (p.mux));
+  peer_spin_until (&p, peer_pings_are, GUINT_TO_POINTER (1));
+  peer_send (&p, GT_FRAME_PING, GT_FRAME_FLAG_ACK, 0, opaque, 8);
+  until = g_get_monotonic_time () + 2500 * 1000;
+  while (g_get_monotonic_time () < until)
+    {
+      peer_read (&p);
+      g_main_context_iteration (NULL, FALSE);
+      g_usleep (1000);
+    }
+  g_assert_false (p.closed);
+  g_assert_false (gt_mux_is_probing (p.mux));
+
+  start = g_get_monotonic_time ();
+  gt_mux_probe (p.mux, 1000);
+  /* A second probe while one is pending sends nothing more. */
+  gt_mux_probe (p.mux, 1000);
+  peer_spin_until (&p, peer_mux_closed, NULL);
+  g_assert_cmpuint (p.n_pings, ==, 2);
+  g_assert_cmpint (g_get_monotonic_time () - start, >=, 1000 * 1000);
+  g_assert_cmpint (g_get_monotonic_time () - start, <, 3500 * 1000);
   peer_teardown (&p);
 }
 
@@ -809,6 +860,7 @@ main (int argc, char **argv)
                         test_never_opened_stream);
   g_test_add_func ("/gt/protocol/mux/late-frames-ignored", test_late_frames_ignored);
   g_test_add_func ("/gt/protocol/mux/bad-open", test_bad_open);
+  g_test_add_func ("/gt/protocol/mux/probe", test_probe);
   g_test_add ("/gt/protocol/mux/client-goaway", Fixture, NULL, fixture_setup, test_client_goaway,
               fixture_teardown);
   g_test_add ("/gt/protocol/mux/idle-reset-spares-requests", Fixture, NULL, fixture_setup,

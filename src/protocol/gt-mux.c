@@ -118,6 +118,7 @@ struct _GtMux
   guint timer_id;
   gint64 idle_us, ping_us;
   gint64 last_rx, last_ping;
+  gint64 probe_at, probe_us; /* a PING the peer must answer (with any bytes) in time; 0: none */
 
   guint64 bytes_in, bytes_out;
   guint64 pong_mark; /* bytes_out just after the last PONG was queued */
@@ -1860,6 +1861,7 @@ mux_input_ready_cb (GObject *stream, gpointer user_data)
       mux->bytes_in += n;
       mux->rend += n;
       mux->last_rx = g_get_monotonic_time ();
+      mux->probe_at = 0;
       mux_process (mux);
       if (G_UNLIKELY (mux->input_paused))
         return G_SOURCE_REMOVE; /* mux_pause_input destroyed this source */
@@ -1871,6 +1873,18 @@ mux_input_ready_cb (GObject *stream, gpointer user_data)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Timers */
+
+static void
+mux_send_ping (GtMux *mux, gint64 now)
+{
+  guint8 frame[GT_FRAME_HEADER_SIZE + 8];
+  gint64 stamp = GINT64_TO_BE (now);
+
+  gt_frame_header_encode (frame, GT_FRAME_PING, 0, 0, 8);
+  memcpy (frame + GT_FRAME_HEADER_SIZE, &stamp, 8);
+  mux_send (mux, frame, sizeof frame);
+  mux->last_ping = now;
+}
 
 static gboolean
 mux_timer_cb (gpointer user_data)
@@ -1895,16 +1909,19 @@ mux_timer_cb (gpointer user_data)
       mux->timer_id = 0;
       return G_SOURCE_REMOVE;
     }
-  if (mux->ping_us > 0 && now - mux->last_ping >= mux->ping_us)
+  /* While we do not read (our output is backed up), silence proves nothing. */
+  if (mux->probe_at != 0 && mux->input_paused)
+    mux->probe_at = now;
+  if (mux->probe_at != 0 && now - mux->probe_at > mux->probe_us)
     {
-      guint8 frame[GT_FRAME_HEADER_SIZE + 8];
-      gint64 stamp = GINT64_TO_BE (now);
-
-      gt_frame_header_encode (frame, GT_FRAME_PING, 0, 0, 8);
-      memcpy (frame + GT_FRAME_HEADER_SIZE, &stamp, 8);
-      mux_send (mux, frame, sizeof frame);
-      mux->last_ping = now;
+      mux_fail (mux, g_error_new (G_IO_ERROR, G_IO_ERROR_TIMED_OUT,
+                                  "no answer to a ping for %" G_GINT64_FORMAT " s",
+                                  mux->probe_us / G_USEC_PER_SEC));
+      mux->timer_id = 0;
+      return G_SOURCE_REMOVE;
     }
+  if (mux->ping_us > 0 && now - mux->last_ping >= mux->ping_us)
+    mux_send_ping (mux, now);
 
   g_hash_table_iter_init (&iter, mux->streams);
   while (g_hash_table_iter_next (&iter, NULL, &value))
@@ -1934,6 +1951,26 @@ gt_mux_set_keepalive (GtMux *mux, guint64 idle_ms, guint64 ping_ms)
   g_return_if_fail (GT_IS_MUX (mux));
   mux->idle_us = (gint64) idle_ms * 1000;
   mux->ping_us = (gint64) ping_ms * 1000;
+}
+
+void
+gt_mux_probe (GtMux *mux, guint64 timeout_ms)
+{
+  gint64 now = g_get_monotonic_time ();
+
+  g_return_if_fail (GT_IS_MUX (mux));
+  if (mux->closed || mux->probe_at != 0)
+    return;
+  mux_send_ping (mux, now);
+  mux->probe_at = now;
+  mux->probe_us = (gint64) timeout_ms * 1000;
+}
+
+gboolean
+gt_mux_is_probing (GtMux *mux)
+{
+  g_return_val_if_fail (GT_IS_MUX (mux), FALSE);
+  return mux->probe_at != 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */

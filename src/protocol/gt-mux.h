@@ -39,6 +39,11 @@ GtMux *gt_mux_new (GIOStream *io, gboolean is_server, const guint8 *preread, gsi
 void gt_mux_start (GtMux *mux);
 /* Close the tunnel if nothing arrives for idle_ms; send a PING every ping_ms (0 = never). */
 void gt_mux_set_keepalive (GtMux *mux, guint64 idle_ms, guint64 ping_ms);
+/* Send a PING now; unless some bytes arrive within timeout_ms, close the tunnel (a half-open
+ * connection). Does nothing while a probe is pending. */
+void gt_mux_probe (GtMux *mux, guint64 timeout_ms);
+/* A probe is pending: nothing has arrived since its PING. */
+gboolean gt_mux_is_probing (GtMux *mux);
 /* Send an ERROR frame (if code != NONE) and close. Emits "closed". */
 void gt_mux_close (GtMux *mux, GtErrorCode code, const char *message);
 /* Tell the peer to go elsewhere: no new streams; existing ones continue. A server answers a

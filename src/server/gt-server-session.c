@@ -187,11 +187,27 @@ stream_closed_cb (GtMux *mux, GtMuxStream *stream, gpointer user_data)
 }
 
 void
+gt_server_session_probe_tunnels (GtServerSession *session)
+{
+  guint64 ms = GT_SERVER_SESSION_PROBE_MS;
+
+  g_return_if_fail (GT_IS_SERVER_SESSION (session));
+  if (session->timeout_ms > 0)
+    ms = MIN (ms, session->timeout_ms);
+  for (guint i = 0; i < session->tunnels->len; i++)
+    gt_mux_probe (session->tunnels->pdata[i], ms);
+}
+
+void
 gt_server_session_add_tunnel (GtServerSession *session, GtMux *mux)
 {
   g_return_if_fail (GT_IS_SERVER_SESSION (session));
   g_return_if_fail (GT_IS_MUX (mux));
 
+  /* A client opens another tunnel when it starts, or when it gave up on one: one that stopped
+   * hearing from us while our side still looks open (a half-open connection, which we would
+   * only notice after `timeout`). */
+  gt_server_session_probe_tunnels (session);
   gt_mux_set_rate (mux, session->rate);
   g_ptr_array_add (session->tunnels, g_object_ref (mux));
   g_signal_connect (mux, "closed", G_CALLBACK (tunnel_closed_cb), session);
@@ -203,20 +219,25 @@ gt_server_session_pick_tunnel (GtServerSession *session)
 {
   GtMux *best = NULL;
   guint best_n = G_MAXUINT;
+  gboolean best_probing = TRUE;
 
   for (guint i = 0; i < session->tunnels->len; i++)
     {
       GtMux *m = session->tunnels->pdata[i];
+      gboolean probing;
       guint n;
 
       if (gt_mux_is_closed (m) || gt_mux_is_going_away (m))
         continue;
+      /* A tunnel that has not answered its probe yet may be dead: the others come first. */
+      probing = gt_mux_is_probing (m);
       n = gt_mux_get_n_streams (m);
-      if (n < best_n)
+      if ((best_probing && !probing) || (probing == best_probing && n < best_n))
         {
           best = m;
           best_n = n;
-          if (n == 0)
+          best_probing = probing;
+          if (n == 0 && !probing)
             break;
         }
     }

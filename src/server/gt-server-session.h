@@ -67,8 +67,16 @@ GtErrorCode gt_server_session_check (GtServerSession *session, GtServerRegistry 
                                      const GtHello *hello, char **allowed, GtPortPool *pool,
                                      GtServerSession *replacing, char **message);
 
+/* How long a tunnel has to answer a probe (at most the server's `timeout`). */
+#define GT_SERVER_SESSION_PROBE_MS 10000
+
+/* Adds a tunnel; the session's other tunnels are probed (gt_mux_probe()). */
 void gt_server_session_add_tunnel (GtServerSession *session, GtMux *mux);
-/* The open tunnel with the fewest streams, NULL when none can take a new stream. */
+/* Probes every tunnel: those that stay silent for GT_SERVER_SESSION_PROBE_MS (or `timeout`)
+ * after a PING are closed. */
+void gt_server_session_probe_tunnels (GtServerSession *session);
+/* The open tunnel with the fewest streams, those still waiting for the answer to a probe last;
+ * NULL when none can take a new stream. */
 GtMux *gt_server_session_pick_tunnel (GtServerSession *session);
 guint gt_server_session_get_n_tunnels (GtServerSession *session);
 guint gt_server_session_get_n_streams (GtServerSession *session);

@@ -201,6 +201,10 @@ _gt_server_accept_hello (GtServer *server, const GtHello *hello, gboolean authen
   if (s != NULL && g_strcmp0 (s->checksum, checksum) == 0)
     {
       *code = gt_limits_check_tunnels (&s->limits, s->id, s->tunnels->len, message);
+      /* The client may be replacing half-open tunnels that still count: the dead ones are
+       * found and closed before its next attempt. */
+      if (*code == GT_ERROR_CODE_TOO_MANY_TUNNELS)
+        gt_server_session_probe_tunnels (s);
       return *code == GT_ERROR_CODE_NONE ? s : NULL;
     }
 
