@@ -395,10 +395,12 @@ pending_attach_session (Pending *p, GtServerSession *session)
   g_autoptr (GIOStream) io = NULL;
   g_autoptr (GtMux) mux = NULL;
   g_autofree guint8 *rest = NULL;
+  gboolean has_caps = p->has_caps;
+  guint32 caps = p->caps;
   gsize rest_len;
   int fd;
 
-  /* Keep bytes that followed the HELLO, then hand the connection to a mux. */
+  /* Keep bytes that followed the HELLO, then hand the connection to a mux (p goes). */
   rest = g_memdup2 (p->buf + p->consumed, p->len - p->consumed);
   rest_len = p->len - p->consumed;
   pending_release (p, &fd, &io);
@@ -414,7 +416,7 @@ pending_attach_session (Pending *p, GtServerSession *session)
     }
   mux = gt_mux_new (io, TRUE, rest, rest_len);
   gt_mux_set_peer (mux, peer);
-  _gt_server_attach_tunnel (server, session, mux, p->has_caps, p->caps);
+  _gt_server_attach_tunnel (server, session, mux, has_caps, caps);
 }
 
 /* Cluster: the session's claims are made in etcd before its tunnel is accepted. The claim may
