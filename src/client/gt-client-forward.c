@@ -6,6 +6,7 @@
 #define G_LOG_DOMAIN "gt-client"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -314,7 +315,7 @@ incoming_cb (G_GNUC_UNUSED GSocketService *service, GSocketConnection *conn,
   GtClientForward *f = user_data;
   const GtClientConfig *config = gt_client_get_config (f->client);
   g_autoptr (GSocketAddress) remote = g_socket_connection_get_remote_address (conn, NULL);
-  int fd = dup (g_socket_get_fd (g_socket_connection_get_socket (conn)));
+  int fd = fcntl (g_socket_get_fd (g_socket_connection_get_socket (conn)), F_DUPFD_CLOEXEC, 0);
   Request *r;
 
   if (fd < 0)
