@@ -406,6 +406,86 @@ test_forward_negotiation (Fixture *f, gconstpointer data)
   g_assert_cmpuint (got, ==, GT_CAP_FORWARD); /* the unknown bit is not echoed */
 }
 
+static GtClient *
+start_forwarder (Fixture *f, guint16 port)
+{
+  g_autofree char *remote =
+    g_strdup_printf ("tcp://%s", gt_server_get_listen_address (f->server));
+  g_autofree char *addr = g_strdup_printf ("127.0.0.1:%u", port);
+  char *argv[] = { "--id", "visitor", "--secret", "v1sitor-secret", "--remote", remote,
+                   "--tcpForwardAddr", addr, "--tcpForwardHostPrefix", "demo", NULL };
+  g_autoptr (GtClientConfig) config = gt_client_config_new ();
+  g_autoptr (GError) error = NULL;
+  GtClient *client;
+  gint64 deadline;
+
+  g_assert_true (gt_client_config_apply_args (config, G_N_ELEMENTS (argv) - 1, argv, &error));
+  g_assert_true (gt_client_config_validate (config, NULL, &error));
+  g_assert_no_error (error);
+  client = gt_client_new (g_steal_pointer (&config));
+  g_assert_true (gt_client_start (client, &error));
+  g_assert_no_error (error);
+  deadline = g_get_monotonic_time () + TIMEOUT_US;
+  while (gt_client_get_n_ready (client) == 0 && g_get_monotonic_time () < deadline)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (gt_client_get_n_ready (client), >=, 1);
+  return client;
+}
+
+/* A reload starts the new client before the old one drains: both bind tcpForwardAddr, and once
+ * the old one drains (its listener closed) connections go on through the new one. */
+static void
+test_forward_listener_handover (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GSocket) probe = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM,
+                                            G_SOCKET_PROTOCOL_TCP, NULL);
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GSocketAddress) any = g_inet_socket_address_new (lo, 0);
+  g_autoptr (GSocketAddress) bound = NULL;
+  g_autoptr (GtClient) second = NULL;
+  g_autoptr (GError) error = NULL;
+  guint16 port;
+
+  g_assert_true (g_socket_bind (probe, any, FALSE, &error));
+  bound = g_socket_get_local_address (probe, &error);
+  port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound));
+  g_socket_close (probe, NULL);
+
+  start_server (f);
+  start_client (f, "127.0.0.1");
+  f->visitor = start_forwarder (f, port);
+  second = start_forwarder (f, port);
+  gt_client_drain (f->visitor, 2000);
+  for (guint round = 0; round < 4; round++)
+    {
+      g_autoptr (GSocketClient) sc = g_socket_client_new ();
+      g_autoptr (GSocketConnection) conn = NULL;
+      GString *got = g_string_new (NULL);
+      gint64 deadline = g_get_monotonic_time () + TIMEOUT_US;
+      int fd;
+
+      conn = g_socket_client_connect_to_host (sc, "127.0.0.1", port, NULL, &error);
+      g_assert_no_error (error);
+      fd = g_socket_get_fd (g_socket_connection_get_socket (conn));
+      g_assert_cmpint (send (fd, "handover", 8, MSG_NOSIGNAL), ==, 8);
+      while (got->len < 8 && g_get_monotonic_time () < deadline)
+        {
+          char buf[64];
+          ssize_t n = recv (fd, buf, sizeof buf, MSG_DONTWAIT);
+
+          if (n > 0)
+            g_string_append_len (got, buf, n);
+          else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+            break;
+          else
+            g_main_context_iteration (NULL, TRUE);
+        }
+      g_assert_cmpstr (got->str, ==, "handover");
+      g_string_free (got, TRUE);
+    }
+  gt_client_stop (second);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -422,5 +502,7 @@ main (int argc, char **argv)
               fixture_teardown);
   g_test_add ("/gt/client/forward/negotiation", Fixture, NULL, fixture_setup,
               test_forward_negotiation, fixture_teardown);
+  g_test_add ("/gt/client/forward/listener-handover", Fixture, NULL, fixture_setup,
+              test_forward_listener_handover, fixture_teardown);
   return g_test_run ();
 }

@@ -341,12 +341,29 @@ incoming_cb (G_GNUC_UNUSED GSocketService *service, GSocketConnection *conn,
   return TRUE;
 }
 
+static gboolean
+bind_native (GSocket *socket, GSocketAddress *addr, GError **error)
+{
+  struct sockaddr_storage native;
+  gsize len = g_socket_address_get_native_size (addr);
+  int saved;
+
+  if (!g_socket_address_to_native (addr, &native, sizeof native, error))
+    return FALSE;
+  if (bind (g_socket_get_fd (socket), (struct sockaddr *) &native, len) == 0)
+    return TRUE;
+  saved = errno;
+  g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "cannot bind: %s",
+               g_strerror (saved));
+  return FALSE;
+}
+
 gboolean
 _gt_client_forward_listen (GtClientForward *f, GError **error)
 {
   const GtClientConfig *config = gt_client_get_config (f->client);
   g_autoptr (GInetSocketAddress) addr = NULL;
-  g_autoptr (GSocketAddress) bound = NULL;
+  g_autoptr (GSocket) socket = NULL;
   g_autoptr (GError) local_error = NULL;
 
   if (config->tcp_forward_addr == NULL || config->tcp_forward_host_prefix == NULL)
@@ -354,10 +371,21 @@ _gt_client_forward_listen (GtClientForward *f, GError **error)
   addr = gt_listen_address_parse (config->tcp_forward_addr, error);
   if (addr == NULL)
     return FALSE;
+  socket = g_socket_new (g_socket_address_get_family (G_SOCKET_ADDRESS (addr)),
+                         G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, &local_error);
+  /* SO_REUSEPORT: a reload (the manager starts the new worker before the old one drains) binds
+   * the same address while the old worker still listens; the old one closes it when it drains.
+   * bind() itself: g_socket_bind() turns SO_REUSEPORT off again on stream sockets. */
+  if (socket != NULL
+      && (!g_socket_set_option (socket, SOL_SOCKET, SO_REUSEADDR, 1, &local_error)
+          || !g_socket_set_option (socket, SOL_SOCKET, SO_REUSEPORT, 1, &local_error)
+          || !bind_native (socket, G_SOCKET_ADDRESS (addr), &local_error)
+          || !g_socket_listen (socket, &local_error)))
+    g_clear_object (&socket);
   f->service = g_socket_service_new ();
-  if (!g_socket_listener_add_address (G_SOCKET_LISTENER (f->service), G_SOCKET_ADDRESS (addr),
-                                      G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL, &bound,
-                                      &local_error))
+  if (socket == NULL
+      || !g_socket_listener_add_socket (G_SOCKET_LISTENER (f->service), socket, NULL,
+                                        &local_error))
     {
       g_set_error (error, G_IO_ERROR, local_error->code, "tcpForwardAddr %s: %s",
                    config->tcp_forward_addr, local_error->message);
@@ -386,6 +414,17 @@ _gt_client_forward_new (GtClient *client)
 }
 
 void
+_gt_client_forward_stop_listening (GtClientForward *f)
+{
+  if (f->service == NULL)
+    return;
+  g_socket_service_stop (f->service);
+  g_socket_listener_close (G_SOCKET_LISTENER (f->service));
+  g_signal_handlers_disconnect_by_data (f->service, f);
+  g_clear_object (&f->service);
+}
+
+void
 _gt_client_forward_stop (GtClientForward *f)
 {
   GHashTableIter iter;
@@ -394,13 +433,7 @@ _gt_client_forward_stop (GtClientForward *f)
   if (f->stopped)
     return;
   f->stopped = TRUE;
-  if (f->service != NULL)
-    {
-      g_socket_service_stop (f->service);
-      g_socket_listener_close (G_SOCKET_LISTENER (f->service));
-      g_signal_handlers_disconnect_by_data (f->service, f);
-      g_clear_object (&f->service);
-    }
+  _gt_client_forward_stop_listening (f);
   for (guint i = 0; i < f->waiting->len; i++)
     {
       Request *r = f->waiting->pdata[i];

@@ -21,6 +21,9 @@ void _gt_client_forward_stop (GtClientForward *forward);
 void _gt_client_forward_free (GtClientForward *forward);
 /* Opens the tcpForwardAddr listener (if configured). */
 gboolean _gt_client_forward_listen (GtClientForward *forward, GError **error);
+/* Draining: closes the listener (a new worker may hold the address already); the streams and
+ * requests in flight go on. */
+void _gt_client_forward_stop_listening (GtClientForward *forward);
 /* A tunnel that accepted GT_CAP_FORWARD is ready: watch its FORWARD streams, serve the waiting
  * requests. */
 void _gt_client_forward_tunnel_ready (GtClientForward *forward, GtMux *mux);

@@ -1086,6 +1086,8 @@ gt_client_drain (GtClient *client, guint64 timeout_ms)
   g_message ("draining: no new tunnels; open streams may finish (up to %" G_GUINT64_FORMAT " ms)",
              timeout_ms);
   client->drain_started = g_get_monotonic_time ();
+  if (client->forward != NULL)
+    _gt_client_forward_stop_listening (client->forward);
   for (guint i = 0; i < client->n_slots; i++)
     {
       Slot *slot = &client->slots[i];
