@@ -862,7 +862,9 @@ forward_teardown (Fixture *f, Forward *fw)
 static gboolean
 forward_accepted_is (Fixture *f, gpointer data)
 {
-  return ((Forward *) ((gpointer *) data)[0])->accepted == GPOINTER_TO_UINT (((gpointer *) data)[1]);
+  gpointer *args = data;
+
+  return ((Forward *) args[0])->accepted == GPOINTER_TO_UINT (args[1]);
 }
 
 /* A client-opened stream relays both ways with half-close, next to server-opened ones: the
