@@ -309,6 +309,26 @@ test_forward_api (Fixture *f, gconstpointer data)
   g_assert_cmpstr (got->str, ==, msg);
   g_string_free (got, TRUE);
 
+  /* An abrupt close on the caller's side ends both hops: no stream stays behind on the target
+   * client (its echo connection is closed) or on the visitor. */
+  {
+    GtTraffic target = { 0 }, visitor = { 0 };
+
+    gt_client_get_traffic (f->client, &target);
+    g_assert_cmpuint (target.streams, ==, 1);
+    g_clear_object (&io);
+    deadline = g_get_monotonic_time () + TIMEOUT_US;
+    do
+      {
+        g_main_context_iteration (NULL, FALSE);
+        gt_client_get_traffic (f->client, &target);
+        gt_client_get_traffic (f->visitor, &visitor);
+      }
+    while ((target.streams > 0 || visitor.streams > 0) && g_get_monotonic_time () < deadline);
+    g_assert_cmpuint (target.streams, ==, 0);
+    g_assert_cmpuint (visitor.streams, ==, 0);
+  }
+
   /* No rule lets visitor reach its neighbour prefix "nope" (nobody holds it either: the answer
    * does not tell). */
   g_assert_null (open_forward (f->visitor, "nope", &error));
