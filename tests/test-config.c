@@ -258,16 +258,12 @@ test_unsupported_levels (void)
     { "webrtcThreadMode: true",
       "key 'webrtcThreadMode' is ignored: gt has no such setting, it changes nothing", TRUE },
     { "tcpForwardConnections: 3",
-      "key 'tcpForwardConnections' is ignored: it only tunes tcpForwardAddr, which this version of "
-      "gt does not support",
-      TRUE },
+      "key 'tcpForwardConnections' is ignored: gt has no such setting, it changes nothing", TRUE },
     { "bbr: true", "key 'bbr' is ignored: GT does not use it either", TRUE },
-    { "tcpForwardAddr: ''",
-      "key 'tcpForwardAddr' is not supported by this version of gt; its value is GT's default, so "
+    { "logFile: ''",
+      "key 'logFile' is not supported by this version of gt; its value is GT's default, so "
       "it changes nothing",
       TRUE },
-    { "tcpForwardAddr: 127.0.0.1:9000",
-      "key 'tcpForwardAddr' is not supported by this version of gt and is ignored", FALSE },
     { "logFile: /tmp/x.log", "key 'logFile' is not supported by this version of gt and is ignored",
       FALSE },
     { "webrtcThreadMode: {a: 1}",
@@ -317,7 +313,7 @@ test_unsupported_levels (void)
   {
     g_autoptr (GtClientConfig) config = gt_client_config_new ();
     g_autoptr (GError) error = NULL;
-    char *argv[] = { "--webrtcThreadMode", "--tcpForwardAddr", "127.0.0.1:1", NULL };
+    char *argv[] = { "--webrtcThreadMode", "--logFile", "/tmp/gt.log", NULL };
 
     g_assert_true (gt_client_config_apply_args (config, 3, argv, &error));
     g_assert_no_error (error);
@@ -1313,7 +1309,8 @@ test_client_validate (void)
     { "options: {id: a, secret: s}\nservices: [{local: 'http://a'}]\n",
       "v.yaml: no remote: set options.remote (or options.remoteAPI) or --remote" },
     { "options: {id: a, secret: s, remote: h}\n",
-      "v.yaml: no service: add an entry to services: or use --local" },
+      "v.yaml: no service: add an entry to services: or use --local (or set tcpForwardAddr "
+      "and tcpForwardHostPrefix)" },
     { "options: {id: a, secret: s, remote: h}\nservices:\n  - local: http://a\n"
       "    hostPrefix: X\n  - local: https://b\n    hostPrefix: x\n",
       "v.yaml:5:5: host prefix 'x' is used by two services" },
@@ -2670,6 +2667,85 @@ test_describe_options (void)
   g_assert_null (strstr (client, "--tlsAddr"));
 }
 
+/* GT's tcpForwardAddr/tcpForwardHostPrefix (YAML and GT's one-dash flags) and the server's
+ * tcpForwardAllow rules. */
+static void
+test_tcp_forward (void)
+{
+  {
+    g_autoptr (GtClientConfig) config = gt_client_config_new ();
+    g_autoptr (GError) error = NULL;
+    char *argv[] = { "-tcpForwardAddr", "127.0.0.1:2222", "-tcpForwardHostPrefix=Web", NULL };
+
+    g_assert_true (gt_client_config_load_data (config,
+                                               "options: {id: b, secret: s, remote: h}\n", -1,
+                                               "f.yaml", NULL, &error));
+    g_assert_true (gt_client_config_apply_args (config, 3, argv, &error));
+    g_assert_no_error (error);
+    /* No service of its own: a client that only forwards. */
+    g_assert_true (gt_client_config_validate (config, NULL, &error));
+    g_assert_no_error (error);
+    g_assert_cmpstr (config->tcp_forward_addr, ==, "127.0.0.1:2222");
+    g_assert_cmpstr (config->tcp_forward_host_prefix, ==, "web");
+    g_assert_cmpuint (config->warnings->len, ==, 0);
+  }
+  {
+    g_autoptr (GtClientConfig) config = gt_client_config_new ();
+    g_autoptr (GError) error = NULL;
+
+    g_assert_true (gt_client_config_load_data (config,
+                                               "options: {id: b, secret: s, remote: h,\n"
+                                               "  tcpForwardAddr: ':2222'}\n",
+                                               -1, "f.yaml", NULL, &error));
+    g_assert_cmpstr (config->tcp_forward_addr, ==, "0.0.0.0:2222");
+    g_assert_false (gt_client_config_validate (config, NULL, &error));
+    g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID);
+    g_assert_nonnull (strstr (error->message, "tcpForwardAddr and tcpForwardHostPrefix go "
+                                              "together"));
+  }
+  {
+    g_autoptr (GtClientConfig) config = gt_client_config_new ();
+    g_autoptr (GError) error = NULL;
+
+    g_assert_false (gt_client_config_load_data (config,
+                                                "options: {tcpForwardHostPrefix: 'a.b'}\n", -1,
+                                                "f.yaml", NULL, &error));
+    g_assert_nonnull (strstr (error->message, "bad host prefix 'a.b'"));
+  }
+  {
+    g_autoptr (GtServerConfig) config = gt_server_config_new ();
+    g_autoptr (GError) error = NULL;
+    char *argv[] = { "--tcpForwardAllow", "ops:*", NULL };
+
+    g_assert_true (gt_server_config_load_data (config,
+                                               "options:\n  tcpForwardAllow: [b:web, '*:db', "
+                                               "'x:y:Z']\n",
+                                               -1, "s.yaml", NULL, &error));
+    g_assert_no_error (error);
+    g_assert_cmpuint (g_strv_length (config->tcp_forward_allow), ==, 3);
+    g_assert_cmpstr (config->tcp_forward_allow[2], ==, "x:y:Z"); /* id "x:y", prefix Z */
+    /* The command line replaces the file's list. */
+    g_assert_true (gt_server_config_apply_args (config, 2, argv, &error));
+    g_assert_no_error (error);
+    g_assert_cmpuint (g_strv_length (config->tcp_forward_allow), ==, 1);
+    g_assert_cmpstr (config->tcp_forward_allow[0], ==, "ops:*");
+  }
+  {
+    const char *bad[] = { "b", ":web", "b:", "b:a.b", "b c:web" };
+
+    for (guint i = 0; i < G_N_ELEMENTS (bad); i++)
+      {
+        g_autoptr (GtServerConfig) config = gt_server_config_new ();
+        g_autoptr (GError) error = NULL;
+        g_autofree char *yaml = g_strdup_printf ("options:\n  tcpForwardAllow: ['%s']\n", bad[i]);
+
+        g_test_message ("%s", bad[i]);
+        g_assert_false (gt_server_config_load_data (config, yaml, -1, "s.yaml", NULL, &error));
+        g_assert_nonnull (strstr (error->message, "bad tcpForwardAllow rule"));
+      }
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -2683,6 +2759,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/core/config/unsupported-levels", test_unsupported_levels);
   g_test_add_func ("/gt/core/config/demo-files", test_demo_files);
   g_test_add_func ("/gt/core/config/unknown-key", test_unknown_key);
+  g_test_add_func ("/gt/core/config/tcp-forward", test_tcp_forward);
   for (guint i = 0; i < G_N_ELEMENTS (bad_files); i++)
     {
       g_autofree char *name = g_strdup_printf ("/gt/core/config/bad-file/%s", bad_files[i].file);

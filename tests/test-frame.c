@@ -842,10 +842,13 @@ test_unknown_flags (void)
       for (guint bit = 0; bit < 8; bit++)
         {
           guint8 flags = (guint8) (1 << bit);
-          GtDecodeResult r = decode_raw_header (t, flags, stream, valid_length (t), &error);
+          gboolean ack = t == GT_FRAME_FORWARD && flags == GT_FRAME_FLAG_ACK; /* empty */
+          GtDecodeResult r
+            = decode_raw_header (t, flags, stream, ack ? 0 : valid_length (t), &error);
 
           if ((t == GT_FRAME_PING && flags == GT_FRAME_FLAG_ACK)
-              || (t == GT_FRAME_OPEN && flags == GT_FRAME_FLAG_ADDR))
+              || (t == GT_FRAME_OPEN && flags == GT_FRAME_FLAG_ADDR) || ack
+              || ((t == GT_FRAME_HELLO || t == GT_FRAME_WELCOME) && flags == GT_FRAME_FLAG_CAPS))
             {
               g_assert_cmpint (r, ==, GT_DECODE_OK);
               g_assert_no_error (error);
@@ -1295,6 +1298,192 @@ test_open_addr (void)
   g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
 }
 
+/* docs/protocol.md §6.9: CAPS on HELLO. The capabilities end the payload; a forward-only client
+ * lists no service. */
+static void
+test_hello_caps (void)
+{
+  g_autoptr (GtHello) hello = gt_hello_new ("b", "s");
+  g_autoptr (GtHello) back = NULL;
+  g_autoptr (GtHello) plain_back = NULL;
+  g_autoptr (GByteArray) b = g_byte_array_new ();
+  g_autoptr (GError) error = NULL;
+  GtFrameHeader h;
+  const guint8 expected[] = {
+    0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, /* HELLO, CAPS, 10 bytes */
+    0x01, 'b', 0x01, 's',                                       /* id, secret */
+    0x00, 0x00,                                                 /* no service */
+    0x00, 0x00, 0x00, 0x01,                                     /* caps: FORWARD */
+  };
+
+  hello->caps = GT_CAP_FORWARD;
+  g_assert_true (gt_frame_append_hello (b, hello, &error));
+  g_assert_no_error (error);
+  g_assert_cmpmem (b->data, b->len, expected, sizeof expected);
+  g_assert_cmpint (gt_frame_header_decode (b->data, b->len, &h, &error), ==, GT_DECODE_OK);
+  back = gt_hello_decode_flags (b->data + GT_FRAME_HEADER_SIZE, h.length, h.flags, &error);
+  g_assert_no_error (error);
+  g_assert_true (back->has_caps);
+  g_assert_cmpuint (back->caps, ==, GT_CAP_FORWARD);
+  g_assert_cmpuint (back->services->len, ==, 0);
+
+  /* What an older server does with it: the caps are trailing bytes (and the HELLO's flag is
+   * unknown to its header check), so a client sends CAPS only when it needs a capability. */
+  g_assert_null (gt_hello_decode (b->data + GT_FRAME_HEADER_SIZE, h.length, &error));
+  g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+  g_clear_error (&error);
+
+  /* Without FORWARD, no service is still malformed; with a service, unknown bits are kept for
+   * the receiver to ignore. */
+  hello->caps = 0x80000000u;
+  g_byte_array_set_size (b, 0);
+  g_assert_false (gt_frame_append_hello (b, hello, &error));
+  g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+  g_clear_error (&error);
+  gt_hello_add_service (hello, GT_SERVICE_KIND_HTTP, "web", 0, FALSE);
+  g_assert_true (gt_frame_append_hello (b, hello, &error));
+  g_assert_cmpint (gt_frame_header_decode (b->data, b->len, &h, &error), ==, GT_DECODE_OK);
+  g_assert_cmpuint (h.flags, ==, GT_FRAME_FLAG_CAPS);
+  plain_back = gt_hello_decode_flags (b->data + GT_FRAME_HEADER_SIZE, h.length, h.flags, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (plain_back->caps, ==, 0x80000000u);
+  g_assert_cmpstr (((GtHelloService *) plain_back->services->pdata[0])->prefix, ==, "web");
+
+  /* CAPS with fewer than 4 bytes after the count is truncated, never read past the end. */
+  {
+    const guint8 short_caps[] = { 0x01, 'b', 0x01, 's', 0x00, 0x00, 0x00, 0x01 };
+
+    g_assert_null (gt_hello_decode_flags (short_caps, sizeof short_caps, GT_FRAME_FLAG_CAPS,
+                                          &error));
+    g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+  }
+}
+
+/* WELCOME with CAPS answers only a HELLO with CAPS; the plain one is what older clients read. */
+static void
+test_welcome_caps (void)
+{
+  GtWelcomePort ports[] = { { 1, 40000 } };
+  g_autoptr (GByteArray) b = g_byte_array_new ();
+  g_autoptr (GByteArray) plain = g_byte_array_new ();
+  g_autoptr (GArray) got = NULL;
+  g_autoptr (GArray) old = NULL;
+  g_autoptr (GError) error = NULL;
+  guint32 caps = 99;
+  GtFrameHeader h;
+  const guint8 expected[] = {
+    0x02, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, /* WELCOME, CAPS, 10 bytes */
+    0x00, 0x01, 0x00, 0x01, 0x9c, 0x40,                         /* 1 port: service 1, 40000 */
+    0x00, 0x00, 0x00, 0x01,                                     /* caps: FORWARD */
+  };
+
+  gt_frame_append_welcome_caps (b, ports, 1, GT_CAP_FORWARD);
+  g_assert_cmpmem (b->data, b->len, expected, sizeof expected);
+  g_assert_cmpint (gt_frame_header_decode (b->data, b->len, &h, &error), ==, GT_DECODE_OK);
+  got = gt_welcome_decode_flags (b->data + GT_FRAME_HEADER_SIZE, h.length, h.flags, &caps, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (caps, ==, GT_CAP_FORWARD);
+  g_assert_cmpuint (got->len, ==, 1);
+  g_assert_cmpuint (g_array_index (got, GtWelcomePort, 0).port, ==, 40000);
+  /* An older client could not read it (hence never sent to one). */
+  old = gt_welcome_decode (b->data + GT_FRAME_HEADER_SIZE, h.length, &error);
+  g_assert_null (old);
+  g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+  g_clear_error (&error);
+
+  /* The plain WELCOME: no flag, no caps. */
+  gt_frame_append_welcome (plain, ports, 1);
+  g_assert_cmpuint (plain->data[1], ==, 0);
+  g_clear_pointer (&got, g_array_unref);
+  got = gt_welcome_decode_flags (plain->data + GT_FRAME_HEADER_SIZE,
+                                 plain->len - GT_FRAME_HEADER_SIZE, 0, &caps, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (caps, ==, 0);
+}
+
+/* FORWARD: prefixLen, prefix (sent lower case), data; the ACK is empty. */
+static void
+test_forward_codec (void)
+{
+  g_autoptr (GByteArray) b = g_byte_array_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *prefix = NULL;
+  const guint8 *data = NULL;
+  gsize data_len = 0;
+  GtFrameHeader h;
+  const guint8 expected[] = {
+    0x0b, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x06, /* FORWARD, stream 2, 6 bytes */
+    0x03, 's', 'v', 'c', 'h', 'i',                              /* "svc", data "hi" */
+    0x0b, 0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, /* FORWARD ACK, stream 2 */
+  };
+
+  gt_frame_append_forward_header (b, 2, "SvC", 2);
+  g_byte_array_append (b, (const guint8 *) "hi", 2);
+  gt_frame_append_forward_ack (b, 2);
+  g_assert_cmpmem (b->data, b->len, expected, sizeof expected);
+
+  g_assert_cmpint (gt_frame_header_decode (b->data, b->len, &h, &error), ==, GT_DECODE_OK);
+  g_assert_cmpuint (h.type, ==, GT_FRAME_FORWARD);
+  g_assert_true (gt_forward_decode (b->data + GT_FRAME_HEADER_SIZE, h.length, &prefix, &data,
+                                    &data_len, &error));
+  g_assert_cmpstr (prefix, ==, "svc");
+  g_assert_cmpmem (data, data_len, "hi", 2);
+  g_assert_cmpint (gt_frame_header_decode (b->data + 16, b->len - 16, &h, &error), ==,
+                   GT_DECODE_OK);
+  g_assert_cmpuint (h.flags, ==, GT_FRAME_FLAG_ACK);
+  g_assert_cmpuint (h.length, ==, 0);
+
+  /* Bad payloads: each refused with a reason, nothing read past the end. */
+  {
+    static const struct
+    {
+      const char *bytes;
+      gsize len;
+    } bad[] = {
+      { "", 0 },             /* nothing */
+      { "\x00x", 2 },        /* empty prefix */
+      { "\x05svc", 4 },      /* truncated prefix */
+      { "\x03s.c", 4 },      /* not [A-Za-z0-9-] */
+      { "\x03s\x00" "c", 4 }, /* NUL */
+      { "\xc9", 1 },         /* 201 bytes: over the limit */
+    };
+
+    for (guint i = 0; i < G_N_ELEMENTS (bad); i++)
+      {
+        g_autofree guint8 *copy = g_memdup2 (bad[i].bytes, bad[i].len);
+        char *p = NULL;
+
+        g_assert_false (gt_forward_decode (copy, bad[i].len, &p, &data, &data_len, &error));
+        g_assert_null (p);
+        g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+        g_clear_error (&error);
+      }
+  }
+  /* Header rules: ACK must be empty, a request must name at least one byte of prefix, stream 0
+   * is not a stream. */
+  {
+    guint8 hdr[GT_FRAME_HEADER_SIZE];
+
+    gt_frame_header_encode (hdr, GT_FRAME_FORWARD, GT_FRAME_FLAG_ACK, 2, 1);
+    g_assert_cmpint (gt_frame_header_decode (hdr, sizeof hdr, &h, &error), ==, GT_DECODE_ERROR);
+    g_clear_error (&error);
+    gt_frame_header_encode (hdr, GT_FRAME_FORWARD, 0, 2, 1);
+    g_assert_cmpint (gt_frame_header_decode (hdr, sizeof hdr, &h, &error), ==, GT_DECODE_ERROR);
+    g_clear_error (&error);
+    gt_frame_header_encode (hdr, GT_FRAME_FORWARD, 0, 0, 4);
+    g_assert_cmpint (gt_frame_header_decode (hdr, sizeof hdr, &h, &error), ==, GT_DECODE_ERROR);
+    g_clear_error (&error);
+    gt_frame_header_encode (hdr, GT_FRAME_FORWARD, 0, 2, GT_FRAME_MAX_PAYLOAD + 1);
+    g_assert_cmpint (gt_frame_header_decode (hdr, sizeof hdr, &h, &error), ==, GT_DECODE_ERROR);
+    g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE);
+  }
+  g_assert_true (gt_forward_prefix_is_valid ("a-1"));
+  g_assert_false (gt_forward_prefix_is_valid (""));
+  g_assert_false (gt_forward_prefix_is_valid ("a.b"));
+  g_assert_cmpstr (gt_reset_code_to_string (GT_RESET_CODE_NOT_ALLOWED), ==,
+                   "not allowed by the server's tcpForwardAllow");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1309,6 +1498,9 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/protocol/frame/header/unknown-flags", test_unknown_flags);
   g_test_add_func ("/gt/protocol/frame/hello/roundtrip", test_hello_roundtrip);
   g_test_add_func ("/gt/protocol/frame/hello/layout", test_hello_layout);
+  g_test_add_func ("/gt/protocol/frame/hello/caps", test_hello_caps);
+  g_test_add_func ("/gt/protocol/frame/welcome/caps", test_welcome_caps);
+  g_test_add_func ("/gt/protocol/frame/forward", test_forward_codec);
   g_test_add_func ("/gt/protocol/frame/hello/id-limits", test_hello_id_limits);
   g_test_add_func ("/gt/protocol/frame/hello/service-limits", test_hello_service_limits);
   g_test_add_func ("/gt/protocol/frame/hello/prefix", test_hello_prefix);

@@ -836,6 +836,263 @@ test_idle_reset_spares_requests (Fixture *f, gconstpointer data)
   g_byte_array_unref (at_local.got);
 }
 
+/* ---- FORWARD (docs/protocol.md §6.9) ---- */
+
+typedef struct
+{
+  char *prefix;       /* of the last FORWARD the server saw */
+  GtResetCode refuse; /* 0: accept with a socket pair whose far end goes to far_ends */
+  GPtrArray *far_ends;
+  GPtrArray *streams;
+  guint accepted;     /* client: "forward-accepted" */
+  guint32 closed_code;
+  gboolean closed_by_reset;
+} Forward;
+
+static void
+server_forward_cb (GtMux *mux, GtMuxStream *stream, const char *prefix, gpointer user_data)
+{
+  Forward *fw = user_data;
+  int sv[2];
+
+  g_free (fw->prefix);
+  fw->prefix = g_strdup (prefix);
+  g_ptr_array_add (fw->streams, gt_mux_stream_ref (stream));
+  if (fw->refuse != 0)
+    {
+      gt_mux_stream_reset (stream, fw->refuse);
+      return;
+    }
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+  set_nonblocking (sv[1]);
+  gt_mux_stream_attach_fd (stream, sv[0], 0);
+  g_ptr_array_add (fw->far_ends, GINT_TO_POINTER (sv[1] + 1));
+  gt_mux_stream_accept_forward (stream);
+}
+
+static void
+client_forward_accepted_cb (GtMux *mux, GtMuxStream *stream, gpointer user_data)
+{
+  ((Forward *) user_data)->accepted++;
+}
+
+static void
+client_stream_closed_cb (GtMux *mux, GtMuxStream *stream, gpointer user_data)
+{
+  Forward *fw = user_data;
+
+  if (gt_mux_stream_is_forward (stream))
+    fw->closed_by_reset = gt_mux_stream_get_peer_reset (stream, &fw->closed_code);
+}
+
+static void
+forward_setup (Fixture *f, Forward *fw)
+{
+  fw->far_ends = g_ptr_array_new ();
+  fw->streams = g_ptr_array_new_with_free_func ((GDestroyNotify) gt_mux_stream_unref);
+  gt_mux_set_forward (f->server, TRUE);
+  gt_mux_set_forward (f->client, TRUE);
+  g_signal_connect (f->server, "forward-opened", G_CALLBACK (server_forward_cb), fw);
+  g_signal_connect (f->client, "forward-accepted", G_CALLBACK (client_forward_accepted_cb), fw);
+  g_signal_connect (f->client, "stream-closed", G_CALLBACK (client_stream_closed_cb), fw);
+}
+
+/* fw lives on the test's stack: the muxes outlive it until the fixture's teardown. */
+static void
+forward_teardown (Fixture *f, Forward *fw)
+{
+  g_signal_handlers_disconnect_by_data (f->server, fw);
+  g_signal_handlers_disconnect_by_data (f->client, fw);
+  for (guint i = 0; i < fw->far_ends->len; i++)
+    close (GPOINTER_TO_INT (fw->far_ends->pdata[i]) - 1);
+  g_ptr_array_unref (fw->far_ends);
+  g_ptr_array_unref (fw->streams);
+  g_free (fw->prefix);
+}
+
+static gboolean
+forward_accepted_is (Fixture *f, gpointer data)
+{
+  gpointer *args = data;
+
+  return ((Forward *) args[0])->accepted == GPOINTER_TO_UINT (args[1]);
+}
+
+/* A client-opened stream relays both ways with half-close, next to server-opened ones: the
+ * server's ids are odd, the client's even, and neither side mixes them up. */
+static void
+test_forward_relay (Fixture *f, gconstpointer data)
+{
+  Forward fw = { 0 };
+  g_autoptr (GByteArray) up = pattern (700 * 1024 + 3, 5);
+  g_autoptr (GByteArray) down = pattern (600 * 1024 + 1, 6);
+  g_autoptr (GError) error = NULL;
+  Reader at_far = { 0 }, at_near = { 0 };
+  GtMuxStream *s1, *s2, *fs;
+  gpointer args[2] = { &fw, GUINT_TO_POINTER (1) };
+  int sv[2], near, far;
+
+  forward_setup (f, &fw);
+  /* Server-opened streams first and after: ids 1 and 3. */
+  close (open_user_stream (f, "A", &s1));
+  g_assert_cmpuint (gt_mux_stream_get_id (s1), ==, 1);
+
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+  set_nonblocking (sv[1]);
+  near = sv[1];
+  fs = gt_mux_open_forward (f->client, "SvC", sv[0], NULL, 0, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (fs);
+  g_assert_cmpuint (gt_mux_stream_get_id (fs), ==, 2);
+  g_assert_true (gt_mux_stream_is_forward (fs));
+  close (open_user_stream (f, "B", &s2));
+  g_assert_cmpuint (gt_mux_stream_get_id (s2), ==, 3);
+
+  spin_until (forward_accepted_is, f, args);
+  g_assert_cmpstr (fw.prefix, ==, "svc");
+  g_assert_cmpuint (fw.far_ends->len, ==, 1);
+  far = GPOINTER_TO_INT (fw.far_ends->pdata[0]) - 1;
+
+  at_far.fd = far;
+  at_far.got = g_byte_array_new ();
+  write_all (f, near, up->data, up->len, &at_far);
+  shutdown (near, SHUT_WR);
+  spin_until (reader_done, f, &at_far);
+  g_assert_cmpmem (at_far.got->data, at_far.got->len, up->data, up->len);
+
+  at_near.fd = near;
+  at_near.got = g_byte_array_new ();
+  write_all (f, far, down->data, down->len, &at_near);
+  shutdown (far, SHUT_WR);
+  spin_until (reader_done, f, &at_near);
+  g_assert_cmpmem (at_near.got->data, at_near.got->len, down->data, down->len);
+  g_assert_false (fw.closed_by_reset);
+
+  /* The next client stream is 4. */
+  {
+    int sv2[2];
+    GtMuxStream *next;
+
+    g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv2), ==, 0);
+    next = gt_mux_open_forward (f->client, "svc", sv2[0], NULL, 0, &error);
+    g_assert_no_error (error);
+    g_assert_cmpuint (gt_mux_stream_get_id (next), ==, 4);
+    close (sv2[1]);
+  }
+  g_assert_false (f->client_closed);
+  g_assert_false (f->server_closed);
+  close (near);
+  g_byte_array_unref (at_far.got);
+  g_byte_array_unref (at_near.got);
+  forward_teardown (f, &fw);
+}
+
+static gboolean
+forward_closed (Fixture *f, gpointer data)
+{
+  return ((Forward *) data)->closed_by_reset;
+}
+
+/* A refused FORWARD ends the client's stream with the server's code; no ACK comes. */
+static void
+test_forward_refused (Fixture *f, gconstpointer data)
+{
+  Forward fw = { 0 };
+  g_autoptr (GError) error = NULL;
+  Reader at_near = { 0 };
+  int sv[2];
+
+  forward_setup (f, &fw);
+  fw.refuse = GT_RESET_CODE_NOT_ALLOWED;
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+  set_nonblocking (sv[1]);
+  g_assert_nonnull (gt_mux_open_forward (f->client, "svc", sv[0], NULL, 0, &error));
+  spin_until (forward_closed, f, &fw);
+  g_assert_cmpuint (fw.closed_code, ==, GT_RESET_CODE_NOT_ALLOWED);
+  g_assert_cmpuint (fw.accepted, ==, 0);
+  /* The local end sees the end of the stream. */
+  at_near.fd = sv[1];
+  at_near.got = g_byte_array_new ();
+  spin_until (reader_done, f, &at_near);
+  g_assert_cmpuint (at_near.got->len, ==, 0);
+  g_assert_false (f->client_closed);
+  close (sv[1]);
+  g_byte_array_unref (at_near.got);
+  forward_teardown (f, &fw);
+}
+
+/* Without the capability: the client API refuses (and leaves the fd to the caller); a FORWARD
+ * that arrives anyway is a protocol error, as is the server's ACK to a client without it. */
+static void
+test_forward_without_capability (void)
+{
+  for (guint i = 0; i < 2; i++)
+    {
+      Peer p = { 0 };
+
+      peer_setup (&p, i == 0);
+      if (i == 0)
+        peer_send (&p, GT_FRAME_FORWARD, 0, 2, "\x03svc", 4);
+      else
+        {
+          g_autoptr (GError) error = NULL;
+          int sv[2];
+
+          g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+          g_assert_null (gt_mux_open_forward (p.mux, "svc", sv[0], NULL, 0, &error));
+          g_assert_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED);
+          g_assert_cmpint (fcntl (sv[0], F_GETFD), >=, 0); /* still ours */
+          close (sv[0]);
+          close (sv[1]);
+          peer_send (&p, GT_FRAME_FORWARD, GT_FRAME_FLAG_ACK, 2, NULL, 0);
+        }
+      peer_spin_until (&p, peer_got_error_and_eof, NULL);
+      g_assert_cmpuint (p.error_code, ==, GT_ERROR_CODE_PROTOCOL);
+      peer_teardown (&p);
+    }
+}
+
+/* With the capability, ids keep to their parity: an odd or repeated FORWARD id, an even OPEN,
+ * an ACK for a stream never opened, a stream frame above the client's highest id: each closes
+ * the tunnel with ERROR PROTOCOL. */
+static void
+test_forward_bad_ids (void)
+{
+  for (guint i = 0; i < 5; i++)
+    {
+      Peer p = { 0 };
+      gboolean server = i != 2 && i != 3;
+
+      peer_setup (&p, server);
+      gt_mux_set_forward (p.mux, TRUE);
+      if (server)
+        g_signal_connect (p.mux, "forward-opened", G_CALLBACK (peer_reset_stream_cb), NULL);
+      switch (i)
+        {
+        case 0: /* odd FORWARD id */
+          peer_send (&p, GT_FRAME_FORWARD, 0, 1, "\x03svc", 4);
+          break;
+        case 1: /* the same id twice */
+          peer_send (&p, GT_FRAME_FORWARD, 0, 2, "\x03svc", 4);
+          peer_send (&p, GT_FRAME_FORWARD, 0, 2, "\x03svc", 4);
+          break;
+        case 2: /* OPEN with an even id */
+          peer_send_open (&p, 2);
+          break;
+        case 3: /* ACK for a FORWARD never sent */
+          peer_send (&p, GT_FRAME_FORWARD, GT_FRAME_FLAG_ACK, 2, NULL, 0);
+          break;
+        default: /* DATA above the client's highest id */
+          peer_send (&p, GT_FRAME_FORWARD, 0, 2, "\x03svc", 4);
+          peer_send (&p, GT_FRAME_DATA, 0, 6, "x", 1);
+          break;
+        }
+      peer_spin_until (&p, peer_got_error_and_eof, NULL);
+      g_assert_cmpuint (p.error_code, ==, GT_ERROR_CODE_PROTOCOL);
+      peer_teardown (&p);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -860,6 +1117,13 @@ main (int argc, char **argv)
                         test_never_opened_stream);
   g_test_add_func ("/gt/protocol/mux/late-frames-ignored", test_late_frames_ignored);
   g_test_add_func ("/gt/protocol/mux/bad-open", test_bad_open);
+  g_test_add ("/gt/protocol/mux/forward/relay", Fixture, NULL, fixture_setup, test_forward_relay,
+              fixture_teardown);
+  g_test_add ("/gt/protocol/mux/forward/refused", Fixture, NULL, fixture_setup,
+              test_forward_refused, fixture_teardown);
+  g_test_add_func ("/gt/protocol/mux/forward/without-capability",
+                   test_forward_without_capability);
+  g_test_add_func ("/gt/protocol/mux/forward/bad-ids", test_forward_bad_ids);
   g_test_add_func ("/gt/protocol/mux/probe", test_probe);
   g_test_add ("/gt/protocol/mux/client-goaway", Fixture, NULL, fixture_setup, test_client_goaway,
               fixture_teardown);

@@ -16,19 +16,41 @@ decode_payload (const GtFrameHeader *hdr, const guint8 *payload, gsize len)
     {
     case GT_FRAME_HELLO:
       {
-        g_autoptr (GtHello) hello = gt_hello_decode (payload, len, &error);
+        g_autoptr (GtHello) hello = gt_hello_decode_flags (payload, len, hdr->flags, &error);
         ok = hello != NULL;
-        if (ok && (hello->id == NULL || hello->secret == NULL || hello->services->len == 0))
+        /* No service only for a client that forwards (CAPS with GT_CAP_FORWARD). */
+        if (ok && (hello->id == NULL || hello->secret == NULL
+                   || (hello->services->len == 0 && !(hello->caps & GT_CAP_FORWARD))
+                   || hello->has_caps != ((hdr->flags & GT_FRAME_FLAG_CAPS) != 0)))
           abort ();
       }
       break;
     case GT_FRAME_WELCOME:
       {
-        g_autoptr (GArray) ports = gt_welcome_decode (payload, len, &error);
+        guint32 caps = 0;
+        g_autoptr (GArray) ports = gt_welcome_decode_flags (payload, len, hdr->flags, &caps,
+                                                            &error);
+        gsize extra = (hdr->flags & GT_FRAME_FLAG_CAPS) ? 4 : 0;
+
         ok = ports != NULL;
-        if (ok && 2 + (gsize) ports->len * 4 != len)
+        if (ok && 2 + (gsize) ports->len * 4 + extra != len)
           abort ();
       }
+      break;
+    case GT_FRAME_FORWARD:
+      if (!(hdr->flags & GT_FRAME_FLAG_ACK))
+        {
+          g_autofree char *prefix = NULL;
+          const guint8 *d = NULL;
+          gsize d_len = 0;
+
+          ok = gt_forward_decode (payload, len, &prefix, &d, &d_len, &error);
+          if (ok && (!gt_forward_prefix_is_valid (prefix) || d != payload + 1 + strlen (prefix)
+                     || d_len + 1 + strlen (prefix) != len))
+            abort ();
+        }
+      else if (len != 0)
+        abort (); /* the header decoder lets only an empty ACK through */
       break;
     case GT_FRAME_OPEN:
       {
@@ -55,6 +77,8 @@ decode_payload (const GtFrameHeader *hdr, const guint8 *payload, gsize len)
         guint32 code;
 
         ok = gt_reset_decode (payload, len, &code, &error);
+        if (ok)
+          (void) gt_reset_code_to_string (code);
       }
       break;
     case GT_FRAME_ERROR:

@@ -7,7 +7,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREFACE = b"\xf0GT\x01"
 
-HELLO, WELCOME, OPEN, DATA, SHUTDOWN, RESET, WINDOW, PING, GOAWAY, ERROR = range(1, 11)
+HELLO, WELCOME, OPEN, DATA, SHUTDOWN, RESET, WINDOW, PING, GOAWAY, ERROR, FORWARD = range(1, 12)
+CAPS, ACK = 0x04, 0x01
+CAP_FORWARD = 1
 HTTP, HTTPS, TCP = 0, 1, 2
 
 
@@ -52,6 +54,17 @@ FRAMES = {
     + frame(GOAWAY, 0, error_payload(13, "server is shutting down"))
     + frame(ERROR, 0, error_payload(1, "invalid id or secret ✗")),
     "preface-only": PREFACE,
+    # docs/protocol.md §6.11: a forward-only client (no service), WELCOME with caps, then a
+    # client-opened stream (even id) routed (ACK) and a refused one (RESET NOT_ALLOWED).
+    "forward": PREFACE
+    + frame(HELLO, 0, hello_payload(b"b", b"s", []) + struct.pack(">I", CAP_FORWARD), flags=CAPS)
+    + frame(WELCOME, 0, struct.pack(">HI", 0, CAP_FORWARD), flags=CAPS)
+    + frame(FORWARD, 2, bytes([3]) + b"svc" + b"SSH-2.0-x\r\n")
+    + frame(FORWARD, 2, flags=ACK)
+    + frame(DATA, 2, b"echo")
+    + frame(OPEN, 3, struct.pack(">H", 0))
+    + frame(FORWARD, 4, bytes([5]) + b"ghost")
+    + frame(RESET, 4, struct.pack(">I", 7)),
 }
 
 
