@@ -76,7 +76,7 @@ _gt_transport_register_leaf (const GtTransportLeaf *leaf)
     return;
   for (i = 0; registered[i] != NULL; i++)
     ;
-  g_assert (i < G_N_ELEMENTS (registered) - 1);
+  g_assert (i + 1 < G_N_ELEMENTS (registered));
   registered[i] = leaf;
 }
 
