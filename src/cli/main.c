@@ -17,6 +17,7 @@
 #include "gt-dbus-status.h"
 #include "gt-log.h"
 #include "gt-manager.h"
+#include "gt-p2p-peer-module.h"
 #include "gt-p2p-signalling.h"
 #include "gt-server.h"
 #include "gt-stun-server.h"
@@ -400,6 +401,14 @@ relay_start (Relay *r, gpointer config, GError **error)
     {
       r->client = gt_client_new (config);
       config = NULL;
+      /* WebRTC answers need the peer's module: a missing one fails at start, not per request. */
+      if (gt_client_get_config (r->client)->remote_stun != NULL
+          && gt_client_get_config (r->client)->remote_stun[0] != NULL
+          && !gt_p2p_peer_module_load (error))
+        {
+          relay_stop (r);
+          return FALSE;
+        }
       /* GT's XP requests: P2P signalling served by the client itself. */
       r->signalling = gt_p2p_signalling_new (gt_client_get_config (r->client), client_tcp_port_cb,
                                              r->client);

@@ -1208,6 +1208,10 @@ gt_client_start (GtClient *client, GError **error)
                  "free again once the old tunnels are gone. Set options.secret (--secret) to "
                  "keep it");
     }
+  /* A remote whose transport is a module (quic://) that is missing fails here, once. */
+  for (guint i = 0; i < config->remotes->len; i++)
+    if (!gt_transport_load (((GtRemote *) config->remotes->pdata[i])->scheme, FALSE, error))
+      return FALSE;
   hello = gt_hello_new (config->id, config->secret);
   if (config->tcp_forward_host_prefix != NULL)
     gt_client_enable_forward (client);

@@ -12,7 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "gt-p2p-peer.h"
+#include "gt-p2p-peer-module.h"
 #include "gt-xp.h"
 
 /* A signalling body holds a description and some candidates: far less than this. */
@@ -472,6 +472,13 @@ gt_p2p_signalling_accept (GtP2pSignalling *self, int fd)
   if (self->config->remote_stun == NULL || self->config->remote_stun[0] == NULL)
     {
       g_message ("P2P signalling: refused, no remoteSTUN configured");
+      refuse (fd);
+      return;
+    }
+  /* The CLI loads the peer's module at start (remoteSTUN); this covers everyone else. */
+  if (!gt_p2p_peer_module_load (&error))
+    {
+      g_message ("P2P signalling: refused, %s", error->message);
       refuse (fd);
       return;
     }

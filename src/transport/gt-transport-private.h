@@ -28,8 +28,13 @@ extern const GtTransportLeaf _gt_transport_tls;
 extern const GtTransportLeaf _gt_transport_ws;
 extern const GtTransportLeaf _gt_transport_wss;
 #ifdef GT_WITH_QUIC
-extern const GtTransportLeaf _gt_transport_quic;
+extern const GtTransportLeaf _gt_transport_quic; /* in the module gt-quic */
 #endif
+
+/* Makes a leaf built as a module available (its scheme must be one of module_leaves in
+ * gt-transport.c): called by the module's g_module_check_init as gt loads it, and by tests that
+ * link the leaf's sources instead. */
+void _gt_transport_register_leaf (const GtTransportLeaf *leaf);
 
 /* A TCP connection (TCP_NODELAY set) to host:port, through the HTTP CONNECT proxy proxy_url
  * ("http://[user:pass@]host[:port]") or directly when it is NULL. Completes task. */

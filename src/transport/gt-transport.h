@@ -16,8 +16,15 @@ typedef struct
   guint handshake_timeout_ms; /* quic://: no handshake by then = UDP blocked; 0 = 10 s */
 } GtTransportSecurity;
 
-/* TRUE when a leaf implements this scheme (a row of gt_scheme_info_lookup's table). */
+/* TRUE when a leaf implements this scheme (a row of gt_scheme_info_lookup's table), built in or
+ * as a module. */
 gboolean gt_transport_supports (const char *scheme);
+
+/* Makes the leaf of scheme ready, loading its module (gt-module.h) when it is one, so that a
+ * configuration that needs a missing module fails at start with one clear error: the key named is
+ * the server's listener of the scheme (quicAddr) when listener is TRUE, else the client's remote.
+ * Dial, accept and listen load the module themselves when nothing did before. */
+gboolean gt_transport_load (const char *scheme, gboolean listener, GError **error);
 
 /* Client: opens a tunnel connection to a remote; the result is a GIOStream with pollable streams:
  * tcp:// plain, tls:// TLS (through an HTTP CONNECT proxy from https_proxy/no_proxy), ws:// and
