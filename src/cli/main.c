@@ -17,6 +17,7 @@
 #include "gt-dbus-status.h"
 #include "gt-log.h"
 #include "gt-manager.h"
+#include "gt-p2p-connect.h"
 #include "gt-p2p-signalling.h"
 #include "gt-server.h"
 #include "gt-stun-server.h"
@@ -32,6 +33,7 @@ static const char usage_main[] =
   "Commands:\n"
   "  server   run a relay server (public side)\n"
   "  client   run a relay client (next to the local services)\n"
+  "  connect  reach a remote client's service from a local port, P2P with relay fallback\n"
   "  status   show the running manager's configurations, their state and traffic\n"
   "\n"
   "Options:\n"
@@ -536,6 +538,34 @@ fail:
   return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
 }
 
+/* `gt connect`: a config file (`type: connect`), then the command line on top. */
+static int
+run_connect (const char *config_path, int argc, char **argv)
+{
+  g_autoptr (GtConnectConfig) config = gt_connect_config_new ();
+  g_autoptr (GtP2pConnect) p2p = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if ((config_path != NULL && !gt_connect_config_load_file (config, config_path, &error))
+      || !gt_connect_config_apply_args (config, argc, argv, &error)
+      || !gt_connect_config_validate (config, &error) || !gt_log_init (config->log_level, &error))
+    {
+      fprintf (stderr, "gt connect: %s\n", error->message);
+      return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
+    }
+  gt_log_set_field ("GT_KIND", "connect");
+  setup_signals ();
+  p2p = gt_p2p_connect_new (g_steal_pointer (&config));
+  if (!gt_p2p_connect_start (p2p, &error))
+    {
+      fprintf (stderr, "gt connect: %s\n", error->message);
+      return 1;
+    }
+  gt_sd_notify ("READY=1\nSTATUS=listening on %s", gt_p2p_connect_get_local_address (p2p));
+  g_main_loop_run (loop);
+  return 0;
+}
+
 /* The manager, with the D-Bus interface on the session bus when there is one. */
 static int
 run_manager (const char *config_path, guint depth, gboolean use_dbus, GError **error)
@@ -633,6 +663,11 @@ main (int argc, char **argv)
         print_usage (GT_CONFIG_KIND_SERVER);
       else if (g_strcmp0 (command, "client") == 0)
         print_usage (GT_CONFIG_KIND_CLIENT);
+      else if (g_strcmp0 (command, "connect") == 0)
+        printf ("Usage: gt connect [-c FILE] [OPTIONS]\n\n"
+                "  -c, --config FILE          YAML configuration (type: connect)\n%s"
+                "See docs/p2p.md.\n",
+                gt_connect_config_usage);
       else
         fputs (usage_main, stdout);
       return 0;
@@ -727,9 +762,12 @@ main (int argc, char **argv)
     rc = run_relay (GT_CONFIG_KIND_SERVER, config_path, argc, argv);
   else if (strcmp (command, "client") == 0)
     rc = run_relay (GT_CONFIG_KIND_CLIENT, config_path, argc, argv);
+  else if (strcmp (command, "connect") == 0)
+    rc = run_connect (config_path, argc, argv);
   else
     {
-      fprintf (stderr, "gt: unknown command '%s' (server, client)\n\n%s", command, usage_main);
+      fprintf (stderr, "gt: unknown command '%s' (server, client, connect)\n\n%s", command,
+               usage_main);
       rc = 2;
     }
   g_main_loop_unref (loop);
