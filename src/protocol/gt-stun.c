@@ -121,7 +121,14 @@ gt_stun_parse (const guint8 *buf, gsize len, GtStunMessage *out, GError **error)
   g_return_val_if_fail (out != NULL, FALSE);
 
   memset (out, 0, sizeof *out);
-  if (!gt_stun_looks_like_stun (buf, len))
+  /* RFC 3489 clients: a Binding request (type 0x0001) whose cookie field is transaction id. */
+  if (len >= GT_STUN_HEADER_SIZE && rd16 (buf) == 0x0001
+      && rd32 (buf + 4) != GT_STUN_MAGIC_COOKIE)
+    {
+      out->classic = TRUE;
+      memcpy (out->classic_cookie, buf + 4, 4);
+    }
+  else if (!gt_stun_looks_like_stun (buf, len))
     return fail (error, GT_STUN_ERROR_NOT_STUN, "not a STUN message");
   if (len > GT_STUN_MAX_MESSAGE)
     return fail (error, GT_STUN_ERROR_TOO_LARGE, "STUN message too large");
@@ -157,6 +164,8 @@ gt_stun_parse (const guint8 *buf, gsize len, GtStunMessage *out, GError **error)
       switch (atype)
         {
         case GT_STUN_ATTR_FINGERPRINT:
+          if (out->classic)
+            return fail (error, GT_STUN_ERROR_NOT_STUN, "a FINGERPRINT without magic cookie");
           if (alen != 4)
             return fail (error, GT_STUN_ERROR_MALFORMED, "bad STUN FINGERPRINT length");
           if (rd32 (v) != fingerprint (buf, pos))
@@ -215,12 +224,19 @@ put_attr (guint8 *out, gsize *pos, guint16 type, const void *value, guint16 len)
   return v;
 }
 
-/* SOFTWARE and FINGERPRINT, and the final length in the header. */
+/* SOFTWARE and FINGERPRINT, and the final length in the header; a classic answer gets only its
+ * length and the request's cookie bytes. */
 static gsize
-finish (guint8 *out, gsize pos)
+finish (guint8 *out, gsize pos, const GtStunMessage *request)
 {
   guint8 *v;
 
+  if (request != NULL && request->classic)
+    {
+      memcpy (out + 4, request->classic_cookie, 4);
+      wr16 (out + 2, (guint16) (pos - GT_STUN_HEADER_SIZE));
+      return pos;
+    }
   put_attr (out, &pos, GT_STUN_ATTR_SOFTWARE, SOFTWARE, sizeof SOFTWARE - 1);
   /* The CRC covers the header with the length that already counts the FINGERPRINT. */
   wr16 (out + 2, (guint16) (pos + 8 - GT_STUN_HEADER_SIZE));
@@ -235,7 +251,7 @@ gt_stun_build_binding_request (const guint8 transaction_id[12], guint8 *out)
   g_return_val_if_fail (transaction_id != NULL && out != NULL, 0);
 
   put_header (out, GT_STUN_METHOD_BINDING, GT_STUN_CLASS_REQUEST, transaction_id);
-  return finish (out, GT_STUN_HEADER_SIZE);
+  return finish (out, GT_STUN_HEADER_SIZE, NULL);
 }
 
 gsize
@@ -251,13 +267,22 @@ gt_stun_build_binding_success (const GtStunMessage *request, const GtStunAddress
 
   alen = mapped->family == 4 ? 4 : 16;
   put_header (out, request->method, GT_STUN_CLASS_SUCCESS, request->transaction_id);
+  if (request->classic)
+    {
+      v = put_attr (out, &pos, GT_STUN_ATTR_MAPPED_ADDRESS, NULL, (guint16) (4 + alen));
+      v[0] = 0;
+      v[1] = mapped->family == 4 ? 0x01 : 0x02;
+      wr16 (v + 2, mapped->port);
+      memcpy (v + 4, mapped->bytes, alen);
+      return finish (out, pos, request);
+    }
   v = put_attr (out, &pos, GT_STUN_ATTR_XOR_MAPPED_ADDRESS, NULL, (guint16) (4 + alen));
   v[0] = 0;
   v[1] = mapped->family == 4 ? 0x01 : 0x02;
   wr16 (v + 2, mapped->port ^ (GT_STUN_MAGIC_COOKIE >> 16));
   for (gsize i = 0; i < alen; i++)
     v[4 + i] = mapped->bytes[i] ^ out[4 + i];
-  return finish (out, pos);
+  return finish (out, pos, request);
 }
 
 gsize
@@ -284,5 +309,5 @@ gt_stun_build_error (const GtStunMessage *request, guint code, const char *reaso
       for (guint i = 0; i < request->n_unknown; i++)
         wr16 (v + 2 * i, request->unknown[i]);
     }
-  return finish (out, pos);
+  return finish (out, pos, request);
 }
