@@ -514,13 +514,18 @@ xp_apply_items (GtP2pConnect *self, GError **error)
             return FALSE;
           self->xp_answered = TRUE;
         }
-      else if (item.kind != GT_XP_ITEM_CANDIDATE
-               || !gt_p2p_peer_add_remote_candidate (self->peer, item.candidate, error))
+      else if (item.kind != GT_XP_ITEM_CANDIDATE)
         {
-          if (error != NULL && *error == NULL)
-            g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                                 "a second session description");
+          g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                               "a second session description");
           return FALSE;
+        }
+      else
+        {
+          if (*item.candidate != '\0')
+            g_debug ("gt connect: remote %s", item.candidate);
+          if (!gt_p2p_peer_add_remote_candidate (self->peer, item.candidate, error))
+            return FALSE;
         }
       g_byte_array_remove_range (self->xp_buf, 0, (guint)consumed);
     }
@@ -594,7 +599,9 @@ xp_sent_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     {
       g_message ("gt connect: the P2P request to %s was answered %u %s%s", self->config->host,
                  status, soup_message_get_reason_phrase (msg),
-                 status == 403 ? " (no remoteSTUN on the client, or too many peers)" : "");
+                 status == 403   ? " (no remoteSTUN on the client, or too many peers)"
+                 : status == 404 ? " (no client with an http service of that host prefix)"
+                                 : "");
       attempt_fail (self, "P2P refused");
       return;
     }
@@ -627,6 +634,7 @@ send_offer (GtP2pConnect *self)
     {
       g_autofree char *c = gt_xp_candidate_to_json (cands[i], "0", 0);
 
+      g_debug ("gt connect: local %s", cands[i]);
       gt_xp_item_encode (body, c);
     }
   g_clear_pointer (&json, g_free);
