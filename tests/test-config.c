@@ -258,16 +258,12 @@ test_unsupported_levels (void)
     { "webrtcThreadMode: true",
       "key 'webrtcThreadMode' is ignored: gt has no such setting, it changes nothing", TRUE },
     { "tcpForwardConnections: 3",
-      "key 'tcpForwardConnections' is ignored: it only tunes tcpForwardAddr, which this version of "
-      "gt does not support",
-      TRUE },
+      "key 'tcpForwardConnections' is ignored: gt has no such setting, it changes nothing", TRUE },
     { "bbr: true", "key 'bbr' is ignored: GT does not use it either", TRUE },
-    { "tcpForwardAddr: ''",
-      "key 'tcpForwardAddr' is not supported by this version of gt; its value is GT's default, so "
+    { "logFile: ''",
+      "key 'logFile' is not supported by this version of gt; its value is GT's default, so "
       "it changes nothing",
       TRUE },
-    { "tcpForwardAddr: 127.0.0.1:9000",
-      "key 'tcpForwardAddr' is not supported by this version of gt and is ignored", FALSE },
     { "logFile: /tmp/x.log", "key 'logFile' is not supported by this version of gt and is ignored",
       FALSE },
     { "webrtcThreadMode: {a: 1}",
@@ -317,7 +313,7 @@ test_unsupported_levels (void)
   {
     g_autoptr (GtClientConfig) config = gt_client_config_new ();
     g_autoptr (GError) error = NULL;
-    char *argv[] = { "--webrtcThreadMode", "--tcpForwardAddr", "127.0.0.1:1", NULL };
+    char *argv[] = { "--webrtcThreadMode", "--logFile", "/tmp/gt.log", NULL };
 
     g_assert_true (gt_client_config_apply_args (config, 3, argv, &error));
     g_assert_no_error (error);
@@ -1313,7 +1309,8 @@ test_client_validate (void)
     { "options: {id: a, secret: s}\nservices: [{local: 'http://a'}]\n",
       "v.yaml: no remote: set options.remote (or options.remoteAPI) or --remote" },
     { "options: {id: a, secret: s, remote: h}\n",
-      "v.yaml: no service: add an entry to services: or use --local" },
+      "v.yaml: no service: add an entry to services: or use --local (or set tcpForwardAddr "
+      "and tcpForwardHostPrefix)" },
     { "options: {id: a, secret: s, remote: h}\nservices:\n  - local: http://a\n"
       "    hostPrefix: X\n  - local: https://b\n    hostPrefix: x\n",
       "v.yaml:5:5: host prefix 'x' is used by two services" },

@@ -11,6 +11,7 @@
 
 #include "gt-client.h"
 #include "gt-client-backoff.h"
+#include "gt-client-private.h"
 #include "gt-fd-source.h"
 #include "gt-frame.h"
 #include "gt-http.h"
@@ -89,6 +90,8 @@ struct _GtClient
   GPtrArray *draining;    /* GtMux* that got GOAWAY and still carry streams */
   GtClientSignallingFunc signalling_func;
   gpointer signalling_data;
+  GtClientForward *forward; /* tcpForward: NULL unless asked for */
+  gboolean forward_refused_logged;
   gboolean stopped;
   gboolean random_secret; /* options.secret was not set: made up for this run */
   guint drain_id;
@@ -604,11 +607,12 @@ slot_handshake_failed (Slot *slot, const char *what)
 }
 
 static void
-slot_welcome (Slot *slot, const guint8 *payload, gsize len, gsize consumed)
+slot_welcome (Slot *slot, guint8 flags, const guint8 *payload, gsize len, gsize consumed)
 {
   GtClient *client = slot->client;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GArray) ports = gt_welcome_decode (payload, len, &error);
+  guint32 caps = 0;
+  g_autoptr (GArray) ports = gt_welcome_decode_flags (payload, len, flags, &caps, &error);
   g_autofree char *remote = remote_to_string (slot_remote (slot));
   guint n_ready = 0;
 
@@ -638,6 +642,14 @@ slot_welcome (Slot *slot, const guint8 *payload, gsize len, gsize consumed)
   g_signal_connect (slot->mux, "stream-opened", G_CALLBACK (stream_opened_cb), client);
   g_signal_connect (slot->mux, "closed", G_CALLBACK (slot_mux_closed_cb), slot);
   g_signal_connect (slot->mux, "goaway", G_CALLBACK (slot_mux_goaway_cb), slot);
+  if (client->forward != NULL && (caps & GT_CAP_FORWARD))
+    gt_mux_set_forward (slot->mux, TRUE);
+  else if (client->forward != NULL && !client->forward_refused_logged)
+    {
+      client->forward_refused_logged = TRUE;
+      g_message ("tcpForward: the server at %s did not accept forward streams on this tunnel",
+                 remote);
+    }
   g_clear_object (&slot->io);
   g_clear_object (&slot->cancellable);
   slot->len = 0;
@@ -650,6 +662,8 @@ slot_welcome (Slot *slot, const guint8 *payload, gsize len, gsize consumed)
   g_object_notify_by_pspec (G_OBJECT (client), properties[PROP_N_READY]);
   g_signal_emit (client, signals[SIGNAL_TUNNEL_READY], 0);
   gt_mux_start (slot->mux);
+  if (slot->mux != NULL && gt_mux_get_forward (slot->mux))
+    _gt_client_forward_tunnel_ready (client->forward, slot->mux);
 }
 
 static void slot_read_reply (Slot *slot);
@@ -701,7 +715,7 @@ slot_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     }
   if (h.type == GT_FRAME_WELCOME)
     {
-      slot_welcome (slot, slot->buf + GT_FRAME_HEADER_SIZE, h.length,
+      slot_welcome (slot, h.flags, slot->buf + GT_FRAME_HEADER_SIZE, h.length,
                     GT_FRAME_HEADER_SIZE + h.length);
       return;
     }
@@ -717,6 +731,10 @@ slot_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
         }
       g_message ("server refused: %s (code %u)",
                  message && *message ? message : gt_error_code_to_string (code), code);
+      if (code == GT_ERROR_CODE_PROTOCOL && slot->client->forward != NULL && message != NULL
+          && strstr (message, "unknown flags 0x04") != NULL)
+        g_message ("the server does not know forward streams (tcpForwardAddr, gt connect): "
+                   "upgrade it, or remove tcpForwardAddr/tcpForwardHostPrefix from this client");
       if (code == GT_ERROR_CODE_INVALID_AUTH && slot->client->random_secret)
         g_message ("this client has no secret of its own (options.secret): set options.secret "
                    "(--secret) to the secret the server has for id '%s'",
@@ -952,6 +970,14 @@ gt_client_start (GtClient *client, GError **error)
                  "keep it");
     }
   hello = gt_hello_new (config->id, config->secret);
+  if (config->tcp_forward_host_prefix != NULL)
+    gt_client_enable_forward (client);
+  if (client->forward != NULL)
+    {
+      hello->caps = GT_CAP_FORWARD;
+      if (!_gt_client_forward_listen (client->forward, error))
+        return FALSE;
+    }
   client_resolve_services (client);
   for (guint i = 0; i < config->services->len; i++)
     {
@@ -1085,6 +1111,8 @@ gt_client_stop (GtClient *client)
   if (client->stopped)
     return;
   client->stopped = TRUE;
+  if (client->forward != NULL)
+    _gt_client_forward_stop (client->forward);
   g_cancellable_cancel (client->lookups);
   g_clear_handle_id (&client->drain_id, g_source_remove);
   g_clear_handle_id (&client->api_retry_id, g_source_remove);
@@ -1109,6 +1137,45 @@ gt_client_stop (GtClient *client)
     }
   g_ptr_array_set_size (client->draining, 0);
   g_hash_table_remove_all (client->dials);
+}
+
+void
+gt_client_enable_forward (GtClient *client)
+{
+  g_return_if_fail (GT_IS_CLIENT (client));
+  g_return_if_fail (client->hello == NULL); /* before gt_client_start */
+  if (client->forward == NULL)
+    client->forward = _gt_client_forward_new (client);
+}
+
+GtClientForward *
+_gt_client_get_forward (GtClient *client)
+{
+  return client->forward;
+}
+
+GtMux *
+_gt_client_pick_forward_tunnel (GtClient *client)
+{
+  GtMux *best = NULL;
+  guint best_n = G_MAXUINT;
+
+  for (guint i = 0; i < client->n_slots; i++)
+    {
+      GtMux *m = client->slots[i].mux;
+      guint n;
+
+      if (client->slots[i].state != SLOT_READY || m == NULL || !gt_mux_get_forward (m)
+          || gt_mux_is_closed (m) || gt_mux_is_going_away (m))
+        continue;
+      n = gt_mux_get_n_streams (m);
+      if (n < best_n)
+        {
+          best = m;
+          best_n = n;
+        }
+    }
+  return best;
 }
 
 guint
@@ -1321,6 +1388,7 @@ gt_client_finalize (GObject *object)
   g_array_unref (client->tcp_ports);
   g_hash_table_unref (client->dials);
   g_ptr_array_unref (client->draining);
+  g_clear_pointer (&client->forward, _gt_client_forward_free);
   g_clear_pointer (&client->api_remote, gt_remote_free);
   g_clear_object (&client->api_session);
   g_clear_pointer (&client->config, gt_client_config_free);

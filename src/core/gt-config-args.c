@@ -131,6 +131,7 @@ gt_server_config_apply_args (GtServerConfig *config, int argc, char **argv, GErr
   g_autoptr (GPtrArray) secrets = g_ptr_array_new ();
   GtServerConfigPriv *priv = (GtServerConfigPriv *) config;
   gboolean cidrs_replaced = FALSE;
+  gboolean rules_replaced = FALSE;
 
   g_return_val_if_fail (config != NULL, FALSE);
   g_return_val_if_fail (argc == 0 || argv != NULL, FALSE);
@@ -152,6 +153,12 @@ gt_server_config_apply_args (GtServerConfig *config, int argc, char **argv, GErr
               /* The command line replaces the file's list. */
               g_clear_pointer (&config->proxy_protocol_trusted_cidrs, g_strfreev);
               cidrs_replaced = TRUE;
+            }
+          if (def->type == GT_OPT_FORWARD_RULES && !rules_replaced)
+            {
+              /* The same for the forward rules. */
+              g_clear_pointer (&config->tcp_forward_allow, g_strfreev);
+              rules_replaced = TRUE;
             }
           if (!cli_option (config, config->warnings, priv->places, def, argc, argv, &i,
                            inline_value, error))

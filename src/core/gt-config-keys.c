@@ -66,6 +66,8 @@ static const GtConfigOpt server_opts[] = {
 #undef XOPT
   SOPT ("httpMUXHeader", GT_OPT_STRING, http_mux_header, 0,
         "HTTP header naming the client (Host: by its first label; other: its whole value)"),
+  SOPT ("tcpForwardAllow", GT_OPT_FORWARD_RULES, tcp_forward_allow, 0,
+        "CLIENT_ID:HOST_PREFIX a client may tcpForward to, * = any (repeatable)"),
 };
 
 static const GtConfigOpt client_opts[] = {
@@ -97,6 +99,10 @@ static const GtConfigOpt client_opts[] = {
         DEFAULT_WEBRTC_IDLE_TIMEOUT_MS, "close a P2P peer this long after its last channel"),
   COPT ("webrtcMinPort", GT_OPT_UINT16, webrtc_min_port, 0, "lowest ICE UDP port (0 = any)"),
   COPT ("webrtcMaxPort", GT_OPT_UINT16, webrtc_max_port, 0, "highest ICE UDP port (0 = any)"),
+  COPT ("tcpForwardAddr", GT_OPT_ADDR, tcp_forward_addr, 0,
+        "local TCP listener whose connections go to tcpForwardHostPrefix"),
+  COPT ("tcpForwardHostPrefix", GT_OPT_HOST_PREFIX, tcp_forward_host_prefix, 0,
+        "host prefix of the other client's service that tcpForwardAddr reaches"),
 #define XOPT COPT
   XOPT ("webAddr", GT_OPT_API_ADDR, web.addr, 0,
         "admin web UI address (host defaults to loopback)"),
@@ -182,9 +188,8 @@ static const GtConfigLoose server_unsupported[] = {
 static const GtConfigLoose client_unsupported[] = {
   { "webrtcLogLevel", GT_LOOSE_SCALAR, "*", NULL }, /* P2P logs through gt's log level */
   { "webrtcThreadMode", GT_LOOSE_BOOL, "*", NULL },  /* P2P runs on the main loop */
-  { "tcpForwardAddr", GT_LOOSE_SCALAR, NULL, "" },
-  { "tcpForwardHostPrefix", GT_LOOSE_SCALAR, "tcpForwardAddr", NULL },
-  { "tcpForwardConnections", GT_LOOSE_SCALAR, "tcpForwardAddr", NULL },
+  /* GT's count of P2P peers for tcpForward: gt relays through the server, no peers to build. */
+  { "tcpForwardConnections", GT_LOOSE_SCALAR, "*", NULL },
   { "bbr", GT_LOOSE_BOOL, "", NULL }, /* parsed by GT's client, never used */
   COMMON_UNSUPPORTED,
 };
@@ -518,6 +523,10 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
       if ((message = _gt_config_parse_stun_url (text, NULL, NULL)) == NULL)
         _gt_config_strv_append ((char ***) (base + def->offset), text);
       break;
+    case GT_OPT_FORWARD_RULES:
+      if ((message = _gt_config_parse_forward_rule (text)) == NULL)
+        _gt_config_strv_append ((char ***) (base + def->offset), text);
+      break;
     case GT_OPT_REMOTE_CERT:
       if (*text == '\0')
         set_string (string_field, NULL);
@@ -648,6 +657,8 @@ metavar (GtConfigOptType type)
       return "CIDR";
     case GT_OPT_STUN_URLS:
       return "URL";
+    case GT_OPT_FORWARD_RULES:
+      return "ID:PREFIX";
     case GT_OPT_REMOTE_CERT:
       return "FILE|PIN";
     case GT_OPT_HOST_PREFIX:
@@ -732,6 +743,7 @@ value_kind (GtConfigOptType type)
     case GT_OPT_CIDRS:
     case GT_OPT_STUN_URLS:
     case GT_OPT_HTTP_URLS:
+    case GT_OPT_FORWARD_RULES:
       return "list";
     case GT_OPT_TCP_RANGES:
       return "ranges";

@@ -98,6 +98,8 @@ char *_gt_config_parse_duration (const char *text, guint64 *ms_out);
 char *_gt_config_parse_log_level (const char *text, char **out);
 char *_gt_config_parse_host_prefix (const char *text, char **out);
 char *_gt_config_parse_cidr (const char *text);
+/* A tcpForwardAllow rule "ID:PREFIX" (either may be "*"): NULL or an error message. */
+char *_gt_config_parse_forward_rule (const char *text);
 /* "stun:host[:port]" (port default 3478, [v6] literal allowed): NULL or an error message. */
 char *_gt_config_parse_stun_url (const char *text, char **host_out, guint16 *port_out);
 char *_gt_config_parse_regex (const char *text);
@@ -151,6 +153,7 @@ typedef enum
   GT_OPT_HTTP_URL,
   GT_OPT_CIDRS,       /* list; the file replaces, the command line repeats */
   GT_OPT_STUN_URLS,   /* list of stun:host[:port], like GT_OPT_CIDRS */
+  GT_OPT_FORWARD_RULES, /* list of ID:PREFIX (tcpForwardAllow), like GT_OPT_CIDRS */
   GT_OPT_SPEED,       /* bytes/s, guint64 field, GT's uint32 range */
   GT_OPT_REMOTE_CERT, /* a pin "sha256:..." or a path (GT_OPT_PATH rules) */
   GT_OPT_HOST_PREFIX,

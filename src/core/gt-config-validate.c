@@ -432,9 +432,15 @@ gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issue_out, GE
   if (config->remotes->len == 0 && config->remote_api == NULL)
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
                         "no remote: set options.remote (or options.remoteAPI) or --remote");
-  if (config->services->len == 0)
+  if ((config->tcp_forward_addr != NULL) != (config->tcp_forward_host_prefix != NULL))
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
-                        "no service: add an entry to services: or use --local");
+                        "tcpForwardAddr and tcpForwardHostPrefix go together: set both (the "
+                        "local listener and the host prefix its connections reach) or neither");
+  /* A client that only forwards publishes nothing. */
+  if (config->services->len == 0 && config->tcp_forward_addr == NULL)
+    return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                        "no service: add an entry to services: or use --local (or set "
+                        "tcpForwardAddr and tcpForwardHostPrefix)");
   if ((config->webrtc_min_port != 0 || config->webrtc_max_port != 0)
       && (config->webrtc_min_port == 0 || config->webrtc_max_port < config->webrtc_min_port))
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,

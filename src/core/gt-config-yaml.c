@@ -255,7 +255,7 @@ ld_option (Loader *ld, void *config, const GtConfigOpt *def, yaml_node_t *value)
   const char *text = NULL;
 
   if (def->type == GT_OPT_REMOTES || def->type == GT_OPT_CIDRS || def->type == GT_OPT_HTTP_URLS
-      || def->type == GT_OPT_STUN_URLS)
+      || def->type == GT_OPT_STUN_URLS || def->type == GT_OPT_FORWARD_RULES)
     {
       gboolean is_list = FALSE;
 

@@ -614,6 +614,27 @@ _gt_config_parse_cidr (const char *text)
 }
 
 char *
+_gt_config_parse_forward_rule (const char *text)
+{
+  const char *colon = strrchr (text, ':');
+  g_autofree char *id = colon ? g_strndup (text, colon - text) : NULL;
+  g_autofree char *prefix = NULL;
+  g_autofree char *message = NULL;
+  gboolean id_ok = id != NULL && *id != '\0' && strlen (id) <= MAX_ID_LEN;
+
+  for (const char *p = id; id_ok && *p != '\0'; p++)
+    if ((guchar) *p < 0x21 || (guchar) *p > 0x7e)
+      id_ok = FALSE;
+  if (id_ok && strcmp (colon + 1, "*") != 0)
+    message = _gt_config_parse_host_prefix (colon + 1, &prefix);
+  if (!id_ok || message != NULL)
+    return g_strdup_printf ("bad tcpForwardAllow rule '%s': use CLIENT_ID:HOST_PREFIX, either "
+                            "may be * (examples: laptop:web, laptop:*, *:db)",
+                            text);
+  return NULL;
+}
+
+char *
 _gt_config_parse_stun_url (const char *text, char **host_out, guint16 *port_out)
 {
   g_autoptr (GSocketConnectable) addr = NULL;
@@ -1036,6 +1057,7 @@ gt_server_config_free (GtServerConfig *config)
   g_free (config->tls_version);
   g_free (config->ws_path);
   g_strfreev (config->proxy_protocol_trusted_cidrs);
+  g_strfreev (config->tcp_forward_allow);
   g_free (config->users_file);
   g_free (config->auth_api);
   g_free (config->http_mux_header);
@@ -1113,6 +1135,8 @@ gt_client_config_free (GtClientConfig *config)
   g_ptr_array_unref (config->warnings);
   g_free (config->remote_cert);
   g_strfreev (config->remote_stun);
+  g_free (config->tcp_forward_addr);
+  g_free (config->tcp_forward_host_prefix);
   _gt_web_config_clear (&config->web);
   g_free (config->remote_api);
   g_hash_table_unref (((GtClientConfigPriv *) config)->places);

@@ -100,6 +100,9 @@ typedef struct
   char *users_file;        /* options.users: path of a users YAML file (read by validate) */
   char *auth_api;          /* options.authAPI: http:// or https:// URL; NULL = unset */
   char *http_mux_header;   /* options.httpMUXHeader: NULL or "Host" = route by the Host prefix */
+  char **tcp_forward_allow; /* options.tcpForwardAllow (ours): "ID:PREFIX" rules, * = any; which
+                             * clients may open FORWARD streams to which prefixes; NULL = only a
+                             * client's own prefixes */
   guint reconnect_times;   /* options.reconnectTimes, default 3 */
   guint64 reconnect_duration_ms; /* options.reconnectDuration, default 5 min */
   guint64 speed;           /* options.speed: bytes/s per client, 0 = unlimited */
@@ -182,6 +185,8 @@ typedef struct
   guint webrtc_max_port;     /* options.webrtcMaxPort */
   GtWebConfig web;               /* options.webAddr, webCertFile, ..., admin, password */
   char *remote_api;          /* options.remoteAPI: http(s) URL telling the server; NULL = unset */
+  char *tcp_forward_addr;    /* options.tcpForwardAddr: local listener, "host:port"; NULL = off */
+  char *tcp_forward_host_prefix; /* options.tcpForwardHostPrefix: where its connections go */
 } GtClientConfig;
 
 /* gt_remote_parse with a GError (GT_CONFIG_ERROR_VALUE) instead of a message. */

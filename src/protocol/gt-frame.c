@@ -152,10 +152,12 @@ gt_frame_header_decode (const guint8 *buf, gsize len, GtFrameHeader *hdr, GError
     }
   name = gt_frame_type_to_string (type);
 
-  if (type == GT_FRAME_PING)
+  if (type == GT_FRAME_PING || type == GT_FRAME_FORWARD)
     allowed_flags = GT_FRAME_FLAG_ACK;
   else if (type == GT_FRAME_OPEN)
     allowed_flags = GT_FRAME_FLAG_ADDR;
+  else if (type == GT_FRAME_HELLO || type == GT_FRAME_WELCOME)
+    allowed_flags = GT_FRAME_FLAG_CAPS;
   if ((flags & ~allowed_flags) != 0)
     {
       g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
@@ -205,6 +207,25 @@ gt_frame_header_decode (const guint8 *buf, gsize len, GtFrameHeader *hdr, GError
           g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
                        "OPEN payload of %u bytes is shorter than %u", length,
                        (guint) GT_OPEN_PREFIX_SIZE);
+          return GT_DECODE_ERROR;
+        }
+      break;
+
+    case GT_FRAME_FORWARD:
+      if (length > GT_FRAME_MAX_PAYLOAD)
+        {
+          g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE,
+                       "frame payload of %u bytes exceeds limit %u", length,
+                       (guint) GT_FRAME_MAX_PAYLOAD);
+          return GT_DECODE_ERROR;
+        }
+      /* The answer (ACK) is empty; a request names a prefix of at least one byte. */
+      if ((flags & GT_FRAME_FLAG_ACK) ? length != 0 : length < 2)
+        {
+          g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                       "FORWARD%s payload of %u bytes (must be %s)",
+                       (flags & GT_FRAME_FLAG_ACK) ? " ACK" : "", length,
+                       (flags & GT_FRAME_FLAG_ACK) ? "0" : "at least 2");
           return GT_DECODE_ERROR;
         }
       break;
@@ -310,9 +331,9 @@ check_id_secret_len (gsize id_len, gsize secret_len, GError **error)
 }
 
 static gboolean
-check_n_services (gsize n, GError **error)
+check_n_services (gsize n, gboolean none_ok, GError **error)
 {
-  if (n == 0)
+  if (n == 0 && !none_ok)
     {
       g_set_error_literal (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
                            "hello has no services");
@@ -427,10 +448,10 @@ gt_frame_append_hello (GByteArray *out, const GtHello *hello, GError **error)
                            "hello id must be printable ASCII without spaces");
       return FALSE;
     }
-  if (!check_n_services (n, error))
+  if (!check_n_services (n, (hello->caps & GT_CAP_FORWARD) != 0, error))
     return FALSE;
 
-  size = 1 + id_len + 1 + secret_len + 2;
+  size = 1 + id_len + 1 + secret_len + 2 + (hello->caps != 0 ? 4 : 0);
   for (guint i = 0; i < n; i++)
     {
       const GtHelloService *s = g_ptr_array_index (hello->services, i);
@@ -451,7 +472,8 @@ gt_frame_append_hello (GByteArray *out, const GtHello *hello, GError **error)
       return FALSE;
     }
 
-  gt_frame_append_header (out, GT_FRAME_HELLO, 0, 0, (guint32) size);
+  gt_frame_append_header (out, GT_FRAME_HELLO, hello->caps != 0 ? GT_FRAME_FLAG_CAPS : 0, 0,
+                          (guint32) size);
   append_u8 (out, (guint8) id_len);
   g_byte_array_append (out, (const guint8 *) hello->id, (guint) id_len);
   append_u8 (out, (guint8) secret_len);
@@ -470,23 +492,78 @@ gt_frame_append_hello (GByteArray *out, const GtHello *hello, GError **error)
       for (gsize j = 0; j < prefix_len; j++)
         append_u8 (out, (guint8) g_ascii_tolower (s->prefix[j]));
     }
+  if (hello->caps != 0)
+    append_u32 (out, hello->caps);
   return TRUE;
 }
 
-void
-gt_frame_append_welcome (GByteArray *out, const GtWelcomePort *ports, guint n_ports)
+static void
+append_welcome (GByteArray *out, const GtWelcomePort *ports, guint n_ports, gboolean with_caps,
+                guint32 caps)
 {
   g_return_if_fail (out != NULL);
   g_return_if_fail (ports != NULL || n_ports == 0);
   g_return_if_fail (n_ports <= GT_HELLO_MAX_SERVICES);
 
-  gt_frame_append_header (out, GT_FRAME_WELCOME, 0, 0, 2 + 4 * n_ports);
+  gt_frame_append_header (out, GT_FRAME_WELCOME, with_caps ? GT_FRAME_FLAG_CAPS : 0, 0,
+                          2 + 4 * n_ports + (with_caps ? 4 : 0));
   append_u16 (out, (guint16) n_ports);
   for (guint i = 0; i < n_ports; i++)
     {
       append_u16 (out, ports[i].service_index);
       append_u16 (out, ports[i].port);
     }
+  if (with_caps)
+    append_u32 (out, caps);
+}
+
+void
+gt_frame_append_welcome (GByteArray *out, const GtWelcomePort *ports, guint n_ports)
+{
+  append_welcome (out, ports, n_ports, FALSE, 0);
+}
+
+void
+gt_frame_append_welcome_caps (GByteArray *out, const GtWelcomePort *ports, guint n_ports,
+                              guint32 caps)
+{
+  append_welcome (out, ports, n_ports, TRUE, caps);
+}
+
+gboolean
+gt_forward_prefix_is_valid (const char *s)
+{
+  gsize len = s != NULL ? strlen (s) : 0;
+
+  return len >= 1 && len <= GT_PREFIX_MAX_LEN && prefix_is_valid ((const guint8 *) s, len);
+}
+
+void
+gt_frame_append_forward_header (GByteArray *out, guint32 stream_id, const char *prefix,
+                                gsize data_len)
+{
+  gsize prefix_len;
+
+  g_return_if_fail (out != NULL);
+  g_return_if_fail (stream_id != 0);
+  g_return_if_fail (gt_forward_prefix_is_valid (prefix));
+  prefix_len = strlen (prefix);
+  g_return_if_fail (data_len <= GT_FRAME_MAX_PAYLOAD - 1 - prefix_len);
+
+  gt_frame_append_header (out, GT_FRAME_FORWARD, 0, stream_id,
+                          (guint32) (1 + prefix_len + data_len));
+  append_u8 (out, (guint8) prefix_len);
+  for (gsize i = 0; i < prefix_len; i++)
+    append_u8 (out, (guint8) g_ascii_tolower (prefix[i]));
+}
+
+void
+gt_frame_append_forward_ack (GByteArray *out, guint32 stream_id)
+{
+  g_return_if_fail (out != NULL);
+  g_return_if_fail (stream_id != 0);
+
+  gt_frame_append_header (out, GT_FRAME_FORWARD, GT_FRAME_FLAG_ACK, stream_id, 0);
 }
 
 void
@@ -683,9 +760,16 @@ set_truncated (GError **error, const char *what)
 GtHello *
 gt_hello_decode (const guint8 *buf, gsize len, GError **error)
 {
+  return gt_hello_decode_flags (buf, len, 0, error);
+}
+
+GtHello *
+gt_hello_decode_flags (const guint8 *buf, gsize len, guint8 header_flags, GError **error)
+{
   g_autoptr (GtHello) hello = NULL;
   gsize pos = 0, id_len, secret_len;
   const guint8 *id, *secret;
+  guint32 caps = 0;
   guint n;
 
   g_return_val_if_fail (buf != NULL || len == 0, NULL);
@@ -754,7 +838,18 @@ gt_hello_decode (const guint8 *buf, gsize len, GError **error)
     }
   n = get_u16 (buf + pos);
   pos += 2;
-  if (!check_n_services (n, error))
+  if (header_flags & GT_FRAME_FLAG_CAPS)
+    {
+      /* The capabilities end the payload: read them first, the services end before them. */
+      if (len - pos < 4)
+        {
+          set_truncated (error, "hello capabilities");
+          return NULL;
+        }
+      caps = get_u32 (buf + len - 4);
+      len -= 4;
+    }
+  if (!check_n_services (n, (caps & GT_CAP_FORWARD) != 0, error))
     return NULL;
   /* Each service takes at least 5 bytes: refuse impossible counts before allocating. */
   if ((len - pos) / 5 < n)
@@ -764,6 +859,8 @@ gt_hello_decode (const guint8 *buf, gsize len, GError **error)
     }
 
   hello = g_new0 (GtHello, 1);
+  hello->caps = caps;
+  hello->has_caps = (header_flags & GT_FRAME_FLAG_CAPS) != 0;
   hello->id = g_strndup ((const char *) id, id_len);
   hello->secret = g_strndup ((const char *) secret, secret_len);
   hello->services = g_ptr_array_new_full (n, hello_service_free);
@@ -816,10 +913,31 @@ gt_hello_decode (const guint8 *buf, gsize len, GError **error)
 GArray *
 gt_welcome_decode (const guint8 *buf, gsize len, GError **error)
 {
+  return gt_welcome_decode_flags (buf, len, 0, NULL, error);
+}
+
+GArray *
+gt_welcome_decode_flags (const guint8 *buf, gsize len, guint8 flags, guint32 *caps,
+                         GError **error)
+{
   GArray *ports;
   guint n;
 
   g_return_val_if_fail (buf != NULL || len == 0, NULL);
+
+  if (caps != NULL)
+    *caps = 0;
+  if (flags & GT_FRAME_FLAG_CAPS)
+    {
+      if (len < 6)
+        {
+          set_truncated (error, "welcome capabilities");
+          return NULL;
+        }
+      if (caps != NULL)
+        *caps = get_u32 (buf + len - 4);
+      len -= 4;
+    }
 
   if (len < 2)
     {
@@ -850,6 +968,44 @@ gt_welcome_decode (const guint8 *buf, gsize len, GError **error)
       g_array_append_val (ports, p);
     }
   return ports;
+}
+
+gboolean
+gt_forward_decode (const guint8 *buf, gsize len, char **prefix, const guint8 **data,
+                   gsize *data_len, GError **error)
+{
+  gsize prefix_len;
+
+  g_return_val_if_fail (buf != NULL || len == 0, FALSE);
+
+  if (len < 1)
+    {
+      set_truncated (error, "forward host prefix");
+      return FALSE;
+    }
+  prefix_len = buf[0];
+  if (prefix_len == 0 || prefix_len > GT_PREFIX_MAX_LEN)
+    {
+      g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                   "forward host prefix of %" G_GSIZE_FORMAT " bytes (must be 1 to %u)",
+                   prefix_len, (guint) GT_PREFIX_MAX_LEN);
+      return FALSE;
+    }
+  if (len - 1 < prefix_len)
+    {
+      set_truncated (error, "forward host prefix");
+      return FALSE;
+    }
+  if (!prefix_is_valid (buf + 1, prefix_len))
+    {
+      g_set_error_literal (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                           "forward host prefix may only contain letters, digits and '-'");
+      return FALSE;
+    }
+  *prefix = g_ascii_strdown ((const char *) buf + 1, prefix_len);
+  *data = buf + 1 + prefix_len;
+  *data_len = len - 1 - prefix_len;
+  return TRUE;
 }
 
 static gboolean
@@ -1086,7 +1242,37 @@ gt_frame_type_to_string (guint8 type)
       return "GOAWAY";
     case GT_FRAME_ERROR:
       return "ERROR";
+    case GT_FRAME_FORWARD:
+      return "FORWARD";
     default:
       return "UNKNOWN";
+    }
+}
+
+const char *
+gt_reset_code_to_string (guint32 code)
+{
+  switch (code)
+    {
+    case GT_RESET_CODE_CLOSED:
+      return "closed";
+    case GT_RESET_CODE_CONNECT_FAILED:
+      return "the local service could not be reached";
+    case GT_RESET_CODE_NO_SERVICE:
+      return "no such service";
+    case GT_RESET_CODE_TIMEOUT:
+      return "idle timeout";
+    case GT_RESET_CODE_FLOW_CONTROL:
+      return "flow control error";
+    case GT_RESET_CODE_REFUSED:
+      return "refused";
+    case GT_RESET_CODE_UNKNOWN_HOST:
+      return "no client holds this host prefix";
+    case GT_RESET_CODE_NOT_ALLOWED:
+      return "not allowed by the server's tcpForwardAllow";
+    case GT_RESET_CODE_TARGET_OFFLINE:
+      return "the client of this host prefix is offline";
+    default:
+      return "closed";
     }
 }

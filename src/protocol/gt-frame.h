@@ -40,12 +40,19 @@ typedef enum
   GT_FRAME_PING = 8,     /* both, stream 0: 8 opaque bytes; flag ACK = pong */
   GT_FRAME_GOAWAY = 9,   /* both, stream 0: graceful shutdown, reconnect elsewhere */
   GT_FRAME_ERROR = 10,   /* both, stream 0: fatal error with code and message, then close */
+  GT_FRAME_FORWARD = 11, /* C→S, stream N (even): open a stream to a host prefix; S→C with ACK:
+                          * routed. Only with GT_CAP_FORWARD (docs/protocol.md §6.9). */
 } GtFrameType;
 
-#define GT_FRAME_TYPE_LAST GT_FRAME_ERROR
+#define GT_FRAME_TYPE_LAST GT_FRAME_FORWARD
 
 #define GT_FRAME_FLAG_ACK 0x01  /* PING: this is the pong */
 #define GT_FRAME_FLAG_ADDR 0x02 /* OPEN: an address block follows the service index */
+#define GT_FRAME_FLAG_CAPS 0x04 /* HELLO, WELCOME: a capabilities u32 ends the payload */
+
+/* Capability bits (HELLO and WELCOME with GT_FRAME_FLAG_CAPS). */
+#define GT_CAP_FORWARD 0x00000001u /* client-opened FORWARD streams, odd/even stream ids */
+#define GT_CAPS_KNOWN GT_CAP_FORWARD
 
 /* Error codes carried by ERROR and GOAWAY frames (u16). */
 typedef enum
@@ -80,6 +87,9 @@ typedef enum
   GT_RESET_CODE_TIMEOUT = 3,        /* local/user side idle timeout */
   GT_RESET_CODE_FLOW_CONTROL = 4,
   GT_RESET_CODE_REFUSED = 5,        /* stream refused (shutting down, limits) */
+  GT_RESET_CODE_UNKNOWN_HOST = 6,   /* FORWARD: no client holds the host prefix */
+  GT_RESET_CODE_NOT_ALLOWED = 7,    /* FORWARD: no tcpForwardAllow rule lets this client reach it */
+  GT_RESET_CODE_TARGET_OFFLINE = 8, /* FORWARD: the prefix's client is not reachable now */
 } GtResetCode;
 
 typedef struct
@@ -112,6 +122,8 @@ typedef struct
   char *id;
   char *secret;
   GPtrArray *services; /* GtHelloService*, owned */
+  guint32 caps;        /* GT_CAP_*: encoded with GT_FRAME_FLAG_CAPS when not 0 */
+  gboolean has_caps;   /* decoded: the HELLO had GT_FRAME_FLAG_CAPS */
 } GtHello;
 
 /* One tcp port opened by the server, in WELCOME. */
@@ -149,6 +161,15 @@ void gt_frame_append_header (GByteArray *out, GtFrameType type, guint8 flags, gu
                              guint32 length);
 gboolean gt_frame_append_hello (GByteArray *out, const GtHello *hello, GError **error);
 void gt_frame_append_welcome (GByteArray *out, const GtWelcomePort *ports, guint n_ports);
+/* WELCOME with GT_FRAME_FLAG_CAPS and caps after the ports: only to a HELLO that had CAPS. */
+void gt_frame_append_welcome_caps (GByteArray *out, const GtWelcomePort *ports, guint n_ports,
+                                   guint32 caps);
+/* FORWARD header + prefix; the caller appends data_len bytes of data. prefix: 1..200 bytes of
+ * [A-Za-z0-9-] (checked by the caller; sent lower case). */
+void gt_frame_append_forward_header (GByteArray *out, guint32 stream_id, const char *prefix,
+                                     gsize data_len);
+/* The server's answer: FORWARD with GT_FRAME_FLAG_ACK and no payload. */
+void gt_frame_append_forward_ack (GByteArray *out, guint32 stream_id);
 void gt_frame_append_window (GByteArray *out, guint32 stream_id, guint32 increment);
 void gt_frame_append_reset (GByteArray *out, guint32 stream_id, GtResetCode code);
 void gt_frame_append_shutdown (GByteArray *out, guint32 stream_id);
@@ -186,6 +207,12 @@ gboolean gt_open_decode_addr (const guint8 *buf, gsize len, guint8 flags, guint1
 
 /* Payload decoders: buf/len is exactly the payload of a frame whose header was decoded. */
 GtHello *gt_hello_decode (const guint8 *buf, gsize len, GError **error);
+/* The same for a HELLO whose header had these flags: with GT_FRAME_FLAG_CAPS the payload ends
+ * with the capabilities (hello->has_caps, hello->caps) and, with GT_CAP_FORWARD, may list no
+ * service. */
+GtHello *gt_hello_decode_flags (const guint8 *buf, gsize len, guint8 flags, GError **error);
+/* Whether s is a host prefix FORWARD may carry: 1..200 bytes of [A-Za-z0-9-]. */
+gboolean gt_forward_prefix_is_valid (const char *s);
 void gt_hello_free (GtHello *hello);
 GtHello *gt_hello_new (const char *id, const char *secret);
 void gt_hello_add_service (GtHello *hello, GtServiceKind kind, const char *prefix,
@@ -194,6 +221,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtHello, gt_hello_free)
 
 /* Returns an array of GtWelcomePort. */
 GArray *gt_welcome_decode (const guint8 *buf, gsize len, GError **error);
+/* The same for a WELCOME whose header had these flags; *caps gets the capabilities (0 without
+ * GT_FRAME_FLAG_CAPS). */
+GArray *gt_welcome_decode_flags (const guint8 *buf, gsize len, guint8 flags, guint32 *caps,
+                                 GError **error);
+/* FORWARD payload (C→S): *prefix (lower case, owned by the caller) and the data after it. */
+gboolean gt_forward_decode (const guint8 *buf, gsize len, char **prefix, const guint8 **data,
+                            gsize *data_len, GError **error);
 gboolean gt_window_decode (const guint8 *buf, gsize len, guint32 *increment, GError **error);
 gboolean gt_reset_decode (const guint8 *buf, gsize len, guint32 *code, GError **error);
 gboolean gt_open_decode (const guint8 *buf, gsize len, guint16 *service_index,
@@ -204,5 +238,7 @@ gboolean gt_error_decode (const guint8 *buf, gsize len, guint16 *code, char **me
 
 const char *gt_error_code_to_string (GtErrorCode code);
 const char *gt_frame_type_to_string (guint8 type);
+/* "connect failed", "unknown host prefix", ... for logs. */
+const char *gt_reset_code_to_string (guint32 code);
 
 G_END_DECLS

@@ -61,6 +61,10 @@ struct _GtMuxStream
   guint throttled_read : 1;  /* socket → tunnel waits for the rate limit (from_socket) */
   guint throttled_write : 1; /* tunnel → socket waits for the rate limit (to_socket) */
   guint answered : 1;        /* the last bytes moved were an answer (see stream_is_idle) */
+  guint forward : 1;         /* opened with FORWARD (docs/protocol.md §6.9) */
+  guint forward_acked : 1;   /* client: the server answered FORWARD with ACK */
+  guint peer_reset : 1;      /* ended by the peer's RESET (peer_reset_code) */
+  guint32 peer_reset_code;
 
   guint64 bytes_to_socket;   /* delivered to the socket */
   guint64 bytes_from_socket; /* read from the socket */
@@ -80,6 +84,8 @@ struct _GtMux
   GHashTable *streams; /* id → GtMuxStream* (owned ref) */
   guint32 next_stream_id;
   guint32 last_open_id; /* client: ids must increase */
+  gboolean forward;      /* GT_CAP_FORWARD negotiated: server ids odd, client ids even */
+  guint32 forward_id;    /* client: the last FORWARD id sent; server: the last one received */
   GPtrArray *blocked;  /* GtMuxStream* waiting for output room (owned refs) */
 
   guint8 *rbuf;
@@ -128,6 +134,8 @@ enum
   SIGNAL_CLOSED,
   SIGNAL_GOAWAY,
   SIGNAL_STREAM_CLOSED,
+  SIGNAL_FORWARD_OPENED,
+  SIGNAL_FORWARD_ACCEPTED,
   N_SIGNALS
 };
 
@@ -1027,9 +1035,10 @@ gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd, GIOStream *i
         g_close (fd, NULL);
       return NULL;
     }
-  if (mux->next_stream_id == G_MAXUINT32 - 1)
+  if (mux->next_stream_id >= G_MAXUINT32 - 3)
     gt_mux_goaway (mux, GT_ERROR_CODE_NONE, "stream ids exhausted");
-  mux->next_stream_id++;
+  /* With FORWARD the client opens the even ids: ours are the odd ones. */
+  mux->next_stream_id += mux->forward && mux->next_stream_id > 0 ? 2 : 1;
   s = stream_new (mux, mux->next_stream_id, service_index);
   if (connect_fail_response)
     s->connect_fail_response = g_bytes_ref (connect_fail_response);
@@ -1082,6 +1091,106 @@ gt_mux_open_stream_io (GtMux *mux, guint16 service_index, GIOStream *io, const g
                                   connect_fail_response, idle_timeout_ms);
 }
 
+void
+gt_mux_set_forward (GtMux *mux, gboolean forward)
+{
+  g_return_if_fail (GT_IS_MUX (mux));
+  mux->forward = forward;
+}
+
+gboolean
+gt_mux_get_forward (GtMux *mux)
+{
+  g_return_val_if_fail (GT_IS_MUX (mux), FALSE);
+  return mux->forward;
+}
+
+GtMuxStream *
+gt_mux_open_forward (GtMux *mux, const char *prefix, int fd, GIOStream *io,
+                     guint64 idle_timeout_ms, GError **error)
+{
+  g_autoptr (GByteArray) f = NULL;
+  GtMuxStream *s;
+
+  g_return_val_if_fail (GT_IS_MUX (mux), NULL);
+  g_return_val_if_fail (!mux->is_server, NULL);
+  g_return_val_if_fail ((fd >= 0) != (io != NULL), NULL);
+
+  if (!gt_forward_prefix_is_valid (prefix))
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "bad host prefix '%s': 1 to %u letters, digits or '-'", prefix ? prefix : "",
+                   (guint) GT_PREFIX_MAX_LEN);
+      return NULL;
+    }
+  if (!mux->forward)
+    {
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                           "the server did not accept the forward capability on this tunnel");
+      return NULL;
+    }
+  if (mux->closed || mux->going_away || mux->forward_id >= G_MAXUINT32 - 2)
+    {
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_CLOSED,
+                           "the tunnel takes no new streams");
+      return NULL;
+    }
+  mux->forward_id += 2;
+  s = stream_new (mux, mux->forward_id, GT_MUX_FORWARD_SERVICE);
+  s->forward = TRUE;
+  f = g_byte_array_sized_new (GT_FRAME_HEADER_SIZE + 1 + strlen (prefix));
+  gt_frame_append_forward_header (f, s->id, prefix, 0);
+  mux_send (mux, f->data, f->len);
+  if (mux->closed)
+    {
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_CLOSED, "the tunnel closed");
+      return NULL;
+    }
+  stream_attach (s, fd, io, idle_timeout_ms);
+  return s;
+}
+
+void
+gt_mux_stream_accept_forward (GtMuxStream *s)
+{
+  g_autoptr (GByteArray) f = NULL;
+
+  g_return_if_fail (s != NULL);
+  g_return_if_fail (s->forward);
+  if (s->closed || s->mux == NULL || s->forward_acked)
+    return;
+  s->forward_acked = TRUE;
+  f = g_byte_array_sized_new (GT_FRAME_HEADER_SIZE);
+  gt_frame_append_forward_ack (f, s->id);
+  mux_send_frame_small (s->mux, f);
+}
+
+void
+gt_mux_stream_attach_io (GtMuxStream *s, GIOStream *io, guint64 idle_timeout_ms)
+{
+  g_return_if_fail (s != NULL);
+  g_return_if_fail (G_IS_IO_STREAM (io));
+  g_return_if_fail (!stream_attached (s));
+
+  if (s->closed)
+    return;
+  stream_attach (s, -1, io, idle_timeout_ms);
+}
+
+gboolean
+gt_mux_stream_is_forward (GtMuxStream *s)
+{
+  return s->forward;
+}
+
+gboolean
+gt_mux_stream_get_peer_reset (GtMuxStream *s, guint32 *code)
+{
+  if (s->peer_reset && code != NULL)
+    *code = s->peer_reset_code;
+  return s->peer_reset;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Frame handling */
 
@@ -1095,8 +1204,13 @@ handle_stream_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
   if (s == NULL)
     {
       /* Ids up to the last one opened are streams that ended here: their late frames (in flight
-       * when we reset) are dropped. A higher id was never opened. */
-      if (h->stream_id > (mux->is_server ? mux->next_stream_id : mux->last_open_id))
+       * when we reset) are dropped. A higher id was never opened. With FORWARD, even ids are the
+       * client's and count separately. */
+      guint32 highest = mux->is_server ? mux->next_stream_id : mux->last_open_id;
+
+      if (mux->forward && h->stream_id % 2 == 0)
+        highest = mux->forward_id;
+      if (h->stream_id > highest)
         mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
                             g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
                                          "%s for stream %u, which was never opened",
@@ -1154,6 +1268,8 @@ handle_stream_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
         guint32 code = 0;
 
         (void) gt_reset_decode (p, h->length, &code, NULL);
+        s->peer_reset = TRUE;
+        s->peer_reset_code = code;
         if (code == GT_RESET_CODE_CONNECT_FAILED && !s->received_data
             && s->connect_fail_response != NULL && stream_attached (s))
           {
@@ -1169,6 +1285,86 @@ handle_stream_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
     default:
       g_assert_not_reached ();
     }
+}
+
+/* FORWARD: a client opens a stream to a host prefix (server), or the server's ACK (client). */
+static gboolean
+handle_forward (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *prefix = NULL;
+  const guint8 *data;
+  gsize data_len;
+  GtMuxStream *s;
+  G_GNUC_UNUSED g_autoptr (GtMuxStream) keep = NULL;
+
+  if (!mux->forward)
+    {
+      mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
+                          g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                       "FORWARD without the forward capability"));
+      return FALSE;
+    }
+  if (!mux->is_server)
+    {
+      if (!(h->flags & GT_FRAME_FLAG_ACK) || h->stream_id % 2 != 0
+          || h->stream_id > mux->forward_id)
+        {
+          mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
+                              g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                           "FORWARD from the server for stream %u",
+                                           h->stream_id));
+          return FALSE;
+        }
+      s = g_hash_table_lookup (mux->streams, GUINT_TO_POINTER (h->stream_id));
+      if (s == NULL || !s->forward || s->forward_acked)
+        return TRUE; /* ended here meanwhile (a repeated ACK is as harmless) */
+      s->forward_acked = TRUE;
+      keep = gt_mux_stream_ref (s);
+      g_signal_emit (mux, signals[SIGNAL_FORWARD_ACCEPTED], 0, s);
+      return !mux->closed;
+    }
+  if ((h->flags & GT_FRAME_FLAG_ACK) || h->stream_id % 2 != 0 || h->stream_id <= mux->forward_id)
+    {
+      mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
+                          g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                                       "FORWARD%s for stream %u after stream %u",
+                                       (h->flags & GT_FRAME_FLAG_ACK) ? " ACK" : "",
+                                       h->stream_id, mux->forward_id));
+      return FALSE;
+    }
+  if (!gt_forward_decode (p, h->length, &prefix, &data, &data_len, &error))
+    {
+      mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL, g_steal_pointer (&error));
+      return FALSE;
+    }
+  mux->forward_id = h->stream_id;
+  if (data_len > GT_INITIAL_WINDOW)
+    {
+      mux_protocol_error (mux, GT_ERROR_CODE_FLOW_CONTROL,
+                          g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE,
+                                       "FORWARD data exceeds the stream window"));
+      return FALSE;
+    }
+  s = stream_new (mux, h->stream_id, GT_MUX_FORWARD_SERVICE);
+  keep = gt_mux_stream_ref (s);
+  s->forward = TRUE;
+  s->recv_credit -= data_len;
+  if (data_len > 0)
+    {
+      s->received_data = TRUE;
+      stream_deliver (s, data, data_len);
+    }
+  if (mux->going_away)
+    {
+      gt_mux_stream_reset (s, GT_RESET_CODE_REFUSED);
+      return TRUE;
+    }
+  g_signal_emit (mux, signals[SIGNAL_FORWARD_OPENED], 0, s, prefix);
+  /* Nobody took it: refused rather than left open. */
+  if (!s->closed && !stream_attached (s) && !s->forward_acked)
+    gt_mux_stream_reset (s, GT_RESET_CODE_REFUSED);
+  return !mux->closed;
 }
 
 static gboolean
@@ -1209,7 +1405,7 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
             mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL, g_steal_pointer (&error));
             return FALSE;
           }
-        if (h->stream_id <= mux->last_open_id)
+        if (h->stream_id <= mux->last_open_id || (mux->forward && h->stream_id % 2 == 0))
           {
             mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
                                 g_error_new (GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
@@ -1245,6 +1441,9 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
         g_signal_emit (mux, signals[SIGNAL_STREAM_OPENED], 0, s, (guint) service_index);
         return !mux->closed;
       }
+
+    case GT_FRAME_FORWARD:
+      return handle_forward (mux, h, p);
 
     case GT_FRAME_PING:
       /* At most one PONG waits in the queue: a PING that comes while one is still unsent is
@@ -1793,6 +1992,15 @@ gt_mux_class_init (GtMuxClass *klass)
   signals[SIGNAL_STREAM_CLOSED] =
     g_signal_new ("stream-closed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
                   NULL, G_TYPE_NONE, 1, G_TYPE_POINTER);
+  /* Server side: a client opened a stream with FORWARD (GtMuxStream *stream, const char *prefix).
+   * The handler attaches a socket and accepts it (gt_mux_stream_accept_forward), or resets it. */
+  signals[SIGNAL_FORWARD_OPENED] =
+    g_signal_new ("forward-opened", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
+                  NULL, G_TYPE_NONE, 2, G_TYPE_POINTER, G_TYPE_STRING);
+  /* Client side: the server answered our FORWARD with ACK (GtMuxStream *stream). */
+  signals[SIGNAL_FORWARD_ACCEPTED] =
+    g_signal_new ("forward-accepted", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL,
+                  NULL, NULL, G_TYPE_NONE, 1, G_TYPE_POINTER);
   /* The peer sent GOAWAY. */
   signals[SIGNAL_GOAWAY] =
     g_signal_new ("goaway", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,

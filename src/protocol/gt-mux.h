@@ -84,12 +84,35 @@ GtMuxStream *gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd,
                                       const guint8 *data, gsize len, const GtOpenAddr *addr,
                                       GBytes *connect_fail_response, guint64 idle_timeout_ms);
 
+/* Client-opened streams (docs/protocol.md §6.9), once both sides agreed on GT_CAP_FORWARD (set
+ * after the handshake; until then FORWARD frames are protocol errors). */
+void gt_mux_set_forward (GtMux *mux, gboolean forward);
+gboolean gt_mux_get_forward (GtMux *mux);
+/* The service index of a FORWARD stream (it has none). */
+#define GT_MUX_FORWARD_SERVICE G_MAXUINT16
+/* Client: open a stream to the service of the client holding host prefix, relaying fd (owned) or
+ * io (a reference is taken). The mux emits "forward-accepted" (GtMuxStream *) when the server
+ * routed it; a refusal ends the stream with the server's RESET (gt_mux_stream_get_peer_reset
+ * in "stream-closed"). NULL with an error when the tunnel cannot open one (fd is then not
+ * taken). */
+GtMuxStream *gt_mux_open_forward (GtMux *mux, const char *prefix, int fd, GIOStream *io,
+                                  guint64 idle_timeout_ms, GError **error);
+/* Server: "forward-opened" (GtMuxStream *stream, const char *prefix) is emitted for each FORWARD;
+ * the handler attaches a socket and calls this (sends the ACK), or resets the stream with
+ * GT_RESET_CODE_NOT_ALLOWED, _UNKNOWN_HOST or _TARGET_OFFLINE. */
+void gt_mux_stream_accept_forward (GtMuxStream *stream);
+gboolean gt_mux_stream_is_forward (GtMuxStream *stream);
+/* TRUE when the stream ended because of the peer's RESET; *code gets its code. */
+gboolean gt_mux_stream_get_peer_reset (GtMuxStream *stream, guint32 *code);
+
 /* Client: "stream-opened" (GtMuxStream *stream, guint service_index) is emitted for each OPEN. The
  * handler takes a ref if it needs the stream later, then attaches a socket or resets it. */
 GtMuxStream *gt_mux_stream_ref (GtMuxStream *stream);
 void gt_mux_stream_unref (GtMuxStream *stream);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (GtMuxStream, gt_mux_stream_unref)
 void gt_mux_stream_attach_fd (GtMuxStream *stream, int fd, guint64 idle_timeout_ms);
+/* The same for a pollable GIOStream (a reference is taken). */
+void gt_mux_stream_attach_io (GtMuxStream *stream, GIOStream *io, guint64 idle_timeout_ms);
 void gt_mux_stream_reset (GtMuxStream *stream, GtResetCode code);
 /* Rewrites the Host header of data going to the socket (useLocalAsHTTPHost); takes ownership.
  * Call it before any byte reached the socket (before attaching it): the bytes that came with

@@ -76,6 +76,8 @@ typedef struct
   gboolean waiting_route; /* no client for it yet, but the server just started */
   gboolean from_node; /* came over a node tunnel (cluster): never forwarded again */
   GtHello *hello;    /* while the auth API answers */
+  gboolean has_caps; /* the HELLO had GT_FRAME_FLAG_CAPS */
+  guint32 caps;
   gsize consumed;
   PendingAddr *addr_count; /* counted toward maxPendingPerAddress (not for trusted proxies) */
   gint64 started_us; /* accepted at (monotonic) */
@@ -393,10 +395,12 @@ pending_attach_session (Pending *p, GtServerSession *session)
   g_autoptr (GIOStream) io = NULL;
   g_autoptr (GtMux) mux = NULL;
   g_autofree guint8 *rest = NULL;
+  gboolean has_caps = p->has_caps;
+  guint32 caps = p->caps;
   gsize rest_len;
   int fd;
 
-  /* Keep bytes that followed the HELLO, then hand the connection to a mux. */
+  /* Keep bytes that followed the HELLO, then hand the connection to a mux (p goes). */
   rest = g_memdup2 (p->buf + p->consumed, p->len - p->consumed);
   rest_len = p->len - p->consumed;
   pending_release (p, &fd, &io);
@@ -412,7 +416,7 @@ pending_attach_session (Pending *p, GtServerSession *session)
     }
   mux = gt_mux_new (io, TRUE, rest, rest_len);
   gt_mux_set_peer (mux, peer);
-  _gt_server_attach_tunnel (server, session, mux);
+  _gt_server_attach_tunnel (server, session, mux, has_caps, caps);
 }
 
 /* Cluster: the session's claims are made in etcd before its tunnel is accepted. The claim may
@@ -705,7 +709,8 @@ pending_handle_tunnel (Pending *p)
   if (p->len < consumed)
     return;
 
-  p->hello = gt_hello_decode (p->buf + GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE, h.length, &error);
+  p->hello = gt_hello_decode_flags (p->buf + GT_PREFACE_SIZE + GT_FRAME_HEADER_SIZE, h.length,
+                                    h.flags, &error);
   if (p->hello == NULL)
     {
       g_autofree char *text = g_strdup_printf ("bad HELLO: %s", error->message);
@@ -714,6 +719,8 @@ pending_handle_tunnel (Pending *p)
       return;
     }
   p->consumed = consumed;
+  p->has_caps = p->hello->has_caps;
+  p->caps = p->hello->caps;
 
   /* The status self-test logs in from loopback like everyone there: a lockout of that address
    * must not fail it. Its user is known to this process only. */

@@ -43,6 +43,7 @@ struct _GtServer
   GtAuthApi *auth_api;        /* NULL without authAPI */
   GtCluster *cluster;         /* NULL without cluster: (docs/scale-out.md) */
   GtServerCounters counters;
+  GHashTable *forward_links;  /* GtMuxStream* → the other hop of a FORWARD (a reference) */
   guint drain_id;
   gint64 drain_started;
   gint64 drain_deadline;
@@ -69,8 +70,17 @@ GtServerSession *_gt_server_accept_hello (GtServer *server, const GtHello *hello
 /* A HELLO of the status self-test's ephemeral user with its secret: not subject to the lockout
  * of its address (loopback, shared with real clients). */
 gboolean _gt_server_is_ephemeral_login (GtServer *server, const GtHello *hello);
-/* A new tunnel of session: WELCOME is sent and the tunnel started. */
-void _gt_server_attach_tunnel (GtServer *server, GtServerSession *session, GtMux *mux);
+/* A new tunnel of session: WELCOME is sent and the tunnel started. has_caps: the HELLO had
+ * GT_FRAME_FLAG_CAPS, with caps. */
+void _gt_server_attach_tunnel (GtServer *server, GtServerSession *session, GtMux *mux,
+                               gboolean has_caps, guint32 caps);
+
+/* gt-server-forward.c */
+/* Watches a new tunnel's streams for the FORWARD relay; with forward (GT_CAP_FORWARD accepted)
+ * its client may open FORWARD streams. */
+void _gt_server_forward_watch (GtServer *server, GtServerSession *session, GtMux *mux,
+                               gboolean forward);
+GHashTable *_gt_server_forward_links_new (void);
 /* Removes a session that never got a tunnel. */
 void _gt_server_drop_session (GtServer *server, GtServerSession *session);
 

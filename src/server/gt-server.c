@@ -246,14 +246,22 @@ _gt_server_is_ephemeral_login (GtServer *server, const GtHello *hello)
 }
 
 void
-_gt_server_attach_tunnel (GtServer *server, GtServerSession *session, GtMux *mux)
+_gt_server_attach_tunnel (GtServer *server, GtServerSession *session, GtMux *mux,
+                          gboolean has_caps, guint32 caps)
 {
   g_autoptr (GByteArray) welcome = g_byte_array_new ();
 
+  /* Capabilities: only those this server knows, and only to a client that asked. */
+  caps &= GT_CAPS_KNOWN;
   gt_mux_set_keepalive (mux, server->config->timeout_ms, 0);
   gt_server_session_add_tunnel (session, mux);
-  gt_frame_append_welcome (welcome, (const GtWelcomePort *) session->ports->data,
-                           session->ports->len);
+  _gt_server_forward_watch (server, session, mux, has_caps && (caps & GT_CAP_FORWARD));
+  if (has_caps)
+    gt_frame_append_welcome_caps (welcome, (const GtWelcomePort *) session->ports->data,
+                                  session->ports->len, caps);
+  else
+    gt_frame_append_welcome (welcome, (const GtWelcomePort *) session->ports->data,
+                             session->ports->len);
   gt_mux_send_raw (mux, welcome->data, welcome->len);
   /* A handshake that finished on a server that already sent its clients away. */
   if (server->moving)
@@ -550,6 +558,7 @@ gt_server_finalize (GObject *object)
   g_clear_object (&server->certificate);
   g_clear_pointer (&server->trusted_proxies, gt_cidr_list_free);
   g_hash_table_unref (server->pending);
+  g_hash_table_unref (server->forward_links);
   g_hash_table_unref (server->user_pools);
   g_hash_table_unref (server->ephemeral);
   g_ptr_array_unref (server->draining);
@@ -625,6 +634,7 @@ gt_server_init (GtServer *server)
   server->listeners = _gt_server_listeners_new ();
   server->registry = gt_server_registry_new ();
   server->pending = _gt_server_pending_new ();
+  server->forward_links = _gt_server_forward_links_new ();
   server->user_pools = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                               (GDestroyNotify) gt_port_pool_free);
   server->ephemeral = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);

@@ -324,11 +324,11 @@ test_inert_gt_keys (Fixture *f, gconstpointer data)
   wait_started (debug);
   g_assert_cmpuint (gt_test_proc_count_matches (debug, " WARN "), ==, 0);
 
-  /* A key that would change something (a TCP forward) still warns. */
+  /* A key that would change something (a log file) still warns. */
   loud = start_client ("loud", "client", "-c", path, "--id", "loud", "--logLevel", "info",
-                       "--tcpForwardAddr", "127.0.0.1:1", NULL);
+                       "--logFile", "/nonexistent/gt.log", NULL);
   g_free (gt_test_proc_expect_line (
-    loud, " WARN .*option '--tcpForwardAddr' is not supported by this version of gt and is ignored",
+    loud, " WARN .*option '--logFile' is not supported by this version of gt and is ignored",
     NULL, GT_TEST_WAIT_MS));
   wait_started (loud);
 }
