@@ -538,6 +538,57 @@ fail:
   return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
 }
 
+/* gt connect's relay path as a tcpForward stream of a client of its own. */
+typedef struct
+{
+  GtClient *client;
+  char *prefix;
+} ConnectForward;
+
+static void
+connect_forward_open (GCancellable *cancellable, GAsyncReadyCallback callback,
+                      gpointer callback_data, gpointer user_data)
+{
+  ConnectForward *fw = user_data;
+
+  gt_client_open_forward_stream_async (fw->client, fw->prefix, cancellable, callback,
+                                       callback_data);
+}
+
+static GIOStream *
+connect_forward_finish (GAsyncResult *result, GError **error)
+{
+  g_autoptr (GObject) client = g_async_result_get_source_object (result);
+
+  return gt_client_open_forward_stream_finish (GT_CLIENT (client), result, error);
+}
+
+/* A client with no service that only opens tcpForward streams to the target's prefix. */
+static GtClient *
+connect_forward_client (const GtConnectConfig *config, GError **error)
+{
+  g_autoptr (GtClientConfig) cc = gt_client_config_new ();
+  g_autofree char *prefix = g_strndup (config->host, strcspn (config->host, "."));
+  char *args[] = { "--id", config->id, "--secret", config->secret,
+                   "--remote", config->remote_tunnel, "--tcpForwardHostPrefix", prefix,
+                   "--tcpForwardAddr", "127.0.0.1:0", "--logLevel", config->log_level };
+  GtClient *client;
+
+  if (!gt_client_config_apply_args (cc, G_N_ELEMENTS (args), args, error)
+      || !gt_client_config_validate (cc, NULL, error))
+    return NULL;
+  /* gt connect is the listener: the client only opens the streams. */
+  g_clear_pointer (&cc->tcp_forward_addr, g_free);
+  client = gt_client_new (g_steal_pointer (&cc));
+  gt_client_enable_forward (client);
+  if (!gt_client_start (client, error))
+    {
+      g_object_unref (client);
+      return NULL;
+    }
+  return client;
+}
+
 /* `gt connect`: a config file (`type: connect`), then the command line on top. */
 static int
 run_connect (const char *config_path, int argc, char **argv)
@@ -545,6 +596,8 @@ run_connect (const char *config_path, int argc, char **argv)
   g_autoptr (GtConnectConfig) config = gt_connect_config_new ();
   g_autoptr (GtP2pConnect) p2p = NULL;
   g_autoptr (GError) error = NULL;
+  ConnectForward fw = { 0 };
+  int rc = 0;
 
   if ((config_path != NULL && !gt_connect_config_load_file (config, config_path, &error))
       || !gt_connect_config_apply_args (config, argc, argv, &error)
@@ -555,15 +608,37 @@ run_connect (const char *config_path, int argc, char **argv)
     }
   gt_log_set_field ("GT_KIND", "connect");
   setup_signals ();
+  if (config->id != NULL && config->relay_addr == NULL)
+    {
+      if (!gt_transport_tls_init (NULL, &error)
+          || (fw.client = connect_forward_client (config, &error)) == NULL)
+        {
+          fprintf (stderr, "gt connect: %s\n", error->message);
+          return 1;
+        }
+      fw.prefix = g_strndup (config->host, strcspn (config->host, "."));
+    }
   p2p = gt_p2p_connect_new (g_steal_pointer (&config));
+  if (fw.client != NULL)
+    gt_p2p_connect_set_relay (p2p, "tcpForward through the server", connect_forward_open,
+                              connect_forward_finish, &fw);
   if (!gt_p2p_connect_start (p2p, &error))
     {
       fprintf (stderr, "gt connect: %s\n", error->message);
-      return 1;
+      rc = 1;
     }
-  gt_sd_notify ("READY=1\nSTATUS=listening on %s", gt_p2p_connect_get_local_address (p2p));
-  g_main_loop_run (loop);
-  return 0;
+  else
+    {
+      gt_sd_notify ("READY=1\nSTATUS=listening on %s",
+                    gt_p2p_connect_get_local_address (p2p));
+      g_main_loop_run (loop);
+    }
+  g_clear_object (&p2p);
+  if (fw.client != NULL)
+    gt_client_stop (fw.client);
+  g_clear_object (&fw.client);
+  g_free (fw.prefix);
+  return rc;
 }
 
 /* The manager, with the D-Bus interface on the session bus when there is one. */

@@ -21,7 +21,10 @@ const char gt_connect_config_usage[]
       "                             or :PORT/ (tcp service on server port PORT); default gt\n"
       "  --localAddr HOST:PORT      local TCP listener (alias tcpForwardAddr)\n"
       "  --remoteSTUN stun:HOST:PORT  STUN server for server-reflexive candidates\n"
-      "  --relayAddr HOST:PORT      relay path (default: the server's host and the :PORT/ port)\n"
+      "  --id ID --secret SECRET    log in as this client: the relay path is a tcpForward stream\n"
+      "                             through the server (its tcpForwardAllow must allow it)\n"
+      "  --relayAddr HOST:PORT      relay path as a plain TCP address (default: with --id a\n"
+      "                             tcpForward stream; else the server's :PORT/ tcp port)\n"
       "  --directWait DURATION      without a relay path, how long a connection waits for the\n"
       "                             direct path (default 15s)\n"
       "  --metricsAddr HOST:PORT    serve Prometheus metrics on /metrics\n"
@@ -46,9 +49,14 @@ gt_connect_config_free (GtConnectConfig *config)
     return;
   g_free (config->remote);
   g_free (config->remote_url);
+  g_free (config->remote_tunnel);
   g_free (config->remote_host);
   g_free (config->host);
   g_free (config->service);
+  g_free (config->id);
+  if (config->secret != NULL)
+    memset (config->secret, 0, strlen (config->secret));
+  g_free (config->secret);
   g_free (config->local_addr);
   g_free (config->relay_addr);
   g_free (config->stun_host);
@@ -99,7 +107,14 @@ gt_connect_config_set (GtConnectConfig *config, const char *key, const char *val
            || strcmp (key, "tcp_forward_host_prefix") == 0)
     slot = &config->host;
   else if (strcmp (key, "service") == 0)
-    slot = &config->service;
+    {
+      config->service_set = TRUE;
+      slot = &config->service;
+    }
+  else if (strcmp (key, "id") == 0)
+    slot = &config->id;
+  else if (strcmp (key, "secret") == 0)
+    slot = &config->secret;
   else if (strcmp (key, "localAddr") == 0 || strcmp (key, "tcpForwardAddr") == 0
            || strcmp (key, "tcp_forward_addr") == 0)
     {
@@ -375,6 +390,18 @@ gt_connect_config_validate (GtConnectConfig *config, GError **error)
                            "webrtcMinPort and webrtcMaxPort: both or neither, min <= max");
       return FALSE;
     }
+  if ((config->id == NULL) != (config->secret == NULL))
+    {
+      g_set_error_literal (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID,
+                           "id and secret: both or neither");
+      return FALSE;
+    }
+  /* The tcpForward relay reaches the http service of the prefix: the direct path too. */
+  if (config->id != NULL && !config->service_set)
+    {
+      g_free (config->service);
+      config->service = g_strdup_printf ("%.*s/", (int)strcspn (config->host, "."), config->host);
+    }
   g_free (config->remote_host);
   config->remote_host = g_strdup (g_uri_get_host (uri));
   g_free (config->remote_url);
@@ -383,5 +410,10 @@ gt_connect_config_validate (GtConnectConfig *config, GError **error)
       g_strcmp0 (scheme, "tls") == 0 || g_strcmp0 (scheme, "https") == 0 ? "https" : "http",
       strchr (config->remote_host, ':') ? "[" : "", config->remote_host,
       strchr (config->remote_host, ':') ? "]" : "", g_uri_get_port (uri));
+  g_free (config->remote_tunnel);
+  config->remote_tunnel
+      = g_strdup_printf ("%s%s", g_str_has_prefix (config->remote_url, "https") ? "tls" : "tcp",
+                         strstr (config->remote_url, "://"));
+  config->remote_tunnel[strlen (config->remote_tunnel) - 1] = '\0'; /* the path's "/" */
   return TRUE;
 }

@@ -8,11 +8,15 @@ G_BEGIN_DECLS
 
 typedef struct
 {
-  char *remote;      /* the server: tcp://, tls://, http:// or https:// host:port */
-  char *remote_url;  /* remote as the http(s):// URL of the XP request */
-  char *remote_host; /* remote's host name, for the default relay address */
-  char *host;        /* Host of the XP request: the target client's host prefix (or name) */
-  char *service;     /* data channel label choosing the target's service; default "gt" */
+  char *remote;        /* the server: tcp://, tls://, http:// or https:// host:port */
+  char *remote_url;    /* remote as the http(s):// URL of the XP request */
+  char *remote_tunnel; /* remote as the tcp:// or tls:// address of a client's tunnel */
+  char *remote_host;   /* remote's host name, for the default relay address */
+  char *host;          /* Host of the XP request: the target client's host prefix (or name) */
+  char *service;       /* data channel label choosing the target's service; default "gt", or
+                        * "PREFIX/" with a tcpForward relay (the service that relay reaches) */
+  gboolean service_set;
+  char *id, *secret; /* client credentials: the relay path is a tcpForward stream */
   char *local_addr;  /* host:port of the local TCP listener */
   char *relay_addr;  /* host:port of the relay path; NULL = server host + the :port/ label */
   char *stun_host;   /* from remoteSTUN; NULL = host candidates only */

@@ -68,6 +68,7 @@ struct _GtP2pConnect
   GSocketConnectable *relay_target; /* of the default relay */
   GSocketClient *relay_client;
   GHashTable *relays; /* Relay* set */
+  char *relay_description;
 
   /* The direct path: the current attempt, or the connected peer. */
   GtP2pPeer *peer;
@@ -896,7 +897,7 @@ gt_p2p_connect_start (GtP2pConnect *self, GError **error)
   g_socket_service_start (self->listener);
   g_message ("gt connect: listening on %s for %s (service '%s'), relay path: %s",
              self->local_address, self->config->host, self->config->service,
-             has_relay (self) ? "yes" : "none");
+             has_relay (self) ? self->relay_description : "none");
   attempt_start (self);
   return TRUE;
 }
@@ -908,9 +909,11 @@ gt_p2p_connect_get_local_address (GtP2pConnect *self)
 }
 
 void
-gt_p2p_connect_set_relay (GtP2pConnect *self, GtP2pRelayOpenFunc open, GtP2pRelayFinishFunc finish,
-                          gpointer user_data)
+gt_p2p_connect_set_relay (GtP2pConnect *self, const char *description, GtP2pRelayOpenFunc open,
+                          GtP2pRelayFinishFunc finish, gpointer user_data)
 {
+  g_free (self->relay_description);
+  self->relay_description = g_strdup (description);
   self->relay_open = open;
   self->relay_finish = finish;
   self->relay_data = user_data;
@@ -937,8 +940,11 @@ gt_p2p_connect_new (GtConnectConfig *config)
     }
   if (self->relay_target != NULL)
     {
+      g_autofree char *target = g_socket_connectable_to_string (self->relay_target);
+      g_autofree char *what = g_strdup_printf ("TCP to %s", target);
+
       self->relay_client = g_socket_client_new ();
-      gt_p2p_connect_set_relay (self, default_relay_open, default_relay_finish, self);
+      gt_p2p_connect_set_relay (self, what, default_relay_open, default_relay_finish, self);
     }
   return self;
 }
@@ -996,6 +1002,7 @@ gt_p2p_connect_finalize (GObject *object)
   g_hash_table_unref (self->successes);
   g_byte_array_unref (self->xp_buf);
   g_free (self->local_address);
+  g_free (self->relay_description);
   gt_connect_config_free (self->config);
   G_OBJECT_CLASS (gt_p2p_connect_parent_class)->finalize (object);
 }

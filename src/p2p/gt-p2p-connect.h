@@ -20,9 +20,9 @@ G_DECLARE_FINAL_TYPE (GtP2pConnect, gt_p2p_connect, GT, P2P_CONNECT, GObject)
 
 /* Takes config (validated). */
 GtP2pConnect *gt_p2p_connect_new (GtConnectConfig *config);
-/* Replaces the relay path (by default a TCP connection to relayAddr, or to the server's host and
- * the port of a `:PORT/` service label; none otherwise). */
-void gt_p2p_connect_set_relay (GtP2pConnect *self, GtP2pRelayOpenFunc open,
+/* Replaces the relay path (description: for the log; by default a TCP connection to relayAddr, or
+ * to the server's host and the port of a `:PORT/` service label; none otherwise). */
+void gt_p2p_connect_set_relay (GtP2pConnect *self, const char *description, GtP2pRelayOpenFunc open,
                                GtP2pRelayFinishFunc finish, gpointer user_data);
 /* Listens, starts the metrics endpoint and the first P2P attempt. */
 gboolean gt_p2p_connect_start (GtP2pConnect *self, GError **error);

@@ -2,9 +2,10 @@
  * (hostB, this process's own network namespace) are each behind a router doing nftables
  * masquerade; the gt server (with STUN) is on the "public" network between the routers.
  *
- *   hostA 10.1.0.2 ── natA (198.18.1.2) ── pub 198.18.1.1 | 198.18.2.1 ── natB (198.18.2.2) ──
- * hostB 10.2.0.2
+ *   hostA 10.1.0.2 ── natA (wan 198.18.1.2) ── pub 198.18.1.1 | 198.18.2.1 (server)
+ *   hostB 10.2.0.2 ── natB (wan 198.18.2.2) ──┘
  *
+ * The relay path is a tcpForward stream through the server (gt connect logs in as bob).
  * Checked: the direct path is reached through the NATs (the remote candidate is server-reflexive
  * or peer-reflexive, never the target's private address) and carries the bytes; with UDP dropped
  * between the routers the relay path carries them; when UDP comes back the direct path takes new
@@ -25,7 +26,6 @@
 #define PREFIX "web"
 #define SERVER_PORT 8080
 #define STUN_PORT 3478
-#define TCP_PORT 9000
 #define ECHO_PORT 7000
 
 static gboolean in_netns;
@@ -264,16 +264,16 @@ start_all (guint16 *local_port, guint16 *metrics_port)
 {
   g_autofree char *server_addr = g_strdup_printf ("0.0.0.0:%u", SERVER_PORT);
   g_autofree char *stun_addr = g_strdup_printf ("0.0.0.0:%u", STUN_PORT);
-  g_autofree char *range = g_strdup_printf ("%u-%u", TCP_PORT, TCP_PORT);
   g_autofree char *echo_port = g_strdup_printf ("%u", ECHO_PORT);
-  g_autofree char *local = g_strdup_printf ("tcp://127.0.0.1:%u", ECHO_PORT);
-  g_autofree char *tcp_port = g_strdup_printf ("%u", TCP_PORT);
-  g_autofree char *service = g_strdup_printf (":%u/", TCP_PORT);
+  g_autofree char *local = g_strdup_printf ("http://127.0.0.1:%u", ECHO_PORT);
   g_autofree char *line = NULL;
   g_autoptr (GPtrArray) args = gt_test_args_new ();
+  /* bob (gt connect) may open tcpForward streams to alice's prefix: the relay path. */
   const char *server_argv[]
-      = { "server",    "--id",       CLIENT_ID, "--secret",   CLIENT_SECRET, "--addr",
-          server_addr, "--stunAddr", stun_addr, "--tcpRange", range,         NULL };
+      = { "server",      "--id",   CLIENT_ID,   "--secret",   CLIENT_SECRET,
+          "--id",        "bob",    "--secret",  "s3cret-bob", "--tcpForwardAllow",
+          "bob:" PREFIX, "--addr", server_addr, "--stunAddr", stun_addr,
+          NULL };
   const char *echo_argv[]
       = { "python3", "-c",
           "import socketserver,sys\n"
@@ -288,12 +288,14 @@ start_all (guint16 *local_port, guint16 *metrics_port)
           "print('echo ready',flush=True)\n"
           "s.serve_forever()\n",
           echo_port, NULL };
-  const char *client_argv[]
-      = { "client", "--id", CLIENT_ID, "--secret", CLIENT_SECRET, "--reconnectDelay", "200ms",
-          "--remote", "tcp://198.18.1.1:8080",
-          /* XP requests are routed by host: an http service. */
-          "--local", "http://127.0.0.1:7001", "--hostPrefix", PREFIX, "--local", local,
-          "--remoteTCPPort", tcp_port, "--remoteSTUN", "stun:198.18.1.1:3478", NULL };
+  /* The echo as the http service of the prefix: tcpForward streams and XP requests are routed
+   * by it, and the direct path's label PREFIX/ chooses it. */
+  const char *client_argv[] = { "client",   "--id",         CLIENT_ID,
+                                "--secret", CLIENT_SECRET,  "--reconnectDelay",
+                                "200ms",    "--remote",     "tcp://198.18.1.1:8080",
+                                "--local",  local,          "--hostPrefix",
+                                PREFIX,     "--remoteSTUN", "stun:198.18.1.1:3478",
+                                NULL };
   GtTestProc *server, *echo, *client, *connect;
 
   server = spawn_in (ns_p, "server", TRUE, server_argv);
@@ -305,12 +307,13 @@ start_all (guint16 *local_port, guint16 *metrics_port)
 
   *metrics_port = gt_test_free_port ();
   gt_test_args_addv (args, "connect", "--remote", "tcp://198.18.2.1:8080", "--hostPrefix", PREFIX,
-                     "--service", service, "--localAddr", "127.0.0.1:0", "--remoteSTUN",
-                     "stun:198.18.2.1:3478", "--metricsAddr", NULL);
+                     "--id", "bob", "--secret", "s3cret-bob", "--localAddr", "127.0.0.1:0",
+                     "--remoteSTUN", "stun:198.18.2.1:3478", "--metricsAddr", NULL);
   gt_test_args_add (args, "127.0.0.1:%u", *metrics_port);
   connect = gt_test_spawn_gt ("connect", args);
   line = gt_test_proc_expect_line (connect, "listening on 127\\.0\\.0\\.1:[0-9]+", NULL,
                                    GT_TEST_WAIT_MS);
+  g_assert_cmpuint (gt_test_proc_count_matches (connect, "relay path: tcpForward"), ==, 1);
   *local_port = (guint16)gt_test_capture_uint (line, "listening on 127\\.0\\.0\\.1:([0-9]+)");
   return connect;
 }

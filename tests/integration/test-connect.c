@@ -38,7 +38,9 @@ start_server (guint16 *port_out, guint16 *stun_port_out, guint16 tcp_port)
   guint16 stun_port = gt_test_free_port ();
   GtTestProc *p;
 
-  gt_test_args_addv (args, "server", "--id", CLIENT_ID, "--secret", CLIENT_SECRET, "--addr",
+  /* bob may open tcpForward streams to alice's prefix. */
+  gt_test_args_addv (args, "server", "--id", CLIENT_ID, "--secret", CLIENT_SECRET, "--id", "bob",
+                     "--secret", "s3cret-bob", "--tcpForwardAllow", "bob:" PREFIX, "--addr",
                      "127.0.0.1:0", "--stunAddr", NULL);
   gt_test_args_add (args, "127.0.0.1:%u", stun_port);
   if (tcp_port != 0)
@@ -97,8 +99,10 @@ start_connect (guint16 server_port, guint16 stun_port, const char *service, guin
   *metrics_port = gt_test_free_port ();
   gt_test_args_addv (args, "connect", "--remote", NULL);
   gt_test_args_add (args, "tcp://127.0.0.1:%u", server_port);
-  gt_test_args_addv (args, "--hostPrefix", PREFIX, "--service", service, "--localAddr",
-                     "127.0.0.1:0", "--metricsAddr", NULL);
+  gt_test_args_addv (args, "--hostPrefix", PREFIX, "--localAddr", "127.0.0.1:0", NULL);
+  if (service != NULL)
+    gt_test_args_addv (args, "--service", service, NULL);
+  gt_test_args_add (args, "--metricsAddr");
   gt_test_args_add (args, "127.0.0.1:%u", *metrics_port);
   gt_test_args_add (args, "--remoteSTUN");
   gt_test_args_add (args, "stun:127.0.0.1:%u", stun_port);
@@ -235,6 +239,64 @@ test_relay_when_refused (Fixture *f, gconstpointer data)
   g_assert_cmpfloat (metric (metrics_port, "gt_connect_direct_up", NULL), ==, 0);
 }
 
+/* With client credentials the relay path is a tcpForward stream through the server to the
+ * target's http service of that prefix (bob logs in; the server allows bob:web). The target
+ * refuses P2P: every request takes that relay and gets the service's bytes. */
+static void
+test_tcpforward_relay (Fixture *f, gconstpointer data)
+{
+  guint16 port, stun_port, local_port, metrics_port;
+  const char *direct[] = { "path", "direct", NULL };
+  const char *relay[] = { "path", "relay", NULL };
+  const char *relay_out[] = { "path", "relay", "direction", "out", NULL };
+  GtTestProc *connect;
+
+  GT_TEST_REQUIRE_GT ();
+  start_server (&port, &stun_port, 0);
+  start_target (port, stun_port, FALSE, 0);
+  connect = start_connect (port, stun_port, NULL, &local_port, &metrics_port,
+                           "--id bob --secret s3cret-bob");
+  g_assert_cmpuint (gt_test_proc_count_matches (connect, "relay path: tcpForward"), ==, 1);
+  for (guint i = 0; i < 3; i++)
+    {
+      g_autoptr (GError) error = NULL;
+      g_autoptr (GtTestHttpResponse) r = gt_test_http_request (
+          local_port, "POST", "/echo", PREFIX, gt_test_pattern (), GT_TEST_MIB, &error);
+
+      gt_test_expect_response (r, error, 200);
+      gt_test_check_bytes ("echo", r->body->data, r->body->len, gt_test_pattern (), GT_TEST_MIB);
+    }
+  g_free (gt_test_proc_expect_line (connect, "P2P attempt 1 failed", NULL, GT_TEST_WAIT_MS));
+  g_assert_cmpfloat (metric (metrics_port, "gt_connect_streams_total", relay), ==, 3);
+  g_assert_cmpfloat (metric (metrics_port, "gt_connect_streams_total", direct), ==, 0);
+  g_assert_cmpfloat (metric (metrics_port, "gt_connect_bytes_total", relay_out), >=,
+                     3.0 * GT_TEST_MIB);
+}
+
+/* With credentials the direct path takes the label PREFIX/ (the service the tcpForward relay
+ * reaches), and carries the requests once up. */
+static void
+test_tcpforward_then_direct (Fixture *f, gconstpointer data)
+{
+  guint16 port, stun_port, local_port, metrics_port;
+  const char *direct[] = { "path", "direct", NULL };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GtTestHttpResponse) r = NULL;
+  GtTestProc *connect;
+
+  GT_TEST_REQUIRE_GT ();
+  start_server (&port, &stun_port, 0);
+  start_target (port, stun_port, TRUE, 0);
+  connect = start_connect (port, stun_port, NULL, &local_port, &metrics_port,
+                           "--id bob --secret s3cret-bob");
+  g_assert_cmpuint (gt_test_proc_count_matches (connect, "service '" PREFIX "/'"), ==, 1);
+  g_free (gt_test_proc_expect_line (connect, "direct path up", NULL, GT_TEST_WAIT_MS));
+  r = gt_test_http_request (local_port, "GET", "/whoami", PREFIX, NULL, 0, &error);
+  gt_test_expect_response (r, error, 200);
+  g_assert_cmpmem (r->body->data, r->body->len, "svc", 3);
+  g_assert_cmpfloat (metric (metrics_port, "gt_connect_streams_total", direct), ==, 1);
+}
+
 /* No relay path (an http service label) and P2P refused: a connection waits directWait for the
  * direct path, then is closed and counted. */
 static void
@@ -321,6 +383,10 @@ main (int argc, char **argv)
   g_test_add ("/gt/connect/direct", Fixture, NULL, fixture_setup, test_direct, fixture_teardown);
   g_test_add ("/gt/connect/relay-when-refused", Fixture, NULL, fixture_setup,
               test_relay_when_refused, fixture_teardown);
+  g_test_add ("/gt/connect/tcpforward-relay", Fixture, NULL, fixture_setup, test_tcpforward_relay,
+              fixture_teardown);
+  g_test_add ("/gt/connect/tcpforward-then-direct", Fixture, NULL, fixture_setup,
+              test_tcpforward_then_direct, fixture_teardown);
   g_test_add ("/gt/connect/no-path", Fixture, NULL, fixture_setup, test_no_path, fixture_teardown);
   g_test_add ("/gt/connect/config-file", Fixture, NULL, fixture_setup, test_config_file,
               fixture_teardown);
