@@ -423,6 +423,9 @@ test_udp_blocked (Fixture *f, gconstpointer data)
   const char *relay_out[] = { "path", "relay", "direction", "out", NULL };
   g_autoptr (GError) error = NULL;
   g_autoptr (GtTestConn) long_lived = NULL;
+  g_autoptr (GtTestConn) busy = NULL;
+  g_autoptr (GtTestConn) idle = NULL;
+  gint64 deadline;
   guint from = 0;
   GtTestProc *connect;
 
@@ -449,12 +452,29 @@ test_udp_blocked (Fixture *f, gconstpointer data)
   echo_on (long_lived, 1000, 300000);
   g_assert_cmpfloat (metric (metrics_port, "gt_connect_streams_total", relay), ==, 4);
 
+  /* Two more direct connections: one carries bytes, one stays silent. */
+  busy = gt_test_conn_connect (local_port, &error);
+  g_assert_no_error (error);
+  echo_on (busy, 0, 1000);
+  idle = gt_test_conn_connect (local_port, &error);
+  g_assert_no_error (error);
+  deadline = gt_test_deadline_in (GT_TEST_WAIT_MS);
+  while (metric (metrics_port, "gt_connect_streams_total", direct) < 3
+         && g_get_monotonic_time () < deadline)
+    g_usleep (20000);
+  g_assert_cmpfloat (metric (metrics_port, "gt_connect_streams_total", direct), ==, 3);
+
   /* Fallback. */
   block_udp (TRUE);
   g_free (gt_test_proc_expect_line (connect, "direct path [0-9]+ down", &from, 90000));
   echo_once (local_port, GT_TEST_MIB);
-  g_assert_cmpfloat (metric (metrics_port, "gt_connect_streams_total", relay), ==, 5);
   echo_on (long_lived, 2000, 300000);
+  /* The silent one was moved to the relay and works; the busy one was closed. */
+  echo_on (idle, 3000, 200000);
+  g_assert_cmpfloat (metric (metrics_port, "gt_connect_streams_retried_total", NULL), ==, 1);
+  g_assert_cmpfloat (metric (metrics_port, "gt_connect_streams_total", relay), ==, 6);
+  if (!gt_test_conn_read_to_eof (busy, TRUE, gt_test_deadline_in (GT_TEST_WAIT_MS), &error))
+    gt_test_fail ("the busy direct connection was not closed: %s", error->message);
 }
 
 int
