@@ -108,6 +108,8 @@ static gboolean
 topology_make (GError **error)
 {
   int pid = getpid ();
+  g_autofree char *ip = g_find_program_in_path ("ip");
+  g_autofree char *nft = g_find_program_in_path ("nft");
 
   if (geteuid () != 0)
     {
@@ -115,7 +117,7 @@ topology_make (GError **error)
                            "needs root for network namespaces");
       return FALSE;
     }
-  if (!g_find_program_in_path ("ip") || !g_find_program_in_path ("nft"))
+  if (ip == NULL || nft == NULL)
     {
       g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
                            "needs ip (iproute2) and nft (nftables)");
