@@ -297,8 +297,10 @@ start_exchange (GtP2pSignalling *self, SoupServerMessage *msg, GtP2pPeer *peer,
   g_signal_connect (peer, "gathering-done", G_CALLBACK (gathering_done_cb), ex);
   /* A peer that fails while gathering still ends its answer. */
   g_signal_connect (peer, "closed", G_CALLBACK (gathering_done_cb), ex);
+  /* Not paused here: the answer and the candidates so far go out now (a peer waiting for them
+   * starts ICE at once); libsoup pauses a chunked body by itself when it runs out of chunks, and
+   * each later candidate unpauses it. */
   ex->paused = TRUE;
-  soup_server_message_pause (msg);
 }
 
 static gboolean
