@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "gt-p2p-peer.h"
+#include "gt-relay-endpoint.h"
 #include "gt-xp.h"
 
 /* A signalling body holds a description and some candidates: far less than this. */
@@ -444,19 +445,12 @@ socket_gone_cb (gpointer data, GObject *where_the_object_was)
       }
 }
 
+/* GT's 403; what the peer still sends is read (bounded) before the close, so that a request
+ * body still on its way does not turn the close into a reset that loses the answer. */
 static void
 refuse (int fd)
 {
-  char sink[4096];
-
-  if (send (fd, GT_XP_FORBIDDEN, strlen (GT_XP_FORBIDDEN),
-            MSG_NOSIGNAL | MSG_DONTWAIT)
-      < 0)
-    g_debug ("P2P signalling: cannot refuse: %s", g_strerror (errno));
-  shutdown (fd, SHUT_WR);
-  while (recv (fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
-    ;
-  close (fd);
+  gt_socket_reply_and_close (fd, GT_XP_FORBIDDEN, strlen (GT_XP_FORBIDDEN));
 }
 
 void
