@@ -138,6 +138,41 @@ expect_fail (const guint8 *buf, gsize len, gint code)
   g_assert_error (error, GT_STUN_ERROR, code);
 }
 
+/* A classic (RFC 3489) Binding request, as libnice sends to discover its server-reflexive
+ * address: the answer echoes all 16 transaction id bytes and carries a plain MAPPED-ADDRESS. */
+static void
+test_classic_binding (void)
+{
+  static const guint8 req[20] = { 0x00, 0x01, 0x00, 0x00, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4,
+                                  5,    6,    7,    8,    9,    10,   11,   12 };
+  static const guint8 want[32] = { 0x01, 0x01, 0x00, 0x0c, 0xde, 0xad, 0xbe, 0xef, 1,    2, 3,
+                                   4,    5,    6,    7,    8,    9,    10,   11,   12,   0x00,
+                                   0x01, 0x00, 0x08, 0x00, 0x01, 0xd4, 0x31, 198,  18,   2, 2 };
+  GtStunAddress mapped = { .family = 4, .bytes = { 198, 18, 2, 2 }, .port = 54321 };
+  guint8 out[GT_STUN_MAX_MESSAGE];
+  g_autoptr (GError) error = NULL;
+  GtStunMessage msg;
+  guint8 other[20];
+  gsize n;
+
+  g_assert_true (gt_stun_parse (req, sizeof req, &msg, &error));
+  g_assert_no_error (error);
+  g_assert_true (msg.classic);
+  g_assert_cmpint (msg.klass, ==, GT_STUN_CLASS_REQUEST);
+  g_assert_cmpuint (msg.method, ==, GT_STUN_METHOD_BINDING);
+  n = gt_stun_build_binding_success (&msg, &mapped, out);
+  g_assert_cmpmem (out, n, want, sizeof want);
+
+  /* Without the cookie, only a Binding request is taken. */
+  memcpy (other, req, sizeof other);
+  other[1] = 0x11; /* an indication */
+  expect_fail (other, sizeof other, GT_STUN_ERROR_NOT_STUN);
+  /* A modern request is not classic. */
+  n = gt_stun_build_binding_request ((const guint8 *)"abcdefghijkl", out);
+  g_assert_true (gt_stun_parse (out, n, &msg, NULL));
+  g_assert_false (msg.classic);
+}
+
 static void
 test_malformed (void)
 {
@@ -330,5 +365,6 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/protocol/stun/integrity", test_integrity);
   g_test_add_func ("/gt/protocol/stun/turn-roundtrip", test_turn_roundtrip);
   g_test_add_func ("/gt/protocol/stun/channel-data", test_channel_data);
+  g_test_add_func ("/gt/protocol/stun/classic-binding", test_classic_binding);
   return g_test_run ();
 }

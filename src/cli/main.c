@@ -18,6 +18,7 @@
 #include "gt-log.h"
 #include "gt-manager.h"
 #include "gt-p2p-peer-module.h"
+#include "gt-p2p-connect.h"
 #include "gt-p2p-signalling.h"
 #include "gt-server.h"
 #include "gt-stun-server.h"
@@ -33,6 +34,7 @@ static const char usage_main[] =
   "Commands:\n"
   "  server   run a relay server (public side)\n"
   "  client   run a relay client (next to the local services)\n"
+  "  connect  reach a remote client's service from a local port, P2P with relay fallback\n"
   "  status   show the running manager's configurations, their state and traffic\n"
   "\n"
   "Options:\n"
@@ -569,6 +571,116 @@ fail:
   return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
 }
 
+/* gt connect's relay path as a tcpForward stream of a client of its own. */
+typedef struct
+{
+  GtClient *client;
+  char *prefix;
+} ConnectForward;
+
+static void
+connect_forward_open (GCancellable *cancellable, GAsyncReadyCallback callback,
+                      gpointer callback_data, gpointer user_data)
+{
+  ConnectForward *fw = user_data;
+
+  gt_client_open_forward_stream_async (fw->client, fw->prefix, cancellable, callback,
+                                       callback_data);
+}
+
+static GIOStream *
+connect_forward_finish (GAsyncResult *result, GError **error)
+{
+  g_autoptr (GObject) client = g_async_result_get_source_object (result);
+
+  return gt_client_open_forward_stream_finish (GT_CLIENT (client), result, error);
+}
+
+/* A client with no service that only opens tcpForward streams to the target's prefix. */
+static GtClient *
+connect_forward_client (const GtConnectConfig *config, GError **error)
+{
+  g_autoptr (GtClientConfig) cc = gt_client_config_new ();
+  g_autofree char *prefix = g_strndup (config->host, strcspn (config->host, "."));
+  char *args[] = { "--id", config->id, "--secret", config->secret,
+                   "--remote", config->remote_tunnel, "--tcpForwardHostPrefix", prefix,
+                   "--tcpForwardAddr", "127.0.0.1:0", "--logLevel", config->log_level };
+  GtClient *client;
+
+  if (!gt_client_config_apply_args (cc, G_N_ELEMENTS (args), args, error)
+      || !gt_client_config_validate (cc, NULL, error))
+    return NULL;
+  /* gt connect is the listener: the client only opens the streams. */
+  g_clear_pointer (&cc->tcp_forward_addr, g_free);
+  client = gt_client_new (g_steal_pointer (&cc));
+  gt_client_enable_forward (client);
+  if (!gt_client_start (client, error))
+    {
+      g_object_unref (client);
+      return NULL;
+    }
+  return client;
+}
+
+/* `gt connect`: a config file (`type: connect`), then the command line on top. */
+static int
+run_connect (const char *config_path, int argc, char **argv)
+{
+  g_autoptr (GtConnectConfig) config = gt_connect_config_new ();
+  g_autoptr (GtP2pConnect) p2p = NULL;
+  g_autoptr (GError) error = NULL;
+  ConnectForward fw = { 0 };
+  int rc = 0;
+
+  if ((config_path != NULL && !gt_connect_config_load_file (config, config_path, &error))
+      || !gt_connect_config_apply_args (config, argc, argv, &error)
+      || !gt_connect_config_validate (config, &error) || !gt_log_init (config->log_level, &error))
+    {
+      fprintf (stderr, "gt connect: %s\n", error->message);
+      return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
+    }
+  gt_log_set_field ("GT_KIND", "connect");
+  /* The direct path is a WebRTC peer: gt's module gt-webrtc. */
+  if (!gt_p2p_peer_module_load (&error))
+    {
+      fprintf (stderr, "gt connect: %s
+", error->message);
+      return 1;
+    }
+  setup_signals ();
+  if (config->id != NULL && config->relay_addr == NULL)
+    {
+      if (!gt_transport_tls_init (NULL, &error)
+          || (fw.client = connect_forward_client (config, &error)) == NULL)
+        {
+          fprintf (stderr, "gt connect: %s\n", error->message);
+          return 1;
+        }
+      fw.prefix = g_strndup (config->host, strcspn (config->host, "."));
+    }
+  p2p = gt_p2p_connect_new (g_steal_pointer (&config));
+  if (fw.client != NULL)
+    gt_p2p_connect_set_relay (p2p, "tcpForward through the server", connect_forward_open,
+                              connect_forward_finish, &fw);
+  if (!gt_p2p_connect_start (p2p, &error))
+    {
+      fprintf (stderr, "gt connect: %s\n", error->message);
+      rc = 1;
+    }
+  else
+    {
+      gt_sd_notify ("READY=1\nSTATUS=listening on %s",
+                    gt_p2p_connect_get_local_address (p2p));
+      g_main_loop_run (loop);
+    }
+  g_clear_object (&p2p);
+  if (fw.client != NULL)
+    gt_client_stop (fw.client);
+  g_clear_object (&fw.client);
+  g_free (fw.prefix);
+  return rc;
+}
+
 /* The manager, with the D-Bus interface on the session bus when there is one. */
 static int
 run_manager (const char *config_path, guint depth, gboolean use_dbus, GError **error)
@@ -666,6 +778,11 @@ main (int argc, char **argv)
         print_usage (GT_CONFIG_KIND_SERVER);
       else if (g_strcmp0 (command, "client") == 0)
         print_usage (GT_CONFIG_KIND_CLIENT);
+      else if (g_strcmp0 (command, "connect") == 0)
+        printf ("Usage: gt connect [-c FILE] [OPTIONS]\n\n"
+                "  -c, --config FILE          YAML configuration (type: connect)\n%s"
+                "See docs/p2p.md.\n",
+                gt_connect_config_usage);
       else
         fputs (usage_main, stdout);
       return 0;
@@ -760,9 +877,12 @@ main (int argc, char **argv)
     rc = run_relay (GT_CONFIG_KIND_SERVER, config_path, argc, argv);
   else if (strcmp (command, "client") == 0)
     rc = run_relay (GT_CONFIG_KIND_CLIENT, config_path, argc, argv);
+  else if (strcmp (command, "connect") == 0)
+    rc = run_connect (config_path, argc, argv);
   else
     {
-      fprintf (stderr, "gt: unknown command '%s' (server, client)\n\n%s", command, usage_main);
+      fprintf (stderr, "gt: unknown command '%s' (server, client, connect)\n\n%s", command,
+               usage_main);
       rc = 2;
     }
   g_main_loop_unref (loop);

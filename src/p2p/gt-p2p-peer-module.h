@@ -25,7 +25,10 @@ G_BEGIN_DECLS
   X (gt_p2p_peer_get_n_channels_opened) \
   X (gt_p2p_peer_get_path) \
   X (gt_p2p_peer_get_bytes_in) \
-  X (gt_p2p_peer_get_bytes_out)
+  X (gt_p2p_peer_get_bytes_out) \
+  X (gt_p2p_peer_get_remote_path) \
+  X (gt_p2p_peer_is_connected) \
+  X (gt_p2p_peer_open_channel)
 
 #define GT_P2P_PEER_DECLARE(name) __typeof__ (name) *name;
 typedef struct
@@ -64,6 +67,9 @@ extern const GtP2pPeerApi *_gt_p2p_peer_api;
 #define gt_p2p_peer_get_path (_gt_p2p_peer_api->gt_p2p_peer_get_path)
 #define gt_p2p_peer_get_bytes_in (_gt_p2p_peer_api->gt_p2p_peer_get_bytes_in)
 #define gt_p2p_peer_get_bytes_out (_gt_p2p_peer_api->gt_p2p_peer_get_bytes_out)
+#define gt_p2p_peer_get_remote_path (_gt_p2p_peer_api->gt_p2p_peer_get_remote_path)
+#define gt_p2p_peer_is_connected (_gt_p2p_peer_api->gt_p2p_peer_is_connected)
+#define gt_p2p_peer_open_channel (_gt_p2p_peer_api->gt_p2p_peer_open_channel)
 #endif
 
 G_END_DECLS

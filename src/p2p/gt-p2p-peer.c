@@ -81,6 +81,8 @@ struct _GtP2pPeer
   guint64 bytes_in, bytes_out;
   guint n_channels_opened;
   char *selected_type; /* candidate type of the selected pair */
+  char *selected_remote_type;
+  guint16 next_sid; /* of the channels this side opens */
 };
 
 struct _Channel
@@ -98,12 +100,16 @@ struct _Channel
   gboolean tcp_eof;     /* the local service ended its side */
   gboolean remote_closed;
   gboolean reset_sent;
+  gboolean local;   /* opened by this side (gt_p2p_peer_open_channel) */
+  gboolean traffic; /* a byte was sent or received */
 };
 
 enum
 {
   SIGNAL_LOCAL_CANDIDATE,
   SIGNAL_GATHERING_DONE,
+  SIGNAL_CONNECTED,
+  SIGNAL_CHANNEL_ORPHANED,
   SIGNAL_CLOSED,
   N_SIGNALS
 };
@@ -113,6 +119,7 @@ G_DEFINE_FINAL_TYPE (GtP2pPeer, gt_p2p_peer, G_TYPE_OBJECT)
 
 static void peer_fail (GtP2pPeer *peer, const char *why);
 static void channel_free (Channel *ch);
+static void orphan_channels (GtP2pPeer *peer);
 static void channel_try_read (Channel *ch);
 static void schedule_pump (GtP2pPeer *peer);
 
@@ -459,6 +466,9 @@ state_changed_cb (NiceAgent *agent, guint stream_id, guint component_id, guint s
           g_free (peer->selected_type);
           peer->selected_type = g_strdup (local->type < G_N_ELEMENTS (types) ? types[local->type]
                                                                               : "host");
+          g_free (peer->selected_remote_type);
+          peer->selected_remote_type = g_strdup (
+            remote->type < G_N_ELEMENTS (types) ? types[remote->type] : "host");
         }
       g_debug ("P2P peer %u: ICE connected (%s)", peer->id, peer->selected_type);
       if (peer->dtls_client)
@@ -474,7 +484,7 @@ ice_setup (GtP2pPeer *peer, gboolean controlling, GError **error)
   peer->agent = nice_agent_new_full (g_main_context_get_thread_default (),
                                      NICE_COMPATIBILITY_RFC5245, NICE_AGENT_OPTION_ICE_TRICKLE);
   g_object_set (peer->agent, "controlling-mode", controlling, "ice-tcp", FALSE, "ice-udp", TRUE,
-                "upnp", FALSE, NULL);
+                "upnp", FALSE, "keepalive-conncheck", peer->options.keepalive_check, NULL);
   if (peer->options.stun_host != NULL)
     {
       g_autoptr (GInetAddress) ip = g_inet_address_new_from_string (peer->options.stun_host);
@@ -628,6 +638,7 @@ channel_sctp_send (Channel *ch, const guint8 *data, gsize len, guint32 ppid)
   if (n < 0)
     return FALSE;
   peer->bytes_out += len;
+  ch->traffic = TRUE;
   return TRUE;
 }
 
@@ -858,6 +869,7 @@ handle_message (GtP2pPeer *peer, guint16 sid, guint32 ppid, const guint8 *data, 
   if (ch->tcp_eof && ch->conn == NULL)
     return; /* the service could not be reached */
   peer->bytes_in += len;
+  ch->traffic = TRUE;
   g_byte_array_append (ch->to_tcp, data, (guint) len);
   channel_flush (ch);
 }
@@ -876,6 +888,7 @@ handle_notification (GtP2pPeer *peer, const union sctp_notification *n, gsize le
         {
           g_debug ("P2P peer %u: SCTP up", peer->id);
           peer->sctp_connected = TRUE;
+          g_signal_emit (peer, signals[SIGNAL_CONNECTED], 0);
         }
       else if (n->sn_assoc_change.sac_state == SCTP_COMM_LOST
                || n->sn_assoc_change.sac_state == SCTP_SHUTDOWN_COMP
@@ -1060,6 +1073,120 @@ sctp_start (GtP2pPeer *peer)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Channels this side opens (gt connect) */
+
+gboolean
+gt_p2p_peer_open_channel (GtP2pPeer *peer, const char *label, GSocketConnection *conn,
+                          GBytes *pending, GError **error)
+{
+  struct sctp_sndinfo info = { 0 };
+  gsize label_len = strlen (label);
+  g_autofree guint8 *open = NULL;
+  guint16 sid;
+  Channel *ch;
+
+  g_return_val_if_fail (GT_IS_P2P_PEER (peer), FALSE);
+  g_return_val_if_fail (G_IS_SOCKET_CONNECTION (conn), FALSE);
+
+  if (!gt_p2p_peer_is_connected (peer))
+    {
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_CONNECTED,
+                           "the P2P peer is not connected");
+      return FALSE;
+    }
+  if (label_len > G_MAXUINT16 || g_hash_table_size (peer->channels) >= MAX_CHANNELS / 2)
+    {
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_TOO_MANY_OPEN_FILES,
+                           "no data channel can be opened");
+      return FALSE;
+    }
+  /* RFC 8832: the DTLS client takes even stream ids, the server odd ones. */
+  for (sid = peer->next_sid;; sid = (guint16) ((sid + 2) % MAX_CHANNELS))
+    if (!g_hash_table_contains (peer->channels, GUINT_TO_POINTER (sid)))
+      break;
+  peer->next_sid = (guint16) ((sid + 2) % MAX_CHANNELS);
+
+  /* OPEN: type, reliable ordered, priority 256, reliability 0, label, empty protocol. */
+  open = g_malloc0 (12 + label_len);
+  open[0] = DCEP_OPEN;
+  open[2] = 1;
+  open[8] = (guint8) (label_len >> 8);
+  open[9] = (guint8) label_len;
+  memcpy (open + 12, label, label_len);
+  info.snd_sid = sid;
+  info.snd_flags = SCTP_EOR;
+  info.snd_ppid = g_htonl (DCEP_PPID);
+  if (usrsctp_sendv (peer->sock, open, 12 + label_len, NULL, 0, &info, sizeof info,
+                     SCTP_SENDV_SNDINFO, 0)
+      < 0)
+    {
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (errno), "DCEP OPEN: %s",
+                   g_strerror (errno));
+      return FALSE;
+    }
+  ch = g_new0 (Channel, 1);
+  ch->peer = peer;
+  ch->sid = sid;
+  ch->local = TRUE;
+  ch->label = g_strdup (label);
+  ch->to_tcp = g_byte_array_new ();
+  ch->cancellable = g_cancellable_new ();
+  ch->conn = g_object_ref (conn);
+  ch->unsent = g_malloc (CHANNEL_READ);
+  if (pending != NULL)
+    {
+      ch->unsent_len = MIN (g_bytes_get_size (pending), CHANNEL_READ);
+      memcpy (ch->unsent, g_bytes_get_data (pending, NULL), ch->unsent_len);
+    }
+  g_hash_table_insert (peer->channels, GUINT_TO_POINTER (sid), ch);
+  peer->n_channels_opened++;
+  g_clear_handle_id (&peer->timeout_id, g_source_remove);
+  g_socket_set_option (g_socket_connection_get_socket (conn), IPPROTO_TCP, 1 /* TCP_NODELAY */,
+                       1, NULL);
+  g_debug ("P2P peer %u: channel %u '%s' opened by us", peer->id, sid, label);
+  channel_try_read (ch);
+  return TRUE;
+}
+
+gboolean
+gt_p2p_peer_is_connected (GtP2pPeer *peer)
+{
+  return peer->state == STATE_SCTP && peer->sctp_connected && peer->sock != NULL;
+}
+
+/* Closing: channels we opened that carried nothing go back to their owner with their bytes. */
+static void
+orphan_channels (GtP2pPeer *peer)
+{
+  g_autoptr (GPtrArray) orphans = g_ptr_array_new ();
+  GHashTableIter iter;
+  gpointer value;
+
+  g_hash_table_iter_init (&iter, peer->channels);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      Channel *ch = value;
+
+      if (ch->local && !ch->traffic && ch->conn != NULL && !ch->tcp_eof)
+        g_ptr_array_add (orphans, ch);
+    }
+  for (guint i = 0; i < orphans->len; i++)
+    {
+      Channel *ch = orphans->pdata[i];
+      g_autoptr (GSocketConnection) conn = g_steal_pointer (&ch->conn);
+      g_autoptr (GBytes) pending = g_bytes_new (ch->unsent, ch->unsent_len);
+
+      if (ch->read_source != NULL)
+        g_source_destroy (ch->read_source);
+      g_clear_pointer (&ch->read_source, g_source_unref);
+      if (ch->write_source != NULL)
+        g_source_destroy (ch->write_source);
+      g_clear_pointer (&ch->write_source, g_source_unref);
+      g_signal_emit (peer, signals[SIGNAL_CHANNEL_ORPHANED], 0, conn, pending);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Lifecycle */
 
 static void
@@ -1083,6 +1210,7 @@ gt_p2p_peer_close (GtP2pPeer *peer)
   g_clear_handle_id (&peer->timeout_id, g_source_remove);
   g_clear_handle_id (&peer->dtls_timer_id, g_source_remove);
   g_clear_handle_id (&peer->pump_id, g_source_remove);
+  orphan_channels (peer);
   g_hash_table_remove_all (peer->channels);
   if (peer->sock != NULL)
     {
@@ -1151,6 +1279,7 @@ gt_p2p_peer_set_remote_offer (GtP2pPeer *peer, const GtSdp *offer, GError **erro
 
   /* Answerer: ICE controlled; DTLS client unless the offer insists on being it. */
   peer->dtls_client = offer->setup != GT_SDP_SETUP_ACTIVE;
+  peer->next_sid = peer->dtls_client ? 0 : 1;
   peer->mid = g_strdup (offer->mid);
   if (!make_certificate (peer, error) || !ice_setup (peer, FALSE, error))
     return FALSE;
@@ -1186,6 +1315,7 @@ gt_p2p_peer_set_remote_answer (GtP2pPeer *peer, const GtSdp *answer, GError **er
       return FALSE;
     }
   peer->dtls_client = answer->setup == GT_SDP_SETUP_PASSIVE;
+  peer->next_sid = peer->dtls_client ? 0 : 1;
   return apply_remote (peer, answer, error);
 }
 
@@ -1276,6 +1406,12 @@ gt_p2p_peer_get_path (GtP2pPeer *peer)
   return peer->selected_type != NULL ? peer->selected_type : "none";
 }
 
+const char *
+gt_p2p_peer_get_remote_path (GtP2pPeer *peer)
+{
+  return peer->selected_remote_type != NULL ? peer->selected_remote_type : "none";
+}
+
 guint64
 gt_p2p_peer_get_bytes_in (GtP2pPeer *peer)
 {
@@ -1315,6 +1451,7 @@ gt_p2p_peer_finalize (GObject *object)
   g_free (peer->options.stun_host);
   g_free (peer->mid);
   g_free (peer->selected_type);
+  g_free (peer->selected_remote_type);
   G_OBJECT_CLASS (gt_p2p_peer_parent_class)->finalize (object);
 }
 
@@ -1331,6 +1468,12 @@ gt_p2p_peer_class_init (GtP2pPeerClass *klass)
   signals[SIGNAL_GATHERING_DONE] = g_signal_new ("gathering-done", G_TYPE_FROM_CLASS (klass),
                                                  G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,
                                                  G_TYPE_NONE, 0);
+  signals[SIGNAL_CONNECTED] = g_signal_new ("connected", G_TYPE_FROM_CLASS (klass),
+                                            G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL, G_TYPE_NONE,
+                                            0);
+  signals[SIGNAL_CHANNEL_ORPHANED]
+    = g_signal_new ("channel-orphaned", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL,
+                    NULL, NULL, G_TYPE_NONE, 2, G_TYPE_SOCKET_CONNECTION, G_TYPE_BYTES);
   signals[SIGNAL_CLOSED] = g_signal_new ("closed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST,
                                          0, NULL, NULL, NULL, G_TYPE_NONE, 0);
 }

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "gt-p2p-peer-module.h"
+#include "gt-p2p-peer.h"
+#include "gt-relay-endpoint.h"
 #include "gt-xp.h"
 
 /* A signalling body holds a description and some candidates: far less than this. */
@@ -297,8 +299,10 @@ start_exchange (GtP2pSignalling *self, SoupServerMessage *msg, GtP2pPeer *peer,
   g_signal_connect (peer, "gathering-done", G_CALLBACK (gathering_done_cb), ex);
   /* A peer that fails while gathering still ends its answer. */
   g_signal_connect (peer, "closed", G_CALLBACK (gathering_done_cb), ex);
+  /* Not paused here: the answer and the candidates so far go out now (a peer waiting for them
+   * starts ICE at once); libsoup pauses a chunked body by itself when it runs out of chunks, and
+   * each later candidate unpauses it. */
   ex->paused = TRUE;
-  soup_server_message_pause (msg);
 }
 
 static gboolean
@@ -442,19 +446,12 @@ socket_gone_cb (gpointer data, GObject *where_the_object_was)
       }
 }
 
+/* GT's 403; what the peer still sends is read (bounded) before the close, so that a request
+ * body still on its way does not turn the close into a reset that loses the answer. */
 static void
 refuse (int fd)
 {
-  char sink[4096];
-
-  if (send (fd, GT_XP_FORBIDDEN, strlen (GT_XP_FORBIDDEN),
-            MSG_NOSIGNAL | MSG_DONTWAIT)
-      < 0)
-    g_debug ("P2P signalling: cannot refuse: %s", g_strerror (errno));
-  shutdown (fd, SHUT_WR);
-  while (recv (fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
-    ;
-  close (fd);
+  gt_socket_reply_and_close (fd, GT_XP_FORBIDDEN, strlen (GT_XP_FORBIDDEN));
 }
 
 void

@@ -274,7 +274,14 @@ parse_limited (const guint8 *buf, gsize len, gsize limit, GtStunMessage *out, GE
 
   memset (out, 0, sizeof *out);
   out->requested_transport = -1;
-  if (!gt_stun_looks_like_stun (buf, len))
+  /* RFC 3489 clients: a Binding request (type 0x0001) whose cookie field is transaction id. */
+  if (len >= GT_STUN_HEADER_SIZE && rd16 (buf) == 0x0001
+      && rd32 (buf + 4) != GT_STUN_MAGIC_COOKIE)
+    {
+      out->classic = TRUE;
+      memcpy (out->classic_cookie, buf + 4, 4);
+    }
+  else if (!gt_stun_looks_like_stun (buf, len))
     return fail (error, GT_STUN_ERROR_NOT_STUN, "not a STUN message");
   if (len > limit)
     return fail (error, GT_STUN_ERROR_TOO_LARGE, "STUN message too large");
@@ -321,6 +328,8 @@ parse_limited (const guint8 *buf, gsize len, gsize limit, GtStunMessage *out, GE
           out->integrity_offset = pos;
           break;
         case GT_STUN_ATTR_FINGERPRINT:
+          if (out->classic)
+            return fail (error, GT_STUN_ERROR_NOT_STUN, "a FINGERPRINT without magic cookie");
           if (alen != 4)
             return fail (error, GT_STUN_ERROR_MALFORMED, "bad STUN FINGERPRINT length");
           if (rd32 (v) != fingerprint (buf, pos))
@@ -530,6 +539,16 @@ gt_stun_builder_finish (GtStunBuilder *b, const guint8 *key, gsize key_len)
   return b->pos;
 }
 
+/* A classic (RFC 3489) answer: the request's cookie bytes back, the length, no SOFTWARE and no
+ * FINGERPRINT (RFC 8489 §12). */
+static gsize
+finish_classic (GtStunBuilder *b, const GtStunMessage *request)
+{
+  memcpy (b->out + 4, request->classic_cookie, 4);
+  wr16 (b->out + 2, (guint16) (b->pos - GT_STUN_HEADER_SIZE));
+  return b->pos;
+}
+
 gsize
 gt_stun_build_binding_request (const guint8 transaction_id[12], guint8 *out)
 {
@@ -551,6 +570,18 @@ gt_stun_build_binding_success (const GtStunMessage *request, const GtStunAddress
   g_return_val_if_fail (mapped->family == 4 || mapped->family == 6, 0);
   gt_stun_builder_init (&b, out, GT_STUN_MAX_MESSAGE, request->method, GT_STUN_CLASS_SUCCESS,
                         request->transaction_id);
+  if (request->classic)
+    {
+      guint8 v[20];
+      gsize alen = mapped->family == 4 ? 4 : 16;
+
+      v[0] = 0;
+      v[1] = mapped->family == 4 ? 0x01 : 0x02;
+      wr16 (v + 2, mapped->port);
+      memcpy (v + 4, mapped->bytes, alen);
+      gt_stun_builder_add_bytes (&b, GT_STUN_ATTR_MAPPED_ADDRESS, v, 4 + alen);
+      return finish_classic (&b, request);
+    }
   gt_stun_builder_add_xor_address (&b, GT_STUN_ATTR_XOR_MAPPED_ADDRESS, mapped);
   return gt_stun_builder_finish (&b, NULL, 0);
 }
@@ -574,6 +605,8 @@ gt_stun_build_error (const GtStunMessage *request, guint code, const char *reaso
       gt_stun_builder_add_bytes (&b, GT_STUN_ATTR_UNKNOWN_ATTRIBUTES, types,
                                  2 * request->n_unknown);
     }
+  if (request->classic)
+    return finish_classic (&b, request);
   return gt_stun_builder_finish (&b, NULL, 0);
 }
 

@@ -118,6 +118,10 @@ typedef struct
   GtStunAddress xor_relayed;
   GtStunAddress peers[GT_STUN_MAX_PEERS]; /* XOR-PEER-ADDRESS, in order */
   guint n_peers;
+  /* A classic (RFC 3489) Binding request: no magic cookie, those 4 bytes are part of its
+   * transaction id. libnice discovers server-reflexive candidates with these. */
+  gboolean classic;
+  guint8 classic_cookie[4];
 } GtStunMessage;
 
 struct sockaddr_storage;
@@ -132,7 +136,8 @@ gboolean gt_stun_looks_like_stun (const guint8 *buf, gsize len);
 
 /* Parses one datagram. FALSE with GT_STUN_ERROR_* when it is not one well-formed STUN message
  * (header, length a multiple of 4 equal to the datagram's, attributes inside the message,
- * FINGERPRINT last and correct, XOR-MAPPED-ADDRESS well formed); the caller drops it. */
+ * FINGERPRINT last and correct, XOR-MAPPED-ADDRESS well formed); the caller drops it. Without
+ * the magic cookie only a classic Binding request (RFC 3489, no FINGERPRINT) is accepted. */
 gboolean gt_stun_parse (const guint8 *buf, gsize len, GtStunMessage *out, GError **error);
 /* The same for a TURN server's socket: messages up to GT_TURN_MAX_MESSAGE. */
 gboolean gt_stun_parse_turn (const guint8 *buf, gsize len, GtStunMessage *out, GError **error);
@@ -177,7 +182,8 @@ gsize gt_turn_channel_data_build (guint16 channel, const guint8 *data, gsize dat
 /* Builders: write into out (at least GT_STUN_MAX_MESSAGE bytes) and return the length. Every
  * message ends with SOFTWARE "gt" and FINGERPRINT. */
 gsize gt_stun_build_binding_request (const guint8 transaction_id[12], guint8 *out);
-/* Success answer to request with XOR-MAPPED-ADDRESS = mapped. */
+/* Success answer to request with XOR-MAPPED-ADDRESS = mapped; to a classic request, as RFC 8489
+ * section 12 says: its cookie bytes back and MAPPED-ADDRESS (no SOFTWARE, no FINGERPRINT). */
 gsize gt_stun_build_binding_success (const GtStunMessage *request, const GtStunAddress *mapped,
                                      guint8 *out);
 /* Error answer (e.g. 400 Bad Request, 420 Unknown Attribute with the request's unknown types). */

@@ -54,6 +54,20 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
       || (msg.has_xor_mapped && msg.xor_mapped.family != 4 && msg.xor_mapped.family != 6))
     abort ();
 
+  /* A classic (RFC 3489) request gets classic answers: its 16 id bytes back, MAPPED-ADDRESS. */
+  if (msg.classic)
+    {
+      n = gt_stun_build_binding_success (&msg, &mapped, out);
+      if (n != 32 || out[0] != 0x01 || out[1] != 0x01 || memcmp (out + 4, copy + 4, 16) != 0
+          || out[20] != 0x00 || out[21] != 0x01 || memcmp (out + 28, mapped.bytes, 4) != 0)
+        abort ();
+      n = gt_stun_build_error (&msg, 420, "Unknown Attribute", out);
+      if (n < 24 || out[0] != 0x01 || out[1] != 0x11 || memcmp (out + 4, copy + 4, 16) != 0
+          || 20 + (gsize) (out[2] << 8 | out[3]) != n)
+        abort ();
+      return 0;
+    }
+
   /* Every answer the server may build from an accepted message parses back, with its id. */
   n = gt_stun_build_binding_success (&msg, &mapped, out);
   if (!gt_stun_parse (out, n, &back, NULL) || memcmp (back.transaction_id, msg.transaction_id, 12)
