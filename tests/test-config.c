@@ -2746,6 +2746,51 @@ test_tcp_forward (void)
   }
 }
 
+/* remoteTURN: a turn: URL, only with remoteSTUN; its host and port for the peers. */
+static void
+test_client_turn (void)
+{
+  static const struct
+  {
+    const char *yaml;
+    const char *expected; /* NULL: valid */
+  } cases[] = {
+    { "options: {id: a, secret: s, remote: 'tcp://h:1', remoteSTUN: 'stun:h:3478', "
+      "remoteTURN: 'turn:relay.example.org:5349'}\nservices: [{local: 'tcp://127.0.0.1:1'}]\n",
+      NULL },
+    { "options: {id: a, secret: s, remote: 'tcp://h:1', remoteSTUN: 'stun:h:3478', "
+      "remoteTURN: 'stun:h:3478'}\nservices: [{local: 'tcp://127.0.0.1:1'}]\n",
+      "c.yaml: bad remoteTURN 'stun:h:3478': use turn:host[:port]" },
+    { "options: {id: a, secret: s, remote: 'tcp://h:1', remoteTURN: 'turn:h'}\n"
+      "services: [{local: 'tcp://127.0.0.1:1'}]\n",
+      "c.yaml: remoteTURN needs remoteSTUN (P2P is on only with remoteSTUN)" },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GtClientConfig) config = gt_client_config_new ();
+      g_autoptr (GError) error = NULL;
+      g_autofree char *host = NULL;
+      guint16 port = 0;
+
+      g_test_message ("%s", cases[i].yaml);
+      g_assert_true (gt_client_config_load_data (config, cases[i].yaml, -1, "c.yaml", NULL,
+                                                 &error));
+      if (cases[i].expected == NULL)
+        {
+          g_assert_true (gt_client_config_validate (config, NULL, &error));
+          g_assert_true (gt_client_config_get_turn (config, &host, &port));
+          g_assert_cmpstr (host, ==, "relay.example.org");
+          g_assert_cmpuint (port, ==, 5349);
+        }
+      else
+        {
+          g_assert_false (gt_client_config_validate (config, NULL, &error));
+          g_assert_cmpstr (error->message, ==, cases[i].expected);
+        }
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -2803,6 +2848,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/core/config/key-tables-covered", test_key_tables_covered);
   g_test_add_func ("/gt/core/config/server/listener-keys", test_listener_keys);
   g_test_add_func ("/gt/core/config/describe-options", test_describe_options);
+  g_test_add_func ("/gt/core/config/client/turn", test_client_turn);
 
   return g_test_run ();
 }

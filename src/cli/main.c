@@ -643,8 +643,7 @@ run_connect (const char *config_path, int argc, char **argv)
   /* The direct path is a WebRTC peer: gt's module gt-webrtc. */
   if (!gt_p2p_peer_module_load (&error))
     {
-      fprintf (stderr, "gt connect: %s
-", error->message);
+      fprintf (stderr, "gt connect: %s\n", error->message);
       return 1;
     }
   setup_signals ();

@@ -100,6 +100,8 @@ static const GtConfigOpt client_opts[] = {
         "do not verify the server certificate"),
   COPT ("remoteSTUN", GT_OPT_STUN_URLS, remote_stun, 0,
         "STUN server for P2P, stun:host[:port] (repeatable); none = P2P refused"),
+  COPT ("remoteTURN", GT_OPT_STRING, remote_turn, 0,
+        "TURN server (turn:host[:port]) for relayed P2P candidates; credentials from id/secret"),
   COPT ("webrtcConnections", GT_OPT_UINT32, webrtc_connections, DEFAULT_WEBRTC_CONNECTIONS,
         "P2P peers at once (1..50)"),
   COPT ("webrtcConnectionIdleTimeout", GT_OPT_DURATION, webrtc_idle_timeout_ms,

@@ -102,6 +102,7 @@ char *_gt_config_parse_cidr (const char *text);
 char *_gt_config_parse_forward_rule (const char *text);
 /* "stun:host[:port]" (port default 3478, [v6] literal allowed): NULL or an error message. */
 char *_gt_config_parse_stun_url (const char *text, char **host_out, guint16 *port_out);
+char *_gt_config_parse_turn_url (const char *text, char **host_out, guint16 *port_out);
 char *_gt_config_parse_regex (const char *text);
 char *_gt_config_parse_http_url (const char *name, const char *text);
 char *_gt_config_parse_range (const char *text, GtPortRange *range);

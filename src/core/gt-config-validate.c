@@ -460,6 +460,16 @@ gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issue_out, GE
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
                         "tcpForwardAddr and tcpForwardHostPrefix go together: set both (the "
                         "local listener and the host prefix its connections reach) or neither");
+  if (config->remote_turn != NULL)
+    {
+      g_autofree char *message = _gt_config_parse_turn_url (config->remote_turn, NULL, NULL);
+
+      if (message != NULL)
+        return fail_global (file, GT_CONFIG_ERROR_VALUE, issue_out, error, "%s", message);
+      if (config->remote_stun == NULL)
+        return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,
+                            "remoteTURN needs remoteSTUN (P2P is on only with remoteSTUN)");
+    }
   /* A client that only forwards publishes nothing. */
   if (config->services->len == 0 && config->tcp_forward_addr == NULL)
     return fail_global (file, GT_CONFIG_ERROR_INVALID, issue_out, error,

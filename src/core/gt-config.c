@@ -634,29 +634,55 @@ _gt_config_parse_forward_rule (const char *text)
   return NULL;
 }
 
-char *
-_gt_config_parse_stun_url (const char *text, char **host_out, guint16 *port_out)
+/* "SCHEME:host[:port]" (default port 3478) of the key remoteSTUN or remoteTURN. */
+static char *
+parse_udp_server_url (const char *key, const char *scheme, const char *text, char **host_out,
+                      guint16 *port_out)
 {
   g_autoptr (GSocketConnectable) addr = NULL;
   g_autofree char *host = NULL;
+  gsize scheme_len = strlen (scheme);
   const char *rest;
   guint16 port;
 
-  if (g_ascii_strncasecmp (text, "stun:", 5) != 0)
-    return g_strdup_printf ("bad remoteSTUN '%s': use stun:host[:port]", text);
-  rest = text + 5;
+  if (g_ascii_strncasecmp (text, scheme, scheme_len) != 0 || text[scheme_len] != ':')
+    return g_strdup_printf ("bad %s '%s': use %s:host[:port]", key, text, scheme);
+  rest = text + scheme_len + 1;
   if (*rest == '\0' || strpbrk (rest, " /?#@") != NULL
       || (addr = g_network_address_parse (rest, 3478, NULL)) == NULL)
-    return g_strdup_printf ("bad remoteSTUN '%s': use stun:host[:port]", text);
+    return g_strdup_printf ("bad %s '%s': use %s:host[:port]", key, text, scheme);
   host = g_strdup (g_network_address_get_hostname (G_NETWORK_ADDRESS (addr)));
   port = g_network_address_get_port (G_NETWORK_ADDRESS (addr));
   if (port == 0)
-    return g_strdup_printf ("bad remoteSTUN '%s': port 0", text);
+    return g_strdup_printf ("bad %s '%s': port 0", key, text);
   if (host_out != NULL)
     *host_out = g_steal_pointer (&host);
   if (port_out != NULL)
     *port_out = port;
   return NULL;
+}
+
+char *
+_gt_config_parse_stun_url (const char *text, char **host_out, guint16 *port_out)
+{
+  return parse_udp_server_url ("remoteSTUN", "stun", text, host_out, port_out);
+}
+
+char *
+_gt_config_parse_turn_url (const char *text, char **host_out, guint16 *port_out)
+{
+  return parse_udp_server_url ("remoteTURN", "turn", text, host_out, port_out);
+}
+
+gboolean
+gt_client_config_get_turn (const GtClientConfig *config, char **host_out, guint16 *port_out)
+{
+  g_autofree char *message = NULL;
+
+  if (config->remote_turn == NULL)
+    return FALSE;
+  message = _gt_config_parse_turn_url (config->remote_turn, host_out, port_out);
+  return message == NULL;
 }
 
 /* A host regex must compile (GRegex, PCRE syntax; GT uses Go's RE2, the common subset is the
@@ -1136,6 +1162,7 @@ gt_client_config_free (GtClientConfig *config)
   g_ptr_array_unref (config->warnings);
   g_free (config->remote_cert);
   g_strfreev (config->remote_stun);
+  g_free (config->remote_turn);
   g_free (config->tcp_forward_addr);
   g_free (config->tcp_forward_host_prefix);
   _gt_web_config_clear (&config->web);

@@ -183,6 +183,7 @@ typedef struct
   char *remote_cert;         /* options.remoteCert: PEM file path or "sha256:<hex>" pin */
   gboolean remote_cert_insecure; /* options.remoteCertInsecure */
   char **remote_stun;        /* options.remoteSTUN: "stun:host[:port]" URLs; NULL = P2P refused */
+  char *remote_turn;         /* options.remoteTURN (ours): "turn:host[:port]"; NULL = no TURN */
   guint webrtc_connections;  /* options.webrtcConnections: P2P peers at once, default 30 (1..50) */
   guint64 webrtc_idle_timeout_ms; /* options.webrtcConnectionIdleTimeout, default 5 min */
   guint webrtc_min_port;     /* options.webrtcMinPort: ICE UDP ports, 0 = any */
@@ -283,6 +284,9 @@ gboolean gt_parse_port_range (const char *text, GtPortRange *range, GError **err
 gboolean gt_server_config_load_users_file (GtServerConfig *config, GtConfigIssue **issue_out,
                                            GError **error);
 
+/* remoteTURN's host and port (validated by gt_client_config_validate); FALSE when unset. */
+gboolean gt_client_config_get_turn (const GtClientConfig *config, char **host_out,
+                                    guint16 *port_out);
 const GtUserConfig *gt_server_config_find_user (const GtServerConfig *config, const char *id);
 
 G_END_DECLS

@@ -21,6 +21,7 @@ const char gt_connect_config_usage[]
       "                             or :PORT/ (tcp service on server port PORT); default gt\n"
       "  --localAddr HOST:PORT      local TCP listener (alias tcpForwardAddr)\n"
       "  --remoteSTUN stun:HOST:PORT  STUN server for server-reflexive candidates\n"
+      "  --remoteTURN turn:HOST:PORT  TURN server for relayed candidates (needs --id, --secret)\n"
       "  --id ID --secret SECRET    log in as this client: the relay path is a tcpForward stream\n"
       "                             through the server (its tcpForwardAllow must allow it)\n"
       "  --relayAddr HOST:PORT      relay path as a plain TCP address (default: with --id a\n"
@@ -60,6 +61,7 @@ gt_connect_config_free (GtConnectConfig *config)
   g_free (config->local_addr);
   g_free (config->relay_addr);
   g_free (config->stun_host);
+  g_free (config->turn_host);
   g_free (config->metrics_addr);
   g_free (config->log_level);
   g_free (config);
@@ -154,6 +156,22 @@ gt_connect_config_set (GtConnectConfig *config, const char *key, const char *val
       g_free (config->stun_host);
       config->stun_host = g_strdup (g_network_address_get_hostname (G_NETWORK_ADDRESS (addr)));
       config->stun_port = g_network_address_get_port (G_NETWORK_ADDRESS (addr));
+      return TRUE;
+    }
+  else if (strcmp (key, "remoteTURN") == 0)
+    {
+      g_autoptr (GSocketConnectable) addr = NULL;
+
+      if (!g_str_has_prefix (value, "turn:")
+          || (addr = g_network_address_parse (value + 5, 3478, NULL)) == NULL)
+        {
+          g_set_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE,
+                       "remoteTURN: '%s' is not a turn:host[:port] URL", value);
+          return FALSE;
+        }
+      g_free (config->turn_host);
+      config->turn_host = g_strdup (g_network_address_get_hostname (G_NETWORK_ADDRESS (addr)));
+      config->turn_port = g_network_address_get_port (G_NETWORK_ADDRESS (addr));
       return TRUE;
     }
   else if (strcmp (key, "webrtcMinPort") == 0)
@@ -394,6 +412,13 @@ gt_connect_config_validate (GtConnectConfig *config, GError **error)
     {
       g_set_error_literal (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID,
                            "id and secret: both or neither");
+      return FALSE;
+    }
+  if (config->turn_host != NULL && config->id == NULL)
+    {
+      g_set_error_literal (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_INVALID,
+                           "remoteTURN needs id and secret (the TURN credentials are made "
+                           "from them)");
       return FALSE;
     }
   /* The tcpForward relay reaches the http service of the prefix: the direct path too. */

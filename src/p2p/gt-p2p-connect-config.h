@@ -21,6 +21,8 @@ typedef struct
   char *relay_addr;  /* host:port of the relay path; NULL = server host + the :port/ label */
   char *stun_host;   /* from remoteSTUN; NULL = host candidates only */
   guint16 stun_port;
+  char *turn_host;   /* from remoteTURN (needs id and secret); NULL = no relayed candidates */
+  guint16 turn_port;
   guint webrtc_min_port, webrtc_max_port;
   char *metrics_addr; /* host:port serving /metrics; NULL = none */
   char *log_level;

@@ -16,6 +16,7 @@
 #include "gt-metrics.h"
 #include "gt-p2p-peer-module.h"
 #include "gt-sdp.h"
+#include "gt-turn-server.h"
 #include "gt-xp.h"
 
 /* Candidates gathered after this still trickle... but GT's offer mode takes one body: an offer
@@ -677,6 +678,8 @@ attempt_start (GtP2pConnect *self)
 {
   GtP2pPeerOptions options = { 0 };
   g_autoptr (GError) error = NULL;
+  g_autofree char *turn_username = NULL;
+  g_autofree char *turn_password = NULL;
 
   if (self->peer != NULL)
     return;
@@ -685,6 +688,15 @@ attempt_start (GtP2pConnect *self)
   self->last_attempt_us = g_get_monotonic_time ();
   options.stun_host = self->config->stun_host;
   options.stun_port = self->config->stun_port;
+  if (self->config->turn_host != NULL)
+    {
+      gt_turn_credentials (self->config->id, self->config->secret, 24 * 3600, &turn_username,
+                           &turn_password);
+      options.turn_host = self->config->turn_host;
+      options.turn_port = self->config->turn_port;
+      options.turn_username = turn_username;
+      options.turn_password = turn_password;
+    }
   options.min_port = self->config->webrtc_min_port;
   options.max_port = self->config->webrtc_max_port;
   options.idle_timeout_ms = PEER_TIMER_MS;

@@ -476,6 +476,25 @@ state_changed_cb (NiceAgent *agent, guint stream_id, guint component_id, guint s
     }
 }
 
+/* libnice takes IP addresses: a name is looked up once here (NULL when it cannot be). */
+static char *
+server_ip (const char *host)
+{
+  g_autoptr (GInetAddress) ip = g_inet_address_new_from_string (host);
+  g_autoptr (GResolver) resolver = NULL;
+  GList *addrs;
+  char *text = NULL;
+
+  if (ip != NULL)
+    return g_strdup (host);
+  resolver = g_resolver_get_default ();
+  addrs = g_resolver_lookup_by_name (resolver, host, NULL, NULL);
+  if (addrs != NULL)
+    text = g_inet_address_to_string (addrs->data);
+  g_resolver_free_addresses (addrs);
+  return text;
+}
+
 static gboolean
 ice_setup (GtP2pPeer *peer, gboolean controlling, GError **error)
 {
@@ -487,26 +506,11 @@ ice_setup (GtP2pPeer *peer, gboolean controlling, GError **error)
                 "upnp", FALSE, "keepalive-conncheck", peer->options.keepalive_check, NULL);
   if (peer->options.stun_host != NULL)
     {
-      g_autoptr (GInetAddress) ip = g_inet_address_new_from_string (peer->options.stun_host);
+      g_autofree char *ip = server_ip (peer->options.stun_host);
 
-      /* libnice takes an IP address; a name is looked up once here. */
       if (ip != NULL)
-        g_object_set (peer->agent, "stun-server", peer->options.stun_host, "stun-server-port",
+        g_object_set (peer->agent, "stun-server", ip, "stun-server-port",
                       (guint) peer->options.stun_port, NULL);
-      else
-        {
-          g_autoptr (GResolver) resolver = g_resolver_get_default ();
-          GList *addrs = g_resolver_lookup_by_name (resolver, peer->options.stun_host, NULL, NULL);
-
-          if (addrs != NULL)
-            {
-              g_autofree char *text = g_inet_address_to_string (addrs->data);
-
-              g_object_set (peer->agent, "stun-server", text, "stun-server-port",
-                            (guint) peer->options.stun_port, NULL);
-            }
-          g_resolver_free_addresses (addrs);
-        }
     }
   /* libnice leaves loopback out of its own enumeration: list the addresses ourselves. */
   ips = nice_interfaces_get_local_ips (peer->options.loopback);
@@ -527,6 +531,17 @@ ice_setup (GtP2pPeer *peer, gboolean controlling, GError **error)
   if (peer->options.min_port != 0)
     nice_agent_set_port_range (peer->agent, peer->stream_id, 1, peer->options.min_port,
                                peer->options.max_port);
+  if (peer->options.turn_host != NULL)
+    {
+      g_autofree char *ip = server_ip (peer->options.turn_host);
+
+      /* A relayed candidate on the TURN server, for NATs ICE cannot cross otherwise. */
+      if (ip == NULL
+          || !nice_agent_set_relay_info (peer->agent, peer->stream_id, 1, ip,
+                                         peer->options.turn_port, peer->options.turn_username,
+                                         peer->options.turn_password, NICE_RELAY_TYPE_TURN_UDP))
+        g_message ("P2P peer %u: TURN server %s not usable", peer->id, peer->options.turn_host);
+    }
   g_signal_connect (peer->agent, "new-candidate-full", G_CALLBACK (new_candidate_cb), peer);
   g_signal_connect (peer->agent, "candidate-gathering-done", G_CALLBACK (gathering_done_cb), peer);
   g_signal_connect (peer->agent, "component-state-changed", G_CALLBACK (state_changed_cb), peer);
@@ -1261,6 +1276,9 @@ gt_p2p_peer_new (const GtP2pPeerOptions *options, guint id)
   peer->id = id;
   peer->options = *options;
   peer->options.stun_host = g_strdup (options->stun_host);
+  peer->options.turn_host = g_strdup (options->turn_host);
+  peer->options.turn_username = g_strdup (options->turn_username);
+  peer->options.turn_password = g_strdup (options->turn_password);
   peer->timeout_id = g_timeout_add (MAX (options->setup_timeout_ms, 1), setup_timeout_cb, peer);
   return peer;
 }
@@ -1449,6 +1467,9 @@ gt_p2p_peer_finalize (GObject *object)
   if (peer->creds != NULL)
     gnutls_certificate_free_credentials (peer->creds);
   g_free (peer->options.stun_host);
+  g_free (peer->options.turn_host);
+  g_free (peer->options.turn_username);
+  g_free (peer->options.turn_password);
   g_free (peer->mid);
   g_free (peer->selected_type);
   g_free (peer->selected_remote_type);

@@ -15,6 +15,10 @@ typedef struct
 {
   char *stun_host;          /* NULL = no STUN server */
   guint16 stun_port;
+  char *turn_host;          /* NULL = no TURN server (relayed candidates) */
+  guint16 turn_port;
+  char *turn_username;      /* TURN REST credentials (gt_turn_credentials) */
+  char *turn_password;      /* never logged */
   guint min_port, max_port; /* ICE UDP port range, 0 = any */
   guint64 idle_timeout_ms;  /* closes this long after the last channel closed */
   guint64 setup_timeout_ms; /* closes when no channel opened within this */

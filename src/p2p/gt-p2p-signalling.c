@@ -15,6 +15,7 @@
 #include "gt-p2p-peer-module.h"
 #include "gt-p2p-peer.h"
 #include "gt-relay-endpoint.h"
+#include "gt-turn-server.h"
 #include "gt-xp.h"
 
 /* A signalling body holds a description and some candidates: far less than this. */
@@ -141,6 +142,9 @@ peer_new (GtP2pSignalling *self)
   GtP2pPeerOptions options = { 0 };
   g_autofree char *stun_host = NULL;
   guint16 stun_port = 0;
+  g_autofree char *turn_host = NULL;
+  g_autofree char *turn_username = NULL;
+  g_autofree char *turn_password = NULL;
   GtP2pPeer *peer;
 
   /* The first STUN server that parses (validated by the config loader). */
@@ -158,6 +162,14 @@ peer_new (GtP2pSignalling *self)
     }
   options.stun_host = stun_host;
   options.stun_port = stun_port;
+  /* TURN: credentials made from this client's id and secret, good for a day. */
+  if (config->secret != NULL && gt_client_config_get_turn (config, &turn_host, &options.turn_port))
+    {
+      gt_turn_credentials (config->id, config->secret, 24 * 3600, &turn_username, &turn_password);
+      options.turn_host = turn_host;
+      options.turn_username = turn_username;
+      options.turn_password = turn_password;
+    }
   options.min_port = config->webrtc_min_port;
   options.max_port = config->webrtc_max_port;
   options.idle_timeout_ms = config->webrtc_idle_timeout_ms;

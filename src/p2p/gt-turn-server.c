@@ -141,6 +141,15 @@ gt_turn_password (const char *secret, const char *username)
   return g_base64_encode (digest, len);
 }
 
+void
+gt_turn_credentials (const char *user, const char *secret, guint valid_s, char **username,
+                     char **password)
+{
+  *username = g_strdup_printf ("%" G_GINT64_FORMAT ":%s",
+                               g_get_real_time () / G_USEC_PER_SEC + valid_s, user);
+  *password = gt_turn_password (secret, *username);
+}
+
 /* Nonces carry their expiry and a MAC of it under a key of this process: nothing to store. */
 static char *
 make_nonce (GtTurnServer *turn, gint64 expires)

@@ -37,6 +37,9 @@ void gt_turn_server_handle (GtTurnServer *turn, const guint8 *buf, gsize len,
  * username "EXPIRY:USER" (EXPIRY in Unix seconds), password base64 (HMAC-SHA1 (secret,
  * username)). Newly allocated. */
 char *gt_turn_password (const char *secret, const char *username);
+/* Credentials for user with secret, good for valid_s seconds from now. */
+void gt_turn_credentials (const char *user, const char *secret, guint valid_s, char **username,
+                          char **password);
 
 guint gt_turn_server_get_allocations (GtTurnServer *turn);
 guint64 gt_turn_server_get_relayed_bytes (GtTurnServer *turn);

@@ -30,6 +30,10 @@ fixture_teardown (Fixture *f, gconstpointer data)
   gt_test_teardown ();
 }
 
+/* Set by a test before it starts the server and the target: TURN on the server's stunAddr, and
+ * the target's remoteTURN pointing there. */
+static gboolean with_turn;
+
 static GtTestProc *
 start_server (guint16 *port_out, guint16 *stun_port_out, guint16 tcp_port)
 {
@@ -48,6 +52,8 @@ start_server (guint16 *port_out, guint16 *stun_port_out, guint16 tcp_port)
       gt_test_args_add (args, "--tcpRange");
       gt_test_args_add (args, "%u-%u", tcp_port, tcp_port);
     }
+  if (with_turn)
+    gt_test_args_addv (args, "--turn", "--turnAllowLoopback", NULL);
   p = gt_test_spawn_gt ("server", args);
   line = gt_test_proc_expect_line (p, "listening on 127\\.0\\.0\\.1:[0-9]+", NULL, GT_TEST_WAIT_MS);
   *port_out = (guint16)gt_test_capture_uint (line, "listening on 127\\.0\\.0\\.1:([0-9]+)");
@@ -81,6 +87,11 @@ start_target (guint16 server_port, guint16 stun_port, gboolean with_stun, guint1
     {
       gt_test_args_add (args, "--remoteSTUN");
       gt_test_args_add (args, "stun:127.0.0.1:%u", stun_port);
+    }
+  if (with_turn)
+    {
+      gt_test_args_add (args, "--remoteTURN");
+      gt_test_args_add (args, "turn:127.0.0.1:%u", stun_port);
     }
   p = gt_test_spawn_gt ("client", args);
   g_free (gt_test_proc_expect_line (p, "tunnel started", NULL, GT_TEST_WAIT_MS));
@@ -376,11 +387,46 @@ test_config_file (Fixture *f, gconstpointer data)
   g_assert_cmpint (g_subprocess_get_exit_status (broken->proc), ==, 1);
 }
 
+/* TURN on the server: the target client and gt connect (bob) each allocate a relayed address
+ * with credentials made from their own id and secret, and the pair still reaches its service. */
+static void
+test_turn (Fixture *f, gconstpointer data)
+{
+  guint16 port, stun_port, local_port, metrics_port;
+  g_autofree char *extra = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GtTestHttpResponse) r = NULL;
+  GtTestProc *server, *connect;
+
+  GT_TEST_REQUIRE_GT ();
+  with_turn = TRUE;
+  server = start_server (&port, &stun_port, 0);
+  g_free (gt_test_proc_expect_line (server, "TURN on 127\\.0\\.0\\.1", NULL, GT_TEST_WAIT_MS));
+  start_target (port, stun_port, TRUE, 0);
+  extra = g_strdup_printf ("--id bob --secret s3cret-bob --remoteTURN turn:127.0.0.1:%u",
+                           stun_port);
+  connect = start_connect (port, stun_port, "gt", &local_port, &metrics_port, extra);
+  g_free (gt_test_proc_expect_line (connect, "direct path up", NULL, GT_TEST_WAIT_MS));
+  /* Both peers gathered a relayed candidate on gt's TURN server. */
+  g_assert_true (gt_test_proc_wait_count (server, "TURN: user bob from 127\\.0\\.0\\.1:[0-9]+ "
+                                          "relayed at 127\\.0\\.0\\.1:[0-9]+", 1,
+                                          GT_TEST_WAIT_MS));
+  g_assert_true (gt_test_proc_wait_count (server, "TURN: user " CLIENT_ID " from "
+                                          "127\\.0\\.0\\.1:[0-9]+ relayed at", 1,
+                                          GT_TEST_WAIT_MS));
+  r = gt_test_http_request (local_port, "GET", "/bytes?n=100000", PREFIX, NULL, 0, &error);
+  gt_test_expect_response (r, error, 200);
+  gt_test_check_bytes ("download", r->body->data, r->body->len, gt_test_pattern (), 100000);
+  g_assert_cmpuint (gt_test_proc_count_matches (server, "s3cret"), ==, 0);
+  with_turn = FALSE;
+}
+
 int
 main (int argc, char **argv)
 {
   gt_test_init (&argc, &argv, PATTERN_SIZE);
   g_test_add ("/gt/connect/direct", Fixture, NULL, fixture_setup, test_direct, fixture_teardown);
+  g_test_add ("/gt/connect/turn", Fixture, NULL, fixture_setup, test_turn, fixture_teardown);
   g_test_add ("/gt/connect/relay-when-refused", Fixture, NULL, fixture_setup,
               test_relay_when_refused, fixture_teardown);
   g_test_add ("/gt/connect/tcpforward-relay", Fixture, NULL, fixture_setup, test_tcpforward_relay,
