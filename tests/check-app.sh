@@ -93,6 +93,16 @@ fi
 sleep 0.5
 activate screenshot "[<'$LOGDIR/app-main-window.png'>]"
 
+# The details page lists the client's tunnel connections (ConnectionList).
+activate show-tunnel "[<'client.yaml'>]"
+if wait_for 20 state_has visible-connections "desk#0="; then
+  ok "the details page lists the tunnel connections"
+else
+  not_ok "no connection rows: $(actions Describe visible-connections)"
+fi
+sleep 0.3
+activate screenshot "[<'$LOGDIR/app-details.png'>]"
+
 activate edit-tunnel "[<'client.yaml'>]"
 if wait_for 20 state_has editing "'client.yaml'"; then ok "the editor loads client.yaml"; else not_ok "the editor did not load"; fi
 # A wrong value: refused by the daemon's validation, the file stays.
@@ -121,7 +131,7 @@ else
 fi
 if wait_for 20 grep -q 'client.yaml changed' "$T/gt.log"; then ok "the daemon reloaded it"; else not_ok "no reload"; fi
 
-for png in app-main-window app-editor app-editor-error; do
+for png in app-main-window app-details app-editor app-editor-error; do
   if [ "$(head -c 8 "$LOGDIR/$png.png" 2>/dev/null | od -An -c | tr -d ' ')" = '211PNG\r\n032\n' ]; then
     ok "screenshot $png.png"
   else

@@ -23,6 +23,7 @@
 #include "gt-systemd.h"
 #include "gt-transport.h"
 #include "gt-web-admin.h"
+#include "gt-worker-report.h"
 
 static const char usage_main[] =
   "Usage: gt [-c FILE|DIR] [--depth N] [-s reload|restart|stop] [COMMAND] [OPTIONS]\n"
@@ -82,6 +83,31 @@ static GtClient *running_client;
 static GtTraffic reported_traffic;
 static gboolean traffic_reported;
 
+static char *reported_details;
+
+/* The per-connection and per-stream counters, in their own datagram (up to 60 KiB), sent
+ * without blocking: when the manager is behind, the next second sends them again. */
+static void
+report_details (void)
+{
+  g_autoptr (GVariant) state = NULL;
+  g_autofree char *line = NULL;
+  g_autoptr (GError) error = NULL;
+
+  state = running_server != NULL ? gt_server_get_state (running_server)
+                                 : gt_client_get_state (running_client);
+  line = gt_worker_details_line (state);
+  if (g_strcmp0 (line, reported_details) == 0)
+    return;
+  if (!gt_sd_notify_to_full (g_getenv ("NOTIFY_SOCKET"), line, FALSE, &error))
+    {
+      g_debug ("details not sent: %s", error->message);
+      return;
+    }
+  g_free (reported_details);
+  reported_details = g_steal_pointer (&line);
+}
+
 static gboolean
 report_traffic_cb (gpointer user_data)
 {
@@ -94,6 +120,7 @@ report_traffic_cb (gpointer user_data)
     gt_client_get_traffic (running_client, &t);
   else
     return G_SOURCE_CONTINUE;
+  report_details ();
   if (traffic_reported && memcmp (&t, &reported_traffic, sizeof t) == 0)
     return G_SOURCE_CONTINUE;
   reported_traffic = t;

@@ -74,6 +74,13 @@ tunnel_update (GtDBusService *self, GtDBusTunnel1 *iface, const GtManagerUnitInf
   gt_dbus_tunnel1_set_streams_total (iface, info->traffic.streams_total);
   gt_dbus_tunnel1_set_bytes_in (iface, info->traffic.bytes_in);
   gt_dbus_tunnel1_set_bytes_out (iface, info->traffic.bytes_out);
+  {
+    g_autoptr (GVariant) connections = g_variant_get_child_value (info->details, 0);
+    g_autoptr (GVariant) streams = g_variant_get_child_value (info->details, 1);
+
+    gt_dbus_tunnel1_set_connection_list (iface, connections);
+    gt_dbus_tunnel1_set_stream_list (iface, streams);
+  }
   g_object_thaw_notify (G_OBJECT (iface));
 
   if (old_state != NULL && (g_strcmp0 (old_state, state) != 0 || g_strcmp0 (old_error, error) != 0))

@@ -41,12 +41,15 @@ struct _GtAppWindow
   AdwActionRow *streams_row;
   AdwActionRow *traffic_row;
   AdwActionRow *pid_row;
+  AdwPreferencesGroup *connections_group;
+  AdwPreferencesGroup *open_streams_group;
   GtAppEditor *editor;
 
   GCancellable *cancellable;
   GDBusObjectManager *objects;
   GtDBusManager1 *manager;
   GPtrArray *rows;     /* the AdwActionRow of each tunnel shown */
+  GPtrArray *detail_rows; /* rows of connections_group and open_streams_group */
   char *current;       /* the tunnel of the details page */
   char *editing;       /* the tunnel in the editor, NULL for a new one */
   gboolean rebuild_queued;
@@ -145,6 +148,83 @@ toggle_row_cb (GtkSwitch *sw, GParamSpec *pspec, gpointer user_data)
 }
 
 static void
+add_detail_row (GtAppWindow *self, AdwPreferencesGroup *group, const char *title,
+                const char *subtitle)
+{
+  GtkWidget *row = adw_action_row_new ();
+
+  adw_preferences_row_set_title (ADW_PREFERENCES_ROW (row), title);
+  adw_action_row_set_subtitle (ADW_ACTION_ROW (row), subtitle);
+  g_object_set_data (G_OBJECT (row), "gt-group", group);
+  adw_preferences_group_add (group, row);
+  g_ptr_array_add (self->detail_rows, row);
+}
+
+/* One row per tunnel connection and per open stream (ConnectionList, StreamList). */
+static void
+update_connections (GtAppWindow *self, GtDBusTunnel1 *t)
+{
+  g_autoptr (GVariantBuilder) shown = g_variant_builder_new (G_VARIANT_TYPE ("as"));
+  GVariant *connections = t != NULL ? gt_dbus_tunnel1_get_connection_list (t) : NULL;
+  GVariant *streams = t != NULL ? gt_dbus_tunnel1_get_stream_list (t) : NULL;
+  const char *client, *peer, *state, *service, *remote;
+  guint32 index, n_streams, id;
+  guint64 in, out;
+  GVariantIter iter;
+  GAction *action;
+
+  for (guint i = 0; i < self->detail_rows->len; i++)
+    {
+      GtkWidget *row = self->detail_rows->pdata[i];
+
+      adw_preferences_group_remove (g_object_get_data (G_OBJECT (row), "gt-group"), row);
+    }
+  g_ptr_array_set_size (self->detail_rows, 0);
+  if (connections != NULL)
+    {
+      g_variant_iter_init (&iter, connections);
+      while (g_variant_iter_next (&iter, "(&su&s&sutt)", &client, &index, &peer, &state,
+                                  &n_streams, &in, &out))
+        {
+          g_autofree char *title = g_strdup_printf ("%s #%u · %s", client, index, state);
+          g_autofree char *in_text = g_format_size (in);
+          g_autofree char *out_text = g_format_size (out);
+          /* TRANSLATORS: a tunnel connection: "PEER · N streams · IN in, OUT out" */
+          g_autofree char *subtitle = g_strdup_printf (_("%s · %u streams · %s in, %s out"),
+                                                       peer, n_streams, in_text, out_text);
+
+          add_detail_row (self, self->connections_group, title, subtitle);
+          g_variant_builder_add_value (shown, g_variant_new_take_string (
+                                                g_strdup_printf ("%s#%u=%s", client, index,
+                                                                 state)));
+        }
+    }
+  if (streams != NULL)
+    {
+      g_variant_iter_init (&iter, streams);
+      while (g_variant_iter_next (&iter, "(&suu&s&stt)", &client, &index, &id, &service,
+                                  &remote, &in, &out))
+        {
+          g_autofree char *title = g_strdup_printf ("%s · %s", service, client);
+          g_autofree char *in_text = g_format_size (in);
+          g_autofree char *out_text = g_format_size (out);
+          /* TRANSLATORS: an open stream: "USER-ADDRESS · IN in, OUT out" */
+          g_autofree char *subtitle = g_strdup_printf (_("%s · %s in, %s out"),
+                                                       *remote ? remote : _("unknown address"),
+                                                       in_text, out_text);
+
+          add_detail_row (self, self->open_streams_group, title, subtitle);
+        }
+    }
+  gtk_widget_set_visible (GTK_WIDGET (self->connections_group),
+                          connections != NULL && g_variant_n_children (connections) > 0);
+  gtk_widget_set_visible (GTK_WIDGET (self->open_streams_group),
+                          streams != NULL && g_variant_n_children (streams) > 0);
+  action = g_action_map_lookup_action (G_ACTION_MAP (self), "visible-connections");
+  g_simple_action_set_state (G_SIMPLE_ACTION (action), g_variant_builder_end (shown));
+}
+
+static void
 update_details (GtAppWindow *self)
 {
   g_autoptr (GtDBusTunnel1) t = tunnel_lookup (self, self->current);
@@ -156,6 +236,7 @@ update_details (GtAppWindow *self)
   const char *error;
   gboolean stopped;
 
+  update_connections (self, t);
   if (t == NULL)
     return;
   adw_preferences_group_set_title (self->details_group, gt_dbus_tunnel1_get_name (t));
@@ -645,6 +726,7 @@ static const GActionEntry win_actions[] = {
   { "visible-tunnels", NULL, NULL, "@as []", NULL },
   { "last-save", NULL, NULL, "''", NULL },
   { "editing", NULL, NULL, "''", NULL },
+  { "visible-connections", NULL, NULL, "@as []", NULL },
 };
 
 static void
@@ -661,6 +743,7 @@ gt_app_window_dispose (GObject *object)
   g_clear_object (&self->manager);
   g_clear_object (&self->cancellable);
   g_clear_pointer (&self->rows, g_ptr_array_unref);
+  g_clear_pointer (&self->detail_rows, g_ptr_array_unref);
   g_clear_pointer (&self->current, g_free);
   g_clear_pointer (&self->editing, g_free);
   gtk_widget_dispose_template (GTK_WIDGET (self), GT_TYPE_APP_WINDOW);
@@ -693,6 +776,8 @@ gt_app_window_class_init (GtAppWindowClass *klass)
   gtk_widget_class_bind_template_child (widget_class, GtAppWindow, streams_row);
   gtk_widget_class_bind_template_child (widget_class, GtAppWindow, traffic_row);
   gtk_widget_class_bind_template_child (widget_class, GtAppWindow, pid_row);
+  gtk_widget_class_bind_template_child (widget_class, GtAppWindow, connections_group);
+  gtk_widget_class_bind_template_child (widget_class, GtAppWindow, open_streams_group);
   gtk_widget_class_bind_template_child (widget_class, GtAppWindow, editor);
 }
 
@@ -702,6 +787,7 @@ gt_app_window_init (GtAppWindow *self)
   gtk_widget_init_template (GTK_WIDGET (self));
   self->cancellable = g_cancellable_new ();
   self->rows = g_ptr_array_new ();
+  self->detail_rows = g_ptr_array_new ();
   g_action_map_add_action_entries (G_ACTION_MAP (self), win_actions, G_N_ELEMENTS (win_actions),
                                    self);
   gt_dbus_errors_register ();

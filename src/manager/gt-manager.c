@@ -23,6 +23,7 @@
 
 #include "gt-manager.h"
 #include "gt-systemd.h"
+#include "gt-worker-report.h"
 
 G_DEFINE_QUARK (gt-manager-error-quark, gt_manager_error)
 
@@ -68,6 +69,7 @@ typedef struct
   gboolean reconnecting; /* last GT_STATE= it sent was "reconnecting" */
   char *error;           /* last GT_ERROR= it sent */
   GtTraffic traffic;     /* last GT_TRAFFIC= it sent */
+  GVariant *details;     /* last GT_DETAILS= it sent, NULL before */
 } Proc;
 
 /* One config file and the worker(s) running it. */
@@ -769,6 +771,7 @@ proc_free (Proc *p)
   g_free (p->name);
   g_free (p->status);
   g_free (p->error);
+  g_clear_pointer (&p->details, g_variant_unref);
   g_free (p);
 }
 
@@ -1223,6 +1226,20 @@ handle_notify (GtManager *self, pid_t pid, const char *text)
               changed = TRUE;
             }
         }
+      else if (g_str_has_prefix (lines[i], "GT_DETAILS="))
+        {
+          g_autoptr (GError) error = NULL;
+          g_autoptr (GVariant) details = gt_worker_details_parse (lines[i] + 11, &error);
+
+          if (details == NULL)
+            g_debug ("%s: %s", p->name, error->message);
+          else if (p->details == NULL || !g_variant_equal (details, p->details))
+            {
+              g_clear_pointer (&p->details, g_variant_unref);
+              p->details = g_steal_pointer (&details);
+              changed = TRUE;
+            }
+        }
     }
   if (changed)
     unit_changed (self, p->unit_path);
@@ -1232,16 +1249,18 @@ static gboolean
 notify_cb (int fd, GIOCondition condition, gpointer user_data)
 {
   GtManager *self = user_data;
+  /* Room for the longest GT_DETAILS= line; longer datagrams are dropped. */
+  gsize buf_size = GT_WORKER_DETAILS_MAX_LINE + 4096;
+  g_autofree char *buf = g_malloc (buf_size);
 
   for (;;)
     {
-      char buf[4096];
       union
       {
         struct cmsghdr align;
         char data[CMSG_SPACE (sizeof (struct ucred)) + CMSG_SPACE (sizeof (int) * 16)];
       } control;
-      struct iovec iov = { buf, sizeof buf - 1 };
+      struct iovec iov = { buf, buf_size - 1 };
       struct msghdr msg = { 0 };
       struct ucred *cred = NULL;
       ssize_t n;
@@ -1270,7 +1289,7 @@ notify_cb (int fd, GIOCondition condition, gpointer user_data)
                 close (fds[i]);
             }
         }
-      if (cred == NULL || (gsize) n >= sizeof buf)
+      if (cred == NULL || (gsize) n >= buf_size - 1)
         continue;
       buf[n] = '\0';
       handle_notify (self, cred->pid, buf);
@@ -2029,6 +2048,7 @@ gt_manager_unit_info_free (GtManagerUnitInfo *info)
   g_free (info->name);
   g_free (info->path);
   g_free (info->error);
+  g_clear_pointer (&info->details, g_variant_unref);
   g_free (info);
 }
 
@@ -2079,8 +2099,12 @@ unit_info (GtManager *self, Unit *u)
     {
       info->pid = p->pid;
       info->traffic = p->traffic;
+      if (p->details != NULL)
+        info->details = g_variant_ref (p->details);
       error = p->error;
     }
+  if (info->details == NULL)
+    info->details = gt_worker_details_empty ();
   if (error == NULL)
     error = u->config_error;
   if (error == NULL && info->state == GT_MANAGER_UNIT_FAILED)
@@ -2118,6 +2142,7 @@ gt_manager_list_units (GtManager *self)
       info->kind = ((Invalid *) value)->kind;
       info->state = GT_MANAGER_UNIT_FAILED;
       info->error = g_strdup (((Invalid *) value)->error);
+      info->details = gt_worker_details_empty ();
       g_ptr_array_add (out, info);
     }
   g_ptr_array_sort (out, info_compare);

@@ -248,6 +248,135 @@ wait_http (Fixture *f, const char *host, int want)
   gt_test_fail ("Host %s: status %d, want %d", host, got, want);
 }
 
+/* A connection entry of list for client id desk with the given peer prefix and state. */
+static gboolean
+has_connection (GVariant *list, const char *peer_prefix, const char *state)
+{
+  GVariantIter iter;
+  const char *client, *peer, *s;
+  guint32 index, streams;
+  guint64 in, out;
+
+  if (list == NULL)
+    return FALSE;
+  g_variant_iter_init (&iter, list);
+  while (g_variant_iter_next (&iter, "(&su&s&sutt)", &client, &index, &peer, &s, &streams, &in,
+                              &out))
+    if (strcmp (client, "desk") == 0 && g_str_has_prefix (peer, peer_prefix)
+        && strcmp (s, state) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+/* A stream of client desk for service in list that is not in before (the streams of earlier
+ * requests may stay half-open: the test service keeps idle connections): its bytes, or FALSE. */
+static gboolean
+new_stream (GVariant *list, GVariant *before, const char *service, guint64 *in_out,
+            guint64 *out_out)
+{
+  GVariantIter iter;
+  const char *client, *svc, *remote;
+  guint32 tunnel, id;
+  guint64 in, out;
+
+  if (list == NULL)
+    return FALSE;
+  g_variant_iter_init (&iter, list);
+  while (g_variant_iter_next (&iter, "(&suu&s&stt)", &client, &tunnel, &id, &svc, &remote, &in,
+                              &out))
+    {
+      GVariantIter old;
+      const char *old_client;
+      guint32 old_tunnel, old_id;
+      gboolean seen = FALSE;
+
+      if (strcmp (client, "desk") != 0 || !g_str_has_prefix (svc, service))
+        continue;
+      g_variant_iter_init (&old, before);
+      while (g_variant_iter_next (&old, "(&suu&s&stt)", &old_client, &old_tunnel, &old_id, NULL,
+                                  NULL, NULL, NULL))
+        seen |= old_tunnel == tunnel && old_id == id;
+      if (seen)
+        continue;
+      *in_out = in;
+      *out_out = out;
+      return TRUE;
+    }
+  return FALSE;
+}
+
+/* Per-connection and per-stream counters: ConnectionList names each tunnel connection, and a
+ * user connection kept open shows in StreamList on both sides with the bytes it carried. */
+static void
+check_details (Fixture *f, GtDBusTunnel1 *client, GtDBusTunnel1 *server)
+{
+  g_autofree char *remote = g_strdup_printf ("tcp://127.0.0.1:%u", f->server_port);
+  g_autofree char *local = g_strdup_printf ("http://127.0.0.1:%u", f->service->port);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GtTestConn) conn = NULL;
+  g_autoptr (GtTestHttpResponse) r = NULL;
+  gint64 deadline = gt_test_deadline_in (WAIT_MS);
+  guint64 server_in = 0, server_out = 0, client_in = 0, client_out = 0;
+  g_autoptr (GVariant) server_before = NULL;
+  g_autoptr (GVariant) client_before = NULL;
+
+  while ((!has_connection (gt_dbus_tunnel1_get_connection_list (client), remote, "ready")
+          || !has_connection (gt_dbus_tunnel1_get_connection_list (server), "127.0.0.1:", "open"))
+         && g_get_monotonic_time () < deadline)
+    iterate (50);
+  g_assert_true (has_connection (gt_dbus_tunnel1_get_connection_list (client), remote, "ready"));
+  g_assert_true (has_connection (gt_dbus_tunnel1_get_connection_list (server), "127.0.0.1:",
+                                 "open"));
+
+  /* A keep-alive connection stays a stream after its answer. */
+  server_before = g_variant_ref (gt_dbus_tunnel1_get_stream_list (server));
+  client_before = g_variant_ref (gt_dbus_tunnel1_get_stream_list (client));
+  conn = gt_test_conn_connect (f->server_port, &error);
+  g_assert_no_error (error);
+  r = gt_test_conn_request (conn, "GET", "/whoami", "web.example.com", NULL, 0, WAIT_MS, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (r->status, ==, 200);
+  deadline = gt_test_deadline_in (WAIT_MS);
+  while (!(new_stream (gt_dbus_tunnel1_get_stream_list (server), server_before, "web", &server_in,
+                       &server_out)
+           && new_stream (gt_dbus_tunnel1_get_stream_list (client), client_before, local,
+                          &client_in, &client_out))
+         && g_get_monotonic_time () < deadline)
+    iterate (50);
+  /* The request went toward the service, the answer back: at least their sizes. */
+  g_assert_cmpuint (server_in, >=, strlen ("GET /whoami HTTP/1.1\r\n"));
+  g_assert_cmpuint (server_out, >=, r->body->len);
+  g_assert_cmpuint (client_in, >=, strlen ("GET /whoami HTTP/1.1\r\n"));
+  g_assert_cmpuint (client_out, >=, r->body->len);
+
+  /* A last request asks the service to close: once the user closes too, the stream is over and
+   * leaves the lists. */
+  {
+    g_autoptr (GByteArray) req = gt_test_http_build_request ("GET", "/whoami", "web.example.com",
+                                                             NULL, 0, "Connection: close\r\n");
+    g_autoptr (GtTestHttpResponse) last = NULL;
+
+    g_assert_true (gt_test_conn_write_all (conn, req->data, req->len,
+                                           gt_test_deadline_in (WAIT_MS), &error));
+    g_assert_no_error (error);
+    last = gt_test_conn_read_response (conn, gt_test_deadline_in (WAIT_MS), &error);
+    g_assert_no_error (error);
+    g_assert_cmpuint (last->status, ==, 200);
+  }
+  g_clear_pointer (&conn, gt_test_conn_free);
+  deadline = gt_test_deadline_in (WAIT_MS);
+  while ((new_stream (gt_dbus_tunnel1_get_stream_list (server), server_before, "web", &server_in,
+                      &server_out)
+          || new_stream (gt_dbus_tunnel1_get_stream_list (client), client_before, local,
+                         &client_in, &client_out))
+         && g_get_monotonic_time () < deadline)
+    iterate (50);
+  g_assert_false (new_stream (gt_dbus_tunnel1_get_stream_list (server), server_before, "web",
+                              &server_in, &server_out));
+  g_assert_false (new_stream (gt_dbus_tunnel1_get_stream_list (client), client_before, local,
+                              &client_in, &client_out));
+}
+
 static void
 test_control (Fixture *f, gconstpointer data)
 {
@@ -293,6 +422,7 @@ test_control (Fixture *f, gconstpointer data)
   g_assert_cmpuint (gt_dbus_tunnel1_get_bytes_in (client), >, 0);
   g_assert_cmpuint (gt_dbus_tunnel1_get_connections (client), >=, 1);
   g_assert_cmpuint (gt_dbus_tunnel1_get_connections (server), >=, 1);
+  check_details (f, client, server);
 
   /* Stop the client: its traffic stops, the signals tell. */
   g_assert_true (gt_dbus_manager1_call_stop_tunnel_sync (f->manager_iface, "client.yaml",
@@ -453,6 +583,16 @@ test_status (Fixture *f, gconstpointer data)
   if (!g_regex_match (re, out, 0, NULL))
     gt_test_fail ("unexpected gt status output:\n%s", out);
   g_assert_nonnull (strstr (out, "server.yaml"));
+  /* Each tunnel connection on a line of its own under its configuration. */
+  {
+    g_autofree char *ready = g_strdup_printf ("\n  desk#[0-9]+ ready tcp://127\\.0\\.0\\.1:%u: "
+                                              "[0-9]+ streams, ",
+                                              f->server_port);
+
+    if (!g_regex_match_simple (ready, out, 0, 0)
+        || !g_regex_match_simple ("\n  desk#[0-9]+ open 127\\.0\\.0\\.1:[0-9]+: ", out, 0, 0))
+      gt_test_fail ("no connection lines in gt status:\n%s", out);
+  }
 }
 
 int
