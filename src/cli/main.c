@@ -42,6 +42,7 @@ static const char usage_main[] =
   "  --depth N           how deep to look in a config directory (default 3, 0 = any)\n"
   "  --manager           supervise even a single config file (restarts, reload)\n"
   "  --no-dbus           do not offer the D-Bus interface on the session bus\n"
+  "  --system-bus        offer it on the system bus instead (also `gt status --system-bus`)\n"
   "  -s, --signal NAME   tell the running manager to reload, restart or stop\n"
   "  -h, --help          show this help (also `gt server --help`, `gt client --help`)\n"
   "  -V, --version       print the version\n";
@@ -563,13 +564,27 @@ fail:
   return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
 }
 
-/* The manager, with the D-Bus interface on the session bus when there is one. */
+/* The manager, with the D-Bus interface on the session bus when there is one, or on the system
+ * bus when asked (then a bus that cannot be reached is an error). */
 static int
-run_manager (const char *config_path, guint depth, gboolean use_dbus, GError **error)
+run_manager (const char *config_path, guint depth, gboolean use_dbus, gboolean system_bus,
+             GError **error)
 {
   g_autoptr (GtManager) manager = gt_manager_new (config_path, depth);
-  g_autoptr (GDBusConnection) bus = use_dbus ? gt_dbus_session_bus_get () : NULL;
+  g_autoptr (GDBusConnection) bus = NULL;
   g_autoptr (GtDBusService) service = NULL;
+
+  if (system_bus)
+    {
+      bus = g_bus_get_sync (G_BUS_TYPE_SYSTEM, NULL, error);
+      if (bus == NULL)
+        {
+          g_prefix_error (error, "--system-bus: ");
+          return 1;
+        }
+    }
+  else if (use_dbus)
+    bus = gt_dbus_session_bus_get ();
 
   gt_log_set_field ("GT_KIND", "manager");
   gt_log_set_field ("GT_CONFIG", config_path);
@@ -586,7 +601,7 @@ run_manager (const char *config_path, guint depth, gboolean use_dbus, GError **e
 
 /* `gt status`: over D-Bus when a manager offers it, else what the runtime files say. */
 static int
-run_status (void)
+run_status (gboolean system_bus)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *dir = NULL;
@@ -595,8 +610,13 @@ run_status (void)
   g_autoptr (GKeyFile) kf = g_key_file_new ();
   GPid pid;
 
-  if (gt_dbus_status_print (stdout, &error))
+  if (gt_dbus_status_print (stdout, system_bus ? G_BUS_TYPE_SYSTEM : G_BUS_TYPE_SESSION, &error))
     return 0;
+  if (system_bus)
+    {
+      fprintf (stderr, "gt: %s\n", error->message);
+      return 1;
+    }
   g_debug ("status over D-Bus: %s", error->message);
   g_clear_error (&error);
   dir = gt_manager_runtime_dir (FALSE, &error);
@@ -678,6 +698,7 @@ main (int argc, char **argv)
       const char *signal_name = NULL;
       gboolean manager = FALSE;
       gboolean use_dbus = TRUE;
+      gboolean system_bus = FALSE;
       guint depth = GT_MANAGER_DEFAULT_DEPTH;
 
       for (int i = 0; i < argc; i++)
@@ -704,6 +725,8 @@ main (int argc, char **argv)
             manager = TRUE;
           else if (strcmp (a, "--no-dbus") == 0)
             use_dbus = FALSE;
+          else if (strcmp (a, "--system-bus") == 0)
+            system_bus = manager = TRUE; /* only a manager offers the interface */
           else
             {
               fprintf (stderr, "gt: unknown option '%s'\n\n%s", a, usage_main);
@@ -723,9 +746,14 @@ main (int argc, char **argv)
           fputs (usage_main, stderr);
           return 2;
         }
+      if (system_bus && !use_dbus)
+        {
+          fprintf (stderr, "gt: --system-bus and --no-dbus contradict each other\n");
+          return 2;
+        }
       if (manager || g_file_test (config_path, G_FILE_TEST_IS_DIR))
         {
-          int rc2 = run_manager (config_path, depth, use_dbus, &error);
+          int rc2 = run_manager (config_path, depth, use_dbus, system_bus, &error);
 
           if (error != NULL)
             fprintf (stderr, "gt: %s\n", error->message);
@@ -742,12 +770,14 @@ main (int argc, char **argv)
 
   if (strcmp (command, "status") == 0)
     {
-      if (argc > 0 || config_path != NULL)
+      gboolean system_bus = argc == 1 && strcmp (argv[0], "--system-bus") == 0;
+
+      if ((argc > 0 && !system_bus) || config_path != NULL)
         {
-          fprintf (stderr, "gt status takes no options\n");
+          fprintf (stderr, "gt status takes no options but --system-bus\n");
           return 2;
         }
-      return run_status ();
+      return run_status (system_bus);
     }
   loop = g_main_loop_new (NULL, FALSE);
   if (strcmp (command, "server") == 0)

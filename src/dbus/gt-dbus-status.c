@@ -83,9 +83,11 @@ info_compare (gconstpointer a, gconstpointer b)
 }
 
 gboolean
-gt_dbus_status_print (FILE *out, GError **error)
+gt_dbus_status_print (FILE *out, GBusType bus_type, GError **error)
 {
-  g_autoptr (GDBusConnection) bus = gt_dbus_session_bus_get ();
+  g_autoptr (GDBusConnection) bus = bus_type == G_BUS_TYPE_SYSTEM
+                                      ? g_bus_get_sync (G_BUS_TYPE_SYSTEM, NULL, NULL)
+                                      : gt_dbus_session_bus_get ();
   g_autoptr (GDBusObjectManager) objects = NULL;
   g_autoptr (GtDBusManager1) manager = NULL;
   g_autoptr (GPtrArray) units = NULL;
@@ -94,7 +96,9 @@ gt_dbus_status_print (FILE *out, GError **error)
 
   if (bus == NULL)
     {
-      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, _("no D-Bus session bus"));
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                           bus_type == G_BUS_TYPE_SYSTEM ? _("no D-Bus system bus")
+                                                         : _("no D-Bus session bus"));
       return FALSE;
     }
   objects = gt_dbus_object_manager_client_new_sync (
@@ -108,7 +112,9 @@ gt_dbus_status_print (FILE *out, GError **error)
                                                GT_DBUS_PATH, NULL, NULL);
   if (owner == NULL || manager == NULL || gt_dbus_manager1_get_version (manager) == NULL)
     {
-      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, _("no gt manager on the session bus (%s)"),
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                   bus_type == G_BUS_TYPE_SYSTEM ? _("no gt manager on the system bus (%s)")
+                                                 : _("no gt manager on the session bus (%s)"),
                    GT_DBUS_NAME);
       return FALSE;
     }
