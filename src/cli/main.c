@@ -15,6 +15,7 @@
 #include "gt-config.h"
 #include "gt-dbus-service.h"
 #include "gt-dbus-status.h"
+#include "gt-keyring.h"
 #include "gt-log.h"
 #include "gt-manager.h"
 #include "gt-p2p-signalling.h"
@@ -328,6 +329,29 @@ relay_stop (Relay *r)
   g_clear_object (&r->signalling);
 }
 
+/* `secret: "(keyring)"` (written by the manager when a keyring took the secret): the secret
+ * comes from the user's keyring, or the client does not start. */
+static gboolean
+client_secret_from_keyring (GtClientConfig *config, const char *path, GError **error)
+{
+  g_autoptr (GError) local_error = NULL;
+  char *secret;
+
+  if (g_strcmp0 (config->secret, GT_CONFIG_SECRET_KEYRING) != 0 || path == NULL)
+    return TRUE;
+  secret = gt_keyring_lookup (path, &local_error);
+  if (secret == NULL)
+    {
+      g_set_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE,
+                   _("%s: options.secret is kept in the keyring, but it cannot be read: %s"),
+                   path, local_error->message);
+      return FALSE;
+    }
+  g_free (config->secret);
+  config->secret = secret;
+  return TRUE;
+}
+
 /* Loads (file, then the command line) and validates a configuration; *web_out (may be NULL)
  * receives a copy of its web keys. */
 static gpointer
@@ -349,6 +373,7 @@ relay_load (Relay *r, const char *path, GError **error)
 
       if ((path != NULL && !gt_client_config_load_file (config, path, NULL, error))
           || !gt_client_config_apply_args (config, r->argc, r->argv, error)
+          || !client_secret_from_keyring (config, path, error)
           || !gt_client_config_validate (config, NULL, error))
         return NULL;
       return g_steal_pointer (&config);
@@ -561,6 +586,9 @@ fail:
   relay_stop (&r);
   g_clear_object (&r.web);
   fprintf (stderr, "gt %s: %s\n", name, error->message);
+  /* The manager shows it as the configuration's LastError. */
+  if (gt_manager_is_worker ())
+    gt_sd_notify ("GT_ERROR=%.1000s", error->message);
   return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
 }
 

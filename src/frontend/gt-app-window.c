@@ -12,9 +12,6 @@
 
 #include <glib/gi18n.h>
 #include <string.h>
-#if HAVE_LIBSECRET
-#include <libsecret/secret.h>
-#endif
 
 #include "gt-app-editor.h"
 #include "gt-app-window.h"
@@ -56,20 +53,6 @@ struct _GtAppWindow
 };
 
 G_DEFINE_FINAL_TYPE (GtAppWindow, gt_app_window, ADW_TYPE_APPLICATION_WINDOW)
-
-#if HAVE_LIBSECRET
-static const SecretSchema *
-secret_schema (void)
-{
-  static const SecretSchema schema = {
-    "io.github.gtrelay.Gt.Secret",
-    SECRET_SCHEMA_NONE,
-    { { "config", SECRET_SCHEMA_ATTRIBUTE_STRING }, { NULL, 0 } },
-  };
-
-  return &schema;
-}
-#endif
 
 static GtDBusTunnel1 *
 tunnel_lookup (GtAppWindow *self, const char *name)
@@ -506,21 +489,6 @@ edit_show (EditData *d, const char *secret)
   edit_data_free (d);
 }
 
-#if HAVE_LIBSECRET
-static void
-secret_lookup_cb (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-  g_autoptr (GError) error = NULL;
-  g_autofree char *secret = secret_password_lookup_finish (result, &error);
-
-  if (error != NULL)
-    g_debug ("no keyring: %s", error->message);
-  edit_show (user_data, secret);
-  if (secret != NULL)
-    memset (secret, 0, strlen (secret));
-}
-#endif
-
 static void
 get_config_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -540,14 +508,6 @@ get_config_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   d->kind = t != NULL && g_strcmp0 (gt_dbus_tunnel1_get_kind (t), "server") == 0
               ? GT_CONFIG_KIND_SERVER
               : GT_CONFIG_KIND_CLIENT;
-#if HAVE_LIBSECRET
-  if (d->kind == GT_CONFIG_KIND_CLIENT)
-    {
-      secret_password_lookup (secret_schema (), d->self->cancellable, secret_lookup_cb, d,
-                              "config", d->name, NULL);
-      return;
-    }
-#endif
   edit_show (d, NULL);
 }
 
@@ -614,7 +574,6 @@ typedef struct
 {
   GtAppWindow *self;
   char *name;
-  char *secret;
 } SaveData;
 
 static void
@@ -622,9 +581,6 @@ save_data_free (SaveData *d)
 {
   g_object_unref (d->self);
   g_free (d->name);
-  if (d->secret != NULL)
-    memset (d->secret, 0, strlen (d->secret));
-  g_free (d->secret);
   g_free (d);
 }
 
@@ -645,12 +601,6 @@ set_config_cb (GObject *source, GAsyncResult *result, gpointer user_data)
       save_data_free (d);
       return;
     }
-#if HAVE_LIBSECRET
-  /* The app remembers the secret in the keyring; the daemon keeps it in the 0600 file. */
-  if (d->secret != NULL)
-    secret_password_store (secret_schema (), SECRET_COLLECTION_DEFAULT, d->name, d->secret, NULL,
-                           NULL, NULL, "config", d->name, NULL);
-#endif
   /* TRANSLATORS: a toast after saving a configuration file */
   toast = adw_toast_new_format (_("Saved %s"), d->name);
   adw_toast_overlay_add_toast (self->toasts, toast);
@@ -678,7 +628,6 @@ save_action (GSimpleAction *action, GVariant *param, gpointer user_data)
   d->self = g_object_ref (self);
   d->name = self->editing != NULL ? g_strdup (self->editing)
                                   : gt_app_editor_get_name (self->editor);
-  d->secret = gt_app_editor_get_new_secret (self->editor);
   set_last_save (self, "");
   gtk_widget_set_sensitive (self->save_button, FALSE);
   gt_dbus_manager1_call_set_config (self->manager, d->name, document, self->cancellable,

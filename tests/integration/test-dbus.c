@@ -10,8 +10,10 @@
 
 #include <gio/gio.h>
 
+#include "gt-config.h"
 #include "gt-dbus-errors.h"
 #include "gt-dbus-generated.h"
+#include "gt-keyring.h"
 #include "gt-test-utils.h"
 
 #define SECRET "dbus-test-secret"
@@ -29,6 +31,8 @@ typedef struct
   GtDBusManager1 *manager_iface;
   GPtrArray *state_signals; /* "name=state" of each TunnelStateChanged */
   guint n_state_notifies;   /* PropertiesChanged carrying State */
+  gboolean keyring;         /* let the manager use the keyring (else GT_KEYRING=off) */
+  GSubprocess *keyring_daemon;
 } Fixture;
 
 static void
@@ -81,6 +85,12 @@ fixture_teardown (Fixture *f, gconstpointer data)
   g_clear_object (&f->manager_iface);
   g_clear_object (&f->objects);
   gt_test_teardown ();
+  if (f->keyring_daemon != NULL)
+    {
+      g_subprocess_force_exit (f->keyring_daemon);
+      g_subprocess_wait (f->keyring_daemon, NULL, NULL);
+      g_clear_object (&f->keyring_daemon);
+    }
   g_clear_object (&f->bus);
   g_clear_pointer (&f->state_signals, g_ptr_array_unref);
   g_free (f->cfg);
@@ -167,8 +177,9 @@ start_manager (Fixture *f)
   g_autoptr (GPtrArray) args = gt_test_args_new ();
   g_autoptr (GError) error = NULL;
   g_autofree char *env_run = g_strdup_printf ("GT_RUNTIME_DIR=%s", f->run);
+  /* Without a keyring of the test's own, secrets stay in the files (none is tried). */
   const char *env[] = { env_run, "GT_MANAGER_READY_TIMEOUT=5s", "GT_MANAGER_STOP_TIMEOUT=5s",
-                        NULL };
+                        f->keyring ? NULL : "GT_KEYRING=off", NULL };
   gint64 deadline;
   g_autofree char *owner = NULL;
 
@@ -595,6 +606,167 @@ test_status (Fixture *f, gconstpointer data)
   }
 }
 
+/* Waits until name has an owner on the test's bus. */
+static gboolean
+wait_name (Fixture *f, const char *name)
+{
+  gint64 deadline = gt_test_deadline_in (WAIT_MS);
+
+  while (g_get_monotonic_time () < deadline)
+    {
+      g_autoptr (GVariant) reply = g_dbus_connection_call_sync (
+        f->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+        "NameHasOwner", g_variant_new ("(s)", name), G_VARIANT_TYPE ("(b)"),
+        G_DBUS_CALL_FLAGS_NONE, 1000, NULL, NULL);
+      gboolean has = FALSE;
+
+      if (reply != NULL)
+        g_variant_get (reply, "(b)", &has);
+      if (has)
+        return TRUE;
+      g_usleep (50000);
+    }
+  return FALSE;
+}
+
+/* A keyring of the test's own on its bus: gnome-keyring-daemon with a new, unlocked login
+ * keyring under the test's directory. */
+static gboolean
+start_keyring (Fixture *f)
+{
+  g_autoptr (GSubprocessLauncher) launcher = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *home = g_build_filename (gt_test_tmpdir (), "home", NULL);
+  g_autofree char *data = g_build_filename (home, "data", NULL);
+  g_autofree char *runtime = g_build_filename (home, "run", NULL);
+  g_autofree char *program = g_find_program_in_path ("gnome-keyring-daemon");
+  GOutputStream *in;
+
+  if (program == NULL)
+    {
+      g_test_skip ("gnome-keyring-daemon is not installed");
+      return FALSE;
+    }
+  if (g_getenv ("DBUS_SESSION_BUS_ADDRESS") == NULL)
+    {
+      g_test_skip ("no session bus (run under dbus-run-session)");
+      return FALSE;
+    }
+  g_assert_cmpint (g_mkdir_with_parents (data, 0700), ==, 0);
+  g_assert_cmpint (g_mkdir_with_parents (runtime, 0700), ==, 0);
+  f->bus = g_bus_get_sync (G_BUS_TYPE_SESSION, NULL, &error);
+  g_assert_no_error (error);
+  launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDIN_PIPE);
+  g_subprocess_launcher_setenv (launcher, "HOME", home, TRUE);
+  g_subprocess_launcher_setenv (launcher, "XDG_DATA_HOME", data, TRUE);
+  g_subprocess_launcher_setenv (launcher, "XDG_RUNTIME_DIR", runtime, TRUE);
+  f->keyring_daemon = g_subprocess_launcher_spawn (launcher, &error, program, "--foreground",
+                                                   "--unlock", "--components=secrets", NULL);
+  g_assert_no_error (error);
+  /* --unlock: the login keyring's password on stdin, made with it. */
+  in = g_subprocess_get_stdin_pipe (f->keyring_daemon);
+  g_assert_true (g_output_stream_write_all (in, "test", 4, NULL, NULL, &error));
+  g_assert_true (g_output_stream_close (in, NULL, &error));
+  g_assert_no_error (error);
+  if (!wait_name (f, "org.freedesktop.secrets"))
+    gt_test_fail ("gnome-keyring-daemon did not take org.freedesktop.secrets");
+  return TRUE;
+}
+
+/* A client secret saved over D-Bus goes to the keyring, not to the file, and the worker reads it
+ * from there (the server accepts the client: traffic flows); without a keyring item the client
+ * fails with the reason as its LastError. */
+static void
+test_keyring (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GtDBusTunnel1) client = NULL;
+  g_autofree char *client_path = g_build_filename (f->cfg, "client.yaml", NULL);
+  g_autofree char *document = NULL;
+  g_autofree char *again = NULL;
+  g_autofree char *on_disk = NULL;
+  g_autofree char *stored = NULL;
+  g_autofree char *good = NULL;
+  g_autofree char *orphan = NULL;
+  gint64 deadline;
+  struct stat st;
+
+  if (!start_keyring (f))
+    return;
+  f->keyring = TRUE;
+  g_clear_object (&f->bus);
+  start_manager (f);
+  if (g_test_failed () || f->objects == NULL)
+    return;
+  wait_state (f, "client.yaml", "running");
+  wait_http (f, "web.example.com", 200);
+
+  /* Saving the document moves the file's secret to the keyring. */
+  g_assert_true (gt_dbus_manager1_call_get_config_sync (f->manager_iface, "client.yaml",
+                                                        &document, NULL, &error));
+  g_assert_no_error (error);
+  {
+    GString *s = g_string_new (document);
+
+    g_string_replace (s, "hostPrefix: web\n", "hostPrefix: vault\n", 1);
+    good = g_string_free (s, FALSE);
+  }
+  g_assert_true (gt_dbus_manager1_call_set_config_sync (f->manager_iface, "client.yaml", good,
+                                                        NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (g_file_get_contents (client_path, &on_disk, NULL, NULL));
+  g_assert_null (strstr (on_disk, SECRET));
+  g_assert_nonnull (strstr (on_disk, "secret: \"" GT_CONFIG_SECRET_KEYRING "\"\n"));
+  g_assert_nonnull (strstr (on_disk, "hostPrefix: vault\n"));
+  g_assert_cmpint (stat (client_path, &st), ==, 0);
+  g_assert_cmpint (st.st_mode & 0777, ==, 0600);
+  stored = gt_keyring_lookup (client_path, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (stored, ==, SECRET);
+
+  /* The new worker got the secret from the keyring: the server lets it in. */
+  wait_http (f, "vault.example.com", 200);
+  client = tunnel (f, "client.yaml");
+  g_assert_cmpstr (gt_dbus_tunnel1_get_state (client), ==, "running");
+  /* GetConfig hides where the secret is, like any secret. */
+  g_assert_true (gt_dbus_manager1_call_get_config_sync (f->manager_iface, "client.yaml",
+                                                        &again, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_nonnull (strstr (again, "secret: \"" GT_CONFIG_SECRET_PLACEHOLDER "\""));
+  g_assert_null (strstr (again, GT_CONFIG_SECRET_KEYRING));
+
+  /* A file that points to the keyring without an item there: failed, and LastError says why. */
+  orphan = g_strdup_printf ("type: client\n"
+                            "options:\n"
+                            "  id: orphan\n"
+                            "  secret: \"" GT_CONFIG_SECRET_KEYRING "\"\n"
+                            "  remote: tcp://127.0.0.1:%u\n"
+                            "services:\n"
+                            "  - local: http://127.0.0.1:%u\n"
+                            "    hostPrefix: orphan\n",
+                            f->server_port, f->service->port);
+  g_assert_true (gt_dbus_manager1_call_set_config_sync (f->manager_iface, "orphan.yaml", orphan,
+                                                        NULL, &error));
+  g_assert_no_error (error);
+  deadline = gt_test_deadline_in (WAIT_MS);
+  while (g_get_monotonic_time () < deadline)
+    {
+      g_autoptr (GtDBusTunnel1) t = tunnel (f, "orphan.yaml");
+
+      if (t != NULL && strstr (gt_dbus_tunnel1_get_last_error (t), "keyring") != NULL)
+        break;
+      iterate (50);
+    }
+  {
+    g_autoptr (GtDBusTunnel1) t = tunnel (f, "orphan.yaml");
+
+    g_assert_nonnull (t);
+    if (strstr (gt_dbus_tunnel1_get_last_error (t), "keyring has no secret") == NULL)
+      gt_test_fail ("orphan.yaml: LastError %s", gt_dbus_tunnel1_get_last_error (t));
+    g_assert_cmpuint (gt_dbus_tunnel1_get_pid (t), ==, 0);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -604,6 +776,7 @@ main (int argc, char **argv)
   g_test_add ("/gt/dbus/integration/" path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   ADD ("control", test_control);
   ADD ("status", test_status);
+  ADD ("keyring", test_keyring);
 #undef ADD
   return gt_test_run ();
 }
