@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 manifest_path, root = sys.argv[1], sys.argv[2]
 APP_ID = "io.github.gtrelay.Gt"
@@ -165,7 +166,10 @@ check("the desktop file runs the command and shows the app icon",
 
 builder = shutil.which("flatpak-builder")
 if builder:
-    p = subprocess.run([builder, "--show-manifest", manifest_path], capture_output=True, text=True)
+    # It keeps a state directory (.flatpak-builder) in its working directory: a throwaway one.
+    with tempfile.TemporaryDirectory() as state:
+        p = subprocess.run([builder, "--show-manifest", os.path.abspath(manifest_path)],
+                           capture_output=True, text=True, cwd=state)
     check("flatpak-builder reads it without warnings",
           p.returncode == 0 and "WARNING" not in p.stderr, p.stderr.strip())
 else:
