@@ -157,7 +157,36 @@ else
 fi
 if wait_for 20 grep -q 'client.yaml changed' "$T/gt.log"; then ok "the daemon reloaded it"; else not_ok "no reload"; fi
 
-for png in app-main-window app-details app-editor app-editor-error; do
+# A new server configuration from the form: the daemon writes it and runs it.
+SRV_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+activate new-config "[<'server'>]"
+if wait_for 10 state_has editing "''"; then ok "the editor opens for a new server"; else not_ok "no editor for a new server"; fi
+activate set-field "[<('name', 'relay.yaml')>]"
+activate set-field "[<('addr', '127.0.0.1:$SRV_PORT')>]"
+activate set-field "[<('user.0.id', 'desk')>]"
+activate set-field "[<('user.0.secret', 'server-side-secret')>]"
+sleep 0.3
+activate screenshot "[<'$LOGDIR/app-editor-server.png'>]"
+activate save "[]"
+if wait_for 20 state_has last-save "'ok'"; then ok "the new server was saved"; else not_ok "save failed: $(actions Describe last-save)"; fi
+if grep -q "addr: \"127.0.0.1:$SRV_PORT\"" "$T/cfg/relay.yaml" 2>/dev/null && grep -q '^  "desk":$' "$T/cfg/relay.yaml" \
+  && [ "$(stat -c %a "$T/cfg/relay.yaml")" = 600 ]; then
+  ok "the daemon wrote relay.yaml (mode 0600)"
+else
+  not_ok "relay.yaml: $(cat "$T/cfg/relay.yaml" 2>&1)"
+fi
+if wait_for 20 state_has visible-tunnels "relay.yaml=running"; then
+  ok "the list shows relay.yaml running"
+else
+  not_ok "relay.yaml not running: $(actions Describe visible-tunnels)"
+fi
+if wait_for 20 state_has last-toast "relay.yaml: Running"; then
+  ok "a toast tells relay.yaml is running"
+else
+  not_ok "no state toast: $(actions Describe last-toast)"
+fi
+
+for png in app-main-window app-editor-server app-details app-editor app-editor-error; do
   if [ "$(head -c 8 "$LOGDIR/$png.png" 2>/dev/null | od -An -c | tr -d ' ')" = '211PNG\r\n032\n' ]; then
     ok "screenshot $png.png"
   else

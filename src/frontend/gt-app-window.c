@@ -4,8 +4,9 @@
  * Window actions (also the automation hook of the tests, exported on D-Bus by GtApp):
  *   show-list, show-tunnel(s), edit-tunnel(s), edit-current, toggle-current, new-config(s),
  *   set-field((ss)), save, screenshot(s); stateful visible-tunnels (as: "NAME=STATE" of the
- *   rows shown), last-save (s: "" while saving, "ok" or the error message) and editing (s: the
- *   tunnel loaded in the editor, "" for a new one). */
+ *   rows shown), last-save (s: "" while saving, "ok" or the error message), editing (s: the
+ *   tunnel loaded in the editor, "" for a new one), visible-connections (as: "ID#INDEX=STATE" of
+ *   the details page's connections) and last-toast (s: the title of the last toast). */
 #include "config.h"
 
 #define G_LOG_DOMAIN "gt-app"
@@ -350,6 +351,17 @@ properties_changed_cb (GDBusObjectManagerClient *manager, GDBusObjectProxy *obje
   queue_rebuild (user_data);
 }
 
+/* Shows a toast (taken); the last-toast state keeps its title for the tests. */
+static void
+show_toast (GtAppWindow *self, AdwToast *toast)
+{
+  GAction *action = g_action_map_lookup_action (G_ACTION_MAP (self), "last-toast");
+
+  g_simple_action_set_state (G_SIMPLE_ACTION (action),
+                             g_variant_new_string (adw_toast_get_title (toast)));
+  adw_toast_overlay_add_toast (self->toasts, toast);
+}
+
 static void
 state_changed_cb (GtDBusManager1 *manager, const char *path, const char *name, const char *state,
                   const char *error, gpointer user_data)
@@ -360,7 +372,7 @@ state_changed_cb (GtDBusManager1 *manager, const char *path, const char *name, c
   /* TRANSLATORS: a toast: "home.yaml: Running" */
   toast = adw_toast_new_format (_("%s: %s"), name, state_label (state));
   adw_toast_set_timeout (toast, 3);
-  adw_toast_overlay_add_toast (self->toasts, toast);
+  show_toast (self, toast);
 }
 
 static void
@@ -500,7 +512,7 @@ get_config_cb (GObject *source, GAsyncResult *result, gpointer user_data)
                                                 &error))
     {
       g_dbus_error_strip_remote_error (error);
-      adw_toast_overlay_add_toast (d->self->toasts, adw_toast_new (error->message));
+      show_toast (d->self, adw_toast_new (error->message));
       edit_data_free (d);
       return;
     }
@@ -603,7 +615,7 @@ set_config_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     }
   /* TRANSLATORS: a toast after saving a configuration file */
   toast = adw_toast_new_format (_("Saved %s"), d->name);
-  adw_toast_overlay_add_toast (self->toasts, toast);
+  show_toast (self, toast);
   set_last_save (self, "ok");
   g_free (self->current);
   self->current = g_strdup (d->name);
@@ -676,6 +688,7 @@ static const GActionEntry win_actions[] = {
   { "last-save", NULL, NULL, "''", NULL },
   { "editing", NULL, NULL, "''", NULL },
   { "visible-connections", NULL, NULL, "@as []", NULL },
+  { "last-toast", NULL, NULL, "''", NULL },
 };
 
 static void
