@@ -28,9 +28,11 @@ fi
 T=$(mktemp -d "${TMPDIR:-/tmp}/gt-app.XXXXXX")
 GT_PID=
 APP_PID=
+KEYRING_PID=
 cleanup() {
   [ -n "$APP_PID" ] && kill "$APP_PID" 2>/dev/null || true
   [ -n "$GT_PID" ] && kill "$GT_PID" 2>/dev/null || true
+  [ -n "$KEYRING_PID" ] && kill "$KEYRING_PID" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$T"
 }
@@ -59,6 +61,19 @@ not_ok() {
   sed 's/^/# app: /' "$T/app.log" | tail -20
 }
 
+# A keyring of the test's own when gnome-keyring is installed: the daemon then moves the secret
+# there on save. Without one, it stays in the 0600 file (GT_KEYRING=off: no keyring is tried).
+KEYRING=
+if command -v gnome-keyring-daemon >/dev/null 2>&1 && command -v secret-tool >/dev/null 2>&1; then
+  mkdir -m 0700 "$T/home" "$T/home/run"
+  printf test | HOME=$T/home XDG_DATA_HOME=$T/home XDG_RUNTIME_DIR=$T/home/run \
+    gnome-keyring-daemon --foreground --unlock --components=secrets > "$T/keyring.log" 2>&1 &
+  KEYRING_PID=$!
+  KEYRING=1
+  export GT_KEYRING=on
+else
+  export GT_KEYRING=off
+fi
 GT_RUNTIME_DIR=$T/run GT_MANAGER_READY_TIMEOUT=2s "$GT" -c "$T/cfg" > "$T/gt.log" 2>&1 &
 GT_PID=$!
 GT_APP_AUTOMATION=1 GSK_RENDERER=cairo NO_AT_BRIDGE=1 GTK_A11Y=none LANGUAGE=C \
@@ -93,6 +108,16 @@ fi
 sleep 0.5
 activate screenshot "[<'$LOGDIR/app-main-window.png'>]"
 
+# The details page lists the client's tunnel connections (ConnectionList).
+activate show-tunnel "[<'client.yaml'>]"
+if wait_for 20 state_has visible-connections "desk#0="; then
+  ok "the details page lists the tunnel connections"
+else
+  not_ok "no connection rows: $(actions Describe visible-connections)"
+fi
+sleep 0.3
+activate screenshot "[<'$LOGDIR/app-details.png'>]"
+
 activate edit-tunnel "[<'client.yaml'>]"
 if wait_for 20 state_has editing "'client.yaml'"; then ok "the editor loads client.yaml"; else not_ok "the editor did not load"; fi
 # A wrong value: refused by the daemon's validation, the file stays.
@@ -113,15 +138,55 @@ sleep 0.3
 activate screenshot "[<'$LOGDIR/app-editor.png'>]"
 activate save "[]"
 if wait_for 20 state_has last-save "'ok'"; then ok "the edit was saved"; else not_ok "save failed: $(actions Describe last-save)"; fi
-if grep -q 'hostPrefix: "news"' "$T/cfg/client.yaml" && grep -q 'secret: app-test-secret$' "$T/cfg/client.yaml" \
-  && [ "$(stat -c %a "$T/cfg/client.yaml")" = 600 ]; then
-  ok "the daemon's file has the new service, the kept secret, mode 0600"
+if grep -q 'hostPrefix: "news"' "$T/cfg/client.yaml" && [ "$(stat -c %a "$T/cfg/client.yaml")" = 600 ]; then
+  ok "the daemon's file has the new service, mode 0600"
 else
   not_ok "the file is not as expected: $(cat "$T/cfg/client.yaml")"
 fi
+if [ -n "$KEYRING" ]; then
+  if ! grep -q 'app-test-secret' "$T/cfg/client.yaml" && grep -q 'secret: "(keyring)"$' "$T/cfg/client.yaml" \
+    && [ "$(secret-tool lookup config "$T/cfg/client.yaml")" = app-test-secret ]; then
+    ok "with a keyring, the secret moved there and out of the file"
+  else
+    not_ok "keyring: file $(grep secret "$T/cfg/client.yaml"), item $(secret-tool lookup config "$T/cfg/client.yaml" 2>&1)"
+  fi
+elif grep -q 'secret: app-test-secret$' "$T/cfg/client.yaml"; then
+  ok "without a keyring, the file keeps the secret"
+else
+  not_ok "the secret is not in the file: $(grep secret "$T/cfg/client.yaml")"
+fi
 if wait_for 20 grep -q 'client.yaml changed' "$T/gt.log"; then ok "the daemon reloaded it"; else not_ok "no reload"; fi
 
-for png in app-main-window app-editor app-editor-error; do
+# A new server configuration from the form: the daemon writes it and runs it.
+SRV_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+activate new-config "[<'server'>]"
+if wait_for 10 state_has editing "''"; then ok "the editor opens for a new server"; else not_ok "no editor for a new server"; fi
+activate set-field "[<('name', 'relay.yaml')>]"
+activate set-field "[<('addr', '127.0.0.1:$SRV_PORT')>]"
+activate set-field "[<('user.0.id', 'desk')>]"
+activate set-field "[<('user.0.secret', 'server-side-secret')>]"
+sleep 0.3
+activate screenshot "[<'$LOGDIR/app-editor-server.png'>]"
+activate save "[]"
+if wait_for 20 state_has last-save "'ok'"; then ok "the new server was saved"; else not_ok "save failed: $(actions Describe last-save)"; fi
+if grep -q "addr: \"127.0.0.1:$SRV_PORT\"" "$T/cfg/relay.yaml" 2>/dev/null && grep -q '^  "desk":$' "$T/cfg/relay.yaml" \
+  && [ "$(stat -c %a "$T/cfg/relay.yaml")" = 600 ]; then
+  ok "the daemon wrote relay.yaml (mode 0600)"
+else
+  not_ok "relay.yaml: $(cat "$T/cfg/relay.yaml" 2>&1)"
+fi
+if wait_for 20 state_has visible-tunnels "relay.yaml=running"; then
+  ok "the list shows relay.yaml running"
+else
+  not_ok "relay.yaml not running: $(actions Describe visible-tunnels)"
+fi
+if wait_for 20 state_has last-toast "relay.yaml: Running"; then
+  ok "a toast tells relay.yaml is running"
+else
+  not_ok "no state toast: $(actions Describe last-toast)"
+fi
+
+for png in app-main-window app-editor-server app-details app-editor app-editor-error; do
   if [ "$(head -c 8 "$LOGDIR/$png.png" 2>/dev/null | od -An -c | tr -d ' ')" = '211PNG\r\n032\n' ]; then
     ok "screenshot $png.png"
   else

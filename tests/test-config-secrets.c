@@ -121,6 +121,39 @@ test_syntax (void)
   g_assert_true (g_str_has_prefix (error->message, "2:1: "));
 }
 
+/* The keyring marker replaces the client's secret only; the rest stays byte for byte. */
+static void
+test_replace (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *c = gt_config_replace_secret (client_doc, -1, "options/secret",
+                                                 GT_CONFIG_SECRET_KEYRING, &error);
+  g_autofree char *s = NULL;
+  g_autofree char *none = NULL;
+  g_autofree char *bad = NULL;
+  g_autoptr (GtClientConfig) config = gt_client_config_new ();
+
+  g_assert_no_error (error);
+  g_assert_cmpstr (c, ==,
+                   "type: client\noptions:\n  id: a\n  secret: \"(keyring)\"\n"
+                   "  remote: tcp://127.0.0.1:1\n");
+  g_assert_true (gt_client_config_load_data (config, c, -1, "c.yaml", NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (config->secret, ==, GT_CONFIG_SECRET_KEYRING);
+  /* Another path: nothing to replace, the users' secrets stay. */
+  s = gt_config_replace_secret (server_doc, -1, "options/secret", "x", &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (s, ==, server_doc);
+  /* A block scalar keeps its line break. */
+  none = gt_config_replace_secret ("options:\n  secret: |\n    abc\n  id: b\n", -1,
+                                   "options/secret", "(keyring)", &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (none, ==, "options:\n  secret: \"(keyring)\"\n  id: b\n");
+  bad = gt_config_replace_secret ("options: [\n", -1, "options/secret", "x", &error);
+  g_assert_null (bad);
+  g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_SYNTAX);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -129,5 +162,6 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/core/config-secrets/restore", test_restore);
   g_test_add_func ("/gt/core/config-secrets/syntax", test_syntax);
   g_test_add_func ("/gt/core/config-secrets/utf8", test_utf8);
+  g_test_add_func ("/gt/core/config-secrets/replace", test_replace);
   return g_test_run ();
 }

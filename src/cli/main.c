@@ -15,6 +15,7 @@
 #include "gt-config.h"
 #include "gt-dbus-service.h"
 #include "gt-dbus-status.h"
+#include "gt-keyring.h"
 #include "gt-log.h"
 #include "gt-manager.h"
 #include "gt-p2p-peer-module.h"
@@ -25,6 +26,7 @@
 #include "gt-systemd.h"
 #include "gt-transport.h"
 #include "gt-web-admin.h"
+#include "gt-worker-report.h"
 
 static const char usage_main[] =
   "Usage: gt [-c FILE|DIR] [--depth N] [-s reload|restart|stop] [COMMAND] [OPTIONS]\n"
@@ -44,6 +46,7 @@ static const char usage_main[] =
   "  --depth N           how deep to look in a config directory (default 3, 0 = any)\n"
   "  --manager           supervise even a single config file (restarts, reload)\n"
   "  --no-dbus           do not offer the D-Bus interface on the session bus\n"
+  "  --system-bus        offer it on the system bus instead (also `gt status --system-bus`)\n"
   "  -s, --signal NAME   tell the running manager to reload, restart or stop\n"
   "  -h, --help          show this help (also `gt server --help`, `gt client --help`)\n"
   "  -V, --version       print the version\n";
@@ -85,6 +88,31 @@ static GtClient *running_client;
 static GtTraffic reported_traffic;
 static gboolean traffic_reported;
 
+static char *reported_details;
+
+/* The per-connection and per-stream counters, in their own datagram (up to 60 KiB), sent
+ * without blocking: when the manager is behind, the next second sends them again. */
+static void
+report_details (void)
+{
+  g_autoptr (GVariant) state = NULL;
+  g_autofree char *line = NULL;
+  g_autoptr (GError) error = NULL;
+
+  state = running_server != NULL ? gt_server_get_state (running_server)
+                                 : gt_client_get_state (running_client);
+  line = gt_worker_details_line (state);
+  if (g_strcmp0 (line, reported_details) == 0)
+    return;
+  if (!gt_sd_notify_to_full (g_getenv ("NOTIFY_SOCKET"), line, FALSE, &error))
+    {
+      g_debug ("details not sent: %s", error->message);
+      return;
+    }
+  g_free (reported_details);
+  reported_details = g_steal_pointer (&line);
+}
+
 static gboolean
 report_traffic_cb (gpointer user_data)
 {
@@ -97,6 +125,7 @@ report_traffic_cb (gpointer user_data)
     gt_client_get_traffic (running_client, &t);
   else
     return G_SOURCE_CONTINUE;
+  report_details ();
   if (traffic_reported && memcmp (&t, &reported_traffic, sizeof t) == 0)
     return G_SOURCE_CONTINUE;
   reported_traffic = t;
@@ -327,6 +356,29 @@ relay_stop (Relay *r)
   g_clear_object (&r->signalling);
 }
 
+/* `secret: "(keyring)"` (written by the manager when a keyring took the secret): the secret
+ * comes from the user's keyring, or the client does not start. */
+static gboolean
+client_secret_from_keyring (GtClientConfig *config, const char *path, GError **error)
+{
+  g_autoptr (GError) local_error = NULL;
+  char *secret;
+
+  if (g_strcmp0 (config->secret, GT_CONFIG_SECRET_KEYRING) != 0 || path == NULL)
+    return TRUE;
+  secret = gt_keyring_lookup (path, &local_error);
+  if (secret == NULL)
+    {
+      g_set_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE,
+                   _("%s: options.secret is kept in the keyring, but it cannot be read: %s"),
+                   path, local_error->message);
+      return FALSE;
+    }
+  g_free (config->secret);
+  config->secret = secret;
+  return TRUE;
+}
+
 /* Loads (file, then the command line) and validates a configuration; *web_out (may be NULL)
  * receives a copy of its web keys. */
 static gpointer
@@ -348,6 +400,7 @@ relay_load (Relay *r, const char *path, GError **error)
 
       if ((path != NULL && !gt_client_config_load_file (config, path, NULL, error))
           || !gt_client_config_apply_args (config, r->argc, r->argv, error)
+          || !client_secret_from_keyring (config, path, error)
           || !gt_client_config_validate (config, NULL, error))
         return NULL;
       return g_steal_pointer (&config);
@@ -568,6 +621,9 @@ fail:
   relay_stop (&r);
   g_clear_object (&r.web);
   fprintf (stderr, "gt %s: %s\n", name, error->message);
+  /* The manager shows it as the configuration's LastError. */
+  if (gt_manager_is_worker ())
+    gt_sd_notify ("GT_ERROR=%.1000s", error->message);
   return error->domain == GT_CONFIG_ERROR && error->code == GT_CONFIG_ERROR_USAGE ? 2 : 1;
 }
 
@@ -680,13 +736,27 @@ run_connect (const char *config_path, int argc, char **argv)
   return rc;
 }
 
-/* The manager, with the D-Bus interface on the session bus when there is one. */
+/* The manager, with the D-Bus interface on the session bus when there is one, or on the system
+ * bus when asked (then a bus that cannot be reached is an error). */
 static int
-run_manager (const char *config_path, guint depth, gboolean use_dbus, GError **error)
+run_manager (const char *config_path, guint depth, gboolean use_dbus, gboolean system_bus,
+             GError **error)
 {
   g_autoptr (GtManager) manager = gt_manager_new (config_path, depth);
-  g_autoptr (GDBusConnection) bus = use_dbus ? gt_dbus_session_bus_get () : NULL;
+  g_autoptr (GDBusConnection) bus = NULL;
   g_autoptr (GtDBusService) service = NULL;
+
+  if (system_bus)
+    {
+      bus = g_bus_get_sync (G_BUS_TYPE_SYSTEM, NULL, error);
+      if (bus == NULL)
+        {
+          g_prefix_error (error, "--system-bus: ");
+          return 1;
+        }
+    }
+  else if (use_dbus)
+    bus = gt_dbus_session_bus_get ();
 
   gt_log_set_field ("GT_KIND", "manager");
   gt_log_set_field ("GT_CONFIG", config_path);
@@ -703,7 +773,7 @@ run_manager (const char *config_path, guint depth, gboolean use_dbus, GError **e
 
 /* `gt status`: over D-Bus when a manager offers it, else what the runtime files say. */
 static int
-run_status (void)
+run_status (gboolean system_bus)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *dir = NULL;
@@ -712,8 +782,13 @@ run_status (void)
   g_autoptr (GKeyFile) kf = g_key_file_new ();
   GPid pid;
 
-  if (gt_dbus_status_print (stdout, &error))
+  if (gt_dbus_status_print (stdout, system_bus ? G_BUS_TYPE_SYSTEM : G_BUS_TYPE_SESSION, &error))
     return 0;
+  if (system_bus)
+    {
+      fprintf (stderr, "gt: %s\n", error->message);
+      return 1;
+    }
   g_debug ("status over D-Bus: %s", error->message);
   g_clear_error (&error);
   dir = gt_manager_runtime_dir (FALSE, &error);
@@ -800,6 +875,7 @@ main (int argc, char **argv)
       const char *signal_name = NULL;
       gboolean manager = FALSE;
       gboolean use_dbus = TRUE;
+      gboolean system_bus = FALSE;
       guint depth = GT_MANAGER_DEFAULT_DEPTH;
 
       for (int i = 0; i < argc; i++)
@@ -826,6 +902,8 @@ main (int argc, char **argv)
             manager = TRUE;
           else if (strcmp (a, "--no-dbus") == 0)
             use_dbus = FALSE;
+          else if (strcmp (a, "--system-bus") == 0)
+            system_bus = manager = TRUE; /* only a manager offers the interface */
           else
             {
               fprintf (stderr, "gt: unknown option '%s'\n\n%s", a, usage_main);
@@ -845,9 +923,14 @@ main (int argc, char **argv)
           fputs (usage_main, stderr);
           return 2;
         }
+      if (system_bus && !use_dbus)
+        {
+          fprintf (stderr, "gt: --system-bus and --no-dbus contradict each other\n");
+          return 2;
+        }
       if (manager || g_file_test (config_path, G_FILE_TEST_IS_DIR))
         {
-          int rc2 = run_manager (config_path, depth, use_dbus, &error);
+          int rc2 = run_manager (config_path, depth, use_dbus, system_bus, &error);
 
           if (error != NULL)
             fprintf (stderr, "gt: %s\n", error->message);
@@ -864,12 +947,14 @@ main (int argc, char **argv)
 
   if (strcmp (command, "status") == 0)
     {
-      if (argc > 0 || config_path != NULL)
+      gboolean system_bus = argc == 1 && strcmp (argv[0], "--system-bus") == 0;
+
+      if ((argc > 0 && !system_bus) || config_path != NULL)
         {
-          fprintf (stderr, "gt status takes no options\n");
+          fprintf (stderr, "gt status takes no options but --system-bus\n");
           return 2;
         }
-      return run_status ();
+      return run_status (system_bus);
     }
   loop = g_main_loop_new (NULL, FALSE);
   if (strcmp (command, "server") == 0)

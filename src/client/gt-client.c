@@ -16,6 +16,7 @@
 #include "gt-fd-source.h"
 #include "gt-frame.h"
 #include "gt-http.h"
+#include "gt-log.h"
 #include "gt-mux.h"
 #include "gt-proxy-protocol.h"
 #include "gt-relay-endpoint.h"
@@ -228,8 +229,9 @@ send_proxy_header (Dial *d)
   n = send (d->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
   if (n != (gssize) len)
     {
-      g_message ("stream %u: cannot send the PROXY header to %s", gt_mux_stream_get_id (d->stream),
-                 d->service->local_url);
+      gt_log_service (G_LOG_LEVEL_MESSAGE, d->service->local_url,
+                      "stream %u: cannot send the PROXY header to %s",
+                      gt_mux_stream_get_id (d->stream), d->service->local_url);
       return FALSE;
     }
   return TRUE;
@@ -248,8 +250,9 @@ dial_finish (Dial *d, int error_code)
     }
   if (error_code != 0)
     {
-      g_message ("stream %u: cannot connect to %s: %s", gt_mux_stream_get_id (stream),
-                 d->service->local_url, g_strerror (error_code));
+      gt_log_service (G_LOG_LEVEL_MESSAGE, d->service->local_url,
+                      "stream %u: cannot connect to %s: %s", gt_mux_stream_get_id (stream),
+                      d->service->local_url, g_strerror (error_code));
       gt_mux_stream_reset (stream, GT_RESET_CODE_CONNECT_FAILED);
       g_hash_table_remove (client->dials, d);
       return;
@@ -447,8 +450,8 @@ lookup_done_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   s = client->config->services->pdata[l->service_index];
   client->resolving[l->service_index] = FALSE;
   if (list == NULL)
-    g_warning ("service %u (%s): cannot resolve %s: %s", l->service_index, s->local_url,
-               s->local_host, error->message);
+    gt_log_service (G_LOG_LEVEL_WARNING, s->local_url, "service %u (%s): cannot resolve %s: %s",
+                    l->service_index, s->local_url, s->local_host, error->message);
   else
     {
       client->local_addrs->pdata[l->service_index] =

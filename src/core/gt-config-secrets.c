@@ -340,3 +340,31 @@ gt_config_restore_secrets (const char *text, gssize len, const char *old_text, g
     }
   return splice (text, n, places, with);
 }
+
+char *
+gt_config_replace_secret (const char *text, gssize len, const char *path, const char *value,
+                          GError **error)
+{
+  g_autoptr (GPtrArray) places = NULL;
+  g_autoptr (GPtrArray) with = g_ptr_array_new_with_free_func (g_free);
+  gsize n;
+
+  g_return_val_if_fail (text != NULL, NULL);
+  g_return_val_if_fail (path != NULL, NULL);
+  g_return_val_if_fail (value != NULL && strpbrk (value, "\"\\\n\r") == NULL, NULL);
+
+  n = len < 0 ? strlen (text) : (gsize) len;
+  places = find_secrets (text, n, error);
+  if (places == NULL)
+    return NULL;
+  for (guint i = 0; i < places->len; i++)
+    {
+      SecretPlace *place = places->pdata[i];
+
+      if (strcmp (place->path, path) != 0)
+        g_ptr_array_add (with, NULL);
+      else
+        g_ptr_array_add (with, g_strdup_printf ("\"%s\"%s", value, place->block ? "\n" : ""));
+    }
+  return splice (text, n, places, with);
+}

@@ -262,9 +262,17 @@ gboolean gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issu
  * placeholder is still there (error "LINE:COLUMN: ..." when old_text has none). Both fail on a
  * YAML syntax error. */
 #define GT_CONFIG_SECRET_PLACEHOLDER "(unchanged)"
+/* A client's `secret: "(keyring)"`: the secret is in the user's keyring (src/dbus/gt-keyring.h),
+ * not in the file. */
+#define GT_CONFIG_SECRET_KEYRING "(keyring)"
 char *gt_config_redact_secrets (const char *text, gssize len, GError **error);
 char *gt_config_restore_secrets (const char *text, gssize len, const char *old_text,
                                  gssize old_len, GError **error);
+/* text with the `secret:` value at path ("options/secret", as in the places above) replaced by
+ * value, double-quoted (value needs no escaping: no quote, backslash or control character); a
+ * copy of text when it has no secret there. NULL with error on a YAML syntax error. */
+char *gt_config_replace_secret (const char *text, gssize len, const char *path,
+                                const char *value, GError **error);
 
 /* Helpers shared with other parsers. */
 gboolean gt_parse_duration (const char *text, guint64 *ms_out); /* Go syntax: 90s, 1m30s, 250ms, 1h */

@@ -221,3 +221,37 @@ gt_log_init (const char *level, GError **error)
     }
   return TRUE;
 }
+
+void
+_gt_log_service (const char *domain, GLogLevelFlags level, const char *service,
+                 const char *format, ...)
+{
+  g_autofree char *message = NULL;
+  const char *priority;
+  va_list args;
+
+  va_start (args, format);
+  message = g_strdup_vprintf (format, args);
+  va_end (args);
+  /* syslog priorities, as g_log_structured gives them. */
+  if (level & G_LOG_LEVEL_ERROR)
+    priority = "3";
+  else if (level & (G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING))
+    priority = "4";
+  else if (level & G_LOG_LEVEL_MESSAGE)
+    priority = "5";
+  else if (level & G_LOG_LEVEL_INFO)
+    priority = "6";
+  else
+    priority = "7";
+  {
+    const GLogField fields[] = {
+      { "PRIORITY", priority, -1 },
+      { "GLIB_DOMAIN", domain != NULL ? domain : "", -1 },
+      { "MESSAGE", message, -1 },
+      { "GT_SERVICE", service != NULL ? service : "", -1 },
+    };
+
+    g_log_structured_array (level, fields, G_N_ELEMENTS (fields));
+  }
+}

@@ -9,9 +9,16 @@ G_BEGIN_DECLS
 gboolean gt_log_init (const char *level, GError **error);
 gboolean gt_log_level_is_valid (const char *level);
 /* A field of every journal entry when stderr is connected to journald (JOURNAL_STREAM): gt sets
- * GT_CONFIG (the config file), GT_KIND (server, client, manager) and GT_USER (a client's id).
+ * GT_CONFIG (the config file), GT_KIND (server, client, manager) and GT_USER (a client's id);
+ * lines about one service carry GT_SERVICE too (gt_log_service).
  * Never a secret. Up to 4 keys; a later call replaces the value. */
 void gt_log_set_field (const char *key, const char *value);
+/* A log line about one service of a client (its local URL, or a server's "client/service"):
+ * printed like g_message and friends, and in the journal with the field GT_SERVICE. */
+#define gt_log_service(level, service, ...)                                                        \
+  _gt_log_service (G_LOG_DOMAIN, (level), (service), __VA_ARGS__)
+void _gt_log_service (const char *domain, GLogLevelFlags level, const char *service,
+                      const char *format, ...) G_GNUC_PRINTF (4, 5);
 /* TRUE when debug output is on (logLevel debug/trace or GT_DEBUG set). */
 gboolean gt_log_debug_enabled (void);
 

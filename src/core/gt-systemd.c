@@ -215,6 +215,13 @@ notify_address (const char *address, struct sockaddr_un *sa, socklen_t *len, GEr
 gboolean
 gt_sd_notify_to (const char *socket_address, const char *message, GError **error)
 {
+  return gt_sd_notify_to_full (socket_address, message, TRUE, error);
+}
+
+gboolean
+gt_sd_notify_to_full (const char *socket_address, const char *message, gboolean block,
+                      GError **error)
+{
   struct sockaddr_un sa;
   socklen_t len;
   int fd;
@@ -234,7 +241,8 @@ gt_sd_notify_to (const char *socket_address, const char *message, GError **error
       return FALSE;
     }
   do
-    sent = sendto (fd, message, strlen (message), MSG_NOSIGNAL, (struct sockaddr *) &sa, len);
+    sent = sendto (fd, message, strlen (message), MSG_NOSIGNAL | (block ? 0 : MSG_DONTWAIT),
+                   (struct sockaddr *) &sa, len);
   while (sent < 0 && errno == EINTR);
   if (sent < 0)
     {

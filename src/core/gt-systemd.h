@@ -54,6 +54,10 @@ void gt_sd_notify (const char *fmt, ...) G_GNUC_PRINTF (1, 2);
 /* Same, with an explicit socket address (path or "@abstract"); returns FALSE with error set when
  * the datagram could not be sent. gt_sd_notify uses it with $NOTIFY_SOCKET. */
 gboolean gt_sd_notify_to (const char *socket_address, const char *message, GError **error);
+/* The same; with block FALSE, a receiver whose queue is full gives G_IO_ERROR_WOULD_BLOCK
+ * instead of stalling the caller. */
+gboolean gt_sd_notify_to_full (const char *socket_address, const char *message, gboolean block,
+                               GError **error);
 
 /* The watchdog period asked by systemd (WATCHDOG_USEC), 0 when none or when WATCHDOG_PID names
  * another process. Send "WATCHDOG=1" every half of it. */

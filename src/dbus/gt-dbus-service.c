@@ -4,9 +4,12 @@
 
 #define G_LOG_DOMAIN "gt-dbus"
 
+#include <string.h>
+
 #include "gt-dbus-errors.h"
 #include "gt-dbus-generated.h"
 #include "gt-dbus-service.h"
+#include "gt-keyring.h"
 
 struct _GtDBusService
 {
@@ -74,6 +77,13 @@ tunnel_update (GtDBusService *self, GtDBusTunnel1 *iface, const GtManagerUnitInf
   gt_dbus_tunnel1_set_streams_total (iface, info->traffic.streams_total);
   gt_dbus_tunnel1_set_bytes_in (iface, info->traffic.bytes_in);
   gt_dbus_tunnel1_set_bytes_out (iface, info->traffic.bytes_out);
+  {
+    g_autoptr (GVariant) connections = g_variant_get_child_value (info->details, 0);
+    g_autoptr (GVariant) streams = g_variant_get_child_value (info->details, 1);
+
+    gt_dbus_tunnel1_set_connection_list (iface, connections);
+    gt_dbus_tunnel1_set_stream_list (iface, streams);
+  }
   g_object_thaw_notify (G_OBJECT (iface));
 
   if (old_state != NULL && (g_strcmp0 (old_state, state) != 0 || g_strcmp0 (old_error, error) != 0))
@@ -213,17 +223,113 @@ handle_get_config_cb (GtDBusManager1 *iface, GDBusMethodInvocation *invocation,
   return TRUE;
 }
 
+/* A SetConfig waiting for the keyring. */
+typedef struct
+{
+  GtDBusService *self;
+  GDBusMethodInvocation *invocation;
+  char *name;
+  char *path;
+  char *full; /* the document with its secret */
+} SetConfigData;
+
+static void
+set_config_data_free (SetConfigData *d)
+{
+  g_object_unref (d->self);
+  g_object_unref (d->invocation);
+  g_free (d->name);
+  g_free (d->path);
+  memset (d->full, 0, strlen (d->full));
+  g_free (d->full);
+  g_free (d);
+}
+
+static void
+set_config_write (GtDBusService *self, GDBusMethodInvocation *invocation, const char *name,
+                  const char *path, const char *full)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (!gt_manager_write_config (self->manager, name, path, full, &error))
+    {
+      return_error (invocation, error);
+      return;
+    }
+  sync_tunnels (self);
+  gt_dbus_manager1_complete_set_config (self->manager_iface, invocation);
+}
+
+static void
+keyring_stored_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  SetConfigData *d = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *without = NULL;
+
+  if (gt_keyring_store_finish (result, &error))
+    without = gt_config_replace_secret (d->full, -1, "options/secret", GT_CONFIG_SECRET_KEYRING,
+                                        &error);
+  if (without != NULL)
+    {
+      g_message ("%s: its secret is in the keyring, not in the file", d->name);
+      set_config_write (d->self, d->invocation, d->name, d->path, without);
+    }
+  else
+    {
+      /* No keyring (none running, locked, or it did not answer): the 0600 file keeps it. */
+      g_message ("%s: no keyring (%s); the secret stays in the file (mode 0600)", d->name,
+                 error->message);
+      set_config_write (d->self, d->invocation, d->name, d->path, d->full);
+    }
+  set_config_data_free (d);
+}
+
+/* The new secret of a client document, NULL when it keeps the one in the keyring or has none. */
+static char *
+client_new_secret (const char *name, const char *full)
+{
+  g_autoptr (GtClientConfig) config = gt_client_config_new ();
+
+  if (!gt_client_config_load_data (config, full, -1, name, NULL, NULL) || config->secret == NULL
+      || config->secret[0] == '\0' || strcmp (config->secret, GT_CONFIG_SECRET_KEYRING) == 0)
+    return NULL;
+  return g_strdup (config->secret);
+}
+
 static gboolean
 handle_set_config_cb (GtDBusManager1 *iface, GDBusMethodInvocation *invocation,
                       const char *name, const char *document, gpointer user_data)
 {
   GtDBusService *self = user_data;
   g_autoptr (GError) error = NULL;
+  g_autofree char *path = NULL;
+  g_autofree char *full = NULL;
+  g_autofree char *secret = NULL;
+  GtConfigKind kind = GT_CONFIG_KIND_UNKNOWN;
+  SetConfigData *d;
 
-  if (!gt_manager_set_config (self->manager, name, document, NULL, &error))
+  full = gt_manager_prepare_config (self->manager, name, document, &path, &kind, NULL, &error);
+  if (full == NULL)
     return return_error (invocation, error);
-  sync_tunnels (self);
-  gt_dbus_manager1_complete_set_config (iface, invocation);
+  /* A client's secret goes to the user's keyring when there is one; the file then says
+   * "(keyring)" and the worker reads it from there. */
+  if (kind == GT_CONFIG_KIND_CLIENT && gt_keyring_enabled ())
+    secret = client_new_secret (name, full);
+  if (secret == NULL)
+    {
+      set_config_write (self, invocation, name, path, full);
+      memset (full, 0, strlen (full));
+      return TRUE;
+    }
+  d = g_new0 (SetConfigData, 1);
+  d->self = g_object_ref (self);
+  d->invocation = g_object_ref (invocation);
+  d->name = g_strdup (name);
+  d->path = g_steal_pointer (&path);
+  d->full = g_steal_pointer (&full);
+  gt_keyring_store_async (d->path, name, secret, NULL, keyring_stored_cb, d);
+  memset (secret, 0, strlen (secret));
   return TRUE;
 }
 

@@ -11,6 +11,7 @@
 #include "gt-dbus-generated.h"
 #include "gt-dbus-service.h"
 #include "gt-dbus-status.h"
+#include "gt-worker-report.h"
 
 static GtManagerUnitState
 state_from_string (const char *text)
@@ -19,6 +20,33 @@ state_from_string (const char *text)
     if (g_strcmp0 (gt_manager_unit_state_to_string (s), text) == 0)
       return s;
   return GT_MANAGER_UNIT_FAILED;
+}
+
+/* One indented line per tunnel connection under its configuration. */
+static void
+print_connections (FILE *out, GVariant *details)
+{
+  g_autoptr (GVariant) connections = NULL;
+  GVariantIter iter;
+  const char *client, *peer, *state;
+  guint32 index, streams;
+  guint64 bytes_in, bytes_out;
+
+  if (details == NULL)
+    return;
+  connections = g_variant_get_child_value (details, 0);
+  g_variant_iter_init (&iter, connections);
+  while (g_variant_iter_next (&iter, "(&su&s&sutt)", &client, &index, &peer, &state, &streams,
+                              &bytes_in, &bytes_out))
+    {
+      g_autofree char *in = g_format_size (bytes_in);
+      g_autofree char *outb = g_format_size (bytes_out);
+
+      /* TRANSLATORS: a tunnel connection under its configuration in `gt status`:
+       * "CLIENT-ID#INDEX STATE PEER: N streams, IN in, OUT out" */
+      fprintf (out, _("  %s#%u %s %s: %u streams, %s in, %s out\n"), client, index, state, peer,
+               streams, in, outb);
+    }
 }
 
 void
@@ -44,6 +72,7 @@ gt_dbus_status_print_units (FILE *out, GPtrArray *units)
                                                   : "?",
                gt_manager_unit_state_to_string (u->state), u->traffic.tunnels, u->traffic.streams,
                in, outb, u->error != NULL ? u->error : "");
+      print_connections (out, u->details);
     }
 }
 
@@ -54,9 +83,11 @@ info_compare (gconstpointer a, gconstpointer b)
 }
 
 gboolean
-gt_dbus_status_print (FILE *out, GError **error)
+gt_dbus_status_print (FILE *out, GBusType bus_type, GError **error)
 {
-  g_autoptr (GDBusConnection) bus = gt_dbus_session_bus_get ();
+  g_autoptr (GDBusConnection) bus = bus_type == G_BUS_TYPE_SYSTEM
+                                      ? g_bus_get_sync (G_BUS_TYPE_SYSTEM, NULL, NULL)
+                                      : gt_dbus_session_bus_get ();
   g_autoptr (GDBusObjectManager) objects = NULL;
   g_autoptr (GtDBusManager1) manager = NULL;
   g_autoptr (GPtrArray) units = NULL;
@@ -65,7 +96,9 @@ gt_dbus_status_print (FILE *out, GError **error)
 
   if (bus == NULL)
     {
-      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, _("no D-Bus session bus"));
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                           bus_type == G_BUS_TYPE_SYSTEM ? _("no D-Bus system bus")
+                                                         : _("no D-Bus session bus"));
       return FALSE;
     }
   objects = gt_dbus_object_manager_client_new_sync (
@@ -79,7 +112,9 @@ gt_dbus_status_print (FILE *out, GError **error)
                                                GT_DBUS_PATH, NULL, NULL);
   if (owner == NULL || manager == NULL || gt_dbus_manager1_get_version (manager) == NULL)
     {
-      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, _("no gt manager on the session bus (%s)"),
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                   bus_type == G_BUS_TYPE_SYSTEM ? _("no gt manager on the system bus (%s)")
+                                                 : _("no gt manager on the session bus (%s)"),
                    GT_DBUS_NAME);
       return FALSE;
     }
@@ -110,6 +145,12 @@ gt_dbus_status_print (FILE *out, GError **error)
       info->traffic.streams_total = gt_dbus_tunnel1_get_streams_total (t);
       info->traffic.bytes_in = gt_dbus_tunnel1_get_bytes_in (t);
       info->traffic.bytes_out = gt_dbus_tunnel1_get_bytes_out (t);
+      if (gt_dbus_tunnel1_get_connection_list (t) != NULL
+          && gt_dbus_tunnel1_get_stream_list (t) != NULL)
+        info->details = g_variant_ref_sink (
+          g_variant_new ("(@a" GT_WORKER_CONNECTION_TYPE "@a" GT_WORKER_STREAM_TYPE ")",
+                         gt_dbus_tunnel1_get_connection_list (t),
+                         gt_dbus_tunnel1_get_stream_list (t)));
       g_ptr_array_add (units, info);
     }
   g_list_free_full (list, g_object_unref);

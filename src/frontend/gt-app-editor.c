@@ -384,20 +384,6 @@ gt_app_editor_get_document (GtAppEditor *self)
   return render_form (self);
 }
 
-char *
-gt_app_editor_get_new_secret (GtAppEditor *self)
-{
-  const char *secret;
-
-  g_return_val_if_fail (GT_IS_APP_EDITOR (self), NULL);
-
-  secret = entry_text (self->secret_row);
-  if (self->kind != GT_CONFIG_KIND_CLIENT || *secret == '\0'
-      || strcmp (secret, GT_CONFIG_SECRET_PLACEHOLDER) == 0)
-    return NULL;
-  return g_strdup (secret);
-}
-
 static void
 mark (GtAppEditor *self, GtkWidget *widget, const char *message)
 {

@@ -10,7 +10,7 @@ G_BEGIN_DECLS
 G_DECLARE_FINAL_TYPE (GtAppEditor, gt_app_editor, GT, APP_EDITOR, AdwBin)
 
 /* name NULL: a new file of kind; else the tunnel's document as GetConfig returned it (secrets are
- * "(unchanged)"; secret, from the keyring, replaces the client's when not NULL). */
+ * "(unchanged)"; secret, when not NULL, replaces the client's). */
 void gt_app_editor_load (GtAppEditor *self, GtConfigKind kind, const char *name,
                          const char *document, const char *secret);
 GtConfigKind gt_app_editor_get_kind (GtAppEditor *self);
@@ -18,8 +18,6 @@ GtConfigKind gt_app_editor_get_kind (GtAppEditor *self);
 char *gt_app_editor_get_name (GtAppEditor *self);
 /* The document to send: the YAML tab as typed, or the form rendered as YAML. */
 char *gt_app_editor_get_document (GtAppEditor *self);
-/* The client secret typed in the form, NULL when none or unchanged. */
-char *gt_app_editor_get_new_secret (GtAppEditor *self);
 /* Shows a daemon error next to its field (by the line of the rendered form) or above the YAML. */
 void gt_app_editor_show_error (GtAppEditor *self, const GError *error);
 void gt_app_editor_clear_errors (GtAppEditor *self);

@@ -4,17 +4,15 @@
  * Window actions (also the automation hook of the tests, exported on D-Bus by GtApp):
  *   show-list, show-tunnel(s), edit-tunnel(s), edit-current, toggle-current, new-config(s),
  *   set-field((ss)), save, screenshot(s); stateful visible-tunnels (as: "NAME=STATE" of the
- *   rows shown), last-save (s: "" while saving, "ok" or the error message) and editing (s: the
- *   tunnel loaded in the editor, "" for a new one). */
+ *   rows shown), last-save (s: "" while saving, "ok" or the error message), editing (s: the
+ *   tunnel loaded in the editor, "" for a new one), visible-connections (as: "ID#INDEX=STATE" of
+ *   the details page's connections) and last-toast (s: the title of the last toast). */
 #include "config.h"
 
 #define G_LOG_DOMAIN "gt-app"
 
 #include <glib/gi18n.h>
 #include <string.h>
-#if HAVE_LIBSECRET
-#include <libsecret/secret.h>
-#endif
 
 #include "gt-app-editor.h"
 #include "gt-app-window.h"
@@ -41,32 +39,21 @@ struct _GtAppWindow
   AdwActionRow *streams_row;
   AdwActionRow *traffic_row;
   AdwActionRow *pid_row;
+  AdwPreferencesGroup *connections_group;
+  AdwPreferencesGroup *open_streams_group;
   GtAppEditor *editor;
 
   GCancellable *cancellable;
   GDBusObjectManager *objects;
   GtDBusManager1 *manager;
   GPtrArray *rows;     /* the AdwActionRow of each tunnel shown */
+  GPtrArray *detail_rows; /* rows of connections_group and open_streams_group */
   char *current;       /* the tunnel of the details page */
   char *editing;       /* the tunnel in the editor, NULL for a new one */
   gboolean rebuild_queued;
 };
 
 G_DEFINE_FINAL_TYPE (GtAppWindow, gt_app_window, ADW_TYPE_APPLICATION_WINDOW)
-
-#if HAVE_LIBSECRET
-static const SecretSchema *
-secret_schema (void)
-{
-  static const SecretSchema schema = {
-    "io.github.gtrelay.Gt.Secret",
-    SECRET_SCHEMA_NONE,
-    { { "config", SECRET_SCHEMA_ATTRIBUTE_STRING }, { NULL, 0 } },
-  };
-
-  return &schema;
-}
-#endif
 
 static GtDBusTunnel1 *
 tunnel_lookup (GtAppWindow *self, const char *name)
@@ -145,6 +132,83 @@ toggle_row_cb (GtkSwitch *sw, GParamSpec *pspec, gpointer user_data)
 }
 
 static void
+add_detail_row (GtAppWindow *self, AdwPreferencesGroup *group, const char *title,
+                const char *subtitle)
+{
+  GtkWidget *row = adw_action_row_new ();
+
+  adw_preferences_row_set_title (ADW_PREFERENCES_ROW (row), title);
+  adw_action_row_set_subtitle (ADW_ACTION_ROW (row), subtitle);
+  g_object_set_data (G_OBJECT (row), "gt-group", group);
+  adw_preferences_group_add (group, row);
+  g_ptr_array_add (self->detail_rows, row);
+}
+
+/* One row per tunnel connection and per open stream (ConnectionList, StreamList). */
+static void
+update_connections (GtAppWindow *self, GtDBusTunnel1 *t)
+{
+  g_autoptr (GVariantBuilder) shown = g_variant_builder_new (G_VARIANT_TYPE ("as"));
+  GVariant *connections = t != NULL ? gt_dbus_tunnel1_get_connection_list (t) : NULL;
+  GVariant *streams = t != NULL ? gt_dbus_tunnel1_get_stream_list (t) : NULL;
+  const char *client, *peer, *state, *service, *remote;
+  guint32 index, n_streams, id;
+  guint64 in, out;
+  GVariantIter iter;
+  GAction *action;
+
+  for (guint i = 0; i < self->detail_rows->len; i++)
+    {
+      GtkWidget *row = self->detail_rows->pdata[i];
+
+      adw_preferences_group_remove (g_object_get_data (G_OBJECT (row), "gt-group"), row);
+    }
+  g_ptr_array_set_size (self->detail_rows, 0);
+  if (connections != NULL)
+    {
+      g_variant_iter_init (&iter, connections);
+      while (g_variant_iter_next (&iter, "(&su&s&sutt)", &client, &index, &peer, &state,
+                                  &n_streams, &in, &out))
+        {
+          g_autofree char *title = g_strdup_printf ("%s #%u · %s", client, index, state);
+          g_autofree char *in_text = g_format_size (in);
+          g_autofree char *out_text = g_format_size (out);
+          /* TRANSLATORS: a tunnel connection: "PEER · N streams · IN in, OUT out" */
+          g_autofree char *subtitle = g_strdup_printf (_("%s · %u streams · %s in, %s out"),
+                                                       peer, n_streams, in_text, out_text);
+
+          add_detail_row (self, self->connections_group, title, subtitle);
+          g_variant_builder_add_value (shown, g_variant_new_take_string (
+                                                g_strdup_printf ("%s#%u=%s", client, index,
+                                                                 state)));
+        }
+    }
+  if (streams != NULL)
+    {
+      g_variant_iter_init (&iter, streams);
+      while (g_variant_iter_next (&iter, "(&suu&s&stt)", &client, &index, &id, &service,
+                                  &remote, &in, &out))
+        {
+          g_autofree char *title = g_strdup_printf ("%s · %s", service, client);
+          g_autofree char *in_text = g_format_size (in);
+          g_autofree char *out_text = g_format_size (out);
+          /* TRANSLATORS: an open stream: "USER-ADDRESS · IN in, OUT out" */
+          g_autofree char *subtitle = g_strdup_printf (_("%s · %s in, %s out"),
+                                                       *remote ? remote : _("unknown address"),
+                                                       in_text, out_text);
+
+          add_detail_row (self, self->open_streams_group, title, subtitle);
+        }
+    }
+  gtk_widget_set_visible (GTK_WIDGET (self->connections_group),
+                          connections != NULL && g_variant_n_children (connections) > 0);
+  gtk_widget_set_visible (GTK_WIDGET (self->open_streams_group),
+                          streams != NULL && g_variant_n_children (streams) > 0);
+  action = g_action_map_lookup_action (G_ACTION_MAP (self), "visible-connections");
+  g_simple_action_set_state (G_SIMPLE_ACTION (action), g_variant_builder_end (shown));
+}
+
+static void
 update_details (GtAppWindow *self)
 {
   g_autoptr (GtDBusTunnel1) t = tunnel_lookup (self, self->current);
@@ -156,6 +220,7 @@ update_details (GtAppWindow *self)
   const char *error;
   gboolean stopped;
 
+  update_connections (self, t);
   if (t == NULL)
     return;
   adw_preferences_group_set_title (self->details_group, gt_dbus_tunnel1_get_name (t));
@@ -286,6 +351,17 @@ properties_changed_cb (GDBusObjectManagerClient *manager, GDBusObjectProxy *obje
   queue_rebuild (user_data);
 }
 
+/* Shows a toast (taken); the last-toast state keeps its title for the tests. */
+static void
+show_toast (GtAppWindow *self, AdwToast *toast)
+{
+  GAction *action = g_action_map_lookup_action (G_ACTION_MAP (self), "last-toast");
+
+  g_simple_action_set_state (G_SIMPLE_ACTION (action),
+                             g_variant_new_string (adw_toast_get_title (toast)));
+  adw_toast_overlay_add_toast (self->toasts, toast);
+}
+
 static void
 state_changed_cb (GtDBusManager1 *manager, const char *path, const char *name, const char *state,
                   const char *error, gpointer user_data)
@@ -296,7 +372,7 @@ state_changed_cb (GtDBusManager1 *manager, const char *path, const char *name, c
   /* TRANSLATORS: a toast: "home.yaml: Running" */
   toast = adw_toast_new_format (_("%s: %s"), name, state_label (state));
   adw_toast_set_timeout (toast, 3);
-  adw_toast_overlay_add_toast (self->toasts, toast);
+  show_toast (self, toast);
 }
 
 static void
@@ -425,21 +501,6 @@ edit_show (EditData *d, const char *secret)
   edit_data_free (d);
 }
 
-#if HAVE_LIBSECRET
-static void
-secret_lookup_cb (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-  g_autoptr (GError) error = NULL;
-  g_autofree char *secret = secret_password_lookup_finish (result, &error);
-
-  if (error != NULL)
-    g_debug ("no keyring: %s", error->message);
-  edit_show (user_data, secret);
-  if (secret != NULL)
-    memset (secret, 0, strlen (secret));
-}
-#endif
-
 static void
 get_config_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -451,7 +512,7 @@ get_config_cb (GObject *source, GAsyncResult *result, gpointer user_data)
                                                 &error))
     {
       g_dbus_error_strip_remote_error (error);
-      adw_toast_overlay_add_toast (d->self->toasts, adw_toast_new (error->message));
+      show_toast (d->self, adw_toast_new (error->message));
       edit_data_free (d);
       return;
     }
@@ -459,14 +520,6 @@ get_config_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   d->kind = t != NULL && g_strcmp0 (gt_dbus_tunnel1_get_kind (t), "server") == 0
               ? GT_CONFIG_KIND_SERVER
               : GT_CONFIG_KIND_CLIENT;
-#if HAVE_LIBSECRET
-  if (d->kind == GT_CONFIG_KIND_CLIENT)
-    {
-      secret_password_lookup (secret_schema (), d->self->cancellable, secret_lookup_cb, d,
-                              "config", d->name, NULL);
-      return;
-    }
-#endif
   edit_show (d, NULL);
 }
 
@@ -533,7 +586,6 @@ typedef struct
 {
   GtAppWindow *self;
   char *name;
-  char *secret;
 } SaveData;
 
 static void
@@ -541,9 +593,6 @@ save_data_free (SaveData *d)
 {
   g_object_unref (d->self);
   g_free (d->name);
-  if (d->secret != NULL)
-    memset (d->secret, 0, strlen (d->secret));
-  g_free (d->secret);
   g_free (d);
 }
 
@@ -564,15 +613,9 @@ set_config_cb (GObject *source, GAsyncResult *result, gpointer user_data)
       save_data_free (d);
       return;
     }
-#if HAVE_LIBSECRET
-  /* The app remembers the secret in the keyring; the daemon keeps it in the 0600 file. */
-  if (d->secret != NULL)
-    secret_password_store (secret_schema (), SECRET_COLLECTION_DEFAULT, d->name, d->secret, NULL,
-                           NULL, NULL, "config", d->name, NULL);
-#endif
   /* TRANSLATORS: a toast after saving a configuration file */
   toast = adw_toast_new_format (_("Saved %s"), d->name);
-  adw_toast_overlay_add_toast (self->toasts, toast);
+  show_toast (self, toast);
   set_last_save (self, "ok");
   g_free (self->current);
   self->current = g_strdup (d->name);
@@ -597,7 +640,6 @@ save_action (GSimpleAction *action, GVariant *param, gpointer user_data)
   d->self = g_object_ref (self);
   d->name = self->editing != NULL ? g_strdup (self->editing)
                                   : gt_app_editor_get_name (self->editor);
-  d->secret = gt_app_editor_get_new_secret (self->editor);
   set_last_save (self, "");
   gtk_widget_set_sensitive (self->save_button, FALSE);
   gt_dbus_manager1_call_set_config (self->manager, d->name, document, self->cancellable,
@@ -645,6 +687,8 @@ static const GActionEntry win_actions[] = {
   { "visible-tunnels", NULL, NULL, "@as []", NULL },
   { "last-save", NULL, NULL, "''", NULL },
   { "editing", NULL, NULL, "''", NULL },
+  { "visible-connections", NULL, NULL, "@as []", NULL },
+  { "last-toast", NULL, NULL, "''", NULL },
 };
 
 static void
@@ -661,6 +705,7 @@ gt_app_window_dispose (GObject *object)
   g_clear_object (&self->manager);
   g_clear_object (&self->cancellable);
   g_clear_pointer (&self->rows, g_ptr_array_unref);
+  g_clear_pointer (&self->detail_rows, g_ptr_array_unref);
   g_clear_pointer (&self->current, g_free);
   g_clear_pointer (&self->editing, g_free);
   gtk_widget_dispose_template (GTK_WIDGET (self), GT_TYPE_APP_WINDOW);
@@ -693,6 +738,8 @@ gt_app_window_class_init (GtAppWindowClass *klass)
   gtk_widget_class_bind_template_child (widget_class, GtAppWindow, streams_row);
   gtk_widget_class_bind_template_child (widget_class, GtAppWindow, traffic_row);
   gtk_widget_class_bind_template_child (widget_class, GtAppWindow, pid_row);
+  gtk_widget_class_bind_template_child (widget_class, GtAppWindow, connections_group);
+  gtk_widget_class_bind_template_child (widget_class, GtAppWindow, open_streams_group);
   gtk_widget_class_bind_template_child (widget_class, GtAppWindow, editor);
 }
 
@@ -702,6 +749,7 @@ gt_app_window_init (GtAppWindow *self)
   gtk_widget_init_template (GTK_WIDGET (self));
   self->cancellable = g_cancellable_new ();
   self->rows = g_ptr_array_new ();
+  self->detail_rows = g_ptr_array_new ();
   g_action_map_add_action_entries (G_ACTION_MAP (self), win_actions, G_N_ELEMENTS (win_actions),
                                    self);
   gt_dbus_errors_register ();

@@ -23,6 +23,7 @@
 
 #include "gt-manager.h"
 #include "gt-systemd.h"
+#include "gt-worker-report.h"
 
 G_DEFINE_QUARK (gt-manager-error-quark, gt_manager_error)
 
@@ -68,6 +69,7 @@ typedef struct
   gboolean reconnecting; /* last GT_STATE= it sent was "reconnecting" */
   char *error;           /* last GT_ERROR= it sent */
   GtTraffic traffic;     /* last GT_TRAFFIC= it sent */
+  GVariant *details;     /* last GT_DETAILS= it sent, NULL before */
 } Proc;
 
 /* One config file and the worker(s) running it. */
@@ -157,6 +159,7 @@ enum
 static guint signals[N_SIGNALS];
 
 static void unit_spawn (GtManager *self, Unit *unit);
+static gboolean notify_cb (int fd, GIOCondition condition, gpointer user_data);
 static void check_settled (GtManager *self);
 static void run_command (GtManager *self, Command command);
 static char *short_name (GtManager *self, const char *path);
@@ -769,6 +772,7 @@ proc_free (Proc *p)
   g_free (p->name);
   g_free (p->status);
   g_free (p->error);
+  g_clear_pointer (&p->details, g_variant_unref);
   g_free (p);
 }
 
@@ -968,6 +972,9 @@ proc_wait_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   Unit *u;
 
   g_subprocess_wait_finish (sp, result, &error);
+  /* What the worker said before it died (GT_ERROR=) comes first. */
+  if (self->notify_fd >= 0)
+    notify_cb (self->notify_fd, G_IO_IN, self);
   g_hash_table_iter_init (&iter, self->procs);
   while (g_hash_table_iter_next (&iter, NULL, &value))
     if (((Proc *) value)->subprocess == sp)
@@ -1223,6 +1230,20 @@ handle_notify (GtManager *self, pid_t pid, const char *text)
               changed = TRUE;
             }
         }
+      else if (g_str_has_prefix (lines[i], "GT_DETAILS="))
+        {
+          g_autoptr (GError) error = NULL;
+          g_autoptr (GVariant) details = gt_worker_details_parse (lines[i] + 11, &error);
+
+          if (details == NULL)
+            g_debug ("%s: %s", p->name, error->message);
+          else if (p->details == NULL || !g_variant_equal (details, p->details))
+            {
+              g_clear_pointer (&p->details, g_variant_unref);
+              p->details = g_steal_pointer (&details);
+              changed = TRUE;
+            }
+        }
     }
   if (changed)
     unit_changed (self, p->unit_path);
@@ -1232,16 +1253,18 @@ static gboolean
 notify_cb (int fd, GIOCondition condition, gpointer user_data)
 {
   GtManager *self = user_data;
+  /* Room for the longest GT_DETAILS= line; longer datagrams are dropped. */
+  gsize buf_size = GT_WORKER_DETAILS_MAX_LINE + 4096;
+  g_autofree char *buf = g_malloc (buf_size);
 
   for (;;)
     {
-      char buf[4096];
       union
       {
         struct cmsghdr align;
         char data[CMSG_SPACE (sizeof (struct ucred)) + CMSG_SPACE (sizeof (int) * 16)];
       } control;
-      struct iovec iov = { buf, sizeof buf - 1 };
+      struct iovec iov = { buf, buf_size - 1 };
       struct msghdr msg = { 0 };
       struct ucred *cred = NULL;
       ssize_t n;
@@ -1270,7 +1293,7 @@ notify_cb (int fd, GIOCondition condition, gpointer user_data)
                 close (fds[i]);
             }
         }
-      if (cred == NULL || (gsize) n >= sizeof buf)
+      if (cred == NULL || (gsize) n >= buf_size - 1)
         continue;
       buf[n] = '\0';
       handle_notify (self, cred->pid, buf);
@@ -2029,6 +2052,7 @@ gt_manager_unit_info_free (GtManagerUnitInfo *info)
   g_free (info->name);
   g_free (info->path);
   g_free (info->error);
+  g_clear_pointer (&info->details, g_variant_unref);
   g_free (info);
 }
 
@@ -2079,8 +2103,12 @@ unit_info (GtManager *self, Unit *u)
     {
       info->pid = p->pid;
       info->traffic = p->traffic;
+      if (p->details != NULL)
+        info->details = g_variant_ref (p->details);
       error = p->error;
     }
+  if (info->details == NULL)
+    info->details = gt_worker_details_empty ();
   if (error == NULL)
     error = u->config_error;
   if (error == NULL && info->state == GT_MANAGER_UNIT_FAILED)
@@ -2118,6 +2146,7 @@ gt_manager_list_units (GtManager *self)
       info->kind = ((Invalid *) value)->kind;
       info->state = GT_MANAGER_UNIT_FAILED;
       info->error = g_strdup (((Invalid *) value)->error);
+      info->details = gt_worker_details_empty ();
       g_ptr_array_add (out, info);
     }
   g_ptr_array_sort (out, info_compare);
@@ -2301,9 +2330,9 @@ is_new_name_ok (const char *name)
   return TRUE;
 }
 
-gboolean
-gt_manager_set_config (GtManager *self, const char *name, const char *text,
-                       GtConfigIssue **issue_out, GError **error)
+char *
+gt_manager_prepare_config (GtManager *self, const char *name, const char *text, char **path_out,
+                           GtConfigKind *kind_out, GtConfigIssue **issue_out, GError **error)
 {
   g_autofree char *path = NULL;
   g_autofree char *old_text = NULL;
@@ -2311,13 +2340,17 @@ gt_manager_set_config (GtManager *self, const char *name, const char *text,
   g_autoptr (GError) local_error = NULL;
   gsize old_len = 0;
   gboolean exists;
+  GtConfigKind kind;
 
-  g_return_val_if_fail (GT_IS_MANAGER (self), FALSE);
-  g_return_val_if_fail (name != NULL, FALSE);
-  g_return_val_if_fail (text != NULL, FALSE);
+  g_return_val_if_fail (GT_IS_MANAGER (self), NULL);
+  g_return_val_if_fail (name != NULL, NULL);
+  g_return_val_if_fail (text != NULL, NULL);
 
   if (strlen (text) > GT_MANAGER_MAX_CONFIG_SIZE)
-    return gt_manager_check_config (name, text, -1, issue_out, error) != GT_CONFIG_KIND_UNKNOWN;
+    {
+      gt_manager_check_config (name, text, -1, issue_out, error);
+      return NULL;
+    }
   path = unit_path_for (self, name);
   exists = path != NULL
            && (g_hash_table_contains (self->units, path) || g_hash_table_contains (self->invalid, path));
@@ -2327,7 +2360,7 @@ gt_manager_set_config (GtManager *self, const char *name, const char *text,
                    _("'%s' is not a configuration of this manager, and cannot be a new one (a "
                      "file name such as home.yaml in a config directory)"),
                    name);
-      return FALSE;
+      return NULL;
     }
   if (exists)
     g_file_get_contents (path, &old_text, &old_len, NULL);
@@ -2337,24 +2370,54 @@ gt_manager_set_config (GtManager *self, const char *name, const char *text,
   if (full == NULL)
     {
       g_propagate_prefixed_error (error, g_steal_pointer (&local_error), "%s:", name);
-      return FALSE;
+      return NULL;
     }
-  if (gt_manager_check_config (name, full, -1, issue_out, error) == GT_CONFIG_KIND_UNKNOWN)
+  kind = gt_manager_check_config (name, full, -1, issue_out, error);
+  if (kind == GT_CONFIG_KIND_UNKNOWN)
     {
       memset (full, 0, strlen (full));
-      return FALSE;
+      return NULL;
     }
-  /* The file holds a secret: only its owner reads it. */
+  if (path_out != NULL)
+    *path_out = g_steal_pointer (&path);
+  if (kind_out != NULL)
+    *kind_out = kind;
+  return g_steal_pointer (&full);
+}
+
+gboolean
+gt_manager_write_config (GtManager *self, const char *name, const char *path, const char *full,
+                         GError **error)
+{
+  gboolean exists;
+
+  g_return_val_if_fail (GT_IS_MANAGER (self), FALSE);
+  g_return_val_if_fail (name != NULL && path != NULL && full != NULL, FALSE);
+
+  exists = g_file_test (path, G_FILE_TEST_EXISTS);
+  /* The file may hold a secret: only its owner reads it. */
   if (!g_file_set_contents_full (path, full, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, error))
-    {
-      memset (full, 0, strlen (full));
-      return FALSE;
-    }
-  memset (full, 0, strlen (full));
+    return FALSE;
   g_chmod (path, 0600);
   g_message ("%s %s through the control API; reloading", name, exists ? "changed" : "created");
   self->requested++;
   write_state (self);
   gt_manager_reload (self);
   return TRUE;
+}
+
+gboolean
+gt_manager_set_config (GtManager *self, const char *name, const char *text,
+                       GtConfigIssue **issue_out, GError **error)
+{
+  g_autofree char *path = NULL;
+  g_autofree char *full = NULL;
+  gboolean ok;
+
+  full = gt_manager_prepare_config (self, name, text, &path, NULL, issue_out, error);
+  if (full == NULL)
+    return FALSE;
+  ok = gt_manager_write_config (self, name, path, full, error);
+  memset (full, 0, strlen (full));
+  return ok;
 }

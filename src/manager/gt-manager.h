@@ -90,6 +90,7 @@ typedef struct
   char *error;              /* last error ("FILE:LINE:COLUMN: ...", "exited with code 1"), or NULL */
   GPid pid;                 /* the worker serving it, 0 when none */
   GtTraffic traffic;        /* as last reported by the worker (zero without one) */
+  GVariant *details;        /* its connections and streams, GT_WORKER_DETAILS_TYPE (never NULL) */
 } GtManagerUnitInfo;
 
 void gt_manager_unit_info_free (GtManagerUnitInfo *info);
@@ -121,9 +122,19 @@ char *gt_manager_get_config (GtManager *self, const char *name, GError **error);
  * or .yml). */
 gboolean gt_manager_set_config (GtManager *self, const char *name, const char *text,
                                 GtConfigIssue **issue_out, GError **error);
+/* gt_manager_set_config in two steps, for a caller that changes the document in between (the
+ * D-Bus service moves a client's secret to the keyring): the checked document with its
+ * placeholders restored, its file and kind (NULL with error as above); then writing it (mode
+ * 0600) and reloading. */
+char *gt_manager_prepare_config (GtManager *self, const char *name, const char *text,
+                                 char **path_out, GtConfigKind *kind_out,
+                                 GtConfigIssue **issue_out, GError **error);
+gboolean gt_manager_write_config (GtManager *self, const char *name, const char *path,
+                                  const char *full, GError **error);
 
 /* What a worker tells its manager on NOTIFY_SOCKET besides READY=1 and STATUS= (ignored by
- * systemd): GT_STATE=running|reconnecting, GT_ERROR=text, and this traffic line. */
+ * systemd): GT_STATE=running|reconnecting, GT_ERROR=text, this traffic line and the details line
+ * of gt-worker-report.h. */
 char *gt_manager_worker_traffic_line (const GtTraffic *traffic);
 /* TRUE in a worker started by a manager (GT_MANAGER_PID set). */
 gboolean gt_manager_is_worker (void);

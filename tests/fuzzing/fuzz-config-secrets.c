@@ -14,6 +14,7 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
   g_autofree char *redacted = NULL;
   g_autofree char *again = NULL;
   g_autofree char *restored = NULL;
+  g_autofree char *replaced = NULL;
 
   if (size > 64 * 1024)
     return 0;
@@ -29,6 +30,10 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
   /* Restoring from the original never fails on a document whose secrets it knows. */
   restored = gt_config_restore_secrets (redacted, -1, text, -1, NULL);
   if (again != NULL && restored == NULL && strstr (text, GT_CONFIG_SECRET_PLACEHOLDER) == NULL)
+    abort ();
+  /* Moving a client's secret to the keyring parses like redaction does. */
+  replaced = gt_config_replace_secret (text, -1, "options/secret", GT_CONFIG_SECRET_KEYRING, NULL);
+  if (replaced == NULL)
     abort ();
   return 0;
 }
