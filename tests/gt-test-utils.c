@@ -42,7 +42,118 @@ static void proc_unref (GtTestProc *p);
 gint64
 gt_test_deadline_in (guint ms)
 {
-  return g_get_monotonic_time () + (gint64)ms * 1000;
+  return g_get_monotonic_time () + (gint64)ms * 1000 * gt_test_time_scale ();
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Memcheck: with GT_VALGRIND set (build-aux/dev valgrind), every gt child runs under valgrind. */
+
+gboolean
+gt_test_under_valgrind (void)
+{
+  const char *v = g_getenv ("GT_VALGRIND");
+
+  return v != NULL && *v != '\0' && strcmp (v, "0") != 0;
+}
+
+guint
+gt_test_time_scale (void)
+{
+  const char *v = g_getenv ("GT_TEST_TIME_SCALE");
+  guint64 n;
+
+  if (v != NULL && g_ascii_string_to_unsigned (v, 10, 1, 100, &n, NULL))
+    return (guint) n;
+  /* gt starts and runs some 10-50 times slower under memcheck. */
+  return gt_test_under_valgrind () ? 10 : 1;
+}
+
+gboolean
+gt_test_checks_resources (void)
+{
+  static gsize said;
+
+  if (!gt_test_under_valgrind ())
+    return TRUE;
+  if (g_once_init_enter (&said))
+    {
+      g_test_message ("under valgrind: RSS and latency bounds are not enforced");
+      g_once_init_leave (&said, 1);
+    }
+  return FALSE;
+}
+
+/* Adds valgrind and its options in front of a gt command line. Each process (and each worker
+ * the manager spawns, --trace-children) writes its report to valgrind-NAME-PID.log in the test's
+ * directory, which gt_test_teardown checks. */
+static void
+valgrind_wrap (GPtrArray *argv, const char *name)
+{
+  const char *src = g_getenv ("GT_SOURCE_DIR");
+  g_autofree char *supp = g_build_filename (src != NULL ? src : ".", "tests", "valgrind.supp",
+                                            NULL);
+  g_autofree char *log = g_strdup_printf ("--log-file=%s/valgrind-%s-%%p.log", gt_test_tmpdir (),
+                                          name);
+
+  g_ptr_array_add (argv, g_strdup ("valgrind"));
+  g_ptr_array_add (argv, g_strdup ("--tool=memcheck"));
+  g_ptr_array_add (argv, g_strdup ("--leak-check=full"));
+  g_ptr_array_add (argv, g_strdup ("--show-leak-kinds=definite"));
+  g_ptr_array_add (argv, g_strdup ("--errors-for-leak-kinds=definite"));
+  g_ptr_array_add (argv, g_strdup_printf ("--error-exitcode=%d", GT_TEST_VALGRIND_STATUS));
+  g_ptr_array_add (argv, g_strdup ("--num-callers=40"));
+  g_ptr_array_add (argv, g_strdup ("--trace-children=yes"));
+  g_ptr_array_add (argv, g_strdup ("--child-silent-after-fork=yes"));
+  g_ptr_array_add (argv, g_strdup_printf ("--suppressions=%s", supp));
+  g_ptr_array_add (argv, g_steal_pointer (&log));
+  /* More options, e.g. --show-leak-kinds=all --gen-suppressions=all to write suppressions. */
+  if (g_getenv ("GT_VALGRIND_ARGS") != NULL)
+    {
+      g_auto (GStrv) extra = g_strsplit (g_getenv ("GT_VALGRIND_ARGS"), " ", -1);
+
+      for (guint i = 0; extra[i] != NULL; i++)
+        if (*extra[i] != '\0')
+          g_ptr_array_add (argv, g_strdup (extra[i]));
+    }
+}
+
+/* A memcheck report with errors: "ERROR SUMMARY: N" with N > 0 at exit, or, for a process killed
+ * before its summary, an error already reported. */
+static gboolean
+valgrind_log_has_errors (const char *text)
+{
+  static const char *const errors
+    = "ERROR SUMMARY: [1-9]|^==[0-9]+== (Invalid (read|write|free)|Conditional jump"
+      "|Use of uninitialised|Syscall param|Mismatched free|Source and destination overlap"
+      "|Argument '[a-z]+' of function)";
+
+  return g_regex_match_simple (errors, text, G_REGEX_MULTILINE, 0);
+}
+
+/* Prints every report with errors in dir and fails the test if there is one. */
+static void
+valgrind_check_logs (const char *dir)
+{
+  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
+  const char *entry;
+  guint bad = 0;
+
+  while (d != NULL && (entry = g_dir_read_name (d)) != NULL)
+    {
+      g_autofree char *path = NULL;
+      g_autofree char *text = NULL;
+
+      if (!g_str_has_prefix (entry, "valgrind-") || !g_str_has_suffix (entry, ".log"))
+        continue;
+      path = g_build_filename (dir, entry, NULL);
+      if (!g_file_get_contents (path, &text, NULL, NULL) || !valgrind_log_has_errors (text))
+        continue;
+      g_printerr ("# ---- %s ----\n%s\n", entry, text);
+      bad++;
+    }
+  if (bad > 0)
+    gt_test_fail ("valgrind found errors in %u gt process%s (reports above)", bad,
+                  bad == 1 ? "" : "es");
 }
 
 static void
@@ -254,8 +365,16 @@ gt_test_spawn (const char *name, const char *program, GPtrArray *args, const cha
   g_autoptr (GError) error = NULL;
   g_autofree char *cmdline = NULL;
   g_autofree char *envline = NULL;
+  g_autoptr (GPtrArray) owned = g_ptr_array_new_with_free_func (g_free);
   GtTestProc *p;
 
+  if (gt_test_under_valgrind ()
+      && (program == NULL || g_strcmp0 (program, gt_test_binary ()) == 0))
+    {
+      valgrind_wrap (owned, name);
+      for (guint i = 0; i < owned->len; i++)
+        g_ptr_array_add (argv, owned->pdata[i]);
+    }
   g_ptr_array_add (argv, (gpointer)(program != NULL ? program : gt_test_binary ()));
   for (guint i = 0; args != NULL && i < args->len; i++)
     g_ptr_array_add (argv, args->pdata[i]);
@@ -365,6 +484,9 @@ gt_test_proc_stop_cleanly (GtTestProc *p)
     gt_test_fail ("%s was terminated by signal %d (%s) after SIGTERM instead of exiting with 0",
                   p->name, g_subprocess_get_term_sig (p->proc),
                   g_strsignal (g_subprocess_get_term_sig (p->proc)));
+  if (g_subprocess_get_exit_status (p->proc) == GT_TEST_VALGRIND_STATUS
+      && gt_test_under_valgrind ())
+    valgrind_check_logs (gt_test_tmpdir ());
   if (g_subprocess_get_exit_status (p->proc) != 0)
     gt_test_fail ("%s exited with status %d after SIGTERM", p->name,
                   g_subprocess_get_exit_status (p->proc));
@@ -1595,6 +1717,8 @@ gt_test_teardown (void)
   g_clear_pointer (&test_locals, g_ptr_array_unref);
   g_clear_pointer (&test_tcp_services, g_ptr_array_unref);
   test_tcp_echo = NULL;
+  if (test_tmpdir != NULL && gt_test_under_valgrind ())
+    valgrind_check_logs (test_tmpdir);
   g_mutex_lock (&state_lock);
   dir = g_steal_pointer (&test_tmpdir);
   g_mutex_unlock (&state_lock);

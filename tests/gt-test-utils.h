@@ -42,6 +42,17 @@ void gt_test_service_call (GFunc func, gpointer data);
 /* The monotonic time ms milliseconds from now. */
 gint64 gt_test_deadline_in (guint ms);
 
+/* GT_VALGRIND set (and not 0): gt children run under valgrind memcheck; a report with errors
+ * fails the test. Such a child exits with GT_TEST_VALGRIND_STATUS when memcheck found errors. */
+#define GT_TEST_VALGRIND_STATUS 99
+gboolean gt_test_under_valgrind (void);
+/* Factor applied to gt_test_deadline_in: GT_TEST_TIME_SCALE, else 10 under valgrind, else 1. */
+guint gt_test_time_scale (void);
+/* FALSE under valgrind, where memcheck's shadow memory and slowdown make a gt process's RSS and
+ * latency say nothing about gt: bounds on them are then reported (g_test_message) but not
+ * enforced. Every other check of the test still applies. */
+gboolean gt_test_checks_resources (void);
+
 /* A failed assertion with a printf-style message. */
 #define gt_test_fail(...)                                                                          \
   G_STMT_START                                                                                     \

@@ -511,6 +511,41 @@ test_listener_gone (Fixture *f, gconstpointer data)
   g_assert_nonnull (error);
 }
 
+/* Datagrams that are no QUIC packet (empty, one byte, a short header for no connection) are
+ * dropped and the server still accepts tunnels: an empty one once aborted it (fuzz-quic). */
+static void
+test_junk_datagrams (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) client = NULL;
+  struct sockaddr_in to = { 0 };
+  const guint8 junk[] = { 0x40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18 };
+  gint64 deadline = g_get_monotonic_time () + WAIT_US;
+  int fd = gt_udp_bind_on (lo, 0, &error);
+
+  g_assert_no_error (error);
+  to.sin_family = AF_INET;
+  to.sin_port = g_htons (f->port);
+  to.sin_addr.s_addr = g_htonl (INADDR_LOOPBACK);
+  g_assert_cmpint (sendto (fd, junk, 0, 0, (struct sockaddr *) &to, sizeof to), ==, 0);
+  g_assert_cmpint (sendto (fd, junk, 1, 0, (struct sockaddr *) &to, sizeof to), ==, 1);
+  g_assert_cmpint (sendto (fd, junk, sizeof junk, 0, (struct sockaddr *) &to, sizeof to), ==,
+                   sizeof junk);
+  close (fd);
+  for (int i = 0; i < 50 && g_main_context_iteration (NULL, FALSE); i++)
+    ;
+
+  client = dial (f, NULL, TRUE, 0, f->port, &error);
+  g_assert_no_error (error);
+  write_all (client, junk, sizeof junk, FALSE);
+  while (f->accepted->len == 0)
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_main_context_iteration (NULL, TRUE);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -527,6 +562,8 @@ main (int argc, char **argv)
               fixture_teardown);
   g_test_add ("/gt/transport/quic/no-answer", Fixture, NULL, fixture_setup, test_no_answer,
               fixture_teardown);
+  g_test_add ("/gt/transport/quic/junk-datagrams", Fixture, NULL, fixture_setup,
+              test_junk_datagrams, fixture_teardown);
   g_test_add ("/gt/transport/quic/listener-gone", Fixture, NULL, fixture_setup, test_listener_gone,
               fixture_teardown);
   return g_test_run ();

@@ -1378,6 +1378,8 @@ client_read_cb (int fd, GIOCondition revents, gpointer user_data)
             continue;
           break; /* EAGAIN, or an ICMP error report: QUIC's timers decide */
         }
+      if (n == 0)
+        continue; /* an empty datagram is no QUIC packet (ngtcp2 asserts on one) */
       conn_read_packet (c, buf, n, (struct sockaddr *) &from, from_len, ts);
     }
   conn_after_io (c);
@@ -1692,6 +1694,9 @@ server_read_cb (GSocket *socket, GIOCondition condition, gpointer user_data)
             continue;
           break;
         }
+      /* ngtcp2 asserts on an empty buffer: anyone could end the server with an empty datagram. */
+      if (n == 0)
+        continue;
       rv = ngtcp2_pkt_decode_version_cid (&vc, server->buf, n, SCID_LEN);
       if (rv != 0)
         continue; /* not QUIC, or a version we do not speak */

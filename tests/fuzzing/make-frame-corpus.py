@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""make-frame-corpus.py: writes the seed corpora for fuzz-frame and fuzz-hello (run once)."""
+"""make-frame-corpus.py: writes the seed corpora for fuzz-frame, fuzz-hello and fuzz-mux (run once)."""
 import os
 import struct
 import sys
@@ -68,6 +68,40 @@ FRAMES = {
 }
 
 
+# fuzz-mux: a mode byte (bit 0: the mux is the server, bit 1: the client attaches a socket to
+# each opened stream, else resets it), then the frames the peer sends after the handshake.
+OPEN_ADDR4 = struct.pack(">HB", 0, 4) + bytes([127, 0, 0, 1]) + struct.pack(">H", 5555) \
+    + bytes([127, 0, 0, 1]) + struct.pack(">H", 80)
+MUX = {
+    "client-relay": bytes([2])
+    + frame(OPEN, 1, struct.pack(">H", 0) + b"GET / HTTP/1.1\r\nHost: www\r\n\r\n")
+    + frame(DATA, 1, b"more body bytes")
+    + frame(WINDOW, 1, struct.pack(">I", 65536))
+    + frame(SHUTDOWN, 1)
+    + frame(OPEN, 2, struct.pack(">H", 1))
+    + frame(DATA, 2, b"x" * 300)
+    + frame(RESET, 2, struct.pack(">I", 1))
+    + frame(PING, 0, bytes(range(8))),
+    "client-reset": bytes([0])
+    + frame(OPEN, 1, struct.pack(">H", 3) + b"abc")
+    + frame(DATA, 1, b"late data")
+    + frame(OPEN, 3, struct.pack(">H", 0))
+    + frame(SHUTDOWN, 3),
+    "client-addr": bytes([2]) + frame(OPEN, 1, OPEN_ADDR4, flags=2)
+    + frame(SHUTDOWN, 1),
+    "client-goaway": bytes([2]) + frame(OPEN, 1, struct.pack(">H", 0))
+    + frame(GOAWAY, 0, error_payload(13, "server is shutting down"))
+    + frame(DATA, 1, b"after goaway") + frame(SHUTDOWN, 1),
+    "client-error": bytes([2]) + frame(ERROR, 0, error_payload(1, "bye")),
+    "server-window": bytes([1])
+    + frame(WINDOW, 1, struct.pack(">I", 4096))
+    + frame(PING, 0, bytes(8), flags=1)
+    + frame(PING, 0, bytes(8)),
+    "server-open-refused": bytes([3]) + frame(OPEN, 1, struct.pack(">H", 0)),
+    "server-goaway": bytes([1]) + frame(GOAWAY, 0, error_payload(0, "")),
+}
+
+
 def write(folder, name, data):
     path = os.path.join(HERE, "corpus", folder)
     os.makedirs(path, exist_ok=True)
@@ -81,6 +115,8 @@ def main():
     for name, data in HELLOS.items():
         write("hello", name, data)
         write("frame", "hello-" + name, PREFACE + frame(HELLO, 0, data))
+    for name, data in MUX.items():
+        write("mux", name, data)
     return 0
 
 

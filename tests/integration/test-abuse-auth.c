@@ -435,7 +435,7 @@ test_burst (Fixture *f, gconstpointer data)
   elapsed_ms = (g_get_monotonic_time () - start) / 1000;
   g_test_message ("alice got in after %" G_GINT64_FORMAT " ms during a burst of %u bad logins",
                   elapsed_ms, BURST);
-  if (elapsed_ms >= LOGIN_BOUND_MS)
+  if (elapsed_ms >= LOGIN_BOUND_MS && gt_test_checks_resources ())
     gt_test_fail ("alice needed %" G_GINT64_FORMAT " ms to log in during the burst (bound %u)",
                   elapsed_ms, LOGIN_BOUND_MS);
   expect_whoami (port, "web", "alice-svc");

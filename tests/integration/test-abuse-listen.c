@@ -216,6 +216,17 @@ count_closed (GArray *fds)
   return closed;
 }
 
+/* Waits until at least n of fds are closed, or for ms (scaled under valgrind, where the server
+ * needs longer to close them). */
+static void
+wait_closed (GArray *fds, guint n, guint ms)
+{
+  gint64 deadline = gt_test_deadline_in (ms);
+
+  while (count_closed (fds) < n && g_get_monotonic_time () < deadline)
+    g_usleep (20 * 1000);
+}
+
 /* Writes data to every socket of fds (non-blocking, all at once) until each has taken it all or
  * failed (a closed connection). */
 static void
@@ -304,12 +315,12 @@ test_partial_hellos (Fixture *f, gconstpointer data)
       g_array_append_vals (fds, more->data, more->len);
     }
   send_to_all (fds, hello, hello_len);
-  g_usleep (500 * 1000);
+  wait_closed (fds, PARTIAL_HELLOS - 500 - MAX_PER_ADDRESS, 500);
   rss = proc_rss_kib (server->pid);
   g_test_message ("server RSS %" G_GUINT64_FORMAT " KiB before, %" G_GUINT64_FORMAT
                   " KiB with %u partial HELLOs",
                   rss_before, rss, PARTIAL_HELLOS);
-  if (rss > RSS_BOUND_KIB)
+  if (rss > RSS_BOUND_KIB && gt_test_checks_resources ())
     gt_test_fail ("server RSS %" G_GUINT64_FORMAT " KiB with %u partial HELLOs (bound %u KiB)", rss,
                   PARTIAL_HELLOS, RSS_BOUND_KIB);
   /* Most were closed at once (maxPendingPerAddress), with few log lines. */
@@ -324,7 +335,7 @@ test_partial_hellos (Fixture *f, gconstpointer data)
   g_usleep (1000 * 1000);
   rss = proc_rss_kib (server->pid);
   g_test_message ("server RSS %" G_GUINT64_FORMAT " KiB after they closed", rss);
-  if (rss > RSS_BOUND_KIB)
+  if (rss > RSS_BOUND_KIB && gt_test_checks_resources ())
     gt_test_fail ("server RSS %" G_GUINT64_FORMAT " KiB after the partial HELLOs closed", rss);
   expect_request_ok (port, "request after the partial HELLOs closed");
 }
@@ -408,7 +419,7 @@ exhaust_fds (GtTestProc *server, guint16 port)
   g_test_message ("out of fds (port %u): server CPU %.0f %%, %u log lines in 3 s", port,
                   share * 100, lines);
   /* Spinning shows as 30-100 % (less when its log pipe is the bottleneck); resting is ~0. */
-  if (share > 0.2)
+  if (share > 0.2 && gt_test_checks_resources ())
     gt_test_fail ("server used %.0f %% CPU while out of fds", share * 100);
   g_assert_cmpuint (lines, <=, 5);
   g_assert_cmpuint (gt_test_proc_count_matches (server, "Too many open files"), >=, 1);
@@ -572,7 +583,7 @@ test_proxy_partial (Fixture *f, gconstpointer data)
   g_usleep (200 * 1000);
   share = proc_cpu_share (server->pid, 1000);
   g_test_message ("partial PROXY header: server CPU %.0f %%", share * 100);
-  if (share > 0.5)
+  if (share > 0.5 && gt_test_checks_resources ())
     gt_test_fail ("server used %.0f %% CPU on a partial PROXY header", share * 100);
   close (fd);
   deadline = gt_test_deadline_in (1000);
@@ -583,7 +594,8 @@ test_proxy_partial (Fixture *f, gconstpointer data)
       g_usleep (20 * 1000);
     }
   share = proc_cpu_share (server->pid, 500);
-  g_assert_cmpfloat (share, <, 0.5);
+  if (gt_test_checks_resources ())
+    g_assert_cmpfloat (share, <, 0.5);
 
   /* A header in two parts is read whole, and what follows is the request. */
   fd = connect_one (TRUSTED_IP, port);
@@ -606,7 +618,7 @@ test_proxy_partial (Fixture *f, gconstpointer data)
   t0 = g_get_monotonic_time ();
   g_assert_cmpint (send (fd, partial, strlen (partial), MSG_NOSIGNAL), ==, strlen (partial));
   share = proc_cpu_share (server->pid, 1500);
-  if (share > 0.5)
+  if (share > 0.5 && gt_test_checks_resources ())
     gt_test_fail ("server used %.0f %% CPU on a held partial PROXY header", share * 100);
   {
     struct pollfd pfd = { fd, POLLIN, 0 };
