@@ -29,7 +29,8 @@
 #include "gt-worker-report.h"
 
 static const char usage_main[] =
-  "Usage: gt [-c FILE|DIR] [--depth N] [-s reload|restart|stop] [COMMAND] [OPTIONS]\n"
+  /* TRANSLATORS: gt's --help; keep the option names and the column layout */
+  N_("Usage: gt [-c FILE|DIR] [--depth N] [-s reload|restart|stop] [COMMAND] [OPTIONS]\n"
   "\n"
   "A fast reverse-tunnel relay proxy, compatible with GT's command line and YAML.\n"
   "\n"
@@ -49,19 +50,19 @@ static const char usage_main[] =
   "  --system-bus        offer it on the system bus instead (also `gt status --system-bus`)\n"
   "  -s, --signal NAME   tell the running manager to reload, restart or stop\n"
   "  -h, --help          show this help (also `gt server --help`, `gt client --help`)\n"
-  "  -V, --version       print the version\n";
+  "  -V, --version       print the version\n");
 
 /* The option lines come from the configuration's key tables (gt_config_describe_options); these
  * are the lines of options the tables do not describe. */
 static const char usage_options_intro[] =
-  "Options (GT's names; -name or --name, with a value as `--name value` or `--name=value`):\n";
+  N_("Options (GT's names; -name or --name, with a value as `--name value` or `--name=value`):\n");
 
 static const char usage_server_extra[] =
-  "  --id ID --secret SECRET            a user (repeatable, paired in order)\n"
+  N_("  --id ID --secret SECRET            a user (repeatable, paired in order)\n"
   "  --tcpRange A-B                     ports clients may open for tcp services (repeatable)\n"
   "  --hostNumber N                     host prefixes per client (0 = unlimited)\n"
   "  --hostRegex REGEX                  host prefixes clients may use (repeatable)\n"
-  "  --hostWithID                       host prefixes must start with the client id\n";
+  "  --hostWithID                       host prefixes must start with the client id\n");
 
 static void
 print_usage (GtConfigKind kind)
@@ -69,13 +70,13 @@ print_usage (GtConfigKind kind)
   g_autofree char *options = gt_config_describe_options (kind);
 
   if (kind == GT_CONFIG_KIND_SERVER)
-    fputs ("Usage: gt server [-c FILE] [OPTIONS]\n\n", stdout);
+    fputs (_("Usage: gt server [-c FILE] [OPTIONS]\n\n"), stdout);
   else
-    fputs ("Usage: gt client [-c FILE] [OPTIONS]\n\n", stdout);
-  fputs (usage_options_intro, stdout);
+    fputs (_("Usage: gt client [-c FILE] [OPTIONS]\n\n"), stdout);
+  fputs (_(usage_options_intro), stdout);
   fputs ("  -c, --config FILE                  YAML configuration (GT schema)\n", stdout);
   if (kind == GT_CONFIG_KIND_SERVER)
-    fputs (usage_server_extra, stdout);
+    fputs (_(usage_server_extra), stdout);
   fputs (options, stdout);
   fputs ("See docs/configuration.md for every key and its default.\n", stdout);
 }
@@ -858,7 +859,7 @@ main (int argc, char **argv)
                 "See docs/p2p.md.\n",
                 gt_connect_config_usage);
       else
-        fputs (usage_main, stdout);
+        fputs (_(usage_main), stdout);
       return 0;
     }
 
@@ -906,7 +907,7 @@ main (int argc, char **argv)
             system_bus = manager = TRUE; /* only a manager offers the interface */
           else
             {
-              fprintf (stderr, "gt: unknown option '%s'\n\n%s", a, usage_main);
+              fprintf (stderr, "gt: unknown option '%s'\n\n%s", a, _(usage_main));
               return 2;
             }
         }
@@ -920,7 +921,7 @@ main (int argc, char **argv)
         }
       if (config_path == NULL)
         {
-          fputs (usage_main, stderr);
+          fputs (_(usage_main), stderr);
           return 2;
         }
       if (system_bus && !use_dbus)
@@ -966,7 +967,7 @@ main (int argc, char **argv)
   else
     {
       fprintf (stderr, "gt: unknown command '%s' (server, client, connect)\n\n%s", command,
-               usage_main);
+               _(usage_main));
       rc = 2;
     }
   g_main_loop_unref (loop);
