@@ -11,6 +11,7 @@
 #include "gt-turn-server.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/random.h>
@@ -87,16 +88,19 @@ now_s (void)
   return g_get_monotonic_time () / G_USEC_PER_SEC;
 }
 
-static char *
-address_key (const GtStunAddress *a)
-{
-  char text[INET6_ADDRSTRLEN + 8];
-  g_autoptr (GInetAddress) ip = g_inet_address_new_from_bytes (
-      a->bytes, a->family == 4 ? G_SOCKET_FAMILY_IPV4 : G_SOCKET_FAMILY_IPV6);
-  g_autofree char *s = g_inet_address_to_string (ip);
+/* The text of an address, written into text: the key of allocations, looked up for every
+ * datagram, so no allocation here. */
+#define ADDRESS_KEY_LEN (INET6_ADDRSTRLEN + 8)
 
-  g_snprintf (text, sizeof text, a->family == 4 ? "%s:%u" : "[%s]:%u", s, a->port);
-  return g_strdup (text);
+static const char *
+address_key (const GtStunAddress *a, char text[ADDRESS_KEY_LEN])
+{
+  char ip[INET6_ADDRSTRLEN];
+
+  if (inet_ntop (a->family == 4 ? AF_INET : AF_INET6, a->bytes, ip, sizeof ip) == NULL)
+    ip[0] = '\0';
+  g_snprintf (text, ADDRESS_KEY_LEN, a->family == 4 ? "%s:%u" : "[%s]:%u", ip, a->port);
+  return text;
 }
 
 static gboolean
@@ -472,7 +476,7 @@ handle_allocate (GtTurnServer *turn, const guint8 *buf, const GtStunMessage *msg
   guint8 hkey[16];
   Allocation *a = g_hash_table_lookup (turn->allocations, key);
   guint count;
-  g_autofree char *relayed_text = NULL;
+  char relayed_text[ADDRESS_KEY_LEN];
 
   if (!authenticate (turn, buf, msg, from, from_len, &user, &username, hkey))
     return;
@@ -536,7 +540,7 @@ handle_allocate (GtTurnServer *turn, const guint8 *buf, const GtStunMessage *msg
   a->expires = now_s () + clamp_lifetime (msg);
   a->source = gt_fd_source_new (a->fd, G_IO_IN, relayed_readable_cb, a);
   g_hash_table_insert (turn->allocations, a->key, a);
-  relayed_text = address_key (&a->relayed);
+  address_key (&a->relayed, relayed_text);
   g_message ("TURN: user %s from %s relayed at %s for %u s", a->user, key, relayed_text,
              clamp_lifetime (msg));
   send_allocate_success (turn, a, msg, client);
@@ -727,14 +731,14 @@ gt_turn_server_handle (GtTurnServer *turn, const guint8 *buf, gsize len,
                        const struct sockaddr_storage *from, socklen_t from_len)
 {
   g_autoptr (GError) error = NULL;
-  g_autofree char *key = NULL;
+  char key[ADDRESS_KEY_LEN];
   GtStunAddress client;
   GtStunMessage msg;
   Allocation *a;
 
   if (!gt_stun_address_from_native (from, &client))
     return;
-  key = address_key (&client);
+  address_key (&client, key);
 
   if ((buf[0] & 0xC0) == 0x40)
     {
