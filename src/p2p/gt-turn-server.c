@@ -19,6 +19,7 @@
 
 #include "gt-fd-source.h"
 #include "gt-stun.h"
+#include "gt-token-bucket.h"
 
 #define DEFAULT_LIFETIME_S 600
 #define MAX_LIFETIME_S 3600
@@ -28,6 +29,14 @@
 #define MAX_PERMISSIONS 32
 #define MAX_CHANNELS 64
 #define SWEEP_INTERVAL_S 5
+/* Unauthenticated answers (401, 438, 400 without a key) go to any source address, so a spoofed
+ * source turns the server into a ~5x reflector. They are rate-limited per source IP (a keyed hash
+ * into a fixed table of buckets: bounded memory, collisions only share a budget) and in total. */
+#define ANSWER_BUCKETS 1024
+#define ANSWERS_PER_SOURCE_RATE 10
+#define ANSWERS_PER_SOURCE_BURST 20
+#define ANSWERS_TOTAL_RATE 2000
+#define SUPPRESSED_LOG_INTERVAL_S 10
 /* Peer datagrams read per wake-up of one relayed socket. */
 #define READS_PER_WAKE 64
 #define PROTOCOL_UDP 17
@@ -80,6 +89,12 @@ struct _GtTurnServer
   GHashTable *per_user;    /* user → count */
   guint sweep_id;
   guint64 relayed_bytes;
+  guint64 answer_hash_key;
+  GtTokenBucket answer_buckets[ANSWER_BUCKETS];
+  GtTokenBucket answers_total;
+  guint64 answers_suppressed;
+  guint64 answers_suppressed_logged;
+  gint64 suppressed_logged_at;
 };
 
 static gint64
@@ -195,6 +210,59 @@ send_to_client (GtTurnServer *turn, const guint8 *buf, gsize len, const struct s
     g_debug ("TURN: sendto: %s", g_strerror (errno));
 }
 
+/* FNV-1a over the source IP, seeded with a random key so that nobody can aim collisions at
+ * another client's bucket. */
+static guint
+answer_bucket_index (GtTurnServer *turn, const struct sockaddr_storage *to)
+{
+  const guint8 *ip;
+  gsize len;
+  guint64 h = 0xcbf29ce484222325ull ^ turn->answer_hash_key;
+
+  if (to->ss_family == AF_INET6)
+    {
+      ip = ((const struct sockaddr_in6 *)to)->sin6_addr.s6_addr;
+      len = 16;
+    }
+  else
+    {
+      ip = (const guint8 *)&((const struct sockaddr_in *)to)->sin_addr.s_addr;
+      len = 4;
+    }
+  for (gsize i = 0; i < len; i++)
+    h = (h ^ ip[i]) * 0x100000001b3ull;
+  return (guint)((h ^ (h >> 32)) % ANSWER_BUCKETS);
+}
+
+/* TRUE if an unauthenticated answer may go to `to` now; counts (and now and then logs) the
+ * answers held back. */
+static gboolean
+unauthenticated_answer_allowed (GtTurnServer *turn, const struct sockaddr_storage *to)
+{
+  gint64 now_us = g_get_monotonic_time ();
+  GtTokenBucket *bucket = &turn->answer_buckets[answer_bucket_index (turn, to)];
+
+  if (gt_token_bucket_wait_us (bucket, 1, now_us) == 0
+      && gt_token_bucket_wait_us (&turn->answers_total, 1, now_us) == 0)
+    {
+      gt_token_bucket_take (bucket, 1, now_us);
+      gt_token_bucket_take (&turn->answers_total, 1, now_us);
+      return TRUE;
+    }
+  turn->answers_suppressed++;
+  if (turn->suppressed_logged_at == 0
+      || now_us - turn->suppressed_logged_at >= SUPPRESSED_LOG_INTERVAL_S * G_USEC_PER_SEC)
+    {
+      g_message ("TURN: rate limit: %" G_GUINT64_FORMAT
+                 " unauthenticated answers not sent (per source %u/s, total %u/s)",
+                 turn->answers_suppressed - turn->answers_suppressed_logged,
+                 ANSWERS_PER_SOURCE_RATE, ANSWERS_TOTAL_RATE);
+      turn->answers_suppressed_logged = turn->answers_suppressed;
+      turn->suppressed_logged_at = now_us;
+    }
+  return FALSE;
+}
+
 static void
 send_error (GtTurnServer *turn, const GtStunMessage *req, guint code, const char *reason,
             const guint8 *key, const struct sockaddr_storage *to, socklen_t to_len)
@@ -203,6 +271,8 @@ send_error (GtTurnServer *turn, const GtStunMessage *req, guint code, const char
   GtStunBuilder b;
   gsize n;
 
+  if ((key == NULL || code == 401 || code == 438) && !unauthenticated_answer_allowed (turn, to))
+    return;
   gt_stun_builder_init (&b, out, sizeof out, req->method, GT_STUN_CLASS_ERROR, req->transaction_id);
   gt_stun_builder_add_error (&b, code, reason);
   if (code == 401 || code == 438)
@@ -841,6 +911,13 @@ gt_turn_server_new (const GtTurnOptions *options, int fd)
   /* The nonce key must not be guessable: the kernel's generator, not GLib's. */
   if (getrandom (turn->nonce_key, sizeof turn->nonce_key, 0) != sizeof turn->nonce_key)
     g_error ("TURN: getrandom failed: %s", g_strerror (errno));
+  if (getrandom (&turn->answer_hash_key, sizeof turn->answer_hash_key, 0)
+      != sizeof turn->answer_hash_key)
+    g_error ("TURN: getrandom failed: %s", g_strerror (errno));
+  for (guint i = 0; i < ANSWER_BUCKETS; i++)
+    gt_token_bucket_init (&turn->answer_buckets[i], ANSWERS_PER_SOURCE_RATE,
+                          ANSWERS_PER_SOURCE_BURST);
+  gt_token_bucket_init (&turn->answers_total, ANSWERS_TOTAL_RATE, ANSWERS_TOTAL_RATE);
   turn->allocations
       = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, (GDestroyNotify)allocation_free);
   turn->per_user = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);

@@ -6,6 +6,7 @@
 #include <agent.h>
 #include <string.h>
 
+#include "gt-stun.h"
 #include "gt-test-utils.h"
 #include "gt-turn-server.h"
 
@@ -289,6 +290,68 @@ test_quota (Fixture *f, gconstpointer data)
   gt_test_proc_stop_cleanly (server);
 }
 
+/* Unauthenticated Allocates from one source (a spoofed victim, say) get at most the per-source
+ * burst of 401s plus the refill, not one answer each; once the flood stops, a real client from
+ * the same address is answered and allocates. */
+static void
+test_answer_rate_limit (Fixture *f, gconstpointer data)
+{
+  enum { REQUESTS = 200, BURST = 20, RATE = 10 };
+  guint16 stun_port;
+  GtTestProc *server = start_server (&stun_port, 10);
+  g_autoptr (GSocket) sock = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_DATAGRAM,
+                                           G_SOCKET_PROTOCOL_UDP, NULL);
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GSocketAddress) any = g_inet_socket_address_new (lo, 0);
+  g_autoptr (GSocketAddress) to = g_inet_socket_address_new (lo, stun_port);
+  gint64 start = g_get_monotonic_time (), elapsed_us;
+  guint answers = 0, bound;
+  Peer a;
+
+  g_assert_nonnull (sock);
+  g_assert_true (g_socket_bind (sock, any, FALSE, NULL));
+  for (guint i = 0; i < REQUESTS; i++)
+    {
+      guint8 out[GT_STUN_MAX_MESSAGE], tid[12] = { 0 };
+      GtStunBuilder b;
+      gsize n;
+
+      memcpy (tid, &i, sizeof i);
+      gt_stun_builder_init (&b, out, sizeof out, GT_STUN_METHOD_ALLOCATE, GT_STUN_CLASS_REQUEST,
+                            tid);
+      n = gt_stun_builder_finish (&b, NULL, 0);
+      g_assert_cmpint (g_socket_send_to (sock, to, (const char *)out, n, NULL, NULL), ==, n);
+    }
+  /* Collect answers until the socket stays quiet for half a second. */
+  g_socket_set_timeout (sock, 1);
+  while (g_socket_condition_timed_wait (sock, G_IO_IN, 500 * 1000, NULL, NULL))
+    {
+      guint8 in[GT_STUN_MAX_MESSAGE];
+      GtStunMessage msg;
+      gssize n = g_socket_receive (sock, (char *)in, sizeof in, NULL, NULL);
+
+      g_assert_cmpint (n, >, 0);
+      g_assert_true (gt_stun_parse (in, n, &msg, NULL));
+      g_assert_cmpuint (msg.klass, ==, GT_STUN_CLASS_ERROR);
+      answers++;
+    }
+  elapsed_us = g_get_monotonic_time () - start;
+  bound = BURST + (guint)(RATE * elapsed_us / G_USEC_PER_SEC) + 1;
+  g_test_message ("%u answers to %u requests in %.2f s (bound %u)", answers, REQUESTS,
+                  elapsed_us / 1e6, bound);
+  g_assert_cmpuint (answers, >=, 1);
+  g_assert_cmpuint (answers, <=, bound);
+  g_assert_true (gt_test_proc_wait_count (server, "TURN: rate limit: [0-9]+ unauthenticated", 1,
+                                          GT_TEST_WAIT_MS));
+  /* The bucket refills (RATE per second): a client from the same IP allocates. */
+  g_usleep (2 * G_USEC_PER_SEC);
+  peer_init (&a, TRUE, stun_port, SECRET);
+  g_assert_true (wait_both (&a, &a, G_STRUCT_OFFSET (Peer, gathered), GT_TEST_WAIT_MS));
+  g_assert_cmpuint (relayed_candidates (&a), ==, 1);
+  peer_clear (&a);
+  gt_test_proc_stop_cleanly (server);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -298,6 +361,7 @@ main (int argc, char **argv)
   ADD ("relay", test_relay);
   ADD ("wrong-secret", test_wrong_secret);
   ADD ("quota", test_quota);
+  ADD ("answer-rate-limit", test_answer_rate_limit);
 #undef ADD
   return gt_test_run ();
 }
