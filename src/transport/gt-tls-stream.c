@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
 #include <gmodule.h>
@@ -43,7 +44,17 @@
   X (gnutls_session_get_desc) \
   X (gnutls_certificate_set_verify_function) \
   X (gnutls_session_set_ptr) \
-  X (gnutls_session_get_ptr) 
+  X (gnutls_session_get_ptr) \
+  X (gnutls_handshake_set_secret_function) \
+  X (gnutls_protocol_get_version) \
+  X (gnutls_cipher_get) \
+  X (gnutls_cipher_get_key_size) \
+  X (gnutls_prf_hash_get) \
+  X (gnutls_hkdf_expand) \
+  X (gnutls_aead_cipher_init) \
+  X (gnutls_aead_cipher_deinit) \
+  X (gnutls_aead_cipher_encrypt) \
+  X (gnutls_aead_cipher_decrypt)
 
 #define GT_TLS_DECLARE(name) __typeof__ (name) *name;
 static struct
@@ -112,6 +123,16 @@ missing:
 #define gnutls_certificate_set_verify_function gt_tls.gnutls_certificate_set_verify_function
 #define gnutls_session_set_ptr gt_tls.gnutls_session_set_ptr
 #define gnutls_session_get_ptr gt_tls.gnutls_session_get_ptr
+#define gnutls_handshake_set_secret_function gt_tls.gnutls_handshake_set_secret_function
+#define gnutls_protocol_get_version gt_tls.gnutls_protocol_get_version
+#define gnutls_cipher_get gt_tls.gnutls_cipher_get
+#define gnutls_cipher_get_key_size gt_tls.gnutls_cipher_get_key_size
+#define gnutls_prf_hash_get gt_tls.gnutls_prf_hash_get
+#define gnutls_hkdf_expand gt_tls.gnutls_hkdf_expand
+#define gnutls_aead_cipher_init gt_tls.gnutls_aead_cipher_init
+#define gnutls_aead_cipher_deinit gt_tls.gnutls_aead_cipher_deinit
+#define gnutls_aead_cipher_encrypt gt_tls.gnutls_aead_cipher_encrypt
+#define gnutls_aead_cipher_decrypt gt_tls.gnutls_aead_cipher_decrypt
 #define gnutls_free (*gt_tls.free_var)
 
 
@@ -126,6 +147,16 @@ missing:
 
 /* ------------------------------------------------------------------------------------------ */
 /* Types */
+
+/* One direction's TLS 1.3 traffic protection (RFC 8446 §7.3, §5.3). */
+typedef struct
+{
+  gnutls_aead_cipher_hd_t aead;
+  guint8 secret[64];
+  gsize secret_len;
+  guint8 iv[12];
+  guint64 seq;
+} RecordKeys;
 
 #define GT_TYPE_TLS_STREAM (gt_tls_stream_get_type ())
 G_DECLARE_FINAL_TYPE (GtTlsStream, gt_tls_stream, GT, TLS_STREAM, GIOStream)
@@ -162,6 +193,17 @@ struct _GtTlsStream
   GSource *flush_source; /* polls for room while wbuf holds bytes */
 
   gboolean handshaken;
+  /* TLS 1.3 records of our own once the handshake is done (see "Records"); FALSE: GnuTLS's. */
+  gboolean own_records;
+  RecordKeys rd;
+  RecordKeys wr;
+  gsize pstart; /* plaintext of a record decrypted in place in rbuf, not read yet */
+  gsize pend;
+  gboolean read_eof; /* close_notify or the socket's EOF came */
+  gboolean write_closed; /* close_notify sent: no records after it */
+  gnutls_mac_algorithm_t hkdf_mac;
+  gnutls_cipher_algorithm_t cipher;
+
   GtTlsVerifyFunc verify;
   gpointer verify_data;
   GError *verify_error;
@@ -314,6 +356,450 @@ flush_ready_cb (int fd, GIOCondition revents, gpointer user_data)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Records: TLS 1.3 application data protected here, not in GnuTLS's record layer
+ *
+ * GnuTLS 3.7 encrypts a TLS 1.3 record piecewise (the content type is a second piece), which
+ * takes its two-pass AES-GCM (CTR, then GHASH), copies every record through buffers of its own
+ * and allocates one per record. Once the handshake is done, gt seals and opens the records itself
+ * with the traffic secrets GnuTLS hands over: one-shot AEAD calls (GnuTLS's one-pass AES-GCM),
+ * records sealed in place in the send queue and opened straight into the caller's buffer. The
+ * handshake, certificates and alerts during it stay GnuTLS's. TLS 1.2 sessions keep GnuTLS's
+ * record layer. */
+
+/* Sealing stays below the AES-GCM limit of RFC 8446 §5.5 (2^24.5 records) by a KeyUpdate. */
+#define KEY_UPDATE_AFTER (G_GUINT64_CONSTANT (1) << 24)
+#define TAG_SIZE 16
+#define CT_ALERT 21
+#define CT_HANDSHAKE 22
+#define CT_APPLICATION 23
+#define HS_NEW_SESSION_TICKET 4
+#define HS_KEY_UPDATE 24
+/* RFC 8446 §5.2: the longest TLSCiphertext.length. */
+#define RECORD_CIPHERTEXT_MAX (RECORD_MAX + 256)
+
+/* HKDF-Expand-Label (RFC 8446 §7.1) with an empty context. */
+static gboolean
+hkdf_expand_label (GtTlsStream *self, const guint8 *secret, gsize secret_len, const char *label,
+                   guint8 *out, gsize out_len)
+{
+  guint8 info[2 + 1 + 6 + 32 + 1];
+  gsize label_len = strlen (label);
+  gnutls_datum_t key = { (unsigned char *) secret, secret_len };
+  gnutls_datum_t info_datum = { info, 0 };
+
+  g_assert (label_len <= 32);
+  info[0] = out_len >> 8;
+  info[1] = out_len & 0xff;
+  info[2] = 6 + label_len;
+  memcpy (info + 3, "tls13 ", 6);
+  memcpy (info + 9, label, label_len);
+  info[9 + label_len] = 0;
+  info_datum.size = 10 + label_len;
+  return gnutls_hkdf_expand (self->hkdf_mac, &key, &info_datum, out, out_len) >= 0;
+}
+
+/* Keys and IV of a traffic secret (RFC 8446 §7.3); the sequence number starts again. */
+static gboolean
+keys_set (GtTlsStream *self, RecordKeys *k)
+{
+  guint8 key[32];
+  gsize key_len = gnutls_cipher_get_key_size (self->cipher);
+  gnutls_datum_t key_datum = { key, key_len };
+  gboolean ok;
+
+  if (k->aead != NULL)
+    gnutls_aead_cipher_deinit (g_steal_pointer (&k->aead));
+  ok = key_len > 0 && key_len <= sizeof key
+       && hkdf_expand_label (self, k->secret, k->secret_len, "key", key, key_len)
+       && hkdf_expand_label (self, k->secret, k->secret_len, "iv", k->iv, sizeof k->iv)
+       && gnutls_aead_cipher_init (&k->aead, self->cipher, &key_datum) >= 0;
+  explicit_bzero (key, sizeof key);
+  if (!ok)
+    k->aead = NULL;
+  k->seq = 0;
+  return ok;
+}
+
+/* The next generation of a direction's secret (RFC 8446 §7.2). */
+static gboolean
+keys_update (GtTlsStream *self, RecordKeys *k)
+{
+  guint8 next[64];
+  gboolean ok = hkdf_expand_label (self, k->secret, k->secret_len, "traffic upd", next,
+                                   k->secret_len);
+
+  memcpy (k->secret, next, k->secret_len);
+  explicit_bzero (next, sizeof next);
+  return ok && keys_set (self, k);
+}
+
+static void
+keys_clear (RecordKeys *k)
+{
+  if (k->aead != NULL)
+    gnutls_aead_cipher_deinit (g_steal_pointer (&k->aead));
+  explicit_bzero (k, sizeof *k);
+}
+
+static void
+record_nonce (const RecordKeys *k, guint8 nonce[12])
+{
+  memcpy (nonce, k->iv, 12);
+  for (int i = 0; i < 8; i++)
+    nonce[11 - i] ^= (k->seq >> (8 * i)) & 0xff;
+}
+
+/* GnuTLS hands over the application traffic secrets during the handshake. */
+static int
+secret_cb (gnutls_session_t session, gnutls_record_encryption_level_t level,
+           const void *secret_read, const void *secret_write, size_t secret_size)
+{
+  GtTlsStream *self = gnutls_session_get_ptr (session);
+
+  if (level != GNUTLS_ENCRYPTION_LEVEL_APPLICATION || secret_size > sizeof self->rd.secret)
+    return 0;
+  if (secret_read != NULL)
+    {
+      memcpy (self->rd.secret, secret_read, secret_size);
+      self->rd.secret_len = secret_size;
+    }
+  if (secret_write != NULL)
+    {
+      memcpy (self->wr.secret, secret_write, secret_size);
+      self->wr.secret_len = secret_size;
+    }
+  return 0;
+}
+
+/* After the handshake: records of our own for TLS 1.3 with an AEAD GnuTLS can do one-shot. */
+static void
+own_records_start (GtTlsStream *self)
+{
+  gnutls_cipher_algorithm_t cipher = gnutls_cipher_get (self->session);
+
+  if (gnutls_protocol_get_version (self->session) != GNUTLS_TLS1_3 || self->rd.secret_len == 0
+      || self->wr.secret_len == 0 || gnutls_record_check_pending (self->session) > 0
+      || (cipher != GNUTLS_CIPHER_AES_128_GCM && cipher != GNUTLS_CIPHER_AES_256_GCM
+          && cipher != GNUTLS_CIPHER_CHACHA20_POLY1305))
+    goto keep_gnutls;
+  self->cipher = cipher;
+  self->hkdf_mac = (gnutls_mac_algorithm_t) gnutls_prf_hash_get (self->session);
+  if (!keys_set (self, &self->rd) || !keys_set (self, &self->wr))
+    goto keep_gnutls;
+  self->own_records = TRUE;
+  return;
+
+keep_gnutls:
+  keys_clear (&self->rd);
+  keys_clear (&self->wr);
+}
+
+static void
+wbuf_reserve (GtTlsStream *self, gsize need)
+{
+  if (self->wstart > 0 && self->wend + need > self->wcap)
+    {
+      memmove (self->wbuf, self->wbuf + self->wstart, self->wend - self->wstart);
+      self->wend -= self->wstart;
+      self->wstart = 0;
+    }
+  if (self->wend + need > self->wcap)
+    {
+      self->wcap = MAX (self->wend + need, MIN (2 * self->wcap, (gsize) OUT_HIGH + 2 * RECORD_MAX));
+      self->wcap = MAX (self->wcap, (gsize) 4096);
+      self->wbuf = g_realloc (self->wbuf, self->wcap);
+    }
+}
+
+static gboolean record_seal (GtTlsStream *self, guint8 type, const guint8 *data, gsize len);
+
+/* Sends KeyUpdate and moves to the next write secret. */
+static gboolean
+send_key_update (GtTlsStream *self, gboolean request)
+{
+  guint8 msg[5] = { HS_KEY_UPDATE, 0, 0, 1, request ? 1 : 0 };
+
+  return record_seal (self, CT_HANDSHAKE, msg, sizeof msg) && keys_update (self, &self->wr);
+}
+
+/* Appends one record to the send queue: the plaintext is copied there and sealed in place. */
+static gboolean
+record_seal (GtTlsStream *self, guint8 type, const guint8 *data, gsize len)
+{
+  gsize clen = len + 1 + TAG_SIZE;
+  size_t out_len = clen;
+  guint8 nonce[12];
+  guint8 *rec;
+  int r;
+
+  g_assert (len <= RECORD_MAX);
+  wbuf_reserve (self, 5 + clen);
+  rec = self->wbuf + self->wend;
+  rec[0] = CT_APPLICATION;
+  rec[1] = 3;
+  rec[2] = 3;
+  rec[3] = clen >> 8;
+  rec[4] = clen & 0xff;
+  memcpy (rec + 5, data, len);
+  rec[5 + len] = type;
+  record_nonce (&self->wr, nonce);
+  r = gnutls_aead_cipher_encrypt (self->wr.aead, nonce, sizeof nonce, rec, 5, TAG_SIZE, rec + 5,
+                                  len + 1, rec + 5, &out_len);
+  if (r < 0 || out_len != clen)
+    {
+      if (self->write_error == NULL)
+        self->write_error = g_error_new (G_TLS_ERROR, G_TLS_ERROR_MISC, "TLS send: %s",
+                                         r < 0 ? gnutls_strerror (r) : "short record");
+      return FALSE;
+    }
+  self->wend += 5 + clen;
+  self->wr.seq++;
+  if (type == CT_APPLICATION && self->wr.seq >= KEY_UPDATE_AFTER)
+    return send_key_update (self, FALSE);
+  return TRUE;
+}
+
+static gssize
+own_write (GtTlsStream *self, const guint8 *buffer, gsize count)
+{
+  gsize budget = MIN (count, OUT_HIGH - pending_out (self));
+  gsize accepted = 0;
+
+  while (accepted < budget)
+    {
+      gsize n = MIN (budget - accepted, (gsize) RECORD_MAX);
+
+      if (!record_seal (self, CT_APPLICATION, buffer + accepted, n))
+        break;
+      accepted += n;
+    }
+  return accepted;
+}
+
+static void
+read_fail (GtTlsStream *self, const char *message)
+{
+  if (self->read_error == NULL)
+    self->read_error = g_error_new (G_TLS_ERROR, G_TLS_ERROR_MISC, "TLS receive: %s", message);
+}
+
+/* Length of the record at rstart when all of it is buffered, else 0. */
+static gsize
+buffered_record (GtTlsStream *self)
+{
+  gsize have = self->rend - self->rstart;
+  const guint8 *h = self->rbuf + self->rstart;
+  gsize clen;
+
+  if (have < 5)
+    return 0;
+  clen = ((gsize) h[3] << 8) | h[4];
+  return have >= 5 + clen ? 5 + clen : 0;
+}
+
+/* Reads from the socket behind what rbuf holds. FALSE: nothing came (read_eof or read_error
+ * may be set, else the socket is empty). */
+static gboolean
+fill_rbuf (GtTlsStream *self)
+{
+  ssize_t got;
+
+  if (self->rbuf == NULL)
+    self->rbuf = g_malloc (RBUF_SIZE);
+  else if (self->rstart > 0)
+    {
+      memmove (self->rbuf, self->rbuf + self->rstart, self->rend - self->rstart);
+      self->rend -= self->rstart;
+      self->rstart = 0;
+    }
+  do
+    got = recv (self->fd, self->rbuf + self->rend, RBUF_SIZE - self->rend, 0);
+  while (got < 0 && errno == EINTR);
+  if (got > 0)
+    {
+      self->rdrained = (gsize) got < RBUF_SIZE - self->rend;
+      self->rend += got;
+      return TRUE;
+    }
+  self->rdrained = TRUE;
+  if (got == 0)
+    self->read_eof = TRUE; /* a tunnel ends with its own close: no close_notify is no truncation */
+  else if (errno != EAGAIN && errno != EWOULDBLOCK)
+    {
+      int err = errno;
+
+      if (self->read_error == NULL)
+        self->read_error = g_error_new (G_IO_ERROR, g_io_error_from_errno (err),
+                                        "TLS receive: %s", g_strerror (err));
+    }
+  return FALSE;
+}
+
+static void
+rbuf_release_if_drained (GtTlsStream *self)
+{
+  if (self->rstart == self->rend && self->pstart == self->pend)
+    {
+      self->rstart = self->rend = self->pstart = self->pend = 0;
+      g_clear_pointer (&self->rbuf, g_free);
+    }
+}
+
+/* Post-handshake messages in one record: tickets are ignored (gt never resumes), KeyUpdate moves
+ * to the peer's next secret and answers a request. */
+static gboolean
+handle_handshake (GtTlsStream *self, const guint8 *p, gsize len)
+{
+  while (len > 0)
+    {
+      gsize mlen;
+
+      if (len < 4)
+        return FALSE;
+      mlen = ((gsize) p[1] << 16) | ((gsize) p[2] << 8) | p[3];
+      if (mlen > len - 4)
+        return FALSE; /* messages split across records are not expected after the handshake */
+      if (p[0] == HS_KEY_UPDATE)
+        {
+          if (mlen != 1 || p[4] > 1 || len != 5)
+            return FALSE; /* RFC 8446 §5.1: a key change ends its record */
+          if (!keys_update (self, &self->rd))
+            return FALSE;
+          if (p[4] == 1 && !send_key_update (self, FALSE))
+            return FALSE;
+        }
+      else if (p[0] != HS_NEW_SESSION_TICKET)
+        return FALSE;
+      p += 4 + mlen;
+      len -= 4 + mlen;
+    }
+  return TRUE;
+}
+
+/* Opens the buffered record at rstart: into out when it has room for the record, else in place
+ * in rbuf (pstart/pend). Returns the application bytes put in out, or -1 when the record was no
+ * data for out (handled, or in place); read_error or read_eof say why it ended. */
+static gssize
+record_open (GtTlsStream *self, guint8 *out, gsize room)
+{
+  guint8 *rec = self->rbuf + self->rstart;
+  gsize clen = ((gsize) rec[3] << 8) | rec[4];
+  guint8 nonce[12];
+  guint8 *plain;
+  size_t plen;
+  guint8 type;
+  int r;
+
+  if (rec[0] != CT_APPLICATION || clen > RECORD_CIPHERTEXT_MAX || clen <= TAG_SIZE)
+    {
+      /* TLS 1.3 allows a plaintext ChangeCipherSpec only during the handshake. */
+      read_fail (self, "unexpected record");
+      return -1;
+    }
+  plen = clen - TAG_SIZE;
+  plain = room >= plen ? out : rec + 5;
+  record_nonce (&self->rd, nonce);
+  r = gnutls_aead_cipher_decrypt (self->rd.aead, nonce, sizeof nonce, rec, 5, TAG_SIZE, rec + 5,
+                                  clen, plain, &plen);
+  self->rstart += 5 + clen;
+  if (r < 0)
+    {
+      read_fail (self, gnutls_strerror (r));
+      return -1;
+    }
+  self->rd.seq++;
+  /* The content type is the last non-zero byte; zeros after it are padding. */
+  while (plen > 0 && plain[plen - 1] == 0)
+    plen--;
+  if (plen == 0)
+    {
+      read_fail (self, "record without a content type");
+      return -1;
+    }
+  type = plain[--plen];
+  switch (type)
+    {
+    case CT_APPLICATION:
+      if (plain == out)
+        return plen;
+      self->pstart = plain - self->rbuf;
+      self->pend = self->pstart + plen;
+      return -1;
+    case CT_ALERT:
+      if (plen == 2 && plain[1] == 0)
+        self->read_eof = TRUE; /* close_notify */
+      else
+        {
+          g_autofree char *msg = g_strdup_printf ("the peer sent alert %u",
+                                                  plen == 2 ? plain[1] : 0);
+
+          read_fail (self, msg);
+        }
+      return -1;
+    case CT_HANDSHAKE:
+      if (!handle_handshake (self, plain, plen))
+        read_fail (self, "unexpected handshake message");
+      return -1;
+    default:
+      read_fail (self, "unexpected record type");
+      return -1;
+    }
+}
+
+/* Application bytes while whole records are buffered or the socket has more. */
+static gssize
+own_read (GtTlsStream *self, guint8 *buffer, gsize count, GError **error)
+{
+  gsize total = 0;
+  gboolean tried_socket = FALSE;
+
+  while (total < count)
+    {
+      gssize n;
+
+      if (self->pend > self->pstart)
+        {
+          n = MIN (count - total, self->pend - self->pstart);
+          memcpy (buffer + total, self->rbuf + self->pstart, n);
+          self->pstart += n;
+          total += n;
+          continue;
+        }
+      if (self->read_error != NULL || self->read_eof)
+        break;
+      if (buffered_record (self) == 0)
+        {
+          /* After a short read the socket is likely empty: no recv just to learn that. */
+          if (total > 0 && self->rdrained)
+            break;
+          if (tried_socket && self->rdrained)
+            break;
+          tried_socket = TRUE;
+          if (!fill_rbuf (self))
+            break;
+          continue;
+        }
+      n = record_open (self, buffer + total, count - total);
+      if (n > 0)
+        total += n;
+    }
+  if (self->wend > self->wstart)
+    flush_out (self); /* a KeyUpdate answer */
+  rbuf_release_if_drained (self);
+  if (total > 0)
+    return total;
+  if (self->read_error != NULL)
+    {
+      g_propagate_error (error, g_error_copy (self->read_error));
+      return -1;
+    }
+  if (self->read_eof)
+    return 0;
+  g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK, "no TLS record available");
+  return -1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Pollable sources: ready on buffered state, else on the fd, which they poll themselves */
 
 typedef struct
@@ -328,6 +814,9 @@ typedef struct
 static gboolean
 input_has_buffered (GtTlsStream *self)
 {
+  if (self->own_records)
+    return self->pend > self->pstart || buffered_record (self) > 0 || self->read_error != NULL
+           || self->read_eof;
   return self->rend > self->rstart || gnutls_record_check_pending (self->session) > 0
          || self->read_error != NULL;
 }
@@ -445,6 +934,8 @@ tls_read_nonblocking (GtTlsStream *self, guint8 *buffer, gsize count, GError **e
       g_propagate_error (error, g_error_copy (self->read_error));
       return -1;
     }
+  if (self->own_records)
+    return own_read (self, buffer, count, error);
   /* Whole records while they are buffered, so one call drains a large read. */
   while (total < count)
     {
@@ -601,6 +1092,22 @@ tls_write_nonblocking (GtTlsStream *self, const guint8 *buffer, gsize count, GEr
     {
       g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK, "TLS send queue is full");
       return -1;
+    }
+  if (self->own_records)
+    {
+      if (self->write_closed)
+        {
+          g_propagate_error (error, closed_error ());
+          return -1;
+        }
+      accepted = own_write (self, buffer, count);
+      flush_out (self);
+      if (accepted == 0 && self->write_error != NULL)
+        {
+          g_propagate_error (error, g_error_copy (self->write_error));
+          return -1;
+        }
+      return accepted;
     }
   budget = MIN (count, OUT_HIGH - pending_out (self));
   while (accepted < budget)
@@ -779,9 +1286,18 @@ tls_stream_close (GIOStream *stream, GCancellable *cancellable, GError **error)
 
   if (self->session != NULL && self->handshaken && self->write_error == NULL)
     {
-      (void) gnutls_bye (self->session, GNUTLS_SHUT_WR);
+      static const guint8 close_notify[2] = { 1, 0 };
+
+      if (self->own_records)
+        {
+          if (!self->write_closed)
+            (void) record_seal (self, CT_ALERT, close_notify, sizeof close_notify);
+        }
+      else
+        (void) gnutls_bye (self->session, GNUTLS_SHUT_WR);
       flush_out (self);
     }
+  self->write_closed = TRUE;
   gt_fd_source_free (g_steal_pointer (&self->flush_source));
   (void) g_input_stream_close (self->in, NULL, NULL);
   (void) g_output_stream_close (self->out, NULL, NULL);
@@ -828,6 +1344,8 @@ gt_tls_stream_finalize (GObject *object)
     GT_TLS_OUTPUT (self->out)->tls = NULL;
   g_clear_object (&self->in);
   g_clear_object (&self->out);
+  keys_clear (&self->rd);
+  keys_clear (&self->wr);
   if (self->session != NULL)
     gnutls_deinit (self->session);
   g_clear_object (&self->socket);
@@ -1012,8 +1530,9 @@ tls_stream_new (GIOStream *base, gboolean server, gnutls_certificate_credentials
   self->base = g_object_ref (base);
   self->socket = g_object_ref (g_socket_connection_get_socket (G_SOCKET_CONNECTION (base)));
   self->fd = g_socket_get_fd (self->socket);
-  r = gnutls_init (&self->session,
-                   (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL);
+  /* No tickets: a tunnel never resumes a session. */
+  r = gnutls_init (&self->session, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NONBLOCK
+                                     | GNUTLS_NO_SIGNAL | GNUTLS_NO_TICKETS);
   if (r >= 0)
     r = gnutls_priority_set (self->session, priority);
   if (r >= 0)
@@ -1029,6 +1548,7 @@ tls_stream_new (GIOStream *base, gboolean server, gnutls_certificate_credentials
   gnutls_session_set_ptr (self->session, self);
   gnutls_transport_set_pull_function (self->session, pull_cb);
   gnutls_transport_set_vec_push_function (self->session, vec_push_cb);
+  gnutls_handshake_set_secret_function (self->session, secret_cb);
 
   self->in = g_object_new (GT_TYPE_TLS_INPUT, NULL);
   GT_TLS_INPUT (self->in)->tls = self;
@@ -1119,6 +1639,7 @@ handshake_step (GTask *task)
   if (r == 0)
     {
       self->handshaken = TRUE;
+      own_records_start (self);
       g_task_return_boolean (task, TRUE);
       g_object_unref (task);
       return;
