@@ -515,6 +515,201 @@ test_tls_stream (void)
   result_clear (&rs);
 }
 
+/* The other end of test_tls_stream_interop: glib-networking's TLS (GnuTLS's own record layer)
+ * in a thread, echoing len bytes and closing with close_notify. */
+typedef struct
+{
+  GIOStream *base;
+  GTlsCertificate *cert; /* server: its certificate; NULL: a client */
+  gsize len;
+  GError *error;
+  gboolean echoed;
+} GioPeer;
+
+static gboolean
+accept_any_cb (GTlsConnection *conn, GTlsCertificate *cert, GTlsCertificateFlags errors,
+               gpointer data)
+{
+  return TRUE;
+}
+
+static gpointer
+gio_peer_thread (gpointer data)
+{
+  GioPeer *p = data;
+  g_autoptr (GMainContext) context = g_main_context_new ();
+  g_autoptr (GIOStream) tls = NULL;
+  g_autofree guint8 *buf = g_malloc (p->len);
+  gsize n = 0;
+
+  g_main_context_push_thread_default (context);
+  if (p->cert != NULL)
+    tls = G_IO_STREAM (g_tls_server_connection_new (p->base, p->cert, &p->error));
+  else
+    {
+      tls = G_IO_STREAM (g_tls_client_connection_new (p->base, NULL, &p->error));
+      if (tls != NULL)
+        g_signal_connect (tls, "accept-certificate", G_CALLBACK (accept_any_cb), NULL);
+    }
+  if (tls != NULL && g_tls_connection_handshake (G_TLS_CONNECTION (tls), NULL, &p->error)
+      && g_input_stream_read_all (g_io_stream_get_input_stream (tls), buf, p->len, &n, NULL,
+                                  &p->error)
+      && n == p->len
+      && g_output_stream_write_all (g_io_stream_get_output_stream (tls), buf, p->len, NULL,
+                                    NULL, &p->error))
+    p->echoed = TRUE;
+  if (tls != NULL)
+    (void) g_io_stream_close (tls, NULL, NULL);
+  g_main_context_pop_thread_default (context);
+  return NULL;
+}
+
+/* gt's records (sealed and opened by gt after GnuTLS's handshake) against GnuTLS's own record
+ * layer, both ways round: bytes through many records each way, a KeyUpdate each way in the
+ * middle, close_notify read as EOF. */
+static void
+test_tls_stream_interop (void)
+{
+  g_autoptr (GTlsCertificate) cert = test_certificate ();
+  gsize len = 3 * 1024 * 1024 + 1234;
+  g_autofree guint8 *big = g_malloc (len);
+  g_autofree guint8 *back = g_malloc (len);
+
+  for (gsize i = 0; i < len; i++)
+    big[i] = (guint8) (i * 7 + (i >> 14));
+  for (int gt_is_server = 0; gt_is_server <= 1; gt_is_server++)
+    {
+      g_autoptr (GIOStream) a = NULL;
+      g_autoptr (GIOStream) b = NULL;
+      g_autoptr (GIOStream) gt = NULL;
+      g_autoptr (GError) error = NULL;
+      g_autofree char *desc = NULL;
+      GioPeer peer = { NULL };
+      Result r = { NULL };
+      GThread *thread;
+      GPollableOutputStream *out;
+      gsize sent = 0;
+      gboolean updated = FALSE;
+      int fds[2];
+
+      g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), ==, 0);
+      g_assert_true (g_unix_set_fd_nonblocking (fds[0], TRUE, NULL));
+      a = gt_transport_wrap_fd (fds[0], &error);
+      g_assert_no_error (error);
+      b = gt_transport_wrap_fd (fds[1], &error);
+      g_assert_no_error (error);
+      peer.base = b;
+      peer.cert = gt_is_server ? NULL : cert;
+      peer.len = len;
+      thread = g_thread_new ("gio-tls-peer", gio_peer_thread, &peer);
+
+      gt = gt_is_server ? _gt_tls_stream_new_server (a, cert, &error)
+                        : _gt_tls_stream_new_client (a, "gt.example", &error);
+      g_assert_no_error (error);
+      _gt_tls_stream_handshake_async (gt, NULL, handshake_cb, &r);
+      wait_done (&r);
+      g_assert_no_error (r.error);
+      desc = _gt_tls_stream_describe (gt);
+      g_assert_nonnull (strstr (desc, "TLS1.3"));
+
+      out = G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (gt));
+      while (sent < len)
+        {
+          /* Key updates both ways mid-stream: ours, and the one the peer must answer with. */
+          if (sent > len / 2 && !updated)
+            {
+              g_assert_true (_gt_tls_stream_update_keys (gt, TRUE));
+              updated = TRUE;
+            }
+          gssize n = g_pollable_output_stream_write_nonblocking (out, big + sent, len - sent,
+                                                                 NULL, &error);
+          if (n < 0)
+            {
+              g_assert_error (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+              g_clear_error (&error);
+              g_main_context_iteration (NULL, TRUE);
+              continue;
+            }
+          sent += n;
+        }
+      {
+        GPollableInputStream *in = G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (gt));
+        guint8 extra[16];
+
+        g_assert_cmpuint (read_all_nonblocking (in, back, len), ==, len);
+        g_assert_cmpmem (back, len, big, len);
+        /* The peer's close_notify: EOF, not an error. */
+        g_assert_cmpuint (read_all_nonblocking (in, extra, sizeof extra), ==, 0);
+      }
+      g_thread_join (thread);
+      g_assert_no_error (peer.error);
+      g_assert_true (peer.echoed);
+      g_assert_true (g_io_stream_close (gt, NULL, &error));
+      g_assert_no_error (error);
+      result_clear (&r);
+    }
+}
+
+/* Bytes after the handshake that are no valid record fail the reader with a TLS error at once:
+ * a forged record (its tag does not match) and a header announcing an oversized record. */
+static void
+test_tls_stream_bad_record (void)
+{
+  static const guint8 forged[5 + 32] = { 0x17, 3, 3, 0, 32, 1, 2, 3 };
+  static const guint8 oversized[5] = { 0x17, 3, 3, 0xff, 0xff };
+  g_autoptr (GTlsCertificate) cert = test_certificate ();
+
+  for (int i = 0; i < 2; i++)
+    {
+      g_autoptr (GIOStream) a = NULL;
+      g_autoptr (GIOStream) b = NULL;
+      g_autoptr (GIOStream) client = NULL;
+      g_autoptr (GIOStream) server = NULL;
+      g_autoptr (GError) error = NULL;
+      Result rc = { NULL }, rs = { NULL };
+      GPollableInputStream *in;
+      const guint8 *junk = i == 0 ? forged : oversized;
+      gsize junk_len = i == 0 ? sizeof forged : sizeof oversized;
+      guint8 buf[64];
+      gssize n = -1;
+      gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+      int fds[2];
+
+      g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), ==, 0);
+      g_assert_true (g_unix_set_fd_nonblocking (fds[0], TRUE, NULL));
+      g_assert_true (g_unix_set_fd_nonblocking (fds[1], TRUE, NULL));
+      a = gt_transport_wrap_fd (fds[0], &error);
+      g_assert_no_error (error);
+      b = gt_transport_wrap_fd (fds[1], &error);
+      g_assert_no_error (error);
+      client = _gt_tls_stream_new_client (a, "gt.example", &error);
+      g_assert_no_error (error);
+      server = _gt_tls_stream_new_server (b, cert, &error);
+      g_assert_no_error (error);
+      _gt_tls_stream_handshake_async (client, NULL, handshake_cb, &rc);
+      _gt_tls_stream_handshake_async (server, NULL, handshake_cb, &rs);
+      while (!rc.done || !rs.done)
+        g_main_context_iteration (NULL, TRUE);
+      g_assert_no_error (rc.error);
+      g_assert_no_error (rs.error);
+
+      g_assert_cmpint (write (fds[1], junk, junk_len), ==, (gssize) junk_len);
+      in = G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (client));
+      while (g_get_monotonic_time () < deadline)
+        {
+          n = g_pollable_input_stream_read_nonblocking (in, buf, sizeof buf, NULL, &error);
+          if (n >= 0 || !g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+            break;
+          g_clear_error (&error);
+          g_main_context_iteration (NULL, FALSE);
+        }
+      g_assert_cmpint (n, ==, -1);
+      g_assert_error (error, G_TLS_ERROR, G_TLS_ERROR_MISC);
+      result_clear (&rc);
+      result_clear (&rs);
+    }
+}
+
 /* A peer that is not TLS fails the handshake with an error, not a hang. */
 static void
 test_tls_stream_not_tls (void)
@@ -552,5 +747,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/transport/resolve-async", test_resolve_async);
   g_test_add_func ("/gt/transport/tls-stream", test_tls_stream);
   g_test_add_func ("/gt/transport/tls-stream-not-tls", test_tls_stream_not_tls);
+  g_test_add_func ("/gt/transport/tls-stream-interop", test_tls_stream_interop);
+  g_test_add_func ("/gt/transport/tls-stream-bad-record", test_tls_stream_bad_record);
   return g_test_run ();
 }

@@ -490,6 +490,7 @@ own_records_start (GtTlsStream *self)
   return;
 
 keep_gnutls:
+  g_debug ("TLS records stay with GnuTLS (not TLS 1.3 with AES-GCM or ChaCha20-Poly1305)");
   keys_clear (&self->rd);
   keys_clear (&self->wr);
 }
@@ -594,6 +595,9 @@ buffered_record (GtTlsStream *self)
   if (have < 5)
     return 0;
   clen = ((gsize) h[3] << 8) | h[4];
+  /* A bad header is "complete" at once: record_open refuses it without waiting for its body. */
+  if (h[0] != CT_APPLICATION || clen > RECORD_CIPHERTEXT_MAX || clen <= TAG_SIZE)
+    return 5;
   return have >= 5 + clen ? 5 + clen : 0;
 }
 
@@ -663,6 +667,7 @@ handle_handshake (GtTlsStream *self, const guint8 *p, gsize len)
         {
           if (mlen != 1 || p[4] > 1 || len != 5)
             return FALSE; /* RFC 8446 §5.1: a key change ends its record */
+          g_debug ("TLS KeyUpdate from the peer%s", p[4] == 1 ? ", which asks for ours" : "");
           if (!keys_update (self, &self->rd))
             return FALSE;
           if (p[4] == 1 && !send_key_update (self, FALSE))
@@ -1738,4 +1743,17 @@ _gt_tls_stream_describe (GIOStream *stream)
 
   gnutls_free (desc);
   return copy;
+}
+
+gboolean
+_gt_tls_stream_update_keys (GIOStream *stream, gboolean request_peer)
+{
+  GtTlsStream *self = GT_TLS_STREAM (stream);
+
+  if (!self->own_records || self->write_closed || self->write_error != NULL)
+    return FALSE;
+  if (!send_key_update (self, request_peer))
+    return FALSE;
+  flush_out (self);
+  return TRUE;
 }

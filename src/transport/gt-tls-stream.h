@@ -34,6 +34,11 @@ gboolean _gt_tls_stream_handshake_finish (GIOStream *stream, GAsyncResult *resul
  * the server sent none. */
 GTlsCertificate *_gt_tls_stream_get_peer_certificate (GIOStream *stream);
 
+/* Sends a TLS 1.3 KeyUpdate (asking the peer to update its keys too when request_peer) and moves
+ * to the next write keys; done by itself every 2^24 records. FALSE when this stream's records
+ * are GnuTLS's (TLS 1.2) or it is closed. */
+gboolean _gt_tls_stream_update_keys (GIOStream *stream, gboolean request_peer);
+
 /* "TLS1.3-AES-128-GCM"-style description of the session, for logs. */
 char *_gt_tls_stream_describe (GIOStream *stream);
 
