@@ -649,36 +649,71 @@ rbuf_release_if_drained (GtTlsStream *self)
     }
 }
 
-/* Post-handshake messages in one record: tickets are ignored (gt never resumes), KeyUpdate moves
- * to the peer's next secret and answers a request. */
-static gboolean
-handle_handshake (GtTlsStream *self, const guint8 *p, gsize len)
+GtTlsInner
+_gt_tls_inner_parse (const guint8 *plain, gsize len, gsize *data_len, gboolean *request,
+                     const char **why)
 {
-  while (len > 0)
-    {
-      gsize mlen;
+  guint8 type;
 
-      if (len < 4)
-        return FALSE;
-      mlen = ((gsize) p[1] << 16) | ((gsize) p[2] << 8) | p[3];
-      if (mlen > len - 4)
-        return FALSE; /* messages split across records are not expected after the handshake */
-      if (p[0] == HS_KEY_UPDATE)
-        {
-          if (mlen != 1 || p[4] > 1 || len != 5)
-            return FALSE; /* RFC 8446 §5.1: a key change ends its record */
-          g_debug ("TLS KeyUpdate from the peer%s", p[4] == 1 ? ", which asks for ours" : "");
-          if (!keys_update (self, &self->rd))
-            return FALSE;
-          if (p[4] == 1 && !send_key_update (self, FALSE))
-            return FALSE;
-        }
-      else if (p[0] != HS_NEW_SESSION_TICKET)
-        return FALSE;
-      p += 4 + mlen;
-      len -= 4 + mlen;
+  *data_len = 0;
+  *request = FALSE;
+  *why = NULL;
+  /* The content type is the last non-zero byte; zeros after it are padding (RFC 8446 §5.4). */
+  while (len > 0 && plain[len - 1] == 0)
+    len--;
+  if (len == 0)
+    {
+      *why = "record without a content type";
+      return GT_TLS_INNER_ERROR;
     }
-  return TRUE;
+  type = plain[--len];
+  switch (type)
+    {
+    case CT_APPLICATION:
+      *data_len = len;
+      return GT_TLS_INNER_DATA;
+    case CT_ALERT:
+      if (len == 2 && plain[1] == 0)
+        return GT_TLS_INNER_CLOSE;
+      *why = len == 2 ? "the peer sent an alert" : "malformed alert";
+      return GT_TLS_INNER_ERROR;
+    case CT_HANDSHAKE:
+      /* Post-handshake messages: tickets are ignored (gt never resumes); a KeyUpdate must end its
+       * record (RFC 8446 §5.1); messages split across records are not expected. */
+      while (len > 0)
+        {
+          gsize mlen = 0;
+
+          if (len >= 4)
+            mlen = ((gsize) plain[1] << 16) | ((gsize) plain[2] << 8) | plain[3];
+          if (len < 4 || mlen > len - 4)
+            {
+              *why = "truncated handshake message";
+              return GT_TLS_INNER_ERROR;
+            }
+          if (plain[0] == HS_KEY_UPDATE)
+            {
+              if (mlen != 1 || plain[4] > 1 || len != 5)
+                {
+                  *why = "malformed KeyUpdate";
+                  return GT_TLS_INNER_ERROR;
+                }
+              *request = plain[4] == 1;
+              return GT_TLS_INNER_KEY_UPDATE;
+            }
+          if (plain[0] != HS_NEW_SESSION_TICKET)
+            {
+              *why = "unexpected handshake message";
+              return GT_TLS_INNER_ERROR;
+            }
+          plain += 4 + mlen;
+          len -= 4 + mlen;
+        }
+      return GT_TLS_INNER_IGNORE;
+    default:
+      *why = "unexpected record type";
+      return GT_TLS_INNER_ERROR;
+    }
 }
 
 /* Opens the buffered record at rstart: into out when it has room for the record, else in place
@@ -692,7 +727,9 @@ record_open (GtTlsStream *self, guint8 *out, gsize room)
   guint8 nonce[12];
   guint8 *plain;
   size_t plen;
-  guint8 type;
+  gsize data_len;
+  gboolean request;
+  const char *why;
   int r;
 
   if (rec[0] != CT_APPLICATION || clen > RECORD_CIPHERTEXT_MAX || clen <= TAG_SIZE)
@@ -713,40 +750,27 @@ record_open (GtTlsStream *self, guint8 *out, gsize room)
       return -1;
     }
   self->rd.seq++;
-  /* The content type is the last non-zero byte; zeros after it are padding. */
-  while (plen > 0 && plain[plen - 1] == 0)
-    plen--;
-  if (plen == 0)
+  switch (_gt_tls_inner_parse (plain, plen, &data_len, &request, &why))
     {
-      read_fail (self, "record without a content type");
-      return -1;
-    }
-  type = plain[--plen];
-  switch (type)
-    {
-    case CT_APPLICATION:
+    case GT_TLS_INNER_DATA:
       if (plain == out)
-        return plen;
+        return data_len;
       self->pstart = plain - self->rbuf;
-      self->pend = self->pstart + plen;
+      self->pend = self->pstart + data_len;
       return -1;
-    case CT_ALERT:
-      if (plen == 2 && plain[1] == 0)
-        self->read_eof = TRUE; /* close_notify */
-      else
-        {
-          g_autofree char *msg = g_strdup_printf ("the peer sent alert %u",
-                                                  plen == 2 ? plain[1] : 0);
-
-          read_fail (self, msg);
-        }
+    case GT_TLS_INNER_CLOSE:
+      self->read_eof = TRUE;
       return -1;
-    case CT_HANDSHAKE:
-      if (!handle_handshake (self, plain, plen))
-        read_fail (self, "unexpected handshake message");
+    case GT_TLS_INNER_IGNORE:
       return -1;
+    case GT_TLS_INNER_KEY_UPDATE:
+      g_debug ("TLS KeyUpdate from the peer%s", request ? ", which asks for ours" : "");
+      if (!keys_update (self, &self->rd) || (request && !send_key_update (self, FALSE)))
+        read_fail (self, "key update failed");
+      return -1;
+    case GT_TLS_INNER_ERROR:
     default:
-      read_fail (self, "unexpected record type");
+      read_fail (self, why);
       return -1;
     }
 }

@@ -39,6 +39,20 @@ GTlsCertificate *_gt_tls_stream_get_peer_certificate (GIOStream *stream);
  * are GnuTLS's (TLS 1.2) or it is closed. */
 gboolean _gt_tls_stream_update_keys (GIOStream *stream, gboolean request_peer);
 
+/* What a TLS 1.3 record's decrypted inner plaintext (RFC 8446 §5.2: content, content type,
+ * zero padding) holds after the handshake. Pure, for the record layer and its fuzz target. */
+typedef enum
+{
+  GT_TLS_INNER_DATA,       /* application data: the first *data_len bytes */
+  GT_TLS_INNER_CLOSE,      /* close_notify */
+  GT_TLS_INNER_IGNORE,     /* session tickets */
+  GT_TLS_INNER_KEY_UPDATE, /* the peer's next secret follows; *request: it asks for ours */
+  GT_TLS_INNER_ERROR,      /* *why says what */
+} GtTlsInner;
+
+GtTlsInner _gt_tls_inner_parse (const guint8 *plain, gsize len, gsize *data_len,
+                                gboolean *request, const char **why);
+
 /* "TLS1.3-AES-128-GCM"-style description of the session, for logs. */
 char *_gt_tls_stream_describe (GIOStream *stream);
 
