@@ -564,9 +564,18 @@ gio_peer_thread (gpointer data)
   return NULL;
 }
 
+static void
+copy_fill_cb (guint8 *dst, gsize n, gpointer data)
+{
+  const guint8 **src = data;
+
+  memcpy (dst, *src, n);
+  *src += n;
+}
+
 /* gt's records (sealed and opened by gt after GnuTLS's handshake) against GnuTLS's own record
- * layer, both ways round: bytes through many records each way, a KeyUpdate each way in the
- * middle, close_notify read as EOF. */
+ * layer, both ways round: bytes through many records each way (some filled in place by
+ * _gt_tls_stream_write_with), a KeyUpdate each way in the middle, close_notify read as EOF. */
 static void
 test_tls_stream_interop (void)
 {
@@ -612,7 +621,30 @@ test_tls_stream_interop (void)
       desc = _gt_tls_stream_describe (gt);
       g_assert_nonnull (strstr (desc, "TLS1.3"));
 
+      /* The first 100,000 bytes filled straight into the send queue (records span the pieces);
+       * not on a plain socket stream. */
+      {
+        const guint8 *src = big;
+
+        g_assert_false (_gt_tls_stream_write_with (a, 10, copy_fill_cb, &src));
+        g_assert_true (_gt_tls_stream_write_with (gt, 100000, copy_fill_cb, &src));
+        g_assert_true (src == big + 100000);
+        sent = 100000;
+      }
       out = G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (gt));
+      /* A vectored write: small and large pieces in shared records. */
+      {
+        GOutputVector v[4] = { { big + sent, 7 }, { big + sent + 7, 0 },
+                               { big + sent + 7, 20000 }, { big + sent + 20007, 13 } };
+        gsize written = 0;
+
+        g_assert_cmpint (g_pollable_output_stream_writev_nonblocking (out, v, 4, &written, NULL,
+                                                                      &error),
+                         ==, G_POLLABLE_RETURN_OK);
+        g_assert_no_error (error);
+        g_assert_cmpuint (written, ==, 20020);
+        sent += written;
+      }
       while (sent < len)
         {
           /* Key updates both ways mid-stream: ours, and the one the peer must answer with. */

@@ -523,9 +523,9 @@ send_key_update (GtTlsStream *self, gboolean request)
   return record_seal (self, CT_HANDSHAKE, msg, sizeof msg) && keys_update (self, &self->wr);
 }
 
-/* Appends one record to the send queue: the plaintext is copied there and sealed in place. */
+/* Appends one record to the send queue: fill writes the plaintext there, sealed in place. */
 static gboolean
-record_seal (GtTlsStream *self, guint8 type, const guint8 *data, gsize len)
+record_seal_with (GtTlsStream *self, guint8 type, gsize len, GtTlsFillFunc fill, gpointer data)
 {
   gsize clen = len + 1 + TAG_SIZE;
   size_t out_len = clen;
@@ -541,7 +541,7 @@ record_seal (GtTlsStream *self, guint8 type, const guint8 *data, gsize len)
   rec[2] = 3;
   rec[3] = clen >> 8;
   rec[4] = clen & 0xff;
-  memcpy (rec + 5, data, len);
+  fill (rec + 5, len, data);
   rec[5 + len] = type;
   record_nonce (&self->wr, nonce);
   r = gnutls_aead_cipher_encrypt (self->wr.aead, nonce, sizeof nonce, rec, 5, TAG_SIZE, rec + 5,
@@ -560,21 +560,76 @@ record_seal (GtTlsStream *self, guint8 type, const guint8 *data, gsize len)
   return TRUE;
 }
 
-static gssize
-own_write (GtTlsStream *self, const guint8 *buffer, gsize count)
+/* The caller's bytes, in order, from vectors. */
+typedef struct
 {
-  gsize budget = MIN (count, OUT_HIGH - pending_out (self));
+  const GOutputVector *v;
+  gsize n;
+  gsize i;
+  gsize pos;
+} VecCursor;
+
+static void
+vectors_fill (guint8 *dst, gsize len, gpointer data)
+{
+  VecCursor *c = data;
+
+  while (len > 0)
+    {
+      gsize n;
+
+      g_assert (c->i < c->n);
+      n = MIN (len, c->v[c->i].size - c->pos);
+      memcpy (dst, (const guint8 *) c->v[c->i].buffer + c->pos, n);
+      dst += n;
+      len -= n;
+      c->pos += n;
+      if (c->pos == c->v[c->i].size)
+        {
+          c->i++;
+          c->pos = 0;
+        }
+    }
+}
+
+static gboolean
+record_seal (GtTlsStream *self, guint8 type, const guint8 *data, gsize len)
+{
+  GOutputVector v = { data, len };
+  VecCursor c = { &v, 1, 0, 0 };
+
+  return record_seal_with (self, type, len, vectors_fill, &c);
+}
+
+/* Seals len bytes of application data from fill, in records of the largest size. */
+static gsize
+seal_application (GtTlsStream *self, gsize len, GtTlsFillFunc fill, gpointer data)
+{
   gsize accepted = 0;
 
-  while (accepted < budget)
+  while (accepted < len)
     {
-      gsize n = MIN (budget - accepted, (gsize) RECORD_MAX);
+      gsize n = MIN (len - accepted, (gsize) RECORD_MAX);
 
-      if (!record_seal (self, CT_APPLICATION, buffer + accepted, n))
+      if (!record_seal_with (self, CT_APPLICATION, n, fill, data))
         break;
       accepted += n;
     }
   return accepted;
+}
+
+/* As much of the vectors as the send queue takes; the records span the vectors' boundaries. */
+static gsize
+own_write (GtTlsStream *self, const GOutputVector *vectors, gsize n_vectors)
+{
+  VecCursor c = { vectors, n_vectors, 0, 0 };
+  gsize total = 0;
+
+  for (gsize i = 0; i < n_vectors; i++)
+    total += vectors[i].size;
+  while (c.i < c.n && c.v[c.i].size == 0)
+    c.i++;
+  return seal_application (self, MIN (total, OUT_HIGH - pending_out (self)), vectors_fill, &c);
 }
 
 static void
@@ -1099,13 +1154,41 @@ gt_tls_input_init (GtTlsInput *self)
 /* ------------------------------------------------------------------------------------------ */
 /* Output */
 
-static gssize
-tls_write_nonblocking (GtTlsStream *self, const guint8 *buffer, gsize count, GError **error)
+/* GnuTLS's records (TLS 1.2): as much of buffer as the send queue takes. */
+static gsize
+records_write_gnutls (GtTlsStream *self, const guint8 *buffer, gsize count)
 {
   gsize budget;
   gsize accepted = 0;
 
-  if (self->session == NULL)
+  if (pending_out (self) >= OUT_HIGH)
+    return 0;
+  budget = MIN (count, OUT_HIGH - pending_out (self));
+  while (accepted < budget)
+    {
+      ssize_t r = gnutls_record_send (self->session, buffer + accepted,
+                                      MIN (budget - accepted, (gsize) RECORD_MAX));
+
+      if (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_AGAIN)
+        continue; /* the push function never refuses; GnuTLS only retries */
+      if (r < 0)
+        {
+          self->write_error = g_error_new (G_TLS_ERROR, G_TLS_ERROR_MISC, "TLS send: %s",
+                                           gnutls_strerror (r));
+          break;
+        }
+      accepted += r;
+    }
+  return accepted;
+}
+
+static gssize
+tls_write_nonblocking (GtTlsStream *self, const GOutputVector *vectors, gsize n_vectors,
+                       GError **error)
+{
+  gsize accepted = 0;
+
+  if (self->session == NULL || (self->own_records && self->write_closed))
     {
       g_propagate_error (error, closed_error ());
       return -1;
@@ -1123,37 +1206,16 @@ tls_write_nonblocking (GtTlsStream *self, const guint8 *buffer, gsize count, GEr
       return -1;
     }
   if (self->own_records)
-    {
-      if (self->write_closed)
-        {
-          g_propagate_error (error, closed_error ());
-          return -1;
-        }
-      accepted = own_write (self, buffer, count);
-      flush_out (self);
-      if (accepted == 0 && self->write_error != NULL)
-        {
-          g_propagate_error (error, g_error_copy (self->write_error));
-          return -1;
-        }
-      return accepted;
-    }
-  budget = MIN (count, OUT_HIGH - pending_out (self));
-  while (accepted < budget)
-    {
-      ssize_t r = gnutls_record_send (self->session, buffer + accepted,
-                                      MIN (budget - accepted, (gsize) RECORD_MAX));
+    accepted = own_write (self, vectors, n_vectors);
+  else
+    for (gsize i = 0; i < n_vectors && self->write_error == NULL; i++)
+      {
+        gsize n = records_write_gnutls (self, vectors[i].buffer, vectors[i].size);
 
-      if (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_AGAIN)
-        continue; /* the push function never refuses; GnuTLS only retries */
-      if (r < 0)
-        {
-          self->write_error = g_error_new (G_TLS_ERROR, G_TLS_ERROR_MISC, "TLS send: %s",
-                                           gnutls_strerror (r));
+        accepted += n;
+        if (n < vectors[i].size)
           break;
-        }
-      accepted += r;
-    }
+      }
   flush_out (self);
   if (accepted == 0 && self->write_error != NULL)
     {
@@ -1174,7 +1236,38 @@ output_write_nonblocking (GPollableOutputStream *stream, const void *buffer, gsi
       g_propagate_error (error, closed_error ());
       return -1;
     }
-  return tls_write_nonblocking (tls, buffer, count, error);
+  return tls_write_nonblocking (tls, &(GOutputVector) { buffer, count }, 1, error);
+}
+
+static GPollableReturn
+output_writev_nonblocking (GPollableOutputStream *stream, const GOutputVector *vectors,
+                           gsize n_vectors, gsize *bytes_written, GError **error)
+{
+  GtTlsStream *tls = GT_TLS_OUTPUT (stream)->tls;
+  GError *local = NULL;
+  gssize n;
+
+  if (bytes_written != NULL)
+    *bytes_written = 0;
+  if (tls == NULL)
+    {
+      g_propagate_error (error, closed_error ());
+      return G_POLLABLE_RETURN_FAILED;
+    }
+  n = tls_write_nonblocking (tls, vectors, n_vectors, &local);
+  if (n < 0 && g_error_matches (local, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+    {
+      g_error_free (local);
+      return G_POLLABLE_RETURN_WOULD_BLOCK;
+    }
+  if (n < 0)
+    {
+      g_propagate_error (error, local);
+      return G_POLLABLE_RETURN_FAILED;
+    }
+  if (bytes_written != NULL)
+    *bytes_written = n;
+  return G_POLLABLE_RETURN_OK;
 }
 
 /* Waits until everything queued is in the socket. */
@@ -1213,7 +1306,7 @@ output_write (GOutputStream *stream, const void *buffer, gsize count, GCancellab
     {
       GError *local = NULL;
 
-      n = tls_write_nonblocking (tls, buffer, count, &local);
+      n = tls_write_nonblocking (tls, &(GOutputVector) { buffer, count }, 1, &local);
       if (n >= 0 || !g_error_matches (local, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
         {
           if (local != NULL)
@@ -1285,6 +1378,7 @@ output_pollable_init (GPollableOutputStreamInterface *iface)
   iface->is_writable = output_is_writable;
   iface->create_source = output_create_source;
   iface->write_nonblocking = output_write_nonblocking;
+  iface->writev_nonblocking = output_writev_nonblocking;
 }
 
 static void
@@ -1778,6 +1872,27 @@ _gt_tls_stream_update_keys (GIOStream *stream, gboolean request_peer)
     return FALSE;
   if (!send_key_update (self, request_peer))
     return FALSE;
+  flush_out (self);
+  return TRUE;
+}
+
+gboolean
+_gt_tls_stream_write_with (GIOStream *stream, gsize len, GtTlsFillFunc fill, gpointer data)
+{
+  GtTlsStream *self;
+
+  if (!GT_IS_TLS_STREAM (stream))
+    return FALSE;
+  self = GT_TLS_STREAM (stream);
+  if (!self->own_records || self->write_closed || self->session == NULL)
+    return FALSE;
+  if (pending_out (self) > 0)
+    flush_out (self);
+  /* Like a write, taken while the queue is below its mark: at most one such write above it. */
+  if (self->write_error != NULL || pending_out (self) >= OUT_HIGH
+      || len > (gsize) OUT_HIGH + RECORD_MAX)
+    return FALSE;
+  (void) seal_application (self, len, fill, data); /* a failure is the next write's error */
   flush_out (self);
   return TRUE;
 }

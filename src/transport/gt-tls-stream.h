@@ -34,6 +34,17 @@ gboolean _gt_tls_stream_handshake_finish (GIOStream *stream, GAsyncResult *resul
  * the server sent none. */
 GTlsCertificate *_gt_tls_stream_get_peer_certificate (GIOStream *stream);
 
+/* Writes the next n bytes of a caller's plaintext at dst. */
+typedef void (*GtTlsFillFunc) (guint8 *dst, gsize n, gpointer data);
+
+/* Queues len bytes of application data that fill writes straight into the send queue, where
+ * they are sealed (a WebSocket client masks its frames there: no copy of its own). All or
+ * nothing: FALSE, without calling fill, when stream is no GtTlsStream with records of gt's own,
+ * is closed or failed, its queue is full (not writable) or len exceeds 272 KiB; the caller then
+ * writes through the output stream as usual. */
+gboolean _gt_tls_stream_write_with (GIOStream *stream, gsize len, GtTlsFillFunc fill,
+                                    gpointer data);
+
 /* Sends a TLS 1.3 KeyUpdate (asking the peer to update its keys too when request_peer) and moves
  * to the next write keys; done by itself every 2^24 records. FALSE when this stream's records
  * are GnuTLS's (TLS 1.2) or it is closed. */

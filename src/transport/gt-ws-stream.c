@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "gt-fd-source.h"
+#include "gt-tls-stream.h"
 #include "gt-ws-stream.h"
 #include "gt-ws-frame.h"
 #include "gt-ready-source.h"
@@ -602,8 +603,53 @@ conn_out_ready (WsConn *c)
          || tx_len (c) < TX_HIGH;
 }
 
+/* A client frame written into a TLS stream's send queue: the header, then the payload masked. */
+typedef struct
+{
+  guint8 header[GT_WS_FRAME_MAX_HEADER];
+  gsize hlen;
+  gsize hpos;
+  guint8 mask[4];
+  guint mask_off;
+  const GOutputVector *v;
+  gsize i;
+  gsize pos;
+} MaskFill;
+
+static void
+mask_fill_cb (guint8 *dst, gsize n, gpointer data)
+{
+  MaskFill *f = data;
+
+  if (f->hpos < f->hlen)
+    {
+      gsize h = MIN (n, f->hlen - f->hpos);
+
+      memcpy (dst, f->header + f->hpos, h);
+      f->hpos += h;
+      dst += h;
+      n -= h;
+    }
+  while (n > 0)
+    {
+      gsize k = MIN (n, f->v[f->i].size - f->pos);
+
+      f->mask_off = gt_ws_mask_copy (dst, (const guint8 *) f->v[f->i].buffer + f->pos, k, f->mask,
+                                     f->mask_off);
+      dst += k;
+      n -= k;
+      f->pos += k;
+      if (f->pos == f->v[f->i].size)
+        {
+          f->i++;
+          f->pos = 0;
+        }
+    }
+}
+
 /* Sends up to GT_WS_MAX_MESSAGE bytes of the vectors as one binary frame; returns how many. A
- * server frame goes out in one vectored write with the caller's buffers when nothing is queued. */
+ * server frame goes out in one vectored write with the caller's buffers when nothing is queued;
+ * a client frame on gt's TLS stream is masked straight into its send queue. */
 static gsize
 conn_send (WsConn *c, const GOutputVector *vectors, gsize n_vectors)
 {
@@ -622,6 +668,15 @@ conn_send (WsConn *c, const GOutputVector *vectors, gsize n_vectors)
   take = MIN (total, GT_WS_MAX_MESSAGE);
   if (take == 0)
     return 0;
+  if (c->client && tx_len (c) == 0 && !c->base_closed)
+    {
+      MaskFill f = { .v = vectors };
+
+      new_mask (f.mask);
+      f.hlen = gt_ws_frame_write_header (f.header, TRUE, GT_WS_OP_BINARY, take, f.mask);
+      if (_gt_tls_stream_write_with (c->base, f.hlen + take, mask_fill_cb, &f))
+        return take;
+    }
   if (c->client || tx_len (c) > 0 || n_vectors >= G_N_ELEMENTS (local))
     {
       queue_frame (c, GT_WS_OP_BINARY, vectors, n_vectors, take);
