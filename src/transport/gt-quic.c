@@ -652,6 +652,65 @@ udp_send (int fd, const guint8 *buf, gsize len, gsize seg, const struct sockaddr
   return (ssize_t) len;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Receiving */
+
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+/* Asks the kernel to hand over packets of one flow together (UDP GRO, Linux 5.0+): one recvmsg
+ * for a whole GSO batch of the peer instead of one per packet. Without it, nothing changes. */
+static void
+udp_enable_gro (int fd)
+{
+  int one = 1;
+
+  if (setsockopt (fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) != 0)
+    g_debug ("QUIC: no UDP GRO here (%s)", g_strerror (errno));
+}
+
+/* One recvmsg: the bytes of one datagram, or of several packets of the same size (the last may
+ * be shorter) the kernel coalesced, *seg being then their size (else the whole length). */
+static ssize_t
+udp_recv (int fd, guint8 *buf, gsize size, struct sockaddr_storage *from, socklen_t *from_len,
+          gsize *seg)
+{
+  struct iovec iov = { buf, size };
+  struct msghdr msg = { 0 };
+  union
+  {
+    char buf[CMSG_SPACE (sizeof (int))];
+    struct cmsghdr align;
+  } control;
+  ssize_t n;
+
+  msg.msg_name = from;
+  msg.msg_namelen = sizeof *from;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  do
+    n = recvmsg (fd, &msg, MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return n;
+  *from_len = msg.msg_namelen;
+  *seg = n;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR (&msg); cm != NULL; cm = CMSG_NXTHDR (&msg, cm))
+    if (cm->cmsg_level == IPPROTO_UDP && cm->cmsg_type == UDP_GRO
+        && cm->cmsg_len >= CMSG_LEN (sizeof (int)))
+      {
+        int gso;
+
+        memcpy (&gso, CMSG_DATA (cm), sizeof gso);
+        if (gso > 0 && gso < n)
+          *seg = gso;
+      }
+  return n;
+}
+
 static void
 conn_watch_out (GtQuicConn *c)
 {
@@ -1369,18 +1428,15 @@ client_read_cb (int fd, GIOCondition revents, gpointer user_data)
     {
       struct sockaddr_storage from;
       socklen_t from_len = sizeof from;
-      ssize_t n = recvfrom (c->fd, buf, sizeof buf, MSG_DONTWAIT, (struct sockaddr *) &from,
-                            &from_len);
+      gsize seg;
+      ssize_t n = udp_recv (c->fd, buf, sizeof buf, &from, &from_len, &seg);
 
       if (n < 0)
-        {
-          if (errno == EINTR)
-            continue;
-          break; /* EAGAIN, or an ICMP error report: QUIC's timers decide */
-        }
-      if (n == 0)
-        continue; /* an empty datagram is no QUIC packet (ngtcp2 asserts on one) */
-      conn_read_packet (c, buf, n, (struct sockaddr *) &from, from_len, ts);
+        break; /* EAGAIN, or an ICMP error report: QUIC's timers decide */
+      /* An empty datagram is no QUIC packet (ngtcp2 asserts on one): the loop skips it. */
+      for (gsize off = 0; off < (gsize) n && !c->closed; off += seg)
+        conn_read_packet (c, buf + off, MIN (seg, n - off), (struct sockaddr *) &from, from_len,
+                          ts);
     }
   conn_after_io (c);
   return G_SOURCE_CONTINUE;
@@ -1403,6 +1459,7 @@ udp_socket_for (int family, struct sockaddr_storage *local, socklen_t *local_len
   /* Bursts of a fast sender must not overflow the default (~208 KiB) buffers. */
   setsockopt (fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   setsockopt (fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  udp_enable_gro (fd);
   {
     struct sockaddr_storage any = { 0 };
     socklen_t any_len = family == AF_INET6 ? sizeof (struct sockaddr_in6)
@@ -1681,38 +1738,38 @@ server_read_cb (GSocket *socket, GIOCondition condition, gpointer user_data)
     {
       struct sockaddr_storage from;
       socklen_t from_len = sizeof from;
-      ngtcp2_version_cid vc;
-      CidKey key;
-      GtQuicConn *c;
-      ssize_t n = recvfrom (server->fd, server->buf, RX_BUF_SIZE, MSG_DONTWAIT,
-                            (struct sockaddr *) &from, &from_len);
-      int rv;
+      gsize seg;
+      ssize_t n = udp_recv (server->fd, server->buf, RX_BUF_SIZE, &from, &from_len, &seg);
 
       if (n < 0)
+        break;
+      /* Coalesced packets come from one sender and one flow, but each is looked up on its own:
+       * nothing says they belong to one connection. ngtcp2 asserts on an empty buffer (anyone
+       * could end the server with an empty datagram): the loop skips one. */
+      for (gsize off = 0; off < (gsize) n; off += seg)
         {
-          if (errno == EINTR)
-            continue;
-          break;
-        }
-      /* ngtcp2 asserts on an empty buffer: anyone could end the server with an empty datagram. */
-      if (n == 0)
-        continue;
-      rv = ngtcp2_pkt_decode_version_cid (&vc, server->buf, n, SCID_LEN);
-      if (rv != 0)
-        continue; /* not QUIC, or a version we do not speak */
-      cid_key_set (&key, vc.dcid, vc.dcidlen);
-      c = g_hash_table_lookup (server->by_cid, &key);
-      if (c == NULL && server->func == NULL)
-        continue; /* no new connections any more */
-      if (c == NULL)
-        {
-          c = server_accept (server, server->buf, n, (struct sockaddr *) &from, from_len);
+          const guint8 *pkt = server->buf + off;
+          gsize len = MIN (seg, n - off);
+          ngtcp2_version_cid vc;
+          CidKey key;
+          GtQuicConn *c;
+
+          if (ngtcp2_pkt_decode_version_cid (&vc, pkt, len, SCID_LEN) != 0)
+            continue; /* not QUIC, or a version we do not speak */
+          cid_key_set (&key, vc.dcid, vc.dcidlen);
+          c = g_hash_table_lookup (server->by_cid, &key);
+          if (c == NULL && server->func == NULL)
+            continue; /* no new connections any more */
           if (c == NULL)
-            continue;
+            {
+              c = server_accept (server, pkt, len, (struct sockaddr *) &from, from_len);
+              if (c == NULL)
+                continue;
+            }
+          if (!g_ptr_array_find (touched, c, NULL))
+            g_ptr_array_add (touched, gt_quic_conn_ref (c));
+          conn_read_packet (c, pkt, len, (struct sockaddr *) &from, from_len, ts);
         }
-      if (!g_ptr_array_find (touched, c, NULL))
-        g_ptr_array_add (touched, gt_quic_conn_ref (c));
-      conn_read_packet (c, server->buf, n, (struct sockaddr *) &from, from_len, ts);
     }
   for (guint i = 0; i < touched->len; i++)
     conn_after_io (touched->pdata[i]);
@@ -1771,6 +1828,7 @@ gt_quic_server_new (int fd, GTlsCertificate *certificate, guint idle_timeout_ms,
 
     setsockopt (fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
     setsockopt (fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    udp_enable_gro (fd);
     sock = g_socket_new_from_fd (dup (fd), error);
     if (sock == NULL)
       {
