@@ -1201,7 +1201,8 @@ test_strings (void)
     { GT_ERROR_CODE_INTERNAL, "internal error" },
     { GT_ERROR_CODE_ELSEWHERE, "held by another server node" },
     { GT_ERROR_CODE_REGISTRY_UNAVAILABLE, "the cluster registry is unavailable" },
-    { (GtErrorCode) 18, "unknown error" },
+    { GT_ERROR_CODE_UDP_NUMBER, "the number of udp ports exceeded the limit" },
+    { (GtErrorCode) 19, "unknown error" },
     { (GtErrorCode) 0xFFFF, "unknown error" },
   };
   const char *names[] = { "HELLO", "WELCOME", "OPEN",   "DATA",   "SHUTDOWN",

@@ -102,6 +102,8 @@ struct _GtClient
   GtClientSignallingFunc signalling_func;
   gpointer signalling_data;
   GtClientForward *forward; /* tcpForward: NULL unless asked for */
+  GtClientUdp *udp;         /* udp services: NULL without any */
+  gboolean udp_refused_logged;
   gboolean forward_refused_logged;
   gboolean stopped;
   gboolean random_secret; /* options.secret was not set: made up for this run */
@@ -666,8 +668,11 @@ slot_welcome (Slot *slot, guint8 flags, const guint8 *payload, gsize len, gsize 
         continue;
       if (g_array_index (client->tcp_ports, guint16, p->service_index) != p->port)
         {
+          const GtServiceConfig *s = client->config->services->pdata[p->service_index];
+
           g_array_index (client->tcp_ports, guint16, p->service_index) = p->port;
-          g_message ("tcp port=%u service=%u", p->port, p->service_index);
+          g_message ("%s port=%u service=%u", s->kind == GT_SERVICE_KIND_UDP ? "udp" : "tcp",
+                     p->port, p->service_index);
         }
     }
 
@@ -679,6 +684,15 @@ slot_welcome (Slot *slot, guint8 flags, const guint8 *payload, gsize len, gsize 
   g_signal_connect (slot->mux, "stream-opened", G_CALLBACK (stream_opened_cb), client);
   g_signal_connect (slot->mux, "closed", G_CALLBACK (slot_mux_closed_cb), slot);
   g_signal_connect (slot->mux, "goaway", G_CALLBACK (slot_mux_goaway_cb), slot);
+  if (client->udp != NULL && (caps & GT_CAP_DATAGRAM))
+    _gt_client_udp_attach (client->udp, slot->mux);
+  else if (client->udp != NULL && !client->udp_refused_logged)
+    {
+      client->udp_refused_logged = TRUE;
+      g_warning ("the server at %s did not accept datagrams (too old for udp services): the "
+                 "udp services get nothing on this tunnel",
+                 remote);
+    }
   if (client->forward != NULL && (caps & GT_CAP_FORWARD))
     gt_mux_set_forward (slot->mux, TRUE);
   else if (client->forward != NULL && !client->forward_refused_logged)
@@ -1229,6 +1243,14 @@ gt_client_start (GtClient *client, GError **error)
     {
       GtServiceConfig *s = config->services->pdata[i];
 
+      if (s->kind == GT_SERVICE_KIND_UDP)
+        {
+          gt_hello_add_service (hello, s->kind, NULL, s->remote_udp_port, s->remote_udp_random);
+          hello->caps |= GT_CAP_DATAGRAM;
+          if (client->udp == NULL)
+            client->udp = _gt_client_udp_new (config->services, client->local_addrs);
+          continue;
+        }
       gt_hello_add_service (hello, s->kind, s->host_prefix, s->remote_tcp_port,
                             s->remote_tcp_random);
     }
@@ -1400,6 +1422,7 @@ gt_client_stop (GtClient *client)
     }
   g_ptr_array_set_size (client->draining, 0);
   g_hash_table_remove_all (client->dials);
+  g_clear_pointer (&client->udp, _gt_client_udp_free);
 }
 
 void
@@ -1687,6 +1710,7 @@ gt_client_finalize (GObject *object)
   g_hash_table_unref (client->dials);
   g_ptr_array_unref (client->draining);
   g_clear_pointer (&client->forward, _gt_client_forward_free);
+  g_clear_pointer (&client->udp, _gt_client_udp_free);
   g_clear_pointer (&client->api_remote, gt_remote_free);
   g_clear_object (&client->api_session);
   if (client->probe_results != NULL)

@@ -1305,6 +1305,8 @@ gt_error_code_to_string (GtErrorCode code)
       return "held by another server node";
     case GT_ERROR_CODE_REGISTRY_UNAVAILABLE:
       return "the cluster registry is unavailable";
+    case GT_ERROR_CODE_UDP_NUMBER:
+      return "the number of udp ports exceeded the limit";
     default:
       return "unknown error";
     }

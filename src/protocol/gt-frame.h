@@ -85,6 +85,7 @@ typedef enum
   GT_ERROR_CODE_ELSEWHERE = 16,         /* cluster: the id, a prefix or a port is held by
                                          * another node */
   GT_ERROR_CODE_REGISTRY_UNAVAILABLE = 17, /* cluster: etcd cannot be reached; try later */
+  GT_ERROR_CODE_UDP_NUMBER = 18,        /* too many udp ports */
 } GtErrorCode;
 
 /* Reset codes carried by RESET frames (u32). */

@@ -149,6 +149,7 @@ error_code_reason (GtErrorCode code)
     case GT_ERROR_CODE_CONFIG_CONFLICT: return "config_conflict";
     case GT_ERROR_CODE_TOO_MANY_OPTIONS: return "max_options";
     case GT_ERROR_CODE_TCP_NUMBER: return "tcp_number";
+    case GT_ERROR_CODE_UDP_NUMBER: return "udp_number";
     case GT_ERROR_CODE_UNSUPPORTED_VERSION: return "version";
     case GT_ERROR_CODE_PROTOCOL: return "protocol";
     default: return "other";
@@ -160,7 +161,8 @@ is_limit_code (GtErrorCode code)
 {
   return code == GT_ERROR_CODE_TOO_MANY_TUNNELS || code == GT_ERROR_CODE_HOST_NUMBER
          || code == GT_ERROR_CODE_HOST_REGEX || code == GT_ERROR_CODE_TOO_MANY_OPTIONS
-         || code == GT_ERROR_CODE_TCP_NUMBER || code == GT_ERROR_CODE_PORT_UNAVAILABLE;
+         || code == GT_ERROR_CODE_TCP_NUMBER || code == GT_ERROR_CODE_UDP_NUMBER
+         || code == GT_ERROR_CODE_PORT_UNAVAILABLE;
 }
 
 void

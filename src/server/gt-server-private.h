@@ -37,6 +37,7 @@ struct _GtServer
   GHashTable *pending;        /* connections still being sniffed (gt-server-listener.c) */
   GtPortPool *global_pool;
   GHashTable *user_pools;     /* id → GtPortPool* */
+  GtPortPool *udp_pool;       /* udpRanges: every user's udp services */
   GHashTable *ephemeral;      /* id → secret */
   GPtrArray *draining;        /* GtMux* of replaced clients finishing their streams */
   GtLockout *lockout;
@@ -99,6 +100,15 @@ void _gt_server_adopt_node_stream (GtServer *server, int fd, GtListenerKind kind
 /* How many bytes a new connection's buffer may hold, given what arrived (buf, len): a HELLO only
  * as long as its frame header says, an HTTP head or ClientHello up to its limit (+1 to tell). */
 gsize _gt_server_pending_buffer_limit (GtListenerKind kind, const guint8 *buf, gsize len);
+
+/* gt-server-udp.c */
+GtErrorCode _gt_server_session_open_udp (GtServerSession *s, guint16 index,
+                                         const GtHelloService *svc, GtPortPool *pool,
+                                         GInetAddress *listen_inet, char **message);
+void _gt_server_udp_port_free (GtServerUdpPort *port);
+gboolean _gt_server_session_holds_udp_port (GtServerSession *s, GtPortPool *pool, guint16 port);
+/* A new tunnel of a session with udp ports: the replies of its flows arrive on it. */
+void _gt_server_session_udp_attach (GtServerSession *s, GtMux *mux);
 
 /* gt-server-metrics.c */
 void _gt_server_counters_init (GtServerCounters *counters);

@@ -1,0 +1,343 @@
+/* test-udp.c (integration): udp:// services with real gt processes on 127.0.0.1: datagrams of
+ * 1, 1200, 9000 and 65000 bytes from two user sources reach a UDP echo service in the test
+ * through tcp:// and quic:// tunnels, and each source gets its own replies byte for byte; the
+ * server's udpNumber refuses a client with more udp services. */
+#define G_LOG_DOMAIN "gt-test"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gio/gio.h>
+
+#include "gt-test-utils.h"
+
+#define CLIENT_ID "udpc"
+#define CLIENT_SECRET "s3cret-udp"
+#define PATTERN_SIZE (70 * 1024)
+/* How long one datagram's echo may take before it is sent again (UDP may drop). */
+#define REPLY_MS 2000
+#define TRIES 5
+
+static const gsize sizes[] = { 1, 1200, 9000, 65000 };
+
+typedef struct
+{
+  const char *tmpdir;
+} Fixture;
+
+static void
+fixture_setup (Fixture *f, gconstpointer data)
+{
+  gt_test_setup ();
+  f->tmpdir = gt_test_tmpdir ();
+}
+
+static void
+fixture_teardown (Fixture *f, gconstpointer data)
+{
+  gt_test_teardown ();
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Loopback UDP sockets and the echo service */
+
+static int
+udp_socket (guint16 *port)
+{
+  struct sockaddr_in sa = { 0 };
+  socklen_t len = sizeof sa;
+  int fd = socket (AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int size = 4 * 1024 * 1024;
+
+  g_assert_cmpint (fd, >=, 0);
+  (void) setsockopt (fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  (void) setsockopt (fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+  g_assert_cmpint (bind (fd, (struct sockaddr *) &sa, sizeof sa), ==, 0);
+  g_assert_cmpint (getsockname (fd, (struct sockaddr *) &sa, &len), ==, 0);
+  if (port != NULL)
+    *port = ntohs (sa.sin_port);
+  return fd;
+}
+
+typedef struct
+{
+  int fd;
+  guint16 port;
+  GThread *thread;
+  gint stop;
+  gint echoed;
+  gint sources; /* distinct source ports seen */
+} Echo;
+
+static gpointer
+echo_thread (gpointer data)
+{
+  Echo *e = data;
+  g_autofree guint8 *buf = g_malloc (65536);
+  g_autoptr (GHashTable) seen = g_hash_table_new (NULL, NULL);
+
+  while (!g_atomic_int_get (&e->stop))
+    {
+      struct pollfd pfd = { e->fd, POLLIN, 0 };
+      struct sockaddr_in from;
+      socklen_t from_len = sizeof from;
+      ssize_t n;
+
+      if (poll (&pfd, 1, 50) <= 0)
+        continue;
+      n = recvfrom (e->fd, buf, 65536, 0, (struct sockaddr *) &from, &from_len);
+      if (n < 0)
+        continue;
+      if (g_hash_table_add (seen, GUINT_TO_POINTER (ntohs (from.sin_port))))
+        g_atomic_int_inc (&e->sources);
+      if (sendto (e->fd, buf, n, 0, (struct sockaddr *) &from, from_len) == n)
+        g_atomic_int_inc (&e->echoed);
+    }
+  return NULL;
+}
+
+static void
+echo_start (Echo *e)
+{
+  memset (e, 0, sizeof *e);
+  e->fd = udp_socket (&e->port);
+  e->thread = g_thread_new ("udp-echo", echo_thread, e);
+}
+
+static void
+echo_stop (Echo *e)
+{
+  if (e->thread == NULL)
+    return;
+  g_atomic_int_set (&e->stop, 1);
+  g_thread_join (e->thread);
+  e->thread = NULL;
+  close (e->fd);
+}
+
+/* The bytes source `who` sends as a datagram of len bytes: each source and size its own. */
+static guint8 *
+payload (guint who, gsize len)
+{
+  const guint8 *pattern = gt_test_pattern ();
+  guint8 *p = g_malloc (MAX (len, 1));
+
+  for (gsize i = 0; i < len; i++)
+    p[i] = pattern[(i + who * 977 + len) % PATTERN_SIZE] ^ (guint8) (who * 0x5b);
+  return p;
+}
+
+/* Waits up to ms for a datagram on fd; its length, or -1 when none came. */
+static gssize
+recv_within (int fd, guint8 *buf, gsize size, guint ms)
+{
+  gint64 deadline = gt_test_deadline_in (ms);
+
+  for (;;)
+    {
+      struct pollfd pfd = { fd, POLLIN, 0 };
+      gint64 left = (deadline - g_get_monotonic_time ()) / 1000;
+
+      if (left <= 0)
+        return -1;
+      if (poll (&pfd, 1, (int) left) <= 0)
+        continue;
+      return recv (fd, buf, size, MSG_DONTWAIT);
+    }
+}
+
+/* Every size from both sources, interleaved: each source's echo is its own bytes. */
+static void
+check_echoes (guint16 public_port)
+{
+  struct sockaddr_in to = { 0 };
+  int fds[2];
+  g_autofree guint8 *buf = g_malloc (65536);
+
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+  to.sin_port = htons (public_port);
+  fds[0] = udp_socket (NULL);
+  fds[1] = udp_socket (NULL);
+  for (guint i = 0; i < G_N_ELEMENTS (sizes); i++)
+    {
+      g_autofree guint8 *want0 = payload (0, sizes[i]);
+      g_autofree guint8 *want1 = payload (1, sizes[i]);
+      guint8 *want[2] = { want0, want1 };
+      gboolean done[2] = { FALSE, FALSE };
+
+      for (guint t = 0; t < TRIES && !(done[0] && done[1]); t++)
+        {
+          for (guint w = 0; w < 2; w++)
+            if (!done[w])
+              g_assert_cmpint (sendto (fds[w], want[w], sizes[i], 0, (struct sockaddr *) &to,
+                                       sizeof to), ==, (gssize) sizes[i]);
+          for (guint w = 0; w < 2; w++)
+            {
+              g_autofree char *what = NULL;
+              gssize n;
+
+              if (done[w])
+                continue;
+              n = recv_within (fds[w], buf, 65536, REPLY_MS);
+              if (n < 0)
+                {
+                  g_test_message ("source %u: no echo of %" G_GSIZE_FORMAT " bytes (try %u)", w,
+                                  sizes[i], t + 1);
+                  continue;
+                }
+              what = g_strdup_printf ("echo of %" G_GSIZE_FORMAT " bytes to source %u",
+                                      sizes[i], w);
+              gt_test_check_bytes (what, buf, n, want[w], sizes[i]);
+              done[w] = TRUE;
+            }
+        }
+      if (!done[0] || !done[1])
+        gt_test_fail ("no echo of %" G_GSIZE_FORMAT " bytes after %u tries", sizes[i], TRIES);
+      /* An earlier try's duplicate may still come: drain it before the next size. */
+      for (guint w = 0; w < 2; w++)
+        while (recv_within (fds[w], buf, 65536, 50) >= 0)
+          ;
+    }
+  close (fds[0]);
+  close (fds[1]);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* gt processes */
+
+typedef struct
+{
+  GtTestProc *proc;
+  guint16 addr_port;
+  guint16 quic_port;
+} Server;
+
+static guint16
+wait_listen_port (GtTestProc *p, const char *suffix_regex)
+{
+  g_autofree char *regex
+      = g_strdup_printf ("listening on 127\\.0\\.0\\.1:([0-9]+)%s$", suffix_regex);
+  g_autofree char *line = gt_test_proc_expect_line (p, regex, NULL, GT_TEST_WAIT_MS);
+
+  return (guint16) gt_test_capture_uint (line, regex);
+}
+
+static void
+start_server (Fixture *f, gboolean quic, guint udp_number, Server *out)
+{
+  g_autoptr (GPtrArray) args = gt_test_args_new ();
+  guint16 first, last;
+
+  memset (out, 0, sizeof *out);
+  gt_test_free_port_range (4, &first, &last);
+  gt_test_args_addv (args, "server", "--id", CLIENT_ID, "--secret", CLIENT_SECRET, "--addr",
+                     "127.0.0.1:0", "--udpTimeout", "5s", NULL);
+  gt_test_args_add (args, "--udpRanges=%u-%u", first, last);
+  gt_test_args_add (args, "--udpNumber=%u", udp_number);
+  if (quic)
+    gt_test_args_addv (args, "--tlsAddr", "127.0.0.1:0", "--quicAddr", "127.0.0.1:0", NULL);
+  out->proc = gt_test_spawn ("server", NULL, args, f->tmpdir, NULL);
+  out->addr_port = wait_listen_port (out->proc, "");
+  if (quic)
+    out->quic_port = wait_listen_port (out->proc, " \\(UDP, QUIC\\)");
+}
+
+static GtTestProc *
+spawn_client (const char *remote, guint n_services, guint16 echo_port)
+{
+  g_autoptr (GPtrArray) args = gt_test_args_new ();
+
+  gt_test_args_addv (args, "client", "--id", CLIENT_ID, "--secret", CLIENT_SECRET,
+                     "--reconnectDelay", "200ms", "--remoteConnections", "2",
+                     "--remoteCertInsecure", "--remote", remote, NULL);
+  for (guint i = 0; i < n_services; i++)
+    {
+      gt_test_args_add (args, "--local=udp://127.0.0.1:%u", echo_port);
+      gt_test_args_add (args, "--remoteUDPRandom");
+    }
+  return gt_test_spawn ("client", NULL, args, NULL, NULL);
+}
+
+static void
+run_echo (Fixture *f, gboolean quic)
+{
+  Server s;
+  Echo echo;
+  g_autofree char *remote = NULL;
+  g_autofree char *line = NULL;
+  GtTestProc *c;
+  guint16 public_port;
+
+  GT_TEST_REQUIRE_GT ();
+  echo_start (&echo);
+  start_server (f, quic, 1, &s);
+  remote = quic ? g_strdup_printf ("quic://127.0.0.1:%u", s.quic_port)
+                : g_strdup_printf ("tcp://127.0.0.1:%u", s.addr_port);
+  c = spawn_client (remote, 1, echo.port);
+  if (!gt_test_proc_wait_count (c, "tunnel started: remote=", 2, GT_TEST_WAIT_MS))
+    gt_test_fail ("the client's tunnels did not start");
+  line = gt_test_proc_expect_line (c, "udp port=[0-9]+ service=0", NULL, GT_TEST_WAIT_MS);
+  public_port = (guint16) gt_test_capture_uint (line, "udp port=([0-9]+)");
+  gt_test_proc_expect_line (s.proc, "udp port [0-9]+ opened for service 0", NULL,
+                            GT_TEST_WAIT_MS);
+
+  check_echoes (public_port);
+  /* Two user sources: two flows, two sockets toward the service. */
+  g_assert_cmpint (g_atomic_int_get (&echo.sources), ==, 2);
+  g_assert_cmpint (g_atomic_int_get (&echo.echoed), >=, 2 * (gint) G_N_ELEMENTS (sizes));
+  g_assert_cmpuint (gt_test_proc_count_matches (c, "failed|CRITICAL|WARNING"), ==, 0);
+  g_assert_cmpuint (gt_test_proc_count_matches (s.proc, "CRITICAL|WARNING"), ==, 0);
+  gt_test_stop_all ();
+  echo_stop (&echo);
+}
+
+static void
+test_udp_tcp (Fixture *f, gconstpointer data)
+{
+  run_echo (f, FALSE);
+}
+
+static void
+test_udp_quic (Fixture *f, gconstpointer data)
+{
+  run_echo (f, TRUE);
+}
+
+/* udpNumber 1: a client with two udp services is refused with the limit's message. */
+static void
+test_udp_number (Fixture *f, gconstpointer data)
+{
+  Server s;
+  g_autofree char *remote = NULL;
+  g_autofree char *line = NULL;
+  GtTestProc *c;
+
+  GT_TEST_REQUIRE_GT ();
+  start_server (f, FALSE, 1, &s);
+  remote = g_strdup_printf ("tcp://127.0.0.1:%u", s.addr_port);
+  c = spawn_client (remote, 2, 9);
+  line = gt_test_proc_expect_line (c, "server refused: 2 udp services exceed the limit of 1 "
+                                   "\\(code 18\\)", NULL, GT_TEST_WAIT_MS);
+  g_assert_cmpuint (gt_test_proc_count_matches (c, "tunnel started"), ==, 0);
+  g_assert_cmpuint (gt_test_proc_count_matches (s.proc, "udp port [0-9]+ opened"), ==, 0);
+}
+
+int
+main (int argc, char **argv)
+{
+  gt_test_init (&argc, &argv, PATTERN_SIZE);
+#define ADD(path, func)                                                                         \
+  g_test_add ("/gt/integration/udp/" path, Fixture, NULL, fixture_setup, func, fixture_teardown)
+  ADD ("tcp", test_udp_tcp);
+  ADD ("quic", test_udp_quic);
+  ADD ("udp-number", test_udp_number);
+#undef ADD
+  return gt_test_run ();
+}
