@@ -230,6 +230,7 @@ wait_listen_port (GtTestProc *p, const char *suffix_regex)
   return (guint16) gt_test_capture_uint (line, regex);
 }
 
+/* udp_number 0: no limit, and flows forgotten after 1 s idle (the timeout test). */
 static void
 start_server (Fixture *f, gboolean quic, guint udp_number, Server *out)
 {
@@ -239,7 +240,7 @@ start_server (Fixture *f, gboolean quic, guint udp_number, Server *out)
   memset (out, 0, sizeof *out);
   gt_test_free_port_range (4, &first, &last);
   gt_test_args_addv (args, "server", "--id", CLIENT_ID, "--secret", CLIENT_SECRET, "--addr",
-                     "127.0.0.1:0", "--udpTimeout", "5s", NULL);
+                     "127.0.0.1:0", "--udpTimeout", udp_number == 0 ? "1s" : "5s", NULL);
   gt_test_args_add (args, "--udpRanges=%u-%u", first, last);
   gt_test_args_add (args, "--udpNumber=%u", udp_number);
   if (quic)
@@ -330,6 +331,99 @@ test_udp_number (Fixture *f, gconstpointer data)
   g_assert_cmpuint (gt_test_proc_count_matches (s.proc, "udp port [0-9]+ opened"), ==, 0);
 }
 
+/* A HELLO with a udp service but without the DATAGRAM capability (what a peer that cannot carry
+ * datagrams would send): ERROR PROTOCOL with a message that says so, and the connection ends. */
+static void
+test_udp_without_capability (Fixture *f, gconstpointer data)
+{
+  static const guint8 hello[] = {
+    0xF0, 'G', 'T', 1,                                /* preface */
+    1, 0, 0, 0, 0, 0, 0, 0, 0, 5 + 11 + 2 + 5,         /* HELLO, no flags, stream 0, length */
+    4, 'u', 'd', 'p', 'c',                             /* id */
+    10, 's', '3', 'c', 'r', 'e', 't', '-', 'u', 'd', 'p', /* secret */
+    0, 1,                                              /* one service */
+    4, 1, 0, 0, 0,                                     /* udp, random, port 0, no prefix */
+  };
+  g_autoptr (GSocketClient) sc = g_socket_client_new ();
+  g_autoptr (GSocketConnection) conn = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *text = NULL;
+  guint8 buf[512];
+  gsize got = 0;
+  Server s;
+
+  GT_TEST_REQUIRE_GT ();
+  start_server (f, FALSE, 0, &s);
+  conn = g_socket_client_connect_to_host (sc, "127.0.0.1", s.addr_port, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_true (g_output_stream_write_all (g_io_stream_get_output_stream (G_IO_STREAM (conn)),
+                                            hello, sizeof hello, NULL, NULL, &error));
+  g_assert_no_error (error);
+  g_socket_set_timeout (g_socket_connection_get_socket (conn), 10);
+  /* Everything until the server closes. */
+  for (;;)
+    {
+      gssize n = g_input_stream_read (g_io_stream_get_input_stream (G_IO_STREAM (conn)),
+                                      buf + got, sizeof buf - got, NULL, &error);
+
+      g_assert_no_error (error);
+      if (n == 0 || got + n == sizeof buf)
+        break;
+      got += n;
+    }
+  /* ERROR (10) on stream 0, code PROTOCOL (11), and the reason. */
+  g_assert_cmpuint (got, >, 14);
+  g_assert_cmpuint (buf[0], ==, 10);
+  g_assert_cmpuint ((buf[10] << 8) | buf[11], ==, 11);
+  text = g_strndup ((const char *) buf + 14, got - 14);
+  g_assert_nonnull (strstr (text, "a udp service needs the DATAGRAM capability"));
+  g_assert_cmpuint (gt_test_proc_count_matches (s.proc, "udp port [0-9]+ opened"), ==, 0);
+}
+
+/* A flow idle for the server's udpTimeout is forgotten: the source's next datagram is a new
+ * flow (a new flow id), which reaches the service from a new socket of the client (whose own
+ * flows last the service's localTimeout, 120 s). */
+static void
+test_udp_timeout (Fixture *f, gconstpointer data)
+{
+  Server s;
+  Echo echo;
+  g_autofree char *remote = NULL;
+  g_autofree char *line = NULL;
+  g_autofree guint8 *buf = g_malloc (65536);
+  struct sockaddr_in to = { 0 };
+  GtTestProc *c;
+  int fd;
+
+  GT_TEST_REQUIRE_GT ();
+  echo_start (&echo);
+  start_server (f, FALSE, 0, &s);
+  remote = g_strdup_printf ("tcp://127.0.0.1:%u", s.addr_port);
+  c = spawn_client (remote, 1, echo.port);
+  line = gt_test_proc_expect_line (c, "udp port=[0-9]+ service=0", NULL, GT_TEST_WAIT_MS);
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+  to.sin_port = htons ((guint16) gt_test_capture_uint (line, "udp port=([0-9]+)"));
+  fd = udp_socket (NULL);
+  for (guint round = 0; round < 2; round++)
+    {
+      gssize n = -1;
+
+      for (guint t = 0; t < TRIES && n < 0; t++)
+        {
+          g_assert_cmpint (sendto (fd, "ping", 4, 0, (struct sockaddr *) &to, sizeof to), ==, 4);
+          n = recv_within (fd, buf, 65536, REPLY_MS);
+        }
+      gt_test_check_bytes ("echo", buf, MAX (n, 0), (const guint8 *) "ping", 4);
+      g_assert_cmpint (g_atomic_int_get (&echo.sources), ==, round + 1);
+      if (round == 0)
+        g_usleep (3 * G_USEC_PER_SEC); /* udpTimeout is 1 s here; the timer ticks every second */
+    }
+  close (fd);
+  gt_test_stop_all ();
+  echo_stop (&echo);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -339,6 +433,8 @@ main (int argc, char **argv)
   ADD ("tcp", test_udp_tcp);
   ADD ("quic", test_udp_quic);
   ADD ("udp-number", test_udp_number);
+  ADD ("without-capability", test_udp_without_capability);
+  ADD ("timeout", test_udp_timeout);
 #undef ADD
   return gt_test_run ();
 }
