@@ -743,7 +743,8 @@ gt_config_describe_options (GtConfigKind kind)
   describe_rows (out, rows, n, "");
   g_string_append (out, "Per service, applying to the most recent --local:\n");
   g_string_append_printf (out, "  %-34s %s\n", "--local URL",
-                          "http://host[:port], https://host[:port], tcp://host:port, udp://host:port");
+                          "http://host[:port], https://host[:port], tcp://host:port, "
+                          "udp://host:port");
   rows = _gt_config_opts (GT_CONFIG_KEYS_SERVICE, &n);
   describe_rows (out, rows, n, "");
   return g_string_free (out, FALSE);
