@@ -66,6 +66,8 @@ void gt_server_session_set_counters (GtServerSession *session, GtServerCounters 
  * is kept. */
 void gt_server_session_set_udp (GtServerSession *session, GtPortPool *udp_pool,
                                 guint64 udp_timeout_ms);
+/* Whether port is one of its udp ports (rather than a tcp port). */
+gboolean gt_server_session_has_udp_port (GtServerSession *session, guint16 port);
 /* Flows its udp ports keep now. */
 guint gt_server_session_get_n_udp_flows (GtServerSession *session);
 

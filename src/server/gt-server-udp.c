@@ -376,6 +376,13 @@ _gt_server_session_holds_udp_port (GtServerSession *s, GtPortPool *pool, guint16
   return FALSE;
 }
 
+gboolean
+gt_server_session_has_udp_port (GtServerSession *session, guint16 port)
+{
+  g_return_val_if_fail (GT_IS_SERVER_SESSION (session), FALSE);
+  return _gt_server_session_holds_udp_port (session, session->udp_pool, port);
+}
+
 guint
 gt_server_session_get_n_udp_flows (GtServerSession *session)
 {
