@@ -35,6 +35,7 @@ struct _GtClientUdp
   GHashTable *flows;      /* flow id → Flow* (owned) */
   GQueue *lru;            /* per service: Flow*, least recently active first */
   gboolean *evict_logged; /* per service */
+  gboolean *socket_failed; /* per service: the last socket for a flow failed (logged once) */
   guint timer_id;
   guint8 *buf;
   gboolean stray_logged;
@@ -122,11 +123,16 @@ flow_new (GtClientUdp *u, guint32 id, guint16 index)
   fd = socket (ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0 || connect (fd, (struct sockaddr *) &ss, g_socket_address_get_native_size (addr)) < 0)
     {
-      g_message ("udp service %u (%s): %s", index, svc->local_url, g_strerror (errno));
+      /* Out of fds, say: one line until a socket works again, not one per datagram. */
+      if (!u->socket_failed[index])
+        g_message ("udp service %u (%s): no socket for a new flow: %s", index, svc->local_url,
+                   g_strerror (errno));
+      u->socket_failed[index] = TRUE;
       if (fd >= 0)
         close (fd);
       return NULL;
     }
+  u->socket_failed[index] = FALSE;
   if (q->length >= GT_CLIENT_UDP_MAX_FLOWS)
     {
       if (!u->evict_logged[index])
@@ -207,6 +213,7 @@ _gt_client_udp_new (GPtrArray *services, GPtrArray *local_addrs)
   u->flows = g_hash_table_new_full (NULL, NULL, NULL, flow_free);
   u->lru = g_new0 (GQueue, MAX (services->len, 1));
   u->evict_logged = g_new0 (gboolean, MAX (services->len, 1));
+  u->socket_failed = g_new0 (gboolean, MAX (services->len, 1));
   u->buf = g_malloc (UDP_BUF_SIZE);
   u->timer_id = g_timeout_add_seconds (1, expire_cb, u);
   return u;
@@ -219,6 +226,7 @@ _gt_client_udp_free (GtClientUdp *u)
   g_hash_table_unref (u->flows);
   g_free (u->lru);
   g_free (u->evict_logged);
+  g_free (u->socket_failed);
   g_free (u->buf);
   g_free (u);
 }

@@ -424,6 +424,59 @@ test_udp_timeout (Fixture *f, gconstpointer data)
   echo_stop (&echo);
 }
 
+/* More user sources than a port keeps flows for (1024): the least recently active are forgotten
+ * with one log line on each side, every source still gets its echo, and a forgotten source that
+ * comes back is a new flow. */
+static void
+test_udp_many_flows (Fixture *f, gconstpointer data)
+{
+  const guint n = 1024 + 6;
+  Server s;
+  Echo echo;
+  g_autofree char *remote = NULL;
+  g_autofree char *line = NULL;
+  g_autofree guint8 *buf = g_malloc (65536);
+  g_autofree int *fds = g_new0 (int, n);
+  struct sockaddr_in to = { 0 };
+  GtTestProc *c;
+
+  GT_TEST_REQUIRE_GT ();
+  echo_start (&echo);
+  start_server (f, FALSE, 0, &s);
+  remote = g_strdup_printf ("tcp://127.0.0.1:%u", s.addr_port);
+  c = spawn_client (remote, 1, echo.port);
+  line = gt_test_proc_expect_line (c, "udp port=[0-9]+ service=0", NULL, GT_TEST_WAIT_MS);
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+  to.sin_port = htons ((guint16) gt_test_capture_uint (line, "udp port=([0-9]+)"));
+  for (guint i = 0; i <= n; i++)
+    {
+      /* The last round is source 0 again, forgotten by then. */
+      guint w = i % n;
+      char msg[16];
+      gssize len = g_snprintf (msg, sizeof msg, "src %u", w), got = -1;
+
+      if (i < n)
+        fds[w] = udp_socket (NULL);
+      for (guint t = 0; t < TRIES && got < 0; t++)
+        {
+          g_assert_cmpint (sendto (fds[w], msg, len, 0, (struct sockaddr *) &to, sizeof to), ==,
+                           len);
+          got = recv_within (fds[w], buf, 65536, REPLY_MS);
+        }
+      gt_test_check_bytes ("echo", buf, MAX (got, 0), (const guint8 *) msg, len);
+    }
+  /* A socket per flow: n + 1 of them (source 0 twice), less one if the kernel gave a closed
+   * (forgotten) flow's port to a new one. */
+  g_assert_cmpint (g_atomic_int_get (&echo.sources), >=, n);
+  g_assert_cmpuint (gt_test_proc_count_matches (s.proc, "udp port [0-9]+ has 1024 flows"), ==, 1);
+  g_assert_cmpuint (gt_test_proc_count_matches (c, "udp service 0 .* has 1024 flows"), ==, 1);
+  for (guint i = 0; i < n; i++)
+    close (fds[i]);
+  gt_test_stop_all ();
+  echo_stop (&echo);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -435,6 +488,7 @@ main (int argc, char **argv)
   ADD ("udp-number", test_udp_number);
   ADD ("without-capability", test_udp_without_capability);
   ADD ("timeout", test_udp_timeout);
+  ADD ("many-flows", test_udp_many_flows);
 #undef ADD
   return gt_test_run ();
 }
