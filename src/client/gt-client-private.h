@@ -10,6 +10,8 @@ G_BEGIN_DECLS
 /* The ready tunnel with the forward capability and the fewest streams, or NULL. */
 GtMux *_gt_client_pick_forward_tunnel (GtClient *client);
 typedef struct _GtClientForward GtClientForward;
+/* A ready tunnel that carries datagrams, or NULL. */
+GtMux *_gt_client_pick_datagram_tunnel (GtClient *client);
 /* The FORWARD part, NULL when the client does not ask for the capability. */
 GtClientForward *_gt_client_get_forward (GtClient *client);
 
@@ -35,7 +37,7 @@ void _gt_client_forward_tunnel_ready (GtClientForward *forward, GtMux *mux);
 typedef struct _GtClientUdp GtClientUdp;
 /* services and local_addrs (GSocketAddress* per service, NULL until resolved) are borrowed. An
  * idle flow is forgotten after its service's localTimeout. */
-GtClientUdp *_gt_client_udp_new (GPtrArray *services, GPtrArray *local_addrs);
+GtClientUdp *_gt_client_udp_new (GtClient *client, GPtrArray *services, GPtrArray *local_addrs);
 void _gt_client_udp_free (GtClientUdp *udp);
 /* A tunnel that accepted GT_CAP_DATAGRAM: its datagrams reach the udp services. */
 void _gt_client_udp_attach (GtClientUdp *udp, GtMux *mux);

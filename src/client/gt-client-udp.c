@@ -30,6 +30,7 @@ typedef struct
 
 struct _GtClientUdp
 {
+  GtClient *client;       /* owns this */
   GPtrArray *services;    /* GtServiceConfig* (borrowed from the config) */
   GPtrArray *local_addrs; /* GSocketAddress* per service, NULL until resolved (borrowed) */
   GHashTable *flows;      /* flow id → Flow* (owned) */
@@ -93,7 +94,14 @@ flow_read_cb (int fd, GIOCondition revents, gpointer user_data)
         continue;
       flow_touch (f);
       if (f->mux == NULL || gt_mux_is_closed (f->mux))
-        continue; /* its tunnel is gone: the user's next datagram brings a new one */
+        {
+          /* Its tunnel is gone: another one of the client's takes the replies. */
+          GtMux *other = _gt_client_pick_datagram_tunnel (u->client);
+
+          if (other == NULL)
+            continue;
+          g_set_object (&f->mux, other);
+        }
       gt_mux_send_datagram (f->mux, f->id, f->service_index, u->buf, n);
       /* Sending cannot end the flow (only the timer and new flows do), but stay careful. */
       if (g_hash_table_lookup (u->flows, GUINT_TO_POINTER (id)) != f)
@@ -204,10 +212,11 @@ expire_cb (gpointer user_data)
 }
 
 GtClientUdp *
-_gt_client_udp_new (GPtrArray *services, GPtrArray *local_addrs)
+_gt_client_udp_new (GtClient *client, GPtrArray *services, GPtrArray *local_addrs)
 {
   GtClientUdp *u = g_new0 (GtClientUdp, 1);
 
+  u->client = client;
   u->services = services;
   u->local_addrs = local_addrs;
   u->flows = g_hash_table_new_full (NULL, NULL, NULL, flow_free);

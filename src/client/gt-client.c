@@ -1248,7 +1248,7 @@ gt_client_start (GtClient *client, GError **error)
           gt_hello_add_service (hello, s->kind, NULL, s->remote_udp_port, s->remote_udp_random);
           hello->caps |= GT_CAP_DATAGRAM;
           if (client->udp == NULL)
-            client->udp = _gt_client_udp_new (config->services, client->local_addrs);
+            client->udp = _gt_client_udp_new (client, config->services, client->local_addrs);
           continue;
         }
       gt_hello_add_service (hello, s->kind, s->host_prefix, s->remote_tcp_port,
@@ -1462,6 +1462,20 @@ _gt_client_pick_forward_tunnel (GtClient *client)
         }
     }
   return best;
+}
+
+GtMux *
+_gt_client_pick_datagram_tunnel (GtClient *client)
+{
+  for (guint i = 0; i < client->n_slots; i++)
+    {
+      GtMux *m = client->slots[i].mux;
+
+      if (client->slots[i].state == SLOT_READY && m != NULL && gt_mux_get_datagrams (m)
+          && !gt_mux_is_closed (m))
+        return m;
+    }
+  return NULL;
 }
 
 guint
