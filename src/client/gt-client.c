@@ -1623,15 +1623,18 @@ gt_client_get_state (GtClient *client)
   for (guint i = 0; i < client->config->services->len; i++)
     {
       const GtServiceConfig *svc = client->config->services->pdata[i];
-      static const char *const kinds[] = { "http", "https", "tcp" };
+      static const char *const kinds[] = { "http", "https", "tcp", "node", "udp" };
+      gboolean udp = svc->kind == GT_SERVICE_KIND_UDP;
 
       g_variant_builder_open (&services, G_VARIANT_TYPE_VARDICT);
       g_variant_builder_add (&services, "{sv}", "local", g_variant_new_string (svc->local_url));
       g_variant_builder_add (&services, "{sv}", "kind",
-                             g_variant_new_string (kinds[svc->kind % 3]));
+                             g_variant_new_string (svc->kind < G_N_ELEMENTS (kinds)
+                                                     ? kinds[svc->kind] : "?"));
       g_variant_builder_add (&services, "{sv}", "hostPrefix",
                              g_variant_new_string (svc->host_prefix ? svc->host_prefix : ""));
-      g_variant_builder_add (&services, "{sv}", "remoteTCPPort",
+      /* The server port of a tcp or udp service (gt_client_get_tcp_port holds both). */
+      g_variant_builder_add (&services, "{sv}", udp ? "remoteUDPPort" : "remoteTCPPort",
                              g_variant_new_uint32 (gt_client_get_tcp_port (client, i)));
       g_variant_builder_close (&services);
     }
