@@ -20,6 +20,9 @@ struct _GtServerCounters
   GHashTable *service_traffic;    /* "id\x1flabel" → GtServerTraffic* */
   GHashTable *handshake_failures; /* "user\x1freason" → guint64* */
   GHashTable *limit_rejections;   /* "user\x1fkind" → guint64* */
+  /* udp services (gt-server-udp.c): datagrams from users to the tunnels, from the tunnels to
+   * users, and dropped (a full tunnel, a send error, too large); flows started */
+  guint64 udp_in, udp_out, udp_dropped, udp_flows;
 };
 
 struct _GtServer

@@ -32,7 +32,6 @@ struct _GtServerUdpPort
   GHashTable *by_addr; /* sockaddr bytes (the flow's) → GtServerUdpFlow* (owned) */
   GQueue lru;          /* GtServerUdpFlow*: least recently active first */
   gboolean evict_logged;
-  guint64 datagrams_in, datagrams_out, dropped;
 };
 
 struct _GtServerUdpFlow
@@ -45,6 +44,22 @@ struct _GtServerUdpFlow
   GtMux *mux; /* the tunnel its datagrams take while it stays open (a reference) */
   GList link; /* in port->lru */
 };
+
+/* The server's counters (NULL for the status self-test, which is kept out of the metrics). */
+static GtServerCounters *
+port_counters (GtServerUdpPort *p)
+{
+  return p->session->ephemeral ? NULL : p->session->counters;
+}
+
+#define COUNT(p, field)                                                                         \
+  G_STMT_START                                                                                  \
+  {                                                                                             \
+    GtServerCounters *c_ = port_counters (p);                                                   \
+    if (c_ != NULL)                                                                             \
+      c_->field++;                                                                              \
+  }                                                                                             \
+  G_STMT_END
 
 /* Flow ids are unique in the server process, so a client that reconnects never takes a new
  * flow for an old one. 0 is never used. */
@@ -181,6 +196,7 @@ flow_new (GtServerUdpPort *p, const struct sockaddr_storage *from, socklen_t fro
   g_hash_table_insert (p->by_addr, key, f);
   g_hash_table_insert (p->session->udp_flows, GUINT_TO_POINTER (f->id), f);
   g_queue_push_tail_link (&p->lru, &f->link);
+  COUNT (p, udp_flows);
   return f;
 }
 
@@ -230,10 +246,10 @@ udp_port_read_cb (int fd, GIOCondition revents, gpointer user_data)
       if (n > GT_DATAGRAM_MAX_DATA
           || (from.ss_family != AF_INET && from.ss_family != AF_INET6))
         {
-          p->dropped++;
+          COUNT (p, udp_dropped);
           continue;
         }
-      p->datagrams_in++;
+      COUNT (p, udp_in);
       addr_key_set (&key, &from);
       f = g_hash_table_lookup (p->by_addr, &key);
       if (f == NULL)
@@ -247,7 +263,7 @@ udp_port_read_cb (int fd, GIOCondition revents, gpointer user_data)
         {
           if (!g_ptr_array_find (s->udp_ports, p, NULL))
             return;
-          p->dropped++;
+          COUNT (p, udp_dropped);
         }
     }
 }
@@ -269,11 +285,11 @@ session_datagram_cb (GtMux *mux, guint32 flow_id, guint16 service_index, const g
   flow_touch (f, g_get_monotonic_time ());
   if (sendto (f->port->fd, data, len, 0, (struct sockaddr *) &f->addr, f->addr_len) < 0)
     {
-      f->port->dropped++;
+      COUNT (f->port, udp_dropped);
       g_debug ("udp port %u: %s", f->port->port, g_strerror (errno));
       return;
     }
-  f->port->datagrams_out++;
+  COUNT (f->port, udp_out);
 }
 
 static gboolean

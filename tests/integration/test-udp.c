@@ -218,7 +218,25 @@ typedef struct
   GtTestProc *proc;
   guint16 addr_port;
   guint16 quic_port;
+  guint16 api_port;
 } Server;
+
+/* The value of the sample "name" or "name{labels}" in the server's /metrics; -1 when absent. */
+static double
+metric (Server *s, const char *sample)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GtTestHttpResponse) r
+      = gt_test_http_request (s->api_port, "GET", "/metrics", "127.0.0.1", NULL, 0, &error);
+  g_autofree char *text = NULL;
+  g_autofree char *needle = g_strdup_printf ("\n%s ", sample);
+  const char *at;
+
+  gt_test_expect_response (r, error, 200);
+  text = g_strdup_printf ("\n%.*s", (int) r->body->len, (const char *) r->body->data);
+  at = strstr (text, needle);
+  return at != NULL ? g_ascii_strtod (at + strlen (needle), NULL) : -1;
+}
 
 static guint16
 wait_listen_port (GtTestProc *p, const char *suffix_regex)
@@ -239,8 +257,10 @@ start_server (Fixture *f, gboolean quic, guint udp_number, Server *out)
 
   memset (out, 0, sizeof *out);
   gt_test_free_port_range (4, &first, &last);
+  out->api_port = gt_test_free_port ();
   gt_test_args_addv (args, "server", "--id", CLIENT_ID, "--secret", CLIENT_SECRET, "--addr",
                      "127.0.0.1:0", "--udpTimeout", udp_number == 0 ? "1s" : "5s", NULL);
+  gt_test_args_add (args, "--apiAddr=127.0.0.1:%u", out->api_port);
   gt_test_args_add (args, "--udpRanges=%u-%u", first, last);
   gt_test_args_add (args, "--udpNumber=%u", udp_number);
   if (quic)
@@ -294,6 +314,12 @@ run_echo (Fixture *f, gboolean quic)
   /* Two user sources: two flows, two sockets toward the service. */
   g_assert_cmpint (g_atomic_int_get (&echo.sources), ==, 2);
   g_assert_cmpint (g_atomic_int_get (&echo.echoed), >=, 2 * (gint) G_N_ELEMENTS (sizes));
+  g_assert_cmpfloat (metric (&s, "gt_udp_flows{user=\"" CLIENT_ID "\"}"), ==, 2);
+  g_assert_cmpfloat (metric (&s, "gt_udp_flows_total"), ==, 2);
+  g_assert_cmpfloat (metric (&s, "gt_udp_datagrams_total{direction=\"in\"}"), >=,
+                     2 * G_N_ELEMENTS (sizes));
+  g_assert_cmpfloat (metric (&s, "gt_udp_datagrams_total{direction=\"out\"}"), >=,
+                     2 * G_N_ELEMENTS (sizes));
   g_assert_cmpuint (gt_test_proc_count_matches (c, "failed|CRITICAL|WARNING"), ==, 0);
   g_assert_cmpuint (gt_test_proc_count_matches (s.proc, "CRITICAL|WARNING"), ==, 0);
   gt_test_stop_all ();
@@ -329,6 +355,8 @@ test_udp_number (Fixture *f, gconstpointer data)
                                    "\\(code 18\\)", NULL, GT_TEST_WAIT_MS);
   g_assert_cmpuint (gt_test_proc_count_matches (c, "tunnel started"), ==, 0);
   g_assert_cmpuint (gt_test_proc_count_matches (s.proc, "udp port [0-9]+ opened"), ==, 0);
+  g_assert_cmpfloat (metric (&s, "gt_limit_rejections_total{user=\"" CLIENT_ID
+                                 "\",kind=\"udp_number\"}"), >=, 1);
 }
 
 /* A HELLO with a udp service but without the DATAGRAM capability (what a peer that cannot carry
