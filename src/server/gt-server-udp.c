@@ -312,6 +312,32 @@ udp_expire_cb (gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
+/* A UDP socket of a udp port. Without SO_REUSEADDR (unlike gt_udp_bind_on): on Linux it would
+ * let another socket with it bind the same port and take the users' datagrams. */
+static int
+udp_port_bind (GInetAddress *address, guint16 port, GError **error)
+{
+  g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (address, port);
+  struct sockaddr_storage ss;
+  int fd;
+
+  if (!g_socket_address_to_native (sa, &ss, sizeof ss, error))
+    return -1;
+  fd = socket (ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0 || bind (fd, (struct sockaddr *) &ss, g_socket_address_get_native_size (sa)) < 0)
+    {
+      int saved = errno;
+      g_autofree char *text = g_inet_address_to_string (address);
+
+      if (fd >= 0)
+        close (fd);
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved),
+                   "cannot bind udp port %s:%u: %s", text, port, g_strerror (saved));
+      return -1;
+    }
+  return fd;
+}
+
 void
 _gt_server_session_udp_attach (GtServerSession *s, GtMux *mux)
 {
@@ -327,6 +353,11 @@ _gt_server_session_open_udp (GtServerSession *s, guint16 index, const GtHelloSer
   g_autoptr (GArray) tried = g_array_new (FALSE, FALSE, sizeof (guint16));
   g_autoptr (GError) last_error = NULL;
 
+  if (listen_inet == NULL)
+    {
+      *message = g_strdup ("no address to open udp ports on");
+      return GT_ERROR_CODE_PORT_UNAVAILABLE;
+    }
   for (int attempt = 0; attempt < 8; attempt++)
     {
       guint16 port = 0;
@@ -344,7 +375,7 @@ _gt_server_session_open_udp (GtServerSession *s, guint16 index, const GtHelloSer
       if (!gt_port_pool_take (pool, port))
         continue;
       g_clear_error (&last_error);
-      fd = gt_udp_bind_on (listen_inet, port, &last_error);
+      fd = udp_port_bind (listen_inet, port, &last_error);
       if (fd < 0)
         {
           gt_port_pool_release (pool, port);
