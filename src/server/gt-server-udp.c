@@ -250,6 +250,12 @@ udp_port_read_cb (int fd, GIOCondition revents, gpointer user_data)
           continue;
         }
       COUNT (p, udp_in);
+      /* The client's speed limit: a datagram passes whole or not at all. */
+      if (s->rate != NULL && !gt_token_bucket_take_whole (&s->rate->from_socket, n, now))
+        {
+          COUNT (p, udp_dropped);
+          continue;
+        }
       addr_key_set (&key, &from);
       f = g_hash_table_lookup (p->by_addr, &key);
       if (f == NULL)
@@ -275,6 +281,7 @@ session_datagram_cb (GtMux *mux, guint32 flow_id, guint16 service_index, const g
 {
   GtServerSession *s = user_data;
   GtServerUdpFlow *f = g_hash_table_lookup (s->udp_flows, GUINT_TO_POINTER (flow_id));
+  gint64 now = g_get_monotonic_time ();
 
   if (f == NULL || f->port->service_index != service_index)
     {
@@ -282,7 +289,12 @@ session_datagram_cb (GtMux *mux, guint32 flow_id, guint16 service_index, const g
       g_debug ("client %s: datagram for unknown udp flow %u dropped", s->id, flow_id);
       return;
     }
-  flow_touch (f, g_get_monotonic_time ());
+  flow_touch (f, now);
+  if (s->rate != NULL && !gt_token_bucket_take_whole (&s->rate->to_socket, len, now))
+    {
+      COUNT (f->port, udp_dropped);
+      return;
+    }
   if (sendto (f->port->fd, data, len, 0, (struct sockaddr *) &f->addr, f->addr_len) < 0)
     {
       COUNT (f->port, udp_dropped);

@@ -250,7 +250,7 @@ wait_listen_port (GtTestProc *p, const char *suffix_regex)
 
 /* udp_number 0: no limit, and flows forgotten after 1 s idle (the timeout test). */
 static void
-start_server (Fixture *f, gboolean quic, guint udp_number, Server *out)
+start_server_full (Fixture *f, gboolean quic, guint udp_number, const char *speed, Server *out)
 {
   g_autoptr (GPtrArray) args = gt_test_args_new ();
   guint16 first, last;
@@ -263,12 +263,20 @@ start_server (Fixture *f, gboolean quic, guint udp_number, Server *out)
   gt_test_args_add (args, "--apiAddr=127.0.0.1:%u", out->api_port);
   gt_test_args_add (args, "--udpRanges=%u-%u", first, last);
   gt_test_args_add (args, "--udpNumber=%u", udp_number);
+  if (speed != NULL)
+    gt_test_args_addv (args, "--speed", speed, NULL);
   if (quic)
     gt_test_args_addv (args, "--tlsAddr", "127.0.0.1:0", "--quicAddr", "127.0.0.1:0", NULL);
   out->proc = gt_test_spawn ("server", NULL, args, f->tmpdir, NULL);
   out->addr_port = wait_listen_port (out->proc, "");
   if (quic)
     out->quic_port = wait_listen_port (out->proc, " \\(UDP, QUIC\\)");
+}
+
+static void
+start_server (Fixture *f, gboolean quic, guint udp_number, Server *out)
+{
+  start_server_full (f, quic, udp_number, NULL, out);
 }
 
 static GtTestProc *
@@ -509,6 +517,65 @@ test_udp_many_flows (Fixture *f, gconstpointer data)
   echo_stop (&echo);
 }
 
+/* The server's speed limit holds for datagrams: at 20 kB/s, of 100 kB/s offered about a fifth
+ * passes, as whole datagrams; the rest is dropped and counted. */
+static void
+test_udp_speed (Fixture *f, gconstpointer data)
+{
+  Server s;
+  Echo echo;
+  g_autofree char *remote = NULL;
+  g_autofree char *line = NULL;
+  g_autofree guint8 *buf = g_malloc (65536);
+  g_autofree guint8 *want = payload (0, 1000);
+  struct sockaddr_in to = { 0 };
+  guint echoed = 0;
+  gint64 start, elapsed;
+  double in;
+  gssize n;
+  GtTestProc *c;
+  int fd;
+
+  GT_TEST_REQUIRE_GT ();
+  echo_start (&echo);
+  start_server_full (f, FALSE, 0, "20000", &s);
+  remote = g_strdup_printf ("tcp://127.0.0.1:%u", s.addr_port);
+  c = spawn_client (remote, 1, echo.port);
+  line = gt_test_proc_expect_line (c, "udp port=[0-9]+ service=0", NULL, GT_TEST_WAIT_MS);
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+  to.sin_port = htons ((guint16) gt_test_capture_uint (line, "udp port=([0-9]+)"));
+  fd = udp_socket (NULL);
+  start = g_get_monotonic_time ();
+  /* 1000 bytes every 10 ms for a second: 100 kB/s offered, five times the limit. */
+  for (guint i = 0; i < 100; i++)
+    {
+      g_assert_cmpint (sendto (fd, want, 1000, 0, (struct sockaddr *) &to, sizeof to), ==, 1000);
+      while ((n = recv_within (fd, buf, 65536, 10)) >= 0)
+        {
+          gt_test_check_bytes ("echo", buf, n, want, 1000);
+          echoed++;
+        }
+    }
+  while ((n = recv_within (fd, buf, 65536, 500)) >= 0)
+    {
+      gt_test_check_bytes ("echo", buf, n, want, 1000);
+      echoed++;
+    }
+  elapsed = g_get_monotonic_time () - start;
+  g_test_message ("%u of 100 echoed in %.2f s", echoed, elapsed / 1e6);
+  /* The burst (2 kB) and 20 kB/s, each way: about 2 + 20 per second. */
+  g_assert_cmpuint (echoed, >=, 10);
+  g_assert_cmpuint (echoed, <=, 2 + 1 + elapsed * 20 / G_USEC_PER_SEC);
+  /* Every datagram the port took was echoed or dropped, whole. */
+  in = metric (&s, "gt_udp_datagrams_total{direction=\"in\"}");
+  g_assert_cmpfloat (metric (&s, "gt_udp_datagrams_total{direction=\"dropped\"}"), ==,
+                     in - echoed);
+  close (fd);
+  gt_test_stop_all ();
+  echo_stop (&echo);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -521,6 +588,7 @@ main (int argc, char **argv)
   ADD ("without-capability", test_udp_without_capability);
   ADD ("timeout", test_udp_timeout);
   ADD ("many-flows", test_udp_many_flows);
+  ADD ("speed", test_udp_speed);
 #undef ADD
   return gt_test_run ();
 }
