@@ -1,7 +1,7 @@
 /* test-udp.c (integration): udp:// services with real gt processes on 127.0.0.1: datagrams of
  * 1, 1000, 1200, 9000 and 65000 bytes from two user sources reach a UDP echo service in the test
- * through tcp:// and quic:// tunnels, and each source gets its own replies byte for byte; the
- * server's udpNumber refuses a client with more udp services. */
+ * through tcp://, ws:// and quic:// tunnels, and each source gets its own replies byte for byte;
+ * udpNumber, udpTimeout, the flow bound, the speed limit and a HELLO without the capability. */
 #define G_LOG_DOMAIN "gt-test"
 
 #include <errno.h>
@@ -295,9 +295,11 @@ spawn_client (const char *remote, guint n_services, guint16 echo_port)
   return gt_test_spawn ("client", NULL, args, NULL, NULL);
 }
 
+/* scheme: "tcp", "ws" or "quic". */
 static void
-run_echo (Fixture *f, gboolean quic)
+run_echo (Fixture *f, const char *scheme)
 {
+  gboolean quic = strcmp (scheme, "quic") == 0;
   Server s;
   Echo echo;
   g_autofree char *remote = NULL;
@@ -308,8 +310,7 @@ run_echo (Fixture *f, gboolean quic)
   GT_TEST_REQUIRE_GT ();
   echo_start (&echo);
   start_server (f, quic, 1, &s);
-  remote = quic ? g_strdup_printf ("quic://127.0.0.1:%u", s.quic_port)
-                : g_strdup_printf ("tcp://127.0.0.1:%u", s.addr_port);
+  remote = g_strdup_printf ("%s://127.0.0.1:%u", scheme, quic ? s.quic_port : s.addr_port);
   c = spawn_client (remote, 1, echo.port);
   if (!gt_test_proc_wait_count (c, "tunnel started: remote=", 2, GT_TEST_WAIT_MS))
     gt_test_fail ("the client's tunnels did not start");
@@ -335,15 +336,9 @@ run_echo (Fixture *f, gboolean quic)
 }
 
 static void
-test_udp_tcp (Fixture *f, gconstpointer data)
+test_udp_echo (Fixture *f, gconstpointer data)
 {
-  run_echo (f, FALSE);
-}
-
-static void
-test_udp_quic (Fixture *f, gconstpointer data)
-{
-  run_echo (f, TRUE);
+  run_echo (f, data);
 }
 
 /* udpNumber 1: a client with two udp services is refused with the limit's message. */
@@ -582,8 +577,12 @@ main (int argc, char **argv)
   gt_test_init (&argc, &argv, PATTERN_SIZE);
 #define ADD(path, func)                                                                         \
   g_test_add ("/gt/integration/udp/" path, Fixture, NULL, fixture_setup, func, fixture_teardown)
-  ADD ("tcp", test_udp_tcp);
-  ADD ("quic", test_udp_quic);
+  g_test_add ("/gt/integration/udp/tcp", Fixture, "tcp", fixture_setup, test_udp_echo,
+              fixture_teardown);
+  g_test_add ("/gt/integration/udp/ws", Fixture, "ws", fixture_setup, test_udp_echo,
+              fixture_teardown);
+  g_test_add ("/gt/integration/udp/quic", Fixture, "quic", fixture_setup, test_udp_echo,
+              fixture_teardown);
   ADD ("udp-number", test_udp_number);
   ADD ("without-capability", test_udp_without_capability);
   ADD ("timeout", test_udp_timeout);
