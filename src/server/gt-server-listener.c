@@ -270,6 +270,7 @@ pending_reply_and_close (Pending *p, const guint8 *reply, gsize len)
       int fd = p->fd;
 
       p->fd = -1;
+      g_clear_pointer (&p->source, gt_fd_watch_free); /* the fd is the linger's now */
       gt_socket_reply_and_close (fd, (const char *) reply, len);
     }
   else if (p->io != NULL && len > 0)
@@ -1358,6 +1359,7 @@ pending_proxy_cb (int fd, GIOCondition revents, gpointer user_data)
               int cfd = p->fd;
 
               p->fd = -1;
+              g_clear_pointer (&p->source, gt_fd_watch_free); /* before its fd closes */
               server_refuse_connection (p->server, cfd, why);
               pending_drop (p);
               return;
