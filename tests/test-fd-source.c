@@ -234,18 +234,41 @@ test_accept_failed (void)
 
 #define MANY 600
 
+/* How many fds the main context would poll now. */
+static gint
+context_poll_fds (void)
+{
+  GMainContext *context = g_main_context_default ();
+  GPollFD fds[64];
+  gint max_priority, timeout, n;
+
+  g_assert_true (g_main_context_acquire (context));
+  g_main_context_prepare (context, &max_priority);
+  n = g_main_context_query (context, max_priority, &timeout, fds, G_N_ELEMENTS (fds));
+  g_assert_cmpint (n, <=, G_N_ELEMENTS (fds));
+  for (gint i = 0; i < n; i++)
+    fds[i].revents = 0;
+  g_main_context_check (context, max_priority, fds, n);
+  g_main_context_release (context);
+  return n;
+}
+
 static void
 test_many (void)
 {
   Side *sides = g_new0 (Side, MANY);
   guint reported = 0;
   guint before;
+  gint poll_fds;
 
+  side_open (&sides[0], G_IO_IN);
+  poll_fds = context_poll_fds ();
+  for (guint i = 1; i < MANY; i++)
+    side_open (&sides[i], G_IO_IN);
+  /* The loop's poll set does not grow with the watches: they are all in the one epoll fd. */
+  g_assert_cmpint (context_poll_fds (), ==, poll_fds);
   for (guint i = 0; i < MANY; i++)
-    {
-      side_open (&sides[i], G_IO_IN);
-      g_assert_cmpint (write (sides[i].peer, "x", 1), ==, 1);
-    }
+    g_assert_cmpint (write (sides[i].peer, "x", 1), ==, 1);
   /* One dispatch reports a bounded batch; level-triggered, the rest come next. */
   g_assert_true (g_main_context_iteration (NULL, TRUE));
   for (guint i = 0; i < MANY; i++)
@@ -300,6 +323,29 @@ test_same_fd (void)
   side_close (&s);
 }
 
+static void
+test_free_then_close_with_dup (void)
+{
+  Side s;
+  int other;
+
+  /* A socket whose fd another holder keeps (as gt manager's workers share their listeners):
+   * after the watch is freed and the fd closed, nothing of it is left in the epoll set, which
+   * would otherwise report the still-open socket for good. */
+  side_open (&s, G_IO_IN);
+  other = dup (s.fd);
+  g_assert_cmpint (other, >=, 0);
+  g_clear_pointer (&s.watch, gt_fd_watch_free);
+  close (s.fd);
+  s.fd = -1;
+  g_assert_cmpint (write (s.peer, "x", 1), ==, 1);
+  iterate_ready ();
+  g_assert_cmpuint (s.calls, ==, 0);
+  g_assert_false (g_main_context_iteration (NULL, FALSE));
+  close (other);
+  side_close (&s);
+}
+
 static gpointer
 thread_worker (gpointer data)
 {
@@ -349,6 +395,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/core/fd-source/accept-failed", test_accept_failed);
   g_test_add_func ("/gt/core/fd-source/many", test_many);
   g_test_add_func ("/gt/core/fd-source/same-fd", test_same_fd);
+  g_test_add_func ("/gt/core/fd-source/free-then-close-with-dup", test_free_then_close_with_dup);
   g_test_add_func ("/gt/core/fd-source/thread", test_thread);
   return g_test_run ();
 }
