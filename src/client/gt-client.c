@@ -73,7 +73,7 @@ typedef struct
   GtClient *client;
   GtMuxStream *stream;
   int fd;
-  GSource *source;
+  GtFdWatch *source;
   guint service_index;
   const GtServiceConfig *service;
   gboolean waiting; /* for the service's address lookup */
@@ -191,7 +191,7 @@ remote_to_string (const GtRemote *r)
 static void
 dial_free (Dial *d)
 {
-  gt_fd_source_free (d->source);
+  gt_fd_watch_free (d->source);
   if (d->fd >= 0)
     close (d->fd);
   g_clear_pointer (&d->stream, gt_mux_stream_unref);
@@ -269,7 +269,7 @@ dial_finish (Dial *d, int error_code)
     int fd = d->fd;
 
     d->fd = -1;
-    g_clear_pointer (&d->source, gt_fd_source_free);
+    g_clear_pointer (&d->source, gt_fd_watch_free);
     gt_mux_stream_attach_fd (stream, fd, d->service->local_timeout_ms);
   }
   g_hash_table_remove (client->dials, d);
@@ -329,7 +329,7 @@ dial_start (Dial *d)
       dial_finish (d, errno);
       return;
     }
-  d->source = gt_fd_source_new (fd, G_IO_OUT, dial_fd_cb, d);
+  d->source = gt_fd_watch_new (fd, G_IO_OUT, dial_fd_cb, d);
 }
 
 /* GT's XP method: the first request of the stream is P2P signalling, not for the service. */

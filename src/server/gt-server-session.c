@@ -22,7 +22,7 @@ struct _GtServerTcpPort
   guint16 port;
   GtPortPool *pool; /* not owned */
   int fd;
-  GSource *source;
+  GtFdWatch *source;
 };
 
 enum
@@ -39,7 +39,7 @@ G_DEFINE_FINAL_TYPE (GtServerSession, gt_server_session, G_TYPE_OBJECT)
 static void
 tcp_port_free (GtServerTcpPort *t)
 {
-  gt_fd_source_free (t->source);
+  gt_fd_watch_free (t->source);
   if (t->fd >= 0)
     close (t->fd);
   if (t->pool)
@@ -417,7 +417,7 @@ tcp_port_accept_cb (int fd, GIOCondition revents, gpointer user_data)
           if (err == EAGAIN || err == EINTR)
             return;
           what = g_strdup_printf ("tcp port %u", t->port);
-          if (gt_fd_source_accept_failed (t->source, err, what))
+          if (gt_fd_watch_accept_failed (t->source, err, what))
             return; /* out of fds: paused, not spinning */
           continue;
         }
@@ -470,7 +470,7 @@ session_open_tcp (GtServerSession *s, guint16 index, const GtHelloService *svc, 
       t->port = port;
       t->pool = pool;
       t->fd = fd;
-      t->source = gt_fd_source_new (fd, G_IO_IN, tcp_port_accept_cb, t);
+      t->source = gt_fd_watch_new (fd, G_IO_IN, tcp_port_accept_cb, t);
       g_ptr_array_add (s->tcp_ports, t);
       wp.service_index = index;
       wp.port = port;
