@@ -22,7 +22,7 @@ typedef struct
   guint32 id;
   guint16 service_index;
   int fd;
-  GSource *source;
+  GtFdWatch *source;
   GtMux *mux; /* the tunnel its last datagram came on; replies take it (a reference) */
   gint64 last_us;
   GList link; /* in the service's lru */
@@ -47,7 +47,7 @@ flow_free (gpointer data)
 {
   Flow *f = data;
 
-  gt_fd_source_free (f->source);
+  gt_fd_watch_free (f->source);
   if (f->fd >= 0)
     close (f->fd);
   g_clear_object (&f->mux);
@@ -156,7 +156,7 @@ flow_new (GtClientUdp *u, guint32 id, guint16 index)
   f->service_index = index;
   f->fd = fd;
   f->link.data = f;
-  f->source = gt_fd_source_new (fd, G_IO_IN, flow_read_cb, f);
+  f->source = gt_fd_watch_new (fd, G_IO_IN, flow_read_cb, f);
   g_hash_table_insert (u->flows, GUINT_TO_POINTER (id), f);
   g_queue_push_tail_link (q, &f->link);
   return f;

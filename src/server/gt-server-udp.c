@@ -28,7 +28,7 @@ struct _GtServerUdpPort
   guint16 port;
   GtPortPool *pool; /* not owned */
   int fd;
-  GSource *source;
+  GtFdWatch *source;
   GHashTable *by_addr; /* sockaddr bytes (the flow's) → GtServerUdpFlow* (owned) */
   GQueue lru;          /* GtServerUdpFlow*: least recently active first */
   gboolean evict_logged;
@@ -162,7 +162,7 @@ _gt_server_udp_port_free (GtServerUdpPort *p)
   while (p->lru.head != NULL)
     flow_forget (p->lru.head->data);
   g_hash_table_unref (p->by_addr);
-  gt_fd_source_free (p->source);
+  gt_fd_watch_free (p->source);
   if (p->fd >= 0)
     close (p->fd);
   if (p->pool != NULL)
@@ -400,7 +400,7 @@ _gt_server_session_open_udp (GtServerSession *s, guint16 index, const GtHelloSer
       p->pool = pool;
       p->fd = fd;
       p->by_addr = g_hash_table_new_full (addr_key_hash, addr_key_equal, g_free, flow_free);
-      p->source = gt_fd_source_new (fd, G_IO_IN, udp_port_read_cb, p);
+      p->source = gt_fd_watch_new (fd, G_IO_IN, udp_port_read_cb, p);
       g_ptr_array_add (s->udp_ports, p);
       wp.service_index = index;
       wp.port = port;
