@@ -1151,7 +1151,8 @@ int
 gt_test_http_parse_response (const guint8 *data, gsize len, gboolean eof, gsize *consumed,
                              GtTestHttpResponse **out, GError **error)
 {
-  const guint8 *end = data + len;
+  /* Nothing read yet may be a NULL buffer: no arithmetic on it (UBSan). */
+  const guint8 *end = len > 0 ? data + len : data;
   const guint8 *head_end = len >= 4 ? memmem (data, len, "\r\n\r\n", 4) : NULL;
   g_autoptr (GtTestHttpResponse) r = NULL;
   g_autofree char *head = NULL;

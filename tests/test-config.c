@@ -593,7 +593,8 @@ static const BadData bad_data[] = {
   { GT_CONFIG_KIND_SERVER, "users:\n  a:\n    secret: {x: 1}\n",
     "t.yaml:3:13: 'secret' must be a scalar, not a mapping" },
   { GT_CONFIG_KIND_CLIENT, "services:\n  - local: ftp://x\n",
-    "t.yaml:2:12: bad local URL 'ftp://x': the scheme must be http://, https:// or tcp://" },
+    "t.yaml:2:12: bad local URL 'ftp://x': the scheme must be http://, https://, tcp:// or "
+    "udp://" },
   { GT_CONFIG_KIND_CLIENT, "services:\n  - local: tcp://127.0.0.1\n",
     "t.yaml:2:12: bad local URL 'tcp://127.0.0.1': tcp needs a port" },
   { GT_CONFIG_KIND_CLIENT, "services:\n  - local: http://h:0\n", "t.yaml:2:12: bad port '0'" },
@@ -1045,9 +1046,9 @@ static const BadArgs bad_args[] = {
     "command line: --hostPrefix needs a --local service" },
   { TRUE, { "--hostPrefix", "a", "--local", "http://a", "--local", "http://b" },
     GT_CONFIG_ERROR_USAGE, "command line: --hostPrefix must follow the --local it applies to" },
-  { TRUE, { "--local", "udp://h:1" }, GT_CONFIG_ERROR_VALUE,
-    "command line: --local: bad local URL 'udp://h:1': the scheme must be http://, https:// or "
-    "tcp://" },
+  { TRUE, { "--local", "sctp://h:1" }, GT_CONFIG_ERROR_VALUE,
+    "command line: --local: bad local URL 'sctp://h:1': the scheme must be http://, https://, "
+    "tcp:// or udp://" },
   { FALSE, { "--id", "", "--secret", "s" }, GT_CONFIG_ERROR_VALUE,
     "command line: --id: id must be 1 to 200 bytes" },
   { FALSE, { "--proxyProtocolTrustedCIDRs", "10.0.0.0/8", "--proxyProtocolTrustedCIDRs", "x" },
@@ -1320,6 +1321,9 @@ test_client_validate (void)
     { "options: {id: a, secret: s, remote: h}\nservices:\n  - local: tcp://a:1\n"
       "    remoteTCPRandom: false\n",
       "v.yaml:3:5: tcp service 'tcp://a:1' needs remoteTCPPort or remoteTCPRandom: true" },
+    { "options: {id: a, secret: s, remote: h}\nservices:\n  - local: udp://a:1\n"
+      "    remoteUDPRandom: false\n",
+      "v.yaml:3:5: udp service 'udp://a:1' needs remoteUDPPort or remoteUDPRandom: true" },
     { "options: {id: a.b, secret: s, remote: h}\nservices:\n  - local: http://a\n",
       "v.yaml:3:5: the id 'a.b' cannot be the host prefix of 'http://a': give the service a "
       "hostPrefix" },
@@ -2223,6 +2227,23 @@ check_use_local_as_http_host (const GtServiceConfig *s)
 }
 
 static void
+check_remote_udp_port (const GtServiceConfig *s)
+{
+  g_assert_cmpint (s->kind, ==, GT_SERVICE_KIND_UDP);
+  g_assert_cmpuint (s->remote_udp_port, ==, 5353);
+  g_assert_false (s->remote_udp_random);
+  g_assert_cmpuint (s->remote_tcp_port, ==, 0);
+}
+
+static void
+check_remote_udp_random (const GtServiceConfig *s)
+{
+  g_assert_cmpuint (s->remote_udp_port, ==, 0);
+  g_assert_true (s->remote_udp_random);
+  g_assert_false (s->remote_tcp_random);
+}
+
+static void
 check_local_timeout (const GtServiceConfig *s)
 {
   g_assert_cmpuint (s->local_timeout_ms, ==, 1500);
@@ -2252,6 +2273,8 @@ static const ServiceKeyCase service_key_cases[] = {
   { "remoteTCPPort", "tcp://127.0.0.1:5432", "0", check_remote_tcp_port_zero },
   { "remoteTCPRandom", "tcp://127.0.0.1:5432", "false", check_remote_tcp_random_off },
   { "remoteTCPRandom", "tcp://127.0.0.1:5432", "yes", check_remote_tcp_port_zero },
+  { "remoteUDPPort", "udp://127.0.0.1:53", "5353", check_remote_udp_port },
+  { "remoteUDPRandom", "udp://127.0.0.1:53", "yes", check_remote_udp_random },
   { "useLocalAsHTTPHost", "http://127.0.0.1:3000", "on", check_use_local_as_http_host },
   { "localTimeout", "http://127.0.0.1:3000", "1.5s", check_local_timeout },
   { "localTimeout", "http://127.0.0.1:3000", "0", check_local_timeout_zero },
@@ -2267,6 +2290,8 @@ assert_services_equal (const GtServiceConfig *a, const GtServiceConfig *b)
   g_assert_cmpstr (a->host_prefix, ==, b->host_prefix);
   g_assert_cmpuint (a->remote_tcp_port, ==, b->remote_tcp_port);
   g_assert_cmpint (a->remote_tcp_random, ==, b->remote_tcp_random);
+  g_assert_cmpuint (a->remote_udp_port, ==, b->remote_udp_port);
+  g_assert_cmpint (a->remote_udp_random, ==, b->remote_udp_random);
   g_assert_cmpint (a->use_local_as_http_host, ==, b->use_local_as_http_host);
   g_assert_cmpuint (a->local_timeout_ms, ==, b->local_timeout_ms);
   g_assert_cmpuint (a->proxy_protocol, ==, b->proxy_protocol);
@@ -2351,6 +2376,8 @@ static const BadKeyCase bad_service_keys[] = {
   { "hostPrefix", "a_b", "bad host prefix 'a_b': use 1 to 63 letters, digits or '-'" },
   { "remoteTCPPort", "70000", "bad port '70000'" },
   { "remoteTCPRandom", "maybe", "bad boolean 'maybe' (use true/false, yes/no or on/off)" },
+  { "remoteUDPPort", "65536", "bad port '65536'" },
+  { "remoteUDPRandom", "2", "bad boolean '2' (use true/false, yes/no or on/off)" },
   { "useLocalAsHTTPHost", "2", "bad boolean '2' (use true/false, yes/no or on/off)" },
   { "localTimeout", "5 parsecs", "bad duration '5 parsecs' (examples: 90s, 1m30s, 250ms)" },
   { "proxyProtocol", "v3", "bad proxyProtocol 'v3' (use v1 or v2)" },
@@ -2423,6 +2450,13 @@ check_user_tcp_number_zero (const GtUserConfig *u)
 }
 
 static void
+check_user_udp_number (const GtUserConfig *u)
+{
+  g_assert_cmpint (u->udp_number, ==, 3);
+  g_assert_cmpint (u->tcp_number, ==, -1);
+}
+
+static void
 check_user_speed (const GtUserConfig *u)
 {
   g_assert_cmpuint (u->speed, ==, G_MAXUINT32);
@@ -2455,6 +2489,7 @@ static const UserKeyCase user_key_cases[] = {
   { "tcp", "[{range: 2000-2010}, {range: '3000'}]", check_user_tcp },
   { "tcpNumber", "65535", check_user_tcp_number },
   { "tcpNumber", "0", check_user_tcp_number_zero },
+  { "udpNumber", "3", check_user_udp_number },
   { "speed", "4294967295", check_user_speed },
   { "connections", "4", check_user_connections },
   { "connections", "0", check_user_connections_zero },
@@ -2504,6 +2539,7 @@ test_user_keys_cli (void)
   g_assert_nonnull (b);
   g_assert_cmpstr (a->secret, ==, b->secret);
   g_assert_cmpint (a->tcp_number, ==, b->tcp_number);
+  g_assert_cmpint (a->udp_number, ==, b->udp_number);
   g_assert_cmpint (a->connections, ==, b->connections);
   g_assert_cmpuint (a->speed, ==, b->speed);
   g_assert_cmpint (a->host_number, ==, b->host_number);
@@ -2538,6 +2574,88 @@ test_user_keys_bad (void)
 }
 
 /* Every row of the key tables has a case above: a new key comes with its test. */
+/* udp: the server's udpRanges, udpNumber and udpTimeout in YAML and on the command line, a
+ * client's udp:// service from the file and from --local. */
+static void
+test_udp_keys (void)
+{
+  g_autoptr (GtServerConfig) server = gt_server_config_new ();
+  g_autoptr (GtServerConfig) defaults = gt_server_config_new ();
+  g_autoptr (GtClientConfig) client = gt_client_config_new ();
+  g_autoptr (GError) error = NULL;
+  const char *yaml = "options:\n  addr: 8080\n  udpRanges: ['20000-20010', '30000']\n"
+                     "  udpNumber: 2\n"
+                     "  udpTimeout: 5s\nusers:\n  u:\n    secret: s\n    udpNumber: 1\n";
+  char *argv[] = { "--udpRanges", "40000-40001", "--udpRanges=41000", "--udpNumber", "7", NULL };
+  char *cargv[] = { "--id", "c", "--secret", "s", "--remote", "tcp://h:1", "--local",
+                    "udp://127.0.0.1:53", "--remoteUDPPort", "5300", NULL };
+  const GtServiceConfig *svc;
+  GtPortRange *r;
+
+  g_assert_true (gt_server_config_load_data (server, yaml, -1, "s.yaml", NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (server->warnings->len, ==, 0);
+  g_assert_true (gt_server_config_validate (server, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (server->udp_ranges->len, ==, 2);
+  r = &g_array_index (server->udp_ranges, GtPortRange, 0);
+  g_assert_cmpuint (r->first, ==, 20000);
+  g_assert_cmpuint (r->last, ==, 20010);
+  r = &g_array_index (server->udp_ranges, GtPortRange, 1);
+  g_assert_cmpuint (r->first, ==, 30000);
+  g_assert_cmpuint (r->last, ==, 30000);
+  g_assert_cmpuint (server->udp_number, ==, 2);
+  g_assert_cmpuint (server->udp_timeout_ms, ==, 5000);
+  g_assert_cmpint (gt_server_config_find_user (server, "u")->udp_number, ==, 1);
+  /* The command line replaces the file's ranges. */
+  g_assert_true (gt_server_config_apply_args (server, G_N_ELEMENTS (argv) - 1, argv, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (server->udp_ranges->len, ==, 2);
+  g_assert_cmpuint (g_array_index (server->udp_ranges, GtPortRange, 0).first, ==, 40000);
+  g_assert_cmpuint (g_array_index (server->udp_ranges, GtPortRange, 1).last, ==, 41000);
+  g_assert_cmpuint (server->udp_number, ==, 7);
+
+  /* Defaults: no pool, no limit, 60 s. */
+  g_assert_true (gt_server_config_load_data (defaults, "options: {addr: 8080}\n", -1, "d.yaml",
+                                             NULL, &error));
+  g_assert_true (gt_server_config_validate (defaults, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_null (defaults->udp_ranges);
+  g_assert_cmpuint (defaults->udp_number, ==, 0);
+  g_assert_cmpuint (defaults->udp_timeout_ms, ==, 60000);
+
+  {
+    g_autoptr (GtServerConfig) bad = gt_server_config_new ();
+
+    g_assert_false (gt_server_config_load_data (bad, "options:\n  udpRanges: [9-2]\n", -1,
+                                                "b.yaml", NULL, &error));
+    g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE);
+    g_assert_true (g_str_has_prefix (error->message, "b.yaml:2:15: "));
+    g_clear_error (&error);
+  }
+
+  {
+    g_autoptr (GtClientConfig) bad = gt_client_config_new ();
+
+    g_assert_false (gt_client_config_load_data (bad, "services:\n  - local: udp://a\n", -1,
+                                                "c.yaml", NULL, &error));
+    g_assert_error (error, GT_CONFIG_ERROR, GT_CONFIG_ERROR_VALUE);
+    g_assert_cmpstr (error->message, ==, "c.yaml:2:12: bad local URL 'udp://a': udp needs a port");
+    g_clear_error (&error);
+  }
+  g_assert_true (gt_client_config_apply_args (client, G_N_ELEMENTS (cargv) - 1, cargv, &error));
+  g_assert_no_error (error);
+  g_assert_true (gt_client_config_validate (client, NULL, &error));
+  g_assert_no_error (error);
+  svc = client->services->pdata[0];
+  g_assert_cmpint (svc->kind, ==, GT_SERVICE_KIND_UDP);
+  g_assert_cmpstr (svc->local_host, ==, "127.0.0.1");
+  g_assert_cmpuint (svc->local_port, ==, 53);
+  g_assert_cmpuint (svc->remote_udp_port, ==, 5300);
+  g_assert_false (svc->remote_udp_random);
+  g_assert_null (svc->host_prefix);
+}
+
 static void
 test_key_tables_covered (void)
 {
@@ -2846,6 +2964,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/core/config/server/user-keys-cli", test_user_keys_cli);
   g_test_add_func ("/gt/core/config/server/user-keys-bad", test_user_keys_bad);
   g_test_add_func ("/gt/core/config/key-tables-covered", test_key_tables_covered);
+  g_test_add_func ("/gt/core/config/udp", test_udp_keys);
   g_test_add_func ("/gt/core/config/server/listener-keys", test_listener_keys);
   g_test_add_func ("/gt/core/config/describe-options", test_describe_options);
   g_test_add_func ("/gt/core/config/client/turn", test_client_turn);

@@ -767,6 +767,8 @@ valid_length (guint8 type)
       return 8;
     case GT_FRAME_SHUTDOWN:
       return 0;
+    case GT_FRAME_DATAGRAM:
+      return GT_DATAGRAM_PREFIX_SIZE;
     default:
       return 2;
     }
@@ -776,7 +778,7 @@ static gboolean
 is_connection_level (guint8 type)
 {
   return type == GT_FRAME_HELLO || type == GT_FRAME_WELCOME || type == GT_FRAME_PING
-         || type == GT_FRAME_GOAWAY || type == GT_FRAME_ERROR;
+         || type == GT_FRAME_GOAWAY || type == GT_FRAME_ERROR || type == GT_FRAME_DATAGRAM;
 }
 
 static void
@@ -1199,7 +1201,8 @@ test_strings (void)
     { GT_ERROR_CODE_INTERNAL, "internal error" },
     { GT_ERROR_CODE_ELSEWHERE, "held by another server node" },
     { GT_ERROR_CODE_REGISTRY_UNAVAILABLE, "the cluster registry is unavailable" },
-    { (GtErrorCode) 18, "unknown error" },
+    { GT_ERROR_CODE_UDP_NUMBER, "the number of udp ports exceeded the limit" },
+    { (GtErrorCode) 19, "unknown error" },
     { (GtErrorCode) 0xFFFF, "unknown error" },
   };
   const char *names[] = { "HELLO", "WELCOME", "OPEN",   "DATA",   "SHUTDOWN",
@@ -1402,6 +1405,159 @@ test_welcome_caps (void)
 }
 
 /* FORWARD: prefixLen, prefix (sent lower case), data; the ACK is empty. */
+/* DATAGRAM frames: every size a UDP datagram can have goes through unclipped; short, oversized
+ * and flow-0 payloads are errors, before and after the header. */
+static void
+test_datagram_codec (void)
+{
+  const gsize sizes[] = { 0, 1, 1200, 9000, 65000, GT_DATAGRAM_MAX_DATA };
+
+  for (guint i = 0; i < G_N_ELEMENTS (sizes); i++)
+    {
+      g_autoptr (GByteArray) b = g_byte_array_new ();
+      g_autoptr (GError) error = NULL;
+      g_autofree guint8 *data = g_malloc (MAX (sizes[i], 1));
+      GtFrameHeader h;
+      guint32 flow = 0;
+      guint16 index = 0;
+      const guint8 *got = NULL;
+      gsize got_len = 0;
+
+      for (gsize j = 0; j < sizes[i]; j++)
+        data[j] = (guint8) (j * 7 + i);
+      gt_frame_append_datagram_header (b, 0x01020304, 0x0506, sizes[i]);
+      g_byte_array_append (b, data, (guint) sizes[i]);
+      g_assert_cmpuint (b->len, ==, GT_FRAME_HEADER_SIZE + GT_DATAGRAM_PREFIX_SIZE + sizes[i]);
+      /* type 12, flags 0, stream 0, length, flow id, service index */
+      g_assert_cmpuint (b->data[0], ==, 12);
+      g_assert_cmpuint (b->data[1], ==, 0);
+      g_assert_cmpmem (b->data + 2, 4, "\0\0\0\0", 4);
+      g_assert_cmpmem (b->data + GT_FRAME_HEADER_SIZE, 6, "\x01\x02\x03\x04\x05\x06", 6);
+      g_assert_cmpint (gt_frame_header_decode (b->data, b->len, &h, &error), ==, GT_DECODE_OK);
+      g_assert_no_error (error);
+      g_assert_cmpuint (h.type, ==, GT_FRAME_DATAGRAM);
+      g_assert_cmpuint (h.length, ==, GT_DATAGRAM_PREFIX_SIZE + sizes[i]);
+      g_assert_true (gt_datagram_decode (b->data + GT_FRAME_HEADER_SIZE, h.length, &flow, &index,
+                                         &got, &got_len, &error));
+      g_assert_no_error (error);
+      g_assert_cmpuint (flow, ==, 0x01020304);
+      g_assert_cmpuint (index, ==, 0x0506);
+      g_assert_cmpmem (got, got_len, data, sizes[i]);
+
+      /* Every truncation of the prefix is refused. */
+      for (gsize cut = 0; cut < GT_DATAGRAM_PREFIX_SIZE; cut++)
+        {
+          g_assert_false (gt_datagram_decode (b->data + GT_FRAME_HEADER_SIZE, cut, &flow, &index,
+                                              &got, &got_len, &error));
+          g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+          g_clear_error (&error);
+        }
+      /* A header whose payload has not fully arrived yet decodes; the frame waits for it. */
+      g_assert_cmpint (gt_frame_header_decode (b->data, GT_FRAME_HEADER_SIZE - 1, &h, &error),
+                       ==, GT_DECODE_NEED_MORE);
+    }
+
+  {
+    g_autoptr (GError) error = NULL;
+    guint8 hdr[GT_FRAME_HEADER_SIZE];
+    guint8 zero_flow[GT_DATAGRAM_PREFIX_SIZE + 3] = { 0, 0, 0, 0, 0, 1, 'a', 'b', 'c' };
+    g_autofree guint8 *big = g_malloc0 (GT_DATAGRAM_MAX_PAYLOAD + 1);
+    guint32 flow;
+    guint16 index;
+    const guint8 *got;
+    gsize got_len;
+
+    /* Oversized: one byte more than a UDP datagram can carry, in the header and the payload. */
+    gt_frame_header_encode (hdr, GT_FRAME_DATAGRAM, 0, 0, GT_DATAGRAM_MAX_PAYLOAD + 1);
+    g_assert_cmpint (gt_frame_header_decode (hdr, sizeof hdr, NULL, &error), ==,
+                     GT_DECODE_ERROR);
+    g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE);
+    g_clear_error (&error);
+    gt_frame_header_encode (hdr, GT_FRAME_DATAGRAM, 0, 0, G_MAXUINT32);
+    g_assert_cmpint (gt_frame_header_decode (hdr, sizeof hdr, NULL, &error), ==,
+                     GT_DECODE_ERROR);
+    g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE);
+    g_clear_error (&error);
+    big[3] = 1;
+    g_assert_false (gt_datagram_decode (big, GT_DATAGRAM_MAX_PAYLOAD + 1, &flow, &index, &got,
+                                        &got_len, &error));
+    g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE);
+    g_clear_error (&error);
+    g_assert_true (gt_datagram_decode (big, GT_DATAGRAM_MAX_PAYLOAD, &flow, &index, &got,
+                                       &got_len, &error));
+    g_assert_cmpuint (got_len, ==, GT_DATAGRAM_MAX_DATA);
+
+    /* Too short for its prefix, a stream id, a flag. */
+    gt_frame_header_encode (hdr, GT_FRAME_DATAGRAM, 0, 0, GT_DATAGRAM_PREFIX_SIZE - 1);
+    g_assert_cmpint (gt_frame_header_decode (hdr, sizeof hdr, NULL, &error), ==,
+                     GT_DECODE_ERROR);
+    g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+    g_clear_error (&error);
+    gt_frame_header_encode (hdr, GT_FRAME_DATAGRAM, 0, 7, GT_DATAGRAM_PREFIX_SIZE);
+    g_assert_cmpint (gt_frame_header_decode (hdr, sizeof hdr, NULL, &error), ==,
+                     GT_DECODE_ERROR);
+    g_clear_error (&error);
+    gt_frame_header_encode (hdr, GT_FRAME_DATAGRAM, GT_FRAME_FLAG_ACK, 0,
+                            GT_DATAGRAM_PREFIX_SIZE);
+    g_assert_cmpint (gt_frame_header_decode (hdr, sizeof hdr, NULL, &error), ==,
+                     GT_DECODE_ERROR);
+    g_clear_error (&error);
+
+    /* Flow 0 names no flow. */
+    g_assert_false (gt_datagram_decode (zero_flow, sizeof zero_flow, &flow, &index, &got,
+                                        &got_len, &error));
+    g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+  }
+}
+
+/* udp services: kind 4 with port and random flag, only with the DATAGRAM capability. */
+static void
+test_hello_udp (void)
+{
+  g_autoptr (GtHello) hello = gt_hello_new ("u", "s");
+  g_autoptr (GByteArray) b = g_byte_array_new ();
+  g_autoptr (GtHello) back = NULL;
+  g_autoptr (GError) error = NULL;
+  const GtHelloService *svc;
+  GtFrameHeader h;
+
+  gt_hello_add_service (hello, GT_SERVICE_KIND_UDP, NULL, 5353, TRUE);
+  /* Without the capability the encoder refuses it. */
+  g_assert_false (gt_frame_append_hello (b, hello, &error));
+  g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+  g_assert_nonnull (strstr (error->message, "DATAGRAM capability"));
+  g_clear_error (&error);
+  g_assert_cmpuint (b->len, ==, 0);
+
+  hello->caps = GT_CAP_DATAGRAM;
+  g_assert_true (gt_frame_append_hello (b, hello, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (gt_frame_header_decode (b->data, b->len, &h, &error), ==, GT_DECODE_OK);
+  back = gt_hello_decode_flags (b->data + GT_FRAME_HEADER_SIZE, h.length, h.flags, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (back->caps, ==, GT_CAP_DATAGRAM);
+  g_assert_cmpuint (back->services->len, ==, 1);
+  svc = back->services->pdata[0];
+  g_assert_cmpint (svc->kind, ==, GT_SERVICE_KIND_UDP);
+  g_assert_cmpuint (svc->remote_port, ==, 5353);
+  g_assert_true (svc->remote_random);
+  g_assert_null (svc->prefix);
+
+  /* The same bytes with the capability bit cleared: a clear refusal, not a udp service. */
+  b->data[b->len - 1] = 0;
+  g_assert_null (gt_hello_decode_flags (b->data + GT_FRAME_HEADER_SIZE, h.length, h.flags,
+                                        &error));
+  g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+  g_assert_nonnull (strstr (error->message, "DATAGRAM capability"));
+  g_clear_error (&error);
+  /* Kind 5 is unknown. */
+  b->data[b->len - 1] = GT_CAP_DATAGRAM;
+  b->data[GT_FRAME_HEADER_SIZE + 1 + 1 + 1 + 1 + 2] = 5;
+  g_assert_null (gt_hello_decode_flags (b->data + GT_FRAME_HEADER_SIZE, h.length, h.flags,
+                                        &error));
+  g_assert_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED);
+}
+
 static void
 test_forward_codec (void)
 {
@@ -1501,6 +1657,8 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/protocol/frame/hello/caps", test_hello_caps);
   g_test_add_func ("/gt/protocol/frame/welcome/caps", test_welcome_caps);
   g_test_add_func ("/gt/protocol/frame/forward", test_forward_codec);
+  g_test_add_func ("/gt/protocol/frame/datagram", test_datagram_codec);
+  g_test_add_func ("/gt/protocol/frame/hello/udp", test_hello_udp);
   g_test_add_func ("/gt/protocol/frame/hello/id-limits", test_hello_id_limits);
   g_test_add_func ("/gt/protocol/frame/hello/service-limits", test_hello_service_limits);
   g_test_add_func ("/gt/protocol/frame/hello/prefix", test_hello_prefix);

@@ -11,6 +11,7 @@ inheriting_user (void)
 
   u.id = (char *) "alice";
   u.tcp_number = -1;
+  u.udp_number = -1;
   u.connections = -1;
   u.host_number = -1;
   u.host_with_id = -1;
@@ -25,6 +26,7 @@ global_config (void)
 
   config->connections = 10;
   config->tcp_number = 3;
+  config->udp_number = 5;
   config->speed = 1000;
   config->host_number = 2;
   config->host_regex = g_strdupv ((char **) regex);
@@ -46,6 +48,7 @@ test_resolve_global (void)
     {
       g_assert_cmpuint (l->connections, ==, 10);
       g_assert_cmpuint (l->tcp_number, ==, 3);
+      g_assert_cmpuint (l->udp_number, ==, 5);
       g_assert_cmpuint (l->speed, ==, 1000);
       g_assert_cmpuint (l->host_number, ==, 2);
       g_assert_true (l->host_regex == config->host_regex);
@@ -64,6 +67,7 @@ test_resolve_user (void)
 
   user.connections = 2;
   user.tcp_number = 0; /* 0 is a value (unlimited), not "inherit" */
+  user.udp_number = 1;
   user.speed = 5000;
   user.host_number = 7;
   user.host_regex = own_regex;
@@ -71,6 +75,7 @@ test_resolve_user (void)
   gt_limits_resolve (&l, config, &user, FALSE);
   g_assert_cmpuint (l.connections, ==, 2);
   g_assert_cmpuint (l.tcp_number, ==, 0);
+  g_assert_cmpuint (l.udp_number, ==, 1);
   g_assert_cmpuint (l.speed, ==, 5000);
   g_assert_cmpuint (l.host_number, ==, 7);
   g_assert_true (l.host_regex == own_regex);
@@ -111,6 +116,22 @@ test_check_services (void)
   g_clear_pointer (&message, g_free);
   l.tcp_number = 0; /* unlimited */
   g_assert_cmpint (gt_limits_check_services (&l, 4, 4, &message), ==, GT_ERROR_CODE_NONE);
+  g_assert_null (message);
+}
+
+static void
+test_check_udp (void)
+{
+  GtLimits l = { .udp_number = 1 };
+  g_autofree char *message = NULL;
+
+  g_assert_cmpint (gt_limits_check_udp (&l, 1, &message), ==, GT_ERROR_CODE_NONE);
+  g_assert_null (message);
+  g_assert_cmpint (gt_limits_check_udp (&l, 2, &message), ==, GT_ERROR_CODE_UDP_NUMBER);
+  g_assert_cmpstr (message, ==, "2 udp services exceed the limit of 1");
+  g_clear_pointer (&message, g_free);
+  l.udp_number = 0; /* unlimited */
+  g_assert_cmpint (gt_limits_check_udp (&l, 600, &message), ==, GT_ERROR_CODE_NONE);
   g_assert_null (message);
 }
 
@@ -182,6 +203,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/server/limits/resolve-user", test_resolve_user);
   g_test_add_func ("/gt/server/limits/resolve-exempt", test_resolve_exempt);
   g_test_add_func ("/gt/server/limits/check-services", test_check_services);
+  g_test_add_func ("/gt/server/limits/check-udp", test_check_udp);
   g_test_add_func ("/gt/server/limits/check-host", test_check_host);
   g_test_add_func ("/gt/server/limits/check-tunnels", test_check_tunnels);
   g_test_add_func ("/gt/server/limits/host-key", test_host_key);

@@ -1093,6 +1093,143 @@ test_forward_bad_ids (void)
     }
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Datagrams (docs/protocol.md §6.12) */
+
+typedef struct
+{
+  guint32 flow_id;
+  guint16 service_index;
+  GBytes *bytes;
+} Datagram;
+
+static void
+datagram_free (gpointer data)
+{
+  Datagram *d = data;
+
+  g_bytes_unref (d->bytes);
+  g_free (d);
+}
+
+static void
+collect_datagram_cb (GtMux *mux, guint32 flow_id, guint16 service_index, const guint8 *data,
+                     gsize len, gpointer user_data)
+{
+  Datagram *d = g_new0 (Datagram, 1);
+
+  d->flow_id = flow_id;
+  d->service_index = service_index;
+  d->bytes = g_bytes_new (data, len);
+  g_ptr_array_add (user_data, d);
+}
+
+static gboolean
+array_len_is (Fixture *f, gpointer data)
+{
+  gpointer *args = data;
+
+  return ((GPtrArray *) args[0])->len == GPOINTER_TO_UINT (args[1]);
+}
+
+/* Datagrams of every size both ways, whole and in order, among stream frames. */
+static void
+test_datagram_relay (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GPtrArray) at_client = g_ptr_array_new_with_free_func (datagram_free);
+  g_autoptr (GPtrArray) at_server = g_ptr_array_new_with_free_func (datagram_free);
+  const gsize sizes[] = { 0, 1, 1200, 9000, 65000, GT_DATAGRAM_MAX_DATA };
+  guint64 native = 9, framed = 0, dropped = 9;
+
+  gt_mux_set_datagrams (f->server, TRUE);
+  gt_mux_set_datagrams (f->client, TRUE);
+  g_assert_true (gt_mux_get_datagrams (f->client));
+  gt_mux_set_datagram_func (f->server, collect_datagram_cb, at_server);
+  gt_mux_set_datagram_func (f->client, collect_datagram_cb, at_client);
+  for (guint i = 0; i < G_N_ELEMENTS (sizes); i++)
+    {
+      g_autoptr (GByteArray) down = pattern (sizes[i], i);
+      g_autoptr (GByteArray) up = pattern (sizes[i], 100 + i);
+
+      g_assert_true (gt_mux_send_datagram (f->server, 1 + i, 3, down->data, down->len));
+      g_assert_true (gt_mux_send_datagram (f->client, 1 + i, 3, up->data, up->len));
+    }
+  {
+    gpointer a[] = { at_client, GUINT_TO_POINTER (G_N_ELEMENTS (sizes)) };
+    gpointer b[] = { at_server, GUINT_TO_POINTER (G_N_ELEMENTS (sizes)) };
+
+    spin_until (array_len_is, f, a);
+    spin_until (array_len_is, f, b);
+  }
+  for (guint i = 0; i < G_N_ELEMENTS (sizes); i++)
+    {
+      g_autoptr (GByteArray) down = pattern (sizes[i], i);
+      g_autoptr (GByteArray) up = pattern (sizes[i], 100 + i);
+      Datagram *c = at_client->pdata[i], *s = at_server->pdata[i];
+
+      g_assert_cmpuint (c->flow_id, ==, 1 + i);
+      g_assert_cmpuint (c->service_index, ==, 3);
+      g_assert_cmpmem (g_bytes_get_data (c->bytes, NULL), g_bytes_get_size (c->bytes),
+                       down->data, down->len);
+      g_assert_cmpuint (s->flow_id, ==, 1 + i);
+      g_assert_cmpmem (g_bytes_get_data (s->bytes, NULL), g_bytes_get_size (s->bytes), up->data,
+                       up->len);
+    }
+  gt_mux_get_datagram_counts (f->server, &native, &framed, &dropped);
+  g_assert_cmpuint (native, ==, 0);
+  g_assert_cmpuint (framed, ==, G_N_ELEMENTS (sizes));
+  g_assert_cmpuint (dropped, ==, 0);
+  g_assert_false (f->client_closed || f->server_closed);
+}
+
+/* DATAGRAM without the capability, or with flow id 0, is a protocol error for the tunnel; a mux
+ * without the capability sends none. */
+static void
+test_datagram_bad (void)
+{
+  for (guint i = 0; i < 3; i++)
+    {
+      static const guint8 good[] = { 0, 0, 0, 1, 0, 0, 'x' };
+      static const guint8 flow0[] = { 0, 0, 0, 0, 0, 0, 'x' };
+      Peer p = { 0 };
+
+      peer_setup (&p, i != 1);
+      if (i == 2)
+        gt_mux_set_datagrams (p.mux, TRUE);
+      else
+        g_assert_false (gt_mux_send_datagram (p.mux, 1, 0, (const guint8 *) "x", 1));
+      peer_send (&p, GT_FRAME_DATAGRAM, 0, 0, i == 2 ? flow0 : good, sizeof good);
+      peer_spin_until (&p, peer_got_error_and_eof, NULL);
+      g_assert_cmpuint (p.error_code, ==, GT_ERROR_CODE_PROTOCOL);
+      peer_teardown (&p);
+    }
+}
+
+/* A peer that reads nothing: datagrams are dropped once the output is backed up, never queued
+ * without bound. */
+static void
+test_datagram_backed_up (void)
+{
+  g_autoptr (GByteArray) big = pattern (GT_DATAGRAM_MAX_DATA, 5);
+  guint64 native = 0, framed = 0, dropped = 0;
+  Peer p = { 0 };
+
+  peer_setup (&p, TRUE);
+  gt_mux_set_datagrams (p.mux, TRUE);
+  for (guint i = 0; i < 200; i++)
+    {
+      gt_mux_send_datagram (p.mux, 1, 0, big->data, big->len);
+      g_main_context_iteration (NULL, FALSE);
+      g_assert_cmpuint (gt_mux_get_queued_out (p.mux), <,
+                        1024 * 1024 + GT_FRAME_HEADER_SIZE + GT_DATAGRAM_MAX_PAYLOAD);
+    }
+  gt_mux_get_datagram_counts (p.mux, &native, &framed, &dropped);
+  g_assert_cmpuint (framed + dropped, ==, 200);
+  g_assert_cmpuint (dropped, >, 100);
+  g_assert_false (p.closed);
+  peer_teardown (&p);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1127,6 +1264,10 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/protocol/mux/probe", test_probe);
   g_test_add ("/gt/protocol/mux/client-goaway", Fixture, NULL, fixture_setup, test_client_goaway,
               fixture_teardown);
+  g_test_add ("/gt/protocol/mux/datagram/relay", Fixture, NULL, fixture_setup,
+              test_datagram_relay, fixture_teardown);
+  g_test_add_func ("/gt/protocol/mux/datagram/bad", test_datagram_bad);
+  g_test_add_func ("/gt/protocol/mux/datagram/backed-up", test_datagram_backed_up);
   g_test_add ("/gt/protocol/mux/idle-reset-spares-requests", Fixture, NULL, fixture_setup,
               test_idle_reset_spares_requests, fixture_teardown);
   return g_test_run ();

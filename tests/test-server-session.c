@@ -415,6 +415,99 @@ test_remove_frees_ports (void)
   gt_port_pool_free (pool);
 }
 
+/* udp services: a UDP port from the udp pool, in WELCOME's list and labelled udp:PORT; no pool,
+ * a port outside it, a port in use and udpNumber refuse; closing the ports frees them. */
+static void
+test_udp_ports (void)
+{
+  g_autoptr (GtServerRegistry) registry = gt_server_registry_new ();
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GArray) ranges = g_array_new (FALSE, FALSE, sizeof (GtPortRange));
+  g_autoptr (GtHello) hello = gt_hello_new ("alice", "a");
+  g_autoptr (GtHello) two = gt_hello_new ("bob", "b");
+  g_autoptr (GtServerSession) s = session_new ("alice", "sum1", NULL);
+  g_autoptr (GtServerSession) other = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *message = NULL;
+  g_autofree char *label = NULL;
+  GtLimits one_udp = plain_limits ();
+  GtPortPool *pool;
+  GtPortRange range;
+  GtWelcomePort *wp;
+  int fd;
+
+  range.first = range.last = free_port ();
+  g_array_append_val (ranges, range);
+  pool = gt_port_pool_new (ranges);
+  gt_hello_add_service (hello, GT_SERVICE_KIND_TCP, NULL, 0, TRUE);
+  gt_hello_add_service (hello, GT_SERVICE_KIND_UDP, NULL, range.first, FALSE);
+  hello->caps = GT_CAP_DATAGRAM;
+
+  /* Without udpRanges. */
+  gt_server_registry_add (registry, s);
+  g_assert_cmpint (gt_server_session_check (s, registry, hello, NULL, pool, NULL, &message), ==,
+                   GT_ERROR_CODE_PORT_UNAVAILABLE);
+  g_assert_cmpstr (message, ==, "no udp ports on this server (udpRanges)");
+  g_clear_pointer (&message, g_free);
+
+  /* The tcp service takes the tcp pool's port, the udp service the same number in UDP. */
+  gt_server_session_set_udp (s, pool, 60000);
+  {
+    g_autoptr (GArray) tcp_ranges = g_array_new (FALSE, FALSE, sizeof (GtPortRange));
+    GtPortRange tr;
+    GtPortPool *tcp_pool;
+
+    tr.first = tr.last = free_port ();
+    g_array_append_val (tcp_ranges, tr);
+    tcp_pool = gt_port_pool_new (tcp_ranges);
+    g_assert_cmpint (gt_server_session_check (s, registry, hello, NULL, tcp_pool, NULL,
+                                              &message), ==, GT_ERROR_CODE_NONE);
+    g_assert_cmpint (gt_server_session_register (s, registry, hello, NULL, tcp_pool, lo,
+                                                 &message), ==, GT_ERROR_CODE_NONE);
+    g_assert_null (message);
+    g_assert_cmpuint (s->ports->len, ==, 2);
+    wp = &g_array_index (s->ports, GtWelcomePort, 1);
+    g_assert_cmpuint (wp->service_index, ==, 1);
+    g_assert_cmpuint (wp->port, ==, range.first);
+    label = g_strdup_printf ("udp:%u", range.first);
+    g_assert_cmpstr (s->service_labels->pdata[1], ==, label);
+    g_assert_true (gt_server_session_has_udp_port (s, range.first));
+    g_assert_false (gt_server_session_has_udp_port (s, tr.first));
+    g_assert_cmpuint (gt_port_pool_n_used (pool), ==, 1);
+    g_assert_cmpuint (gt_server_session_get_n_udp_flows (s), ==, 0);
+    /* The UDP port is bound, without SO_REUSEADDR: nobody else gets it. */
+    fd = gt_udp_bind_on (lo, range.first, &error);
+    g_assert_cmpint (fd, <, 0);
+    g_clear_error (&error);
+    gt_server_session_close_ports (s);
+    gt_port_pool_free (tcp_pool);
+  }
+  g_assert_cmpuint (gt_port_pool_n_used (pool), ==, 0);
+  fd = gt_udp_bind_on (lo, range.first, &error);
+  g_assert_no_error (error);
+  close (fd);
+
+  /* udpNumber 1 and two udp services; a port outside udpRanges. */
+  one_udp.udp_number = 1;
+  other = session_new ("bob", "sum2", &one_udp);
+  gt_server_session_set_udp (other, pool, 60000);
+  gt_hello_add_service (two, GT_SERVICE_KIND_UDP, NULL, 0, TRUE);
+  gt_hello_add_service (two, GT_SERVICE_KIND_UDP, NULL, 0, TRUE);
+  two->caps = GT_CAP_DATAGRAM;
+  g_assert_cmpint (gt_server_session_check (other, registry, two, NULL, NULL, NULL, &message), ==,
+                   GT_ERROR_CODE_UDP_NUMBER);
+  g_assert_cmpstr (message, ==, "2 udp services exceed the limit of 1");
+  g_clear_pointer (&message, g_free);
+  g_ptr_array_set_size (two->services, 1);
+  ((GtHelloService *) two->services->pdata[0])->remote_port
+      = range.first == 65535 ? 1 : range.first + 1;
+  ((GtHelloService *) two->services->pdata[0])->remote_random = FALSE;
+  g_assert_cmpint (gt_server_session_check (other, registry, two, NULL, NULL, NULL, &message), ==,
+                   GT_ERROR_CODE_PORT_UNAVAILABLE);
+  g_assert_true (g_str_has_suffix (message, "is not in the server's udpRanges"));
+  gt_port_pool_free (pool);
+}
+
 static void
 count_cb (GtServerSession *session, gpointer user_data)
 {
@@ -509,6 +602,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/server/session/retired-bounded", test_retired_bounded);
   g_test_add_func ("/gt/server/session/check-before-replace", test_check_before_replace);
   g_test_add_func ("/gt/server/session/owned-prefix", test_owned_prefix);
+  g_test_add_func ("/gt/server/session/udp-ports", test_udp_ports);
   g_test_add_func ("/gt/server/session/remove-frees-ports", test_remove_frees_ports);
   g_test_add_func ("/gt/server/session/tunnels-closed", test_tunnels_closed);
   g_test_add_func ("/gt/server/session/retire-busy", test_retire_busy);

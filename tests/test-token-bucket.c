@@ -163,6 +163,40 @@ test_zero_want (void)
   g_assert_cmpint (gt_token_bucket_wait_us (&b, 1, 0), ==, 10000);
 }
 
+/* Whole datagrams: each passes only when the bucket holds it (or the burst, for a larger one),
+ * and over time no more than the rate passes, big datagrams included. */
+static void
+test_take_whole (void)
+{
+  GtTokenBucket b;
+  gint64 now = 1000;
+  guint64 passed = 0;
+
+  gt_token_bucket_init (&b, 10000, 1000); /* 10 kB/s, 1 kB burst */
+  g_assert_true (gt_token_bucket_take_whole (&b, 600, now));
+  g_assert_false (gt_token_bucket_take_whole (&b, 600, now)); /* 400 left: nothing taken */
+  g_assert_true (gt_token_bucket_take_whole (&b, 400, now));
+  g_assert_false (gt_token_bucket_take_whole (&b, 1, now));
+  /* Larger than the burst: passes on a full bucket, leaves a debt that blocks streams too. */
+  now += G_USEC_PER_SEC / 10;
+  g_assert_true (gt_token_bucket_take_whole (&b, 5000, now));
+  g_assert_cmpuint (gt_token_bucket_take (&b, 100, now), ==, 0);
+  g_assert_cmpint (gt_token_bucket_wait_us (&b, 1, now), >=, 4 * G_USEC_PER_SEC / 10);
+  /* 10 s of 1200-byte and 9000-byte datagrams offered every ms: about 10 kB/s passes. */
+  for (gint64 t = 0; t < 10 * G_USEC_PER_SEC; t += 1000)
+    {
+      gsize len = (t / 1000) % 2 ? 1200 : 9000;
+
+      if (gt_token_bucket_take_whole (&b, len, now + t))
+        passed += len;
+    }
+  g_assert_cmpuint (passed, <=, 10000 * 10 + 9000);
+  g_assert_cmpuint (passed, >=, 10000 * 10 * 8 / 10);
+  /* Unlimited: everything. */
+  gt_token_bucket_init (&b, 0, 0);
+  g_assert_true (gt_token_bucket_take_whole (&b, 65507, now));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -170,6 +204,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gt/token-bucket/average-rate", test_average_rate);
   g_test_add_func ("/gt/token-bucket/steady-state-rate", test_steady_state_rate);
   g_test_add_func ("/gt/token-bucket/burst", test_burst);
+  g_test_add_func ("/gt/token-bucket/take-whole", test_take_whole);
   g_test_add_func ("/gt/token-bucket/default-burst", test_default_burst);
   g_test_add_func ("/gt/token-bucket/clock-backwards", test_clock_backwards);
   g_test_add_func ("/gt/token-bucket/unlimited", test_unlimited);

@@ -73,7 +73,7 @@ typedef struct
   GtClient *client;
   GtMuxStream *stream;
   int fd;
-  GSource *source;
+  GtFdWatch *source;
   guint service_index;
   const GtServiceConfig *service;
   gboolean waiting; /* for the service's address lookup */
@@ -102,6 +102,8 @@ struct _GtClient
   GtClientSignallingFunc signalling_func;
   gpointer signalling_data;
   GtClientForward *forward; /* tcpForward: NULL unless asked for */
+  GtClientUdp *udp;         /* udp services: NULL without any */
+  gboolean udp_refused_logged;
   gboolean forward_refused_logged;
   gboolean stopped;
   gboolean random_secret; /* options.secret was not set: made up for this run */
@@ -189,7 +191,7 @@ remote_to_string (const GtRemote *r)
 static void
 dial_free (Dial *d)
 {
-  gt_fd_source_free (d->source);
+  gt_fd_watch_free (d->source);
   if (d->fd >= 0)
     close (d->fd);
   g_clear_pointer (&d->stream, gt_mux_stream_unref);
@@ -267,7 +269,7 @@ dial_finish (Dial *d, int error_code)
     int fd = d->fd;
 
     d->fd = -1;
-    g_clear_pointer (&d->source, gt_fd_source_free);
+    g_clear_pointer (&d->source, gt_fd_watch_free);
     gt_mux_stream_attach_fd (stream, fd, d->service->local_timeout_ms);
   }
   g_hash_table_remove (client->dials, d);
@@ -327,7 +329,7 @@ dial_start (Dial *d)
       dial_finish (d, errno);
       return;
     }
-  d->source = gt_fd_source_new (fd, G_IO_OUT, dial_fd_cb, d);
+  d->source = gt_fd_watch_new (fd, G_IO_OUT, dial_fd_cb, d);
 }
 
 /* GT's XP method: the first request of the stream is P2P signalling, not for the service. */
@@ -666,8 +668,11 @@ slot_welcome (Slot *slot, guint8 flags, const guint8 *payload, gsize len, gsize 
         continue;
       if (g_array_index (client->tcp_ports, guint16, p->service_index) != p->port)
         {
+          const GtServiceConfig *s = client->config->services->pdata[p->service_index];
+
           g_array_index (client->tcp_ports, guint16, p->service_index) = p->port;
-          g_message ("tcp port=%u service=%u", p->port, p->service_index);
+          g_message ("%s port=%u service=%u", s->kind == GT_SERVICE_KIND_UDP ? "udp" : "tcp",
+                     p->port, p->service_index);
         }
     }
 
@@ -679,6 +684,15 @@ slot_welcome (Slot *slot, guint8 flags, const guint8 *payload, gsize len, gsize 
   g_signal_connect (slot->mux, "stream-opened", G_CALLBACK (stream_opened_cb), client);
   g_signal_connect (slot->mux, "closed", G_CALLBACK (slot_mux_closed_cb), slot);
   g_signal_connect (slot->mux, "goaway", G_CALLBACK (slot_mux_goaway_cb), slot);
+  if (client->udp != NULL && (caps & GT_CAP_DATAGRAM))
+    _gt_client_udp_attach (client->udp, slot->mux);
+  else if (client->udp != NULL && !client->udp_refused_logged)
+    {
+      client->udp_refused_logged = TRUE;
+      g_warning ("the server at %s did not accept datagrams (too old for udp services): the "
+                 "udp services get nothing on this tunnel",
+                 remote);
+    }
   if (client->forward != NULL && (caps & GT_CAP_FORWARD))
     gt_mux_set_forward (slot->mux, TRUE);
   else if (client->forward != NULL && !client->forward_refused_logged)
@@ -1229,6 +1243,14 @@ gt_client_start (GtClient *client, GError **error)
     {
       GtServiceConfig *s = config->services->pdata[i];
 
+      if (s->kind == GT_SERVICE_KIND_UDP)
+        {
+          gt_hello_add_service (hello, s->kind, NULL, s->remote_udp_port, s->remote_udp_random);
+          hello->caps |= GT_CAP_DATAGRAM;
+          if (client->udp == NULL)
+            client->udp = _gt_client_udp_new (client, config->services, client->local_addrs);
+          continue;
+        }
       gt_hello_add_service (hello, s->kind, s->host_prefix, s->remote_tcp_port,
                             s->remote_tcp_random);
     }
@@ -1400,6 +1422,7 @@ gt_client_stop (GtClient *client)
     }
   g_ptr_array_set_size (client->draining, 0);
   g_hash_table_remove_all (client->dials);
+  g_clear_pointer (&client->udp, _gt_client_udp_free);
 }
 
 void
@@ -1439,6 +1462,20 @@ _gt_client_pick_forward_tunnel (GtClient *client)
         }
     }
   return best;
+}
+
+GtMux *
+_gt_client_pick_datagram_tunnel (GtClient *client)
+{
+  for (guint i = 0; i < client->n_slots; i++)
+    {
+      GtMux *m = client->slots[i].mux;
+
+      if (client->slots[i].state == SLOT_READY && m != NULL && gt_mux_get_datagrams (m)
+          && !gt_mux_is_closed (m))
+        return m;
+    }
+  return NULL;
 }
 
 guint
@@ -1586,15 +1623,18 @@ gt_client_get_state (GtClient *client)
   for (guint i = 0; i < client->config->services->len; i++)
     {
       const GtServiceConfig *svc = client->config->services->pdata[i];
-      static const char *const kinds[] = { "http", "https", "tcp" };
+      static const char *const kinds[] = { "http", "https", "tcp", "node", "udp" };
+      gboolean udp = svc->kind == GT_SERVICE_KIND_UDP;
 
       g_variant_builder_open (&services, G_VARIANT_TYPE_VARDICT);
       g_variant_builder_add (&services, "{sv}", "local", g_variant_new_string (svc->local_url));
       g_variant_builder_add (&services, "{sv}", "kind",
-                             g_variant_new_string (kinds[svc->kind % 3]));
+                             g_variant_new_string (svc->kind < G_N_ELEMENTS (kinds)
+                                                     ? kinds[svc->kind] : "?"));
       g_variant_builder_add (&services, "{sv}", "hostPrefix",
                              g_variant_new_string (svc->host_prefix ? svc->host_prefix : ""));
-      g_variant_builder_add (&services, "{sv}", "remoteTCPPort",
+      /* The server port of a tcp or udp service (gt_client_get_tcp_port holds both). */
+      g_variant_builder_add (&services, "{sv}", udp ? "remoteUDPPort" : "remoteTCPPort",
                              g_variant_new_uint32 (gt_client_get_tcp_port (client, i)));
       g_variant_builder_close (&services);
     }
@@ -1687,6 +1727,7 @@ gt_client_finalize (GObject *object)
   g_hash_table_unref (client->dials);
   g_ptr_array_unref (client->draining);
   g_clear_pointer (&client->forward, _gt_client_forward_free);
+  g_clear_pointer (&client->udp, _gt_client_udp_free);
   g_clear_pointer (&client->api_remote, gt_remote_free);
   g_clear_object (&client->api_session);
   if (client->probe_results != NULL)

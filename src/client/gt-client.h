@@ -25,7 +25,7 @@ const GtClientConfig *gt_client_get_config (GtClient *client);
 /* Open tunnels (handshake done) and streams; bytes in (from the server) and out counted on the
  * tunnels, frame headers included, since the start. */
 void gt_client_get_traffic (GtClient *client, GtTraffic *traffic);
-/* Port the server opened for a tcp service, 0 if unknown. */
+/* Port the server opened for a tcp (or udp) service, 0 if unknown. */
 guint16 gt_client_get_tcp_port (GtClient *client, guint service_index);
 
 /* GT's P2P signalling: a stream of an http service that starts with an "XP" request is not

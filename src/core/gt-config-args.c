@@ -132,6 +132,7 @@ gt_server_config_apply_args (GtServerConfig *config, int argc, char **argv, GErr
   GtServerConfigPriv *priv = (GtServerConfigPriv *) config;
   gboolean cidrs_replaced = FALSE;
   gboolean rules_replaced = FALSE;
+  gboolean udp_ranges_replaced = FALSE;
 
   g_return_val_if_fail (config != NULL, FALSE);
   g_return_val_if_fail (argc == 0 || argv != NULL, FALSE);
@@ -153,6 +154,12 @@ gt_server_config_apply_args (GtServerConfig *config, int argc, char **argv, GErr
               /* The command line replaces the file's list. */
               g_clear_pointer (&config->proxy_protocol_trusted_cidrs, g_strfreev);
               cidrs_replaced = TRUE;
+            }
+          if (def->type == GT_OPT_PORT_RANGES && !udp_ranges_replaced)
+            {
+              /* The same for the udp ranges. */
+              g_clear_pointer (&config->udp_ranges, g_array_unref);
+              udp_ranges_replaced = TRUE;
             }
           if (def->type == GT_OPT_FORWARD_RULES && !rules_replaced)
             {

@@ -56,6 +56,11 @@ static const GtConfigOpt server_opts[] = {
         "the same, from one source address"),
   SOPT ("logLevel", GT_OPT_LOG_LEVEL, log_level, 0, "trace, debug, info, warn, error, disable"),
   SOPT ("tcpNumber", GT_OPT_UINT16, tcp_number, 0, "tcp ports per user (0 = unlimited)"),
+  SOPT ("udpRanges", GT_OPT_PORT_RANGES, udp_ranges, 0,
+        "udp ports for clients' udp services, A-B (repeatable)"),
+  SOPT ("udpNumber", GT_OPT_UINT16, udp_number, 0, "udp ports per user (0 = unlimited)"),
+  SOPT ("udpTimeout", GT_OPT_DURATION, udp_timeout_ms, DEFAULT_UDP_TIMEOUT_MS,
+        "idle time after which a user's udp flow is forgotten"),
   SOPT ("connections", GT_OPT_UINT32, connections, DEFAULT_SERVER_CONNECTIONS,
         "tunnels per client"),
   SOPT ("maxHandShakeOptions", GT_OPT_UINT16, max_handshake_options,
@@ -133,6 +138,10 @@ static const GtConfigOpt service_opts[] = {
   VOPT ("remoteTCPRandom", GT_OPT_BOOL, remote_tcp_random, 0,
         G_STRUCT_OFFSET (GtServiceEntry, random_set),
         "accept a random server port from the pool"),
+  VOPT ("remoteUDPPort", GT_OPT_PORT, remote_udp_port, 0, 0, "server port for a udp service"),
+  VOPT ("remoteUDPRandom", GT_OPT_BOOL, remote_udp_random, 0,
+        G_STRUCT_OFFSET (GtServiceEntry, udp_random_set),
+        "accept a random server udp port from the pool"),
   VOPT ("useLocalAsHTTPHost", GT_OPT_BOOL, use_local_as_http_host, 0, 0,
         "rewrite the Host header to the local address"),
   VOPT ("localTimeout", GT_OPT_DURATION, local_timeout_ms, DEFAULT_LOCAL_TIMEOUT_MS, 0,
@@ -146,6 +155,7 @@ static const GtConfigOpt user_opts[] = {
   UOPT ("secret", GT_OPT_USER_SECRET, secret, 0, "the client's secret"),
   UOPT ("tcp", GT_OPT_TCP_RANGES, tcp_ranges, 0, "private port pool: a list of {range: A-B}"),
   UOPT ("tcpNumber", GT_OPT_INT16, tcp_number, 0, "tcp ports this user may open"),
+  UOPT ("udpNumber", GT_OPT_INT16, udp_number, 0, "udp ports this user may open"),
   UOPT ("speed", GT_OPT_SPEED, speed, 0, "bytes per second per client (0 = options.speed)"),
   UOPT ("connections", GT_OPT_INT32, connections, -1,
         "tunnels per client (0 = options.connections)"),
@@ -528,6 +538,18 @@ _gt_config_opt_set (void *target, const GtConfigOpt *def, const char *text, char
       if ((message = _gt_config_parse_http_url (def->name, text)) == NULL)
         _gt_config_strv_append ((char ***) (base + def->offset), text);
       break;
+    case GT_OPT_PORT_RANGES:
+      {
+        GArray **ranges = (GArray **) (base + def->offset);
+        GtPortRange range;
+
+        if ((message = _gt_config_parse_range (text, &range)) != NULL)
+          break;
+        if (*ranges == NULL)
+          *ranges = g_array_new (FALSE, FALSE, sizeof (GtPortRange));
+        g_array_append_val (*ranges, range);
+        break;
+      }
     case GT_OPT_STUN_URLS:
       if ((message = _gt_config_parse_stun_url (text, NULL, NULL)) == NULL)
         _gt_config_strv_append ((char ***) (base + def->offset), text);
@@ -674,6 +696,8 @@ metavar (GtConfigOptType type)
       return "NAME";
     case GT_OPT_PROXY_PROTOCOL_VERSION:
       return "v1|v2";
+    case GT_OPT_PORT_RANGES:
+      return "A-B";
     case GT_OPT_BOOL:
     case GT_OPT_TCP_RANGES:
     case GT_OPT_HOST_RULES:
@@ -719,7 +743,8 @@ gt_config_describe_options (GtConfigKind kind)
   describe_rows (out, rows, n, "");
   g_string_append (out, "Per service, applying to the most recent --local:\n");
   g_string_append_printf (out, "  %-34s %s\n", "--local URL",
-                          "http://host[:port], https://host[:port], tcp://host:port");
+                          "http://host[:port], https://host[:port], tcp://host:port, "
+                          "udp://host:port");
   rows = _gt_config_opts (GT_CONFIG_KEYS_SERVICE, &n);
   describe_rows (out, rows, n, "");
   return g_string_free (out, FALSE);
@@ -753,6 +778,7 @@ value_kind (GtConfigOptType type)
     case GT_OPT_STUN_URLS:
     case GT_OPT_HTTP_URLS:
     case GT_OPT_FORWARD_RULES:
+    case GT_OPT_PORT_RANGES:
       return "list";
     case GT_OPT_TCP_RANGES:
       return "ranges";
@@ -802,7 +828,7 @@ gt_config_list_keys (GtConfigKind kind, const char *section)
   else if (strcmp (section, "services") == 0 && kind == GT_CONFIG_KIND_CLIENT)
     {
       g_variant_builder_add (&b, "(sss)", "local", "string",
-                             "local service URL: http://, https:// or tcp://host:port");
+                             "local service URL: http://, https://, tcp:// or udp://host:port");
       rows = _gt_config_opts (GT_CONFIG_KEYS_SERVICE, &n);
       add_rows (&b, rows, n);
     }

@@ -15,6 +15,7 @@ G_BEGIN_DECLS
 #define DEFAULT_REMOTE_TIMEOUT_MS (45 * 1000)
 #define DEFAULT_RECONNECT_DELAY_MS (5 * 1000)
 #define DEFAULT_LOCAL_TIMEOUT_MS (120 * 1000)
+#define DEFAULT_UDP_TIMEOUT_MS (60 * 1000)
 #define DEFAULT_WEBRTC_CONNECTIONS 30
 #define DEFAULT_WEBRTC_IDLE_TIMEOUT_MS (5 * 60 * 1000)
 #define DEFAULT_LOG_LEVEL "info"
@@ -75,6 +76,7 @@ typedef struct
 {
   GtServiceConfig pub;
   gboolean random_set; /* remoteTCPRandom was given (else it follows remoteTCPPort) */
+  gboolean udp_random_set; /* remoteUDPRandom was given (else it follows remoteUDPPort) */
 } GtServiceEntry;
 
 /* Turns an issue at file:line:column with a message (taken, or formatted) into a GError, and
@@ -164,6 +166,7 @@ typedef enum
   GT_OPT_HOST_RULES,  /* YAML structure: {number, withID, regex} (loader only) */
   GT_OPT_HTTP_URLS,   /* list of http(s):// URLs (char **); the file replaces, the command
                        * line repeats */
+  GT_OPT_PORT_RANGES, /* list of "A-B" port ranges (GArray of GtPortRange), like GT_OPT_CIDRS */
 } GtConfigOptType;
 
 typedef struct

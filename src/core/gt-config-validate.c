@@ -501,19 +501,27 @@ gt_client_config_validate (GtClientConfig *config, GtConfigIssue **issue_out, GE
     {
       GtServiceConfig *service = g_ptr_array_index (config->services, i);
 
-      if (service->kind == GT_SERVICE_KIND_TCP)
+      if (service->kind == GT_SERVICE_KIND_TCP || service->kind == GT_SERVICE_KIND_UDP)
         {
+          gboolean udp = service->kind == GT_SERVICE_KIND_UDP;
+
           if (service->host_prefix != NULL)
             {
               _gt_config_add_warning (
                   config->warnings, service->line > 0 ? file : NULL, service->line, service->column,
-                  "hostPrefix is ignored for the tcp service '%s'", service->local_url);
+                  "hostPrefix is ignored for the %s service '%s'", udp ? "udp" : "tcp",
+                  service->local_url);
               g_clear_pointer (&service->host_prefix, g_free);
             }
-          if (service->remote_tcp_port == 0 && !service->remote_tcp_random)
+          if (!udp && service->remote_tcp_port == 0 && !service->remote_tcp_random)
             return fail_at (file, service->line, service->column, GT_CONFIG_ERROR_INVALID,
                             issue_out, error,
                             "tcp service '%s' needs remoteTCPPort or remoteTCPRandom: true",
+                            service->local_url);
+          if (udp && service->remote_udp_port == 0 && !service->remote_udp_random)
+            return fail_at (file, service->line, service->column, GT_CONFIG_ERROR_INVALID,
+                            issue_out, error,
+                            "udp service '%s' needs remoteUDPPort or remoteUDPRandom: true",
                             service->local_url);
           continue;
         }

@@ -255,7 +255,8 @@ ld_option (Loader *ld, void *config, const GtConfigOpt *def, yaml_node_t *value)
   const char *text = NULL;
 
   if (def->type == GT_OPT_REMOTES || def->type == GT_OPT_CIDRS || def->type == GT_OPT_HTTP_URLS
-      || def->type == GT_OPT_STUN_URLS || def->type == GT_OPT_FORWARD_RULES)
+      || def->type == GT_OPT_STUN_URLS || def->type == GT_OPT_FORWARD_RULES
+      || def->type == GT_OPT_PORT_RANGES)
     {
       gboolean is_list = FALSE;
 
@@ -264,6 +265,8 @@ ld_option (Loader *ld, void *config, const GtConfigOpt *def, yaml_node_t *value)
       /* YAML replaces: a file loaded later wins over an earlier one. */
       if (def->type == GT_OPT_REMOTES)
         g_ptr_array_set_size (*(GPtrArray **) ((char *) config + def->offset), 0);
+      else if (def->type == GT_OPT_PORT_RANGES)
+        g_clear_pointer ((GArray **) ((char *) config + def->offset), g_array_unref);
       else
         g_clear_pointer ((char ***) ((char *) config + def->offset), g_strfreev);
       if (value != NULL && value->type == YAML_SEQUENCE_NODE)

@@ -924,8 +924,8 @@ _gt_config_parse_local_url (const char *text, GtServiceConfig **out)
   GtServiceConfig *service;
 
   if (!split_scheme (text, &scheme, &rest))
-    return g_strdup_printf ("bad local URL '%s': the scheme must be http://, https:// or "
-                            "tcp://",
+    return g_strdup_printf ("bad local URL '%s': the scheme must be http://, https://, "
+                            "tcp:// or udp://",
                             text);
   if (strcmp (scheme, "http") == 0)
     {
@@ -942,9 +942,14 @@ _gt_config_parse_local_url (const char *text, GtServiceConfig **out)
       kind = GT_SERVICE_KIND_TCP;
       port = 0;
     }
+  else if (strcmp (scheme, "udp") == 0)
+    {
+      kind = GT_SERVICE_KIND_UDP;
+      port = 0;
+    }
   else
-    return g_strdup_printf ("bad local URL '%s': the scheme must be http://, https:// or "
-                            "tcp://",
+    return g_strdup_printf ("bad local URL '%s': the scheme must be http://, https://, "
+                            "tcp:// or udp://",
                             text);
 
   authority = strip_empty_path (rest, &had_path);
@@ -959,8 +964,8 @@ _gt_config_parse_local_url (const char *text, GtServiceConfig **out)
       if (message != NULL)
         return message;
     }
-  else if (kind == GT_SERVICE_KIND_TCP)
-    return g_strdup_printf ("bad local URL '%s': tcp needs a port", text);
+  else if (kind == GT_SERVICE_KIND_TCP || kind == GT_SERVICE_KIND_UDP)
+    return g_strdup_printf ("bad local URL '%s': %s needs a port", text, scheme);
 
   service = &((GtServiceEntry *) g_new0 (GtServiceEntry, 1))->pub;
   service->kind = kind;
@@ -978,6 +983,9 @@ _gt_config_service_finish (GtServiceConfig *service)
   if (!((GtServiceEntry *) service)->random_set)
     service->remote_tcp_random = service->kind == GT_SERVICE_KIND_TCP
                                  && service->remote_tcp_port == 0;
+  if (!((GtServiceEntry *) service)->udp_random_set)
+    service->remote_udp_random = service->kind == GT_SERVICE_KIND_UDP
+                                 && service->remote_udp_port == 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1034,6 +1042,7 @@ _gt_config_user_new (const char *id, guint line, guint column)
 
   entry->pub.id = g_strdup (id);
   entry->pub.tcp_number = -1;
+  entry->pub.udp_number = -1;
   entry->pub.connections = -1;
   entry->pub.host_number = -1;
   entry->pub.host_with_id = -1;
@@ -1077,6 +1086,7 @@ gt_server_config_free (GtServerConfig *config)
   g_free (config->log_level);
   g_ptr_array_unref (config->users);
   g_array_unref (config->tcp_ranges);
+  g_clear_pointer (&config->udp_ranges, g_array_unref);
   g_ptr_array_unref (config->warnings);
   g_free (config->cert_file);
   g_free (config->key_file);

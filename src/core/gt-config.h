@@ -67,6 +67,7 @@ typedef struct
   char *secret;          /* never logged */
   GArray *tcp_ranges;    /* GtPortRange; NULL = use the global pool */
   gint tcp_number;       /* -1 = inherit options.tcpNumber */
+  gint udp_number;       /* -1 = inherit options.udpNumber */
   guint line, column;    /* where the user was defined (0 = command line) */
   guint64 speed;         /* bytes/s per client; 0 = inherit options.speed */
   gint connections;      /* -1 = inherit options.connections */
@@ -84,6 +85,10 @@ typedef struct
   GPtrArray *users;        /* GtUserConfig*, in definition order, ids unique */
   GArray *tcp_ranges;      /* global pool: top-level tcp: + --tcpRange; GtPortRange */
   guint tcp_number;        /* options.tcpNumber, 0 = unlimited */
+  GArray *udp_ranges;      /* options.udpRanges (ours): the pool of udp ports; GtPortRange */
+  guint udp_number;        /* options.udpNumber (ours): udp ports per user, 0 = unlimited */
+  guint64 udp_timeout_ms;  /* options.udpTimeout (ours): idle time after which a user's udp
+                            * flow is forgotten, default 60 s */
   guint connections;       /* options.connections, default 10 */
   guint max_handshake_options; /* options.maxHandShakeOptions, default 600 */
   gboolean allow_any_client;   /* options.allowAnyClient */
@@ -147,6 +152,8 @@ typedef struct
                                prefix-less service); NULL for tcp */
   guint16 remote_tcp_port;  /* tcp */
   gboolean remote_tcp_random; /* tcp: default TRUE iff remote_tcp_port == 0 */
+  guint16 remote_udp_port;  /* udp (ours): server port, 0 = any from the pool */
+  gboolean remote_udp_random; /* udp: default TRUE iff remote_udp_port == 0 */
   gboolean use_local_as_http_host;
   guint64 local_timeout_ms; /* default 120 s */
   guint line, column;       /* where the service was defined (0 = command line) */

@@ -118,7 +118,7 @@ _gt_relay_endpoint_watch (GtRelayEndpoint *ep, GIOCondition events)
 {
   if (ep->fd >= 0)
     {
-      ep->source = gt_fd_source_new (ep->fd, events, ep->func, ep->user_data);
+      ep->source = gt_fd_watch_new (ep->fd, events, ep->func, ep->user_data);
       return;
     }
   if (ep->io == NULL || ep->io_events == events)
@@ -137,7 +137,7 @@ _gt_relay_endpoint_watch (GtRelayEndpoint *ep, GIOCondition events)
 void
 gt_relay_endpoint_unwatch (GtRelayEndpoint *ep)
 {
-  g_clear_pointer (&ep->source, gt_fd_source_free);
+  g_clear_pointer (&ep->source, gt_fd_watch_free);
   source_clear (&ep->in_source);
   source_clear (&ep->out_source);
   ep->io_events = 0;
@@ -218,7 +218,7 @@ gt_relay_endpoint_close_io (GIOStream *io)
 typedef struct
 {
   int fd;
-  GSource *source;
+  GtFdWatch *source;
   guint timeout_id;
   gsize drained;
 } LingerClose;
@@ -226,7 +226,7 @@ typedef struct
 static void
 linger_free (LingerClose *l)
 {
-  gt_fd_source_free (l->source);
+  gt_fd_watch_free (l->source);
   g_clear_handle_id (&l->timeout_id, g_source_remove);
   close (l->fd);
   g_free (l);
@@ -267,6 +267,6 @@ gt_socket_reply_and_close (int fd, const char *reply, gsize len)
   shutdown (fd, SHUT_WR);
   l = g_new0 (LingerClose, 1);
   l->fd = fd;
-  l->source = gt_fd_source_new (fd, G_IO_IN, linger_fd_cb, l);
+  l->source = gt_fd_watch_new (fd, G_IO_IN, linger_fd_cb, l);
   l->timeout_id = g_timeout_add_seconds (2, linger_timeout_cb, l);
 }

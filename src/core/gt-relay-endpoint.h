@@ -21,7 +21,7 @@ typedef struct
   GIOStream *io;            /* pollable stream (TLS, ...) when there is no raw socket */
   GPollableInputStream *in; /* io's streams (not owned) */
   GPollableOutputStream *out;
-  GSource *source;                 /* fd watch */
+  GtFdWatch *source;               /* fd watch */
   GSource *in_source, *out_source; /* io watches */
   GIOCondition io_events;
   GtFdFunc func;
@@ -99,7 +99,7 @@ static inline void
 gt_relay_endpoint_set_events (GtRelayEndpoint *ep, GIOCondition events)
 {
   if (G_LIKELY (ep->source != NULL))
-    gt_fd_source_set_events (ep->source, events);
+    gt_fd_watch_set_events (ep->source, events);
   else
     _gt_relay_endpoint_watch (ep, events);
 }

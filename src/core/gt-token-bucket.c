@@ -58,6 +58,21 @@ gt_token_bucket_take (GtTokenBucket *b, gsize want, gint64 now_us)
   return n;
 }
 
+gboolean
+gt_token_bucket_take_whole (GtTokenBucket *b, gsize len, gint64 now_us)
+{
+  g_return_val_if_fail (b != NULL, FALSE);
+
+  if (gt_token_bucket_is_unlimited (b) || len == 0)
+    return TRUE;
+  refill (b, now_us);
+  if (b->tokens + 1e-6 < MIN ((double) len, b->burst))
+    return FALSE;
+  /* May go below 0: take() gives nothing and wait_us() counts the debt in. */
+  b->tokens -= (double) len;
+  return TRUE;
+}
+
 gint64
 gt_token_bucket_wait_us (GtTokenBucket *b, gsize want, gint64 now_us)
 {

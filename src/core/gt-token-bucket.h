@@ -32,6 +32,10 @@ typedef struct
 void gt_token_bucket_init (GtTokenBucket *b, guint64 rate_bytes_per_s, guint64 burst_bytes);
 /* Bytes allowed now (≤ want), consumed from the bucket. Unlimited: want. */
 gsize gt_token_bucket_take (GtTokenBucket *b, gsize want, gint64 now_us);
+/* For what cannot be split (a datagram): TRUE when min (len, burst) bytes are there, and then
+ * len bytes are taken, a datagram larger than the burst leaving a debt that the refill pays
+ * before anything else passes (the long-run rate holds); FALSE (nothing taken) otherwise. */
+gboolean gt_token_bucket_take_whole (GtTokenBucket *b, gsize len, gint64 now_us);
 /* µs until min (want, burst) bytes are available; 0 if they are now (or unlimited). */
 gint64 gt_token_bucket_wait_us (GtTokenBucket *b, gsize want, gint64 now_us);
 gboolean gt_token_bucket_is_unlimited (const GtTokenBucket *b);

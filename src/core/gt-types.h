@@ -13,6 +13,8 @@ typedef enum
   GT_SERVICE_KIND_TCP = 2,
   /* Not a service: the only entry of a node-to-node tunnel's HELLO (docs/scale-out.md). */
   GT_SERVICE_KIND_NODE = 3,
+  /* UDP datagrams on a server port (needs GT_CAP_DATAGRAM, docs/protocol.md §6.12). */
+  GT_SERVICE_KIND_UDP = 4,
 } GtServiceKind;
 
 /* The server's listening sockets. Every listener also recognises tunnels (docs/protocol.md). */

@@ -23,7 +23,7 @@ struct _GtStunServer
 
   char *addr;
   int fd;
-  GSource *source;
+  GtFdWatch *source;
   guint16 port;
   guint64 answered;
   guint64 dropped;
@@ -179,7 +179,7 @@ gt_stun_server_start (GtStunServer *server, GError **error)
         server->port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound));
     }
   server->fd = fd;
-  server->source = gt_fd_source_new (fd, G_IO_IN, readable_cb, server);
+  server->source = gt_fd_watch_new (fd, G_IO_IN, readable_cb, server);
   g_message ("STUN on %s (udp)", server->addr);
   return TRUE;
 }
@@ -190,7 +190,7 @@ gt_stun_server_stop (GtStunServer *server)
   g_return_if_fail (GT_IS_STUN_SERVER (server));
 
   g_clear_pointer (&server->turn, gt_turn_server_free);
-  g_clear_pointer (&server->source, gt_fd_source_free);
+  g_clear_pointer (&server->source, gt_fd_watch_free);
   if (server->fd >= 0)
     {
       close (server->fd);

@@ -65,7 +65,7 @@ typedef struct
   guint8 hmac_key[16];
   guint8 txid[12]; /* of the Allocate that made it: a retransmission gets the same answer */
   int fd;
-  GSource *source;
+  GtFdWatch *source;
   GtStunAddress relayed;
   gint64 expires;
   Permission permissions[MAX_PERMISSIONS];
@@ -349,7 +349,7 @@ allocation_free (Allocation *a)
     g_hash_table_insert (turn->per_user, g_strdup (a->user), GUINT_TO_POINTER (count - 1));
   else
     g_hash_table_remove (turn->per_user, a->user);
-  g_clear_pointer (&a->source, gt_fd_source_free);
+  g_clear_pointer (&a->source, gt_fd_watch_free);
   if (a->fd >= 0)
     close (a->fd);
   g_free (a->key);
@@ -608,7 +608,7 @@ handle_allocate (GtTurnServer *turn, const guint8 *buf, const GtStunMessage *msg
   memcpy (a->hmac_key, hkey, sizeof hkey);
   memcpy (a->txid, msg->transaction_id, 12);
   a->expires = now_s () + clamp_lifetime (msg);
-  a->source = gt_fd_source_new (a->fd, G_IO_IN, relayed_readable_cb, a);
+  a->source = gt_fd_watch_new (a->fd, G_IO_IN, relayed_readable_cb, a);
   g_hash_table_insert (turn->allocations, a->key, a);
   address_key (&a->relayed, relayed_text);
   g_message ("TURN: user %s from %s relayed at %s for %u s", a->user, key, relayed_text,

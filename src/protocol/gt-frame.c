@@ -110,6 +110,7 @@ type_is_connection_level (guint8 type)
     case GT_FRAME_PING:
     case GT_FRAME_GOAWAY:
     case GT_FRAME_ERROR:
+    case GT_FRAME_DATAGRAM:
       return TRUE;
     default:
       return FALSE;
@@ -207,6 +208,23 @@ gt_frame_header_decode (const guint8 *buf, gsize len, GtFrameHeader *hdr, GError
           g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
                        "OPEN payload of %u bytes is shorter than %u", length,
                        (guint) GT_OPEN_PREFIX_SIZE);
+          return GT_DECODE_ERROR;
+        }
+      break;
+
+    case GT_FRAME_DATAGRAM:
+      if (length > GT_DATAGRAM_MAX_PAYLOAD)
+        {
+          g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE,
+                       "DATAGRAM payload of %u bytes exceeds limit %u", length,
+                       (guint) GT_DATAGRAM_MAX_PAYLOAD);
+          return GT_DECODE_ERROR;
+        }
+      if (length < GT_DATAGRAM_PREFIX_SIZE)
+        {
+          g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                       "DATAGRAM payload of %u bytes is shorter than %u", length,
+                       (guint) GT_DATAGRAM_PREFIX_SIZE);
           return GT_DECODE_ERROR;
         }
       break;
@@ -368,7 +386,7 @@ static gboolean
 check_service (guint index, guint kind, guint flags, guint port, const guint8 *prefix,
                gsize prefix_len, GError **error)
 {
-  if (kind > GT_SERVICE_KIND_NODE)
+  if (kind > GT_SERVICE_KIND_UDP)
     {
       g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
                    "hello service %u has unknown kind %u", index, kind);
@@ -392,7 +410,7 @@ check_service (guint index, guint kind, guint flags, guint port, const guint8 *p
       if (flags != 0 || port != 0)
         {
           g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
-                       "hello service %u: port and random flag are for tcp only", index);
+                       "hello service %u: port and random flag are for tcp and udp only", index);
           return FALSE;
         }
       if (prefix_len == 0)
@@ -420,9 +438,24 @@ check_service (guint index, guint kind, guint flags, guint port, const guint8 *p
   else if (prefix_len != 0)
     {
       g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
-                   "hello service %u: tcp service must not have a host prefix", index);
+                   "hello service %u: a tcp or udp service must not have a host prefix", index);
       return FALSE;
     }
+  return TRUE;
+}
+
+/* udp services travel as DATAGRAM frames: a HELLO that lists one announces GT_CAP_DATAGRAM. */
+static gboolean
+check_udp_caps (GPtrArray *services, guint32 caps, GError **error)
+{
+  for (guint i = 0; services != NULL && i < services->len; i++)
+    if (((const GtHelloService *) g_ptr_array_index (services, i))->kind == GT_SERVICE_KIND_UDP
+        && !(caps & GT_CAP_DATAGRAM))
+      {
+        g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                     "hello service %u: a udp service needs the DATAGRAM capability", i);
+        return FALSE;
+      }
   return TRUE;
 }
 
@@ -462,7 +495,8 @@ gt_frame_append_hello (GByteArray *out, const GtHello *hello, GError **error)
         return FALSE;
       size += 5 + prefix_len;
     }
-  if (!check_node_alone (hello->services, error))
+  if (!check_node_alone (hello->services, error)
+      || !check_udp_caps (hello->services, hello->caps, error))
     return FALSE;
   if (size > GT_FRAME_MAX_CONTROL)
     {
@@ -737,7 +771,7 @@ gt_hello_add_service (GtHello *hello, GtServiceKind kind, const char *prefix, gu
   GtHelloService *s;
 
   g_return_if_fail (hello != NULL);
-  g_return_if_fail (kind <= GT_SERVICE_KIND_NODE);
+  g_return_if_fail (kind <= GT_SERVICE_KIND_UDP);
 
   s = g_new0 (GtHelloService, 1);
   s->kind = kind;
@@ -905,7 +939,8 @@ gt_hello_decode_flags (const guint8 *buf, gsize len, guint8 header_flags, GError
                    "%" G_GSIZE_FORMAT " trailing bytes after hello", len - pos);
       return NULL;
     }
-  if (!check_node_alone (hello->services, error))
+  if (!check_node_alone (hello->services, error)
+      || !check_udp_caps (hello->services, hello->caps, error))
     return NULL;
   return g_steal_pointer (&hello);
 }
@@ -1019,6 +1054,64 @@ decode_u32_payload (const guint8 *buf, gsize len, const char *name, guint32 *val
       return FALSE;
     }
   *value = get_u32 (buf);
+  return TRUE;
+}
+
+void
+gt_datagram_prefix_encode (guint8 out[GT_DATAGRAM_PREFIX_SIZE], guint32 flow_id,
+                           guint16 service_index)
+{
+  put_u32 (out, flow_id);
+  put_u16 (out + 4, service_index);
+}
+
+void
+gt_frame_append_datagram_header (GByteArray *out, guint32 flow_id, guint16 service_index,
+                                 gsize data_len)
+{
+  guint8 b[GT_DATAGRAM_PREFIX_SIZE];
+
+  g_return_if_fail (out != NULL);
+  g_return_if_fail (flow_id != 0);
+  g_return_if_fail (data_len <= GT_DATAGRAM_MAX_DATA);
+
+  gt_frame_append_header (out, GT_FRAME_DATAGRAM, 0, 0,
+                          (guint32) (GT_DATAGRAM_PREFIX_SIZE + data_len));
+  gt_datagram_prefix_encode (b, flow_id, service_index);
+  g_byte_array_append (out, b, sizeof b);
+}
+
+gboolean
+gt_datagram_decode (const guint8 *buf, gsize len, guint32 *flow_id, guint16 *service_index,
+                    const guint8 **data, gsize *data_len, GError **error)
+{
+  guint32 id;
+
+  g_return_val_if_fail (buf != NULL || len == 0, FALSE);
+
+  if (len < GT_DATAGRAM_PREFIX_SIZE)
+    {
+      set_truncated (error, "DATAGRAM");
+      return FALSE;
+    }
+  if (len > GT_DATAGRAM_MAX_PAYLOAD)
+    {
+      g_set_error (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_TOO_LARGE,
+                   "DATAGRAM of %" G_GSIZE_FORMAT " bytes exceeds limit %u",
+                   len - GT_DATAGRAM_PREFIX_SIZE, (guint) GT_DATAGRAM_MAX_DATA);
+      return FALSE;
+    }
+  id = get_u32 (buf);
+  if (id == 0)
+    {
+      g_set_error_literal (error, GT_FRAME_ERROR_DOMAIN, GT_FRAME_ERROR_MALFORMED,
+                           "DATAGRAM with flow id 0");
+      return FALSE;
+    }
+  *flow_id = id;
+  *service_index = get_u16 (buf + 4);
+  *data = buf + GT_DATAGRAM_PREFIX_SIZE;
+  *data_len = len - GT_DATAGRAM_PREFIX_SIZE;
   return TRUE;
 }
 
@@ -1212,6 +1305,8 @@ gt_error_code_to_string (GtErrorCode code)
       return "held by another server node";
     case GT_ERROR_CODE_REGISTRY_UNAVAILABLE:
       return "the cluster registry is unavailable";
+    case GT_ERROR_CODE_UDP_NUMBER:
+      return "the number of udp ports exceeded the limit";
     default:
       return "unknown error";
     }
@@ -1244,6 +1339,8 @@ gt_frame_type_to_string (guint8 type)
       return "ERROR";
     case GT_FRAME_FORWARD:
       return "FORWARD";
+    case GT_FRAME_DATAGRAM:
+      return "DATAGRAM";
     default:
       return "UNKNOWN";
     }

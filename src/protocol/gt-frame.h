@@ -42,9 +42,11 @@ typedef enum
   GT_FRAME_ERROR = 10,   /* both, stream 0: fatal error with code and message, then close */
   GT_FRAME_FORWARD = 11, /* C→S, stream N (even): open a stream to a host prefix; S→C with ACK:
                           * routed. Only with GT_CAP_FORWARD (docs/protocol.md §6.11). */
+  GT_FRAME_DATAGRAM = 12, /* both, stream 0: one UDP datagram of a flow (flow id, service index,
+                           * bytes). Only with GT_CAP_DATAGRAM (docs/protocol.md §6.12). */
 } GtFrameType;
 
-#define GT_FRAME_TYPE_LAST GT_FRAME_FORWARD
+#define GT_FRAME_TYPE_LAST GT_FRAME_DATAGRAM
 
 #define GT_FRAME_FLAG_ACK 0x01  /* PING: this is the pong */
 #define GT_FRAME_FLAG_ADDR 0x02 /* OPEN: an address block follows the service index */
@@ -52,7 +54,14 @@ typedef enum
 
 /* Capability bits (HELLO and WELCOME with GT_FRAME_FLAG_CAPS). */
 #define GT_CAP_FORWARD 0x00000001u /* client-opened FORWARD streams, odd/even stream ids */
-#define GT_CAPS_KNOWN GT_CAP_FORWARD
+#define GT_CAP_DATAGRAM 0x00000002u /* DATAGRAM frames: udp services */
+#define GT_CAPS_KNOWN (GT_CAP_FORWARD | GT_CAP_DATAGRAM)
+
+/* DATAGRAM payload: flow_id:u32 (≥ 1) service_index:u16, then the datagram's bytes. */
+#define GT_DATAGRAM_PREFIX_SIZE 6
+/* Largest UDP payload (IPv4: 65535 - 8 - 20); a DATAGRAM never carries more. */
+#define GT_DATAGRAM_MAX_DATA 65507
+#define GT_DATAGRAM_MAX_PAYLOAD (GT_DATAGRAM_PREFIX_SIZE + GT_DATAGRAM_MAX_DATA)
 
 /* Error codes carried by ERROR and GOAWAY frames (u16). */
 typedef enum
@@ -76,6 +85,7 @@ typedef enum
   GT_ERROR_CODE_ELSEWHERE = 16,         /* cluster: the id, a prefix or a port is held by
                                          * another node */
   GT_ERROR_CODE_REGISTRY_UNAVAILABLE = 17, /* cluster: etcd cannot be reached; try later */
+  GT_ERROR_CODE_UDP_NUMBER = 18,        /* too many udp ports */
 } GtErrorCode;
 
 /* Reset codes carried by RESET frames (u32). */
@@ -113,8 +123,8 @@ typedef struct
 {
   GtServiceKind kind;
   char *prefix;           /* http/https: host prefix (never NULL for http/https; "" not allowed) */
-  guint16 remote_port;    /* tcp: requested port, 0 = any */
-  gboolean remote_random; /* tcp: a random port from the pool is acceptable */
+  guint16 remote_port;    /* tcp, udp: requested port, 0 = any */
+  gboolean remote_random; /* tcp, udp: a random port from the pool is acceptable */
 } GtHelloService;
 
 typedef struct
@@ -126,7 +136,7 @@ typedef struct
   gboolean has_caps;   /* decoded: the HELLO had GT_FRAME_FLAG_CAPS */
 } GtHello;
 
-/* One tcp port opened by the server, in WELCOME. */
+/* One tcp or udp port opened by the server, in WELCOME. */
 typedef struct
 {
   guint16 service_index;
@@ -204,6 +214,19 @@ void gt_frame_append_open_header_addr (GByteArray *out, guint32 stream_id, guint
 gboolean gt_open_decode_addr (const guint8 *buf, gsize len, guint8 flags, guint16 *service_index,
                               GtOpenAddr *addr, gboolean *has_addr, const guint8 **data,
                               gsize *data_len, GError **error);
+
+/* DATAGRAM (docs/protocol.md §6.12): the 6-byte prefix before the datagram's bytes, also the
+ * head of a QUIC DATAGRAM frame's payload on quic:// tunnels. */
+void gt_datagram_prefix_encode (guint8 out[GT_DATAGRAM_PREFIX_SIZE], guint32 flow_id,
+                                guint16 service_index);
+/* DATAGRAM header + prefix; the caller appends data_len (≤ GT_DATAGRAM_MAX_DATA) bytes. */
+void gt_frame_append_datagram_header (GByteArray *out, guint32 flow_id, guint16 service_index,
+                                      gsize data_len);
+/* A DATAGRAM payload (or a QUIC DATAGRAM frame's payload): flow id ≥ 1, service index, and the
+ * bytes (at most GT_DATAGRAM_MAX_DATA; *data points into buf). */
+gboolean gt_datagram_decode (const guint8 *buf, gsize len, guint32 *flow_id,
+                             guint16 *service_index, const guint8 **data, gsize *data_len,
+                             GError **error);
 
 /* Payload decoders: buf/len is exactly the payload of a frame whose header was decoded. */
 GtHello *gt_hello_decode (const guint8 *buf, gsize len, GError **error);

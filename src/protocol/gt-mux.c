@@ -28,6 +28,8 @@
 #define FLUSH_NOW (256 * 1024)
 #define OUT_MIN_CAP (16 * 1024)
 #define OUT_KEEP_CAP (64 * 1024)
+/* The scratch buffer holds a DATA frame, or a DATAGRAM frame with the largest datagram. */
+G_STATIC_ASSERT (GT_DATAGRAM_PREFIX_SIZE + GT_DATAGRAM_MAX_DATA <= GT_MUX_MAX_DATA);
 /* Tunnel input stops being read above GT_MUX_OUT_PAUSE_INPUT queued bytes and resumes below this.
  * DATA stops at OUT_HIGH (plus one frame), so only what the peer makes us write (PONG, WINDOW,
  * RESET, ...) can reach the pause: a peer that sends without reading cannot grow our queue. */
@@ -104,6 +106,11 @@ struct _GtMux
   guint32 next_stream_id;
   guint32 last_open_id; /* client: ids must increase */
   gboolean forward;      /* GT_CAP_FORWARD negotiated: server ids odd, client ids even */
+  gboolean datagrams;    /* GT_CAP_DATAGRAM negotiated: DATAGRAM frames both ways */
+  GtMuxDatagramFunc datagram_func;
+  gpointer datagram_data;
+  guint64 datagrams_native, datagrams_framed, datagrams_dropped;
+  gboolean datagram_warned; /* a bad datagram from the transport was logged */
   guint32 forward_id;    /* client: the last FORWARD id sent; server: the last one received */
   GPtrArray *blocked;  /* GtMuxStream* waiting for output room (owned refs) */
 
@@ -1361,6 +1368,117 @@ gt_mux_open_stream_io (GtMux *mux, guint16 service_index, GIOStream *io, const g
                                   connect_fail_response, idle_timeout_ms);
 }
 
+/* A datagram that came as a transport datagram (a QUIC DATAGRAM frame): the same payload as a
+ * DATAGRAM frame's. It arrives while the transport reads a packet, so a bad one is dropped with
+ * a log line rather than closing the tunnel from inside the transport. */
+static void
+mux_native_datagram_cb (const guint8 *data, gsize len, gpointer user_data)
+{
+  GtMux *mux = user_data;
+  g_autoptr (GError) error = NULL;
+  guint32 flow_id;
+  guint16 service_index;
+  const guint8 *bytes;
+  gsize bytes_len;
+
+  if (mux->closed || !mux->datagrams)
+    return;
+  if (!gt_datagram_decode (data, len, &flow_id, &service_index, &bytes, &bytes_len, &error))
+    {
+      if (!mux->datagram_warned)
+        g_warning ("%s: bad datagram dropped (further ones silently): %s",
+                   mux->peer ? mux->peer : "tunnel", error->message);
+      mux->datagram_warned = TRUE;
+      return;
+    }
+  if (mux->datagram_func != NULL)
+    mux->datagram_func (mux, flow_id, service_index, bytes, bytes_len, mux->datagram_data);
+}
+
+void
+gt_mux_set_datagrams (GtMux *mux, gboolean datagrams)
+{
+  g_return_if_fail (GT_IS_MUX (mux));
+  mux->datagrams = datagrams;
+  if (mux->native != NULL)
+    gt_native_streams_set_datagram_func (mux->native, datagrams ? mux_native_datagram_cb : NULL,
+                                         mux);
+}
+
+gboolean
+gt_mux_get_datagrams (GtMux *mux)
+{
+  g_return_val_if_fail (GT_IS_MUX (mux), FALSE);
+  return mux->datagrams;
+}
+
+void
+gt_mux_set_datagram_func (GtMux *mux, GtMuxDatagramFunc func, gpointer user_data)
+{
+  g_return_if_fail (GT_IS_MUX (mux));
+  mux->datagram_func = func;
+  mux->datagram_data = user_data;
+}
+
+gboolean
+gt_mux_send_datagram (GtMux *mux, guint32 flow_id, guint16 service_index, const guint8 *data,
+                      gsize len)
+{
+  guint8 *frame;
+
+  g_return_val_if_fail (GT_IS_MUX (mux), FALSE);
+  g_return_val_if_fail (flow_id != 0, FALSE);
+  g_return_val_if_fail (len <= GT_DATAGRAM_MAX_DATA, FALSE);
+
+  if (mux->closed || !mux->datagrams)
+    {
+      mux->datagrams_dropped++;
+      return FALSE;
+    }
+  if (mux->native != NULL
+      && GT_DATAGRAM_PREFIX_SIZE + len <= gt_native_streams_get_max_datagram (mux->native))
+    {
+      guint8 head[GT_DATAGRAM_PREFIX_SIZE];
+
+      gt_datagram_prefix_encode (head, flow_id, service_index);
+      if (gt_native_streams_send_datagram (mux->native, head, sizeof head, data, len))
+        {
+          mux->datagrams_native++;
+          return TRUE;
+        }
+      mux->datagrams_dropped++;
+      return FALSE;
+    }
+  /* Reliable path: a DATAGRAM frame among the others (on quic://, on the control stream).
+   * Like a full socket buffer, a backed-up tunnel drops the datagram instead of queueing it. */
+  if (mux_out_bytes (mux) >= OUT_HIGH)
+    {
+      mux->datagrams_dropped++;
+      return FALSE;
+    }
+  frame = mux->scratch;
+  gt_frame_header_encode (frame, GT_FRAME_DATAGRAM, 0, 0,
+                          (guint32) (GT_DATAGRAM_PREFIX_SIZE + len));
+  gt_datagram_prefix_encode (frame + GT_FRAME_HEADER_SIZE, flow_id, service_index);
+  if (len > 0)
+    memcpy (frame + GT_FRAME_HEADER_SIZE + GT_DATAGRAM_PREFIX_SIZE, data, len);
+  mux_send (mux, frame, GT_FRAME_HEADER_SIZE + GT_DATAGRAM_PREFIX_SIZE + len);
+  mux->datagrams_framed++;
+  return !mux->closed;
+}
+
+void
+gt_mux_get_datagram_counts (GtMux *mux, guint64 *native, guint64 *framed, guint64 *dropped)
+{
+  g_return_if_fail (GT_IS_MUX (mux));
+  if (native != NULL)
+    *native = mux->datagrams_native;
+  if (framed != NULL)
+    *framed = mux->datagrams_framed;
+  if (dropped != NULL)
+    *dropped = mux->datagrams_dropped;
+}
+
 gboolean
 gt_mux_has_native_streams (GtMux *mux)
 {
@@ -1872,6 +1990,33 @@ handle_frame (GtMux *mux, const GtFrameHeader *h, const guint8 *p)
     case GT_FRAME_FORWARD:
       return handle_forward (mux, h, p);
 
+    case GT_FRAME_DATAGRAM:
+      {
+        guint32 flow_id;
+        guint16 service_index;
+        const guint8 *data;
+        gsize data_len;
+
+        if (!mux->datagrams)
+          {
+            mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL,
+                                g_error_new_literal (GT_FRAME_ERROR_DOMAIN,
+                                                     GT_FRAME_ERROR_MALFORMED,
+                                                     "DATAGRAM without the datagram "
+                                                     "capability"));
+            return FALSE;
+          }
+        if (!gt_datagram_decode (p, h->length, &flow_id, &service_index, &data, &data_len,
+                                 &error))
+          {
+            mux_protocol_error (mux, GT_ERROR_CODE_PROTOCOL, g_steal_pointer (&error));
+            return FALSE;
+          }
+        if (mux->datagram_func != NULL)
+          mux->datagram_func (mux, flow_id, service_index, data, data_len, mux->datagram_data);
+        return !mux->closed;
+      }
+
     case GT_FRAME_PING:
       /* At most one PONG waits in the queue: a PING that comes while one is still unsent is
        * answered by it (the bytes queued after the last PONG are all that is queued otherwise). */
@@ -2216,6 +2361,8 @@ mux_teardown (GtMux *mux)
     stream_close (streams->pdata[i]);
   if (mux->native != NULL && !mux->is_server)
     gt_native_streams_set_accept_func (mux->native, NULL, NULL);
+  if (mux->native != NULL && mux->datagrams)
+    gt_native_streams_set_datagram_func (mux->native, NULL, NULL);
   g_ptr_array_set_size (mux->incoming, 0);
   g_ptr_array_set_size (mux->blocked, 0);
   g_ptr_array_set_size (mux->throttled, 0);

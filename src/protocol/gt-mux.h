@@ -92,6 +92,23 @@ GtMuxStream *gt_mux_open_stream_full (GtMux *mux, guint16 service_index, int fd,
 /* Client-opened streams (docs/protocol.md §6.11), once both sides agreed on GT_CAP_FORWARD (set
  * after the handshake; until then FORWARD frames are protocol errors). */
 void gt_mux_set_forward (GtMux *mux, gboolean forward);
+/* Datagrams (docs/protocol.md §6.12), once both sides agreed on GT_CAP_DATAGRAM (set after the
+ * handshake; until then DATAGRAM frames are protocol errors). */
+void gt_mux_set_datagrams (GtMux *mux, gboolean datagrams);
+gboolean gt_mux_get_datagrams (GtMux *mux);
+/* Called with each datagram that arrives (data is valid during the call). It may send
+ * datagrams, and must not close the tunnel. */
+typedef void (*GtMuxDatagramFunc) (GtMux *mux, guint32 flow_id, guint16 service_index,
+                                   const guint8 *data, gsize len, gpointer user_data);
+void gt_mux_set_datagram_func (GtMux *mux, GtMuxDatagramFunc func, gpointer user_data);
+/* Sends one datagram of a flow (len ≤ GT_DATAGRAM_MAX_DATA): as a datagram of the transport
+ * when it has them and the datagram fits (quic://), else as a DATAGRAM frame. FALSE when it was
+ * dropped, as UDP drops: the tunnel is closed or its output is backed up. */
+gboolean gt_mux_send_datagram (GtMux *mux, guint32 flow_id, guint16 service_index,
+                               const guint8 *data, gsize len);
+/* Datagrams sent as transport datagrams / as DATAGRAM frames, and dropped, since the start. */
+void gt_mux_get_datagram_counts (GtMux *mux, guint64 *native, guint64 *framed, guint64 *dropped);
+
 /* Whether each stream of this tunnel is a transport stream of its own (quic://). */
 gboolean gt_mux_has_native_streams (GtMux *mux);
 gboolean gt_mux_get_forward (GtMux *mux);

@@ -12,6 +12,7 @@ gt_limits_resolve (GtLimits *limits, const GtServerConfig *config, const GtUserC
 
   limits->connections = config->connections;
   limits->tcp_number = config->tcp_number;
+  limits->udp_number = config->udp_number;
   limits->speed = config->speed;
   limits->host_number = config->host_number;
   limits->host_regex = config->host_regex;
@@ -23,6 +24,8 @@ gt_limits_resolve (GtLimits *limits, const GtServerConfig *config, const GtUserC
         limits->connections = (guint) user->connections;
       if (user->tcp_number >= 0)
         limits->tcp_number = (guint) user->tcp_number;
+      if (user->udp_number >= 0)
+        limits->udp_number = (guint) user->udp_number;
       if (user->speed > 0)
         limits->speed = user->speed;
       if (user->host_number >= 0)
@@ -55,6 +58,18 @@ gt_limits_check_services (const GtLimits *limits, guint n_services, guint n_tcp,
       *message = g_strdup_printf ("%u tcp services exceed the limit of %u", n_tcp,
                                   limits->tcp_number);
       return GT_ERROR_CODE_TCP_NUMBER;
+    }
+  return GT_ERROR_CODE_NONE;
+}
+
+GtErrorCode
+gt_limits_check_udp (const GtLimits *limits, guint n_udp, char **message)
+{
+  if (limits->udp_number > 0 && n_udp > limits->udp_number)
+    {
+      *message = g_strdup_printf ("%u udp services exceed the limit of %u", n_udp,
+                                  limits->udp_number);
+      return GT_ERROR_CODE_UDP_NUMBER;
     }
   return GT_ERROR_CODE_NONE;
 }

@@ -13,6 +13,7 @@ typedef struct
 {
   guint connections;   /* tunnels per client (options.connections / user connections) */
   guint tcp_number;    /* tcp services (options.tcpNumber / user tcpNumber) */
+  guint udp_number;    /* udp services (options.udpNumber / user udpNumber) */
   guint64 speed;       /* bytes/s per client (options.speed / user speed) */
   guint host_number;   /* host prefixes (host.number / user host.number) */
   char **host_regex;   /* allowed host prefixes, NULL = any (borrowed from the config) */
@@ -29,6 +30,8 @@ void gt_limits_resolve (GtLimits *limits, const GtServerConfig *config, const Gt
  * the client in *message. */
 GtErrorCode gt_limits_check_services (const GtLimits *limits, guint n_services, guint n_tcp,
                                       char **message);
+/* The udp services of a HELLO against udpNumber. */
+GtErrorCode gt_limits_check_udp (const GtLimits *limits, guint n_udp, char **message);
 /* own_id: the prefix is the client's own id, which every client may use. n_hosts: prefixes
  * accepted before this one. */
 GtErrorCode gt_limits_check_host (const GtLimits *limits, const char *prefix, gboolean own_id,

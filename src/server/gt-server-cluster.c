@@ -128,6 +128,8 @@ describe_key (GtCluster *cluster, const char *key, const char *node)
     return g_strdup_printf ("host prefix '%s' is held by node %s", rest + 8, node);
   if (g_str_has_prefix (rest, "ports/"))
     return g_strdup_printf ("tcp port %s is held by node %s", rest + 6, node);
+  if (g_str_has_prefix (rest, "udp-ports/"))
+    return g_strdup_printf ("udp port %s is held by node %s", rest + 10, node);
   return g_strdup_printf ("%s is held by node %s", rest, node);
 }
 
@@ -381,8 +383,10 @@ session_keys (GtCluster *cluster, GtServerSession *session, GPtrArray *keys, GPt
     {
       GtWelcomePort *port = &g_array_index (session->ports, GtWelcomePort, i);
       g_autofree char *name = g_strdup_printf ("%u", port->port);
+      /* A UDP port is another resource than the TCP port of the same number. */
+      gboolean udp = gt_server_session_has_udp_port (session, port->port);
 
-      g_ptr_array_add (keys, key_for (cluster, "ports/", name));
+      g_ptr_array_add (keys, key_for (cluster, udp ? "udp-ports/" : "ports/", name));
       g_ptr_array_add (values, g_strdup (node));
     }
 }

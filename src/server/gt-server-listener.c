@@ -50,7 +50,7 @@ typedef struct
   GtServer *server;
   GtListenerKind kind;
   int fd;
-  GSource *source;
+  GtFdWatch *source;
   char *address;
   GtTransportListener *transport; /* datagram listeners (quicAddr): owns fd */
 } Listener;
@@ -61,7 +61,7 @@ typedef struct
   GtListenerKind kind;
   int fd;            /* raw socket until TLS or WebSocket wrap it */
   GIOStream *io;     /* TLS connection or WebSocket tunnel stream */
-  GSource *source;   /* fd watch */
+  GtFdWatch *source; /* fd watch */
   GSource *io_source;
   GCancellable *cancellable;
   guint timeout_id;
@@ -228,7 +228,7 @@ pending_free (Pending *p)
   pending_account_buffer (p, p->cap, 0);
   if (p->waiting_route)
     g_ptr_array_remove (p->server->route_waiters, p);
-  gt_fd_source_free (p->source);
+  gt_fd_watch_free (p->source);
   if (p->io_source)
     {
       g_source_destroy (p->io_source);
@@ -270,6 +270,7 @@ pending_reply_and_close (Pending *p, const guint8 *reply, gsize len)
       int fd = p->fd;
 
       p->fd = -1;
+      g_clear_pointer (&p->source, gt_fd_watch_free); /* the fd is the linger's now */
       gt_socket_reply_and_close (fd, (const char *) reply, len);
     }
   else if (p->io != NULL && len > 0)
@@ -479,7 +480,7 @@ pending_claim_done_cb (GObject *source, GAsyncResult *result, gpointer user_data
 static void
 pending_stop_reading (Pending *p)
 {
-  g_clear_pointer (&p->source, gt_fd_source_free);
+  g_clear_pointer (&p->source, gt_fd_watch_free);
   if (p->io_source)
     {
       g_source_destroy (p->io_source);
@@ -644,7 +645,7 @@ pending_ask_auth_api (Pending *p, const char *ip)
     }
 
   /* Stop reading while the API answers. */
-  g_clear_pointer (&p->source, gt_fd_source_free);
+  g_clear_pointer (&p->source, gt_fd_watch_free);
   if (p->io_source)
     {
       g_source_destroy (p->io_source);
@@ -845,7 +846,7 @@ pending_handle_websocket (Pending *p)
           return;
         }
     }
-  gt_fd_source_free (p->source);
+  gt_fd_watch_free (p->source);
   p->source = NULL;
   if (p->io_source)
     {
@@ -946,7 +947,7 @@ pending_wait_for_route (Pending *p)
   if (!p->waiting_route)
     {
       p->waiting_route = TRUE;
-      g_clear_pointer (&p->source, gt_fd_source_free);
+      g_clear_pointer (&p->source, gt_fd_watch_free);
       if (p->io_source)
         {
           g_source_destroy (p->io_source);
@@ -1227,7 +1228,7 @@ static void
 pending_watch (Pending *p)
 {
   if (p->fd >= 0)
-    p->source = gt_fd_source_new (p->fd, G_IO_IN, pending_fd_cb, p);
+    p->source = gt_fd_watch_new (p->fd, G_IO_IN, pending_fd_cb, p);
   else
     {
       p->io_source = g_pollable_input_stream_create_source (
@@ -1358,13 +1359,14 @@ pending_proxy_cb (int fd, GIOCondition revents, gpointer user_data)
               int cfd = p->fd;
 
               p->fd = -1;
+              g_clear_pointer (&p->source, gt_fd_watch_free); /* before its fd closes */
               server_refuse_connection (p->server, cfd, why);
               pending_drop (p);
               return;
             }
         }
     }
-  g_clear_pointer (&p->source, gt_fd_source_free);
+  g_clear_pointer (&p->source, gt_fd_watch_free);
   if (p->kind == GT_LISTENER_TLS)
     pending_start_tls (p);
   else
@@ -1446,7 +1448,7 @@ listener_accept_cb (int fd, GIOCondition revents, gpointer user_data)
           /* Bounded by the loop: at most one eviction per connection waiting in the backlog. */
           if ((err == EMFILE || err == ENFILE) && server_evict_pending_for_fd (server, err))
             continue;
-          if (gt_fd_source_accept_failed (l->source, err, l->address) || err == EAGAIN
+          if (gt_fd_watch_accept_failed (l->source, err, l->address) || err == EAGAIN
               || err == EINTR)
             return;
           continue; /* that connection failed: the next one */
@@ -1488,7 +1490,7 @@ listener_accept_cb (int fd, GIOCondition revents, gpointer user_data)
       p->timeout_id = g_timeout_add (server_handshake_timeout_ms (server), pending_timeout_cb, p);
       g_hash_table_add (server->pending, p);
       if (p->trusted)
-        p->source = gt_fd_source_new (cfd, G_IO_IN, pending_proxy_cb, p);
+        p->source = gt_fd_watch_new (cfd, G_IO_IN, pending_proxy_cb, p);
       else if (l->kind == GT_LISTENER_TLS)
         pending_start_tls (p);
       else
@@ -1590,7 +1592,7 @@ listener_tunnel_cb (GIOStream *tunnel, GInetSocketAddress *peer, gpointer user_d
 static void
 listener_free (Listener *l)
 {
-  gt_fd_source_free (l->source);
+  gt_fd_watch_free (l->source);
   if (l->transport != NULL)
     gt_transport_listener_free (l->transport);
   else if (l->fd >= 0)
@@ -1671,7 +1673,7 @@ server_add_listener (GtServer *server, const GtListenerInfo *info, const char *a
         }
     }
   else
-    l->source = gt_fd_source_new (fd, G_IO_IN, listener_accept_cb, l);
+    l->source = gt_fd_watch_new (fd, G_IO_IN, listener_accept_cb, l);
   g_ptr_array_add (server->listeners, l);
   if (server->listen_address == NULL && info->kind != GT_LISTENER_SNI && !info->datagram)
     {

@@ -149,6 +149,7 @@ error_code_reason (GtErrorCode code)
     case GT_ERROR_CODE_CONFIG_CONFLICT: return "config_conflict";
     case GT_ERROR_CODE_TOO_MANY_OPTIONS: return "max_options";
     case GT_ERROR_CODE_TCP_NUMBER: return "tcp_number";
+    case GT_ERROR_CODE_UDP_NUMBER: return "udp_number";
     case GT_ERROR_CODE_UNSUPPORTED_VERSION: return "version";
     case GT_ERROR_CODE_PROTOCOL: return "protocol";
     default: return "other";
@@ -160,7 +161,8 @@ is_limit_code (GtErrorCode code)
 {
   return code == GT_ERROR_CODE_TOO_MANY_TUNNELS || code == GT_ERROR_CODE_HOST_NUMBER
          || code == GT_ERROR_CODE_HOST_REGEX || code == GT_ERROR_CODE_TOO_MANY_OPTIONS
-         || code == GT_ERROR_CODE_TCP_NUMBER || code == GT_ERROR_CODE_PORT_UNAVAILABLE;
+         || code == GT_ERROR_CODE_TCP_NUMBER || code == GT_ERROR_CODE_UDP_NUMBER
+         || code == GT_ERROR_CODE_PORT_UNAVAILABLE;
 }
 
 void
@@ -381,6 +383,34 @@ gt_server_render_metrics (GtServer *server)
   gt_metrics_write_family (out, "gt_limit_rejections_total", "counter",
                            "Tunnels refused by a limit, by kind.");
   write_split_counter (out, "gt_limit_rejections_total", counters->limit_rejections, "kind");
+
+  gt_metrics_write_family (out, "gt_udp_flows", "gauge",
+                           "UDP flows (user sources of udp services) kept now, per user.");
+  g_hash_table_iter_init (&iter, sessions);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      GtServerSession *s = value;
+      const char *labels[] = { "user", s->id, NULL };
+
+      if (!s->ephemeral && s->udp_ports->len > 0)
+        gt_metrics_write_sample (out, "gt_udp_flows", labels,
+                                 gt_server_session_get_n_udp_flows (s));
+    }
+  gt_metrics_write_family (out, "gt_udp_flows_total", "counter", "UDP flows started.");
+  gt_metrics_write_sample (out, "gt_udp_flows_total", NULL, (double) counters->udp_flows);
+  gt_metrics_write_family (out, "gt_udp_datagrams_total", "counter",
+                           "Datagrams of udp services: in = from users, out = back to users, "
+                           "dropped = not relayed (a tunnel backed up, a send error).");
+  {
+    const char *in[] = { "direction", "in", NULL };
+    const char *outl[] = { "direction", "out", NULL };
+    const char *dropped[] = { "direction", "dropped", NULL };
+
+    gt_metrics_write_sample (out, "gt_udp_datagrams_total", in, (double) counters->udp_in);
+    gt_metrics_write_sample (out, "gt_udp_datagrams_total", outl, (double) counters->udp_out);
+    gt_metrics_write_sample (out, "gt_udp_datagrams_total", dropped,
+                             (double) counters->udp_dropped);
+  }
 
   gt_metrics_write_family (out, "gt_lockout_blocked_addresses", "gauge",
                            "Addresses refused after too many failed logins.");

@@ -20,6 +20,9 @@ struct _GtServerCounters
   GHashTable *service_traffic;    /* "id\x1flabel" → GtServerTraffic* */
   GHashTable *handshake_failures; /* "user\x1freason" → guint64* */
   GHashTable *limit_rejections;   /* "user\x1fkind" → guint64* */
+  /* udp services (gt-server-udp.c): datagrams from users to the tunnels, from the tunnels to
+   * users, and dropped (a full tunnel, a send error, too large); flows started */
+  guint64 udp_in, udp_out, udp_dropped, udp_flows;
 };
 
 struct _GtServer
@@ -37,6 +40,7 @@ struct _GtServer
   GHashTable *pending;        /* connections still being sniffed (gt-server-listener.c) */
   GtPortPool *global_pool;
   GHashTable *user_pools;     /* id → GtPortPool* */
+  GtPortPool *udp_pool;       /* udpRanges: every user's udp services */
   GHashTable *ephemeral;      /* id → secret */
   GPtrArray *draining;        /* GtMux* of replaced clients finishing their streams */
   GtLockout *lockout;
@@ -99,6 +103,15 @@ void _gt_server_adopt_node_stream (GtServer *server, int fd, GtListenerKind kind
 /* How many bytes a new connection's buffer may hold, given what arrived (buf, len): a HELLO only
  * as long as its frame header says, an HTTP head or ClientHello up to its limit (+1 to tell). */
 gsize _gt_server_pending_buffer_limit (GtListenerKind kind, const guint8 *buf, gsize len);
+
+/* gt-server-udp.c */
+GtErrorCode _gt_server_session_open_udp (GtServerSession *s, guint16 index,
+                                         const GtHelloService *svc, GtPortPool *pool,
+                                         GInetAddress *listen_inet, char **message);
+void _gt_server_udp_port_free (GtServerUdpPort *port);
+gboolean _gt_server_session_holds_udp_port (GtServerSession *s, GtPortPool *pool, guint16 port);
+/* A new tunnel of a session with udp ports: the replies of its flows arrive on it. */
+void _gt_server_session_udp_attach (GtServerSession *s, GtMux *mux);
 
 /* gt-server-metrics.c */
 void _gt_server_counters_init (GtServerCounters *counters);

@@ -22,7 +22,7 @@ struct _GtServerTcpPort
   guint16 port;
   GtPortPool *pool; /* not owned */
   int fd;
-  GSource *source;
+  GtFdWatch *source;
 };
 
 enum
@@ -39,7 +39,7 @@ G_DEFINE_FINAL_TYPE (GtServerSession, gt_server_session, G_TYPE_OBJECT)
 static void
 tcp_port_free (GtServerTcpPort *t)
 {
-  gt_fd_source_free (t->source);
+  gt_fd_watch_free (t->source);
   if (t->fd >= 0)
     close (t->fd);
   if (t->pool)
@@ -73,6 +73,10 @@ gt_server_session_finalize (GObject *object)
     session_unwatch (s, s->tunnels->pdata[i]);
   g_ptr_array_unref (s->tunnels);
   g_ptr_array_unref (s->tcp_ports);
+  g_ptr_array_unref (s->udp_ports); /* before the flow table, which its flows are in */
+  g_hash_table_unref (s->udp_flows);
+  g_clear_handle_id (&s->udp_timer_id, g_source_remove);
+  g_free (s->udp_buf);
   g_ptr_array_unref (s->routes);
   g_array_unref (s->ports);
   g_ptr_array_unref (s->service_labels);
@@ -108,6 +112,8 @@ gt_server_session_init (GtServerSession *s)
   s->tunnels = g_ptr_array_new_with_free_func (g_object_unref);
   s->routes = g_ptr_array_new_with_free_func ((GDestroyNotify) route_free);
   s->tcp_ports = g_ptr_array_new_with_free_func ((GDestroyNotify) tcp_port_free);
+  s->udp_ports = g_ptr_array_new_with_free_func ((GDestroyNotify) _gt_server_udp_port_free);
+  s->udp_flows = g_hash_table_new (NULL, NULL);
   s->ports = g_array_new (FALSE, FALSE, sizeof (GtWelcomePort));
   s->service_labels = g_ptr_array_new_with_free_func (g_free);
 }
@@ -147,6 +153,15 @@ gt_server_session_set_secret (GtServerSession *session, const char *secret)
       g_free (session->secret);
     }
   session->secret = g_strdup (secret);
+}
+
+void
+gt_server_session_set_udp (GtServerSession *session, GtPortPool *udp_pool,
+                           guint64 udp_timeout_ms)
+{
+  g_return_if_fail (GT_IS_SERVER_SESSION (session));
+  session->udp_pool = udp_pool;
+  session->udp_timeout_ms = udp_timeout_ms;
 }
 
 void
@@ -212,6 +227,7 @@ gt_server_session_add_tunnel (GtServerSession *session, GtMux *mux)
   g_ptr_array_add (session->tunnels, g_object_ref (mux));
   g_signal_connect (mux, "closed", G_CALLBACK (tunnel_closed_cb), session);
   g_signal_connect (mux, "stream-closed", G_CALLBACK (stream_closed_cb), session);
+  _gt_server_session_udp_attach (session, mux);
 }
 
 GtMux *
@@ -312,6 +328,8 @@ gt_server_session_close_ports (GtServerSession *session)
 {
   g_return_if_fail (GT_IS_SERVER_SESSION (session));
   g_ptr_array_set_size (session->tcp_ports, 0);
+  g_ptr_array_set_size (session->udp_ports, 0);
+  g_clear_handle_id (&session->udp_timer_id, g_source_remove);
 }
 
 static gboolean
@@ -399,7 +417,7 @@ tcp_port_accept_cb (int fd, GIOCondition revents, gpointer user_data)
           if (err == EAGAIN || err == EINTR)
             return;
           what = g_strdup_printf ("tcp port %u", t->port);
-          if (gt_fd_source_accept_failed (t->source, err, what))
+          if (gt_fd_watch_accept_failed (t->source, err, what))
             return; /* out of fds: paused, not spinning */
           continue;
         }
@@ -452,7 +470,7 @@ session_open_tcp (GtServerSession *s, guint16 index, const GtHelloService *svc, 
       t->port = port;
       t->pool = pool;
       t->fd = fd;
-      t->source = gt_fd_source_new (fd, G_IO_IN, tcp_port_accept_cb, t);
+      t->source = gt_fd_watch_new (fd, G_IO_IN, tcp_port_accept_cb, t);
       g_ptr_array_add (s->tcp_ports, t);
       wp.service_index = index;
       wp.port = port;
@@ -498,12 +516,47 @@ session_host_key (GtServerSession *s, const GtHelloService *svc, char **allowed,
 static GtErrorCode
 session_check_services (GtServerSession *s, const GtHello *hello, char **message)
 {
-  guint n_tcp = 0;
+  guint n_tcp = 0, n_udp = 0;
+  GtErrorCode code;
 
   for (guint i = 0; i < hello->services->len; i++)
-    if (((GtHelloService *) hello->services->pdata[i])->kind == GT_SERVICE_KIND_TCP)
-      n_tcp++;
-  return gt_limits_check_services (&s->limits, hello->services->len, n_tcp, message);
+    {
+      GtServiceKind kind = ((GtHelloService *) hello->services->pdata[i])->kind;
+
+      n_tcp += kind == GT_SERVICE_KIND_TCP;
+      n_udp += kind == GT_SERVICE_KIND_UDP;
+    }
+  code = gt_limits_check_services (&s->limits, hello->services->len, n_tcp, message);
+  if (code == GT_ERROR_CODE_NONE)
+    code = gt_limits_check_udp (&s->limits, n_udp, message);
+  return code;
+}
+
+/* What a udp service needs from the pool: refusals as register would give them. */
+static GtErrorCode
+session_check_udp (GtServerSession *s, const GtHelloService *svc, GtServerSession *replacing,
+                   char **message)
+{
+  GtPortPool *pool = s->udp_pool;
+  guint16 port = svc->remote_port;
+
+  if (pool == NULL || gt_port_pool_is_empty (pool))
+    {
+      *message = g_strdup ("no udp ports on this server (udpRanges)");
+      return GT_ERROR_CODE_PORT_UNAVAILABLE;
+    }
+  if (port != 0 && !svc->remote_random && !gt_port_pool_contains (pool, port))
+    {
+      *message = g_strdup_printf ("udp port %u is not in the server's udpRanges", port);
+      return GT_ERROR_CODE_PORT_UNAVAILABLE;
+    }
+  if (port != 0 && !svc->remote_random && gt_port_pool_in_use (pool, port)
+      && !_gt_server_session_holds_udp_port (replacing, pool, port))
+    {
+      *message = g_strdup_printf ("udp port %u is not available", port);
+      return GT_ERROR_CODE_PORT_UNAVAILABLE;
+    }
+  return GT_ERROR_CODE_NONE;
 }
 
 static gboolean
@@ -538,6 +591,11 @@ gt_server_session_check (GtServerSession *session, GtServerRegistry *registry,
       const GtHelloService *svc = hello->services->pdata[i];
       g_autofree char *key = NULL;
 
+      if (svc->kind == GT_SERVICE_KIND_UDP)
+        {
+          code = session_check_udp (session, svc, replacing, message);
+          continue;
+        }
       if (svc->kind == GT_SERVICE_KIND_TCP)
         {
           guint16 port = svc->remote_port;
@@ -600,6 +658,20 @@ gt_server_session_register (GtServerSession *session, GtServerRegistry *registry
       GtServerRoute *route;
       char *key;
 
+      if (svc->kind == GT_SERVICE_KIND_UDP)
+        {
+          GtWelcomePort *wp;
+
+          code = session_check_udp (s, svc, NULL, message);
+          if (code == GT_ERROR_CODE_NONE)
+            code = _gt_server_session_open_udp (s, (guint16) i, svc, s->udp_pool,
+                                                listen_inet, message);
+          if (code != GT_ERROR_CODE_NONE)
+            return code;
+          wp = &g_array_index (s->ports, GtWelcomePort, s->ports->len - 1);
+          g_ptr_array_add (s->service_labels, g_strdup_printf ("udp:%u", wp->port));
+          continue;
+        }
       if (svc->kind == GT_SERVICE_KIND_TCP)
         {
           GtWelcomePort *wp;

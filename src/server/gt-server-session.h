@@ -15,6 +15,7 @@ G_DECLARE_FINAL_TYPE (GtServerSession, gt_server_session, GT, SERVER_SESSION, GO
 typedef struct _GtServerRegistry GtServerRegistry;
 typedef struct _GtServerCounters GtServerCounters;
 typedef struct _GtServerTcpPort GtServerTcpPort;
+typedef struct _GtServerUdpPort GtServerUdpPort;
 
 /* A host prefix (http by Host, https by SNI) of one session's service. */
 typedef struct
@@ -43,7 +44,16 @@ struct _GtServerSession
   GPtrArray *routes;          /* GtServerRoute* (owned), registered in the registry */
   GPtrArray *tcp_ports;       /* GtServerTcpPort* (owned) */
   GArray *ports;              /* GtWelcomePort, announced in WELCOME */
+  GPtrArray *udp_ports;       /* GtServerUdpPort* (owned, gt-server-udp.c) */
+  GHashTable *udp_flows;      /* flow id → its flow (owned by its port) */
+  GtPortPool *udp_pool;       /* udpRanges (borrowed from the server), NULL = none */
+  guint64 udp_timeout_ms;     /* udpTimeout */
+  guint udp_timer_id;         /* forgets idle flows */
+  guint8 *udp_buf;            /* receive buffer of its udp ports */
 };
+
+/* Most flows (user sources) a udp port keeps; the least recently active goes first. */
+#define GT_SERVER_UDP_MAX_FLOWS 1024
 
 /* Signals: "tunnel-closed" (GtMux *mux) after each tunnel that closed on its own; "closed" when
  * the last one did: the session has no way left to reach its client. */
@@ -52,6 +62,14 @@ GtServerSession *gt_server_session_new (const char *id, const char *checksum,
 void gt_server_session_set_secret (GtServerSession *session, const char *secret);
 void gt_server_session_set_counters (GtServerSession *session, GtServerCounters *counters,
                                      guint64 timeout_ms);
+/* Where udp services take their ports (before check and register), and how long an idle flow
+ * is kept. */
+void gt_server_session_set_udp (GtServerSession *session, GtPortPool *udp_pool,
+                                guint64 udp_timeout_ms);
+/* Whether port is one of its udp ports (rather than a tcp port). */
+gboolean gt_server_session_has_udp_port (GtServerSession *session, guint16 port);
+/* Flows its udp ports keep now. */
+guint gt_server_session_get_n_udp_flows (GtServerSession *session);
 
 /* Registers the services of a HELLO: routes in registry, tcp ports from pool bound on
  * listen_inet. allowed: the prefixes the auth API allowed (NULL = no auth API). Returns
@@ -87,7 +105,7 @@ void gt_server_session_goaway (GtServerSession *session, GtErrorCode code, const
 /* A newer client took over: tunnels get GOAWAY, idle ones close now, busy ones (still carrying
  * streams) are added to busy (a reference each) to finish. The session no longer watches them. */
 void gt_server_session_retire (GtServerSession *session, GPtrArray *busy);
-/* Closes the tcp ports (and gives them back to their pool) now. */
+/* Closes the tcp and udp ports (and gives them back to their pools) now. */
 void gt_server_session_close_ports (GtServerSession *session);
 /* Resets http streams idle for idle_us (draining: keep-alive between requests). */
 void gt_server_session_reset_idle_http_streams (GtServerSession *session, gint64 idle_us);

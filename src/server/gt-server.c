@@ -210,6 +210,7 @@ _gt_server_accept_hello (GtServer *server, const GtHello *hello, gboolean authen
 
   gt_limits_resolve (&limits, server->config, user, ephemeral != NULL);
   fresh = gt_server_session_new (hello->id, checksum, &limits, ephemeral != NULL);
+  gt_server_session_set_udp (fresh, server->udp_pool, server->config->udp_timeout_ms);
   if (s != NULL)
     {
       /* The newest config wins (a client restarted with new services), but only once it is
@@ -260,6 +261,8 @@ _gt_server_attach_tunnel (GtServer *server, GtServerSession *session, GtMux *mux
   caps &= GT_CAPS_KNOWN;
   if (gt_mux_has_native_streams (mux))
     caps &= ~(guint32) GT_CAP_FORWARD;
+  /* Before the session adds the tunnel: it takes its flows' replies then. */
+  gt_mux_set_datagrams (mux, has_caps && (caps & GT_CAP_DATAGRAM));
   gt_mux_set_keepalive (mux, server->config->timeout_ms, 0);
   gt_server_session_add_tunnel (session, mux);
   _gt_server_forward_watch (server, session, mux, has_caps && (caps & GT_CAP_FORWARD));
@@ -524,6 +527,7 @@ gt_server_new (GtServerConfig *config)
 
   server->config = config;
   server->global_pool = gt_port_pool_new (config->tcp_ranges);
+  server->udp_pool = gt_port_pool_new (config->udp_ranges);
   for (guint i = 0; i < config->users->len; i++)
     {
       GtUserConfig *u = config->users->pdata[i];
@@ -575,6 +579,7 @@ gt_server_finalize (GObject *object)
   g_clear_pointer (&server->auth_api, gt_auth_api_free);
   g_clear_pointer (&server->lockout, gt_lockout_free);
   gt_port_pool_free (server->global_pool);
+  gt_port_pool_free (server->udp_pool);
   g_clear_pointer (&server->config, gt_server_config_free);
   g_clear_pointer (&server->bad_gateway, g_bytes_unref);
   g_clear_object (&server->listen_inet);

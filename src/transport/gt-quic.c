@@ -55,6 +55,13 @@
  * (0x100 and up). */
 #define APP_NO_ERROR 0
 #define APP_STREAM_RESET 1
+/* DATAGRAM frames (RFC 9221): the largest one a peer may send us (the packet size bounds what
+ * really comes), the bytes a 1-RTT packet spends around one (short header with a connection ID
+ * of up to 20 bytes, packet number, AEAD tag, frame type and length, room for an ACK), and how
+ * many wait to be sent before more are dropped, as a full socket buffer drops them. */
+#define MAX_DATAGRAM_FRAME 65535
+#define DATAGRAM_OVERHEAD 64
+#define MAX_DATAGRAMS_QUEUED 256
 
 static const char priority[] =
   "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305"
@@ -96,6 +103,10 @@ struct _GtQuicConn
   gboolean announced;   /* server: its tunnel stream went to the server */
   GtNativeStreamFunc accept_func; /* takes the streams the peer opens (after the tunnel's) */
   gpointer accept_data;
+  GtNativeDatagramFunc datagram_func; /* takes the DATAGRAM frames that arrive */
+  gpointer datagram_data;
+  GQueue datagrams;     /* GBytes*: DATAGRAM frames to send, oldest first */
+  guint datagram_tries; /* packets the oldest did not fit in */
   QStream *closing;     /* the tunnel stream, closed: its last bytes go out, then the connection */
   gint64 close_deadline_us;
   /* client verification */
@@ -319,6 +330,17 @@ handshake_completed_cb (ngtcp2_conn *conn, void *user_data)
   GtQuicConn *c = user_data;
 
   c->handshake_done = TRUE;
+  return 0;
+}
+
+static int
+recv_datagram_cb (ngtcp2_conn *conn, uint32_t flags, const uint8_t *data, size_t datalen,
+                  void *user_data)
+{
+  GtQuicConn *c = user_data;
+
+  if (c->datagram_func != NULL && !c->closed)
+    c->datagram_func (data, datalen, c->datagram_data);
   return 0;
 }
 
@@ -559,6 +581,7 @@ fill_callbacks (ngtcp2_callbacks *cb, gboolean server)
   cb->stream_reset = stream_reset_cb;
   cb->stream_stop_sending = stream_stop_sending_cb;
   cb->extend_max_stream_data = extend_max_stream_data_cb;
+  cb->recv_datagram = recv_datagram_cb;
 }
 
 static void
@@ -583,6 +606,8 @@ fill_settings (ngtcp2_settings *st, ngtcp2_transport_params *tp, guint idle_time
   tp->initial_max_streams_uni = 0;
   tp->max_idle_timeout = (ngtcp2_duration) idle_timeout_ms * NGTCP2_MILLISECONDS;
   tp->active_connection_id_limit = 4;
+  /* gt's datagrams (docs/protocol.md §6.12) ride in DATAGRAM frames when they fit a packet. */
+  tp->max_datagram_frame_size = MAX_DATAGRAM_FRAME;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -650,6 +675,65 @@ udp_send (int fd, const guint8 *buf, gsize len, gsize seg, const struct sockaddr
         return (ssize_t) off; /* partly sent: the rest is lost, QUIC resends it */
     }
   return (ssize_t) len;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Receiving */
+
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+/* Asks the kernel to hand over packets of one flow together (UDP GRO, Linux 5.0+): one recvmsg
+ * for a whole GSO batch of the peer instead of one per packet. Without it, nothing changes. */
+static void
+udp_enable_gro (int fd)
+{
+  int one = 1;
+
+  if (setsockopt (fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) != 0)
+    g_debug ("QUIC: no UDP GRO here (%s)", g_strerror (errno));
+}
+
+/* One recvmsg: the bytes of one datagram, or of several packets of the same size (the last may
+ * be shorter) the kernel coalesced, *seg being then their size (else the whole length). */
+static ssize_t
+udp_recv (int fd, guint8 *buf, gsize size, struct sockaddr_storage *from, socklen_t *from_len,
+          gsize *seg)
+{
+  struct iovec iov = { buf, size };
+  struct msghdr msg = { 0 };
+  union
+  {
+    char buf[CMSG_SPACE (sizeof (int))];
+    struct cmsghdr align;
+  } control;
+  ssize_t n;
+
+  msg.msg_name = from;
+  msg.msg_namelen = sizeof *from;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  do
+    n = recvmsg (fd, &msg, MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return n;
+  *from_len = msg.msg_namelen;
+  *seg = n;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR (&msg); cm != NULL; cm = CMSG_NXTHDR (&msg, cm))
+    if (cm->cmsg_level == IPPROTO_UDP && cm->cmsg_type == UDP_GRO
+        && cm->cmsg_len >= CMSG_LEN (sizeof (int)))
+      {
+        int gso;
+
+        memcpy (&gso, CMSG_DATA (cm), sizeof gso);
+        if (gso > 0 && gso < n)
+          *seg = gso;
+      }
+  return n;
 }
 
 static void
@@ -788,6 +872,40 @@ conn_flush (GtQuicConn *c)
       ngtcp2_ssize ndatalen = -1, nwrite;
       gint64 sid = -1;
 
+      if (c->datagrams.length > 0 && c->handshake_done)
+        {
+          GBytes *d = g_queue_peek_head (&c->datagrams);
+          ngtcp2_vec dv;
+          gsize dlen = 0;
+          int accepted = 0;
+
+          dv.base = (uint8_t *) g_bytes_get_data (d, &dlen);
+          dv.len = dlen;
+          nwrite = ngtcp2_conn_writev_datagram (c->conn, &ps.path, &pi, buf, MAX_UDP_PAYLOAD,
+                                                &accepted, NGTCP2_WRITE_DATAGRAM_FLAG_MORE, 0,
+                                                &dv, 1, ts);
+          if (accepted || (nwrite < 0 && nwrite != NGTCP2_ERR_WRITE_MORE
+                           && !ngtcp2_err_is_fatal ((int) nwrite))
+              || (nwrite > 0 && ++c->datagram_tries > 2))
+            {
+              /* Sent; or refused (the peer takes none this size): dropped, as UDP drops; or it
+               * did not fit in two packets in a row. */
+              g_bytes_unref (g_queue_pop_head (&c->datagrams));
+              c->datagram_tries = 0;
+            }
+          if (nwrite == NGTCP2_ERR_WRITE_MORE)
+            continue; /* the packet has room for more */
+          if (nwrite < 0 && ngtcp2_err_is_fatal ((int) nwrite))
+            {
+              conn_fail (c, (int) nwrite, NULL);
+              return;
+            }
+          if (nwrite < 0)
+            continue;
+          if (nwrite == 0)
+            break; /* congestion: they wait */
+          goto have_packet;
+        }
       if (s != NULL)
         {
           sid = s->id;
@@ -841,6 +959,7 @@ conn_flush (GtQuicConn *c)
         }
       if (nwrite == 0)
         break;
+    have_packet:
       if (count > 0
           && ((gsize) nwrite > seg || ps.path.remote.addrlen != to_len
               || memcmp (ps.path.remote.addr, &to, to_len) != 0))
@@ -931,6 +1050,7 @@ gt_quic_conn_unref (GtQuicConn *c)
   g_clear_pointer (&c->streams, g_hash_table_unref);
   g_queue_clear_full (&c->incoming, (GDestroyNotify) qstream_unref);
   g_queue_clear_full (&c->tx_queue, (GDestroyNotify) qstream_unref);
+  g_queue_clear_full (&c->datagrams, (GDestroyNotify) g_bytes_unref);
   if (c->conn != NULL)
     ngtcp2_conn_del (c->conn);
   if (c->session != NULL)
@@ -1369,18 +1489,15 @@ client_read_cb (int fd, GIOCondition revents, gpointer user_data)
     {
       struct sockaddr_storage from;
       socklen_t from_len = sizeof from;
-      ssize_t n = recvfrom (c->fd, buf, sizeof buf, MSG_DONTWAIT, (struct sockaddr *) &from,
-                            &from_len);
+      gsize seg;
+      ssize_t n = udp_recv (c->fd, buf, sizeof buf, &from, &from_len, &seg);
 
       if (n < 0)
-        {
-          if (errno == EINTR)
-            continue;
-          break; /* EAGAIN, or an ICMP error report: QUIC's timers decide */
-        }
-      if (n == 0)
-        continue; /* an empty datagram is no QUIC packet (ngtcp2 asserts on one) */
-      conn_read_packet (c, buf, n, (struct sockaddr *) &from, from_len, ts);
+        break; /* EAGAIN, or an ICMP error report: QUIC's timers decide */
+      /* An empty datagram is no QUIC packet (ngtcp2 asserts on one): the loop skips it. */
+      for (gsize off = 0; off < (gsize) n && !c->closed; off += seg)
+        conn_read_packet (c, buf + off, MIN (seg, n - off), (struct sockaddr *) &from, from_len,
+                          ts);
     }
   conn_after_io (c);
   return G_SOURCE_CONTINUE;
@@ -1403,6 +1520,7 @@ udp_socket_for (int family, struct sockaddr_storage *local, socklen_t *local_len
   /* Bursts of a fast sender must not overflow the default (~208 KiB) buffers. */
   setsockopt (fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   setsockopt (fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  udp_enable_gro (fd);
   {
     struct sockaddr_storage any = { 0 };
     socklen_t any_len = family == AF_INET6 ? sizeof (struct sockaddr_in6)
@@ -1681,38 +1799,38 @@ server_read_cb (GSocket *socket, GIOCondition condition, gpointer user_data)
     {
       struct sockaddr_storage from;
       socklen_t from_len = sizeof from;
-      ngtcp2_version_cid vc;
-      CidKey key;
-      GtQuicConn *c;
-      ssize_t n = recvfrom (server->fd, server->buf, RX_BUF_SIZE, MSG_DONTWAIT,
-                            (struct sockaddr *) &from, &from_len);
-      int rv;
+      gsize seg;
+      ssize_t n = udp_recv (server->fd, server->buf, RX_BUF_SIZE, &from, &from_len, &seg);
 
       if (n < 0)
+        break;
+      /* Coalesced packets come from one sender and one flow, but each is looked up on its own:
+       * nothing says they belong to one connection. ngtcp2 asserts on an empty buffer (anyone
+       * could end the server with an empty datagram): the loop skips one. */
+      for (gsize off = 0; off < (gsize) n; off += seg)
         {
-          if (errno == EINTR)
-            continue;
-          break;
-        }
-      /* ngtcp2 asserts on an empty buffer: anyone could end the server with an empty datagram. */
-      if (n == 0)
-        continue;
-      rv = ngtcp2_pkt_decode_version_cid (&vc, server->buf, n, SCID_LEN);
-      if (rv != 0)
-        continue; /* not QUIC, or a version we do not speak */
-      cid_key_set (&key, vc.dcid, vc.dcidlen);
-      c = g_hash_table_lookup (server->by_cid, &key);
-      if (c == NULL && server->func == NULL)
-        continue; /* no new connections any more */
-      if (c == NULL)
-        {
-          c = server_accept (server, server->buf, n, (struct sockaddr *) &from, from_len);
+          const guint8 *pkt = server->buf + off;
+          gsize len = MIN (seg, n - off);
+          ngtcp2_version_cid vc;
+          CidKey key;
+          GtQuicConn *c;
+
+          if (ngtcp2_pkt_decode_version_cid (&vc, pkt, len, SCID_LEN) != 0)
+            continue; /* not QUIC, or a version we do not speak */
+          cid_key_set (&key, vc.dcid, vc.dcidlen);
+          c = g_hash_table_lookup (server->by_cid, &key);
+          if (c == NULL && server->func == NULL)
+            continue; /* no new connections any more */
           if (c == NULL)
-            continue;
+            {
+              c = server_accept (server, pkt, len, (struct sockaddr *) &from, from_len);
+              if (c == NULL)
+                continue;
+            }
+          if (!g_ptr_array_find (touched, c, NULL))
+            g_ptr_array_add (touched, gt_quic_conn_ref (c));
+          conn_read_packet (c, pkt, len, (struct sockaddr *) &from, from_len, ts);
         }
-      if (!g_ptr_array_find (touched, c, NULL))
-        g_ptr_array_add (touched, gt_quic_conn_ref (c));
-      conn_read_packet (c, server->buf, n, (struct sockaddr *) &from, from_len, ts);
     }
   for (guint i = 0; i < touched->len; i++)
     conn_after_io (touched->pdata[i]);
@@ -1771,6 +1889,7 @@ gt_quic_server_new (int fd, GTlsCertificate *certificate, guint idle_timeout_ms,
 
     setsockopt (fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
     setsockopt (fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    udp_enable_gro (fd);
     sock = g_socket_new_from_fd (dup (fd), error);
     if (sock == NULL)
       {
@@ -2364,6 +2483,59 @@ native_get_reset_code (GtNativeStreams *stream, guint64 *code)
   return TRUE;
 }
 
+/* Datagrams: QUIC DATAGRAM frames of the tunnel's connection, when the peer takes them. */
+
+static gsize
+native_get_max_datagram (GtNativeStreams *tunnel)
+{
+  GtQuicConn *c = GT_QUIC_STREAM (tunnel)->s->conn;
+  const ngtcp2_transport_params *tp;
+  gsize path_max;
+
+  if (c == NULL || c->closed || !c->handshake_done)
+    return 0;
+  tp = ngtcp2_conn_get_remote_transport_params (c->conn);
+  if (tp == NULL || tp->max_datagram_frame_size <= 3)
+    return 0;
+  /* The frame's type and length take 3 bytes of the peer's limit (a length below 16384); the
+   * packet is the path's size (1200 bytes until a larger one is known), not MAX_UDP_PAYLOAD. */
+  path_max = ngtcp2_conn_get_path_max_tx_udp_payload_size (c->conn);
+  if (path_max <= DATAGRAM_OVERHEAD)
+    return 0;
+  return (gsize) MIN (tp->max_datagram_frame_size - 3, path_max - DATAGRAM_OVERHEAD);
+}
+
+static gboolean
+native_send_datagram (GtNativeStreams *tunnel, const guint8 *head, gsize head_len,
+                      const guint8 *data, gsize len)
+{
+  GtQuicConn *c = GT_QUIC_STREAM (tunnel)->s->conn;
+  guint8 *bytes;
+
+  if (c == NULL || c->closed || !c->handshake_done
+      || c->datagrams.length >= MAX_DATAGRAMS_QUEUED
+      || head_len + len > native_get_max_datagram (tunnel))
+    return FALSE;
+  bytes = g_malloc (head_len + len);
+  memcpy (bytes, head, head_len);
+  if (len > 0)
+    memcpy (bytes + head_len, data, len);
+  g_queue_push_tail (&c->datagrams, g_bytes_new_take (bytes, head_len + len));
+  conn_schedule (c);
+  return TRUE;
+}
+
+static void
+native_set_datagram_func (GtNativeStreams *tunnel, GtNativeDatagramFunc func, gpointer user_data)
+{
+  GtQuicConn *c = GT_QUIC_STREAM (tunnel)->s->conn;
+
+  if (c == NULL)
+    return;
+  c->datagram_func = func;
+  c->datagram_data = user_data;
+}
+
 static void
 native_streams_init (GtNativeStreamsInterface *iface)
 {
@@ -2371,6 +2543,9 @@ native_streams_init (GtNativeStreamsInterface *iface)
   iface->set_accept_func = native_set_accept_func;
   iface->reset = native_reset;
   iface->get_reset_code = native_get_reset_code;
+  iface->get_max_datagram = native_get_max_datagram;
+  iface->send_datagram = native_send_datagram;
+  iface->set_datagram_func = native_set_datagram_func;
 }
 
 static GIOStream *

@@ -190,7 +190,7 @@ struct _GtTlsStream
   gsize wend;
   gsize wcap;
   GError *write_error;
-  GSource *flush_source; /* polls for room while wbuf holds bytes */
+  GtFdWatch *flush_source; /* polls for room while wbuf holds bytes */
 
   gboolean handshaken;
   /* TLS 1.3 records of our own once the handshake is done (see "Records"); FALSE: GnuTLS's. */
@@ -346,7 +346,7 @@ flush_out (GtTlsStream *self)
       g_clear_pointer (&self->wbuf, g_free);
     }
   if (self->flush_source != NULL)
-    gt_fd_source_set_events (self->flush_source, pending_out (self) > 0 ? G_IO_OUT : 0);
+    gt_fd_watch_set_events (self->flush_source, pending_out (self) > 0 ? G_IO_OUT : 0);
 }
 
 static void
@@ -1421,7 +1421,7 @@ tls_stream_close (GIOStream *stream, GCancellable *cancellable, GError **error)
       flush_out (self);
     }
   self->write_closed = TRUE;
-  gt_fd_source_free (g_steal_pointer (&self->flush_source));
+  gt_fd_watch_free (g_steal_pointer (&self->flush_source));
   (void) g_input_stream_close (self->in, NULL, NULL);
   (void) g_output_stream_close (self->out, NULL, NULL);
   return g_io_stream_close (self->base, cancellable, error);
@@ -1452,7 +1452,7 @@ gt_tls_stream_dispose (GObject *object)
 {
   GtTlsStream *self = GT_TLS_STREAM (object);
 
-  gt_fd_source_free (g_steal_pointer (&self->flush_source));
+  gt_fd_watch_free (g_steal_pointer (&self->flush_source));
   G_OBJECT_CLASS (gt_tls_stream_parent_class)->dispose (object);
 }
 
@@ -1677,7 +1677,7 @@ tls_stream_new (GIOStream *base, gboolean server, gnutls_certificate_credentials
   GT_TLS_INPUT (self->in)->tls = self;
   self->out = g_object_new (GT_TYPE_TLS_OUTPUT, NULL);
   GT_TLS_OUTPUT (self->out)->tls = self;
-  self->flush_source = gt_fd_source_new (self->fd, 0, flush_ready_cb, self);
+  self->flush_source = gt_fd_watch_new (self->fd, 0, flush_ready_cb, self);
   return g_steal_pointer (&self);
 }
 

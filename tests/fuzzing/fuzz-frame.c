@@ -63,6 +63,19 @@ decode_payload (const GtFrameHeader *hdr, const guint8 *payload, gsize len)
           abort ();
       }
       break;
+    case GT_FRAME_DATAGRAM:
+      {
+        guint32 flow = 0;
+        guint16 index;
+        const guint8 *d = NULL;
+        gsize d_len = 0;
+
+        ok = gt_datagram_decode (payload, len, &flow, &index, &d, &d_len, &error);
+        if (ok && (flow == 0 || d != payload + GT_DATAGRAM_PREFIX_SIZE
+                   || d_len + GT_DATAGRAM_PREFIX_SIZE != len))
+          abort ();
+      }
+      break;
     case GT_FRAME_WINDOW:
       {
         guint32 inc = 0;

@@ -20,8 +20,9 @@ assert_same (const GtHello *a, const GtHello *b)
       if (x->kind != y->kind || x->remote_port != y->remote_port
           || x->remote_random != y->remote_random || g_strcmp0 (x->prefix, y->prefix) != 0)
         abort ();
-      /* http/https always have a lower-case prefix; tcp and node entries never have one. */
-      if ((x->kind == GT_SERVICE_KIND_TCP || x->kind == GT_SERVICE_KIND_NODE)
+      /* http/https always have a lower-case prefix; tcp, udp and node entries never have one. */
+      if ((x->kind == GT_SERVICE_KIND_TCP || x->kind == GT_SERVICE_KIND_UDP
+           || x->kind == GT_SERVICE_KIND_NODE)
           != (x->prefix == NULL))
         abort ();
       if (x->prefix != NULL)

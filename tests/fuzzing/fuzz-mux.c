@@ -1,7 +1,8 @@
 /* fuzz-mux.c: libFuzzer target for the multiplexer reading a peer's frames after the handshake:
- * stream state (OPEN, DATA, FIN, RESET, WINDOW), flow-control bounds, PING, GOAWAY, ERROR. The
- * first input byte picks the side and what the client does with opened streams; the rest arrives
- * on the tunnel socket, which then reaches end of file. */
+ * stream state (OPEN, DATA, FIN, RESET, WINDOW), flow-control bounds, PING, GOAWAY, ERROR,
+ * DATAGRAM. The first input byte picks the side, what the client does with opened streams and
+ * whether datagrams were agreed on (then each one that arrives is sent back); the rest arrives on
+ * the tunnel socket, which then reaches end of file. */
 #include "config.h"
 
 #include <fcntl.h>
@@ -56,6 +57,15 @@ stream_opened_cb (GtMux *mux, GtMuxStream *stream, guint service_index, gpointer
 }
 
 static void
+datagram_cb (GtMux *mux, guint32 flow_id, guint16 service_index, const guint8 *data, gsize len,
+             gpointer user_data)
+{
+  if (flow_id == 0 || len > GT_DATAGRAM_MAX_DATA)
+    abort ();
+  gt_mux_send_datagram (mux, flow_id, service_index, data, len);
+}
+
+static void
 closed_cb (GtMux *mux, GError *error, gpointer user_data)
 {
   ((Run *) user_data)->closed = TRUE;
@@ -88,6 +98,11 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
   mux = gt_mux_new (io, (mode & 1) != 0, NULL, 0);
   g_signal_connect (mux, "stream-opened", G_CALLBACK (stream_opened_cb), &run);
   g_signal_connect (mux, "closed", G_CALLBACK (closed_cb), &run);
+  if (mode & 4)
+    {
+      gt_mux_set_datagrams (mux, TRUE);
+      gt_mux_set_datagram_func (mux, datagram_cb, NULL);
+    }
   gt_mux_start (mux);
 
   for (int turn = 0; turn < MAX_TURNS && !run.closed; turn++)

@@ -270,7 +270,7 @@ async function loadServices() {
   const r = await api("GET", "services");
   const body = $("services-body"); body.replaceChildren();
   (r.data.services || []).forEach((s, i) => {
-    body.append(el("tr", {}, el("td", { text: s.local || "" }), el("td", { text: s.hostPrefix || "" }), el("td", { text: s.remoteTCPPort || "" }),
+    body.append(el("tr", {}, el("td", { text: s.local || "" }), el("td", { text: s.hostPrefix || "" }), el("td", { text: s.remoteTCPPort || s.remoteUDPPort || "" }),
       el("td", {}, el("button", { type: "button", text: t("remove"), onclick: async () => { const x = await api("DELETE", "services/" + i); $("services-result").textContent = x.data.ok ? t("saved") : (x.data.error || (x.data.errors || []).map((e) => e.message).join("\n")); loadServices(); } }))));
   });
 }
