@@ -282,6 +282,25 @@ pull_cb (gnutls_transport_ptr_t ptr, void *data, size_t len)
   return n;
 }
 
+/* Room for need more bytes at wend. */
+static void
+wbuf_reserve (GtTlsStream *self, gsize need)
+{
+  if (self->wstart > 0 && self->wend + need > self->wcap)
+    {
+      memmove (self->wbuf, self->wbuf + self->wstart, self->wend - self->wstart);
+      self->wend -= self->wstart;
+      self->wstart = 0;
+    }
+  if (self->wend + need > self->wcap)
+    {
+      self->wcap = MAX (self->wend + need,
+                        MIN (2 * self->wcap, (gsize) OUT_HIGH + 2 * RECORD_MAX));
+      self->wcap = MAX (self->wcap, (gsize) 4096);
+      self->wbuf = g_realloc (self->wbuf, self->wcap);
+    }
+}
+
 /* Records are queued, never refused: GnuTLS then never sees a partial write, and all records of
  * one caller's write leave in one send(). */
 static ssize_t
@@ -292,18 +311,7 @@ vec_push_cb (gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
 
   for (int i = 0; i < iovcnt; i++)
     total += iov[i].iov_len;
-  if (self->wstart > 0 && self->wend + total > self->wcap)
-    {
-      memmove (self->wbuf, self->wbuf + self->wstart, self->wend - self->wstart);
-      self->wend -= self->wstart;
-      self->wstart = 0;
-    }
-  if (self->wend + total > self->wcap)
-    {
-      self->wcap = MAX (self->wend + total, MIN (2 * self->wcap, (gsize) OUT_HIGH + 2 * RECORD_MAX));
-      self->wcap = MAX (self->wcap, (gsize) 4096);
-      self->wbuf = g_realloc (self->wbuf, self->wcap);
-    }
+  wbuf_reserve (self, total);
   for (int i = 0; i < iovcnt; i++)
     {
       memcpy (self->wbuf + self->wend, iov[i].iov_base, iov[i].iov_len);
@@ -428,7 +436,8 @@ keys_update (GtTlsStream *self, RecordKeys *k)
   gboolean ok = hkdf_expand_label (self, k->secret, k->secret_len, "traffic upd", next,
                                    k->secret_len);
 
-  memcpy (k->secret, next, k->secret_len);
+  if (ok)
+    memcpy (k->secret, next, k->secret_len);
   explicit_bzero (next, sizeof next);
   return ok && keys_set (self, k);
 }
@@ -493,23 +502,6 @@ keep_gnutls:
   g_debug ("TLS records stay with GnuTLS (not TLS 1.3 with AES-GCM or ChaCha20-Poly1305)");
   keys_clear (&self->rd);
   keys_clear (&self->wr);
-}
-
-static void
-wbuf_reserve (GtTlsStream *self, gsize need)
-{
-  if (self->wstart > 0 && self->wend + need > self->wcap)
-    {
-      memmove (self->wbuf, self->wbuf + self->wstart, self->wend - self->wstart);
-      self->wend -= self->wstart;
-      self->wstart = 0;
-    }
-  if (self->wend + need > self->wcap)
-    {
-      self->wcap = MAX (self->wend + need, MIN (2 * self->wcap, (gsize) OUT_HIGH + 2 * RECORD_MAX));
-      self->wcap = MAX (self->wcap, (gsize) 4096);
-      self->wbuf = g_realloc (self->wbuf, self->wcap);
-    }
 }
 
 static gboolean record_seal (GtTlsStream *self, guint8 type, const guint8 *data, gsize len);
