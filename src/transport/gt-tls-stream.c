@@ -705,6 +705,11 @@ _gt_tls_inner_parse (const guint8 *plain, gsize len, gsize *data_len, gboolean *
   *data_len = 0;
   *request = FALSE;
   *why = NULL;
+  if (len > RECORD_MAX + 1)
+    {
+      *why = "record overflow"; /* RFC 8446 §5.4: at most 2^14 + 1 bytes with type and padding */
+      return GT_TLS_INNER_ERROR;
+    }
   /* The content type is the last non-zero byte; zeros after it are padding (RFC 8446 §5.4). */
   while (len > 0 && plain[len - 1] == 0)
     len--;
