@@ -3,7 +3,10 @@
  * from one to the other after a fixed delay (FIFO per direction, so no reordering). The test gives
  * the devices their addresses and adds loss with nftables. Runs until SIGTERM or SIGINT.
  *
- * Usage: gt-test-netdelay NETNS_A NETNS_B DELAY_MS
+ * Usage: gt-test-netdelay NETNS_A NETNS_B DELAY_MS [RATE_MBIT [QUEUE_MS]]
+ * With RATE_MBIT (> 0), each direction is also a link of that rate: a packet leaves after those
+ * ahead of it have been serialised, and one that would wait more than QUEUE_MS (default 50) in
+ * that queue is dropped at the tail, as a router's buffer of that depth would.
  * Prints "ready" on stdout once both devices exist; on exit, one line of counters. */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,7 +42,12 @@ typedef struct
   Packet ring[QUEUE_PACKETS];
   size_t head, count, bytes;
   uint64_t forwarded, dropped;
+  int64_t link_free_us; /* with a rate: when the link has sent all it holds */
 } Queue;
+
+/* The rate of each direction in bits per µs (0: no limit) and its queue's depth in µs. */
+static double rate_bits_per_us;
+static int64_t queue_us = 50000;
 
 static volatile sig_atomic_t stopping;
 
@@ -104,10 +112,25 @@ queue_read (Queue *q, int fd, int64_t delay_us)
 
       if (n <= 0)
         return;
+      int64_t now = now_us (), leave = now;
+
       if (q->count == QUEUE_PACKETS || q->bytes + n > QUEUE_BYTES)
         {
           q->dropped++;
           continue;
+        }
+      if (rate_bits_per_us > 0)
+        {
+          /* Serialisation behind what the link still holds; a full buffer drops the packet. */
+          int64_t start = q->link_free_us > now ? q->link_free_us : now;
+
+          if (start - now > queue_us)
+            {
+              q->dropped++;
+              continue;
+            }
+          leave = start + (int64_t)(n * 8 / rate_bits_per_us);
+          q->link_free_us = leave;
         }
       p = &q->ring[(q->head + q->count) % QUEUE_PACKETS];
       p->data = malloc (n);
@@ -118,7 +141,7 @@ queue_read (Queue *q, int fd, int64_t delay_us)
         }
       memcpy (p->data, buf, n);
       p->len = n;
-      p->due_us = now_us () + delay_us;
+      p->due_us = leave + delay_us;
       q->count++;
       q->bytes += n;
     }
@@ -154,12 +177,16 @@ main (int argc, char **argv)
   int64_t delay_us;
   int fa, fb;
 
-  if (argc != 4)
+  if (argc < 4 || argc > 6)
     {
-      fprintf (stderr, "usage: gt-test-netdelay NETNS_A NETNS_B DELAY_MS\n");
+      fprintf (stderr, "usage: gt-test-netdelay NETNS_A NETNS_B DELAY_MS [RATE_MBIT [QUEUE_MS]]\n");
       return 2;
     }
   delay_us = strtoll (argv[3], NULL, 10) * 1000;
+  if (argc > 4)
+    rate_bits_per_us = strtod (argv[4], NULL); /* Mbit/s = bits per µs */
+  if (argc > 5)
+    queue_us = strtoll (argv[5], NULL, 10) * 1000;
   memset (&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sigaction (SIGTERM, &sa, NULL);

@@ -448,6 +448,93 @@ test_native_streams (Fixture *f, gconstpointer data)
   }
 }
 
+/* Send buffers (gt-quic.c): a stream takes up to 1 MiB the network has not taken yet, and a
+ * connection holds at most 32 MiB of its streams' bytes until the peer acknowledges them. With
+ * nothing sent yet (the main loop has not run), 32 streams take 1 MiB each and the next none;
+ * once the peer reads, the acknowledgements make room again and every byte arrives. */
+#define SEND_UNSENT_HIGH (1024 * 1024)
+#define SEND_CONN_MAX (32 * 1024 * 1024)
+
+static void
+test_send_buffers (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) client = dial (f, NULL, TRUE, 0, f->port, &error);
+  g_autoptr (GPtrArray) taken = g_ptr_array_new_with_free_func (g_object_unref);
+  g_autoptr (GPtrArray) opened = g_ptr_array_new_with_free_func (g_object_unref);
+  const guint nstreams = SEND_CONN_MAX / SEND_UNSENT_HIGH + 1;
+  const gsize len = SEND_UNSENT_HIGH + 64 * 1024;
+  g_autofree guint8 *bytes = pattern (len, 3);
+  g_autofree gsize *off = g_new0 (gsize, nstreams);
+  g_autofree gboolean *fin = g_new0 (gboolean, nstreams);
+  g_autofree gboolean *eof = g_new0 (gboolean, nstreams);
+  g_autoptr (GPtrArray) got = g_ptr_array_new_with_free_func ((GDestroyNotify) g_byte_array_unref);
+  gint64 deadline = g_get_monotonic_time () + WAIT_US;
+  GByteArray *unused = g_byte_array_new ();
+  gboolean unused_eof = FALSE;
+  GIOStream *server;
+  guint done = 0;
+
+  g_assert_no_error (error);
+  gt_native_streams_set_accept_func (GT_NATIVE_STREAMS (client), native_accept_cb, taken);
+  write_all (client, (const guint8 *) "hello", 5, FALSE);
+  while (f->accepted->len == 0)
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_main_context_iteration (NULL, TRUE);
+    }
+  server = f->accepted->pdata[0];
+
+  for (guint i = 0; i < nstreams; i++)
+    {
+      GIOStream *s = gt_native_streams_open (GT_NATIVE_STREAMS (server), &error);
+      GPollableOutputStream *out = G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (s));
+      gssize n;
+
+      g_assert_no_error (error);
+      g_ptr_array_add (opened, s);
+      g_ptr_array_add (got, g_byte_array_new ());
+      /* Writes until the stream refuses, without running the main loop. */
+      while ((n = g_pollable_output_stream_write_nonblocking (out, bytes + off[i], len - off[i],
+                                                              NULL, NULL))
+             > 0)
+        off[i] += n;
+      g_assert_cmpuint (off[i], ==, i < nstreams - 1 ? SEND_UNSENT_HIGH : 0);
+      g_assert_false (g_pollable_output_stream_is_writable (out));
+    }
+
+  /* The client reads every stream while the server writes the rest and FIN. */
+  while (done < nstreams)
+    {
+      gboolean moved = FALSE;
+
+      done = 0;
+      for (guint i = 0; i < nstreams; i++)
+        {
+          gsize ignored = 0;
+          gboolean no_fin = TRUE;
+
+          moved |= pump_step (opened->pdata[i], bytes, len, &off[i], &fin[i], unused,
+                              &unused_eof);
+          if (i < taken->len)
+            moved |= pump_step (taken->pdata[i], NULL, 0, &ignored, &no_fin, got->pdata[i],
+                                &eof[i]);
+          done += eof[i];
+        }
+      if (!moved)
+        g_main_context_iteration (NULL, TRUE);
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+    }
+  for (guint i = 0; i < nstreams; i++)
+    {
+      GByteArray *g = got->pdata[i];
+
+      g_assert_cmpmem (g->data, g->len, bytes, len);
+    }
+  g_assert_cmpuint (unused->len, ==, 0);
+  g_byte_array_unref (unused);
+}
+
 /* Verification: the right pin passes; a wrong one and an untrusted CA fail with their reason. */
 static void
 test_verify (Fixture *f, gconstpointer data)
@@ -694,6 +781,8 @@ main (int argc, char **argv)
               test_close_delivers_last_bytes, fixture_teardown);
   g_test_add ("/gt/transport/quic/native-streams", Fixture, NULL, fixture_setup,
               test_native_streams, fixture_teardown);
+  g_test_add ("/gt/transport/quic/send-buffers", Fixture, NULL, fixture_setup,
+              test_send_buffers, fixture_teardown);
   g_test_add ("/gt/transport/quic/verify", Fixture, NULL, fixture_setup, test_verify,
               fixture_teardown);
   g_test_add ("/gt/transport/quic/no-answer", Fixture, NULL, fixture_setup, test_no_answer,

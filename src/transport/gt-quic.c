@@ -30,8 +30,16 @@
 #define RX_BUF_SIZE 65536
 /* Server connection IDs: long enough to be unguessable, fixed so short headers can be routed. */
 #define SCID_LEN 18
-/* Per-stream bytes written by the application and not yet acknowledged by the peer. */
-#define TX_HIGH (1024 * 1024)
+/* Send buffers. A stream takes the application's bytes while fewer than TX_UNSENT_HIGH of them
+ * wait to go out. Bytes sent stay until acknowledged; under loss that is a few round trips' worth
+ * (those past a lost packet wait for its resend), which congestion control bounds in an honest
+ * peer; TX_STREAM_MAX (above an honest peer's largest stream window, MAX_STREAM_WINDOW) and
+ * TX_CONN_MAX (above its connection window, MAX_CONN_WINDOW) bound them against the others.
+ * (A cap of 1 MiB on sent and unsent bytes together held one download over a 100 Mbit/s, 50 ms,
+ * 2 %-loss link to 5.9 MB/s; docs/benchmarks.md, "Under loss and delay".) */
+#define TX_UNSENT_HIGH (1024 * 1024)
+#define TX_STREAM_MAX (8 * 1024 * 1024)
+#define TX_CONN_MAX (32 * 1024 * 1024)
 /* Receive windows: QUIC flow control is the only flow control of a QUIC tunnel's streams. A
  * stream's window bounds what it holds unread; the connection's credit goes back on arrival. */
 #define STREAM_WINDOW (256 * 1024)
@@ -92,6 +100,7 @@ struct _GtQuicConn
   struct sockaddr_storage stalled_to;
   socklen_t stalled_to_len;
   GHashTable *streams;  /* stream id (gint64 *) → QStream* (ref) */
+  guint64 tx_buffered;  /* bytes in the streams' tx queues (sent or not), of streams not closed */
   GQueue tx_queue;      /* QStream* with bytes or a FIN to send */
   GQueue incoming;      /* server: QStream* opened by the peer, not handed out yet */
   GTask *connect_task;  /* client: until the handshake completes (it holds a ref meanwhile) */
@@ -135,6 +144,7 @@ struct _QStream
   gboolean tx_fin;  /* the application closed its side */
   gboolean fin_sent;
   gboolean in_tx_queue;
+  gboolean tx_released; /* its tx bytes no longer count in the connection's tx_buffered */
   gboolean owns_conn;
   gboolean closed;  /* ngtcp2 is done with it */
   gboolean app_closed; /* the application closed it or reset it: incoming bytes are dropped */
@@ -303,6 +313,8 @@ qstream_acked (QStream *s, guint64 upto)
         break;
       g_bytes_unref (g_queue_pop_head (&s->tx));
       s->tx_base += len;
+      if (!s->tx_released && s->conn != NULL)
+        s->conn->tx_buffered -= len;
     }
 }
 
@@ -311,6 +323,11 @@ static void
 stream_detach (GtQuicConn *c, QStream *s)
 {
   s->closed = TRUE;
+  if (!s->tx_released)
+    {
+      c->tx_buffered -= s->tx_end - s->tx_base;
+      s->tx_released = TRUE;
+    }
   qstream_unqueue_tx (s);
   g_hash_table_remove (c->streams, &s->id);
 }
@@ -595,7 +612,11 @@ fill_settings (ngtcp2_settings *st, ngtcp2_transport_params *tp, guint idle_time
   st->max_window = MAX_CONN_WINDOW;
   st->max_stream_window = MAX_STREAM_WINDOW;
   st->handshake_timeout = HANDSHAKE_TIMEOUT_NS;
-  st->cc_algo = NGTCP2_CC_ALGO_CUBIC;
+  /* BBR: a loss-based controller (CUBIC, Reno) takes random loss for congestion and halves its
+   * window each time; at 2 % loss and 50 ms RTT CUBIC moved 0.4 MB/s where BBR moved 5 and TCP
+   * tunnels (Linux BBR here) 1.5 (docs/benchmarks.md, "Under loss and delay"). BBR also keeps its
+   * name in ngtcp2 1.x, where BBR2 is gone. */
+  st->cc_algo = NGTCP2_CC_ALGO_BBR;
   ngtcp2_transport_params_default (tp);
   tp->initial_max_stream_data_bidi_local = STREAM_WINDOW;
   tp->initial_max_stream_data_bidi_remote = STREAM_WINDOW;
@@ -2005,10 +2026,22 @@ qstream_in_ready (QStream *s)
   return s->rx_len > 0 || s->rx_fin || s->error != NULL;
 }
 
+/* How many more bytes the application may write to s now. */
+static gsize
+qstream_tx_room (QStream *s)
+{
+  guint64 unsent = s->tx_end - s->tx_sent, held = s->tx_end - s->tx_base;
+  guint64 conn_held = s->conn != NULL ? s->conn->tx_buffered : 0;
+
+  if (unsent >= TX_UNSENT_HIGH || held >= TX_STREAM_MAX || conn_held >= TX_CONN_MAX)
+    return 0;
+  return MIN (TX_UNSENT_HIGH - unsent, MIN (TX_STREAM_MAX - held, TX_CONN_MAX - conn_held));
+}
+
 static gboolean
 qstream_out_ready (QStream *s)
 {
-  return s->error != NULL || s->tx_fin || s->tx_end - s->tx_base < TX_HIGH;
+  return s->error != NULL || s->tx_fin || qstream_tx_room (s) > 0;
 }
 
 static gssize
@@ -2061,7 +2094,7 @@ static GPollableReturn
 qstream_writev (QStream *s, const GOutputVector *vectors, gsize n_vectors, gsize *written,
                 GError **error)
 {
-  gsize total = 0;
+  gsize total = 0, room;
   GByteArray *chunk;
 
   *written = 0;
@@ -2075,11 +2108,12 @@ qstream_writev (QStream *s, const GOutputVector *vectors, gsize n_vectors, gsize
       g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_CLOSED, "QUIC stream closed");
       return G_POLLABLE_RETURN_FAILED;
     }
-  if (s->tx_end - s->tx_base >= TX_HIGH)
+  room = qstream_tx_room (s);
+  if (room == 0)
     return G_POLLABLE_RETURN_WOULD_BLOCK;
   for (gsize i = 0; i < n_vectors; i++)
     total += vectors[i].size;
-  total = MIN (total, TX_HIGH - (gsize) (s->tx_end - s->tx_base));
+  total = MIN (total, room);
   if (total == 0)
     return G_POLLABLE_RETURN_OK;
   chunk = g_byte_array_sized_new (total);
@@ -2087,6 +2121,8 @@ qstream_writev (QStream *s, const GOutputVector *vectors, gsize n_vectors, gsize
     g_byte_array_append (chunk, vectors[i].buffer, MIN (vectors[i].size, total - chunk->len));
   g_queue_push_tail (&s->tx, g_byte_array_free_to_bytes (chunk));
   s->tx_end += total;
+  if (!s->tx_released)
+    s->conn->tx_buffered += total;
   *written = total;
   qstream_queue_tx (s);
   return G_POLLABLE_RETURN_OK;
