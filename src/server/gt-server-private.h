@@ -105,6 +105,15 @@ void _gt_server_adopt_node_stream (GtServer *server, int fd, GtListenerKind kind
 gsize _gt_server_pending_buffer_limit (GtListenerKind kind, const guint8 *buf, gsize len);
 
 /* gt-server-udp.c */
+/* Binds the server port of one tcp or udp service: svc's remote_port first, then (with
+ * remote_random) up to 7 random ports of pool, each taken from the pool while tried. Returns the
+ * fd and *port_out, or -1 with *message for the peer (kind names the port, e.g. "udp port";
+ * range the pool, e.g. "udpRanges"). */
+typedef int (*GtServerBindFunc) (GInetAddress *address, guint16 port, GError **error);
+int _gt_server_bind_service_port (const GtHelloService *svc, GtPortPool *pool,
+                                  GtServerBindFunc bind_fn, GInetAddress *listen_inet,
+                                  const char *kind, const char *range, guint16 *port_out,
+                                  char **message);
 GtErrorCode _gt_server_session_open_udp (GtServerSession *s, guint16 index,
                                          const GtHelloService *svc, GtPortPool *pool,
                                          GInetAddress *listen_inet, char **message);

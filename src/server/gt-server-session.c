@@ -433,10 +433,11 @@ tcp_port_accept_cb (int fd, GIOCondition revents, gpointer user_data)
     }
 }
 
-/* Opens the tcp port of one service; GT_ERROR_CODE_NONE on success. */
-static GtErrorCode
-session_open_tcp (GtServerSession *s, guint16 index, const GtHelloService *svc, GtPortPool *pool,
-                  GInetAddress *listen_inet, char **message)
+int
+_gt_server_bind_service_port (const GtHelloService *svc, GtPortPool *pool,
+                              GtServerBindFunc bind_fn, GInetAddress *listen_inet,
+                              const char *kind, const char *range, guint16 *port_out,
+                              char **message)
 {
   g_autoptr (GArray) tried = g_array_new (FALSE, FALSE, sizeof (guint16));
   g_autoptr (GError) last_error = NULL;
@@ -445,8 +446,6 @@ session_open_tcp (GtServerSession *s, guint16 index, const GtHelloService *svc, 
     {
       guint16 port = 0;
       int fd;
-      GtServerTcpPort *t;
-      GtWelcomePort wp;
 
       if (attempt == 0 && svc->remote_port != 0)
         port = svc->remote_port;
@@ -458,36 +457,53 @@ session_open_tcp (GtServerSession *s, guint16 index, const GtHelloService *svc, 
       if (!gt_port_pool_take (pool, port))
         continue;
       g_clear_error (&last_error);
-      fd = gt_tcp_listen_on (listen_inet, port, &last_error);
+      fd = bind_fn (listen_inet, port, &last_error);
       if (fd < 0)
         {
           gt_port_pool_release (pool, port);
           continue;
         }
-      t = g_new0 (GtServerTcpPort, 1);
-      t->session = s;
-      t->service_index = index;
-      t->port = port;
-      t->pool = pool;
-      t->fd = fd;
-      t->source = gt_fd_watch_new (fd, G_IO_IN, tcp_port_accept_cb, t);
-      g_ptr_array_add (s->tcp_ports, t);
-      wp.service_index = index;
-      wp.port = port;
-      g_array_append_val (s->ports, wp);
-      g_message ("client %s: tcp port %u opened for service %u", s->id, port, index);
-      return GT_ERROR_CODE_NONE;
+      *port_out = port;
+      return fd;
     }
   if (svc->remote_port != 0 && !gt_port_pool_contains (pool, svc->remote_port)
       && !svc->remote_random)
-    *message = g_strdup_printf ("port %u is not in the server's tcp range for this user",
-                                svc->remote_port);
+    *message = g_strdup_printf ("%s %u is not in the server's %s", kind, svc->remote_port,
+                                range);
   else if (svc->remote_port != 0 && !svc->remote_random)
-    *message = g_strdup_printf ("port %u is not available%s%s", svc->remote_port,
+    *message = g_strdup_printf ("%s %u is not available%s%s", kind, svc->remote_port,
                                 last_error ? ": " : "", last_error ? last_error->message : "");
   else
-    *message = g_strdup ("no free port in the server's tcp range for this user");
-  return GT_ERROR_CODE_PORT_UNAVAILABLE;
+    *message = g_strdup_printf ("no free port in the server's %s", range);
+  return -1;
+}
+
+/* Opens the tcp port of one service; GT_ERROR_CODE_NONE on success. */
+static GtErrorCode
+session_open_tcp (GtServerSession *s, guint16 index, const GtHelloService *svc, GtPortPool *pool,
+                  GInetAddress *listen_inet, char **message)
+{
+  GtServerTcpPort *t;
+  GtWelcomePort wp;
+  guint16 port = 0;
+  int fd = _gt_server_bind_service_port (svc, pool, gt_tcp_listen_on, listen_inet, "port",
+                                         "tcp range for this user", &port, message);
+
+  if (fd < 0)
+    return GT_ERROR_CODE_PORT_UNAVAILABLE;
+  t = g_new0 (GtServerTcpPort, 1);
+  t->session = s;
+  t->service_index = index;
+  t->port = port;
+  t->pool = pool;
+  t->fd = fd;
+  t->source = gt_fd_watch_new (fd, G_IO_IN, tcp_port_accept_cb, t);
+  g_ptr_array_add (s->tcp_ports, t);
+  wp.service_index = index;
+  wp.port = port;
+  g_array_append_val (s->ports, wp);
+  g_message ("client %s: tcp port %u opened for service %u", s->id, port, index);
+  return GT_ERROR_CODE_NONE;
 }
 
 /* ------------------------------------------------------------------------------------------ */

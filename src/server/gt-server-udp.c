@@ -362,64 +362,36 @@ GtErrorCode
 _gt_server_session_open_udp (GtServerSession *s, guint16 index, const GtHelloService *svc,
                              GtPortPool *pool, GInetAddress *listen_inet, char **message)
 {
-  g_autoptr (GArray) tried = g_array_new (FALSE, FALSE, sizeof (guint16));
-  g_autoptr (GError) last_error = NULL;
+  GtServerUdpPort *p;
+  GtWelcomePort wp;
+  guint16 port = 0;
+  int fd;
 
   if (listen_inet == NULL)
     {
       *message = g_strdup ("no address to open udp ports on");
       return GT_ERROR_CODE_PORT_UNAVAILABLE;
     }
-  for (int attempt = 0; attempt < 8; attempt++)
-    {
-      guint16 port = 0;
-      int fd;
-      GtServerUdpPort *p;
-      GtWelcomePort wp;
-
-      if (attempt == 0 && svc->remote_port != 0)
-        port = svc->remote_port;
-      else if (svc->remote_random)
-        port = gt_port_pool_pick_random (pool, tried);
-      if (port == 0)
-        break;
-      g_array_append_val (tried, port);
-      if (!gt_port_pool_take (pool, port))
-        continue;
-      g_clear_error (&last_error);
-      fd = udp_port_bind (listen_inet, port, &last_error);
-      if (fd < 0)
-        {
-          gt_port_pool_release (pool, port);
-          continue;
-        }
-      p = g_new0 (GtServerUdpPort, 1);
-      p->session = s;
-      p->service_index = index;
-      p->port = port;
-      p->pool = pool;
-      p->fd = fd;
-      p->by_addr = g_hash_table_new_full (addr_key_hash, addr_key_equal, g_free, flow_free);
-      p->source = gt_fd_watch_new (fd, G_IO_IN, udp_port_read_cb, p);
-      g_ptr_array_add (s->udp_ports, p);
-      wp.service_index = index;
-      wp.port = port;
-      g_array_append_val (s->ports, wp);
-      if (s->udp_timer_id == 0)
-        s->udp_timer_id = g_timeout_add_seconds (1, udp_expire_cb, s);
-      g_message ("client %s: udp port %u opened for service %u", s->id, port, index);
-      return GT_ERROR_CODE_NONE;
-    }
-  if (svc->remote_port != 0 && !gt_port_pool_contains (pool, svc->remote_port)
-      && !svc->remote_random)
-    *message = g_strdup_printf ("udp port %u is not in the server's udpRanges",
-                                svc->remote_port);
-  else if (svc->remote_port != 0 && !svc->remote_random)
-    *message = g_strdup_printf ("udp port %u is not available%s%s", svc->remote_port,
-                                last_error ? ": " : "", last_error ? last_error->message : "");
-  else
-    *message = g_strdup ("no free port in the server's udpRanges");
-  return GT_ERROR_CODE_PORT_UNAVAILABLE;
+  fd = _gt_server_bind_service_port (svc, pool, udp_port_bind, listen_inet, "udp port",
+                                     "udpRanges", &port, message);
+  if (fd < 0)
+    return GT_ERROR_CODE_PORT_UNAVAILABLE;
+  p = g_new0 (GtServerUdpPort, 1);
+  p->session = s;
+  p->service_index = index;
+  p->port = port;
+  p->pool = pool;
+  p->fd = fd;
+  p->by_addr = g_hash_table_new_full (addr_key_hash, addr_key_equal, g_free, flow_free);
+  p->source = gt_fd_watch_new (fd, G_IO_IN, udp_port_read_cb, p);
+  g_ptr_array_add (s->udp_ports, p);
+  wp.service_index = index;
+  wp.port = port;
+  g_array_append_val (s->ports, wp);
+  if (s->udp_timer_id == 0)
+    s->udp_timer_id = g_timeout_add_seconds (1, udp_expire_cb, s);
+  g_message ("client %s: udp port %u opened for service %u", s->id, port, index);
+  return GT_ERROR_CODE_NONE;
 }
 
 gboolean
